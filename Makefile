@@ -1,0 +1,36 @@
+# The two quick-start commands: `make demo` and `make test`. Each creates the
+# virtual environment and builds the Cython core when needed.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+CORE_SOURCES := $(wildcard ddc/_core/*.pyx ddc/_core/*.pxd ddc/_core/*.h) setup.py pyproject.toml
+PYTEST_ARGS ?=
+
+.PHONY: demo test bench build clean
+
+demo: $(VENV)/.built
+	$(BIN)/python -m ddc demo
+
+test: $(VENV)/.built-test
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: $(VENV)/.built-test
+	$(BIN)/python -m pytest bench $(PYTEST_ARGS)
+
+build: $(VENV)/.built
+
+$(VENV)/bin/python:
+	$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "DDC needs Python 3.11 or newer")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.built: $(VENV)/bin/python $(CORE_SOURCES)
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+$(VENV)/.built-test: $(VENV)/bin/python $(CORE_SOURCES)
+	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
+	touch $@ $(VENV)/.built
+
+clean:
+	rm -rf $(VENV) build ddc/_core/*.c ddc/_core/*.so *.egg-info

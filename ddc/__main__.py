@@ -1,0 +1,5 @@
+import sys
+
+from ddc.cli import main
+
+sys.exit(main())

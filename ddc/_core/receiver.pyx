@@ -1,0 +1,593 @@
+"""The receiving half of a link: datagrams in, complete frames and exact counts out.
+
+Everything a hostile or lossy network can do to a datagram stream is decided
+here, without the GIL, and every datagram that is not used ends in exactly one
+drop counter. State is bounded by construction:
+
+- sequence tracking keeps a sliding 65 536-bit window (8 KiB) per session, so
+  duplicates are recognised and loss is the gap between the highest sequence and
+  the number of distinct datagrams seen;
+- reassembly uses a fixed table of `max_frames_in_flight` slots indexed by
+  frame id, plus a byte budget; a frame that does not fit evicts the oldest
+  partial frame, and partial frames older than `frame_timeout` are discarded;
+- a new session id (a restarted sender) abandons the old session's partial
+  frames and starts fresh; late datagrams of a recent old session are counted as
+  stale rather than starting it again.
+"""
+
+from cpython.buffer cimport PyBuffer_FillInfo
+from libc.errno cimport EAGAIN, EINTR, errno
+from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
+from libc.stdlib cimport calloc, free, malloc
+from libc.string cimport memcpy, memset
+
+from ddc._core.wire cimport (HEADER_SIZE, PARSE_BAD_CHECKSUM, PARSE_BAD_MAGIC, PARSE_MALFORMED,
+                             PARSE_OK, PARSE_TRUNCATED, PARSE_UNKNOWN_TYPE, PARSE_UNKNOWN_VERSION,
+                             TYPE_DATA, TYPE_HEARTBEAT, TYPE_SHUTDOWN, Header, ParseResult,
+                             fragment_chunk, parse_header)
+
+
+cdef extern from "<sys/socket.h>" nogil:
+    ctypedef unsigned int socklen_t
+    struct iovec:
+        void* iov_base
+        size_t iov_len
+    struct msghdr:
+        void* msg_name
+        socklen_t msg_namelen
+        iovec* msg_iov
+        size_t msg_iovlen
+        void* msg_control
+        size_t msg_controllen
+        int msg_flags
+    struct mmsghdr:
+        msghdr msg_hdr
+        unsigned int msg_len
+    int recvmmsg(int fd, mmsghdr* vector, unsigned int count, int flags, void* timeout)
+    int MSG_DONTWAIT
+    int MSG_TRUNC
+
+cdef extern from "<time.h>" nogil:
+    struct timespec:
+        long tv_sec
+        long tv_nsec
+    int CLOCK_MONOTONIC
+    int clock_gettime(int clock, timespec* now)
+
+cdef extern from "<poll.h>" nogil:
+    struct pollfd:
+        int fd
+        short events
+        short revents
+    short POLLIN
+    int poll(pollfd* fds, unsigned long count, int timeout_ms)
+
+
+cdef enum:
+    BATCH_DATAGRAMS = 64
+    RECEIVE_BUFFER_BYTES = 65536
+    SEQUENCE_WINDOW = 65536
+    SEQUENCE_WORDS = SEQUENCE_WINDOW // 64
+    RETIRED_SESSIONS = 8
+    MAX_EVENTS = 32
+    EVENT_PAYLOAD_BYTES = 256
+    SWEEP_INTERVAL_NS = 10000000
+
+cdef enum SlotState:
+    SLOT_EMPTY = 0
+    SLOT_PARTIAL = 1
+    SLOT_DONE = 2
+
+cdef enum:
+    DATAGRAMS_RECEIVED
+    BYTES_RECEIVED
+    DATAGRAMS_ACCEPTED
+    DATAGRAMS_REORDERED
+    DROPPED_TRUNCATED
+    DROPPED_BAD_MAGIC
+    DROPPED_UNKNOWN_VERSION
+    DROPPED_BAD_CHECKSUM
+    DROPPED_MALFORMED
+    DROPPED_UNKNOWN_TYPE
+    DROPPED_OVERSIZED_FRAME
+    DROPPED_STALE_SESSION
+    DROPPED_DUPLICATE
+    DROPPED_TOO_OLD
+    DROPPED_LATE_FRAGMENT
+    FRAMES_COMPLETED
+    FRAMES_TIMED_OUT
+    FRAMES_EVICTED
+    FRAMES_ABANDONED
+    FRAGMENTS_MISSING
+    HEARTBEATS_RECEIVED
+    SHUTDOWNS_RECEIVED
+    SESSIONS_STARTED
+    EVENTS_DROPPED
+    COUNTER_COUNT
+
+COUNTER_NAMES = (
+    "datagrams_received", "bytes_received", "datagrams_accepted", "datagrams_reordered",
+    "dropped_truncated", "dropped_bad_magic", "dropped_unknown_version", "dropped_bad_checksum",
+    "dropped_malformed", "dropped_unknown_type", "dropped_oversized_frame", "dropped_stale_session",
+    "dropped_duplicate", "dropped_too_old", "dropped_late_fragment",
+    "frames_completed", "frames_timed_out", "frames_evicted", "frames_abandoned", "fragments_missing",
+    "heartbeats_received", "shutdowns_received", "sessions_started", "events_dropped",
+)
+
+cdef enum:
+    EVENT_SESSION_STARTED = 1
+    EVENT_HEARTBEAT = 2
+    EVENT_SHUTDOWN = 3
+
+SESSION_STARTED = EVENT_SESSION_STARTED
+HEARTBEAT_RECEIVED = EVENT_HEARTBEAT
+SHUTDOWN_RECEIVED = EVENT_SHUTDOWN
+
+
+cdef struct Slot:
+    uint64_t frame_id
+    SlotState state
+    uint32_t fragment_count
+    uint32_t fragments_received
+    uint32_t frame_length
+    uint32_t chunk
+    uint8_t* bitmap
+    uint8_t* data
+    int64_t first_seen_ns
+
+cdef struct Event:
+    int kind
+    uint64_t session_id
+    uint64_t previous_session_id
+    uint32_t payload_length
+    uint8_t payload[EVENT_PAYLOAD_BYTES]
+
+cdef struct Ready:
+    uint8_t* data
+    uint32_t length
+    uint64_t frame_id
+
+
+cdef inline int64_t monotonic_ns() noexcept nogil:
+    cdef timespec now
+    clock_gettime(CLOCK_MONOTONIC, &now)
+    return <int64_t>now.tv_sec * 1000000000 + now.tv_nsec
+
+
+cdef class Frame:
+    """A reassembled frame; owns its bytes and lends them through the buffer protocol."""
+    cdef uint8_t* data
+    cdef Py_ssize_t length
+    cdef readonly uint64_t frame_id
+    cdef readonly uint64_t session_id
+
+    def __dealloc__(self):
+        free(self.data)
+
+    def __len__(self):
+        return self.length
+
+    def __getbuffer__(self, Py_buffer* buffer, int flags):
+        PyBuffer_FillInfo(buffer, self, self.data, self.length, 1, flags)
+
+    def __releasebuffer__(self, Py_buffer* buffer):
+        pass
+
+    def __bytes__(self):
+        return (<char*>self.data)[:self.length]
+
+    def __repr__(self):
+        return f"Frame(frame_id={self.frame_id}, length={self.length})"
+
+
+cdef class LinkReceiver:
+    """Sequence tracking and reassembly for one link; see the module docstring."""
+    cdef readonly uint32_t max_frame_bytes
+    cdef readonly uint32_t max_frames_in_flight
+    cdef readonly uint64_t max_bytes_in_flight
+    cdef readonly int64_t frame_timeout_ns
+    cdef uint64_t counters_[COUNTER_COUNT]
+    # session
+    cdef readonly bint has_session
+    cdef readonly uint64_t session_id
+    cdef uint64_t retired[RETIRED_SESSIONS]
+    cdef int retired_count
+    # sequence window
+    cdef uint64_t sequence_bits[SEQUENCE_WORDS]
+    cdef uint64_t highest_sequence
+    cdef uint64_t lowest_sequence
+    cdef uint64_t distinct_datagrams
+    # frames
+    cdef Slot* slots
+    cdef bint frames_started
+    cdef uint64_t highest_frame_id
+    cdef uint64_t lowest_frame_id
+    cdef uint64_t session_frames_completed
+    cdef uint64_t earlier_sessions_datagrams_lost
+    cdef uint64_t earlier_sessions_frames_lost
+    cdef readonly uint32_t frames_in_flight
+    cdef readonly uint64_t bytes_in_flight
+    cdef readonly uint64_t peak_bytes_in_flight
+    cdef int64_t last_sweep_ns
+    # hand-off to Python
+    cdef Ready* ready
+    cdef uint32_t ready_count
+    cdef Event events[MAX_EVENTS]
+    cdef int event_count
+    # receive buffers
+    cdef uint8_t* buffers
+    cdef iovec iov[BATCH_DATAGRAMS]
+    cdef mmsghdr messages[BATCH_DATAGRAMS]
+
+    def __cinit__(self, uint32_t max_frame_bytes=64 * 1024 * 1024, uint32_t max_frames_in_flight=1024,
+                  uint64_t max_bytes_in_flight=256 * 1024 * 1024, double frame_timeout_seconds=5.0):
+        cdef int i
+        if max_frames_in_flight < 1:
+            raise ValueError("max_frames_in_flight must be at least 1")
+        if max_bytes_in_flight < max_frame_bytes:
+            raise ValueError(
+                f"max_bytes_in_flight ({max_bytes_in_flight}) must be at least max_frame_bytes ({max_frame_bytes})")
+        self.max_frame_bytes = max_frame_bytes
+        self.max_frames_in_flight = max_frames_in_flight
+        self.max_bytes_in_flight = max_bytes_in_flight
+        self.frame_timeout_ns = <int64_t>(frame_timeout_seconds * 1e9)
+        self.slots = <Slot*>calloc(max_frames_in_flight, sizeof(Slot))
+        self.ready = <Ready*>calloc(max_frames_in_flight + BATCH_DATAGRAMS, sizeof(Ready))
+        self.buffers = <uint8_t*>malloc(BATCH_DATAGRAMS * RECEIVE_BUFFER_BYTES)
+        if self.slots == NULL or self.ready == NULL or self.buffers == NULL:
+            raise MemoryError()
+        for i in range(BATCH_DATAGRAMS):
+            self.iov[i].iov_base = self.buffers + i * RECEIVE_BUFFER_BYTES
+            self.iov[i].iov_len = RECEIVE_BUFFER_BYTES
+        self.last_sweep_ns = monotonic_ns()
+
+    def __dealloc__(self):
+        cdef uint32_t i
+        if self.slots != NULL:
+            for i in range(self.max_frames_in_flight):
+                free(self.slots[i].data)
+                free(self.slots[i].bitmap)
+            free(self.slots)
+        if self.ready != NULL:
+            for i in range(self.ready_count):
+                free(self.ready[i].data)
+            free(self.ready)
+        free(self.buffers)
+
+    # ---- state helpers (nogil) ----
+
+    cdef void push_event(self, int kind, uint64_t previous, const uint8_t* payload, uint32_t length) noexcept nogil:
+        cdef Event* event
+        if self.event_count == MAX_EVENTS:
+            self.counters_[EVENTS_DROPPED] += 1
+            return
+        event = &self.events[self.event_count]
+        self.event_count += 1
+        event.kind = kind
+        event.session_id = self.session_id
+        event.previous_session_id = previous
+        if length > EVENT_PAYLOAD_BYTES:
+            length = EVENT_PAYLOAD_BYTES
+        event.payload_length = length
+        if length:
+            memcpy(event.payload, payload, length)
+
+    cdef void release_slot(self, Slot* slot, SlotState new_state) noexcept nogil:
+        if slot.state == SLOT_PARTIAL:
+            self.frames_in_flight -= 1
+            self.bytes_in_flight -= slot.frame_length
+        free(slot.data)
+        free(slot.bitmap)
+        slot.data = NULL
+        slot.bitmap = NULL
+        slot.state = new_state
+
+    cdef void discard_partial(self, Slot* slot, int reason) noexcept nogil:
+        self.counters_[reason] += 1
+        self.counters_[FRAGMENTS_MISSING] += slot.fragment_count - slot.fragments_received
+        self.release_slot(slot, SLOT_DONE)
+
+    cdef void discard_all_partials(self, int reason) noexcept nogil:
+        cdef uint32_t i
+        for i in range(self.max_frames_in_flight):
+            if self.slots[i].state == SLOT_PARTIAL:
+                self.discard_partial(&self.slots[i], reason)
+
+    cdef bint evict_oldest_partial(self) noexcept nogil:
+        cdef uint32_t i
+        cdef Slot* oldest = NULL
+        for i in range(self.max_frames_in_flight):
+            if self.slots[i].state == SLOT_PARTIAL and (oldest == NULL or self.slots[i].frame_id < oldest.frame_id):
+                oldest = &self.slots[i]
+        if oldest == NULL:
+            return False
+        self.discard_partial(oldest, FRAMES_EVICTED)
+        return True
+
+    cdef void start_session(self, uint64_t session_id) noexcept nogil:
+        cdef uint64_t previous = self.session_id
+        cdef uint32_t i
+        if self.has_session:
+            self.discard_all_partials(FRAMES_ABANDONED)
+            self.earlier_sessions_datagrams_lost += self.session_datagrams_lost()
+            self.earlier_sessions_frames_lost += self.session_frames_lost()
+            self.retired[self.retired_count % RETIRED_SESSIONS] = previous
+            self.retired_count += 1
+        for i in range(self.max_frames_in_flight):
+            self.slots[i].state = SLOT_EMPTY
+        memset(self.sequence_bits, 0, sizeof(self.sequence_bits))
+        self.highest_sequence = 0
+        self.lowest_sequence = 0
+        self.distinct_datagrams = 0
+        self.frames_started = False
+        self.highest_frame_id = 0
+        self.lowest_frame_id = 0
+        self.session_frames_completed = 0
+        self.has_session = True
+        self.session_id = session_id
+        self.counters_[SESSIONS_STARTED] += 1
+        self.push_event(EVENT_SESSION_STARTED, previous, NULL, 0)
+
+    cdef uint64_t session_datagrams_lost(self) noexcept nogil:
+        if self.distinct_datagrams == 0:
+            return 0
+        return self.highest_sequence - self.lowest_sequence + 1 - self.distinct_datagrams
+
+    cdef uint64_t session_frames_lost(self) noexcept nogil:
+        if not self.frames_started:
+            return 0
+        return self.highest_frame_id - self.lowest_frame_id + 1 - self.session_frames_completed - self.frames_in_flight
+
+    cdef bint is_retired(self, uint64_t session_id) noexcept nogil:
+        cdef int i
+        cdef int known = self.retired_count if self.retired_count < RETIRED_SESSIONS else RETIRED_SESSIONS
+        for i in range(known):
+            if self.retired[i] == session_id:
+                return True
+        return False
+
+    cdef bint track_sequence(self, uint64_t sequence) noexcept nogil:
+        """Records a datagram's sequence; False when it is a duplicate or too old to judge."""
+        cdef uint64_t distance, s
+        cdef uint32_t bit
+        if self.distinct_datagrams == 0:
+            self.highest_sequence = sequence
+            self.lowest_sequence = sequence
+        elif sequence > self.highest_sequence:
+            distance = sequence - self.highest_sequence
+            if distance >= SEQUENCE_WINDOW:
+                memset(self.sequence_bits, 0, sizeof(self.sequence_bits))
+            else:
+                s = self.highest_sequence + 1
+                while s < sequence:
+                    bit = s % SEQUENCE_WINDOW
+                    self.sequence_bits[bit >> 6] &= ~(1ULL << (bit & 63))
+                    s += 1
+            self.highest_sequence = sequence
+        elif self.highest_sequence - sequence >= SEQUENCE_WINDOW:
+            # Too old to tell from a duplicate: refuse it, but it proves the sequence was sent.
+            self.counters_[DROPPED_TOO_OLD] += 1
+            if sequence < self.lowest_sequence:
+                self.lowest_sequence = sequence
+            return False
+        else:
+            bit = sequence % SEQUENCE_WINDOW
+            if self.sequence_bits[bit >> 6] & (1ULL << (bit & 63)):
+                self.counters_[DROPPED_DUPLICATE] += 1
+                return False
+            self.counters_[DATAGRAMS_REORDERED] += 1
+            if sequence < self.lowest_sequence:
+                self.lowest_sequence = sequence
+        bit = sequence % SEQUENCE_WINDOW
+        self.sequence_bits[bit >> 6] |= 1ULL << (bit & 63)
+        self.distinct_datagrams += 1
+        return True
+
+    cdef void refuse_late(self, uint64_t frame_id) noexcept nogil:
+        # A late fragment proves its frame was sent; if the frame never started it must still count as lost.
+        self.counters_[DROPPED_LATE_FRAGMENT] += 1
+        if frame_id < self.lowest_frame_id:
+            self.lowest_frame_id = frame_id
+
+    cdef void accept_fragment(self, const Header* h, const uint8_t* payload, int64_t now) noexcept nogil:
+        cdef uint64_t frame_id = h.frame_id
+        cdef Slot* slot
+        cdef Ready* done
+        cdef uint32_t index = h.fragment_index
+        if h.frame_length > self.max_frame_bytes:
+            self.counters_[DROPPED_OVERSIZED_FRAME] += 1
+            return
+        if self.frames_started and frame_id + self.max_frames_in_flight <= self.highest_frame_id:
+            self.refuse_late(frame_id)
+            return
+        slot = &self.slots[frame_id % self.max_frames_in_flight]
+        if slot.state != SLOT_EMPTY and slot.frame_id != frame_id:
+            if slot.frame_id > frame_id:
+                self.refuse_late(frame_id)
+                return
+            if slot.state == SLOT_PARTIAL:
+                self.discard_partial(slot, FRAMES_EVICTED)
+            slot.state = SLOT_EMPTY
+        if slot.state == SLOT_DONE:
+            self.refuse_late(frame_id)
+            return
+        if slot.state == SLOT_EMPTY:
+            while self.bytes_in_flight + h.frame_length > self.max_bytes_in_flight:
+                if not self.evict_oldest_partial():
+                    break
+            slot.data = <uint8_t*>malloc(h.frame_length if h.frame_length else 1)
+            slot.bitmap = <uint8_t*>calloc((h.fragment_count + 7) // 8, 1)
+            if slot.data == NULL or slot.bitmap == NULL:
+                free(slot.data)
+                free(slot.bitmap)
+                slot.data = NULL
+                slot.bitmap = NULL
+                self.counters_[DROPPED_OVERSIZED_FRAME] += 1
+                return
+            slot.frame_id = frame_id
+            slot.state = SLOT_PARTIAL
+            slot.fragment_count = h.fragment_count
+            slot.fragments_received = 0
+            slot.frame_length = h.frame_length
+            slot.chunk = fragment_chunk(h.frame_length, h.fragment_count)
+            slot.first_seen_ns = now
+            self.frames_in_flight += 1
+            self.bytes_in_flight += h.frame_length
+            if self.bytes_in_flight > self.peak_bytes_in_flight:
+                self.peak_bytes_in_flight = self.bytes_in_flight
+            if not self.frames_started:
+                self.frames_started = True
+                self.highest_frame_id = frame_id
+                self.lowest_frame_id = frame_id
+            elif frame_id > self.highest_frame_id:
+                self.highest_frame_id = frame_id
+            elif frame_id < self.lowest_frame_id:
+                self.lowest_frame_id = frame_id
+        elif slot.frame_length != h.frame_length or slot.fragment_count != h.fragment_count:
+            self.counters_[DROPPED_MALFORMED] += 1
+            return
+        if slot.bitmap[index >> 3] & (1 << (index & 7)):
+            self.counters_[DROPPED_DUPLICATE] += 1
+            return
+        slot.bitmap[index >> 3] |= 1 << (index & 7)
+        memcpy(slot.data + <uint64_t>index * slot.chunk, payload, h.payload_length)
+        slot.fragments_received += 1
+        self.counters_[DATAGRAMS_ACCEPTED] += 1
+        if slot.fragments_received == slot.fragment_count:
+            done = &self.ready[self.ready_count]
+            self.ready_count += 1
+            done.data = slot.data
+            done.length = slot.frame_length
+            done.frame_id = frame_id
+            slot.data = NULL
+            self.release_slot(slot, SLOT_DONE)
+            self.counters_[FRAMES_COMPLETED] += 1
+            self.session_frames_completed += 1
+
+    cdef void accept(self, const uint8_t* data, size_t length, int64_t now) noexcept nogil:
+        cdef Header h
+        cdef ParseResult result
+        self.counters_[DATAGRAMS_RECEIVED] += 1
+        self.counters_[BYTES_RECEIVED] += length
+        result = parse_header(data, length, &h)
+        if result != PARSE_OK:
+            if result == PARSE_TRUNCATED:
+                self.counters_[DROPPED_TRUNCATED] += 1
+            elif result == PARSE_BAD_MAGIC:
+                self.counters_[DROPPED_BAD_MAGIC] += 1
+            elif result == PARSE_UNKNOWN_VERSION:
+                self.counters_[DROPPED_UNKNOWN_VERSION] += 1
+            elif result == PARSE_BAD_CHECKSUM:
+                self.counters_[DROPPED_BAD_CHECKSUM] += 1
+            elif result == PARSE_UNKNOWN_TYPE:
+                self.counters_[DROPPED_UNKNOWN_TYPE] += 1
+            else:
+                self.counters_[DROPPED_MALFORMED] += 1
+            return
+        if not self.has_session or h.session_id != self.session_id:
+            if self.has_session and self.is_retired(h.session_id):
+                self.counters_[DROPPED_STALE_SESSION] += 1
+                return
+            self.start_session(h.session_id)
+        if not self.track_sequence(h.sequence):
+            return
+        if h.type == TYPE_DATA:
+            self.accept_fragment(&h, data + HEADER_SIZE, now)
+            return
+        self.counters_[DATAGRAMS_ACCEPTED] += 1
+        if h.type == TYPE_HEARTBEAT:
+            self.counters_[HEARTBEATS_RECEIVED] += 1
+            self.push_event(EVENT_HEARTBEAT, 0, data + HEADER_SIZE, h.payload_length)
+        elif h.type == TYPE_SHUTDOWN:
+            self.counters_[SHUTDOWNS_RECEIVED] += 1
+            self.push_event(EVENT_SHUTDOWN, 0, data + HEADER_SIZE, h.payload_length)
+
+    cdef void sweep(self, int64_t now, bint everything) noexcept nogil:
+        cdef uint32_t i
+        self.last_sweep_ns = now
+        for i in range(self.max_frames_in_flight):
+            if self.slots[i].state == SLOT_PARTIAL and (
+                    everything or now - self.slots[i].first_seen_ns >= self.frame_timeout_ns):
+                self.discard_partial(&self.slots[i], FRAMES_TIMED_OUT)
+
+    # ---- hand-off to Python ----
+
+    cdef list take_frames(self):
+        cdef list frames = []
+        cdef Frame frame
+        cdef uint32_t i
+        for i in range(self.ready_count):
+            frame = Frame.__new__(Frame)
+            frame.data = self.ready[i].data
+            frame.length = self.ready[i].length
+            frame.frame_id = self.ready[i].frame_id
+            frame.session_id = self.session_id
+            frames.append(frame)
+        self.ready_count = 0
+        return frames
+
+    def take_events(self):
+        """Session starts, heartbeats and shutdowns seen since the last call, oldest first.
+
+        Each is (kind, session_id, previous_session_id, payload bytes)."""
+        cdef int i
+        events = []
+        for i in range(self.event_count):
+            events.append((self.events[i].kind, self.events[i].session_id, self.events[i].previous_session_id,
+                           (<char*>self.events[i].payload)[:self.events[i].payload_length]))
+        self.event_count = 0
+        return events
+
+    def feed(self, datagram, now_ns=None):
+        """Processes one datagram given as bytes; returns the frames it completed."""
+        cdef bytes raw = bytes(datagram)
+        cdef int64_t now = monotonic_ns() if now_ns is None else now_ns
+        self.accept(<const uint8_t*><const char*>raw, len(raw), now)
+        return self.take_frames()
+
+    def receive(self, int fd, int timeout_ms):
+        """Waits up to timeout_ms for datagrams on fd, processes what arrived, returns completed frames."""
+        cdef pollfd waiter
+        cdef int received, i, rounds = 0
+        cdef int64_t now
+        with nogil:
+            waiter.fd = fd
+            waiter.events = POLLIN
+            if poll(&waiter, 1, timeout_ms) > 0:
+                while rounds < 16 and self.ready_count == 0:
+                    rounds += 1
+                    for i in range(BATCH_DATAGRAMS):
+                        memset(&self.messages[i], 0, sizeof(mmsghdr))
+                        self.messages[i].msg_hdr.msg_iov = &self.iov[i]
+                        self.messages[i].msg_hdr.msg_iovlen = 1
+                    received = recvmmsg(fd, self.messages, BATCH_DATAGRAMS, MSG_DONTWAIT, NULL)
+                    if received <= 0:
+                        break
+                    now = monotonic_ns()
+                    for i in range(received):
+                        if self.messages[i].msg_hdr.msg_flags & MSG_TRUNC:
+                            self.counters_[DATAGRAMS_RECEIVED] += 1
+                            self.counters_[DROPPED_TRUNCATED] += 1
+                            continue
+                        self.accept(self.buffers + i * RECEIVE_BUFFER_BYTES, self.messages[i].msg_len, now)
+            now = monotonic_ns()
+            if now - self.last_sweep_ns >= SWEEP_INTERVAL_NS:
+                self.sweep(now, False)
+        return self.take_frames()
+
+    def expire(self, now_ns=None, bint everything=False):
+        """Discards partial frames older than the timeout (all of them with everything=True)."""
+        cdef int64_t now = monotonic_ns() if now_ns is None else now_ns
+        self.sweep(now, everything)
+
+    def counters(self):
+        """Every counter, plus loss derived from sequence and frame ids, summed over all sessions."""
+        cdef int i
+        result = {COUNTER_NAMES[i]: self.counters_[i] for i in range(COUNTER_COUNT)}
+        result["datagrams_lost"] = self.earlier_sessions_datagrams_lost + self.session_datagrams_lost()
+        result["frames_lost"] = self.earlier_sessions_frames_lost + self.session_frames_lost()
+        result["frames_in_flight"] = self.frames_in_flight
+        result["bytes_in_flight"] = self.bytes_in_flight
+        result["peak_bytes_in_flight"] = self.peak_bytes_in_flight
+        result["highest_sequence"] = self.highest_sequence
+        return result

@@ -1,0 +1,102 @@
+"""Record batches: many records packed into one frame.
+
+A frame carries a batch; a record is an opaque (metadata, value) pair. The
+transport never looks inside metadata: each handler defines its own (the UDP
+source stores the sender's address, the Kafka source will store key, headers and
+source coordinates), so new handlers need no protocol change.
+
+Layout (big-endian): u8 format (1), 3 reserved bytes, u32 record count, then per
+record u32 metadata length, u32 value length, metadata, value.
+"""
+
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
+from libc.stdint cimport uint8_t, uint32_t, uint64_t
+from libc.string cimport memcpy
+
+cdef extern from "endian.h" nogil:
+    uint32_t htobe32(uint32_t)
+    uint32_t be32toh(uint32_t)
+
+BATCH_FORMAT = 1
+BATCH_HEADER_BYTES = 8
+RECORD_OVERHEAD_BYTES = 8
+
+
+cdef inline void put32(char* p, uint32_t v) noexcept nogil:
+    v = htobe32(v)
+    memcpy(p, &v, 4)
+
+cdef inline uint32_t get32(const char* p) noexcept nogil:
+    cdef uint32_t v
+    memcpy(&v, p, 4)
+    return be32toh(v)
+
+
+def encoded_size(records):
+    """Bytes a batch of these records takes on the wire."""
+    cdef uint64_t total = BATCH_HEADER_BYTES
+    for metadata, value in records:
+        total += RECORD_OVERHEAD_BYTES + len(metadata) + len(value)
+    return total
+
+
+def encode_batch(records):
+    """Packs a sequence of (metadata: bytes, value: bytes) into one batch."""
+    cdef uint64_t total = encoded_size(records)
+    cdef Py_ssize_t count = len(records)
+    cdef bytes meta, value
+    cdef char* out
+    cdef Py_ssize_t position = BATCH_HEADER_BYTES
+    if total > 0xFFFFFFFF or count > 0xFFFFFFFF:
+        raise ValueError(f"a batch of {count} records and {total} bytes exceeds the 4 GiB frame limit")
+    result = PyBytes_FromStringAndSize(NULL, total)
+    out = PyBytes_AS_STRING(result)
+    out[0] = BATCH_FORMAT
+    out[1] = 0
+    out[2] = 0
+    out[3] = 0
+    put32(out + 4, <uint32_t>count)
+    for meta, value in records:
+        put32(out + position, <uint32_t>len(meta))
+        put32(out + position + 4, <uint32_t>len(value))
+        position += RECORD_OVERHEAD_BYTES
+        memcpy(out + position, PyBytes_AS_STRING(meta), len(meta))
+        position += len(meta)
+        memcpy(out + position, PyBytes_AS_STRING(value), len(value))
+        position += len(value)
+    return result
+
+
+def decode_batch(frame):
+    """Unpacks a batch into a list of (metadata, value); ValueError if it is not a valid batch."""
+    cdef const uint8_t[:] view
+    cdef const char* data
+    cdef Py_ssize_t length = len(frame)
+    cdef Py_ssize_t position = BATCH_HEADER_BYTES
+    cdef uint32_t count, index, meta_length, value_length
+    if length < BATCH_HEADER_BYTES:
+        raise ValueError(f"batch of {length} bytes is shorter than its {BATCH_HEADER_BYTES}-byte header")
+    view = memoryview(frame).cast("B")
+    data = <const char*>&view[0]
+    if <uint8_t>data[0] != BATCH_FORMAT:
+        raise ValueError(f"unknown batch format {<uint8_t>data[0]} (this build reads format {BATCH_FORMAT})")
+    count = get32(data + 4)
+    if count > (length - BATCH_HEADER_BYTES) // RECORD_OVERHEAD_BYTES:
+        raise ValueError(f"batch announces {count} records but holds only {length} bytes")
+    records = []
+    for index in range(count):
+        if position + RECORD_OVERHEAD_BYTES > length:
+            raise ValueError(f"record {index} of {count} starts past the end of the {length}-byte batch")
+        meta_length = get32(data + position)
+        value_length = get32(data + position + 4)
+        position += RECORD_OVERHEAD_BYTES
+        if <uint64_t>position + meta_length + value_length > <uint64_t>length:
+            raise ValueError(f"record {index} of {count} runs past the end of the {length}-byte batch")
+        records.append((
+            PyBytes_FromStringAndSize(data + position, meta_length),
+            PyBytes_FromStringAndSize(data + position + meta_length, value_length),
+        ))
+        position += meta_length + value_length
+    if position != length:
+        raise ValueError(f"batch has {length - position} trailing bytes after its {count} records")
+    return records

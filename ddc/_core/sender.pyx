@@ -1,0 +1,270 @@
+"""The sending half of a link: frames in, paced batches of datagrams out.
+
+A frame is split into fragments that point into the caller's buffer (two iovecs
+per datagram: header and payload slice), so payload bytes are never copied before
+the kernel. Datagrams leave through sendmmsg in batches, paced by a token bucket
+with nanosecond clock reads, all with the GIL released.
+"""
+
+from libc.errno cimport EAGAIN, EINTR, ENOBUFS, errno
+from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
+from libc.stdlib cimport free, malloc
+from libc.string cimport memcpy, memset
+
+from ddc._core.wire cimport (HEADER_SIZE, MAX_DATAGRAM_SIZE, TYPE_DATA, TYPE_HEARTBEAT,
+                             TYPE_SHUTDOWN, Header, fragment_chunk, fragment_count_for,
+                             seal, write_header)
+
+
+cdef extern from "<sys/socket.h>" nogil:
+    ctypedef unsigned int socklen_t
+    struct iovec:
+        void* iov_base
+        size_t iov_len
+    struct msghdr:
+        void* msg_name
+        socklen_t msg_namelen
+        iovec* msg_iov
+        size_t msg_iovlen
+        void* msg_control
+        size_t msg_controllen
+        int msg_flags
+    struct mmsghdr:
+        msghdr msg_hdr
+        unsigned int msg_len
+    int sendmmsg(int fd, mmsghdr* vector, unsigned int count, int flags)
+    struct sockaddr_storage:
+        pass
+
+cdef extern from "<time.h>" nogil:
+    struct timespec:
+        long tv_sec
+        long tv_nsec
+    int CLOCK_MONOTONIC
+    int clock_gettime(int clock, timespec* now)
+    int clock_nanosleep(int clock, int flags, const timespec* request, timespec* remain)
+
+cdef extern from "<poll.h>" nogil:
+    struct pollfd:
+        int fd
+        short events
+        short revents
+    short POLLOUT
+    int poll(pollfd* fds, unsigned long count, int timeout_ms)
+
+cdef enum:
+    BATCH_DATAGRAMS = 64
+    MAX_SEND_RETRIES = 100
+
+
+cdef inline int64_t monotonic_ns() noexcept nogil:
+    cdef timespec now
+    clock_gettime(CLOCK_MONOTONIC, &now)
+    return <int64_t>now.tv_sec * 1000000000 + now.tv_nsec
+
+
+cdef inline void sleep_ns(int64_t duration) noexcept nogil:
+    cdef timespec request
+    if duration <= 0:
+        return
+    request.tv_sec = duration // 1000000000
+    request.tv_nsec = duration % 1000000000
+    clock_nanosleep(CLOCK_MONOTONIC, 0, &request, NULL)
+
+
+cdef class DatagramSender:
+    """Owns a link's sequence space: session id, datagram sequence and frame ids.
+
+    rate_bytes_per_second = 0 means unlimited. The burst bounds how far ahead of
+    the configured rate a batch may go, so a receiver never sees more than that
+    many bytes at line speed.
+    """
+    cdef int fd
+    cdef sockaddr_storage destination
+    cdef socklen_t destination_length
+    cdef readonly uint64_t session_id
+    cdef uint64_t next_sequence
+    cdef uint64_t next_frame_id
+    cdef readonly uint32_t datagram_size
+    cdef uint32_t payload_capacity
+    cdef double rate_bytes_per_ns
+    cdef double burst_bytes
+    cdef double tokens
+    cdef int64_t last_refill_ns
+    cdef uint8_t* headers
+    cdef iovec iov[BATCH_DATAGRAMS * 2]
+    cdef mmsghdr messages[BATCH_DATAGRAMS]
+    cdef object socket_address_bytes
+    cdef readonly uint64_t datagrams_sent
+    cdef readonly uint64_t frames_sent
+    cdef readonly uint64_t bytes_sent
+    cdef readonly uint64_t datagrams_failed
+    cdef readonly uint64_t pacing_sleeps
+
+    def __cinit__(self):
+        self.headers = <uint8_t*>malloc(BATCH_DATAGRAMS * HEADER_SIZE)
+        if self.headers == NULL:
+            raise MemoryError()
+
+    def __dealloc__(self):
+        free(self.headers)
+
+    def __init__(self, int fd, bytes socket_address, uint64_t session_id, uint32_t datagram_size,
+                 double rate_bytes_per_second=0.0, double burst_bytes=0.0):
+        if datagram_size <= HEADER_SIZE or datagram_size > MAX_DATAGRAM_SIZE:
+            raise ValueError(
+                f"datagram size {datagram_size} must be between {HEADER_SIZE + 1} and {MAX_DATAGRAM_SIZE} bytes")
+        if len(socket_address) > sizeof(sockaddr_storage):
+            raise ValueError("socket address is larger than sockaddr_storage")
+        self.fd = fd
+        self.socket_address_bytes = socket_address
+        memset(&self.destination, 0, sizeof(sockaddr_storage))
+        memcpy(&self.destination, <const char*>socket_address, len(socket_address))
+        self.destination_length = len(socket_address)
+        self.session_id = session_id
+        self.datagram_size = datagram_size
+        self.payload_capacity = datagram_size - HEADER_SIZE
+        self.rate_bytes_per_ns = rate_bytes_per_second / 1e9
+        if rate_bytes_per_second > 0:
+            self.burst_bytes = max(burst_bytes, 2.0 * datagram_size)
+        else:
+            self.burst_bytes = 0
+        self.tokens = self.burst_bytes
+        self.last_refill_ns = monotonic_ns()
+
+    cdef void pace(self, size_t batch_bytes) noexcept nogil:
+        cdef int64_t now
+        cdef double deficit
+        if self.rate_bytes_per_ns <= 0:
+            return
+        now = monotonic_ns()
+        self.tokens += (now - self.last_refill_ns) * self.rate_bytes_per_ns
+        if self.tokens > self.burst_bytes:
+            self.tokens = self.burst_bytes
+        self.last_refill_ns = now
+        if self.tokens < batch_bytes:
+            deficit = batch_bytes - self.tokens
+            self.pacing_sleeps += 1
+            sleep_ns(<int64_t>(deficit / self.rate_bytes_per_ns))
+            now = monotonic_ns()
+            self.tokens += (now - self.last_refill_ns) * self.rate_bytes_per_ns
+            self.last_refill_ns = now
+        self.tokens -= batch_bytes
+
+    cdef void transmit(self, unsigned int count) noexcept nogil:
+        """Sends messages[0:count]; a datagram the kernel refuses is counted, not retried forever."""
+        cdef unsigned int done = 0
+        cdef int sent, retries = 0
+        cdef pollfd waiter
+        while done < count:
+            sent = sendmmsg(self.fd, &self.messages[done], count - done, 0)
+            if sent > 0:
+                done += sent
+                retries = 0
+                continue
+            if errno == EINTR:
+                continue
+            if (errno == EAGAIN or errno == ENOBUFS) and retries < MAX_SEND_RETRIES:
+                retries += 1
+                waiter.fd = self.fd
+                waiter.events = POLLOUT
+                poll(&waiter, 1, 1)
+                continue
+            self.datagrams_failed += 1
+            done += 1
+            retries = 0
+        self.datagrams_sent += count
+
+    cdef unsigned int stage(self, unsigned int slot, const Header* header,
+                            const uint8_t* payload, size_t payload_length) noexcept nogil:
+        cdef uint8_t* header_bytes = self.headers + slot * HEADER_SIZE
+        write_header(header_bytes, header)
+        seal(header_bytes, payload, payload_length)
+        self.iov[2 * slot].iov_base = header_bytes
+        self.iov[2 * slot].iov_len = HEADER_SIZE
+        self.iov[2 * slot + 1].iov_base = <void*>payload
+        self.iov[2 * slot + 1].iov_len = payload_length
+        memset(&self.messages[slot], 0, sizeof(mmsghdr))
+        self.messages[slot].msg_hdr.msg_name = &self.destination
+        self.messages[slot].msg_hdr.msg_namelen = self.destination_length
+        self.messages[slot].msg_hdr.msg_iov = &self.iov[2 * slot]
+        self.messages[slot].msg_hdr.msg_iovlen = 2
+        return HEADER_SIZE + payload_length
+
+    cdef void send_fragments(self, const uint8_t* data, uint32_t length) noexcept nogil:
+        cdef Header header
+        cdef uint32_t count = fragment_count_for(length, self.payload_capacity)
+        cdef uint32_t chunk = fragment_chunk(length, count)
+        cdef uint32_t index = 0, offset, piece
+        cdef unsigned int slot = 0
+        cdef size_t batch_bytes = 0
+        memset(&header, 0, sizeof(Header))
+        header.type = TYPE_DATA
+        header.session_id = self.session_id
+        header.frame_id = self.next_frame_id
+        header.fragment_count = count
+        header.frame_length = length
+        self.next_frame_id += 1
+        while index < count:
+            offset = index * chunk
+            piece = chunk if length - offset > chunk else length - offset
+            header.fragment_index = index
+            header.sequence = self.next_sequence
+            header.payload_length = <uint16_t>piece
+            self.next_sequence += 1
+            batch_bytes += self.stage(slot, &header, data + offset, piece)
+            slot += 1
+            index += 1
+            if slot == BATCH_DATAGRAMS or index == count or (
+                    self.burst_bytes > 0 and batch_bytes + self.datagram_size > self.burst_bytes):
+                self.pace(batch_bytes)
+                self.transmit(slot)
+                slot = 0
+                batch_bytes = 0
+        self.frames_sent += 1
+        self.bytes_sent += length
+
+    def send_frame(self, frame):
+        """Fragments and sends one frame (any buffer of at most 4 GiB); returns its frame id."""
+        cdef const uint8_t[:] view
+        cdef const uint8_t* data
+        cdef uint64_t frame_id = self.next_frame_id
+        cdef Py_ssize_t length = len(frame)
+        if length > 0xFFFFFFFF:
+            raise ValueError(f"frame of {length} bytes exceeds the 4 GiB protocol limit")
+        view = memoryview(frame).cast("B") if length else memoryview(b"\0")
+        data = &view[0]
+        with nogil:
+            self.send_fragments(data, <uint32_t>length)
+        return frame_id
+
+    def send_control(self, int datagram_type, bytes payload):
+        """Sends one heartbeat or shutdown datagram; it takes a sequence number like any other."""
+        cdef Header header
+        cdef size_t length = len(payload)
+        cdef size_t wire_bytes
+        cdef const uint8_t* data = <const uint8_t*><const char*>payload
+        if datagram_type != TYPE_HEARTBEAT and datagram_type != TYPE_SHUTDOWN:
+            raise ValueError(f"control datagram type {datagram_type} is neither heartbeat nor shutdown")
+        if length > self.payload_capacity:
+            raise ValueError(f"control payload of {length} bytes exceeds the datagram capacity")
+        memset(&header, 0, sizeof(Header))
+        header.type = datagram_type
+        header.session_id = self.session_id
+        header.sequence = self.next_sequence
+        header.payload_length = <uint16_t>length
+        header.fragment_count = 1
+        self.next_sequence += 1
+        with nogil:
+            wire_bytes = self.stage(0, &header, data, length)
+            self.pace(wire_bytes)
+            self.transmit(1)
+
+    def counters(self):
+        return {
+            "datagrams_sent": self.datagrams_sent,
+            "datagrams_failed": self.datagrams_failed,
+            "frames_sent": self.frames_sent,
+            "bytes_sent": self.bytes_sent,
+            "pacing_sleeps": self.pacing_sleeps,
+        }

@@ -1,0 +1,45 @@
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
+
+cdef enum:
+    HEADER_SIZE = 56
+    MAX_DATAGRAM_SIZE = 65507
+    MAX_PAYLOAD_SIZE = 65451
+    MAGIC = 0xDD1C
+    PROTOCOL_VERSION = 2
+    TYPE_DATA = 1
+    TYPE_HEARTBEAT = 2
+    TYPE_SHUTDOWN = 3
+    TYPE_PARITY = 4
+    FLAG_AUTH_TAG = 1
+
+cdef struct Header:
+    uint8_t version
+    uint8_t type
+    uint8_t flags
+    uint8_t key_id
+    uint16_t payload_length
+    uint32_t checksum
+    uint32_t fec_block
+    uint64_t session_id
+    uint64_t sequence
+    uint64_t frame_id
+    uint32_t fragment_index
+    uint32_t fragment_count
+    uint32_t frame_length
+    uint16_t fec_index
+    uint16_t fec_count
+
+cdef enum ParseResult:
+    PARSE_OK = 0
+    PARSE_TRUNCATED = 1
+    PARSE_BAD_MAGIC = 2
+    PARSE_UNKNOWN_VERSION = 3
+    PARSE_BAD_CHECKSUM = 4
+    PARSE_MALFORMED = 5
+    PARSE_UNKNOWN_TYPE = 6
+
+cdef void write_header(uint8_t* out, const Header* header) noexcept nogil
+cdef void seal(uint8_t* datagram_header, const uint8_t* payload, size_t payload_length) noexcept nogil
+cdef ParseResult parse_header(const uint8_t* data, size_t length, Header* header) noexcept nogil
+cdef uint32_t fragment_chunk(uint32_t frame_length, uint32_t fragment_count) noexcept nogil
+cdef uint32_t fragment_count_for(uint32_t frame_length, uint32_t payload_capacity) noexcept nogil

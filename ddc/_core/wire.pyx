@@ -1,0 +1,252 @@
+"""DDC wire protocol v2: the 56-byte datagram header, its checksum and its validation.
+
+The layout is specified in docs/protocol.md. Parsing runs without the GIL on every
+received datagram, so it only reads fixed offsets and never allocates. The Python
+functions at the end exist for tests, tools and the heartbeat payload, which is
+sent about once a second and is not on the hot path.
+"""
+
+import struct
+
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
+from libc.string cimport memcpy, memset
+
+
+cdef extern from "endian.h" nogil:
+    uint16_t htobe16(uint16_t)
+    uint32_t htobe32(uint32_t)
+    uint64_t htobe64(uint64_t)
+    uint16_t be16toh(uint16_t)
+    uint32_t be32toh(uint32_t)
+    uint64_t be64toh(uint64_t)
+
+cdef extern from "crc32c.h" nogil:
+    void ddc_crc32c_init()
+    uint32_t ddc_crc32c_update(uint32_t crc, const uint8_t* data, size_t length)
+
+ddc_crc32c_init()
+
+cdef enum:
+    CHECKSUM_OFFSET = 8
+
+
+cdef inline void put16(uint8_t* p, uint16_t v) noexcept nogil:
+    v = htobe16(v)
+    memcpy(p, &v, 2)
+
+cdef inline void put32(uint8_t* p, uint32_t v) noexcept nogil:
+    v = htobe32(v)
+    memcpy(p, &v, 4)
+
+cdef inline void put64(uint8_t* p, uint64_t v) noexcept nogil:
+    v = htobe64(v)
+    memcpy(p, &v, 8)
+
+cdef inline uint16_t get16(const uint8_t* p) noexcept nogil:
+    cdef uint16_t v
+    memcpy(&v, p, 2)
+    return be16toh(v)
+
+cdef inline uint32_t get32(const uint8_t* p) noexcept nogil:
+    cdef uint32_t v
+    memcpy(&v, p, 4)
+    return be32toh(v)
+
+cdef inline uint64_t get64(const uint8_t* p) noexcept nogil:
+    cdef uint64_t v
+    memcpy(&v, p, 8)
+    return be64toh(v)
+
+
+cdef uint32_t fragment_count_for(uint32_t frame_length, uint32_t payload_capacity) noexcept nogil:
+    if frame_length == 0:
+        return 1
+    return <uint32_t>((<uint64_t>frame_length + payload_capacity - 1) // payload_capacity)
+
+
+cdef uint32_t fragment_chunk(uint32_t frame_length, uint32_t fragment_count) noexcept nogil:
+    # Every fragment but the last carries exactly this many bytes, so a receiver
+    # can place any fragment without knowing the sender's datagram size.
+    return <uint32_t>((<uint64_t>frame_length + fragment_count - 1) // fragment_count)
+
+
+cdef void write_header(uint8_t* out, const Header* h) noexcept nogil:
+    put16(out, MAGIC)
+    out[2] = PROTOCOL_VERSION
+    out[3] = h.type
+    out[4] = h.flags
+    out[5] = h.key_id
+    put16(out + 6, h.payload_length)
+    put32(out + CHECKSUM_OFFSET, 0)
+    put32(out + 12, h.fec_block)
+    put64(out + 16, h.session_id)
+    put64(out + 24, h.sequence)
+    put64(out + 32, h.frame_id)
+    put32(out + 40, h.fragment_index)
+    put32(out + 44, h.fragment_count)
+    put32(out + 48, h.frame_length)
+    put16(out + 52, h.fec_index)
+    put16(out + 54, h.fec_count)
+
+
+cdef void seal(uint8_t* datagram_header, const uint8_t* payload, size_t payload_length) noexcept nogil:
+    cdef uint32_t crc
+    put32(datagram_header + CHECKSUM_OFFSET, 0)
+    crc = ddc_crc32c_update(0, datagram_header, HEADER_SIZE)
+    crc = ddc_crc32c_update(crc, payload, payload_length)
+    put32(datagram_header + CHECKSUM_OFFSET, crc)
+
+
+cdef ParseResult parse_header(const uint8_t* data, size_t length, Header* h) noexcept nogil:
+    cdef uint8_t scratch[HEADER_SIZE]
+    cdef uint32_t crc, chunk, offset, expected
+    if length < HEADER_SIZE:
+        return PARSE_TRUNCATED
+    if get16(data) != MAGIC:
+        return PARSE_BAD_MAGIC
+    h.version = data[2]
+    if h.version != PROTOCOL_VERSION:
+        return PARSE_UNKNOWN_VERSION
+    h.type = data[3]
+    h.flags = data[4]
+    h.key_id = data[5]
+    h.payload_length = get16(data + 6)
+    if <size_t>h.payload_length + HEADER_SIZE > length:
+        return PARSE_TRUNCATED
+    if <size_t>h.payload_length + HEADER_SIZE < length:
+        return PARSE_MALFORMED
+    h.checksum = get32(data + CHECKSUM_OFFSET)
+    memcpy(scratch, data, HEADER_SIZE)
+    memset(scratch + CHECKSUM_OFFSET, 0, 4)
+    crc = ddc_crc32c_update(0, scratch, HEADER_SIZE)
+    crc = ddc_crc32c_update(crc, data + HEADER_SIZE, h.payload_length)
+    if crc != h.checksum:
+        return PARSE_BAD_CHECKSUM
+    h.fec_block = get32(data + 12)
+    h.session_id = get64(data + 16)
+    h.sequence = get64(data + 24)
+    h.frame_id = get64(data + 32)
+    h.fragment_index = get32(data + 40)
+    h.fragment_count = get32(data + 44)
+    h.frame_length = get32(data + 48)
+    h.fec_index = get16(data + 52)
+    h.fec_count = get16(data + 54)
+    if h.type == TYPE_DATA:
+        if h.fragment_count == 0 or h.fragment_index >= h.fragment_count:
+            return PARSE_MALFORMED
+        if h.frame_length == 0:
+            return PARSE_OK if (h.fragment_count == 1 and h.payload_length == 0) else PARSE_MALFORMED
+        if h.fragment_count > h.frame_length:
+            return PARSE_MALFORMED
+        chunk = fragment_chunk(h.frame_length, h.fragment_count)
+        if <uint64_t>(h.fragment_count - 1) * chunk >= h.frame_length:
+            return PARSE_MALFORMED
+        offset = h.fragment_index * chunk
+        expected = chunk if h.frame_length - offset > chunk else h.frame_length - offset
+        if h.payload_length != expected:
+            return PARSE_MALFORMED
+        return PARSE_OK
+    if h.type == TYPE_HEARTBEAT or h.type == TYPE_SHUTDOWN:
+        return PARSE_OK
+    return PARSE_UNKNOWN_TYPE
+
+
+# ---- Python-facing helpers (tests, tools, control datagrams) ----
+
+HEADER_BYTES = HEADER_SIZE
+MAX_DATAGRAM_BYTES = MAX_DATAGRAM_SIZE
+VERSION = PROTOCOL_VERSION
+DATA = TYPE_DATA
+HEARTBEAT = TYPE_HEARTBEAT
+SHUTDOWN = TYPE_SHUTDOWN
+PARITY = TYPE_PARITY
+
+PARSE_ERRORS = {
+    PARSE_TRUNCATED: "truncated",
+    PARSE_BAD_MAGIC: "bad_magic",
+    PARSE_UNKNOWN_VERSION: "unknown_version",
+    PARSE_BAD_CHECKSUM: "bad_checksum",
+    PARSE_MALFORMED: "malformed",
+    PARSE_UNKNOWN_TYPE: "unknown_type",
+}
+
+# Heartbeat and shutdown payload: a u16 field count, then that many u64 values in
+# this order. Receivers read the fields they know and ignore the rest, so later
+# versions may append fields without breaking older egresses.
+PEER_COUNTER_FIELDS = (
+    "heartbeat_interval_ms",
+    "uptime_ms",
+    "datagrams_sent",
+    "frames_sent",
+    "records_sent",
+    "bytes_sent",
+    "records_dropped",
+)
+
+
+def encode_peer_counters(counters):
+    values = [int(counters.get(name, 0)) & 0xFFFFFFFFFFFFFFFF for name in PEER_COUNTER_FIELDS]
+    return struct.pack(f">H{len(values)}Q", len(values), *values)
+
+
+def decode_peer_counters(payload):
+    payload = bytes(payload)
+    if len(payload) < 2:
+        raise ValueError(f"peer counter payload of {len(payload)} bytes is shorter than its 2-byte field count")
+    (count,) = struct.unpack_from(">H", payload)
+    if len(payload) < 2 + 8 * count:
+        raise ValueError(f"peer counter payload announces {count} fields but holds {len(payload)} bytes")
+    values = struct.unpack_from(f">{count}Q", payload, 2)
+    return dict(zip(PEER_COUNTER_FIELDS, values))
+
+
+def encode_datagram(int type, uint64_t session_id, uint64_t sequence, payload=b"", *,
+                    uint64_t frame_id=0, uint32_t fragment_index=0, uint32_t fragment_count=1,
+                    frame_length=None, int version=PROTOCOL_VERSION):
+    """Builds one sealed datagram. For tests and tools; the sender builds its own in C."""
+    cdef Header h
+    cdef const uint8_t[:] view = memoryview(bytes(payload)).cast("B")
+    if len(payload) > MAX_PAYLOAD_SIZE:
+        raise ValueError(f"payload of {len(payload)} bytes exceeds the maximum of {MAX_PAYLOAD_SIZE}")
+    memset(&h, 0, sizeof(h))
+    h.type = type
+    h.payload_length = len(payload)
+    h.session_id = session_id
+    h.sequence = sequence
+    h.frame_id = frame_id
+    h.fragment_index = fragment_index
+    h.fragment_count = fragment_count
+    h.frame_length = len(payload) if frame_length is None else frame_length
+    out = bytearray(HEADER_SIZE + len(payload))
+    cdef uint8_t[:] out_view = out
+    write_header(&out_view[0], &h)
+    out[HEADER_SIZE:] = payload
+    seal(&out_view[0], &out_view[HEADER_SIZE] if len(payload) else NULL, len(payload))
+    out[2] = version
+    return bytes(out)
+
+
+def decode_datagram(data):
+    """Parses one datagram into a dict, or raises ValueError naming the drop reason."""
+    cdef Header h
+    cdef bytes raw = bytes(data)
+    cdef ParseResult result
+    if len(raw) == 0:
+        raise ValueError("truncated")
+    result = parse_header(<const uint8_t*><char*>raw, len(raw), &h)
+    if result != PARSE_OK:
+        raise ValueError(PARSE_ERRORS[result])
+    return {
+        "type": h.type, "flags": h.flags, "key_id": h.key_id,
+        "session_id": h.session_id, "sequence": h.sequence, "frame_id": h.frame_id,
+        "fragment_index": h.fragment_index, "fragment_count": h.fragment_count,
+        "frame_length": h.frame_length, "payload": raw[HEADER_SIZE:],
+    }
+
+
+def checksum(data):
+    """CRC-32C of a buffer, exposed so tests can check the C implementation."""
+    cdef const uint8_t[:] view = memoryview(bytes(data)).cast("B")
+    if len(view) == 0:
+        return ddc_crc32c_update(0, NULL, 0)
+    return ddc_crc32c_update(0, &view[0], len(view))

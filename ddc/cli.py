@@ -1,0 +1,91 @@
+"""The `ddc` command: run, check, demo, version.
+
+Exit codes: 0 success, 1 a runtime failure (a link failed, a port could not be
+bound), 2 a usage or configuration error. Errors are one line each on stderr,
+never a traceback.
+"""
+
+import argparse
+import json
+import platform
+import sys
+
+import ddc
+from ddc.config import ConfigError, load_settings, resolved_view
+
+EXIT_USAGE = 2
+
+
+def _core_missing(error: ImportError) -> int:
+    print(f"ddc: the compiled core is missing ({error}); reinstall with `pip install .` "
+          "on a machine with gcc and the Python headers", file=sys.stderr)
+    return 1
+
+
+def command_run(arguments) -> int:
+    settings = load_settings(arguments.file)
+    from ddc.telemetry import configure_logging
+    configure_logging(settings.telemetry.log_level, settings.telemetry.log_format)
+    try:
+        from ddc import supervisor
+    except ImportError as error:
+        return _core_missing(error)
+    return supervisor.run(settings)
+
+
+def command_check(arguments) -> int:
+    settings = load_settings(arguments.file)
+    print(json.dumps(resolved_view(settings), indent=2))
+    print(f"ddc: {arguments.file} is valid ({settings.role}, {len(settings.links)} link(s))", file=sys.stderr)
+    return 0
+
+
+def command_version(arguments) -> int:
+    from ddc._core import wire
+    print(f"ddc {ddc.__version__} (wire protocol v{wire.VERSION}, Python {platform.python_version()}, "
+          f"{platform.machine()})")
+    return 0
+
+
+def command_demo(arguments) -> int:
+    try:
+        from ddc import demo
+    except ImportError as error:
+        return _core_missing(error)
+    return demo.run_demo(seconds=arguments.seconds, offered_rate=arguments.rate, link_rate=arguments.link_rate,
+                         verbose=arguments.verbose)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ddc", description="Data Diode Connector: data across a one-way link.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="run every link of a proxy until SIGTERM or SIGINT")
+    run.add_argument("file", help="the proxy's TOML config file")
+    run.set_defaults(handler=command_run)
+
+    check = commands.add_parser("check", help="validate a config file and print it resolved, secrets masked")
+    check.add_argument("file", help="the proxy's TOML config file")
+    check.set_defaults(handler=command_check)
+
+    demo = commands.add_parser("demo", help="run an ingress and an egress on loopback with generated traffic")
+    demo.add_argument("--seconds", type=float, default=10.0, help="how long to generate traffic (default 10)")
+    demo.add_argument("--rate", default="200Mbit/s", help="offered load of the generator (default 200Mbit/s)")
+    demo.add_argument("--link-rate", default="1Gbit/s", help="pacing rate of the link (default 1Gbit/s)")
+    demo.add_argument("--verbose", action="store_true", help="show the proxies' own log lines")
+    demo.set_defaults(handler=command_demo)
+
+    version = commands.add_parser("version", help="print the version")
+    version.set_defaults(handler=command_version)
+    return parser
+
+
+def main(argv=None) -> int:
+    arguments = build_parser().parse_args(argv)
+    try:
+        return arguments.handler(arguments)
+    except ConfigError as error:
+        print(f"ddc: {error}".replace("\n", "\nddc: "), file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130

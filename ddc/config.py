@@ -1,0 +1,279 @@
+"""Configuration: one TOML file per proxy, overridable from the environment.
+
+The file's `role` picks the schema (IngressSettings or EgressSettings), so a key
+that only makes sense on the other side is an error, not silently ignored. Links
+are a table keyed by link name so that every value has a stable path an
+environment variable can reach: `links.syslog.transport.rate` is
+`DDC_LINKS__SYSLOG__TRANSPORT__RATE`. Every problem becomes a ConfigError whose
+lines each name the key path, the offending value and what is allowed.
+"""
+
+import ipaddress
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal, NamedTuple
+
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, ValidationError,
+                      field_validator, model_validator)
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from ddc.units import parse_duration, parse_rate, parse_size
+
+MAX_UDP_PAYLOAD = 65507
+HEADER_BYTES = 56
+MAX_FRAME_BYTES = 2**32 - 1
+ENV_PREFIX = "DDC_"
+SECRET_KEY_PATTERN = re.compile(r"(password|passphrase|secret|token|private|(^|[._])key$|key_?file)", re.IGNORECASE)
+LINK_NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
+
+
+class ConfigError(Exception):
+    """A configuration problem, worded for the operator; str() is one line per problem."""
+
+
+class Endpoint(NamedTuple):
+    host: str
+    port: int
+
+    def __str__(self):
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+def parse_endpoint(value) -> Endpoint:
+    if isinstance(value, Endpoint):
+        return value
+    text = str(value).strip()
+    match = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\]:([0-9]+)|([^:\[\]\s]+):([0-9]+)", text)
+    if not match:
+        raise ValueError(f"{text!r} is not an address; write host:port, such as \"127.0.0.1:5000\" or \"[::1]:5000\"")
+    host = match.group(1) or match.group(3)
+    port = int(match.group(2) or match.group(4))
+    if match.group(1):
+        ipaddress.IPv6Address(host)
+    if not 1 <= port <= 65535:
+        raise ValueError(f"port {port} in {text!r} is out of range; use 1 to 65535")
+    return Endpoint(host, port)
+
+
+Size = Annotated[int, BeforeValidator(parse_size)]
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+Rate = Annotated[float, BeforeValidator(parse_rate)]
+Address = Annotated[Endpoint, BeforeValidator(parse_endpoint), PlainSerializer(str)]
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class TelemetryConfig(Section):
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["auto", "json", "text"] = "auto"
+    stats_interval: Annotated[Duration, Field(gt=0)] = "10s"
+
+
+class BufferConfig(Section):
+    """The bounded queue between a link's stages (source → transport, transport → sink)."""
+
+    size: Annotated[Size, Field(ge=64 * 1024)] = "64MiB"
+    when_full: Literal["block", "drop"] | None = None
+
+
+class MaxSizeFilterConfig(Section):
+    type: Literal["max_size"]
+    max_bytes: Annotated[Size, Field(ge=0)]
+
+
+FilterConfig = MaxSizeFilterConfig
+
+
+class UdpSourceConfig(Section):
+    type: Literal["udp"]
+    listen: Address
+    receive_buffer: Annotated[Size, Field(ge=4096)] = "8MiB"
+
+
+class UdpSinkConfig(Section):
+    type: Literal["udp"]
+    target: Address
+    send_buffer: Annotated[Size, Field(ge=4096)] = "4MiB"
+
+
+class IngressTransportConfig(Section):
+    destination: Address
+    datagram_size: Annotated[int, Field(gt=HEADER_BYTES, le=MAX_UDP_PAYLOAD)] = 1472
+    rate: Rate = "1Gbit/s"
+    burst: Annotated[Size, Field(ge=0)] = "256KiB"
+    send_buffer: Annotated[Size, Field(ge=4096)] = "8MiB"
+    heartbeat_interval: Annotated[Duration, Field(ge=0.01)] = "1s"
+    batch_max_bytes: Annotated[Size, Field(ge=1024)] = "1MiB"
+    linger: Annotated[Duration, Field(ge=0)] = "5ms"
+    max_frame_size: Annotated[Size, Field(ge=1024, le=MAX_FRAME_BYTES)] = "64MiB"
+
+    @model_validator(mode="after")
+    def batches_fit_in_frames(self):
+        if self.batch_max_bytes > self.max_frame_size:
+            raise ValueError(
+                f"batch_max_bytes ({self.batch_max_bytes}) is larger than max_frame_size ({self.max_frame_size}); "
+                "lower batch_max_bytes or raise max_frame_size")
+        return self
+
+
+class EgressTransportConfig(Section):
+    listen: Address
+    receive_buffer: Annotated[Size, Field(ge=4096)] = "32MiB"
+    max_frame_size: Annotated[Size, Field(ge=1024, le=MAX_FRAME_BYTES)] = "64MiB"
+    max_frames_in_flight: Annotated[int, Field(ge=1, le=1_000_000)] = 1024
+    max_bytes_in_flight: Annotated[Size, Field(ge=1024)] = "256MiB"
+    frame_timeout: Annotated[Duration, Field(gt=0)] = "5s"
+
+    @model_validator(mode="after")
+    def budget_holds_a_frame(self):
+        if self.max_bytes_in_flight < self.max_frame_size:
+            raise ValueError(
+                f"max_bytes_in_flight ({self.max_bytes_in_flight}) is smaller than max_frame_size "
+                f"({self.max_frame_size}); a largest frame could never be reassembled")
+        return self
+
+
+class IngressLinkConfig(Section):
+    source: UdpSourceConfig
+    transport: IngressTransportConfig
+    filters: list[FilterConfig] = []
+    buffer: BufferConfig = BufferConfig()
+
+
+class EgressLinkConfig(Section):
+    transport: EgressTransportConfig
+    sink: UdpSinkConfig
+    buffer: BufferConfig = BufferConfig()
+
+
+def _check_link_names(links: dict) -> None:
+    if not links:
+        raise ValueError("no links are configured; add at least one [links.NAME] table")
+    for name in links:
+        if not LINK_NAME_PATTERN.fullmatch(name):
+            raise ValueError(
+                f"link name {name!r} is not allowed; use lowercase letters, digits, '-' and '_' "
+                "(names become environment variable paths)")
+
+
+def _check_unique(links: dict, what: str, get) -> None:
+    seen = {}
+    for name, link in links.items():
+        value = get(link)
+        if value in seen:
+            raise ValueError(f"links {seen[value]!r} and {name!r} both use {what} {value}; each link needs its own")
+        seen[value] = name
+
+
+class _ProxySettings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", validate_default=True)
+
+    telemetry: TelemetryConfig = TelemetryConfig()
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
+                                   file_secret_settings):
+        return (env_settings, init_settings)
+
+
+class IngressSettings(_ProxySettings):
+    role: Literal["ingress"]
+    links: dict[str, IngressLinkConfig]
+
+    @field_validator("links")
+    @classmethod
+    def links_are_distinct(cls, links):
+        _check_link_names(links)
+        _check_unique(links, "source address", lambda link: str(link.source.listen))
+        _check_unique(links, "destination", lambda link: str(link.transport.destination))
+        return links
+
+
+class EgressSettings(_ProxySettings):
+    role: Literal["egress"]
+    links: dict[str, EgressLinkConfig]
+
+    @field_validator("links")
+    @classmethod
+    def links_are_distinct(cls, links):
+        _check_link_names(links)
+        _check_unique(links, "listen address", lambda link: str(link.transport.listen))
+        return links
+
+
+Settings = IngressSettings | EgressSettings
+
+
+def is_secret(key: str) -> bool:
+    return bool(SECRET_KEY_PATTERN.search(key))
+
+
+def mask_secrets(value: Any, key: str = "") -> Any:
+    """A copy of a config tree with every secret-looking value replaced by '***'."""
+    if isinstance(value, dict):
+        return {k: mask_secrets(v, k) for k, v in value.items()}
+    if isinstance(value, list):
+        return [mask_secrets(v, key) for v in value]
+    if key and is_secret(key) and value not in (None, ""):
+        return "***"
+    return value
+
+
+def _describe(error: dict) -> str:
+    location = ".".join(str(part) for part in error["loc"]) or "(top level)"
+    kind = error["type"]
+    leaf = str(error["loc"][-1]) if error["loc"] else ""
+    shown = "***" if is_secret(leaf) else repr(error.get("input"))
+    if kind == "missing":
+        return f"{location}: required key is missing"
+    if kind == "extra_forbidden":
+        return f"{location}: unknown key (value {shown}); check its spelling and docs/configuration.md"
+    message = error["msg"].removeprefix("Value error, ")
+    if kind == "value_error":
+        return f"{location}: {message}"
+    return f"{location}: {message} (got {shown})"
+
+
+def settings_from_mapping(data: dict, origin: str = "config") -> Settings:
+    """Validates an already-parsed config tree; the environment still overrides it."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{origin}: the configuration must be a table of keys")
+    role = os.environ.get(f"{ENV_PREFIX}ROLE", data.get("role"))
+    if role == "ingress":
+        model = IngressSettings
+    elif role == "egress":
+        model = EgressSettings
+    elif role is None:
+        raise ConfigError(f'{origin}: role: required key is missing; set role = "ingress" or role = "egress"')
+    else:
+        raise ConfigError(f'{origin}: role: {role!r} is not a role; set role = "ingress" or role = "egress"')
+    try:
+        return model(**data)
+    except ValidationError as error:
+        raise ConfigError("\n".join(f"{origin}: {_describe(e)}" for e in error.errors())) from None
+
+
+def load_settings(path: str | os.PathLike) -> Settings:
+    """Reads, parses and validates a proxy's config file; raises ConfigError on any problem."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as error:
+        raise ConfigError(f"cannot read config file {str(path)!r}: {error.strerror}") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{path}: not valid TOML: {error}") from None
+    return settings_from_mapping(data, str(path))
+
+
+def resolved_view(settings: Settings) -> dict:
+    """The validated config with units resolved to numbers and secrets masked, for `ddc check`."""
+    return mask_secrets(settings.model_dump(mode="json"))

@@ -1,0 +1,55 @@
+"""What every source and sink provides to a link.
+
+Records are (metadata: bytes, value: bytes) pairs. The metadata format belongs to
+the handler type, which lets the transport stay ignorant of what it carries.
+"""
+
+import abc
+import threading
+
+from ddc.stage_buffer import StageBuffer
+
+
+class Source(abc.ABC):
+    """Produces records on the ingress; runs in a thread of its own until stopping is set."""
+
+    #: What the link's buffer does when full, unless the config says otherwise.
+    default_when_full = "drop"
+
+    def __init__(self, link_name: str, config):
+        self.link_name = link_name
+        self.config = config
+
+    def open(self) -> None:
+        """Acquires sockets or connections; raises OSError with a clear message if it cannot."""
+
+    @abc.abstractmethod
+    def run(self, output: StageBuffer, stopping: threading.Event) -> None:
+        """Pushes records into output until stopping is set, then returns."""
+
+    def close(self) -> None:
+        """Releases what open acquired."""
+
+    def counters(self) -> dict:
+        return {}
+
+
+class Sink(abc.ABC):
+    """Delivers records on the egress."""
+
+    def __init__(self, link_name: str, config):
+        self.link_name = link_name
+        self.config = config
+
+    def open(self) -> None:
+        """Acquires sockets or connections; raises OSError with a clear message if it cannot."""
+
+    @abc.abstractmethod
+    def write(self, records: list) -> None:
+        """Delivers a batch of records in order."""
+
+    def close(self) -> None:
+        """Flushes and releases what open acquired."""
+
+    def counters(self) -> dict:
+        return {}

@@ -1,0 +1,149 @@
+"""An ingress link: source → filters → batches → frames → paced datagrams.
+
+Two threads: the source fills the link's buffer; the transport thread takes
+records in batches, packs them into frames (bounded by batch_max_bytes and
+linger), hands frames to the Cython sender, and sends a heartbeat with the
+link's counters every heartbeat_interval, idle or not. Stopping drains the
+buffer, then sends the shutdown datagram.
+"""
+
+import logging
+import secrets
+import threading
+import time
+
+from ddc._core import wire
+from ddc._core.records import BATCH_HEADER_BYTES, encode_batch
+from ddc._core.sender import DatagramSender
+from ddc.filters import FilterChain
+from ddc.handlers import build_source
+from ddc.link import Link
+from ddc.stage_buffer import StageBuffer, record_size
+from ddc.transport.sockets import open_sending
+from ddc.units import format_rate
+
+log = logging.getLogger("ddc.ingress")
+
+SHUTDOWN_COPIES = 3
+
+
+class IngressLink(Link):
+    role = "ingress"
+
+    def __init__(self, name: str, config):
+        super().__init__(name)
+        self.config = config
+        transport = config.transport
+        self.source = build_source(name, config.source)
+        self.filters = FilterChain(name, config.filters)
+        self.buffer = StageBuffer(config.buffer.size, config.buffer.when_full or self.source.default_when_full)
+        self.session_id = secrets.randbits(64) or 1
+        self.records_sent = 0
+        self.records_too_large = 0
+        self.frames_failed = 0
+        self._source_stopping = threading.Event()
+        self._socket = None
+        self.sender = None
+
+    def start(self) -> None:
+        transport = self.config.transport
+        self.source.open()
+        self._socket, _, address = open_sending(transport.destination, send_buffer=transport.send_buffer)
+        self.sender = DatagramSender(self._socket.fileno(), address, self.session_id, transport.datagram_size,
+                                     transport.rate, transport.burst)
+        self.started = time.monotonic()
+        log.info(f"link {self.name}: sending {self.config.source.type} records to {transport.destination} "
+                 f"at {format_rate(transport.rate)}, session {self.session_id:016x}",
+                 extra={"fields": {"link": self.name, "session_id": f"{self.session_id:016x}",
+                                   "destination": str(transport.destination), "rate_bytes": transport.rate}})
+        self._spawn("source", lambda: self.source.run(self.buffer, self._source_stopping))
+        self._spawn("transport", self._transport_loop)
+
+    def stop(self, timeout: float = 30.0) -> bool:
+        """Stops the source, sends everything already buffered, then the shutdown datagrams."""
+        self._source_stopping.set()
+        clean = self._join(self._threads[:1], timeout)
+        self.buffer.close()
+        clean = self._join(self._threads[1:], timeout) and clean
+        self.source.close()
+        if self._socket is not None:
+            self._socket.close()
+        return clean
+
+    # ---- transport thread ----
+
+    def _peer_counters(self) -> dict:
+        sender = self.sender.counters()
+        return {
+            "heartbeat_interval_ms": int(self.config.transport.heartbeat_interval * 1000),
+            "uptime_ms": int((time.monotonic() - self.started) * 1000),
+            "datagrams_sent": sender["datagrams_sent"],
+            "frames_sent": sender["frames_sent"],
+            "records_sent": self.records_sent,
+            "bytes_sent": sender["bytes_sent"],
+            "records_dropped": self.records_dropped,
+        }
+
+    @property
+    def records_dropped(self) -> int:
+        return self.buffer.records_dropped + self.filters.records_dropped + self.records_too_large
+
+    def _send_batch(self, batch: list) -> None:
+        try:
+            self.sender.send_frame(encode_batch(batch))
+        except (OSError, ValueError) as error:
+            self.frames_failed += 1
+            log.error(f"link {self.name}: a frame of {len(batch)} records could not be sent: {error}",
+                      extra={"fields": {"link": self.name, "records": len(batch)}})
+            return
+        self.records_sent += len(batch)
+
+    def _transport_loop(self) -> None:
+        transport = self.config.transport
+        record_limit = transport.max_frame_size - BATCH_HEADER_BYTES
+        batch, batch_bytes, batch_started = [], BATCH_HEADER_BYTES, 0.0
+        next_heartbeat = time.monotonic()
+        while True:
+            now = time.monotonic()
+            if now >= next_heartbeat:
+                self.sender.send_control(wire.HEARTBEAT, wire.encode_peer_counters(self._peer_counters()))
+                next_heartbeat = now + transport.heartbeat_interval
+            wait = next_heartbeat - now
+            if batch:
+                wait = min(wait, batch_started + transport.linger - now)
+            records = self.buffer.get_many(transport.batch_max_bytes - batch_bytes, max(wait, 0.0))
+            records = self.filters.apply(records) if self.filters.filters else records
+            for record in records:
+                size = record_size(record)
+                if size > record_limit:
+                    self.records_too_large += 1
+                    log.warning(f"link {self.name}: dropped a record of {size} bytes, larger than max_frame_size",
+                                extra={"fields": {"link": self.name, "record_bytes": size}})
+                    continue
+                if batch and batch_bytes + size > transport.batch_max_bytes:
+                    self._send_batch(batch)
+                    batch, batch_bytes = [], BATCH_HEADER_BYTES
+                if not batch:
+                    batch_started = time.monotonic()
+                batch.append(record)
+                batch_bytes += size
+            if batch and (batch_bytes >= transport.batch_max_bytes
+                          or time.monotonic() >= batch_started + transport.linger or self.buffer.drained):
+                self._send_batch(batch)
+                batch, batch_bytes = [], BATCH_HEADER_BYTES
+            if not batch and self.buffer.drained:
+                break
+        final = wire.encode_peer_counters(self._peer_counters())
+        for _ in range(SHUTDOWN_COPIES):
+            self.sender.send_control(wire.SHUTDOWN, final)
+        log.info(f"link {self.name}: drained and sent shutdown", extra={"fields": self.log_fields()})
+
+    def counters(self) -> dict:
+        merged = {"records_sent": self.records_sent, "records_too_large": self.records_too_large,
+                  "records_dropped": self.records_dropped, "frames_failed": self.frames_failed}
+        merged.update(self.source.counters())
+        merged.update(self.filters.counters())
+        merged.update(self.buffer.counters())
+        if self.sender is not None:
+            merged.update(self.sender.counters())
+        return merged

@@ -1,0 +1,89 @@
+"""UDP sockets for links and handlers: address resolution, binding and kernel buffer sizes.
+
+Buffer sizes matter more on a diode than anywhere else: a receive buffer that
+overflows is loss nobody can ask to have repeated. We ask for what the config
+says, with the privileged *BUFFORCE options first (they pass the sysctl cap when
+running as root or with CAP_NET_ADMIN), read back what the kernel granted, and
+warn with the exact command that lifts the cap.
+"""
+
+import logging
+import socket
+import struct
+
+log = logging.getLogger("ddc.transport")
+
+_BUFFER_OPTIONS = {
+    "receive": (socket.SO_RCVBUF, 33, "net.core.rmem_max"),  # 33 = SO_RCVBUFFORCE
+    "send": (socket.SO_SNDBUF, 32, "net.core.wmem_max"),  # 32 = SO_SNDBUFFORCE
+}
+
+
+class AddressError(OSError):
+    """An endpoint that cannot be resolved or bound; the message says which and why."""
+
+
+def resolve(endpoint, *, passive: bool = False):
+    """(family, sockaddr) for a host:port endpoint; the first address the resolver returns."""
+    try:
+        infos = socket.getaddrinfo(endpoint.host, endpoint.port, type=socket.SOCK_DGRAM,
+                                   flags=socket.AI_PASSIVE if passive else 0)
+    except socket.gaierror as error:
+        raise AddressError(f"cannot resolve {endpoint}: {error.strerror}") from None
+    family, _, _, _, address = infos[0]
+    return family, address
+
+
+def socket_address_bytes(family: int, address) -> bytes:
+    """The C sockaddr_in / sockaddr_in6 the Cython sender passes to sendmmsg."""
+    if family == socket.AF_INET:
+        host, port = address
+        return struct.pack("=H", family) + struct.pack(">H", port) + socket.inet_pton(family, host) + bytes(8)
+    host, port, flowinfo, scope_id = address
+    return (struct.pack("=H", family) + struct.pack(">HI", port, flowinfo)
+            + socket.inet_pton(family, host.split("%")[0]) + struct.pack("=I", scope_id))
+
+
+def set_buffer(sock: socket.socket, direction: str, requested: int) -> int:
+    """Sets the receive or send buffer; returns the size the kernel granted (it reports double)."""
+    option, force_option, sysctl = _BUFFER_OPTIONS[direction]
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, force_option, requested)
+    except OSError:
+        sock.setsockopt(socket.SOL_SOCKET, option, requested)
+    granted = sock.getsockopt(socket.SOL_SOCKET, option) // 2
+    if granted < requested:
+        log.warning(
+            f"kernel capped the {direction} buffer at {granted} bytes (asked for {requested}); "
+            f"raise the cap with: sysctl -w {sysctl}={requested}",
+            extra={"fields": {"requested_bytes": requested, "granted_bytes": granted, "sysctl": sysctl}})
+    return granted
+
+
+def open_bound(endpoint, *, receive_buffer: int | None = None, send_buffer: int | None = None):
+    """A UDP socket bound to endpoint (a listening source or the egress transport)."""
+    family, address = resolve(endpoint, passive=True)
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        if receive_buffer:
+            set_buffer(sock, "receive", receive_buffer)
+        if send_buffer:
+            set_buffer(sock, "send", send_buffer)
+        sock.bind(address)
+    except OSError as error:
+        sock.close()
+        raise AddressError(f"cannot listen on {endpoint}: {error.strerror}") from None
+    return sock
+
+
+def open_sending(endpoint, *, send_buffer: int):
+    """An unbound UDP socket for sending to endpoint, and the packed destination address.
+
+    The socket is deliberately not connected: a connected UDP socket turns ICMP
+    "port unreachable" into send errors, which a real diode never produces and
+    which would only make loopback tests behave differently from production.
+    """
+    family, address = resolve(endpoint)
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    set_buffer(sock, "send", send_buffer)
+    return sock, address, socket_address_bytes(family, address)

@@ -1,0 +1,25 @@
+"""Builds the Cython hot path in ddc/_core; all other metadata lives in pyproject.toml."""
+
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+
+CORE_MODULES = ["wire", "records", "sender", "receiver"]
+
+extensions = [
+    Extension(
+        f"ddc._core.{name}",
+        [f"ddc/_core/{name}.pyx"],
+        include_dirs=["ddc/_core"],
+        define_macros=[("_GNU_SOURCE", None)],
+        extra_compile_args=["-O3"],
+    )
+    for name in CORE_MODULES
+]
+
+setup(
+    ext_modules=cythonize(
+        extensions,
+        language_level=3,
+        compiler_directives={"boundscheck": False, "wraparound": False, "cdivision": True},
+    )
+)

@@ -1,0 +1,139 @@
+"""Shared test harness: free ports, config files, and real `ddc run` processes."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPOSITORY = Path(__file__).resolve().parent.parent
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def udp_receiver(buffer_bytes: int = 64 << 20) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, 33, buffer_bytes)  # SO_RCVBUFFORCE when privileged
+    except OSError:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, buffer_bytes)
+    sock.bind(("127.0.0.1", 0))
+    return sock
+
+
+class DdcProcess:
+    """A `python -m ddc run FILE` child process whose JSON log lines can be read back."""
+
+    def __init__(self, config_path: Path, log_path: Path):
+        self.config_path = config_path
+        self.log_path = log_path
+        self.log_file = open(log_path, "ab")
+        environment = {key: value for key, value in os.environ.items() if not key.startswith("DDC_")}
+        self.process = subprocess.Popen([sys.executable, "-m", "ddc", "run", str(config_path)],
+                                        stdin=subprocess.DEVNULL, stdout=self.log_file, stderr=self.log_file,
+                                        env=environment)
+
+    def lines(self) -> list[dict]:
+        parsed = []
+        for raw in self.log_path.read_text().splitlines():
+            try:
+                parsed.append(json.loads(raw))
+            except json.JSONDecodeError:
+                parsed.append({"message": raw, "unparsed": True})
+        return parsed
+
+    def wait_for(self, predicate, timeout: float = 20.0) -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in self.lines():
+                if predicate(line):
+                    return line
+            if self.process.poll() is not None:
+                break
+            time.sleep(0.05)
+        raise AssertionError(f"no matching log line within {timeout} s; log:\n{self.log_path.read_text()[-4000:]}")
+
+    def wait_until_ready(self) -> None:
+        self.wait_for(lambda line: "listening on" in line.get("message", "")
+                      or "sending" in line.get("message", ""))
+
+    def stop(self, timeout: float = 30.0) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        code = self.process.wait(timeout)
+        self.log_file.close()
+        return code
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.wait(10)
+        self.log_file.close()
+
+    def summary(self, link: str) -> dict:
+        for line in reversed(self.lines()):
+            if line.get("event") == "link summary" and line.get("link") == link:
+                return line
+        raise AssertionError(f"no summary for link {link!r}; log:\n{self.log_path.read_text()[-4000:]}")
+
+    def unparsed_or_tracebacks(self) -> list[dict]:
+        return [line for line in self.lines() if line.get("unparsed") or "Traceback" in line.get("message", "")
+                or "exception" in line]
+
+
+@pytest.fixture
+def start_ddc(tmp_path):
+    started = []
+
+    def start(name: str, config_text: str) -> DdcProcess:
+        config_path = tmp_path / f"{name}.toml"
+        config_path.write_text(config_text)
+        proxy = DdcProcess(config_path, tmp_path / f"{name}-{len(started)}.log")
+        started.append(proxy)
+        return proxy
+
+    yield start
+    for proxy in started:
+        if proxy.process.poll() is None:
+            proxy.kill()
+
+
+def link_pair_configs(source_port: int, link_port: int, target_port: int, *, link: str = "stream",
+                      ingress_extra: str = "", egress_extra: str = "") -> tuple[str, str]:
+    ingress = f"""
+role = "ingress"
+[telemetry]
+log_format = "json"
+stats_interval = "1s"
+[links.{link}.source]
+type = "udp"
+listen = "127.0.0.1:{source_port}"
+receive_buffer = "64MiB"
+[links.{link}.transport]
+destination = "127.0.0.1:{link_port}"
+heartbeat_interval = "200ms"
+{ingress_extra}
+"""
+    egress = f"""
+role = "egress"
+[telemetry]
+log_format = "json"
+stats_interval = "1s"
+[links.{link}.transport]
+listen = "127.0.0.1:{link_port}"
+receive_buffer = "64MiB"
+{egress_extra}
+[links.{link}.sink]
+type = "udp"
+target = "127.0.0.1:{target_port}"
+send_buffer = "16MiB"
+"""
+    return ingress, egress

@@ -1,0 +1,126 @@
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from ddc.config import ConfigError, load_settings, settings_from_mapping
+from conftest import REPOSITORY
+
+GOOD_INGRESS = """
+role = "ingress"
+[links.logs.source]
+type = "udp"
+listen = "127.0.0.1:5514"
+[links.logs.transport]
+destination = "127.0.0.1:7001"
+"""
+
+GOOD_EGRESS = """
+role = "egress"
+[links.logs.transport]
+listen = "127.0.0.1:7001"
+[links.logs.sink]
+type = "udp"
+target = "127.0.0.1:5515"
+"""
+
+
+def ddc(*arguments, environment=None):
+    env = {key: value for key, value in os.environ.items() if not key.startswith("DDC_")}
+    env.update(environment or {})
+    return subprocess.run([sys.executable, "-m", "ddc", *arguments], capture_output=True, text=True,
+                          stdin=subprocess.DEVNULL, env=env, timeout=60)
+
+
+BROKEN = [
+    ("not toml", "role = \n", "not valid TOML"),
+    ("no role", GOOD_INGRESS.replace('role = "ingress"', ""), "role: required key is missing"),
+    ("unknown role", GOOD_INGRESS.replace('"ingress"', '"sideways"'), "role: 'sideways' is not a role"),
+    ("typo in key", GOOD_INGRESS.replace("destination", "destinaton"), "links.logs.transport.destinaton: unknown key"),
+    ("bad address", GOOD_INGRESS.replace('"127.0.0.1:5514"', '"localhost"'), "links.logs.source.listen"),
+    ("port out of range", GOOD_EGRESS.replace("7001", "70010"), "links.logs.transport.listen: port 70010"),
+    ("bad rate", GOOD_INGRESS + 'rate = "fast"\n', "links.logs.transport.rate: 'fast' is not a rate"),
+    ("bad size", GOOD_INGRESS + 'send_buffer = "8 parsecs"\n', "links.logs.transport.send_buffer"),
+    ("bad duration", GOOD_INGRESS + 'linger = "soon"\n', "links.logs.transport.linger"),
+    ("datagram too large", GOOD_INGRESS + "datagram_size = 70000\n", "links.logs.transport.datagram_size"),
+    ("unknown source type", GOOD_INGRESS.replace('type = "udp"', 'type = "carrier-pigeon"'),
+     "links.logs.source.type"),
+    ("egress key on ingress", GOOD_INGRESS + 'frame_timeout = "5s"\n', "links.logs.transport.frame_timeout: unknown key"),
+    ("no links", 'role = "egress"\n', "links: required key is missing"),
+    ("bad link name", GOOD_EGRESS.replace("links.logs", "links.Logs"), "link name 'Logs' is not allowed"),
+    ("bad when_full", GOOD_EGRESS + '[links.logs.buffer]\nwhen_full = "panic"\n', "links.logs.buffer.when_full"),
+    ("budget below frame", GOOD_EGRESS.replace('listen = "127.0.0.1:7001"',
+                                               'listen = "127.0.0.1:7001"\nmax_bytes_in_flight = "1MiB"'),
+     "max_bytes_in_flight (1048576) is smaller than max_frame_size"),
+    ("wrong type", GOOD_EGRESS.replace('listen = "127.0.0.1:7001"',
+                                       'listen = "127.0.0.1:7001"\nmax_frames_in_flight = "many"'),
+     "links.logs.transport.max_frames_in_flight"),
+]
+
+
+@pytest.mark.parametrize("name, text, expected", BROKEN, ids=[case[0] for case in BROKEN])
+def test_broken_file_gives_one_line_naming_the_key_and_exit_code_2(tmp_path, name, text, expected):
+    path = tmp_path / "broken.toml"
+    path.write_text(text)
+    for command in ("check", "run"):
+        result = ddc(command, str(path))
+        assert result.returncode == 2, result.stderr
+        assert "Traceback" not in result.stderr
+        lines = result.stderr.strip().splitlines()
+        assert lines and all(line.startswith("ddc: ") for line in lines), result.stderr
+        assert any(expected in line for line in lines), result.stderr
+
+
+def test_missing_file_is_a_clear_error(tmp_path):
+    result = ddc("check", str(tmp_path / "absent.toml"))
+    assert result.returncode == 2
+    assert "cannot read config file" in result.stderr and "No such file" in result.stderr
+
+
+def test_check_prints_the_resolved_config(tmp_path):
+    path = tmp_path / "ingress.toml"
+    path.write_text(GOOD_INGRESS + 'rate = "800Mbit/s"\n')
+    result = ddc("check", str(path))
+    assert result.returncode == 0, result.stderr
+    resolved = json.loads(result.stdout)
+    assert resolved["links"]["logs"]["transport"]["rate"] == 100e6
+    assert resolved["links"]["logs"]["transport"]["destination"] == "127.0.0.1:7001"
+
+
+def test_environment_overrides_the_file(tmp_path):
+    path = tmp_path / "ingress.toml"
+    path.write_text(GOOD_INGRESS)
+    result = ddc("check", str(path), environment={"DDC_LINKS__LOGS__TRANSPORT__RATE": "10Mbit/s",
+                                                  "DDC_TELEMETRY__LOG_LEVEL": "debug"})
+    assert result.returncode == 0, result.stderr
+    resolved = json.loads(result.stdout)
+    assert resolved["links"]["logs"]["transport"]["rate"] == 1.25e6
+    assert resolved["telemetry"]["log_level"] == "debug"
+    broken = ddc("check", str(path), environment={"DDC_LINKS__LOGS__TRANSPORT__RATE": "quick"})
+    assert broken.returncode == 2 and "links.logs.transport.rate: 'quick'" in broken.stderr
+
+
+def test_secrets_are_masked_in_check_output_and_errors(monkeypatch):
+    from ddc.config import mask_secrets, _describe
+    tree = {"sasl": {"password": "hunter2", "username": "ops"}, "ssl_key_file": "/etc/k", "api_token": "t"}
+    masked = mask_secrets(tree)
+    assert masked == {"sasl": {"password": "***", "username": "ops"}, "ssl_key_file": "***", "api_token": "***"}
+    line = _describe({"loc": ("links", "a", "password"), "type": "extra_forbidden", "msg": "", "input": "hunter2"})
+    assert "hunter2" not in line and "***" in line
+
+
+def test_examples_are_valid():
+    ingress = load_settings(REPOSITORY / "examples" / "ingress.toml")
+    egress = load_settings(REPOSITORY / "examples" / "egress.toml")
+    assert set(ingress.links) == set(egress.links) == {"syslog", "statsd"}
+    for name in ingress.links:
+        assert ingress.links[name].transport.destination.port == egress.links[name].transport.listen.port
+
+
+def test_two_links_cannot_share_a_port():
+    with pytest.raises(ConfigError, match="both use listen address"):
+        settings_from_mapping({"role": "egress", "links": {
+            name: {"transport": {"listen": "127.0.0.1:7000"}, "sink": {"type": "udp", "target": "127.0.0.1:1"}}
+            for name in ("a", "b")}})

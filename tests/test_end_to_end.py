@@ -1,0 +1,226 @@
+"""Two real `ddc run` processes on loopback: UDP in, across a real UDP link, UDP out."""
+
+import collections
+import hashlib
+import os
+import random
+import socket
+import threading
+import time
+
+import pytest
+
+from ddc._core import wire
+from conftest import free_udp_port, link_pair_configs, udp_receiver
+
+DROP_REASONS = ("dropped_truncated", "dropped_bad_magic", "dropped_unknown_version", "dropped_bad_checksum",
+                "dropped_malformed", "dropped_unknown_type", "dropped_oversized_frame", "dropped_stale_session",
+                "dropped_duplicate", "dropped_too_old", "dropped_late_fragment")
+
+
+class Collector(threading.Thread):
+    """Drains the egress target socket and keeps a multiset of payload digests."""
+
+    def __init__(self, sock):
+        super().__init__(daemon=True)
+        self.socket = sock
+        self.socket.settimeout(0.2)
+        self.digests = collections.Counter()
+        self.count = 0
+        self.stop = threading.Event()
+
+    def run(self):
+        while not self.stop.is_set():
+            try:
+                data = self.socket.recv(65535)
+            except socket.timeout:
+                continue
+            self.digests[hashlib.blake2b(data, digest_size=16).digest()] += 1
+            self.count += 1
+
+    def wait_for(self, count, timeout):
+        deadline = time.monotonic() + timeout
+        while self.count < count and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return self.count
+
+
+def send_paced(port, payloads, bytes_per_second):
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    started = time.monotonic()
+    sent_bytes = 0
+    for payload in payloads:
+        while sent_bytes > (time.monotonic() - started) * bytes_per_second:
+            time.sleep(0.0002)
+        sock.sendto(payload, ("127.0.0.1", port))
+        sent_bytes += len(payload) + 28
+    sock.close()
+
+
+def random_payloads(count, max_size, seed):
+    chooser = random.Random(seed)
+    noise = os.urandom(1 << 17)
+    payloads = []
+    for index in range(count):
+        size = chooser.randint(1, max_size)
+        offset = chooser.randrange(0, len(noise) - size)
+        payload = bytearray(noise[offset:offset + size])
+        payload[:min(size, 8)] = index.to_bytes(8, "big")[:min(size, 8)]
+        payloads.append(bytes(payload))
+    return payloads
+
+
+@pytest.fixture
+def link_pair(start_ddc):
+    """Starts egress then ingress; yields (source_port, link_port, collector, ingress, egress)."""
+    started = []
+
+    def start(ingress_extra="", egress_extra=""):
+        source_port, link_port = free_udp_port(), free_udp_port()
+        target = udp_receiver()
+        collector = Collector(target)
+        collector.start()
+        ingress_config, egress_config = link_pair_configs(source_port, link_port, target.getsockname()[1],
+                                                          ingress_extra=ingress_extra, egress_extra=egress_extra)
+        egress = start_ddc("egress", egress_config)
+        egress.wait_until_ready()
+        ingress = start_ddc("ingress", ingress_config)
+        ingress.wait_until_ready()
+        started.append((collector, target))
+        return source_port, link_port, collector, ingress, egress, ingress_config
+
+    yield start
+    for collector, target in started:
+        collector.stop.set()
+        collector.join(2)
+        target.close()
+
+
+def stop_pair(ingress, egress):
+    assert ingress.stop() == 0
+    egress.wait_for(lambda line: "sender shut down" in line.get("message", ""))
+    assert egress.stop() == 0
+    return ingress.summary("stream"), egress.summary("stream")
+
+
+def assert_no_loss(ingress_summary, egress_summary, count):
+    assert ingress_summary["source_datagrams_received"] == count
+    assert ingress_summary["records_sent"] == count
+    assert ingress_summary["records_dropped"] == 0
+    assert egress_summary["records_received"] == count
+    assert egress_summary["sink_datagrams_sent"] == count
+    assert egress_summary["datagrams_lost"] == 0
+    assert egress_summary["frames_lost"] == 0
+    assert egress_summary["frames_completed"] == ingress_summary["frames_sent"]
+    assert egress_summary["peer_datagrams_sent"] == ingress_summary["datagrams_sent"] - 3
+    assert egress_summary["buffer_records_dropped"] == 0
+
+
+@pytest.mark.timeout(600)
+def test_100k_random_datagrams_arrive_exactly(link_pair):
+    count = 100_000
+    payloads = random_payloads(count, 60_000, seed=2)
+    source_port, _, collector, ingress, egress, _ = link_pair(
+        ingress_extra='rate = "2Gbit/s"', egress_extra="")
+    send_paced(source_port, payloads, bytes_per_second=150e6)
+    delivered = collector.wait_for(count, timeout=120)
+    ingress_summary, egress_summary = stop_pair(ingress, egress)
+    assert delivered == count, (ingress_summary, egress_summary)
+    expected = collections.Counter(hashlib.blake2b(p, digest_size=16).digest() for p in payloads)
+    assert collector.digests == expected
+    assert_no_loss(ingress_summary, egress_summary, count)
+    assert all(egress_summary[reason] == 0 for reason in DROP_REASONS), egress_summary
+    assert not ingress.unparsed_or_tracebacks() and not egress.unparsed_or_tracebacks()
+
+
+def garbage_datagrams(session_id_seen_never):
+    valid = wire.encode_datagram(wire.DATA, session_id_seen_never, 0, b"0123456789" * 10, fragment_count=1)
+    chooser = random.Random(5)
+    kinds = collections.Counter()
+    datagrams = []
+
+    def add(kind, data):
+        kinds[kind] += 1
+        datagrams.append(data)
+
+    for _ in range(300):
+        add("dropped_truncated", valid[:chooser.randint(0, len(valid) - 1)])
+        add("dropped_bad_magic", bytes([chooser.randrange(0, 0xDD)]) + os.urandom(chooser.randint(wire.HEADER_BYTES, 1400)))
+        add("dropped_bad_magic", b"\x00" + os.urandom(65000))
+        add("dropped_unknown_version", valid[:2] + bytes([chooser.choice([0, 1, 3, 255])]) + valid[3:])
+        flipped = bytearray(valid)
+        flipped[chooser.randrange(12, len(valid))] ^= 1 << chooser.randrange(8)
+        add("dropped_bad_checksum", bytes(flipped))
+        add("dropped_malformed", wire.encode_datagram(wire.DATA, session_id_seen_never, 1, b"ab", fragment_index=3,
+                                                      fragment_count=2, frame_length=4))
+        add("dropped_unknown_type", wire.encode_datagram(77, session_id_seen_never, 2, b""))
+    chooser.shuffle(datagrams)
+    return datagrams, kinds
+
+
+@pytest.mark.timeout(300)
+def test_garbage_at_the_egress_port_is_counted_and_the_stream_survives(link_pair):
+    count = 20_000
+    payloads = random_payloads(count, 4000, seed=3)
+    source_port, link_port, collector, ingress, egress, _ = link_pair()
+    garbage, kinds = garbage_datagrams(session_id_seen_never=0x0BADBADBADBAD)
+
+    def attack():
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        for datagram in garbage:
+            sock.sendto(datagram, ("127.0.0.1", link_port))
+            time.sleep(0.0005)
+        sock.close()
+
+    attacker = threading.Thread(target=attack)
+    attacker.start()
+    send_paced(source_port, payloads, bytes_per_second=20e6)
+    attacker.join()
+    assert collector.wait_for(count, timeout=60) == count
+    ingress_summary, egress_summary = stop_pair(ingress, egress)
+    expected = collections.Counter(hashlib.blake2b(p, digest_size=16).digest() for p in payloads)
+    assert collector.digests == expected
+    assert_no_loss(ingress_summary, egress_summary, count)
+    for reason in DROP_REASONS:
+        assert egress_summary[reason] == kinds.get(reason, 0), (reason, egress_summary)
+    assert egress_summary["sessions_started"] == 1
+    assert not egress.unparsed_or_tracebacks()
+
+
+@pytest.mark.timeout(300)
+def test_a_killed_ingress_is_recognised_as_a_new_session(link_pair, start_ddc):
+    source_port, _, collector, ingress, egress, ingress_config = link_pair()
+    first = random_payloads(2000, 2000, seed=4)
+    send_paced(source_port, first, bytes_per_second=10e6)
+    assert collector.wait_for(len(first), timeout=30) == len(first)
+    first_session = egress.wait_for(lambda line: "receiving session" in line.get("message", ""))["session_id"]
+
+    ingress.kill()
+    restarted = start_ddc("ingress", ingress_config)
+    restarted.wait_until_ready()
+    second = random_payloads(2000, 2000, seed=5)
+    send_paced(source_port, second, bytes_per_second=10e6)
+    assert collector.wait_for(len(first) + len(second), timeout=30) == len(first) + len(second)
+
+    event = egress.wait_for(lambda line: "sender restarted" in line.get("message", ""))
+    assert event["previous_session_id"] == first_session
+    assert event["session_id"] != first_session
+    assert egress.process.poll() is None, "the egress must keep running across an ingress restart"
+    ingress_summary, egress_summary = stop_pair(restarted, egress)
+    assert egress_summary["sessions_started"] == 2
+    assert egress_summary["records_received"] == len(first) + len(second)
+    expected = collections.Counter(hashlib.blake2b(p, digest_size=16).digest() for p in first + second)
+    assert collector.digests == expected
+
+
+@pytest.mark.timeout(120)
+def test_heartbeats_carry_the_ingress_counters_while_idle(link_pair):
+    source_port, _, collector, ingress, egress, _ = link_pair()
+    payloads = random_payloads(50, 500, seed=6)
+    send_paced(source_port, payloads, bytes_per_second=1e6)
+    assert collector.wait_for(len(payloads), timeout=20) == len(payloads)
+    stats = egress.wait_for(lambda line: line.get("event") == "link stats"
+                            and line.get("peer_records_sent") == len(payloads), timeout=10)
+    assert stats["datagrams_lost"] == 0
+    assert stats["peer_datagrams_sent"] >= stats["highest_sequence"]
+    stop_pair(ingress, egress)

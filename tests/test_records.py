@@ -1,0 +1,45 @@
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ddc._core.records import BATCH_HEADER_BYTES, decode_batch, encode_batch, encoded_size
+
+records_strategy = st.lists(st.tuples(st.binary(max_size=64), st.binary(max_size=2000)), max_size=50)
+
+
+@given(records_strategy)
+def test_batch_round_trip(records):
+    batch = encode_batch(records)
+    assert len(batch) == encoded_size(records)
+    assert decode_batch(batch) == records
+    assert decode_batch(memoryview(batch)) == records
+
+
+def test_empty_batch_and_empty_records():
+    assert decode_batch(encode_batch([])) == []
+    assert decode_batch(encode_batch([(b"", b"")])) == [(b"", b"")]
+
+
+@given(records_strategy.filter(bool), st.data())
+def test_truncated_batches_are_rejected(records, data):
+    batch = encode_batch(records)
+    cut = data.draw(st.integers(0, len(batch) - 1))
+    with pytest.raises(ValueError):
+        decode_batch(batch[:cut])
+
+
+@settings(max_examples=500)
+@given(st.binary(max_size=500))
+def test_random_bytes_raise_value_error_or_decode_consistently(data):
+    try:
+        records = decode_batch(data)
+    except ValueError:
+        return
+    assert encode_batch(records) == data
+
+
+def test_a_count_larger_than_the_batch_is_rejected_without_allocating():
+    forged = bytes([1, 0, 0, 0]) + (0xFFFFFFFF).to_bytes(4, "big")
+    with pytest.raises(ValueError, match="announces"):
+        decode_batch(forged)
+    assert BATCH_HEADER_BYTES == 8

@@ -1,0 +1,61 @@
+import threading
+import time
+
+import pytest
+
+from ddc.stage_buffer import StageBuffer, record_size
+
+
+def test_drop_policy_counts_what_it_refuses():
+    buffer = StageBuffer(100, "drop")
+    records = [(b"", b"x" * 40)] * 4
+    assert buffer.put_many(records) == 2
+    counters = buffer.counters()
+    assert counters["buffer_records_dropped"] == 2
+    assert counters["buffer_bytes_dropped"] == 2 * record_size(records[0])
+    assert counters["buffer_full_events"] == 2
+    assert buffer.get_many(1000, 0) == records[:2]
+
+
+def test_block_policy_waits_for_room_and_keeps_order():
+    buffer = StageBuffer(100, "block")
+    records = [(b"", bytes([i]) * 40) for i in range(10)]
+    producer = threading.Thread(target=buffer.put_many, args=(records,))
+    producer.start()
+    taken = []
+    while len(taken) < len(records):
+        taken += buffer.get_many(60, 1.0)
+    producer.join(5)
+    assert taken == records
+    assert buffer.counters()["buffer_records_dropped"] == 0
+    assert buffer.counters()["buffer_peak_bytes"] <= 100
+
+
+def test_an_oversized_record_passes_when_the_buffer_is_empty():
+    buffer = StageBuffer(10, "block")
+    assert buffer.put_many([(b"", b"y" * 100)]) == 1
+
+
+def test_close_wakes_a_blocked_producer_and_consumers_drain():
+    buffer = StageBuffer(50, "block")
+    buffer.put_many([(b"", b"a" * 40)])
+    producer = threading.Thread(target=buffer.put_many, args=([(b"", b"b" * 40)],))
+    producer.start()
+    time.sleep(0.05)
+    buffer.close()
+    producer.join(5)
+    assert not producer.is_alive()
+    assert buffer.get_many(1000, 0) == [(b"", b"a" * 40)]
+    assert buffer.drained
+    assert buffer.get_many(1000, 1.0) == []
+
+
+def test_get_many_times_out_empty():
+    started = time.monotonic()
+    assert StageBuffer(100, "drop").get_many(100, 0.05) == []
+    assert time.monotonic() - started >= 0.04
+
+
+def test_unknown_policy_is_refused():
+    with pytest.raises(ValueError, match="when_full"):
+        StageBuffer(100, "maybe")
