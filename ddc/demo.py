@@ -1,24 +1,29 @@
 """`ddc demo`: a real link pair on loopback, with generated traffic and a live view.
 
-Everything is real except the data: the ingress listens on a UDP port, the link
-runs over loopback UDP through the same code as `ddc run`, the egress re-emits
-every record to a collector socket. Each generated datagram carries its index
-and a CRC-32 of its body, so the collector can tell delivered, missing, corrupted
-and duplicated datagrams apart exactly.
+Everything is real except the data: an ingress and an egress run as two
+`ddc run` child processes, exactly as in production, with a UDP link between
+them over loopback. This process generates datagrams into the ingress and
+collects what the egress re-emits. Each generated datagram carries its index and
+a CRC-32 of its body, so the collector tells delivered, missing, corrupted and
+duplicated datagrams apart exactly, and the summary accounts for every datagram
+stage by stage from the proxies' own counters.
 """
 
+import json
 import os
 import random
+import signal
 import socket
 import struct
+import subprocess
 import sys
+import tempfile
 import threading
 import time
 import zlib
+from pathlib import Path
 
-from ddc.config import settings_from_mapping
-from ddc.supervisor import Supervisor, build_links
-from ddc.telemetry import configure_logging
+from ddc.transport.sockets import kernel_drops
 from ddc.units import format_rate, parse_rate
 
 PAYLOAD_HEADER = struct.Struct(">QI")
@@ -96,65 +101,173 @@ class Collector(threading.Thread):
                 self.seen.add(index)
 
 
-def demo_settings(source_port: int, link_port: int, target_port: int, link_rate: str):
-    ingress = settings_from_mapping({"role": "ingress", "links": {"demo": {
-        "source": {"type": "udp", "listen": f"127.0.0.1:{source_port}", "receive_buffer": "16MiB"},
-        "transport": {"destination": f"127.0.0.1:{link_port}", "rate": link_rate, "heartbeat_interval": "500ms"},
-    }}}, "demo ingress")
-    egress = settings_from_mapping({"role": "egress", "links": {"demo": {
-        "transport": {"listen": f"127.0.0.1:{link_port}", "receive_buffer": "32MiB"},
-        "sink": {"type": "udp", "target": f"127.0.0.1:{target_port}"},
-    }}}, "demo egress")
-    return ingress, egress
+INGRESS_CONFIG = """
+role = "ingress"
+[telemetry]
+log_format = "json"
+stats_interval = "500ms"
+[links.demo.source]
+type = "udp"
+listen = "127.0.0.1:{source_port}"
+receive_buffer = "32MiB"
+[links.demo.transport]
+destination = "127.0.0.1:{link_port}"
+rate = "{link_rate}"
+heartbeat_interval = "500ms"
+"""
+
+EGRESS_CONFIG = """
+role = "egress"
+[telemetry]
+log_format = "json"
+stats_interval = "500ms"
+[links.demo.transport]
+listen = "127.0.0.1:{link_port}"
+receive_buffer = "32MiB"
+[links.demo.sink]
+type = "udp"
+target = "127.0.0.1:{target_port}"
+"""
+
+
+class Proxy:
+    """A `ddc run` child process; keeps its latest stats line and its log lines."""
+
+    def __init__(self, name: str, config_text: str, directory: Path):
+        self.name = name
+        config = directory / f"{name}.toml"
+        config.write_text(config_text)
+        self.process = subprocess.Popen([sys.executable, "-m", "ddc", "run", str(config)],
+                                        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.PIPE, text=True)
+        self.stats: dict = {}
+        self.summary: dict = {}
+        self.problems: list[str] = []
+        self.ready = threading.Event()
+        self.reader = threading.Thread(target=self._read, name=f"ddc-demo-{name}-log", daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        for raw in self.process.stderr:
+            try:
+                line = json.loads(raw)
+            except json.JSONDecodeError:
+                self.problems.append(raw.rstrip())
+                continue
+            message = line.get("message", "")
+            if line.get("event") == "link stats":
+                self.stats = line
+            elif line.get("event") == "link summary":
+                self.summary = line
+            elif "listening on" in message or "sending" in message:
+                self.ready.set()
+            if line.get("level") in ("warning", "error"):
+                self.problems.append(f"{self.name}: {message}")
+
+    def stop(self, timeout: float = 30.0) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            code = self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            code = self.process.wait()
+        self.reader.join(5)
+        return code
 
 
 def run_demo(seconds: float = 10.0, offered_rate: str = "200Mbit/s", link_rate: str = "1Gbit/s",
              verbose: bool = False, out=None) -> int:
     out = out or sys.stdout
-    configure_logging("info" if verbose else "warning", "text")
     collector_socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    collector_socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32 << 20)
-    collector_socket.bind(("127.0.0.1", 0))
-    source_port, link_port = free_udp_port(), free_udp_port()
-    ingress, egress = demo_settings(source_port, link_port, collector_socket.getsockname()[1], link_rate)
-    links = build_links(egress) + build_links(ingress)
-    supervisor = Supervisor(links)
-    collector = Collector(collector_socket)
-    generator = Generator(source_port, parse_rate(offered_rate), seconds)
-    live = out.isatty()
-    print(f"ddc demo: ingress 127.0.0.1:{source_port} → link 127.0.0.1:{link_port} → egress → "
-          f"collector, offered {format_rate(parse_rate(offered_rate))} for {seconds:g} s", file=out)
-    supervisor.start()
-    collector.start()
-    started = time.monotonic()
-    generator.start()
     try:
-        last_print = 0.0
-        while generator.is_alive() or (time.monotonic() - started < seconds + 3
-                                       and len(collector.seen) < generator.sent):
-            time.sleep(0.1)
-            elapsed = time.monotonic() - started
-            if live or elapsed - last_print >= 1.0:
-                last_print = elapsed
-                egress_counters = links[0].counters()
-                line = (f"{elapsed:5.1f} s  sent {generator.sent:>8}  delivered {len(collector.seen):>8}  "
-                        f"{format_rate(collector.bytes / max(elapsed, 1e-9)):>12}  "
-                        f"link datagrams {egress_counters['datagrams_received']:>9}  "
-                        f"lost {egress_counters['datagrams_lost']}")
-                print(("\r" + line) if live else line, end="" if live else "\n", file=out, flush=True)
-    except KeyboardInterrupt:
-        generator.stop.set()
-    generator.join()
-    supervisor.stop()
+        collector_socket.setsockopt(socket.SOL_SOCKET, 33, 32 << 20)  # SO_RCVBUFFORCE where privileged
+    except OSError:
+        collector_socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32 << 20)
+    collector_socket.bind(("127.0.0.1", 0))
+    ports = {"source_port": free_udp_port(), "link_port": free_udp_port(),
+             "target_port": collector_socket.getsockname()[1], "link_rate": link_rate}
+    offered = parse_rate(offered_rate)
+    live = out.isatty()
+    with tempfile.TemporaryDirectory(prefix="ddc-demo-") as directory:
+        egress = Proxy("egress", EGRESS_CONFIG.format(**ports), Path(directory))
+        ingress = Proxy("ingress", INGRESS_CONFIG.format(**ports), Path(directory))
+        proxies = (ingress, egress)
+        if not all(proxy.ready.wait(15) for proxy in proxies):
+            for proxy in proxies:
+                proxy.stop(5)
+            print("ddc demo: a proxy did not start:\n  " + "\n  ".join(ingress.problems + egress.problems), file=out)
+            return 1
+        print(f"ddc demo: generator → ingress 127.0.0.1:{ports['source_port']} → link "
+              f"127.0.0.1:{ports['link_port']} at {format_rate(parse_rate(link_rate))} → egress → collector; "
+              f"offering {format_rate(offered)} for {seconds:g} s", file=out)
+        collector = Collector(collector_socket)
+        generator = Generator(ports["source_port"], offered, seconds)
+        collector.start()
+        started = time.monotonic()
+        generator.start()
+        try:
+            last_print, last_delivered, quiet_since = 0.0, -1, time.monotonic()
+            while True:
+                time.sleep(0.1)
+                now = time.monotonic()
+                delivered = len(collector.seen)
+                if delivered != last_delivered:
+                    last_delivered, quiet_since = delivered, now
+                if not generator.is_alive() and (delivered >= generator.sent or now - quiet_since > 1.5):
+                    break
+                elapsed = now - started
+                if live or elapsed - last_print >= 1.0:
+                    last_print = elapsed
+                    line = (f"{elapsed:5.1f} s  generated {generator.sent:>8}  delivered {delivered:>8}  "
+                            f"{format_rate(collector.bytes / max(elapsed, 1e-9)):>12}  "
+                            f"link datagrams {egress.stats.get('datagrams_received', 0):>9}  "
+                            f"link lost {egress.stats.get('datagrams_lost', 0)}")
+                    print(("\r" + line) if live else line, end="" if live else "\n", file=out, flush=True)
+        except KeyboardInterrupt:
+            generator.stop.set()
+        generator.join()
+        elapsed = time.monotonic() - started
+        ingress_code = ingress.stop()
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline and egress.stats.get("shutdowns_received", 0) == 0:
+            time.sleep(0.05)
+        egress_code = egress.stop()
     collector.stop.set()
     collector.join()
+    collector_drops = kernel_drops(collector_socket) or 0
     collector_socket.close()
-    elapsed = time.monotonic() - started
-    egress_counters = links[0].counters()
+    return report(out, live, generator, collector, collector_drops, ingress, egress, elapsed,
+                  ingress_code, egress_code, verbose)
+
+
+def report(out, live, generator, collector, collector_drops, ingress, egress, elapsed,
+           ingress_code, egress_code, verbose) -> int:
+    source, sink = ingress.summary, egress.summary
+    if not source or not sink:
+        print("\nddc demo: a proxy exited without its summary:\n  " + "\n  ".join(ingress.problems + egress.problems),
+              file=out)
+        return 1
     missing = generator.sent - len(collector.seen)
-    print(("\n" if live else "") + f"summary: sent {generator.sent} datagrams ({generator.bytes} bytes), "
-          f"delivered {len(collector.seen)}, missing {missing}, corrupted {collector.corrupted}, "
-          f"duplicated {collector.duplicates}; link: {egress_counters['frames_completed']} frames, "
-          f"{egress_counters['datagrams_received']} datagrams, {egress_counters['datagrams_lost']} lost; "
-          f"{elapsed:.1f} s", file=out)
-    return 0 if missing == 0 and collector.corrupted == 0 and collector.duplicates == 0 else 1
+    rows = [
+        ("generated", f"{generator.sent} datagrams, {generator.bytes} bytes"),
+        ("ingress source", f"received {source['source_datagrams_received']}, kernel drops "
+                           f"{source['source_kernel_drops']}, buffer drops {source['buffer_records_dropped']}"),
+        ("link", f"{source['frames_sent']} frames in {source['datagrams_sent']} datagrams; egress received "
+                 f"{sink['datagrams_received']}, lost {sink['datagrams_lost']}, kernel drops "
+                 f"{sink['kernel_receive_drops']}"),
+        ("egress sink", f"{sink['records_received']} records rebuilt, buffer drops {sink['buffer_records_dropped']}, "
+                        f"sent {sink['sink_datagrams_sent']}"),
+        ("collector", f"delivered {len(collector.seen)}, missing {missing}, corrupted {collector.corrupted}, "
+                      f"duplicated {collector.duplicates}, kernel drops {collector_drops}"),
+        ("throughput", f"{format_rate(collector.bytes / max(elapsed, 1e-9))} delivered over {elapsed:.1f} s"),
+    ]
+    print(("\n" if live else "") + "summary:", file=out)
+    for stage, text in rows:
+        print(f"  {stage:<15} {text}", file=out)
+    if verbose or missing:
+        for problem in ingress.problems + egress.problems:
+            print(f"  note: {problem}", file=out)
+    clean = (missing == 0 and collector.corrupted == 0 and collector.duplicates == 0
+             and ingress_code == 0 and egress_code == 0)
+    return 0 if clean else 1

@@ -18,7 +18,7 @@ from ddc._core.receiver import LinkReceiver
 from ddc.handlers import build_sink
 from ddc.link import Link
 from ddc.stage_buffer import StageBuffer
-from ddc.transport.sockets import open_bound
+from ddc.transport.sockets import kernel_drops, open_bound
 
 log = logging.getLogger("ddc.egress")
 
@@ -43,6 +43,7 @@ class EgressLink(Link):
         self.peer_session_id: int | None = None
         self.last_heartbeat: float | None = None
         self.sender_shut_down = False
+        self.kernel_drops = 0
         self._receive_lock = threading.Lock()
         self._socket = None
 
@@ -65,8 +66,15 @@ class EgressLink(Link):
         clean = self._join(self._threads[1:], timeout) and clean
         self.sink.close()
         if self._socket is not None:
+            self._read_kernel_drops()
             self._socket.close()
         return clean
+
+    def _read_kernel_drops(self) -> int:
+        current = kernel_drops(self._socket) if self._socket is not None else None
+        if current is not None:
+            self.kernel_drops = current
+        return self.kernel_drops
 
     def _receive_loop(self) -> None:
         fd = self._socket.fileno()
@@ -121,7 +129,8 @@ class EgressLink(Link):
                 return
 
     def counters(self) -> dict:
-        merged = {"records_received": self.records_received, "frames_undecodable": self.frames_undecodable}
+        merged = {"records_received": self.records_received, "frames_undecodable": self.frames_undecodable,
+                  "kernel_receive_drops": self._read_kernel_drops()}
         merged.update(self.receiver.counters())
         merged.update(self.buffer.counters())
         merged.update(self.sink.counters())

@@ -30,6 +30,14 @@ def udp_receiver(buffer_bytes: int = 64 << 20) -> socket.socket:
     return sock
 
 
+def run_ddc(*arguments, environment=None, timeout=120) -> subprocess.CompletedProcess:
+    """Runs `python -m ddc ARGUMENTS` to completion, with no DDC_ variables but those given."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("DDC_")}
+    env.update(environment or {})
+    return subprocess.run([sys.executable, "-m", "ddc", *arguments], capture_output=True, text=True,
+                          stdin=subprocess.DEVNULL, env=env, timeout=timeout)
+
+
 class DdcProcess:
     """A `python -m ddc run FILE` child process whose JSON log lines can be read back."""
 

@@ -1,14 +1,7 @@
 import re
 import socket
-import subprocess
-import sys
 
-from conftest import free_udp_port
-
-
-def ddc(*arguments, timeout=120):
-    return subprocess.run([sys.executable, "-m", "ddc", *arguments], capture_output=True, text=True,
-                          stdin=subprocess.DEVNULL, timeout=timeout)
+from conftest import free_udp_port, run_ddc as ddc
 
 
 def test_version():
@@ -22,14 +15,17 @@ def test_usage_errors_exit_2():
     assert ddc("fly").returncode == 2
 
 
-def test_demo_moves_traffic_end_to_end_and_reports_it():
+def test_demo_moves_traffic_end_to_end_and_accounts_for_every_stage():
     result = ddc("demo", "--seconds", "2", "--rate", "50Mbit/s")
     assert result.returncode == 0, result.stdout + result.stderr
-    summary = result.stdout.strip().splitlines()[-1]
-    match = re.search(r"sent (\d+) datagrams .* delivered (\d+), missing 0, corrupted 0, duplicated 0", summary)
-    assert match, summary
-    assert int(match.group(1)) == int(match.group(2)) > 1000
-    assert "Traceback" not in result.stderr
+    generated = int(re.search(r"generated +(\d+) datagrams", result.stdout).group(1))
+    received = int(re.search(r"ingress source +received (\d+), kernel drops 0, buffer drops 0", result.stdout).group(1))
+    rebuilt = int(re.search(r"egress sink +(\d+) records rebuilt, buffer drops 0, sent (\d+)", result.stdout).group(1))
+    delivered = int(re.search(r"collector +delivered (\d+), missing 0, corrupted 0, duplicated 0", result.stdout)
+                    .group(1))
+    assert generated == received == rebuilt == delivered > 1000
+    assert re.search(r"link .* lost 0, kernel drops 0", result.stdout)
+    assert "Traceback" not in result.stdout + result.stderr
 
 
 def test_a_port_in_use_is_a_clear_runtime_error(tmp_path):

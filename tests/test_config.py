@@ -1,12 +1,9 @@
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
 from ddc.config import ConfigError, load_settings, settings_from_mapping
-from conftest import REPOSITORY
+from conftest import REPOSITORY, run_ddc as ddc
 
 GOOD_INGRESS = """
 role = "ingress"
@@ -25,13 +22,6 @@ listen = "127.0.0.1:7001"
 type = "udp"
 target = "127.0.0.1:5515"
 """
-
-
-def ddc(*arguments, environment=None):
-    env = {key: value for key, value in os.environ.items() if not key.startswith("DDC_")}
-    env.update(environment or {})
-    return subprocess.run([sys.executable, "-m", "ddc", *arguments], capture_output=True, text=True,
-                          stdin=subprocess.DEVNULL, env=env, timeout=60)
 
 
 BROKEN = [

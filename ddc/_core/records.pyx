@@ -13,23 +13,12 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from libc.stdint cimport uint8_t, uint32_t, uint64_t
 from libc.string cimport memcpy
 
-cdef extern from "endian.h" nogil:
-    uint32_t htobe32(uint32_t)
-    uint32_t be32toh(uint32_t)
+from ddc._core.byteorder cimport get32, put32
+
 
 BATCH_FORMAT = 1
 BATCH_HEADER_BYTES = 8
 RECORD_OVERHEAD_BYTES = 8
-
-
-cdef inline void put32(char* p, uint32_t v) noexcept nogil:
-    v = htobe32(v)
-    memcpy(p, &v, 4)
-
-cdef inline uint32_t get32(const char* p) noexcept nogil:
-    cdef uint32_t v
-    memcpy(&v, p, 4)
-    return be32toh(v)
 
 
 def encoded_size(records):
@@ -55,10 +44,10 @@ def encode_batch(records):
     out[1] = 0
     out[2] = 0
     out[3] = 0
-    put32(out + 4, <uint32_t>count)
+    put32(<uint8_t*>out + 4, <uint32_t>count)
     for meta, value in records:
-        put32(out + position, <uint32_t>len(meta))
-        put32(out + position + 4, <uint32_t>len(value))
+        put32(<uint8_t*>out + position, <uint32_t>len(meta))
+        put32(<uint8_t*>out + position + 4, <uint32_t>len(value))
         position += RECORD_OVERHEAD_BYTES
         memcpy(out + position, PyBytes_AS_STRING(meta), len(meta))
         position += len(meta)
@@ -80,15 +69,15 @@ def decode_batch(frame):
     data = <const char*>&view[0]
     if <uint8_t>data[0] != BATCH_FORMAT:
         raise ValueError(f"unknown batch format {<uint8_t>data[0]} (this build reads format {BATCH_FORMAT})")
-    count = get32(data + 4)
+    count = get32(<const uint8_t*>data + 4)
     if count > (length - BATCH_HEADER_BYTES) // RECORD_OVERHEAD_BYTES:
         raise ValueError(f"batch announces {count} records but holds only {length} bytes")
     records = []
     for index in range(count):
         if position + RECORD_OVERHEAD_BYTES > length:
             raise ValueError(f"record {index} of {count} starts past the end of the {length}-byte batch")
-        meta_length = get32(data + position)
-        value_length = get32(data + position + 4)
+        meta_length = get32(<const uint8_t*>data + position)
+        value_length = get32(<const uint8_t*>data + position + 4)
         position += RECORD_OVERHEAD_BYTES
         if <uint64_t>position + meta_length + value_length > <uint64_t>length:
             raise ValueError(f"record {index} of {count} runs past the end of the {length}-byte batch")

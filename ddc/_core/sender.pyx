@@ -11,56 +11,16 @@ from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy, memset
 
+from ddc._core.posix cimport (CLOCK_MONOTONIC, POLLOUT, clock_nanosleep, iovec, mmsghdr, monotonic_ns,
+                              poll, pollfd, sendmmsg, sockaddr_storage, socklen_t, timespec)
 from ddc._core.wire cimport (HEADER_SIZE, MAX_DATAGRAM_SIZE, TYPE_DATA, TYPE_HEARTBEAT,
                              TYPE_SHUTDOWN, Header, fragment_chunk, fragment_count_for,
                              seal, write_header)
 
 
-cdef extern from "<sys/socket.h>" nogil:
-    ctypedef unsigned int socklen_t
-    struct iovec:
-        void* iov_base
-        size_t iov_len
-    struct msghdr:
-        void* msg_name
-        socklen_t msg_namelen
-        iovec* msg_iov
-        size_t msg_iovlen
-        void* msg_control
-        size_t msg_controllen
-        int msg_flags
-    struct mmsghdr:
-        msghdr msg_hdr
-        unsigned int msg_len
-    int sendmmsg(int fd, mmsghdr* vector, unsigned int count, int flags)
-    struct sockaddr_storage:
-        pass
-
-cdef extern from "<time.h>" nogil:
-    struct timespec:
-        long tv_sec
-        long tv_nsec
-    int CLOCK_MONOTONIC
-    int clock_gettime(int clock, timespec* now)
-    int clock_nanosleep(int clock, int flags, const timespec* request, timespec* remain)
-
-cdef extern from "<poll.h>" nogil:
-    struct pollfd:
-        int fd
-        short events
-        short revents
-    short POLLOUT
-    int poll(pollfd* fds, unsigned long count, int timeout_ms)
-
 cdef enum:
     BATCH_DATAGRAMS = 64
     MAX_SEND_RETRIES = 100
-
-
-cdef inline int64_t monotonic_ns() noexcept nogil:
-    cdef timespec now
-    clock_gettime(CLOCK_MONOTONIC, &now)
-    return <int64_t>now.tv_sec * 1000000000 + now.tv_nsec
 
 
 cdef inline void sleep_ns(int64_t duration) noexcept nogil:

@@ -11,14 +11,9 @@ import struct
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memcpy, memset
 
+from ddc._core.byteorder cimport get16, get32, get64, put16, put32, put64
 
-cdef extern from "endian.h" nogil:
-    uint16_t htobe16(uint16_t)
-    uint32_t htobe32(uint32_t)
-    uint64_t htobe64(uint64_t)
-    uint16_t be16toh(uint16_t)
-    uint32_t be32toh(uint32_t)
-    uint64_t be64toh(uint64_t)
+
 
 cdef extern from "crc32c.h" nogil:
     void ddc_crc32c_init()
@@ -28,34 +23,6 @@ ddc_crc32c_init()
 
 cdef enum:
     CHECKSUM_OFFSET = 8
-
-
-cdef inline void put16(uint8_t* p, uint16_t v) noexcept nogil:
-    v = htobe16(v)
-    memcpy(p, &v, 2)
-
-cdef inline void put32(uint8_t* p, uint32_t v) noexcept nogil:
-    v = htobe32(v)
-    memcpy(p, &v, 4)
-
-cdef inline void put64(uint8_t* p, uint64_t v) noexcept nogil:
-    v = htobe64(v)
-    memcpy(p, &v, 8)
-
-cdef inline uint16_t get16(const uint8_t* p) noexcept nogil:
-    cdef uint16_t v
-    memcpy(&v, p, 2)
-    return be16toh(v)
-
-cdef inline uint32_t get32(const uint8_t* p) noexcept nogil:
-    cdef uint32_t v
-    memcpy(&v, p, 4)
-    return be32toh(v)
-
-cdef inline uint64_t get64(const uint8_t* p) noexcept nogil:
-    cdef uint64_t v
-    memcpy(&v, p, 8)
-    return be64toh(v)
 
 
 cdef uint32_t fragment_count_for(uint32_t frame_length, uint32_t payload_capacity) noexcept nogil:

@@ -8,6 +8,7 @@ warn with the exact command that lifts the cap.
 """
 
 import logging
+import os
 import socket
 import struct
 
@@ -87,3 +88,26 @@ def open_sending(endpoint, *, send_buffer: int):
     sock = socket.socket(family, socket.SOCK_DGRAM)
     set_buffer(sock, "send", send_buffer)
     return sock, address, socket_address_bytes(family, address)
+
+
+def kernel_drops(sock: socket.socket) -> int | None:
+    """Datagrams the kernel dropped on this socket because its receive buffer was full.
+
+    Read from /proc/net/udp[6] (the same counter SO_RXQ_OVFL reports), so it costs
+    nothing per datagram. None where /proc is unavailable or the socket is closed.
+    """
+    try:
+        inode = str(os.fstat(sock.fileno()).st_ino)
+    except (OSError, ValueError):
+        return None
+    for table in ("/proc/net/udp", "/proc/net/udp6"):
+        try:
+            with open(table) as rows:
+                next(rows)
+                for row in rows:
+                    fields = row.split()
+                    if len(fields) >= 13 and fields[9] == inode:
+                        return int(fields[-1])
+        except OSError:
+            continue
+    return None
