@@ -15,7 +15,7 @@ results = {}
 
 
 def python_encode(records):
-    parts = [struct.pack(">B3xI", 1, len(records))]
+    parts = [struct.pack(">B3xIQ", 1, len(records), 0)]
     for metadata, value in records:
         parts.append(struct.pack(">II", len(metadata), len(value)))
         parts.append(metadata)
@@ -25,7 +25,7 @@ def python_encode(records):
 
 def python_decode(batch):
     (count,) = struct.unpack_from(">I", batch, 4)
-    position, records = 8, []
+    position, records = 16, []
     for _ in range(count):
         meta_length, value_length = struct.unpack_from(">II", batch, position)
         position += 8

@@ -1,4 +1,4 @@
-"""The `ddc` command: run, check, demo, version.
+"""The `ddc` command: run, check, status, doctor, demo, version.
 
 Exit codes: 0 success, 1 a runtime failure (a link failed, a port could not be
 bound), 2 a usage or configuration error. Errors are one line each on stderr,
@@ -24,8 +24,8 @@ def _core_missing(error: ImportError) -> int:
 
 def command_run(arguments) -> int:
     settings = load_settings(arguments.file)
-    from ddc.telemetry import configure_logging
-    configure_logging(settings.telemetry.log_level, settings.telemetry.log_format)
+    from ddc.telemetry.logs import configure_logging
+    configure_logging(settings.telemetry.log_level, settings.telemetry.log_format, syslog=settings.telemetry.syslog)
     try:
         from ddc import supervisor
     except ImportError as error:
@@ -38,6 +38,27 @@ def command_check(arguments) -> int:
     print(json.dumps(resolved_view(settings), indent=2))
     print(f"ddc: {arguments.file} is valid ({settings.role}, {len(settings.links)} link(s))", file=sys.stderr)
     return 0
+
+
+def command_status(arguments) -> int:
+    from ddc import status
+    try:
+        print(status.render(status.fetch(arguments.url)))
+    except status.StatusError as error:
+        print(f"ddc: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def command_doctor(arguments) -> int:
+    from ddc import doctor
+    settings = load_settings(arguments.file) if arguments.file else None
+    findings = doctor.diagnose(settings)
+    for finding in findings:
+        print(finding)
+    problems = sum(not finding.ok for finding in findings)
+    print(f"{problems} problem(s) found" if problems else "no problems found")
+    return 1 if problems else 0
 
 
 def command_version(arguments) -> int:
@@ -74,6 +95,15 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--link-rate", default="1Gbit/s", help="pacing rate of the link (default 1Gbit/s)")
     demo.add_argument("--verbose", action="store_true", help="show the proxies' own log lines")
     demo.set_defaults(handler=command_demo)
+
+    status = commands.add_parser("status", help="show the live state of a running proxy")
+    status.add_argument("url", nargs="?", default="http://127.0.0.1:9180",
+                        help="the proxy's [telemetry.http] address (default http://127.0.0.1:9180)")
+    status.set_defaults(handler=command_status)
+
+    doctor = commands.add_parser("doctor", help="check this machine against a config and print fixes")
+    doctor.add_argument("file", nargs="?", help="the proxy's TOML config file (general checks without it)")
+    doctor.set_defaults(handler=command_doctor)
 
     version = commands.add_parser("version", help="print the version")
     version.set_defaults(handler=command_version)

@@ -67,10 +67,39 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_default=True)
 
 
+class HttpConfig(Section):
+    """Prometheus /metrics, /healthz, /readyz and /status."""
+
+    listen: Address
+
+
+class StatsdConfig(Section):
+    target: Address
+    prefix: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")] = "ddc"
+    interval: Annotated[Duration, Field(gt=0)] = "10s"
+
+
+SYSLOG_FACILITIES = ("kern", "user", "mail", "daemon", "auth", "syslog", "lpr", "news", "uucp", "cron",
+                     "authpriv", "ftp", "ntp", "audit", "alert", "clock",
+                     "local0", "local1", "local2", "local3", "local4", "local5", "local6", "local7")
+
+
+class SyslogConfig(Section):
+    """RFC 5424 syslog, in addition to the log lines on stderr."""
+
+    target: Address
+    protocol: Literal["udp", "tcp"] = "udp"
+    facility: Literal[SYSLOG_FACILITIES] = "local0"
+    app_name: Annotated[str, Field(pattern=r"^[!-~]{1,48}$")] = "ddc"
+
+
 class TelemetryConfig(Section):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["auto", "json", "text"] = "auto"
     stats_interval: Annotated[Duration, Field(gt=0)] = "10s"
+    http: HttpConfig | None = None
+    statsd: StatsdConfig | None = None
+    syslog: SyslogConfig | None = None
 
 
 class BufferConfig(Section):
@@ -127,6 +156,7 @@ class EgressTransportConfig(Section):
     max_frames_in_flight: Annotated[int, Field(ge=1, le=1_000_000)] = 1024
     max_bytes_in_flight: Annotated[Size, Field(ge=1024)] = "256MiB"
     frame_timeout: Annotated[Duration, Field(gt=0)] = "5s"
+    alarm_after_missed_heartbeats: Annotated[int, Field(ge=1, le=1000)] = 3
 
     @model_validator(mode="after")
     def budget_holds_a_frame(self):

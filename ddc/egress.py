@@ -5,6 +5,11 @@ does the per-datagram work without the GIL) and decodes completed frames into
 records; the sink thread delivers them. Between them a bounded buffer, which
 drops and counts by default: blocking the receive thread would only move the
 loss into the kernel, where it is harder to see.
+
+The link is *up* while heartbeats arrive. It starts *waiting* for the first one;
+a clean shutdown of the sender, or `alarm_after_missed_heartbeats` heartbeat
+intervals (as the sender announced them) without one, make it *interrupted*,
+logged once, until heartbeats return (*restored*).
 """
 
 import logging
@@ -13,17 +18,22 @@ import time
 
 from ddc._core import receiver as core_receiver
 from ddc._core import wire
-from ddc._core.records import decode_batch
 from ddc._core.receiver import LinkReceiver
+from ddc._core.records import batch_taken_in_ns, decode_batch
 from ddc.handlers import build_sink
 from ddc.link import Link
 from ddc.stage_buffer import StageBuffer
+from ddc.telemetry.catalogue import LATENCY_BUCKETS
+from ddc.telemetry.histogram import Histogram
 from ddc.transport.sockets import kernel_drops, open_bound
 
 log = logging.getLogger("ddc.egress")
 
 RECEIVE_POLL_MS = 100
 SINK_BATCH_BYTES = 1 << 20
+DEFAULT_HEARTBEAT_SECONDS = 1.0
+
+WAITING, UP, INTERRUPTED = "waiting", "up", "interrupted"
 
 
 class EgressLink(Link):
@@ -37,13 +47,15 @@ class EgressLink(Link):
                                      transport.max_bytes_in_flight, transport.frame_timeout)
         self.sink = build_sink(name, config.sink)
         self.buffer = StageBuffer(config.buffer.size, config.buffer.when_full or "drop")
+        self.latency = Histogram(LATENCY_BUCKETS)
         self.records_received = 0
         self.frames_undecodable = 0
+        self.kernel_drops = 0
         self.peer: dict = {}
         self.peer_session_id: int | None = None
         self.last_heartbeat: float | None = None
-        self.sender_shut_down = False
-        self.kernel_drops = 0
+        self.link_state = WAITING
+        self._state_lock = threading.Lock()
         self._receive_lock = threading.Lock()
         self._socket = None
 
@@ -76,6 +88,8 @@ class EgressLink(Link):
             self.kernel_drops = current
         return self.kernel_drops
 
+    # ---- receive thread ----
+
     def _receive_loop(self) -> None:
         fd = self._socket.fileno()
         while not self.stopping.is_set():
@@ -83,23 +97,28 @@ class EgressLink(Link):
                 frames = self.receiver.receive(fd, RECEIVE_POLL_MS)
                 events = self.receiver.take_events()
             for frame in frames:
-                try:
-                    records = decode_batch(frame)
-                except ValueError as error:
-                    self.frames_undecodable += 1
-                    log.error(f"link {self.name}: frame {frame.frame_id} is not a valid record batch: {error}",
-                              extra={"fields": {"link": self.name, "frame_id": frame.frame_id}})
-                    continue
-                self.records_received += len(records)
-                self.buffer.put_many(records)
+                self._deliver(frame)
             for event in events:
                 self._on_event(*event)
+
+    def _deliver(self, frame) -> None:
+        try:
+            records = decode_batch(frame)
+            taken_in_ns = batch_taken_in_ns(frame)
+        except ValueError as error:
+            self.frames_undecodable += 1
+            log.error(f"link {self.name}: frame {frame.frame_id} is not a valid record batch: {error}",
+                      extra={"fields": {"link": self.name, "frame_id": frame.frame_id}})
+            return
+        if taken_in_ns and records:
+            self.latency.observe(max(time.time_ns() - taken_in_ns, 0) / 1e9, len(records))
+        self.records_received += len(records)
+        self.buffer.put_many(records)
 
     def _on_event(self, kind, session_id, previous_session_id, payload) -> None:
         session = f"{session_id:016x}"
         if kind == core_receiver.SESSION_STARTED:
             self.peer_session_id = session_id
-            self.sender_shut_down = False
             if previous_session_id:
                 log.warning(f"link {self.name}: sender restarted: session {session} replaces "
                             f"{previous_session_id:016x}",
@@ -113,12 +132,66 @@ class EgressLink(Link):
             self.peer = wire.decode_peer_counters(payload)
         except ValueError as error:
             log.warning(f"link {self.name}: unreadable peer counters: {error}", extra={"fields": {"link": self.name}})
-        self.last_heartbeat = time.monotonic()
-        if kind == core_receiver.SHUTDOWN_RECEIVED and not self.sender_shut_down:
-            self.sender_shut_down = True
-            log.info(f"link {self.name}: sender shut down session {session}",
-                     extra={"fields": {"link": self.name, "session_id": session,
-                                       **{f"peer_{key}": value for key, value in self.peer.items()}}})
+        if kind == core_receiver.SHUTDOWN_RECEIVED:
+            self._set_state(INTERRUPTED, "sender shut down", session)
+        else:
+            self.last_heartbeat = time.monotonic()
+            self._set_state(UP, "heartbeats arriving", session)
+
+    # ---- link state ----
+
+    def _set_state(self, new_state: str, reason: str, session: str | None = None) -> None:
+        with self._state_lock:
+            old_state, self.link_state = self.link_state, new_state
+            if old_state == new_state:
+                return
+        fields = {"link": self.name, "state": new_state, "reason": reason}
+        if session:
+            fields["session_id"] = session
+        peer = {f"peer_{key}": value for key, value in self.peer.items()}
+        if new_state == INTERRUPTED:
+            log.warning(f"link {self.name}: link interrupted: {reason}", extra={"fields": {**fields, **peer}})
+        elif old_state == INTERRUPTED:
+            log.warning(f"link {self.name}: link restored", extra={"fields": fields})
+        else:
+            log.info(f"link {self.name}: link up", extra={"fields": fields})
+
+    @property
+    def heartbeat_interval(self) -> float:
+        announced = self.peer.get("heartbeat_interval_ms", 0)
+        return announced / 1000 if announced else DEFAULT_HEARTBEAT_SECONDS
+
+    def check_heartbeats(self, now: float) -> None:
+        """Raises the link-down alarm once too many heartbeat intervals have passed without one."""
+        if self.link_state != UP or self.last_heartbeat is None:
+            return
+        missed = self.config.transport.alarm_after_missed_heartbeats
+        silent = now - self.last_heartbeat
+        if silent > missed * self.heartbeat_interval:
+            self._set_state(INTERRUPTED, f"no heartbeat for {silent:.1f} s ({missed} intervals of "
+                                         f"{self.heartbeat_interval:g} s)")
+
+    @property
+    def state(self) -> str:
+        return "failed" if self.failure else self.link_state
+
+    def problems(self) -> list[str]:
+        problems = super().problems()
+        if self.link_state == WAITING:
+            problems.append(f"link {self.name}: no heartbeat received yet")
+        elif self.link_state == INTERRUPTED:
+            problems.append(f"link {self.name}: link interrupted")
+        return problems
+
+    def status(self) -> dict:
+        status = super().status()
+        status["heartbeat_age_seconds"] = (round(time.monotonic() - self.last_heartbeat, 3)
+                                           if self.last_heartbeat is not None else None)
+        status["peer"] = dict(self.peer)
+        status["session_id"] = f"{self.peer_session_id:016x}" if self.peer_session_id else None
+        return status
+
+    # ---- sink thread ----
 
     def _sink_loop(self) -> None:
         while True:
@@ -130,7 +203,7 @@ class EgressLink(Link):
 
     def counters(self) -> dict:
         merged = {"records_received": self.records_received, "frames_undecodable": self.frames_undecodable,
-                  "kernel_receive_drops": self._read_kernel_drops()}
+                  "kernel_receive_drops": self._read_kernel_drops(), "link_up": int(self.link_state == UP)}
         merged.update(self.receiver.counters())
         merged.update(self.buffer.counters())
         merged.update(self.sink.counters())

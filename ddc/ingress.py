@@ -33,7 +33,6 @@ class IngressLink(Link):
     def __init__(self, name: str, config):
         super().__init__(name)
         self.config = config
-        transport = config.transport
         self.source = build_source(name, config.source)
         self.filters = FilterChain(name, config.filters)
         self.buffer = StageBuffer(config.buffer.size, config.buffer.when_full or self.source.default_when_full)
@@ -88,9 +87,9 @@ class IngressLink(Link):
     def records_dropped(self) -> int:
         return self.buffer.records_dropped + self.filters.records_dropped + self.records_too_large
 
-    def _send_batch(self, batch: list) -> None:
+    def _send_batch(self, batch: list, taken_in_ns: int) -> None:
         try:
-            self.sender.send_frame(encode_batch(batch))
+            self.sender.send_frame(encode_batch(batch, taken_in_ns))
         except (OSError, ValueError) as error:
             self.frames_failed += 1
             log.error(f"link {self.name}: a frame of {len(batch)} records could not be sent: {error}",
@@ -101,7 +100,7 @@ class IngressLink(Link):
     def _transport_loop(self) -> None:
         transport = self.config.transport
         record_limit = transport.max_frame_size - BATCH_HEADER_BYTES
-        batch, batch_bytes, batch_started = [], BATCH_HEADER_BYTES, 0.0
+        batch, batch_bytes, batch_started, batch_taken_in_ns = [], BATCH_HEADER_BYTES, 0.0, 0
         next_heartbeat = time.monotonic()
         while True:
             now = time.monotonic()
@@ -121,15 +120,16 @@ class IngressLink(Link):
                                 extra={"fields": {"link": self.name, "record_bytes": size}})
                     continue
                 if batch and batch_bytes + size > transport.batch_max_bytes:
-                    self._send_batch(batch)
+                    self._send_batch(batch, batch_taken_in_ns)
                     batch, batch_bytes = [], BATCH_HEADER_BYTES
                 if not batch:
                     batch_started = time.monotonic()
+                    batch_taken_in_ns = time.time_ns()
                 batch.append(record)
                 batch_bytes += size
             if batch and (batch_bytes >= transport.batch_max_bytes
                           or time.monotonic() >= batch_started + transport.linger or self.buffer.drained):
-                self._send_batch(batch)
+                self._send_batch(batch, batch_taken_in_ns)
                 batch, batch_bytes = [], BATCH_HEADER_BYTES
             if not batch and self.buffer.drained:
                 break

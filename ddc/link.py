@@ -1,9 +1,15 @@
-"""What ingress and egress links share: named worker threads whose failure stops the link."""
+"""What ingress and egress links share: named worker threads whose failure stops the link,
+and the rates and status an operator sees."""
 
 import logging
 import threading
+import time
 
 log = logging.getLogger("ddc.link")
+
+RATE_KEYS = {"records_in": ("source_datagrams_received", "records_received"),
+             "records_out": ("records_sent", "sink_datagrams_sent"),
+             "link_bytes": ("bytes_sent", "bytes_received")}
 
 
 class Link:
@@ -14,6 +20,8 @@ class Link:
         self.stopping = threading.Event()
         self.failure: str | None = None
         self._threads: list[threading.Thread] = []
+        self._previous_sample: tuple[float, dict] | None = None
+        self.rates: dict = {}
 
     def _spawn(self, stage: str, target) -> None:
         def guarded():
@@ -42,3 +50,29 @@ class Link:
 
     def counters(self) -> dict:
         raise NotImplementedError
+
+    def sample(self, now: float) -> None:
+        """Updates per-second rates from the change in counters since the previous sample."""
+        counters = self.counters()
+        if self._previous_sample is not None:
+            then, before = self._previous_sample
+            elapsed = max(now - then, 1e-9)
+            for rate, keys in RATE_KEYS.items():
+                key = next((k for k in keys if k in counters), None)
+                if key is not None:
+                    self.rates[f"{rate}_per_second"] = round((counters[key] - before.get(key, 0)) / elapsed, 1)
+        self._previous_sample = (now, counters)
+
+    def problems(self) -> list[str]:
+        """Why this link cannot move data right now; empty when it can."""
+        return [f"link {self.name}: {self.failure}"] if self.failure else []
+
+    def status(self) -> dict:
+        counters = self.counters()
+        return {"link": self.name, "role": self.role, "state": self.state, "rates": dict(self.rates),
+                "buffer_fill": round(counters["buffer_bytes"] / self.buffer.capacity_bytes, 4),
+                "counters": counters}
+
+    @property
+    def state(self) -> str:
+        return "failed" if self.failure else "running"

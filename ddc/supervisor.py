@@ -1,23 +1,30 @@
 """Runs every link of one proxy until asked to stop, then stops them in order.
 
-Egress links start first so that a proxy running both roles in one process (the
-demo) never sends before it listens. A link whose stage fails stops the whole
-proxy with exit code 1: a half-running diode proxy is worse than a restarted one.
+Egress links start first so that a proxy running both roles never sends before
+it listens. A link whose stage fails stops the whole proxy with exit code 1: a
+half-running diode proxy is worse than a restarted one. The supervisor's loop is
+also the proxy's clock: it samples rates, checks heartbeats, and logs stats.
 """
 
 import logging
+import os
 import signal
 import threading
 import time
 
+import ddc
 from ddc.config import IngressSettings
 from ddc.egress import EgressLink
 from ddc.ingress import IngressLink
+from ddc.telemetry.http import TelemetryServer
+from ddc.telemetry.statsd import StatsdEmitter
 
 log = logging.getLogger("ddc.supervisor")
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
+TICK_SECONDS = 0.2
+SAMPLE_SECONDS = 1.0
 
 
 def build_links(settings) -> list:
@@ -26,16 +33,30 @@ def build_links(settings) -> list:
 
 
 class Supervisor:
-    def __init__(self, links: list, stats_interval: float = 10.0):
+    def __init__(self, links: list, telemetry=None):
         self.links = sorted(links, key=lambda link: link.role != "egress")
-        self.stats_interval = stats_interval
+        self.telemetry = telemetry
+        self.stats_interval = telemetry.stats_interval if telemetry else 10.0
         self.stop_requested = threading.Event()
         self.started_links: list = []
+        self.started_at = time.monotonic()
+        self.http: TelemetryServer | None = None
+        self.statsd: StatsdEmitter | None = None
+
+    # ---- lifecycle ----
 
     def start(self) -> None:
+        if self.telemetry and self.telemetry.http:
+            self.http = TelemetryServer(self.telemetry.http.listen, self)
+        if self.telemetry and self.telemetry.statsd:
+            self.statsd = StatsdEmitter(self.links, self.telemetry.statsd)
         for link in self.links:
             link.start()
             self.started_links.append(link)
+        if self.http:
+            self.http.start()
+        if self.statsd:
+            self.statsd.start()
 
     def stop(self) -> bool:
         clean = True
@@ -44,15 +65,17 @@ class Supervisor:
                 clean = False
                 log.error(f"link {link.name}: did not stop within its timeout", extra={"fields": {"link": link.name}})
             log.info(f"link {link.name}: summary", extra={"fields": {"event": "link summary", **link.log_fields()}})
+        if self.statsd:
+            self.statsd.stop()
+        if self.http:
+            self.http.stop()
         self.started_links = []
         return clean
 
-    def failed_links(self) -> list:
-        return [link for link in self.started_links if not link.alive]
-
-    def log_stats(self) -> None:
+    def tick(self, now: float) -> None:
         for link in self.started_links:
-            log.info(f"link {link.name}: stats", extra={"fields": {"event": "link stats", **link.log_fields()}})
+            if isinstance(link, EgressLink):
+                link.check_heartbeats(now)
 
     def run_until_stopped(self) -> int:
         """Starts, then blocks until stop_requested is set or a link fails; returns the exit code."""
@@ -62,18 +85,51 @@ class Supervisor:
             log.error(f"cannot start: {error}")
             self.stop()
             return EXIT_FAILURE
-        next_stats = time.monotonic() + self.stats_interval
-        while not self.stop_requested.wait(0.2):
+        next_sample = next_stats = time.monotonic()
+        next_stats += self.stats_interval
+        while not self.stop_requested.wait(TICK_SECONDS):
+            now = time.monotonic()
             if self.failed_links():
                 break
-            if time.monotonic() >= next_stats:
+            self.tick(now)
+            if now >= next_sample:
+                for link in self.started_links:
+                    link.sample(now)
+                next_sample = now + SAMPLE_SECONDS
+            if now >= next_stats:
                 self.log_stats()
-                next_stats += self.stats_interval
+                next_stats = now + self.stats_interval
         failed = self.failed_links()
         clean = self.stop()
         for link in failed:
             log.error(f"link {link.name}: {link.failure}", extra={"fields": {"link": link.name}})
         return EXIT_OK if clean and not failed else EXIT_FAILURE
+
+    # ---- what operators see ----
+
+    def failed_links(self) -> list:
+        return [link for link in self.started_links if not link.alive]
+
+    def log_stats(self) -> None:
+        for link in self.started_links:
+            log.info(f"link {link.name}: stats", extra={"fields": {"event": "link stats", **link.log_fields()}})
+
+    def health(self) -> tuple[bool, list[str]]:
+        problems = [f"link {link.name}: {link.failure}" for link in self.links if link.failure]
+        return not problems, problems
+
+    def readiness(self) -> tuple[bool, list[str]]:
+        problems = [] if self.started_links else ["links are not started"]
+        for link in self.started_links:
+            problems += link.problems()
+        return not problems, problems
+
+    def status(self) -> dict:
+        ready, problems = self.readiness()
+        return {"version": ddc.__version__, "pid": os.getpid(),
+                "uptime_seconds": round(time.monotonic() - self.started_at, 1),
+                "ready": ready, "problems": problems,
+                "links": [link.status() for link in self.started_links]}
 
 
 def install_signal_handlers(stop_requested: threading.Event) -> None:
@@ -88,7 +144,7 @@ def install_signal_handlers(stop_requested: threading.Event) -> None:
 
 
 def run(settings) -> int:
-    supervisor = Supervisor(build_links(settings), settings.telemetry.stats_interval)
+    supervisor = Supervisor(build_links(settings), settings.telemetry)
     install_signal_handlers(supervisor.stop_requested)
     role = "ingress" if isinstance(settings, IngressSettings) else "egress"
     log.info(f"ddc {role} starting with {len(supervisor.links)} link(s)")

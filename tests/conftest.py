@@ -11,11 +11,19 @@ from pathlib import Path
 
 import pytest
 
+from traffic import Collector
+
 REPOSITORY = Path(__file__).resolve().parent.parent
 
 
 def free_udp_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def free_tcp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
 
@@ -115,12 +123,15 @@ def start_ddc(tmp_path):
 
 
 def link_pair_configs(source_port: int, link_port: int, target_port: int, *, link: str = "stream",
-                      ingress_extra: str = "", egress_extra: str = "") -> tuple[str, str]:
+                      ingress_extra: str = "", egress_extra: str = "", ingress_telemetry: str = "",
+                      egress_telemetry: str = "") -> tuple[str, str]:
+    """Config texts for a link pair; *_extra go into the transport table, *_telemetry are whole tables."""
     ingress = f"""
 role = "ingress"
 [telemetry]
 log_format = "json"
 stats_interval = "1s"
+{ingress_telemetry}
 [links.{link}.source]
 type = "udp"
 listen = "127.0.0.1:{source_port}"
@@ -135,6 +146,7 @@ role = "egress"
 [telemetry]
 log_format = "json"
 stats_interval = "1s"
+{egress_telemetry}
 [links.{link}.transport]
 listen = "127.0.0.1:{link_port}"
 receive_buffer = "64MiB"
@@ -145,3 +157,36 @@ target = "127.0.0.1:{target_port}"
 send_buffer = "16MiB"
 """
     return ingress, egress
+
+
+@pytest.fixture
+def link_pair(start_ddc):
+    """Starts egress then ingress; yields (source_port, link_port, collector, ingress, egress, ingress_config)."""
+    started = []
+
+    def start(**config_options):
+        source_port, link_port = free_udp_port(), free_udp_port()
+        target = udp_receiver()
+        collector = Collector(target)
+        collector.start()
+        ingress_config, egress_config = link_pair_configs(source_port, link_port, target.getsockname()[1],
+                                                          **config_options)
+        egress = start_ddc("egress", egress_config)
+        egress.wait_until_ready()
+        ingress = start_ddc("ingress", ingress_config)
+        ingress.wait_until_ready()
+        started.append((collector, target))
+        return source_port, link_port, collector, ingress, egress, ingress_config
+
+    yield start
+    for collector, target in started:
+        collector.stop.set()
+        collector.join(2)
+        target.close()
+
+
+def stop_pair(ingress, egress):
+    assert ingress.stop() == 0
+    egress.wait_for(lambda line: "sender shut down" in line.get("message", ""))
+    assert egress.stop() == 0
+    return ingress.summary("stream"), egress.summary("stream")

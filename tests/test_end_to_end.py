@@ -11,96 +11,12 @@ import time
 import pytest
 
 from ddc._core import wire
-from conftest import free_udp_port, link_pair_configs, udp_receiver
+from conftest import stop_pair
+from traffic import random_payloads, send_paced
 
 DROP_REASONS = ("dropped_truncated", "dropped_bad_magic", "dropped_unknown_version", "dropped_bad_checksum",
                 "dropped_malformed", "dropped_unknown_type", "dropped_oversized_frame", "dropped_stale_session",
                 "dropped_duplicate", "dropped_too_old", "dropped_late_fragment")
-
-
-class Collector(threading.Thread):
-    """Drains the egress target socket and keeps a multiset of payload digests."""
-
-    def __init__(self, sock):
-        super().__init__(daemon=True)
-        self.socket = sock
-        self.socket.settimeout(0.2)
-        self.digests = collections.Counter()
-        self.count = 0
-        self.stop = threading.Event()
-
-    def run(self):
-        while not self.stop.is_set():
-            try:
-                data = self.socket.recv(65535)
-            except socket.timeout:
-                continue
-            self.digests[hashlib.blake2b(data, digest_size=16).digest()] += 1
-            self.count += 1
-
-    def wait_for(self, count, timeout):
-        deadline = time.monotonic() + timeout
-        while self.count < count and time.monotonic() < deadline:
-            time.sleep(0.05)
-        return self.count
-
-
-def send_paced(port, payloads, bytes_per_second):
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    started = time.monotonic()
-    sent_bytes = 0
-    for payload in payloads:
-        while sent_bytes > (time.monotonic() - started) * bytes_per_second:
-            time.sleep(0.0002)
-        sock.sendto(payload, ("127.0.0.1", port))
-        sent_bytes += len(payload) + 28
-    sock.close()
-
-
-def random_payloads(count, max_size, seed):
-    chooser = random.Random(seed)
-    noise = os.urandom(1 << 17)
-    payloads = []
-    for index in range(count):
-        size = chooser.randint(1, max_size)
-        offset = chooser.randrange(0, len(noise) - size)
-        payload = bytearray(noise[offset:offset + size])
-        payload[:min(size, 8)] = index.to_bytes(8, "big")[:min(size, 8)]
-        payloads.append(bytes(payload))
-    return payloads
-
-
-@pytest.fixture
-def link_pair(start_ddc):
-    """Starts egress then ingress; yields (source_port, link_port, collector, ingress, egress)."""
-    started = []
-
-    def start(ingress_extra="", egress_extra=""):
-        source_port, link_port = free_udp_port(), free_udp_port()
-        target = udp_receiver()
-        collector = Collector(target)
-        collector.start()
-        ingress_config, egress_config = link_pair_configs(source_port, link_port, target.getsockname()[1],
-                                                          ingress_extra=ingress_extra, egress_extra=egress_extra)
-        egress = start_ddc("egress", egress_config)
-        egress.wait_until_ready()
-        ingress = start_ddc("ingress", ingress_config)
-        ingress.wait_until_ready()
-        started.append((collector, target))
-        return source_port, link_port, collector, ingress, egress, ingress_config
-
-    yield start
-    for collector, target in started:
-        collector.stop.set()
-        collector.join(2)
-        target.close()
-
-
-def stop_pair(ingress, egress):
-    assert ingress.stop() == 0
-    egress.wait_for(lambda line: "sender shut down" in line.get("message", ""))
-    assert egress.stop() == 0
-    return ingress.summary("stream"), egress.summary("stream")
 
 
 def assert_no_loss(ingress_summary, egress_summary, count):

@@ -2,7 +2,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ddc._core.records import BATCH_HEADER_BYTES, decode_batch, encode_batch, encoded_size
+from ddc._core.records import BATCH_HEADER_BYTES, batch_taken_in_ns, decode_batch, encode_batch, encoded_size
 
 records_strategy = st.lists(st.tuples(st.binary(max_size=64), st.binary(max_size=2000)), max_size=50)
 
@@ -39,7 +39,15 @@ def test_random_bytes_raise_value_error_or_decode_consistently(data):
 
 
 def test_a_count_larger_than_the_batch_is_rejected_without_allocating():
-    forged = bytes([1, 0, 0, 0]) + (0xFFFFFFFF).to_bytes(4, "big")
+    forged = bytes([1, 0, 0, 0]) + (0xFFFFFFFF).to_bytes(4, "big") + bytes(8)
+    assert len(forged) == BATCH_HEADER_BYTES
     with pytest.raises(ValueError, match="announces"):
         decode_batch(forged)
-    assert BATCH_HEADER_BYTES == 8
+
+
+def test_the_taken_in_time_travels_with_the_batch():
+    batch = encode_batch([(b"m", b"v")], 1_790_000_000_123_456_789)
+    assert batch_taken_in_ns(batch) == 1_790_000_000_123_456_789
+    assert batch_taken_in_ns(encode_batch([])) == 0
+    with pytest.raises(ValueError):
+        batch_taken_in_ns(b"short")

@@ -5,19 +5,20 @@ transport never looks inside metadata: each handler defines its own (the UDP
 source stores the sender's address, the Kafka source will store key, headers and
 source coordinates), so new handlers need no protocol change.
 
-Layout (big-endian): u8 format (1), 3 reserved bytes, u32 record count, then per
-record u32 metadata length, u32 value length, metadata, value.
+Layout (big-endian): u8 format (1), 3 reserved bytes, u32 record count, u64 time
+the batch's first record was taken in (nanoseconds since the Unix epoch, 0 if
+unknown), then per record u32 metadata length, u32 value length, metadata, value.
 """
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from libc.stdint cimport uint8_t, uint32_t, uint64_t
 from libc.string cimport memcpy
 
-from ddc._core.byteorder cimport get32, put32
+from ddc._core.byteorder cimport get32, get64, put32, put64
 
 
 BATCH_FORMAT = 1
-BATCH_HEADER_BYTES = 8
+BATCH_HEADER_BYTES = 16
 RECORD_OVERHEAD_BYTES = 8
 
 
@@ -29,7 +30,7 @@ def encoded_size(records):
     return total
 
 
-def encode_batch(records):
+def encode_batch(records, uint64_t taken_in_ns=0):
     """Packs a sequence of (metadata: bytes, value: bytes) into one batch."""
     cdef uint64_t total = encoded_size(records)
     cdef Py_ssize_t count = len(records)
@@ -45,6 +46,7 @@ def encode_batch(records):
     out[2] = 0
     out[3] = 0
     put32(<uint8_t*>out + 4, <uint32_t>count)
+    put64(<uint8_t*>out + 8, taken_in_ns)
     for meta, value in records:
         put32(<uint8_t*>out + position, <uint32_t>len(meta))
         put32(<uint8_t*>out + position + 4, <uint32_t>len(value))
@@ -54,6 +56,15 @@ def encode_batch(records):
         memcpy(out + position, PyBytes_AS_STRING(value), len(value))
         position += len(value)
     return result
+
+
+def batch_taken_in_ns(frame):
+    """The batch's taken-in time (ns since the epoch; 0 if the sender did not set it)."""
+    cdef const uint8_t[:] view
+    if len(frame) < BATCH_HEADER_BYTES:
+        raise ValueError(f"batch of {len(frame)} bytes is shorter than its {BATCH_HEADER_BYTES}-byte header")
+    view = memoryview(frame).cast("B")
+    return get64(&view[8])
 
 
 def decode_batch(frame):

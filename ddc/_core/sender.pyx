@@ -54,7 +54,6 @@ cdef class DatagramSender:
     cdef uint8_t* headers
     cdef iovec iov[BATCH_DATAGRAMS * 2]
     cdef mmsghdr messages[BATCH_DATAGRAMS]
-    cdef object socket_address_bytes
     cdef readonly uint64_t datagrams_sent
     cdef readonly uint64_t frames_sent
     cdef readonly uint64_t bytes_sent
@@ -77,7 +76,6 @@ cdef class DatagramSender:
         if len(socket_address) > sizeof(sockaddr_storage):
             raise ValueError("socket address is larger than sockaddr_storage")
         self.fd = fd
-        self.socket_address_bytes = socket_address
         memset(&self.destination, 0, sizeof(sockaddr_storage))
         memcpy(&self.destination, <const char*>socket_address, len(socket_address))
         self.destination_length = len(socket_address)
