@@ -25,7 +25,12 @@ def _core_missing(error: ImportError) -> int:
 def command_run(arguments) -> int:
     settings = load_settings(arguments.file)
     from ddc.telemetry.logs import configure_logging
-    configure_logging(settings.telemetry.log_level, settings.telemetry.log_format, syslog=settings.telemetry.syslog)
+    try:
+        configure_logging(settings.telemetry.log_level, settings.telemetry.log_format,
+                          syslog=settings.telemetry.syslog)
+    except OSError as error:
+        print(f"ddc: cannot start logging: {error}", file=sys.stderr)
+        return 1
     try:
         from ddc import supervisor
     except ImportError as error:

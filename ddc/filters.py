@@ -10,19 +10,23 @@ log = logging.getLogger("ddc.filters")
 
 
 class MaxSizeFilter:
-    def __init__(self, link_name: str, config):
+    def __init__(self, link_name: str, config, coordinates):
         self.link_name = link_name
+        self.coordinates = coordinates
         self.max_bytes = config.max_bytes
         self.name = f"max_size({self.max_bytes})"
         self.records_dropped = 0
 
     def apply(self, records: list) -> list:
-        kept = [record for record in records if len(record[1]) <= self.max_bytes]
-        dropped = len(records) - len(kept)
-        if dropped:
-            self.records_dropped += dropped
-            log.debug(f"link {self.link_name}: filter {self.name} dropped {dropped} records",
-                      extra={"fields": {"link": self.link_name, "filter": self.name, "records": dropped}})
+        kept = []
+        for record in records:
+            if len(record[1]) <= self.max_bytes:
+                kept.append(record)
+                continue
+            self.records_dropped += 1
+            log.debug(f"link {self.link_name}: filter {self.name} dropped a record of {len(record[1])} bytes",
+                      extra={"fields": {"link": self.link_name, "filter": self.name, "record_bytes": len(record[1]),
+                                        **self.coordinates(record[0])}})
         return kept
 
     def counters(self) -> dict:
@@ -33,8 +37,8 @@ FILTERS = {"max_size": MaxSizeFilter}
 
 
 class FilterChain:
-    def __init__(self, link_name: str, configs):
-        self.filters = [FILTERS[config.type](link_name, config) for config in configs]
+    def __init__(self, link_name: str, configs, coordinates=lambda metadata: {}):
+        self.filters = [FILTERS[config.type](link_name, config, coordinates) for config in configs]
 
     def apply(self, records: list) -> list:
         for record_filter in self.filters:

@@ -34,7 +34,7 @@ class IngressLink(Link):
         super().__init__(name)
         self.config = config
         self.source = build_source(name, config.source)
-        self.filters = FilterChain(name, config.filters)
+        self.filters = FilterChain(name, config.filters, self.source.coordinates)
         self.buffer = StageBuffer(config.buffer.size, config.buffer.when_full or self.source.default_when_full)
         self.session_id = secrets.randbits(64) or 1
         self.records_sent = 0
@@ -81,6 +81,8 @@ class IngressLink(Link):
             "records_sent": self.records_sent,
             "bytes_sent": sender["bytes_sent"],
             "records_dropped": self.records_dropped,
+            "source_healthy": int(self.source.healthy()),
+            "buffer_fill_permille": self.buffer.counters()["buffer_bytes"] * 1000 // self.buffer.capacity_bytes,
         }
 
     @property
@@ -117,7 +119,8 @@ class IngressLink(Link):
                 if size > record_limit:
                     self.records_too_large += 1
                     log.warning(f"link {self.name}: dropped a record of {size} bytes, larger than max_frame_size",
-                                extra={"fields": {"link": self.name, "record_bytes": size}})
+                                extra={"fields": {"link": self.name, "record_bytes": size,
+                                                  **self.source.coordinates(record[0])}})
                     continue
                 if batch and batch_bytes + size > transport.batch_max_bytes:
                     self._send_batch(batch, batch_taken_in_ns)

@@ -185,6 +185,17 @@ def link_pair(start_ddc):
         target.close()
 
 
+def where_it_went(ingress_summary: dict, egress_summary: dict) -> str:
+    """The non-zero drop, loss and kernel counters of both sides: what a failing test should show."""
+    words = ("drop", "lost", "kernel", "missing", "timed_out", "evicted", "abandoned", "failed", "too_large")
+    parts = []
+    for side, summary in (("ingress", ingress_summary), ("egress", egress_summary)):
+        found = {key: value for key, value in summary.items()
+                 if any(word in key for word in words) and isinstance(value, int) and value}
+        parts.append(f"{side}: {found or 'nothing dropped'}")
+    return "; ".join(parts)
+
+
 def stop_pair(ingress, egress):
     assert ingress.stop() == 0
     egress.wait_for(lambda line: "sender shut down" in line.get("message", ""))

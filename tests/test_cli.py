@@ -47,3 +47,21 @@ target = "127.0.0.1:{free_udp_port()}"
     assert result.returncode == 1
     assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_an_unresolvable_syslog_target_is_a_clear_runtime_error(tmp_path):
+    config = tmp_path / "ingress.toml"
+    config.write_text(f"""
+role = "ingress"
+[telemetry.syslog]
+target = "no-such-host.invalid:514"
+[links.logs.source]
+type = "udp"
+listen = "127.0.0.1:{free_udp_port()}"
+[links.logs.transport]
+destination = "127.0.0.1:{free_udp_port()}"
+""")
+    result = ddc("run", str(config), timeout=30)
+    assert result.returncode == 1
+    assert "cannot start logging: cannot resolve no-such-host.invalid:514" in result.stderr
+    assert "Traceback" not in result.stderr

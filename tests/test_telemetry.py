@@ -67,6 +67,8 @@ def test_prometheus_metrics_match_the_traffic_to_the_record(link_pair):
 
     live = wait_until(lambda: (s := scrape(egress_port)) and value(s, "ddc_peer_records_sent") == count and s)
     assert value(live, "ddc_link_up", link="stream") == 1
+    assert value(live, "ddc_peer_source_healthy") == 1
+    assert 0 <= value(live, "ddc_peer_buffer_fill") <= 1
     assert get(egress_port, "/readyz")[0] == 200
     source_side = scrape(ingress_port)
     assert value(source_side, "ddc_records_in_total", link="stream", role="ingress") == count
@@ -303,3 +305,37 @@ def test_vector_pipeline_is_wired_consistently():
     exporter = config["sinks"]["prometheus"]
     assert exporter["type"] == "prometheus_exporter"
     assert {"ddc_statsd", "ddc_scrape"} <= set(exporter["inputs"])
+
+
+def test_a_failing_request_is_logged_as_json_not_as_a_raw_traceback(capfd):
+    import io
+    import logging
+
+    from ddc.config import Endpoint
+    from ddc.telemetry.http import TelemetryServer
+    from ddc.telemetry.logs import JsonFormatter
+
+    class BrokenSupervisor:
+        links = []
+
+        def status(self):
+            raise KeyError("a bug")
+
+    captured = io.StringIO()
+    handler = logging.StreamHandler(captured)
+    handler.setFormatter(JsonFormatter())
+    logger = logging.getLogger("ddc.telemetry")
+    logger.addHandler(handler)
+    port = free_tcp_port()
+    server = TelemetryServer(Endpoint("127.0.0.1", port), BrokenSupervisor())
+    server.start()
+    try:
+        with pytest.raises((urllib.error.URLError, ConnectionError, OSError)):
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/status", timeout=5).read()
+    finally:
+        server.stop()
+        logger.removeHandler(handler)
+    lines = [json.loads(line) for line in captured.getvalue().splitlines()]
+    assert any("request from 127.0.0.1 failed" in line["message"] and "KeyError" in line["exception"]
+               for line in lines)
+    assert "Traceback" not in capfd.readouterr().err

@@ -148,6 +148,8 @@ PEER_COUNTER_FIELDS = (
     "records_sent",
     "bytes_sent",
     "records_dropped",
+    "source_healthy",
+    "buffer_fill_permille",
 )
 
 

@@ -30,6 +30,14 @@ class Source(abc.ABC):
     def close(self) -> None:
         """Releases what open acquired."""
 
+    def healthy(self) -> bool:
+        """Whether the source can take data in; sent across the diode in every heartbeat."""
+        return True
+
+    def coordinates(self, metadata: bytes) -> dict:
+        """Log fields that say where a record came from (its source coordinates)."""
+        return {}
+
     def counters(self) -> dict:
         return {}
 

@@ -61,6 +61,12 @@ class UdpSource(Source):
         self._read_kernel_drops()
         self.socket.close()
 
+    def healthy(self) -> bool:
+        return self.socket.fileno() >= 0
+
+    def coordinates(self, metadata: bytes) -> dict:
+        return {"source_address": metadata.decode("ascii", "replace")}
+
     def _read_kernel_drops(self) -> int:
         current = kernel_drops(self.socket)
         if current is not None:

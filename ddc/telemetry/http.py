@@ -20,13 +20,19 @@ from ddc.transport.sockets import AddressError, resolve
 log = logging.getLogger("ddc.telemetry")
 
 
+def _log_request_error(server, request, client_address) -> None:
+    """Keeps a failing request out of stderr's raw tracebacks; the JSON log gets it instead."""
+    log.exception(f"http: request from {client_address[0]} failed")
+
+
 class TelemetryServer:
     def __init__(self, endpoint, supervisor):
         self.endpoint = endpoint
         self.supervisor = supervisor
         self.registry = build_registry(supervisor.links)
         family, address = resolve(endpoint, passive=True)
-        server_class = type("Server", (ThreadingHTTPServer,), {"address_family": family, "daemon_threads": True})
+        server_class = type("Server", (ThreadingHTTPServer,), {
+            "address_family": family, "daemon_threads": True, "handle_error": _log_request_error})
         try:
             self.server = server_class(address[:2], self._handler_class())
         except OSError as error:
