@@ -2,9 +2,9 @@
 
 Two threads: the source fills the link's buffer; the transport thread takes
 records in batches, packs them into frames (bounded by batch_max_bytes and
-linger), hands frames to the Cython sender, and sends a heartbeat with the
-link's counters every heartbeat_interval, idle or not. Stopping drains the
-buffer, then sends the shutdown datagram.
+linger) and hands frames to the Cython sender. The sender sends a heartbeat with
+the link's counters every heartbeat_interval, idle or busy, even in the middle of
+a large frame. Stopping drains the buffer, then sends the shutdown datagrams.
 """
 
 import logging
@@ -49,7 +49,7 @@ class IngressLink(Link):
         self.source.open()
         self._socket, _, address = open_sending(transport.destination, send_buffer=transport.send_buffer)
         self.sender = DatagramSender(self._socket.fileno(), address, self.session_id, transport.datagram_size,
-                                     transport.rate, transport.burst)
+                                     transport.rate, transport.burst, transport.heartbeat_interval)
         self.started = time.monotonic()
         log.info(f"link {self.name}: sending {self.config.source.type} records to {transport.destination} "
                  f"at {format_rate(transport.rate)}, session {self.session_id:016x}",
@@ -103,13 +103,11 @@ class IngressLink(Link):
         transport = self.config.transport
         record_limit = transport.max_frame_size - BATCH_HEADER_BYTES
         batch, batch_bytes, batch_started, batch_taken_in_ns = [], BATCH_HEADER_BYTES, 0.0, 0
-        next_heartbeat = time.monotonic()
         while True:
+            self.sender.set_heartbeat(wire.encode_peer_counters(self._peer_counters()))
+            self.sender.heartbeat_if_due()
             now = time.monotonic()
-            if now >= next_heartbeat:
-                self.sender.send_control(wire.HEARTBEAT, wire.encode_peer_counters(self._peer_counters()))
-                next_heartbeat = now + transport.heartbeat_interval
-            wait = next_heartbeat - now
+            wait = self.sender.seconds_until_heartbeat()
             if batch:
                 wait = min(wait, batch_started + transport.linger - now)
             records = self.buffer.get_many(transport.batch_max_bytes - batch_bytes, max(wait, 0.0))

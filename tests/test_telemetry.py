@@ -339,3 +339,21 @@ def test_a_failing_request_is_logged_as_json_not_as_a_raw_traceback(capfd):
     assert any("request from 127.0.0.1 failed" in line["message"] and "KeyError" in line["exception"]
                for line in lines)
     assert "Traceback" not in capfd.readouterr().err
+
+
+@pytest.mark.timeout(120)
+def test_a_busy_slow_link_never_raises_a_false_alarm(link_pair):
+    # 1 Mbit/s and 240 KB frames: each frame takes about 2 s to send, ten heartbeat intervals.
+    source_port, _, collector, ingress, egress, _ = link_pair(
+        ingress_extra='rate = "1Mbit/s"\nburst = "16KiB"\nbatch_max_bytes = "256KiB"\nlinger = "50ms"',
+        egress_extra="alarm_after_missed_heartbeats = 3")
+    egress.wait_for(lambda line: line.get("message", "").endswith("link up"))
+    payloads = random_payloads(16, 60_000, seed=14)
+    send_paced(source_port, payloads, bytes_per_second=50e6)
+    assert collector.wait_for(len(payloads), timeout=60) == len(payloads)
+    ingress_summary, egress_summary = stop_pair(ingress, egress)
+    sending_seconds = ingress_summary["bytes_sent"] / 125_000
+    assert sending_seconds > 3
+    assert ingress_summary["heartbeats_sent"] >= sending_seconds / 0.2 * 0.8
+    interruptions = [line for line in egress.lines() if "link interrupted" in line.get("message", "")]
+    assert [line["reason"] for line in interruptions] == ["sender shut down"]

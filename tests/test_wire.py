@@ -144,3 +144,98 @@ def test_sender_paces_to_the_configured_rate():
 def test_receiver_rejects_a_budget_that_cannot_hold_one_frame():
     with pytest.raises(ValueError, match="max_bytes_in_flight"):
         LinkReceiver(max_frame_bytes=1 << 20, max_bytes_in_flight=1 << 10)
+
+
+def _receive_in_background(receiver, sock, expected_frames, timeout=60.0):
+    import threading
+    import time
+    frames = []
+
+    def drain():
+        deadline = time.monotonic() + timeout
+        while len(frames) < expected_frames and time.monotonic() < deadline:
+            frames.extend(bytes(frame) for frame in receiver.receive(sock.fileno(), 100))
+
+    thread = threading.Thread(target=drain)
+    thread.start()
+    return thread, frames
+
+
+def test_a_64_mib_frame_crosses_real_sockets_intact():
+    import os
+    frame = os.urandom(64 << 20)
+    receiving = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        receiving.setsockopt(socket.SOL_SOCKET, 33, 64 << 20)  # SO_RCVBUFFORCE where privileged
+    except OSError:
+        receiving.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 << 20)
+    receiving.bind(("127.0.0.1", 0))
+    sending = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    receiver = LinkReceiver(max_frame_bytes=64 << 20, max_bytes_in_flight=128 << 20)
+    try:
+        thread, frames = _receive_in_background(receiver, receiving, 1)
+        sender = DatagramSender(sending.fileno(), socket_address_bytes(socket.AF_INET, receiving.getsockname()),
+                                0x64, 8972, 200e6, 256 * 1024)
+        sender.send_frame(frame)
+        thread.join(90)
+        assert len(frames) == 1 and frames[0] == frame
+        counters = receiver.counters()
+        assert counters["frames_completed"] == 1 and counters["datagrams_lost"] == 0
+        assert counters["peak_bytes_in_flight"] == 64 << 20
+    finally:
+        receiving.close()
+        sending.close()
+
+
+def test_the_link_works_over_ipv6():
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6 in this Python")
+    receiving = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    try:
+        receiving.bind(("::1", 0))
+    except OSError:
+        receiving.close()
+        pytest.skip("no IPv6 loopback on this machine")
+    sending = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    receiver = LinkReceiver()
+    try:
+        thread, frames = _receive_in_background(receiver, receiving, 2, timeout=10)
+        address = socket_address_bytes(socket.AF_INET6, receiving.getsockname())
+        sender = DatagramSender(sending.fileno(), address, 6, 1232)
+        sender.send_frame(b"over six" * 1000)
+        sender.send_frame(b"")
+        thread.join(15)
+        assert frames == [b"over six" * 1000, b""]
+    finally:
+        receiving.close()
+        sending.close()
+
+
+def test_heartbeats_interleave_with_a_slow_frame_and_count_exactly():
+    receiving = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    receiving.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+    receiving.bind(("127.0.0.1", 0))
+    sending = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        sender = DatagramSender(sending.fileno(), socket_address_bytes(socket.AF_INET, receiving.getsockname()),
+                                9, 1472, 1e6, 16 * 1024, 0.05)
+        sender.set_heartbeat(wire.encode_peer_counters({"heartbeat_interval_ms": 50}))
+        sender.send_frame(bytes(500_000))  # half a second at 1 MB/s
+        receiving.settimeout(1)
+        heartbeats, data = [], 0
+        for _ in range(sender.counters()["datagrams_sent"]):
+            decoded = wire.decode_datagram(receiving.recv(65535))
+            if decoded["type"] == wire.HEARTBEAT:
+                heartbeats.append(decoded)
+            else:
+                data += 1
+        assert len(heartbeats) >= 6, len(heartbeats)
+        assert sender.counters()["heartbeats_sent"] == len(heartbeats)
+        for heartbeat in heartbeats:
+            counters = wire.decode_peer_counters(heartbeat["payload"])
+            assert counters["datagrams_sent"] == heartbeat["sequence"]
+            assert counters["heartbeat_interval_ms"] == 50
+        assert data == -(-500_000 // (1472 - wire.HEADER_BYTES))
+    finally:
+        receiving.close()
+        sending.close()

@@ -4,6 +4,10 @@ A frame is split into fragments that point into the caller's buffer (two iovecs
 per datagram: header and payload slice), so payload bytes are never copied before
 the kernel. Datagrams leave through sendmmsg in batches, paced by a token bucket
 with nanosecond clock reads, all with the GIL released.
+
+Heartbeats are sent from here too, between batches, whenever one is due: a large
+frame at a low rate can take seconds to send, and heartbeats that waited for it
+would make the egress report a busy link as interrupted.
 """
 
 from libc.errno cimport EAGAIN, EINTR, ENOBUFS, errno
@@ -13,9 +17,10 @@ from libc.string cimport memcpy, memset
 
 from ddc._core.posix cimport (CLOCK_MONOTONIC, POLLOUT, clock_nanosleep, iovec, mmsghdr, monotonic_ns,
                               poll, pollfd, sendmmsg, sockaddr_storage, socklen_t, timespec)
-from ddc._core.wire cimport (HEADER_SIZE, MAX_DATAGRAM_SIZE, TYPE_DATA, TYPE_HEARTBEAT,
-                             TYPE_SHUTDOWN, Header, fragment_chunk, fragment_count_for,
-                             seal, write_header)
+from ddc._core.byteorder cimport put64
+from ddc._core.wire cimport (HEADER_SIZE, MAX_CONTROL_PAYLOAD, MAX_DATAGRAM_SIZE, PEER_OFFSET_BYTES_SENT,
+                             PEER_OFFSET_DATAGRAMS_SENT, PEER_OFFSET_FRAMES_SENT, TYPE_DATA, TYPE_HEARTBEAT,
+                             TYPE_SHUTDOWN, Header, fragment_chunk, fragment_count_for, seal, write_header)
 
 
 cdef enum:
@@ -59,6 +64,11 @@ cdef class DatagramSender:
     cdef readonly uint64_t bytes_sent
     cdef readonly uint64_t datagrams_failed
     cdef readonly uint64_t pacing_sleeps
+    cdef readonly uint64_t heartbeats_sent
+    cdef uint8_t heartbeat_payload[MAX_CONTROL_PAYLOAD]
+    cdef size_t heartbeat_length
+    cdef int64_t heartbeat_interval_ns
+    cdef int64_t next_heartbeat_ns
 
     def __cinit__(self):
         self.headers = <uint8_t*>malloc(BATCH_DATAGRAMS * HEADER_SIZE)
@@ -69,7 +79,7 @@ cdef class DatagramSender:
         free(self.headers)
 
     def __init__(self, int fd, bytes socket_address, uint64_t session_id, uint32_t datagram_size,
-                 double rate_bytes_per_second=0.0, double burst_bytes=0.0):
+                 double rate_bytes_per_second=0.0, double burst_bytes=0.0, double heartbeat_interval=0.0):
         if datagram_size <= HEADER_SIZE or datagram_size > MAX_DATAGRAM_SIZE:
             raise ValueError(
                 f"datagram size {datagram_size} must be between {HEADER_SIZE + 1} and {MAX_DATAGRAM_SIZE} bytes")
@@ -89,6 +99,8 @@ cdef class DatagramSender:
             self.burst_bytes = 0
         self.tokens = self.burst_bytes
         self.last_refill_ns = monotonic_ns()
+        self.heartbeat_interval_ns = <int64_t>(heartbeat_interval * 1e9)
+        self.next_heartbeat_ns = self.last_refill_ns
 
     cdef void pace(self, size_t batch_bytes) noexcept nogil:
         cdef int64_t now
@@ -149,6 +161,34 @@ cdef class DatagramSender:
         self.messages[slot].msg_hdr.msg_iovlen = 2
         return HEADER_SIZE + payload_length
 
+    cdef void send_control_now(self, int datagram_type, const uint8_t* payload, size_t length) noexcept nogil:
+        cdef Header header
+        cdef size_t wire_bytes
+        memset(&header, 0, sizeof(Header))
+        header.type = datagram_type
+        header.session_id = self.session_id
+        header.sequence = self.next_sequence
+        header.payload_length = <uint16_t>length
+        header.fragment_count = 1
+        self.next_sequence += 1
+        wire_bytes = self.stage(0, &header, payload, length)
+        self.pace(wire_bytes)
+        self.transmit(1)
+
+    cdef void heartbeat_when_due(self) noexcept nogil:
+        cdef int64_t now
+        if self.heartbeat_length == 0 or self.heartbeat_interval_ns <= 0:
+            return
+        now = monotonic_ns()
+        if now < self.next_heartbeat_ns:
+            return
+        self.next_heartbeat_ns = now + self.heartbeat_interval_ns
+        put64(self.heartbeat_payload + PEER_OFFSET_DATAGRAMS_SENT, self.next_sequence)
+        put64(self.heartbeat_payload + PEER_OFFSET_FRAMES_SENT, self.frames_sent)
+        put64(self.heartbeat_payload + PEER_OFFSET_BYTES_SENT, self.bytes_sent)
+        self.heartbeats_sent += 1
+        self.send_control_now(TYPE_HEARTBEAT, self.heartbeat_payload, self.heartbeat_length)
+
     cdef void send_fragments(self, const uint8_t* data, uint32_t length) noexcept nogil:
         cdef Header header
         cdef uint32_t count = fragment_count_for(length, self.payload_capacity)
@@ -179,6 +219,7 @@ cdef class DatagramSender:
                 self.transmit(slot)
                 slot = 0
                 batch_bytes = 0
+                self.heartbeat_when_due()
         self.frames_sent += 1
         self.bytes_sent += length
 
@@ -196,27 +237,33 @@ cdef class DatagramSender:
             self.send_fragments(data, <uint32_t>length)
         return frame_id
 
+    def set_heartbeat(self, bytes payload):
+        """The heartbeat payload to send when one is due; its sent-counters are refreshed at sending."""
+        if len(payload) > MAX_CONTROL_PAYLOAD or len(payload) < PEER_OFFSET_BYTES_SENT + 8:
+            raise ValueError(f"heartbeat payload of {len(payload)} bytes is not a peer counter payload")
+        memcpy(self.heartbeat_payload, <const char*>payload, len(payload))
+        self.heartbeat_length = len(payload)
+
+    def heartbeat_if_due(self):
+        """Sends the heartbeat if its interval has passed; for idle links, between frames."""
+        with nogil:
+            self.heartbeat_when_due()
+
+    def seconds_until_heartbeat(self):
+        if self.heartbeat_interval_ns <= 0:
+            return float("inf")
+        return max(self.next_heartbeat_ns - monotonic_ns(), 0) / 1e9
+
     def send_control(self, int datagram_type, bytes payload):
-        """Sends one heartbeat or shutdown datagram; it takes a sequence number like any other."""
-        cdef Header header
+        """Sends one heartbeat or shutdown datagram now; it takes a sequence number like any other."""
         cdef size_t length = len(payload)
-        cdef size_t wire_bytes
         cdef const uint8_t* data = <const uint8_t*><const char*>payload
         if datagram_type != TYPE_HEARTBEAT and datagram_type != TYPE_SHUTDOWN:
             raise ValueError(f"control datagram type {datagram_type} is neither heartbeat nor shutdown")
-        if length > self.payload_capacity:
+        if length > self.payload_capacity or length > MAX_CONTROL_PAYLOAD:
             raise ValueError(f"control payload of {length} bytes exceeds the datagram capacity")
-        memset(&header, 0, sizeof(Header))
-        header.type = datagram_type
-        header.session_id = self.session_id
-        header.sequence = self.next_sequence
-        header.payload_length = <uint16_t>length
-        header.fragment_count = 1
-        self.next_sequence += 1
         with nogil:
-            wire_bytes = self.stage(0, &header, data, length)
-            self.pace(wire_bytes)
-            self.transmit(1)
+            self.send_control_now(datagram_type, data, length)
 
     def counters(self):
         return {
@@ -225,4 +272,5 @@ cdef class DatagramSender:
             "frames_sent": self.frames_sent,
             "bytes_sent": self.bytes_sent,
             "pacing_sleeps": self.pacing_sleeps,
+            "heartbeats_sent": self.heartbeats_sent,
         }

@@ -11,6 +11,11 @@ cdef enum:
     TYPE_SHUTDOWN = 3
     TYPE_PARITY = 4
     FLAG_AUTH_TAG = 1
+    # byte offsets of fields the sender refreshes in a heartbeat payload (u16 count, then u64s)
+    PEER_OFFSET_DATAGRAMS_SENT = 2 + 8 * 2
+    PEER_OFFSET_FRAMES_SENT = 2 + 8 * 3
+    PEER_OFFSET_BYTES_SENT = 2 + 8 * 5
+    MAX_CONTROL_PAYLOAD = 512
 
 cdef struct Header:
     uint8_t version

@@ -153,6 +153,11 @@ PEER_COUNTER_FIELDS = (
 )
 
 
+assert PEER_COUNTER_FIELDS.index("datagrams_sent") * 8 + 2 == PEER_OFFSET_DATAGRAMS_SENT
+assert PEER_COUNTER_FIELDS.index("frames_sent") * 8 + 2 == PEER_OFFSET_FRAMES_SENT
+assert PEER_COUNTER_FIELDS.index("bytes_sent") * 8 + 2 == PEER_OFFSET_BYTES_SENT
+
+
 def encode_peer_counters(counters):
     values = [int(counters.get(name, 0)) & 0xFFFFFFFFFFFFFFFF for name in PEER_COUNTER_FIELDS]
     return struct.pack(f">H{len(values)}Q", len(values), *values)

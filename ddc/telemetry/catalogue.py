@@ -64,6 +64,8 @@ CATALOGUE: tuple[Metric, ...] = (
     Metric("datagrams_send_failed", COUNTER, "Link datagrams the kernel refused to send", "datagrams_failed",
            INGRESS),
     Metric("link_bytes_sent", COUNTER, "Frame bytes sent across the link", "bytes_sent", INGRESS),
+    Metric("heartbeats_sent", COUNTER, "Heartbeats sent, idle or between the batches of a frame",
+           "heartbeats_sent", INGRESS),
     Metric("pacing_sleeps", COUNTER, "Times the sender waited for the pacing rate", "pacing_sleeps", INGRESS),
     # the receiving side of the link
     Metric("datagrams_received", COUNTER, "Link datagrams received", "datagrams_received", EGRESS),
