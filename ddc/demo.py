@@ -23,7 +23,7 @@ import time
 import zlib
 from pathlib import Path
 
-from ddc.transport.sockets import kernel_drops
+from ddc.transport.sockets import kernel_drops, set_buffer
 from ddc.units import format_rate, parse_rate
 
 PAYLOAD_HEADER = struct.Struct(">QI")
@@ -180,10 +180,7 @@ def run_demo(seconds: float = 10.0, offered_rate: str = "200Mbit/s", link_rate: 
              verbose: bool = False, out=None) -> int:
     out = out or sys.stdout
     collector_socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        collector_socket.setsockopt(socket.SOL_SOCKET, 33, 32 << 20)  # SO_RCVBUFFORCE where privileged
-    except OSError:
-        collector_socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32 << 20)
+    set_buffer(collector_socket, "receive", 32 << 20)
     collector_socket.bind(("127.0.0.1", 0))
     ports = {"source_port": free_udp_port(), "link_port": free_udp_port(),
              "target_port": collector_socket.getsockname()[1], "link_rate": link_rate}

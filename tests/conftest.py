@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from ddc.transport.sockets import set_buffer, socket_address_bytes
 from traffic import Collector
 
 REPOSITORY = Path(__file__).resolve().parent.parent
@@ -28,14 +29,27 @@ def free_tcp_port() -> int:
         return probe.getsockname()[1]
 
 
-def udp_receiver(buffer_bytes: int = 64 << 20) -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, 33, buffer_bytes)  # SO_RCVBUFFORCE when privileged
-    except OSError:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, buffer_bytes)
-    sock.bind(("127.0.0.1", 0))
+def udp_receiver(buffer_bytes: int = 64 << 20, host: str = "127.0.0.1") -> socket.socket:
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM)
+    set_buffer(sock, "receive", buffer_bytes)
+    sock.bind((host, 0))
     return sock
+
+
+@pytest.fixture
+def datagram_path():
+    """Factory for (receiving socket, sending socket, packed destination) on loopback; closes them after."""
+    opened = []
+
+    def open_path(buffer_bytes: int = 4 << 20, host: str = "127.0.0.1"):
+        receiving = udp_receiver(buffer_bytes, host)
+        sending = socket.socket(receiving.family, socket.SOCK_DGRAM)
+        opened.extend((receiving, sending))
+        return receiving, sending, socket_address_bytes(receiving.family, receiving.getsockname())
+
+    yield open_path
+    for sock in opened:
+        sock.close()
 
 
 def run_ddc(*arguments, environment=None, timeout=120) -> subprocess.CompletedProcess:

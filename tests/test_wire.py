@@ -1,14 +1,15 @@
-import socket
+import os
 import struct
+import threading
+import time
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ddc._core import wire
 from ddc._core.receiver import LinkReceiver
 from ddc._core.sender import DatagramSender
-from ddc.transport.sockets import socket_address_bytes
 from protocol_reference import fragment
 
 
@@ -93,52 +94,35 @@ def test_peer_counters_round_trip_and_tolerate_extra_fields():
         wire.decode_peer_counters(b"\x00\x05" + bytes(8))
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(st.binary(max_size=5000), min_size=1, max_size=6), st.integers(57, 1500))
-def test_c_sender_emits_exactly_the_reference_datagrams(frames, datagram_size):
-    receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    receiver.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
-    receiver.bind(("127.0.0.1", 0))
-    sending = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        sender = DatagramSender(sending.fileno(), socket_address_bytes(socket.AF_INET, receiver.getsockname()),
-                                0x5E55, datagram_size)
-        expected, sequence = [], 0
-        for frame_id, frame in enumerate(frames):
-            assert sender.send_frame(frame) == frame_id
-            datagrams = fragment(frame, session_id=0x5E55, frame_id=frame_id, first_sequence=sequence,
-                                 datagram_size=datagram_size)
-            sequence += len(datagrams)
-            expected += datagrams
-        receiver.settimeout(2)
-        got = [receiver.recv(65535) for _ in expected]
-        assert got == expected
-        assert sender.counters()["datagrams_sent"] == len(expected)
-    finally:
-        receiver.close()
-        sending.close()
+def test_c_sender_emits_exactly_the_reference_datagrams(datagram_path, frames, datagram_size):
+    receiver, sending, address = datagram_path()
+    sender = DatagramSender(sending.fileno(), address, 0x5E55, datagram_size)
+    expected, sequence = [], 0
+    for frame_id, frame in enumerate(frames):
+        assert sender.send_frame(frame) == frame_id
+        datagrams = fragment(frame, session_id=0x5E55, frame_id=frame_id, first_sequence=sequence,
+                             datagram_size=datagram_size)
+        sequence += len(datagrams)
+        expected += datagrams
+    receiver.settimeout(2)
+    got = [receiver.recv(65535) for _ in expected]
+    assert got == expected
+    assert sender.counters()["datagrams_sent"] == len(expected)
 
 
-def test_sender_paces_to_the_configured_rate():
-    receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    receiver.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
-    receiver.bind(("127.0.0.1", 0))
-    sending = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        rate = 20e6
-        sender = DatagramSender(sending.fileno(), socket_address_bytes(socket.AF_INET, receiver.getsockname()),
-                                1, 1472, rate, 64 * 1024)
-        import time
-        started = time.monotonic()
-        sender.send_frame(bytes(2_000_000))
-        elapsed = time.monotonic() - started
-        # Correctness of the pacing maths, not a speed gate: 2 MB at 20 MB/s cannot finish in
-        # less than (2 MB - burst) / rate, whatever the machine's load.
-        assert elapsed >= (2_000_000 - 64 * 1024) / rate * 0.95
-        assert sender.counters()["pacing_sleeps"] > 0
-    finally:
-        receiver.close()
-        sending.close()
+def test_sender_paces_to_the_configured_rate(datagram_path):
+    _, sending, address = datagram_path()
+    rate = 20e6
+    sender = DatagramSender(sending.fileno(), address, 1, 1472, rate, 64 * 1024)
+    started = time.monotonic()
+    sender.send_frame(bytes(2_000_000))
+    elapsed = time.monotonic() - started
+    # Correctness of the pacing maths, not a speed gate: 2 MB at 20 MB/s cannot finish in
+    # less than (2 MB - burst) / rate, whatever the machine's load.
+    assert elapsed >= (2_000_000 - 64 * 1024) / rate * 0.95
+    assert sender.counters()["pacing_sleeps"] > 0
 
 
 def test_receiver_rejects_a_budget_that_cannot_hold_one_frame():
@@ -147,8 +131,6 @@ def test_receiver_rejects_a_budget_that_cannot_hold_one_frame():
 
 
 def _receive_in_background(receiver, sock, expected_frames, timeout=60.0):
-    import threading
-    import time
     frames = []
 
     def drain():
@@ -161,81 +143,50 @@ def _receive_in_background(receiver, sock, expected_frames, timeout=60.0):
     return thread, frames
 
 
-def test_a_64_mib_frame_crosses_real_sockets_intact():
-    import os
+def test_a_64_mib_frame_crosses_real_sockets_intact(datagram_path):
     frame = os.urandom(64 << 20)
-    receiving = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        receiving.setsockopt(socket.SOL_SOCKET, 33, 64 << 20)  # SO_RCVBUFFORCE where privileged
-    except OSError:
-        receiving.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 << 20)
-    receiving.bind(("127.0.0.1", 0))
-    sending = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    receiving, sending, address = datagram_path(64 << 20)
     receiver = LinkReceiver(max_frame_bytes=64 << 20, max_bytes_in_flight=128 << 20)
-    try:
-        thread, frames = _receive_in_background(receiver, receiving, 1)
-        sender = DatagramSender(sending.fileno(), socket_address_bytes(socket.AF_INET, receiving.getsockname()),
-                                0x64, 8972, 200e6, 256 * 1024)
-        sender.send_frame(frame)
-        thread.join(90)
-        assert len(frames) == 1 and frames[0] == frame
-        counters = receiver.counters()
-        assert counters["frames_completed"] == 1 and counters["datagrams_lost"] == 0
-        assert counters["peak_bytes_in_flight"] == 64 << 20
-    finally:
-        receiving.close()
-        sending.close()
+    thread, frames = _receive_in_background(receiver, receiving, 1)
+    DatagramSender(sending.fileno(), address, 0x64, 8972, 200e6, 256 * 1024).send_frame(frame)
+    thread.join(90)
+    assert len(frames) == 1 and frames[0] == frame
+    counters = receiver.counters()
+    assert counters["frames_completed"] == 1 and counters["datagrams_lost"] == 0
+    assert counters["peak_bytes_in_flight"] == 64 << 20
 
 
-def test_the_link_works_over_ipv6():
-    if not socket.has_ipv6:
-        pytest.skip("no IPv6 in this Python")
-    receiving = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+def test_the_link_works_over_ipv6(datagram_path):
     try:
-        receiving.bind(("::1", 0))
+        receiving, sending, address = datagram_path(host="::1")
     except OSError:
-        receiving.close()
         pytest.skip("no IPv6 loopback on this machine")
-    sending = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
     receiver = LinkReceiver()
-    try:
-        thread, frames = _receive_in_background(receiver, receiving, 2, timeout=10)
-        address = socket_address_bytes(socket.AF_INET6, receiving.getsockname())
-        sender = DatagramSender(sending.fileno(), address, 6, 1232)
-        sender.send_frame(b"over six" * 1000)
-        sender.send_frame(b"")
-        thread.join(15)
-        assert frames == [b"over six" * 1000, b""]
-    finally:
-        receiving.close()
-        sending.close()
+    thread, frames = _receive_in_background(receiver, receiving, 2, timeout=10)
+    sender = DatagramSender(sending.fileno(), address, 6, 1232)
+    sender.send_frame(b"over six" * 1000)
+    sender.send_frame(b"")
+    thread.join(15)
+    assert frames == [b"over six" * 1000, b""]
 
 
-def test_heartbeats_interleave_with_a_slow_frame_and_count_exactly():
-    receiving = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    receiving.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
-    receiving.bind(("127.0.0.1", 0))
-    sending = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        sender = DatagramSender(sending.fileno(), socket_address_bytes(socket.AF_INET, receiving.getsockname()),
-                                9, 1472, 1e6, 16 * 1024, 0.05)
-        sender.set_heartbeat(wire.encode_peer_counters({"heartbeat_interval_ms": 50}))
-        sender.send_frame(bytes(500_000))  # half a second at 1 MB/s
-        receiving.settimeout(1)
-        heartbeats, data = [], 0
-        for _ in range(sender.counters()["datagrams_sent"]):
-            decoded = wire.decode_datagram(receiving.recv(65535))
-            if decoded["type"] == wire.HEARTBEAT:
-                heartbeats.append(decoded)
-            else:
-                data += 1
-        assert len(heartbeats) >= 6, len(heartbeats)
-        assert sender.counters()["heartbeats_sent"] == len(heartbeats)
-        for heartbeat in heartbeats:
-            counters = wire.decode_peer_counters(heartbeat["payload"])
-            assert counters["datagrams_sent"] == heartbeat["sequence"]
-            assert counters["heartbeat_interval_ms"] == 50
-        assert data == -(-500_000 // (1472 - wire.HEADER_BYTES))
-    finally:
-        receiving.close()
-        sending.close()
+def test_heartbeats_interleave_with_a_slow_frame_and_count_exactly(datagram_path):
+    receiving, sending, address = datagram_path()
+    sender = DatagramSender(sending.fileno(), address, 9, 1472, 1e6, 16 * 1024, 0.05)
+    sender.set_heartbeat(wire.encode_peer_counters({"heartbeat_interval_ms": 50}))
+    sender.send_frame(bytes(500_000))  # half a second at 1 MB/s
+    receiving.settimeout(1)
+    heartbeats, data = [], 0
+    for _ in range(sender.counters()["datagrams_sent"]):
+        decoded = wire.decode_datagram(receiving.recv(65535))
+        if decoded["type"] == wire.HEARTBEAT:
+            heartbeats.append(decoded)
+        else:
+            data += 1
+    assert len(heartbeats) >= 6, len(heartbeats)
+    assert sender.counters()["heartbeats_sent"] == len(heartbeats)
+    for heartbeat in heartbeats:
+        counters = wire.decode_peer_counters(heartbeat["payload"])
+        assert counters["datagrams_sent"] == heartbeat["sequence"]
+        assert counters["heartbeat_interval_ms"] == 50
+    assert data == -(-500_000 // (1472 - wire.HEADER_BYTES))
