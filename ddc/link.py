@@ -3,7 +3,6 @@ and the rates and status an operator sees."""
 
 import logging
 import threading
-import time
 
 log = logging.getLogger("ddc.link")
 
