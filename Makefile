@@ -16,6 +16,7 @@ test: $(VENV)/.built-test
 
 bench: $(VENV)/.built-test
 	$(BIN)/python -m pytest bench $(PYTEST_ARGS)
+	$(BIN)/python bench/transport.py $(BENCH_ARGS)
 
 build: $(VENV)/.built
 

@@ -54,8 +54,8 @@ cdef class DatagramSender:
     cdef uint32_t payload_capacity
     cdef double rate_bytes_per_ns
     cdef double burst_bytes
-    cdef double tokens
-    cdef int64_t last_refill_ns
+    cdef double burst_ns
+    cdef double send_at_ns
     cdef uint8_t* headers
     cdef iovec iov[BATCH_DATAGRAMS * 2]
     cdef mmsghdr messages[BATCH_DATAGRAMS]
@@ -97,29 +97,29 @@ cdef class DatagramSender:
             self.burst_bytes = max(burst_bytes, 2.0 * datagram_size)
         else:
             self.burst_bytes = 0
-        self.tokens = self.burst_bytes
-        self.last_refill_ns = monotonic_ns()
+        self.burst_ns = self.burst_bytes / self.rate_bytes_per_ns if rate_bytes_per_second > 0 else 0
+        self.send_at_ns = monotonic_ns()
         self.heartbeat_interval_ns = <int64_t>(heartbeat_interval * 1e9)
-        self.next_heartbeat_ns = self.last_refill_ns
+        self.next_heartbeat_ns = <int64_t>self.send_at_ns
 
     cdef void pace(self, size_t batch_bytes) noexcept nogil:
-        cdef int64_t now
-        cdef double deficit
+        """Waits until batch_bytes may leave: a virtual schedule (GCRA) rather than a token count.
+
+        Each batch advances the schedule by exactly batch_bytes / rate; the sender may run
+        at most burst ahead of it. Oversleeping only shortens the next wait, so the long-run
+        rate stays exact however coarse the sleeps are, and idle time earns at most a burst.
+        """
+        cdef double now, wait
         if self.rate_bytes_per_ns <= 0:
             return
-        now = monotonic_ns()
-        self.tokens += (now - self.last_refill_ns) * self.rate_bytes_per_ns
-        if self.tokens > self.burst_bytes:
-            self.tokens = self.burst_bytes
-        self.last_refill_ns = now
-        if self.tokens < batch_bytes:
-            deficit = batch_bytes - self.tokens
+        now = <double>monotonic_ns()
+        if self.send_at_ns < now - self.burst_ns:
+            self.send_at_ns = now - self.burst_ns
+        self.send_at_ns += batch_bytes / self.rate_bytes_per_ns
+        wait = self.send_at_ns - self.burst_ns - now
+        if wait > 0:
             self.pacing_sleeps += 1
-            sleep_ns(<int64_t>(deficit / self.rate_bytes_per_ns))
-            now = monotonic_ns()
-            self.tokens += (now - self.last_refill_ns) * self.rate_bytes_per_ns
-            self.last_refill_ns = now
-        self.tokens -= batch_bytes
+            sleep_ns(<int64_t>wait)
 
     cdef void transmit(self, unsigned int count) noexcept nogil:
         """Sends messages[0:count]; a datagram the kernel refuses is counted, not retried forever."""

@@ -1,0 +1,192 @@
+"""Transport benchmarks: DDC's link against the kernel's own limit, and pacing accuracy.
+
+    python bench/transport.py [--quick] [--results bench/results-transport.json]
+
+1. Kernel baseline: bench/kernel_baseline.c (compiled here with cc) moves datagrams
+   with sendmmsg/recvmmsg and nothing else. Its lossless throughput at 1472 and
+   8972 bytes is the physical limit on this machine, measured in this run.
+2. DDC transport: DatagramSender → loopback → LinkReceiver (two processes), with
+   1 MiB frames, paced at 90 % of that baseline. Gate: DDC/baseline ≥ 0.80 and
+   zero datagrams lost.
+3. Pacing accuracy: DDC paced at 50, 200 and 800 Mbit/s (capped at the measured
+   maximum) for 10 s each, counted by the C receiver. Gate: within ±2 %.
+
+Prints a table, writes every figure with its gate to a JSON file, and exits 1 if
+any gate fails. Ratios within one run are what count: the machine is shared.
+"""
+
+import argparse
+import json
+import multiprocessing
+import os
+import platform
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+FRAME_BYTES = 1 << 20
+RECEIVE_BUFFER = 64 << 20
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def compile_baseline() -> Path:
+    binary = HERE.parent / "build" / "bench" / "kernel_baseline"
+    binary.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["cc", "-O2", "-o", str(binary), str(HERE / "kernel_baseline.c")], check=True)
+    return binary
+
+
+class CReceiver:
+    """The C receiver as a neutral counter: (datagrams, bytes, seconds from first to last)."""
+
+    def __init__(self, binary: Path, port: int, size: int, idle_ms: int = 500):
+        self.process = subprocess.Popen([str(binary), "recv", str(port), str(size), str(idle_ms)],
+                                        stdout=subprocess.PIPE, text=True)
+        assert self.process.stdout.readline().strip() == "ready"
+
+    def result(self) -> tuple[int, int, float]:
+        out, _ = self.process.communicate(timeout=120)
+        datagrams, data_bytes, seconds = out.split()
+        return int(datagrams), int(data_bytes), float(seconds)
+
+
+def baseline(binary: Path, size: int, count: int) -> dict:
+    """Lossless throughput of the C pair: unpaced if that is lossless, else paced down in 10 % steps."""
+    rate = 0.0
+    for _ in range(8):
+        port = free_port()
+        receiver = CReceiver(binary, port, size)
+        subprocess.run([str(binary), "send", "127.0.0.1", str(port), str(size), str(count), str(rate)], check=True)
+        datagrams, data_bytes, seconds = receiver.result()
+        throughput = data_bytes / seconds if seconds else 0.0
+        if datagrams == count:
+            return {"bytes_per_second": throughput, "paced_at": rate, "datagrams": count}
+        rate = (rate or throughput) * 0.9
+    raise RuntimeError(f"the kernel baseline lost datagrams at every rate tried for {size}-byte datagrams")
+
+
+def _ddc_receive(port: int, frames_expected: int, results) -> None:
+    from ddc._core.receiver import LinkReceiver
+    from ddc.transport.sockets import kernel_drops, set_buffer
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    set_buffer(sock, "receive", RECEIVE_BUFFER)
+    sock.bind(("127.0.0.1", port))
+    receiver = LinkReceiver(max_frame_bytes=FRAME_BYTES * 2, max_bytes_in_flight=256 << 20)
+    results.put("ready")
+    frames, first, last = 0, 0.0, 0.0
+    idle_since = time.monotonic()
+    while frames < frames_expected and time.monotonic() - idle_since < 2.0:
+        completed = receiver.receive(sock.fileno(), 100)
+        if completed:
+            now = time.monotonic()
+            first = first or now
+            last, idle_since = now, now
+            frames += len(completed)
+    counters = receiver.counters()
+    counters["kernel_receive_drops"] = kernel_drops(sock) or 0
+    results.put({"frames": frames, "seconds": last - first, "counters": counters})
+
+
+def ddc_transport(size: int, total_bytes: int, rate: float) -> dict:
+    from ddc._core.sender import DatagramSender
+    from ddc.transport.sockets import socket_address_bytes
+    frames = max(total_bytes // FRAME_BYTES, 4)
+    port = free_port()
+    context = multiprocessing.get_context("fork")
+    results = context.Queue()
+    receiving = context.Process(target=_ddc_receive, args=(port, frames, results))
+    receiving.start()
+    assert results.get(timeout=30) == "ready"
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sender = DatagramSender(sock.fileno(), socket_address_bytes(socket.AF_INET, ("127.0.0.1", port)),
+                            int.from_bytes(os.urandom(8), "big") or 1, size, rate, 256 * 1024)
+    frame = os.urandom(FRAME_BYTES)
+    started = time.monotonic()
+    for _ in range(frames):
+        sender.send_frame(frame)
+    send_seconds = time.monotonic() - started
+    received = results.get(timeout=120)
+    receiving.join(10)
+    sock.close()
+    counters = received["counters"]
+    # The receiver times first to last completed frame, one frame fewer than it counts.
+    goodput = (received["frames"] - 1) * FRAME_BYTES / received["seconds"] if received["seconds"] else 0.0
+    wire_rate = sender.counters()["bytes_sent"] / send_seconds
+    return {"frames_sent": frames, "frames_received": received["frames"], "bytes_per_second": goodput,
+            "send_bytes_per_second": wire_rate, "datagrams_lost": counters["datagrams_lost"],
+            "kernel_receive_drops": counters["kernel_receive_drops"], "frames_lost": counters["frames_lost"]}
+
+
+def pacing(binary: Path, size: int, rate: float, seconds: float) -> dict:
+    from ddc._core.sender import DatagramSender
+    from ddc.transport.sockets import socket_address_bytes
+    port = free_port()
+    receiver = CReceiver(binary, port, size, idle_ms=500)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sender = DatagramSender(sock.fileno(), socket_address_bytes(socket.AF_INET, ("127.0.0.1", port)), 7, size,
+                            rate, 64 * 1024)
+    frame = bytes(FRAME_BYTES)
+    started = time.monotonic()
+    while time.monotonic() - started < seconds:
+        sender.send_frame(frame)
+    sock.close()
+    datagrams, data_bytes, measured_seconds = receiver.result()
+    achieved = data_bytes / measured_seconds
+    return {"configured_bytes_per_second": rate, "achieved_bytes_per_second": achieved,
+            "error": achieved / rate - 1, "datagrams_received": datagrams,
+            "datagrams_sent": sender.counters()["datagrams_sent"]}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="smaller volumes and 3 s pacing runs (a smoke test)")
+    parser.add_argument("--results", default=str(HERE / "results-transport.json"))
+    arguments = parser.parse_args()
+    binary = compile_baseline()
+    volume = (256 << 20) if arguments.quick else (1 << 30)
+    pacing_seconds = 3.0 if arguments.quick else 10.0
+    figures, rows = [], []
+
+    def record(name, value, gate, passed, unit=""):
+        figures.append({"name": name, "value": value, "gate": gate, "passed": passed, "unit": unit})
+        rows.append((name, f"{value:,.3f} {unit}".strip(), gate, "pass" if passed else "FAIL"))
+
+    maximum = float("inf")
+    for size in (1472, 8972):
+        kernel = baseline(binary, size, volume // size)
+        ddc = ddc_transport(size, volume, 0.9 * kernel["bytes_per_second"])
+        ratio = ddc["bytes_per_second"] / kernel["bytes_per_second"]
+        lossless = ddc["datagrams_lost"] == 0 and ddc["frames_received"] == ddc["frames_sent"]
+        maximum = min(maximum, kernel["bytes_per_second"])
+        record(f"kernel baseline {size} B", kernel["bytes_per_second"] / 1e6, "measured", True, "MB/s")
+        record(f"ddc transport {size} B", ddc["bytes_per_second"] / 1e6, "paced at 90% of baseline", True, "MB/s")
+        record(f"ddc/baseline {size} B", ratio, ">= 0.80", ratio >= 0.80)
+        record(f"datagrams lost {size} B", ddc["datagrams_lost"] + ddc["kernel_receive_drops"], "== 0", lossless)
+    for megabits in (50, 200, 800):
+        rate = min(megabits * 1e6 / 8, 0.9 * maximum)
+        result = pacing(binary, 8972, rate, pacing_seconds)
+        record(f"pacing error at {rate * 8 / 1e6:.0f} Mbit/s", result["error"] * 100, "within ±2 %",
+               abs(result["error"]) <= 0.02, "%")
+    width = max(len(row[0]) for row in rows)
+    print(f"\n{'figure'.ljust(width)}  {'value':>18}  {'gate':<26} result")
+    for name, shown, gate, verdict in rows:
+        print(f"{name.ljust(width)}  {shown:>18}  {gate:<26} {verdict}")
+    Path(arguments.results).write_text(json.dumps({
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version()},
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "quick": arguments.quick,
+        "figures": figures}, indent=2))
+    print(f"\nresults written to {arguments.results}")
+    return 0 if all(figure["passed"] for figure in figures) else 1
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(HERE.parent))
+    sys.exit(main())
