@@ -17,6 +17,7 @@ test: $(VENV)/.built-test
 bench: $(VENV)/.built-test
 	$(BIN)/python -m pytest bench $(PYTEST_ARGS)
 	$(BIN)/python bench/transport.py $(BENCH_ARGS)
+	$(BIN)/python bench/small_records.py
 
 build: $(VENV)/.built
 

@@ -23,6 +23,30 @@ def test_crc32c_is_independent_of_alignment(data, shift):
     assert wire.checksum(data) == wire.checksum((b"x" * shift + data)[shift:])
 
 
+def bitwise_crc32c(data: bytes) -> int:
+    crc = 0xFFFFFFFF
+    for byte in data:
+        crc ^= byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ (0x82F63B78 if crc & 1 else 0)
+    return crc ^ 0xFFFFFFFF
+
+
+@given(st.binary(max_size=300))
+def test_every_crc32c_implementation_matches_the_definition(data):
+    assert wire.checksum(data) == wire.checksum(data, portable=True) == bitwise_crc32c(data)
+
+
+@settings(max_examples=50)
+@given(st.binary(min_size=1000, max_size=70000))
+def test_the_cpu_instruction_agrees_with_slice_by_8_on_datagram_sizes(data):
+    assert wire.checksum(data) == wire.checksum(data, portable=True)
+
+
+def test_the_crc32c_implementation_is_named():
+    assert wire.checksum_implementation() in ("sse4.2", "armv8-crc", "slice-by-8")
+
+
 def test_header_layout_is_the_documented_one():
     datagram = wire.encode_datagram(wire.DATA, 0x1122334455667788, 9, b"abc", frame_id=5,
                                     fragment_index=1, fragment_count=2, frame_length=5)

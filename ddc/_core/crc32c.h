@@ -12,10 +12,20 @@
 #include <stdint.h>
 #include <string.h>
 
+#if defined(__x86_64__)
+#include <nmmintrin.h>
+#elif defined(__aarch64__)
+#include <arm_acle.h>
+#include <sys/auxv.h>
+#ifndef HWCAP_CRC32
+#define HWCAP_CRC32 (1 << 7)
+#endif
+#endif
+
 static uint32_t ddc_crc32c_table[8][256];
 static int ddc_crc32c_ready = 0;
 
-static void ddc_crc32c_init(void) {
+static void ddc_crc32c_build_tables(void) {
     if (ddc_crc32c_ready) return;
     for (uint32_t n = 0; n < 256; n++) {
         uint32_t crc = n;
@@ -33,7 +43,7 @@ static void ddc_crc32c_init(void) {
 }
 
 /* Continues a running CRC: start with crc = 0, feed pieces in order. */
-static uint32_t ddc_crc32c_update(uint32_t crc, const uint8_t *data, size_t length) {
+static uint32_t ddc_crc32c_slice8(uint32_t crc, const uint8_t *data, size_t length) {
     crc = ~crc;
     while (length && ((uintptr_t)data & 7)) {
         crc = ddc_crc32c_table[0][(crc ^ *data++) & 0xff] ^ (crc >> 8);
@@ -55,6 +65,73 @@ static uint32_t ddc_crc32c_update(uint32_t crc, const uint8_t *data, size_t leng
     }
     while (length--) crc = ddc_crc32c_table[0][(crc ^ *data++) & 0xff] ^ (crc >> 8);
     return ~crc;
+}
+
+#if defined(__x86_64__)
+__attribute__((target("sse4.2")))
+static uint32_t ddc_crc32c_hardware(uint32_t crc, const uint8_t *data, size_t length) {
+    uint64_t state = ~crc;
+    while (length && ((uintptr_t)data & 7)) {
+        state = _mm_crc32_u8((uint32_t)state, *data++);
+        length--;
+    }
+    while (length >= 8) {
+        uint64_t word;
+        memcpy(&word, data, 8);
+        state = _mm_crc32_u64(state, word);
+        data += 8;
+        length -= 8;
+    }
+    while (length--) state = _mm_crc32_u8((uint32_t)state, *data++);
+    return ~(uint32_t)state;
+}
+
+static int ddc_crc32c_cpu_has_instruction(void) {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("sse4.2");
+}
+#define DDC_CRC32C_HARDWARE_NAME "sse4.2"
+#elif defined(__aarch64__)
+__attribute__((target("+crc")))
+static uint32_t ddc_crc32c_hardware(uint32_t crc, const uint8_t *data, size_t length) {
+    uint32_t state = ~crc;
+    while (length && ((uintptr_t)data & 7)) {
+        state = __crc32cb(state, *data++);
+        length--;
+    }
+    while (length >= 8) {
+        uint64_t word;
+        memcpy(&word, data, 8);
+        state = __crc32cd(state, word);
+        data += 8;
+        length -= 8;
+    }
+    while (length--) state = __crc32cb(state, *data++);
+    return ~state;
+}
+
+static int ddc_crc32c_cpu_has_instruction(void) {
+    return (getauxval(AT_HWCAP) & HWCAP_CRC32) != 0;
+}
+#define DDC_CRC32C_HARDWARE_NAME "armv8-crc"
+#endif
+
+typedef uint32_t (*ddc_crc32c_function)(uint32_t, const uint8_t *, size_t);
+static ddc_crc32c_function ddc_crc32c_chosen = ddc_crc32c_slice8;
+static const char *ddc_crc32c_name = "slice-by-8";
+
+static void ddc_crc32c_init(void) {
+    ddc_crc32c_build_tables();
+#if defined(__x86_64__) || defined(__aarch64__)
+    if (ddc_crc32c_cpu_has_instruction()) {
+        ddc_crc32c_chosen = ddc_crc32c_hardware;
+        ddc_crc32c_name = DDC_CRC32C_HARDWARE_NAME;
+    }
+#endif
+}
+
+static inline uint32_t ddc_crc32c_update(uint32_t crc, const uint8_t *data, size_t length) {
+    return ddc_crc32c_chosen(crc, data, length);
 }
 
 #endif

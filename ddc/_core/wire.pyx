@@ -18,6 +18,8 @@ from ddc._core.byteorder cimport get16, get32, get64, put16, put32, put64
 cdef extern from "crc32c.h" nogil:
     void ddc_crc32c_init()
     uint32_t ddc_crc32c_update(uint32_t crc, const uint8_t* data, size_t length)
+    uint32_t ddc_crc32c_slice8(uint32_t crc, const uint8_t* data, size_t length)
+    const char* ddc_crc32c_name
 
 ddc_crc32c_init()
 
@@ -218,9 +220,15 @@ def decode_datagram(data):
     }
 
 
-def checksum(data):
-    """CRC-32C of a buffer, exposed so tests can check the C implementation."""
+def checksum(data, bint portable=False):
+    """CRC-32C of a buffer, with the implementation chosen for this CPU (or slice-by-8 when portable)."""
     cdef const uint8_t[:] view = memoryview(bytes(data)).cast("B")
-    if len(view) == 0:
-        return ddc_crc32c_update(0, NULL, 0)
-    return ddc_crc32c_update(0, &view[0], len(view))
+    cdef const uint8_t* start = &view[0] if len(view) else NULL
+    if portable:
+        return ddc_crc32c_slice8(0, start, len(view))
+    return ddc_crc32c_update(0, start, len(view))
+
+
+def checksum_implementation():
+    """Which CRC-32C implementation this CPU uses: "sse4.2", "armv8-crc" or "slice-by-8"."""
+    return ddc_crc32c_name.decode()
