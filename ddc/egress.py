@@ -1,10 +1,12 @@
 """An egress link: datagrams → Cython receiver → frames → records → sink.
 
-Two threads: the receive thread keeps the socket drained (the Cython receiver
-does the per-datagram work without the GIL) and decodes completed frames into
-records; the sink thread delivers them. Between them a bounded buffer, which
-drops and counts by default: blocking the receive thread would only move the
-loss into the kernel, where it is harder to see.
+Two threads: the receive thread only keeps the socket drained (the Cython
+receiver does the per-datagram work without the GIL) and queues completed
+frames; the sink thread decodes them into records and delivers them. Decoding on
+the receive thread would let a burst of small records stall it until the kernel
+drops datagrams. Between the two a bounded buffer of frames, which drops and
+counts by default: blocking the receive thread would only move the loss into
+the kernel, where it is harder to see.
 
 The link is *up* while heartbeats arrive. It starts *waiting* for the first one;
 a clean shutdown of the sender, or `alarm_after_missed_heartbeats` heartbeat
@@ -19,7 +21,7 @@ import time
 from ddc._core import receiver as core_receiver
 from ddc._core import wire
 from ddc._core.receiver import LinkReceiver
-from ddc._core.records import batch_taken_in_ns, decode_batch
+from ddc._core.records import batch_record_count, batch_taken_in_ns, decode_batch
 from ddc.handlers import build_sink
 from ddc.link import Link
 from ddc.stage_buffer import StageBuffer
@@ -46,7 +48,8 @@ class EgressLink(Link):
         self.receiver = LinkReceiver(transport.max_frame_size, transport.max_frames_in_flight,
                                      transport.max_bytes_in_flight, transport.frame_timeout)
         self.sink = build_sink(name, config.sink)
-        self.buffer = StageBuffer(config.buffer.size, config.buffer.when_full or "drop")
+        self.buffer = StageBuffer(config.buffer.size, config.buffer.when_full or "drop", size_of=len,
+                                  records_in=batch_record_count)
         self.latency = Histogram(LATENCY_BUCKETS)
         self.records_received = 0
         self.frames_undecodable = 0
@@ -96,12 +99,12 @@ class EgressLink(Link):
             with self._receive_lock:
                 frames = self.receiver.receive(fd, RECEIVE_POLL_MS)
                 events = self.receiver.take_events()
-            for frame in frames:
-                self._deliver(frame)
+            if frames:
+                self.buffer.put_many(frames)
             for event in events:
                 self._on_event(*event)
 
-    def _deliver(self, frame) -> None:
+    def _decode(self, frame) -> list:
         try:
             records = decode_batch(frame)
             taken_in_ns = batch_taken_in_ns(frame)
@@ -109,11 +112,11 @@ class EgressLink(Link):
             self.frames_undecodable += 1
             log.error(f"link {self.name}: frame {frame.frame_id} is not a valid record batch: {error}",
                       extra={"fields": {"link": self.name, "frame_id": frame.frame_id}})
-            return
+            return []
         if taken_in_ns and records:
             self.latency.observe(max(time.time_ns() - taken_in_ns, 0) / 1e9, len(records))
         self.records_received += len(records)
-        self.buffer.put_many(records)
+        return records
 
     def _on_event(self, kind, session_id, previous_session_id, payload) -> None:
         session = f"{session_id:016x}"
@@ -195,10 +198,12 @@ class EgressLink(Link):
 
     def _sink_loop(self) -> None:
         while True:
-            records = self.buffer.get_many(SINK_BATCH_BYTES, 0.1)
-            if records:
-                self.sink.write(records)
-            elif self.buffer.drained:
+            frames = self.buffer.get_many(SINK_BATCH_BYTES, 0.1)
+            for frame in frames:
+                records = self._decode(frame)
+                if records:
+                    self.sink.write(records)
+            if not frames and self.buffer.drained:
                 return
 
     def counters(self) -> dict:

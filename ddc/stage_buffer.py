@@ -2,10 +2,13 @@
 
 Bounded in bytes, with a per-link policy when full: `block` makes the producer
 wait (back-pressure, right for sources that keep data at rest, such as Kafka),
-`drop` refuses the newest records and counts them (right for live UDP sources,
-which cannot be paused). Consumers take records in batches so locking is paid
-per batch, not per record. Issue #3 replaces the internals with a zero-copy ring
-in ddc/_core behind this same interface.
+`drop` refuses the newest items and counts them (right for live UDP sources,
+which cannot be paused). Consumers take items in batches so locking is paid per
+batch, not per item. Items are records on the ingress and whole frames on the
+egress (decoded by the sink thread, so the receive thread only drains the
+socket); `size_of` and `records_in` say how big an item is and how many records
+it holds. Issue #3 replaces the internals with a zero-copy ring in ddc/_core
+behind this same interface.
 """
 
 import collections
@@ -21,47 +24,49 @@ def record_size(record) -> int:
 
 
 class StageBuffer:
-    def __init__(self, capacity_bytes: int, when_full: str):
+    def __init__(self, capacity_bytes: int, when_full: str, size_of=record_size, records_in=lambda item: 1):
         if when_full not in ("block", "drop"):
             raise ValueError(f"when_full must be 'block' or 'drop', not {when_full!r}")
         self.capacity_bytes = capacity_bytes
         self.when_full = when_full
-        self._records = collections.deque()
+        self.size_of = size_of
+        self.records_in_item = records_in
+        self._items = collections.deque()
         self._bytes = 0
         self._closed = False
         self._lock = threading.Lock()
         self._readable = threading.Condition(self._lock)
         self._writable = threading.Condition(self._lock)
-        self.records_in = 0
-        self.records_out = 0
+        self.items_in = 0
+        self.items_out = 0
         self.records_dropped = 0
         self.bytes_dropped = 0
         self.full_events = 0
         self.peak_bytes = 0
 
     def _has_room(self, size: int) -> bool:
-        return self._bytes + size <= self.capacity_bytes or not self._records
+        return self._bytes + size <= self.capacity_bytes or not self._items
 
-    def put_many(self, records) -> int:
-        """Adds records in order; returns how many were accepted (the rest were dropped or the buffer closed)."""
+    def put_many(self, items) -> int:
+        """Adds items in order; returns how many were accepted (the rest were dropped or the buffer closed)."""
         accepted = 0
         with self._lock:
-            for record in records:
-                size = record_size(record)
+            for item in items:
+                size = self.size_of(item)
                 if not self._has_room(size):
                     self.full_events += 1
                     if self.when_full == "drop":
-                        self.records_dropped += 1
+                        self.records_dropped += self.records_in_item(item)
                         self.bytes_dropped += size
                         continue
                     while not self._closed and not self._has_room(size):
                         self._writable.wait()
                 if self._closed:
                     break
-                self._records.append(record)
+                self._items.append(item)
                 self._bytes += size
                 accepted += 1
-            self.records_in += accepted
+            self.items_in += accepted
             self.peak_bytes = max(self.peak_bytes, self._bytes)
             if accepted:
                 self._readable.notify()
@@ -71,21 +76,21 @@ class StageBuffer:
         """Up to max_bytes of records (at least one if any is waiting); [] after timeout or once closed and empty."""
         deadline = time.monotonic() + timeout
         with self._lock:
-            while not self._records and not self._closed:
+            while not self._items and not self._closed:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return []
                 self._readable.wait(remaining)
             taken = []
             taken_bytes = 0
-            while self._records:
-                size = record_size(self._records[0])
+            while self._items:
+                size = self.size_of(self._items[0])
                 if taken and taken_bytes + size > max_bytes:
                     break
-                taken.append(self._records.popleft())
+                taken.append(self._items.popleft())
                 taken_bytes += size
             self._bytes -= taken_bytes
-            self.records_out += len(taken)
+            self.items_out += len(taken)
             if taken:
                 self._writable.notify_all()
             return taken
@@ -100,13 +105,13 @@ class StageBuffer:
     @property
     def drained(self) -> bool:
         with self._lock:
-            return self._closed and not self._records
+            return self._closed and not self._items
 
     def counters(self) -> dict:
         with self._lock:
             return {
-                "buffer_records_in": self.records_in,
-                "buffer_records_out": self.records_out,
+                "buffer_items_in": self.items_in,
+                "buffer_items_out": self.items_out,
                 "buffer_records_dropped": self.records_dropped,
                 "buffer_bytes_dropped": self.bytes_dropped,
                 "buffer_full_events": self.full_events,

@@ -59,3 +59,15 @@ def test_get_many_times_out_empty():
 def test_unknown_policy_is_refused():
     with pytest.raises(ValueError, match="when_full"):
         StageBuffer(100, "maybe")
+
+
+def test_frames_dropped_from_a_full_buffer_count_as_the_records_they_hold():
+    from ddc._core.records import batch_record_count, encode_batch
+    frames = [encode_batch([(b"", b"v" * 100)] * 300) for _ in range(4)]
+    buffer = StageBuffer(2 * len(frames[0]), "drop", size_of=len, records_in=batch_record_count)
+    assert buffer.put_many(frames) == 2
+    counters = buffer.counters()
+    assert counters["buffer_items_in"] == 2
+    assert counters["buffer_records_dropped"] == 2 * 300
+    assert counters["buffer_bytes_dropped"] == 2 * len(frames[0])
+    assert batch_record_count(b"short") == 0

@@ -58,6 +58,15 @@ def encode_batch(records, uint64_t taken_in_ns=0):
     return result
 
 
+def batch_record_count(frame):
+    """How many records a batch announces, read from its header without decoding it."""
+    cdef const uint8_t[:] view
+    if len(frame) < BATCH_HEADER_BYTES:
+        return 0
+    view = memoryview(frame).cast("B")
+    return get32(&view[4])
+
+
 def batch_taken_in_ns(frame):
     """The batch's taken-in time (ns since the epoch; 0 if the sender did not set it)."""
     cdef const uint8_t[:] view
