@@ -18,6 +18,7 @@ bench: $(VENV)/.built-test
 	$(BIN)/python -m pytest bench $(PYTEST_ARGS)
 	$(BIN)/python bench/transport.py $(BENCH_ARGS)
 	$(BIN)/python bench/small_records.py
+	$(BIN)/python bench/pydiode_compare.py
 
 build: $(VENV)/.built
 

@@ -123,10 +123,34 @@ class UdpSourceConfig(Section):
     receive_buffer: Annotated[Size, Field(ge=4096)] = "8MiB"
 
 
+class FileSourceConfig(Section):
+    """A byte stream: a file, a pipe or stdin ("-"), read in chunks until its end."""
+
+    type: Literal["file"]
+    path: Annotated[str, Field(min_length=1)] = "-"
+    chunk_size: Annotated[Size, Field(ge=1, le=64 * 1024 * 1024)] = "1MiB"
+    stop_at_end: bool = True
+
+
+SourceConfig = Annotated[UdpSourceConfig | FileSourceConfig, Field(discriminator="type")]
+
+
 class UdpSinkConfig(Section):
     type: Literal["udp"]
     target: Address
     send_buffer: Annotated[Size, Field(ge=4096)] = "4MiB"
+
+
+class FileSinkConfig(Section):
+    """A byte stream: written in order to a file or stdout ("-")."""
+
+    type: Literal["file"]
+    path: Annotated[str, Field(min_length=1)] = "-"
+    max_reorder_bytes: Annotated[Size, Field(ge=1024 * 1024)] = "256MiB"
+    stop_after_sender_shutdown: bool = False
+
+
+SinkConfig = Annotated[UdpSinkConfig | FileSinkConfig, Field(discriminator="type")]
 
 
 class IngressTransportConfig(Section):
@@ -168,7 +192,7 @@ class EgressTransportConfig(Section):
 
 
 class IngressLinkConfig(Section):
-    source: UdpSourceConfig
+    source: SourceConfig
     transport: IngressTransportConfig
     filters: list[FilterConfig] = []
     buffer: BufferConfig = BufferConfig()
@@ -176,7 +200,7 @@ class IngressLinkConfig(Section):
 
 class EgressLinkConfig(Section):
     transport: EgressTransportConfig
-    sink: UdpSinkConfig
+    sink: SinkConfig
     buffer: BufferConfig = BufferConfig()
 
 
@@ -219,7 +243,7 @@ class IngressSettings(_ProxySettings):
     @classmethod
     def links_are_distinct(cls, links):
         _check_link_names(links)
-        _check_unique(links, "source address", lambda link: str(link.source.listen))
+        _check_unique(links, "source", lambda link: str(getattr(link.source, "listen", None) or link.source.path))
         _check_unique(links, "destination", lambda link: str(link.transport.destination))
         return links
 
@@ -254,11 +278,28 @@ def mask_secrets(value: Any, key: str = "") -> Any:
     return value
 
 
+TAGGED_SECTIONS = ("source", "sink")
+
+
+def _user_location(location: tuple) -> tuple:
+    """The key path as the user wrote it: pydantic adds the handler type after source/sink."""
+    parts = list(location)
+    return tuple(part for index, part in enumerate(parts)
+                 if not (index > 0 and parts[index - 1] in TAGGED_SECTIONS and isinstance(part, str)
+                         and index < len(parts) - 1))
+
+
 def _describe(error: dict) -> str:
-    location = ".".join(str(part) for part in error["loc"]) or "(top level)"
     kind = error["type"]
-    leaf = str(error["loc"][-1]) if error["loc"] else ""
+    loc = _user_location(error["loc"]) if kind != "union_tag_invalid" else tuple(error["loc"]) + ("type",)
+    location = ".".join(str(part) for part in loc) or "(top level)"
+    leaf = str(loc[-1]) if loc else ""
     shown = "***" if is_secret(leaf) else repr(error.get("input"))
+    if kind == "union_tag_invalid":
+        context = error.get("ctx", {})
+        return f"{location}: {context.get('tag')!r} is not a known type; use one of {context.get('expected_tags')}"
+    if kind == "union_tag_not_found":
+        return f"{'.'.join(str(part) for part in loc + ('type',))}: required key is missing"
     if kind == "missing":
         return f"{location}: required key is missing"
     if kind == "extra_forbidden":

@@ -137,6 +137,8 @@ class EgressLink(Link):
             log.warning(f"link {self.name}: unreadable peer counters: {error}", extra={"fields": {"link": self.name}})
         if kind == core_receiver.SHUTDOWN_RECEIVED:
             self._set_state(INTERRUPTED, "sender shut down", session)
+            if self.sink.stops_after_sender_shutdown:
+                self.finished.set()
         else:
             self.last_heartbeat = time.monotonic()
             self._set_state(UP, "heartbeats arriving", session)

@@ -55,7 +55,7 @@ class IngressLink(Link):
                  f"at {format_rate(transport.rate)}, session {self.session_id:016x}",
                  extra={"fields": {"link": self.name, "session_id": f"{self.session_id:016x}",
                                    "destination": str(transport.destination), "rate_bytes": transport.rate}})
-        self._spawn("source", lambda: self.source.run(self.buffer, self._source_stopping))
+        self._spawn("source", self._source_loop)
         self._spawn("transport", self._transport_loop)
 
     def stop(self, timeout: float = 30.0) -> bool:
@@ -68,6 +68,11 @@ class IngressLink(Link):
         if self._socket is not None:
             self._socket.close()
         return clean
+
+    def _source_loop(self) -> None:
+        self.source.run(self.buffer, self._source_stopping)
+        if not self._source_stopping.is_set() and self.source.stops_link_at_end:
+            self.finished.set()
 
     # ---- transport thread ----
 

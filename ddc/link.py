@@ -17,6 +17,7 @@ class Link:
     def __init__(self, name: str):
         self.name = name
         self.stopping = threading.Event()
+        self.finished = threading.Event()  # its work is done (a stream ended); the proxy may stop
         self.failure: str | None = None
         self._threads: list[threading.Thread] = []
         self._previous_sample: tuple[float, dict] | None = None

@@ -16,8 +16,6 @@ import ddc
 from ddc.config import IngressSettings
 from ddc.egress import EgressLink
 from ddc.ingress import IngressLink
-from ddc.telemetry.http import TelemetryServer
-from ddc.telemetry.statsd import StatsdEmitter
 
 log = logging.getLogger("ddc.supervisor")
 
@@ -40,15 +38,17 @@ class Supervisor:
         self.stop_requested = threading.Event()
         self.started_links: list = []
         self.started_at = time.monotonic()
-        self.http: TelemetryServer | None = None
-        self.statsd: StatsdEmitter | None = None
+        self.http = None
+        self.statsd = None
 
     # ---- lifecycle ----
 
     def start(self) -> None:
         if self.telemetry and self.telemetry.http:
+            from ddc.telemetry.http import TelemetryServer  # loaded only when configured: start-up time
             self.http = TelemetryServer(self.telemetry.http.listen, self)
         if self.telemetry and self.telemetry.statsd:
+            from ddc.telemetry.statsd import StatsdEmitter
             self.statsd = StatsdEmitter(self.links, self.telemetry.statsd)
         for link in self.links:
             link.start()
@@ -90,6 +90,9 @@ class Supervisor:
         while not self.stop_requested.wait(TICK_SECONDS):
             now = time.monotonic()
             if self.failed_links():
+                break
+            if self.started_links and all(link.finished.is_set() for link in self.started_links):
+                log.info("every link has finished its work; stopping")
                 break
             self.tick(now)
             if now >= next_sample:

@@ -5,10 +5,11 @@ registries below.
 """
 
 from ddc.handlers.base import Sink, Source
+from ddc.handlers.stream import FileSink, FileSource
 from ddc.handlers.udp import UdpSink, UdpSource
 
-SOURCES = {"udp": UdpSource}
-SINKS = {"udp": UdpSink}
+SOURCES = {"udp": UdpSource, "file": FileSource}
+SINKS = {"udp": UdpSink, "file": FileSink}
 
 
 def build_source(link_name: str, config) -> Source:

@@ -30,6 +30,9 @@ class Source(abc.ABC):
     def close(self) -> None:
         """Releases what open acquired."""
 
+    #: Whether the link (and, once all links have, the proxy) stops when run() returns by itself.
+    stops_link_at_end = False
+
     def healthy(self) -> bool:
         """Whether the source can take data in; sent across the diode in every heartbeat."""
         return True
@@ -51,6 +54,9 @@ class Sink(abc.ABC):
 
     def open(self) -> None:
         """Acquires sockets or connections; raises OSError with a clear message if it cannot."""
+
+    #: Whether the link stops once the sender has shut down (one-shot transfers).
+    stops_after_sender_shutdown = False
 
     @abc.abstractmethod
     def write(self, records: list) -> None:
