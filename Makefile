@@ -19,6 +19,7 @@ bench: $(VENV)/.built-test
 	$(BIN)/python bench/transport.py $(BENCH_ARGS)
 	$(BIN)/python bench/small_records.py
 	$(BIN)/python bench/pydiode_compare.py
+	$(BIN)/python bench/memory.py
 
 build: $(VENV)/.built
 

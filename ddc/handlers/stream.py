@@ -8,6 +8,7 @@ over silently: it is logged with its range and counted, and the stream goes on.
 
 import logging
 import os
+import stat
 import struct
 import sys
 
@@ -134,7 +135,8 @@ class FileSink(Sink):
             self._write_ready()
         self.stream.flush()
         if self.owns_stream:
-            os.fsync(self.stream.fileno())
+            if stat.S_ISREG(os.fstat(self.stream.fileno()).st_mode):
+                os.fsync(self.stream.fileno())  # a device or pipe has nothing to sync
             self.stream.close()
 
     def counters(self) -> dict:
