@@ -11,9 +11,7 @@ run is within 5 % (or 5 MB) of the mean of the second fifth.
 
 import argparse
 import json
-import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -21,6 +19,9 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+from ddc.transport.sockets import free_udp_port  # noqa: E402
+
 LIMIT_BYTES = 120 * 1000 * 1000
 
 
@@ -36,9 +37,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--results", default=str(HERE / "results-memory.json"))
     arguments = parser.parse_args()
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_udp_port()
     with tempfile.TemporaryDirectory(prefix="ddc-memory-") as directory:
         ingress_config, egress_config = Path(directory, "ingress.toml"), Path(directory, "egress.toml")
         ingress_config.write_text(f'role = "ingress"\n[telemetry]\nlog_format = "json"\n'

@@ -15,7 +15,6 @@ import hashlib
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -23,6 +22,9 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+from ddc.transport.sockets import free_udp_port  # noqa: E402
+
 GATE = 1.5
 PYDIODE_SETTINGS = (
     ("defaults (1 Gbit/s, every chunk twice)", []),
@@ -30,12 +32,6 @@ PYDIODE_SETTINGS = (
     ("--max-bitrate 8000000000 --redundancy 1", ["--max-bitrate", "8000000000", "--redundancy", "1"]),
 )
 DDC_RATES = ("8Gbit/s", "6Gbit/s", "4Gbit/s")
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def digest(path: Path) -> str:
@@ -55,7 +51,7 @@ def wait_for_text(path: Path, text: bytes, process, timeout: float = 30.0) -> No
 
 
 def run_pydiode(pydiode: str, source: Path, output: Path, options: list[str]) -> float:
-    port = str(free_port())
+    port = str(free_udp_port())
     with open(output, "wb") as received:
         receiver = subprocess.Popen([pydiode, "receive", "127.0.0.1", "--port", port], stdout=received,
                                     stderr=subprocess.DEVNULL)
@@ -72,7 +68,7 @@ def run_pydiode(pydiode: str, source: Path, output: Path, options: list[str]) ->
 
 
 def run_ddc(directory: Path, source: Path, output: Path, rate: str) -> float:
-    port = free_port()
+    port = free_udp_port()
     ingress, egress = directory / "ingress.toml", directory / "egress.toml"
     ingress.write_text(f"""role = "ingress"
 [telemetry]

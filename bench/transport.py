@@ -27,14 +27,10 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+from harness import drain_link, free_udp_port  # noqa: E402
+
 FRAME_BYTES = 1 << 20
-RECEIVE_BUFFER = 64 << 20
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def compile_baseline() -> Path:
@@ -62,7 +58,7 @@ def baseline(binary: Path, size: int, count: int) -> dict:
     """Lossless throughput of the C pair: unpaced if that is lossless, else paced down in 10 % steps."""
     rate = 0.0
     for _ in range(8):
-        port = free_port()
+        port = free_udp_port()
         receiver = CReceiver(binary, port, size)
         subprocess.run([str(binary), "send", "127.0.0.1", str(port), str(size), str(count), str(rate)], check=True)
         datagrams, data_bytes, seconds = receiver.result()
@@ -73,36 +69,15 @@ def baseline(binary: Path, size: int, count: int) -> dict:
     raise RuntimeError(f"the kernel baseline lost datagrams at every rate tried for {size}-byte datagrams")
 
 
-def _ddc_receive(port: int, frames_expected: int, results) -> None:
-    from ddc._core.receiver import LinkReceiver
-    from ddc.transport.sockets import kernel_drops, set_buffer
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    set_buffer(sock, "receive", RECEIVE_BUFFER)
-    sock.bind(("127.0.0.1", port))
-    receiver = LinkReceiver(max_frame_bytes=FRAME_BYTES * 2, max_bytes_in_flight=256 << 20)
-    results.put("ready")
-    frames, first, last = 0, 0.0, 0.0
-    idle_since = time.monotonic()
-    while frames < frames_expected and time.monotonic() - idle_since < 2.0:
-        completed = receiver.receive(sock.fileno(), 100)
-        if completed:
-            now = time.monotonic()
-            first = first or now
-            last, idle_since = now, now
-            frames += len(completed)
-    counters = receiver.counters()
-    counters["kernel_receive_drops"] = kernel_drops(sock) or 0
-    results.put({"frames": frames, "seconds": last - first, "counters": counters})
-
-
 def ddc_transport(size: int, total_bytes: int, rate: float) -> dict:
     from ddc._core.sender import DatagramSender
     from ddc.transport.sockets import socket_address_bytes
     frames = max(total_bytes // FRAME_BYTES, 4)
-    port = free_port()
+    port = free_udp_port()
     context = multiprocessing.get_context("fork")
     results = context.Queue()
-    receiving = context.Process(target=_ddc_receive, args=(port, frames, results))
+    receiving = context.Process(target=drain_link, args=(port, frames, results), kwargs={
+        "receiver_options": {"max_frame_bytes": FRAME_BYTES * 2, "max_bytes_in_flight": 256 << 20}})
     receiving.start()
     assert results.get(timeout=30) == "ready"
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -128,7 +103,7 @@ def ddc_transport(size: int, total_bytes: int, rate: float) -> dict:
 def pacing(binary: Path, size: int, rate: float, seconds: float) -> dict:
     from ddc._core.sender import DatagramSender
     from ddc.transport.sockets import socket_address_bytes
-    port = free_port()
+    port = free_udp_port()
     receiver = CReceiver(binary, port, size, idle_ms=500)
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sender = DatagramSender(sock.fileno(), socket_address_bytes(socket.AF_INET, ("127.0.0.1", port)), 7, size,
@@ -188,5 +163,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(HERE.parent))
     sys.exit(main())

@@ -19,10 +19,9 @@ from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, PlainSerial
                       field_validator, model_validator)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from ddc._core.wire import HEADER_BYTES, MAX_DATAGRAM_BYTES as MAX_UDP_PAYLOAD
 from ddc.units import parse_duration, parse_rate, parse_size
 
-MAX_UDP_PAYLOAD = 65507
-HEADER_BYTES = 56
 MAX_FRAME_BYTES = 2**32 - 1
 ENV_PREFIX = "DDC_"
 SECRET_KEY_PATTERN = re.compile(r"(password|passphrase|secret|token|private|(^|[._])key$|key_?file)", re.IGNORECASE)

@@ -23,17 +23,11 @@ import time
 import zlib
 from pathlib import Path
 
-from ddc.transport.sockets import kernel_drops, set_buffer
+from ddc.transport.sockets import KernelDrops, free_udp_port, set_buffer
 from ddc.units import format_rate, parse_rate
 
 PAYLOAD_HEADER = struct.Struct(">QI")
 SIZES = (64, 120, 200, 400, 900, 1400, 4000, 9000)
-
-
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 class Generator(threading.Thread):
@@ -232,7 +226,7 @@ def run_demo(seconds: float = 10.0, offered_rate: str = "200Mbit/s", link_rate: 
         egress_code = egress.stop()
     collector.stop.set()
     collector.join()
-    collector_drops = kernel_drops(collector_socket) or 0
+    collector_drops = KernelDrops(collector_socket).read()
     collector_socket.close()
     return report(out, live, generator, collector, collector_drops, ingress, egress, elapsed,
                   ingress_code, egress_code, verbose)

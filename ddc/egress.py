@@ -27,7 +27,7 @@ from ddc.link import Link
 from ddc.stage_buffer import StageBuffer
 from ddc.telemetry.catalogue import LATENCY_BUCKETS
 from ddc.telemetry.histogram import Histogram
-from ddc.transport.sockets import kernel_drops, open_bound
+from ddc.transport.sockets import KernelDrops, open_bound
 
 log = logging.getLogger("ddc.egress")
 
@@ -53,7 +53,7 @@ class EgressLink(Link):
         self.latency = Histogram(LATENCY_BUCKETS)
         self.records_received = 0
         self.frames_undecodable = 0
-        self.kernel_drops = 0
+        self.kernel_drops = KernelDrops()
         self.peer: dict = {}
         self.peer_session_id: int | None = None
         self.last_heartbeat: float | None = None
@@ -66,6 +66,7 @@ class EgressLink(Link):
         transport = self.config.transport
         self.sink.open()
         self._socket = open_bound(transport.listen, receive_buffer=transport.receive_buffer)
+        self.kernel_drops = KernelDrops(self._socket)
         log.info(f"link {self.name}: listening on {transport.listen}, delivering to {self.config.sink.type} sink",
                  extra={"fields": {"link": self.name, "listen": str(transport.listen)}})
         self._spawn("receive", self._receive_loop)
@@ -81,15 +82,9 @@ class EgressLink(Link):
         clean = self._join(self._threads[1:], timeout) and clean
         self.sink.close()
         if self._socket is not None:
-            self._read_kernel_drops()
+            self.kernel_drops.read()
             self._socket.close()
         return clean
-
-    def _read_kernel_drops(self) -> int:
-        current = kernel_drops(self._socket) if self._socket is not None else None
-        if current is not None:
-            self.kernel_drops = current
-        return self.kernel_drops
 
     # ---- receive thread ----
 
@@ -190,8 +185,7 @@ class EgressLink(Link):
 
     def status(self) -> dict:
         status = super().status()
-        status["heartbeat_age_seconds"] = (round(time.monotonic() - self.last_heartbeat, 3)
-                                           if self.last_heartbeat is not None else None)
+        status["heartbeat_age_seconds"] = status["counters"].get("peer_last_heartbeat_age_seconds")
         status["peer"] = dict(self.peer)
         status["session_id"] = f"{self.peer_session_id:016x}" if self.peer_session_id else None
         return status
@@ -210,7 +204,7 @@ class EgressLink(Link):
 
     def counters(self) -> dict:
         merged = {"records_received": self.records_received, "frames_undecodable": self.frames_undecodable,
-                  "kernel_receive_drops": self._read_kernel_drops(), "link_up": int(self.link_state == UP)}
+                  "kernel_receive_drops": self.kernel_drops.read(), "link_up": int(self.link_state == UP)}
         merged.update(self.receiver.counters())
         merged.update(self.buffer.counters())
         merged.update(self.sink.counters())

@@ -109,8 +109,10 @@ class IngressLink(Link):
         record_limit = transport.max_frame_size - BATCH_HEADER_BYTES
         batch, batch_bytes, batch_started, batch_taken_in_ns = [], BATCH_HEADER_BYTES, 0.0, 0
         while True:
-            self.sender.set_heartbeat(wire.encode_peer_counters(self._peer_counters()))
-            self.sender.heartbeat_if_due()
+            if self.sender.seconds_until_heartbeat() == 0:
+                # Heartbeats inside a long frame reuse this payload; the C sender refreshes its sent-counters.
+                self.sender.set_heartbeat(wire.encode_peer_counters(self._peer_counters()))
+                self.sender.heartbeat_if_due()
             now = time.monotonic()
             wait = self.sender.seconds_until_heartbeat()
             if batch:

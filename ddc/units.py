@@ -86,13 +86,6 @@ def parse_rate(value) -> float:
     return rate
 
 
-def format_size(size: float) -> str:
-    for unit, factor in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if size >= factor:
-            return f"{size / factor:.1f} {unit}"
-    return f"{int(size)} B"
-
-
 def format_rate(bytes_per_second: float) -> str:
     if bytes_per_second == UNLIMITED:
         return "unlimited"

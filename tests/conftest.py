@@ -10,17 +10,17 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
-from ddc.transport.sockets import set_buffer, socket_address_bytes
+# Property tests check correctness, never speed: on a shared 2-core machine a stalled
+# example must not fail them, so no per-example deadline and no "too slow" health check.
+settings.register_profile("ddc", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("ddc")
+
+from ddc.transport.sockets import free_udp_port, set_buffer, socket_address_bytes  # noqa: F401 (shared)
 from traffic import Collector
 
 REPOSITORY = Path(__file__).resolve().parent.parent
-
-
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def free_tcp_port() -> int:

@@ -37,7 +37,7 @@ network_plan = st.fixed_dictionaries({
 })
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300)
 @given(network_plan)
 def test_exactly_the_complete_frames_arrive_whatever_the_network_does(plan):
     chooser = random.Random(plan["seed"])
@@ -71,7 +71,7 @@ def test_exactly_the_complete_frames_arrive_whatever_the_network_does(plan):
     assert counters["frames_in_flight"] == 0 and counters["bytes_in_flight"] == 0
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=150)
 @given(st.lists(st.binary(min_size=1, max_size=4000), min_size=2, max_size=15), st.integers(0, 2**32 - 1),
        st.integers(1, 4), st.integers(4096, 12000))
 def test_memory_stays_within_bounds_under_any_permutation(frames, seed, max_frames, max_bytes):

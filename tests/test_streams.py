@@ -131,3 +131,20 @@ def test_close_flushes_what_waits_behind_a_gap():
     target.close()
     assert target.stream.getvalue() == b"later"
     assert target.counters()["sink_bytes_missing"] == 5
+
+
+def test_an_unreadable_source_file_is_a_clear_runtime_error(tmp_path):
+    from conftest import run_ddc
+    config = tmp_path / "ingress.toml"
+    config.write_text(f"""
+role = "ingress"
+[links.bytes.source]
+type = "file"
+path = "{tmp_path / 'absent.bin'}"
+[links.bytes.transport]
+destination = "127.0.0.1:{free_udp_port()}"
+""")
+    result = run_ddc("run", str(config), timeout=30)
+    assert result.returncode == 1
+    assert f"cannot read source file '{tmp_path / 'absent.bin'}': No such file or directory" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -1,6 +1,6 @@
 import pytest
 
-from ddc.units import format_rate, format_size, parse_duration, parse_rate, parse_size
+from ddc.units import format_rate, parse_duration, parse_rate, parse_size
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -45,4 +45,3 @@ def test_errors_name_the_value_and_the_fix(parser, text, fragment):
 def test_formatting():
     assert format_rate(125e6) == "1.0 Gbit/s"
     assert format_rate(0) == "unlimited"
-    assert format_size(3 << 20) == "3.0 MiB"

@@ -118,7 +118,7 @@ def test_peer_counters_round_trip_and_tolerate_extra_fields():
         wire.decode_peer_counters(b"\x00\x05" + bytes(8))
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=40, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(st.binary(max_size=5000), min_size=1, max_size=6), st.integers(57, 1500))
 def test_c_sender_emits_exactly_the_reference_datagrams(datagram_path, frames, datagram_size):
     receiver, sending, address = datagram_path()

@@ -67,53 +67,44 @@ static uint32_t ddc_crc32c_slice8(uint32_t crc, const uint8_t *data, size_t leng
     return ~crc;
 }
 
+/* One loop for both instructions; only the step functions and the target differ. */
 #if defined(__x86_64__)
-__attribute__((target("sse4.2")))
-static uint32_t ddc_crc32c_hardware(uint32_t crc, const uint8_t *data, size_t length) {
-    uint64_t state = ~crc;
-    while (length && ((uintptr_t)data & 7)) {
-        state = _mm_crc32_u8((uint32_t)state, *data++);
-        length--;
-    }
-    while (length >= 8) {
-        uint64_t word;
-        memcpy(&word, data, 8);
-        state = _mm_crc32_u64(state, word);
-        data += 8;
-        length -= 8;
-    }
-    while (length--) state = _mm_crc32_u8((uint32_t)state, *data++);
-    return ~(uint32_t)state;
-}
-
+#define DDC_CRC32C_TARGET __attribute__((target("sse4.2")))
+#define DDC_CRC32C_STEP8(state, word) _mm_crc32_u64((state), (word))
+#define DDC_CRC32C_STEP1(state, byte) _mm_crc32_u8((uint32_t)(state), (byte))
+#define DDC_CRC32C_HARDWARE_NAME "sse4.2"
 static int ddc_crc32c_cpu_has_instruction(void) {
     __builtin_cpu_init();
     return __builtin_cpu_supports("sse4.2");
 }
-#define DDC_CRC32C_HARDWARE_NAME "sse4.2"
 #elif defined(__aarch64__)
-__attribute__((target("+crc")))
+#define DDC_CRC32C_TARGET __attribute__((target("+crc")))
+#define DDC_CRC32C_STEP8(state, word) __crc32cd((uint32_t)(state), (word))
+#define DDC_CRC32C_STEP1(state, byte) __crc32cb((uint32_t)(state), (byte))
+#define DDC_CRC32C_HARDWARE_NAME "armv8-crc"
+static int ddc_crc32c_cpu_has_instruction(void) {
+    return (getauxval(AT_HWCAP) & HWCAP_CRC32) != 0;
+}
+#endif
+
+#ifdef DDC_CRC32C_TARGET
+DDC_CRC32C_TARGET
 static uint32_t ddc_crc32c_hardware(uint32_t crc, const uint8_t *data, size_t length) {
-    uint32_t state = ~crc;
+    uint64_t state = (uint32_t)~crc;
     while (length && ((uintptr_t)data & 7)) {
-        state = __crc32cb(state, *data++);
+        state = DDC_CRC32C_STEP1(state, *data++);
         length--;
     }
     while (length >= 8) {
         uint64_t word;
         memcpy(&word, data, 8);
-        state = __crc32cd(state, word);
+        state = DDC_CRC32C_STEP8(state, word);
         data += 8;
         length -= 8;
     }
-    while (length--) state = __crc32cb(state, *data++);
-    return ~state;
+    while (length--) state = DDC_CRC32C_STEP1(state, *data++);
+    return ~(uint32_t)state;
 }
-
-static int ddc_crc32c_cpu_has_instruction(void) {
-    return (getauxval(AT_HWCAP) & HWCAP_CRC32) != 0;
-}
-#define DDC_CRC32C_HARDWARE_NAME "armv8-crc"
 #endif
 
 typedef uint32_t (*ddc_crc32c_function)(uint32_t, const uint8_t *, size_t);
@@ -122,7 +113,7 @@ static const char *ddc_crc32c_name = "slice-by-8";
 
 static void ddc_crc32c_init(void) {
     ddc_crc32c_build_tables();
-#if defined(__x86_64__) || defined(__aarch64__)
+#ifdef DDC_CRC32C_TARGET
     if (ddc_crc32c_cpu_has_instruction()) {
         ddc_crc32c_chosen = ddc_crc32c_hardware;
         ddc_crc32c_name = DDC_CRC32C_HARDWARE_NAME;

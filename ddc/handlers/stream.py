@@ -19,16 +19,22 @@ log = logging.getLogger("ddc.handlers.stream")
 OFFSET = struct.Struct(">Q")
 
 
+def open_stream(path: str, mode: str, standard):
+    """(stream, owned): the file at path, or the standard stream for "-" (never closed by us)."""
+    if path == "-":
+        return standard, False
+    try:
+        return open(path, mode), True
+    except OSError as error:
+        verb = "read source" if "r" in mode else "write sink"
+        raise OSError(f"cannot {verb} file {path!r}: {error.strerror}") from None
+
+
 class FileSource(Source):
     default_when_full = "block"  # a file waits on disk; nothing is lost by pausing it
 
     def open(self) -> None:
-        path = self.config.path
-        self.owns_stream = path != "-"
-        try:
-            self.stream = open(path, "rb") if self.owns_stream else sys.stdin.buffer
-        except OSError as error:
-            raise OSError(f"cannot read source file {path!r}: {error.strerror}") from None
+        self.stream, self.owns_stream = open_stream(self.config.path, "rb", sys.stdin.buffer)
         self.offset = 0
         self.chunks = 0
         self.finished = False
@@ -75,12 +81,7 @@ class FileSource(Source):
 
 class FileSink(Sink):
     def open(self) -> None:
-        path = self.config.path
-        self.owns_stream = path != "-"
-        try:
-            self.stream = open(path, "wb") if self.owns_stream else sys.stdout.buffer
-        except OSError as error:
-            raise OSError(f"cannot write sink file {path!r}: {error.strerror}") from None
+        self.stream, self.owns_stream = open_stream(self.config.path, "wb", sys.stdout.buffer)
         self.next_offset = 0
         self.pending: dict[int, bytes] = {}
         self.pending_bytes = 0

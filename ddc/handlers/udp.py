@@ -10,7 +10,7 @@ import select
 import socket
 
 from ddc.handlers.base import Sink, Source
-from ddc.transport.sockets import kernel_drops, open_bound, resolve, set_buffer
+from ddc.transport.sockets import KernelDrops, open_bound, resolve, set_buffer
 
 log = logging.getLogger("ddc.handlers.udp")
 
@@ -33,7 +33,7 @@ class UdpSource(Source):
         self.datagrams_received = 0
         self.bytes_received = 0
         self.datagrams_dropped = 0
-        self.kernel_drops = 0
+        self.kernel_drops = KernelDrops(self.socket)
 
     def run(self, output, stopping) -> None:
         poller = select.poll()
@@ -58,7 +58,7 @@ class UdpSource(Source):
                 self.datagrams_dropped += len(burst) - output.put_many(burst)
 
     def close(self) -> None:
-        self._read_kernel_drops()
+        self.kernel_drops.read()
         self.socket.close()
 
     def healthy(self) -> bool:
@@ -67,17 +67,11 @@ class UdpSource(Source):
     def coordinates(self, metadata: bytes) -> dict:
         return {"source_address": metadata.decode("ascii", "replace")}
 
-    def _read_kernel_drops(self) -> int:
-        current = kernel_drops(self.socket)
-        if current is not None:
-            self.kernel_drops = current
-        return self.kernel_drops
-
     def counters(self) -> dict:
         return {"source_datagrams_received": self.datagrams_received,
                 "source_bytes_received": self.bytes_received,
                 "source_datagrams_dropped": self.datagrams_dropped,
-                "source_kernel_drops": self._read_kernel_drops()}
+                "source_kernel_drops": self.kernel_drops.read()}
 
 
 class UdpSink(Sink):

@@ -90,24 +90,44 @@ def open_sending(endpoint, *, send_buffer: int):
     return sock, address, socket_address_bytes(family, address)
 
 
-def kernel_drops(sock: socket.socket) -> int | None:
-    """Datagrams the kernel dropped on this socket because its receive buffer was full.
+def free_udp_port(host: str = "127.0.0.1") -> int:
+    """A UDP port nothing is bound to right now, for demos, benchmarks and tests on loopback."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind((host, 0))
+        return probe.getsockname()[1]
+
+
+class KernelDrops:
+    """Datagrams the kernel dropped on a socket because its receive buffer was full.
 
     Read from /proc/net/udp[6] (the same counter SO_RXQ_OVFL reports), so it costs
-    nothing per datagram. None where /proc is unavailable or the socket is closed.
+    nothing per datagram. The last value read is kept, so the count survives the
+    socket being closed for a final summary.
     """
-    try:
-        inode = str(os.fstat(sock.fileno()).st_ino)
-    except (OSError, ValueError):
-        return None
-    for table in ("/proc/net/udp", "/proc/net/udp6"):
+
+    def __init__(self, sock: socket.socket | None = None):
+        self.socket = sock
+        self.last = 0
+
+    def read(self) -> int:
+        current = self._from_proc() if self.socket is not None else None
+        if current is not None:
+            self.last = current
+        return self.last
+
+    def _from_proc(self) -> int | None:
         try:
-            with open(table) as rows:
-                next(rows)
-                for row in rows:
-                    fields = row.split()
-                    if len(fields) >= 13 and fields[9] == inode:
-                        return int(fields[-1])
-        except OSError:
-            continue
-    return None
+            inode = str(os.fstat(self.socket.fileno()).st_ino)
+        except (OSError, ValueError):
+            return None
+        for table in ("/proc/net/udp", "/proc/net/udp6"):
+            try:
+                with open(table) as rows:
+                    next(rows)
+                    for row in rows:
+                        fields = row.split()
+                        if len(fields) >= 13 and fields[9] == inode:
+                            return int(fields[-1])
+            except OSError:
+                continue
+        return None

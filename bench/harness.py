@@ -1,0 +1,33 @@
+"""What the benchmark scripts share: a DDC receiving process that drains one link."""
+
+import socket
+import time
+
+from ddc.transport.sockets import KernelDrops, free_udp_port, set_buffer  # noqa: F401 (re-exported)
+
+IDLE_SECONDS = 2.0
+
+
+def drain_link(port: int, frames_expected: int, results, on_frame=len, receiver_options=None) -> None:
+    """Receives frames on port until frames_expected arrive (or 2 s pass without one) and puts
+    {"frames", "handled", "seconds" (first to last frame), "counters"} on the results queue.
+
+    Runs in a child process; puts "ready" first. on_frame(frame) returns a number to add up
+    (bytes by default, records when it decodes)."""
+    from ddc._core.receiver import LinkReceiver
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    set_buffer(sock, "receive", 64 << 20)
+    sock.bind(("127.0.0.1", port))
+    receiver = LinkReceiver(**(receiver_options or {}))
+    results.put("ready")
+    frames, handled, first, last = 0, 0, 0.0, 0.0
+    idle_since = time.monotonic()
+    while frames < frames_expected and time.monotonic() - idle_since < IDLE_SECONDS:
+        for frame in receiver.receive(sock.fileno(), 100):
+            handled += on_frame(frame)
+            frames += 1
+            last = idle_since = time.monotonic()
+            first = first or last
+    counters = receiver.counters()
+    counters["kernel_receive_drops"] = KernelDrops(sock).read()
+    results.put({"frames": frames, "handled": handled, "seconds": last - first, "counters": counters})
