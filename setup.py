@@ -3,7 +3,7 @@
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 
-CORE_MODULES = ["wire", "records", "sender", "receiver"]
+CORE_MODULES = ["wire", "records", "sender", "receiver", "kafka_metadata"]
 
 extensions = [
     Extension(

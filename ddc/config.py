@@ -131,7 +131,46 @@ class FileSourceConfig(Section):
     stop_at_end: bool = True
 
 
-SourceConfig = Annotated[UdpSourceConfig | FileSourceConfig, Field(discriminator="type")]
+KafkaProperties = dict[str, str | int | float | bool]
+TopicName = Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]{1,249}$")]
+
+
+def _needs_bootstrap(properties: dict) -> dict:
+    if not properties.get("bootstrap.servers") and not properties.get("metadata.broker.list"):
+        raise ValueError('"bootstrap.servers" is missing; set it in the properties table, such as '
+                         '"bootstrap.servers" = "kafka1:9092,kafka2:9092"')
+    return properties
+
+
+class KafkaSourceConfig(Section):
+    """A consumer-group member; `properties` go straight to librdkafka (SASL, TLS, tuning)."""
+
+    type: Literal["kafka"]
+    topics: Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)]
+    group_id: Annotated[str, Field(min_length=1)] | None = None
+    properties: KafkaProperties = {}
+    max_record_size: Annotated[Size, Field(ge=1)] = "1MiB"
+    commit_interval: Annotated[Duration, Field(ge=0)] = "1s"
+    max_poll_records: Annotated[int, Field(ge=1, le=1_000_000)] = 10000
+
+    @field_validator("properties")
+    @classmethod
+    def has_bootstrap(cls, properties):
+        return _needs_bootstrap(properties)
+
+    @field_validator("topics")
+    @classmethod
+    def patterns_compile(cls, topics):
+        for topic in topics:
+            if topic.startswith("^"):
+                try:
+                    re.compile(topic)
+                except re.error as error:
+                    raise ValueError(f"topic pattern {topic!r} is not a regular expression: {error}") from None
+        return topics
+
+
+SourceConfig = Annotated[UdpSourceConfig | FileSourceConfig | KafkaSourceConfig, Field(discriminator="type")]
 
 
 class UdpSinkConfig(Section):
@@ -149,7 +188,39 @@ class FileSinkConfig(Section):
     stop_after_sender_shutdown: bool = False
 
 
-SinkConfig = Annotated[UdpSinkConfig | FileSinkConfig, Field(discriminator="type")]
+class TopicRewrite(Section):
+    pattern: str
+    replacement: str
+
+    @field_validator("pattern")
+    @classmethod
+    def compiles(cls, pattern):
+        try:
+            re.compile(pattern)
+        except re.error as error:
+            raise ValueError(f"{pattern!r} is not a regular expression: {error}") from None
+        return pattern
+
+
+class KafkaSinkConfig(Section):
+    """An idempotent producer; `properties` go straight to librdkafka (SASL, TLS, tuning)."""
+
+    type: Literal["kafka"]
+    properties: KafkaProperties = {}
+    topic_prefix: Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]*$")] = ""
+    topic_rename: dict[str, TopicName] = {}
+    topic_rewrite: list[TopicRewrite] = []
+    partitioning: Literal["auto", "source", "key_hash"] = "auto"
+    missing_records_topic: TopicName | None = None
+    deduplication_lookback: Annotated[int, Field(ge=1, le=10_000_000)] = 10000
+
+    @field_validator("properties")
+    @classmethod
+    def has_bootstrap(cls, properties):
+        return _needs_bootstrap(properties)
+
+
+SinkConfig = Annotated[UdpSinkConfig | FileSinkConfig | KafkaSinkConfig, Field(discriminator="type")]
 
 
 class IngressTransportConfig(Section):
@@ -196,6 +267,25 @@ class IngressLinkConfig(Section):
     filters: list[FilterConfig] = []
     buffer: BufferConfig = BufferConfig()
 
+    @model_validator(mode="after")
+    def kafka_fits(self):
+        if self.source.type != "kafka":
+            return self
+        if self.buffer.when_full == "drop":
+            raise ValueError('buffer.when_full = "drop" loses records a Kafka source keeps at rest in the broker; '
+                             'use "block" (the default for Kafka)')
+        if self.source.max_record_size > self.transport.batch_max_bytes:
+            raise ValueError(f"source.max_record_size ({self.source.max_record_size}) is larger than "
+                             f"transport.batch_max_bytes ({self.transport.batch_max_bytes}); raise batch_max_bytes")
+        return self
+
+    @property
+    def source_identity(self) -> str | None:
+        """What two links must not share (a listening address or a file); None for Kafka, where redundant
+        links may read the same topics."""
+        source = self.source
+        return {"udp": lambda: str(source.listen), "file": lambda: source.path}.get(source.type, lambda: None)()
+
 
 class EgressLinkConfig(Section):
     transport: EgressTransportConfig
@@ -217,6 +307,8 @@ def _check_unique(links: dict, what: str, get) -> None:
     seen = {}
     for name, link in links.items():
         value = get(link)
+        if value is None:
+            continue
         if value in seen:
             raise ValueError(f"links {seen[value]!r} and {name!r} both use {what} {value}; each link needs its own")
         seen[value] = name
@@ -242,7 +334,7 @@ class IngressSettings(_ProxySettings):
     @classmethod
     def links_are_distinct(cls, links):
         _check_link_names(links)
-        _check_unique(links, "source", lambda link: str(getattr(link.source, "listen", None) or link.source.path))
+        _check_unique(links, "source", lambda link: link.source_identity)
         _check_unique(links, "destination", lambda link: str(link.transport.destination))
         return links
 

@@ -1,7 +1,8 @@
 """Filters: ordered per link, each with its own counters.
 
 Only `max_size` exists yet; issue #5 adds the keyword, regex, schema and plugin
-filters and announces filtered records across the link.
+filters. A dropped record is replaced by its source's placeholder where the
+source has one (Kafka), so the egress counts it as filtered, never as missing.
 """
 
 import logging
@@ -10,9 +11,10 @@ log = logging.getLogger("ddc.filters")
 
 
 class MaxSizeFilter:
-    def __init__(self, link_name: str, config, coordinates):
+    def __init__(self, link_name: str, config, coordinates, placeholder):
         self.link_name = link_name
         self.coordinates = coordinates
+        self.placeholder = placeholder
         self.max_bytes = config.max_bytes
         self.name = f"max_size({self.max_bytes})"
         self.records_dropped = 0
@@ -24,6 +26,9 @@ class MaxSizeFilter:
                 kept.append(record)
                 continue
             self.records_dropped += 1
+            stand_in = self.placeholder(record, "filtered")
+            if stand_in is not None:
+                kept.append(stand_in)
             log.debug(f"link {self.link_name}: filter {self.name} dropped a record of {len(record[1])} bytes",
                       extra={"fields": {"link": self.link_name, "filter": self.name, "record_bytes": len(record[1]),
                                         **self.coordinates(record[0])}})
@@ -37,8 +42,10 @@ FILTERS = {"max_size": MaxSizeFilter}
 
 
 class FilterChain:
-    def __init__(self, link_name: str, configs, coordinates=lambda metadata: {}):
-        self.filters = [FILTERS[config.type](link_name, config, coordinates) for config in configs]
+    def __init__(self, link_name: str, configs, coordinates=lambda metadata: {},
+                 placeholder=lambda record, reason: None):
+        """placeholder(record, "filtered") gives what crosses the link instead of a dropped record, or None."""
+        self.filters = [FILTERS[config.type](link_name, config, coordinates, placeholder) for config in configs]
 
     def apply(self, records: list) -> list:
         for record_filter in self.filters:

@@ -34,7 +34,7 @@ class IngressLink(Link):
         super().__init__(name)
         self.config = config
         self.source = build_source(name, config.source)
-        self.filters = FilterChain(name, config.filters, self.source.coordinates)
+        self.filters = FilterChain(name, config.filters, self.source.coordinates, self.source.placeholder)
         self.buffer = StageBuffer(config.buffer.size, config.buffer.when_full or self.source.default_when_full)
         self.session_id = secrets.randbits(64) or 1
         self.records_sent = 0
@@ -108,6 +108,7 @@ class IngressLink(Link):
         transport = self.config.transport
         record_limit = transport.max_frame_size - BATCH_HEADER_BYTES
         batch, batch_bytes, batch_started, batch_taken_in_ns = [], BATCH_HEADER_BYTES, 0.0, 0
+        taken = acknowledged = 0
         while True:
             if self.sender.seconds_until_heartbeat() == 0:
                 # Heartbeats inside a long frame reuse this payload; the C sender refreshes its sent-counters.
@@ -118,6 +119,7 @@ class IngressLink(Link):
             if batch:
                 wait = min(wait, batch_started + transport.linger - now)
             records = self.buffer.get_many(transport.batch_max_bytes - batch_bytes, max(wait, 0.0))
+            taken += len(records)
             records = self.filters.apply(records) if self.filters.filters else records
             for record in records:
                 size = record_size(record)
@@ -126,7 +128,10 @@ class IngressLink(Link):
                     log.warning(f"link {self.name}: dropped a record of {size} bytes, larger than max_frame_size",
                                 extra={"fields": {"link": self.name, "record_bytes": size,
                                                   **self.source.coordinates(record[0])}})
-                    continue
+                    record = self.source.placeholder(record, "too_large")
+                    if record is None:
+                        continue
+                    size = record_size(record)
                 if batch and batch_bytes + size > transport.batch_max_bytes:
                     self._send_batch(batch, batch_taken_in_ns)
                     batch, batch_bytes = [], BATCH_HEADER_BYTES
@@ -139,6 +144,10 @@ class IngressLink(Link):
                           or time.monotonic() >= batch_started + transport.linger or self.buffer.drained):
                 self._send_batch(batch, batch_taken_in_ns)
                 batch, batch_bytes = [], BATCH_HEADER_BYTES
+            if not batch and taken != acknowledged:
+                # Only with the batch empty is every record taken so far sent or settled, in order.
+                self.source.acknowledge(taken - acknowledged)
+                acknowledged = taken
             if not batch and self.buffer.drained:
                 break
         final = wire.encode_peer_counters(self._peer_counters())

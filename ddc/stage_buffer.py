@@ -47,9 +47,11 @@ class StageBuffer:
     def _has_room(self, size: int) -> bool:
         return self._bytes + size <= self.capacity_bytes or not self._items
 
-    def put_many(self, items) -> int:
-        """Adds items in order; returns how many were accepted (the rest were dropped or the buffer closed)."""
+    def put_many(self, items, timeout: float | None = None) -> int:
+        """Adds items in order; returns how many were accepted (the rest were dropped, the buffer closed, or
+        with `block`, the timeout passed first: then the accepted items are always a prefix)."""
         accepted = 0
+        deadline = None if timeout is None else time.monotonic() + timeout
         with self._lock:
             for item in items:
                 size = self.size_of(item)
@@ -60,8 +62,11 @@ class StageBuffer:
                         self.bytes_dropped += size
                         continue
                     while not self._closed and not self._has_room(size):
-                        self._writable.wait()
-                if self._closed:
+                        remaining = None if deadline is None else deadline - time.monotonic()
+                        if remaining is not None and remaining <= 0:
+                            break
+                        self._writable.wait(remaining)
+                if self._closed or not self._has_room(size):
                     break
                 self._items.append(item)
                 self._bytes += size

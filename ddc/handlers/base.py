@@ -37,6 +37,16 @@ class Source(abc.ABC):
         """Whether the source can take data in; sent across the diode in every heartbeat."""
         return True
 
+    def acknowledge(self, count: int) -> None:
+        """The link has sent (or settled) the next `count` records it took from the buffer, in order.
+
+        Sources that keep data at rest (Kafka) commit their position from this."""
+
+    def placeholder(self, record, reason: str):
+        """What crosses the link instead of a record the ingress dropped ("filtered" or "too_large"), so the
+        egress can count it instead of reporting it missing; None sends nothing."""
+        return None
+
     def coordinates(self, metadata: bytes) -> dict:
         """Log fields that say where a record came from (its source coordinates)."""
         return {}

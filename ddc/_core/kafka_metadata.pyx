@@ -1,0 +1,161 @@
+"""Kafka record metadata: everything about a record but its value, in one record-batch metadata field.
+
+The transport carries (metadata, value) pairs and never looks inside; this is the
+Kafka handlers' metadata. It keeps what Kafka distinguishes and a copy loop
+usually loses: a null key apart from an empty one, a null value (tombstone) apart
+from an empty one, header order, duplicate header names and null header values,
+the timestamp type. It also carries the source coordinates and the offset of
+the record the consumer saw before this one in its partition, which lets the
+egress tell offsets that never existed (compaction, transaction markers) from
+records lost on the way. A placeholder (kind SKIPPED or FILTERED) stands for a
+record the ingress did not send, so that the egress counts it instead of
+reporting it missing. Written in Cython because it runs once per record.
+
+Layout (big-endian): u8 kind, u8 flags (bit 0 key present, bit 1 value present),
+u8 timestamp type, u8 reserved, i32 partition, i64 offset, i64 previous offset
+(-1: unknown), i64 timestamp (ms), u16 topic length, topic (UTF-8), u32 key
+length, key, u32 header count, then per header u16 name length, name (UTF-8),
+u32 value length (0xFFFFFFFF: null), value.
+"""
+
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
+from libc.string cimport memcpy
+
+from ddc._core.byteorder cimport get16, get32, get64, put16, put32, put64
+
+
+RECORD = 0
+SKIPPED = 1
+FILTERED = 2
+KINDS = (RECORD, SKIPPED, FILTERED)
+UNKNOWN_OFFSET = -1
+
+cdef enum:
+    FIXED_BYTES = 32
+    KEY_PRESENT = 1
+    VALUE_PRESENT = 2
+    NULL_LENGTH = 0xFFFFFFFF
+
+
+def pack(uint8_t kind, str topic, int32_t partition, int64_t offset, int64_t previous_offset,
+         uint8_t timestamp_type, int64_t timestamp, key, headers, bint value_present):
+    """Metadata for one record; key is bytes or None, headers a list of (str, bytes | None) or None."""
+    cdef bytes topic_bytes = topic.encode("utf-8")
+    cdef bytes key_bytes = key if key is not None else b""
+    cdef list encoded_headers = []
+    cdef Py_ssize_t total, position
+    cdef char* out
+    cdef bytes name_bytes, header_value
+    if len(topic_bytes) > 0xFFFF:
+        raise ValueError(f"topic name of {len(topic_bytes)} bytes is longer than Kafka allows")
+    total = FIXED_BYTES + 2 + len(topic_bytes) + 4 + len(key_bytes) + 4
+    if headers:
+        for name, value in headers:
+            name_bytes = name.encode("utf-8") if isinstance(name, str) else bytes(name)
+            if len(name_bytes) > 0xFFFF:
+                raise ValueError(f"header name of {len(name_bytes)} bytes is too long")
+            header_value = None if value is None else (value if isinstance(value, bytes) else str(value).encode())
+            encoded_headers.append((name_bytes, header_value))
+            total += 2 + len(name_bytes) + 4 + (0 if header_value is None else len(header_value))
+    result = PyBytes_FromStringAndSize(NULL, total)
+    out = PyBytes_AS_STRING(result)
+    out[0] = kind
+    out[1] = (KEY_PRESENT if key is not None else 0) | (VALUE_PRESENT if value_present else 0)
+    out[2] = timestamp_type
+    out[3] = 0
+    put32(<uint8_t*>out + 4, <uint32_t>partition)
+    put64(<uint8_t*>out + 8, <uint64_t>offset)
+    put64(<uint8_t*>out + 16, <uint64_t>previous_offset)
+    put64(<uint8_t*>out + 24, <uint64_t>timestamp)
+    position = FIXED_BYTES
+    put16(<uint8_t*>out + position, <uint16_t>len(topic_bytes))
+    memcpy(out + position + 2, PyBytes_AS_STRING(topic_bytes), len(topic_bytes))
+    position += 2 + len(topic_bytes)
+    put32(<uint8_t*>out + position, <uint32_t>len(key_bytes))
+    memcpy(out + position + 4, PyBytes_AS_STRING(key_bytes), len(key_bytes))
+    position += 4 + len(key_bytes)
+    put32(<uint8_t*>out + position, <uint32_t>len(encoded_headers))
+    position += 4
+    for name_bytes, header_value in encoded_headers:
+        put16(<uint8_t*>out + position, <uint16_t>len(name_bytes))
+        memcpy(out + position + 2, PyBytes_AS_STRING(name_bytes), len(name_bytes))
+        position += 2 + len(name_bytes)
+        if header_value is None:
+            put32(<uint8_t*>out + position, NULL_LENGTH)
+            position += 4
+        else:
+            put32(<uint8_t*>out + position, <uint32_t>len(header_value))
+            memcpy(out + position + 4, PyBytes_AS_STRING(header_value), len(header_value))
+            position += 4 + len(header_value)
+    return result
+
+
+cdef inline void need(Py_ssize_t position, uint64_t count, Py_ssize_t length, str what) except *:
+    if <uint64_t>position + count > <uint64_t>length:
+        raise ValueError(f"Kafka metadata of {length} bytes ends inside its {what}")
+
+
+def unpack(metadata):
+    """(kind, topic, partition, offset, previous_offset, timestamp_type, timestamp, key, headers,
+    value_present); ValueError for anything malformed."""
+    cdef const uint8_t[:] view
+    cdef const uint8_t* data
+    cdef Py_ssize_t length = len(metadata)
+    cdef Py_ssize_t position
+    cdef uint32_t count, index, value_length
+    cdef uint16_t name_length
+    if length < FIXED_BYTES + 10:
+        raise ValueError(f"Kafka metadata of {length} bytes is shorter than its fixed part")
+    view = memoryview(metadata).cast("B")
+    data = &view[0]
+    if data[0] not in KINDS:
+        raise ValueError(f"Kafka metadata has unknown kind {data[0]}")
+    position = FIXED_BYTES
+    name_length = get16(data + position)
+    need(position + 2, name_length, length, "topic")
+    topic = (<const char*>data)[position + 2:position + 2 + name_length].decode("utf-8")
+    position += 2 + name_length
+    need(position, 4, length, "key length")
+    value_length = get32(data + position)
+    need(position + 4, value_length, length, "key")
+    key = PyBytes_FromStringAndSize(<const char*>data + position + 4, value_length) if data[1] & KEY_PRESENT else None
+    position += 4 + value_length
+    need(position, 4, length, "header count")
+    count = get32(data + position)
+    position += 4
+    if count > <uint32_t>((length - position) // 6):
+        raise ValueError(f"Kafka metadata announces {count} headers in {length - position} bytes")
+    headers = []
+    for index in range(count):
+        need(position, 2, length, "header name length")
+        name_length = get16(data + position)
+        need(position + 2, name_length + 4, length, "header name")
+        name = (<const char*>data)[position + 2:position + 2 + name_length].decode("utf-8")
+        position += 2 + name_length
+        value_length = get32(data + position)
+        position += 4
+        if value_length == NULL_LENGTH:
+            headers.append((name, None))
+            continue
+        need(position, value_length, length, "header value")
+        headers.append((name, PyBytes_FromStringAndSize(<const char*>data + position, value_length)))
+        position += value_length
+    if position != length:
+        raise ValueError(f"Kafka metadata has {length - position} trailing bytes")
+    return (data[0], topic, <int32_t>get32(data + 4), <int64_t>get64(data + 8), <int64_t>get64(data + 16),
+            data[2], <int64_t>get64(data + 24), key, headers, bool(data[1] & VALUE_PRESENT))
+
+
+def coordinates(metadata):
+    """(topic, partition, offset) without decoding keys and headers, for log lines."""
+    cdef const uint8_t[:] view
+    cdef Py_ssize_t length = len(metadata)
+    cdef uint16_t name_length
+    if length < FIXED_BYTES + 2:
+        raise ValueError(f"Kafka metadata of {length} bytes is shorter than its fixed part")
+    view = memoryview(metadata).cast("B")
+    name_length = get16(&view[FIXED_BYTES])
+    need(FIXED_BYTES + 2, name_length, length, "topic")
+    topic = bytes(view[FIXED_BYTES + 2:FIXED_BYTES + 2 + name_length]).decode("utf-8")
+    return topic, <int32_t>get32(&view[4]), <int64_t>get64(&view[8])

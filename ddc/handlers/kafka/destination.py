@@ -1,0 +1,201 @@
+"""One destination cluster as the egress sees it: its producer, and what it already holds.
+
+Links of one egress process that write to the same cluster share a Destination,
+so records arriving over redundant links are written once. The ledger of
+delivered source offsets is rebuilt from the destination itself, never from a
+local file that could disagree with it: the first time a destination topic is
+used, the tail of each of its partitions is read and the `sourceOffset` headers
+found there are noted as delivered. The missing-records topic, when set, is
+replayed at start-up so that ranges reported before a restart can still be
+repaired after it.
+
+Tansu (the test broker) reports a partition's high watermark as the base offset
+of its last batch; reading until end-of-partition from there works with it and
+with Apache Kafka alike.
+"""
+
+import json
+import logging
+import threading
+import time
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+
+from ddc.handlers.kafka.client import CONSUMER_ONLY, PRODUCER_ONLY, ClientHealth, client_config
+from ddc.handlers.kafka.ledger import Ledger
+
+log = logging.getLogger("ddc.handlers.kafka")
+
+SOURCE_TOPIC, SOURCE_PARTITION, SOURCE_OFFSET = "sourceTopic", "sourcePartition", "sourceOffset"
+METADATA_TIMEOUT_SECONDS = 10.0
+READ_TIMEOUT_SECONDS = 60.0
+PARTITION_COUNT_TTL_SECONDS = 30.0
+
+PRODUCER_DEFAULTS = {
+    "enable.idempotence": True,
+    "acks": "all",
+    "linger.ms": 5,
+    "partitioner": "murmur2_random",  # the Java client's partitioner: same keys, same partitions as Kafka tools
+}
+
+
+class DestinationUnavailable(Exception):
+    """The destination cluster could not be read; the sink retries and never writes without its ledger."""
+
+
+class Destination:
+    _shared: dict = {}
+    _shared_lock = threading.Lock()
+
+    @classmethod
+    def acquire(cls, properties: dict, link_name: str) -> "Destination":
+        key = tuple(sorted((str(k), str(v)) for k, v in properties.items()))
+        with cls._shared_lock:
+            destination = cls._shared.get(key)
+            if destination is None:
+                destination = cls._shared[key] = Destination(properties, link_name)
+            destination.users += 1
+            return destination
+
+    def release(self) -> None:
+        with self._shared_lock:
+            self.users -= 1
+            if self.users:
+                return
+            self._shared.pop(next(key for key, value in self._shared.items() if value is self), None)
+        remaining = self.producer.flush(READ_TIMEOUT_SECONDS)
+        if remaining:
+            log.error(f"{remaining} records were still undelivered to Kafka at shutdown; their offsets are "
+                      "reported missing when the egress restarts", extra={"fields": {"records": remaining}})
+
+    def __init__(self, properties: dict, link_name: str):
+        self.properties = properties
+        self.users = 0
+        self.lock = threading.RLock()  # held around ledger decisions and produce calls, so order is kept
+        self.ledger = Ledger()
+        self.health = ClientHealth(link_name, "producer", log)
+        self.producer = Producer(client_config(properties, PRODUCER_DEFAULTS, self.health, leave_out=CONSUMER_ONLY))
+        self._loaded_topics: set[str] = set()
+        self._partition_counts: dict[str, tuple[int | None, float]] = {}
+        self.missing_topic_replayed = False
+
+    # ---- reading the destination ----
+
+    def _reader(self) -> Consumer:
+        defaults = {"group.id": "ddc-egress-ledger", "enable.auto.commit": False, "enable.partition.eof": True,
+                    "auto.offset.reset": "earliest"}
+        return Consumer(client_config(self.properties, defaults, self.health, leave_out=PRODUCER_ONLY))
+
+    def _partitions(self, reader: Consumer, topic: str) -> list[int] | None:
+        metadata = reader.list_topics(topic, timeout=METADATA_TIMEOUT_SECONDS).topics.get(topic)
+        if metadata is None or (metadata.error is not None
+                                and metadata.error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART):
+            return None
+        if metadata.error is not None:
+            raise KafkaException(metadata.error)
+        return sorted(metadata.partitions)
+
+    def _read(self, reader: Consumer, topic: str, partitions: list[int], lookback: int | None, on_message) -> int:
+        """Reads each partition from `lookback` records before its end (or from its start) to its end."""
+        assignment = []
+        for partition in partitions:
+            low, high = reader.get_watermark_offsets(TopicPartition(topic, partition),
+                                                     timeout=METADATA_TIMEOUT_SECONDS)
+            if high > low:
+                start = low if lookback is None else max(low, high - lookback)
+                assignment.append(TopicPartition(topic, partition, start))
+        if not assignment:
+            return 0
+        reader.assign(assignment)
+        waiting = {partition.partition for partition in assignment}
+        deadline = time.monotonic() + READ_TIMEOUT_SECONDS
+        count = 0
+        while waiting:
+            if time.monotonic() > deadline:
+                raise DestinationUnavailable(f"reading {topic} to its end took longer than {READ_TIMEOUT_SECONDS:g} s")
+            for message in reader.consume(10000, 0.5):
+                error = message.error()
+                if error is None:
+                    on_message(message)
+                    count += 1
+                elif error.code() == KafkaError._PARTITION_EOF:
+                    waiting.discard(message.partition())
+                else:
+                    raise KafkaException(error)
+        reader.unassign()
+        return count
+
+    def load_topic(self, topic: str, lookback: int) -> None:
+        """Notes the source offsets already in `topic` (once per topic and process)."""
+        if topic in self._loaded_topics:
+            return
+        started = time.monotonic()
+        reader = self._reader()
+        try:
+            partitions = self._partitions(reader, topic)
+            read = self._read(reader, topic, partitions or [], lookback, self._note_delivered)
+        except KafkaException as error:
+            raise DestinationUnavailable(f"cannot read the tail of destination topic {topic!r}: "
+                                         f"{error.args[0].str()}") from None
+        finally:
+            reader.close()
+        self._loaded_topics.add(topic)
+        log.info(f"destination topic {topic}: read {read} records at its tail in "
+                 f"{time.monotonic() - started:.2f} s to know what it already holds",
+                 extra={"fields": {"topic": topic, "records": read}})
+
+    def _note_delivered(self, message) -> None:
+        source = source_coordinates(message.headers())
+        if source is not None:
+            self.ledger[source[:2]].note_delivered(source[2])
+
+    def replay_missing(self, topic: str) -> None:
+        """Rebuilds the open missing ranges from the reports written before a restart."""
+        reader = self._reader()
+
+        def apply(message):
+            try:
+                report = json.loads(message.value())
+                ledger = self.ledger[(report["topic"], int(report["partition"]))]
+                first, last = int(report["first_offset"]), int(report["last_offset"])
+            except (TypeError, ValueError, KeyError):
+                return
+            (ledger.note_missing if report.get("event") == "missing" else ledger.note_repaired)(first, last)
+
+        try:
+            partitions = self._partitions(reader, topic)
+            read = self._read(reader, topic, partitions or [], None, apply)
+        except KafkaException as error:
+            raise DestinationUnavailable(f"cannot read missing-records topic {topic!r}: "
+                                         f"{error.args[0].str()}") from None
+        finally:
+            reader.close()
+        self.missing_topic_replayed = True
+        log.info(f"missing-records topic {topic}: replayed {read} reports, {self.ledger.open_ranges()} ranges "
+                 "still open", extra={"fields": {"topic": topic, "records": read,
+                                                  "open_ranges": self.ledger.open_ranges()}})
+
+    def partition_count(self, topic: str) -> int | None:
+        """Partitions of a destination topic (None if it does not exist yet), cached for a while."""
+        count, checked = self._partition_counts.get(topic, (None, -PARTITION_COUNT_TTL_SECONDS))
+        if time.monotonic() - checked < PARTITION_COUNT_TTL_SECONDS:
+            return count
+        try:
+            metadata = self.producer.list_topics(topic, timeout=METADATA_TIMEOUT_SECONDS).topics.get(topic)
+            count = len(metadata.partitions) if metadata is not None and metadata.error is None else None
+        except KafkaException:
+            count = None
+        self._partition_counts[topic] = (count, time.monotonic())
+        return count
+
+
+def source_coordinates(headers) -> tuple[str, int, int] | None:
+    """(sourceTopic, sourcePartition, sourceOffset) from a destination record's headers; the last of each wins."""
+    found = {}
+    for name, value in headers or ():
+        if name in (SOURCE_TOPIC, SOURCE_PARTITION, SOURCE_OFFSET) and value is not None:
+            found[name] = value
+    try:
+        return (found[SOURCE_TOPIC].decode("utf-8"), int(found[SOURCE_PARTITION]), int(found[SOURCE_OFFSET]))
+    except (KeyError, ValueError, UnicodeDecodeError):
+        return None

@@ -1,0 +1,96 @@
+"""What the destination already holds, per source partition: the basis of no-duplicates and missing-record reports.
+
+For each source (topic, partition) the ledger keeps the highest source offset
+handed to the destination and the ranges reported missing. A record at or below
+that offset is a duplicate (a resend after an ingress restart or rebalance, or the
+same record over a redundant link) unless it falls in a missing range, where it
+is a repair. A record above it whose *previous offset* (the offset the ingress
+consumer saw just before it) is also above it reveals a gap: everything after
+the highest offset up to that previous offset existed in the source and did not
+arrive. Offsets that never existed (compaction, transaction markers) lie between
+a record and its previous offset and so are never reported.
+"""
+
+from dataclasses import dataclass, field
+
+UNKNOWN = -1
+
+
+@dataclass
+class Admission:
+    deliver: bool
+    missing: tuple[int, int] | None = None   # a range newly found missing
+    repaired: tuple[int, int] | None = None  # the part of a missing range this record settles
+
+
+@dataclass
+class PartitionLedger:
+    high: int | None = None
+    missing: list[list[int]] = field(default_factory=list)  # sorted, disjoint [first, last] ranges
+
+    def admit(self, offset: int, previous_offset: int) -> Admission:
+        if self.high is None:
+            self.high = offset
+            return Admission(True)
+        if offset > self.high:
+            gap = None
+            if previous_offset > self.high:
+                gap = (self.high + 1, previous_offset)
+                self.missing.append(list(gap))
+            self.high = offset
+            return Admission(True, missing=gap)
+        return self._repair(offset, previous_offset)
+
+    def _repair(self, offset: int, previous_offset: int) -> Admission:
+        if not any(first <= offset <= last for first, last in self.missing):
+            return Admission(False)
+        # Nothing existed between the previous offset and this one, so that stretch is settled too.
+        settled_from = previous_offset + 1 if UNKNOWN < previous_offset < offset else offset
+        reported_from = min(max(first, settled_from) for first, last in self.missing
+                            if first <= offset and last >= settled_from)
+        self.note_repaired(settled_from, offset)
+        return Admission(True, repaired=(reported_from, offset))
+
+    def note_delivered(self, offset: int) -> None:
+        """An offset found in the destination (at start-up)."""
+        self.high = offset if self.high is None else max(self.high, offset)
+
+    def note_missing(self, first: int, last: int) -> None:
+        """A range reported missing earlier (replayed from the missing-records topic at start-up)."""
+        self.missing.append([first, last])
+        self.missing.sort()
+
+    def note_repaired(self, first: int, last: int) -> None:
+        ranges = []
+        for low, high in self.missing:
+            if high < first or low > last:
+                ranges.append([low, high])
+                continue
+            if low < first:
+                ranges.append([low, first - 1])
+            if high > last:
+                ranges.append([last + 1, high])
+        self.missing = ranges
+
+    @property
+    def missing_offsets(self) -> int:
+        return sum(last - first + 1 for first, last in self.missing)
+
+
+class Ledger:
+    """All source partitions one destination cluster has seen."""
+
+    def __init__(self):
+        self.partitions: dict[tuple[str, int], PartitionLedger] = {}
+
+    def __getitem__(self, source: tuple[str, int]) -> PartitionLedger:
+        ledger = self.partitions.get(source)
+        if ledger is None:
+            ledger = self.partitions[source] = PartitionLedger()
+        return ledger
+
+    def open_ranges(self) -> int:
+        return sum(len(ledger.missing) for ledger in self.partitions.values())
+
+    def open_offsets(self) -> int:
+        return sum(ledger.missing_offsets for ledger in self.partitions.values())

@@ -1,0 +1,218 @@
+"""Kafka sink: writes each record once to the destination cluster and reports what never arrived.
+
+Records keep key, value, headers, timestamp and timestamp type; each also gets
+the headers sourceTopic, sourcePartition and sourceOffset (UTF-8, as Confluent's
+connector writes them), appended after its own. The producer is idempotent
+(acks=all), so librdkafka's retries never write twice; a record whose delivery
+still fails is logged with its coordinates and reported missing, so that a
+rewind of the ingress repairs it. When the producer's queue is full, the sink
+waits: the egress buffer then fills and counts what it cannot hold, which the
+ledger reports as missing ranges. Nothing is dropped without a report.
+
+Missing ranges and repairs are logged, counted, and written as JSON records to
+`missing_records_topic` when it is set (key "topic:partition").
+"""
+
+import json
+import logging
+import time
+
+from confluent_kafka import KafkaException
+
+from ddc._core import kafka_metadata
+from ddc._core.kafka_metadata import RECORD, SKIPPED
+from ddc.handlers.base import Sink
+from ddc.handlers.kafka.destination import (SOURCE_OFFSET, SOURCE_PARTITION, SOURCE_TOPIC, Destination,
+                                            DestinationUnavailable, source_coordinates)
+from ddc.handlers.kafka.topics import TopicMapping
+
+log = logging.getLogger("ddc.handlers.kafka")
+
+QUEUE_FULL_WAIT_SECONDS = 0.05
+RETRY_SECONDS = 2.0
+TIMESTAMP_CREATE = 1
+
+
+class KafkaSink(Sink):
+    def __init__(self, link_name: str, config):
+        super().__init__(link_name, config)
+        self.mapping = TopicMapping(config.topic_prefix, config.topic_rename, config.topic_rewrite)
+        self.destination: Destination | None = None
+        self.stopping = None
+        self.records_written = 0
+        self.records_delivered = 0
+        self.records_duplicate = 0
+        self.records_skipped = 0
+        self.records_filtered = 0
+        self.records_repaired = 0
+        self.delivery_failures = 0
+        self.missing_ranges_reported = 0
+        self.missing_offsets_reported = 0
+        self.undecodable = 0
+        self.queue_full_waits = 0
+
+    def open(self) -> None:
+        try:
+            self.destination = Destination.acquire(self.config.properties, self.link_name)
+        except KafkaException as error:
+            raise OSError(f"link {self.link_name}: Kafka producer settings rejected: {error.args[0].str()}") from None
+
+    def close(self) -> None:
+        if self.destination is not None:
+            self.destination.release()
+            self.destination = None
+
+    def healthy(self) -> bool:
+        return self.destination is not None and self.destination.health.healthy
+
+    # ---- writing ----
+
+    def write(self, records: list) -> None:
+        destination = self.destination
+        with destination.lock:
+            self._prepare()
+            for metadata, value in records:
+                try:
+                    fields = kafka_metadata.unpack(metadata)
+                except ValueError as error:
+                    self.undecodable += 1
+                    log.error(f"link {self.link_name}: a record's Kafka metadata is malformed: {error}",
+                              extra={"fields": {"link": self.link_name}})
+                    continue
+                self._write_one(fields, value)
+            destination.producer.poll(0)
+
+    def _prepare(self) -> None:
+        """Waits until the ledger can be trusted: never write what might already be in the destination."""
+        destination = self.destination
+        while self.config.missing_records_topic and not destination.missing_topic_replayed:
+            try:
+                destination.replay_missing(self.config.missing_records_topic)
+            except DestinationUnavailable as error:
+                self._retry_later(error)
+
+    def _retry_later(self, error) -> None:
+        log.error(f"link {self.link_name}: {error}; retrying in {RETRY_SECONDS:g} s (frames wait in the "
+                  "egress buffer meanwhile)", extra={"fields": {"link": self.link_name}})
+        time.sleep(RETRY_SECONDS)
+
+    def _write_one(self, fields, value) -> None:
+        (kind, topic, partition, offset, previous, timestamp_type, timestamp, key, headers,
+         value_present) = fields
+        destination = self.destination
+        try:
+            target = self.mapping.destination(topic)
+        except ValueError as error:
+            self._undeliverable(topic, partition, offset, str(error))
+            return
+        while True:
+            try:
+                destination.load_topic(target, self.config.deduplication_lookback)
+                break
+            except DestinationUnavailable as error:
+                self._retry_later(error)
+        admission = destination.ledger[(topic, partition)].admit(offset, previous)
+        if admission.missing:
+            self._report("missing", topic, partition, *admission.missing)
+        if admission.repaired:
+            self._report("repaired", topic, partition, *admission.repaired)
+        if kind != RECORD:
+            if kind == SKIPPED:
+                self.records_skipped += 1
+            else:
+                self.records_filtered += 1
+            return
+        if not admission.deliver:
+            self.records_duplicate += 1
+            return
+        headers = list(headers)
+        headers += [(SOURCE_TOPIC, topic.encode()), (SOURCE_PARTITION, str(partition).encode()),
+                    (SOURCE_OFFSET, str(offset).encode())]
+        arguments = {"key": key, "value": value if value_present else None, "headers": headers,
+                     "on_delivery": self._delivered}
+        if timestamp_type == TIMESTAMP_CREATE and timestamp >= 0:
+            arguments["timestamp"] = timestamp
+        target_partition = self._partition(target, partition)
+        if target_partition is not None:
+            arguments["partition"] = target_partition
+        while True:
+            try:
+                destination.producer.produce(target, **arguments)
+                break
+            except BufferError:
+                self.queue_full_waits += 1
+                destination.producer.poll(QUEUE_FULL_WAIT_SECONDS)
+            except (KafkaException, TypeError, ValueError) as error:
+                self._undeliverable(topic, partition, offset, str(error))
+                return
+        self.records_written += 1
+
+    def _partition(self, target: str, source_partition: int) -> int | None:
+        """The destination partition, or None to let the key decide (librdkafka's murmur2, as Kafka's tools)."""
+        mode = self.config.partitioning
+        if mode == "key_hash":
+            return None
+        if mode == "source":
+            return source_partition
+        count = self.destination.partition_count(target)
+        return source_partition if count is not None and source_partition < count else None
+
+    def _delivered(self, error, message) -> None:
+        if error is None:
+            self.records_delivered += 1
+            return
+        self.delivery_failures += 1
+        source = source_coordinates(message.headers())
+        if source is None:
+            log.error(f"link {self.link_name}: a record could not be delivered: {error.str()}",
+                      extra={"fields": {"link": self.link_name}})
+            return
+        topic, partition, offset = source
+        self.destination.ledger[(topic, partition)].note_missing(offset, offset)
+        self._report("missing", topic, partition, offset, offset, reason=f"delivery failed: {error.str()}")
+
+    def _undeliverable(self, topic: str, partition: int, offset: int, reason: str) -> None:
+        self.delivery_failures += 1
+        self.destination.ledger[(topic, partition)].note_missing(offset, offset)
+        self._report("missing", topic, partition, offset, offset, reason=reason)
+
+    # ---- reports ----
+
+    def _report(self, event: str, topic: str, partition: int, first: int, last: int,
+                reason: str = "offsets never arrived over the link") -> None:
+        fields = {"link": self.link_name, "event": f"records {event}", "topic": topic, "partition": partition,
+                  "first_offset": first, "last_offset": last}
+        if event == "missing":
+            self.missing_ranges_reported += 1
+            self.missing_offsets_reported += last - first + 1
+            log.warning(f"link {self.link_name}: records missing: {topic}[{partition}] offsets {first}..{last} "
+                        f"({reason}); to repair, rewind the ingress consumer group to offset {first} "
+                        "(docs/kafka.md)", extra={"fields": {**fields, "reason": reason}})
+        else:
+            self.records_repaired += last - first + 1
+            log.info(f"link {self.link_name}: records repaired: {topic}[{partition}] offsets {first}..{last}",
+                     extra={"fields": fields})
+        if self.config.missing_records_topic:
+            report = {"event": event, "topic": topic, "partition": partition, "first_offset": first,
+                      "last_offset": last, "link": self.link_name, "reason": reason if event == "missing" else "",
+                      "reported_at_ms": int(time.time() * 1000)}
+            try:
+                self.destination.producer.produce(self.config.missing_records_topic, key=f"{topic}:{partition}",
+                                                  value=json.dumps(report).encode())
+            except (BufferError, KafkaException) as error:
+                log.error(f"link {self.link_name}: could not write a {event} report to "
+                          f"{self.config.missing_records_topic}: {error}", extra={"fields": fields})
+
+    def counters(self) -> dict:
+        ledger = self.destination.ledger if self.destination else None
+        return {
+            "kafka_records_written": self.records_written, "kafka_records_delivered": self.records_delivered,
+            "kafka_records_duplicate": self.records_duplicate, "kafka_records_skipped": self.records_skipped,
+            "kafka_records_filtered": self.records_filtered, "kafka_records_repaired": self.records_repaired,
+            "kafka_delivery_failures": self.delivery_failures,
+            "kafka_missing_ranges_reported": self.missing_ranges_reported,
+            "kafka_missing_offsets_reported": self.missing_offsets_reported,
+            "kafka_missing_ranges_open": ledger.open_ranges() if ledger else 0,
+            "kafka_records_undecodable": self.undecodable, "kafka_producer_queue_full_waits": self.queue_full_waits,
+            "kafka_client_errors": self.destination.health.errors if self.destination else 0,
+        }

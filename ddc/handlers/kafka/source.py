@@ -1,0 +1,274 @@
+"""Kafka source: a consumer-group member whose committed offsets follow what was sent.
+
+At-least-once across a link that cannot acknowledge: an offset is committed only
+after every record before it has been handed to the kernel in a frame (the link
+acknowledges records in the order it took them from the buffer). A SIGKILL at
+any moment therefore loses nothing; what was sent but not yet committed is sent
+again after the restart, and the egress drops it as a duplicate. On a rebalance,
+everything taken from the revoked partitions is sent and committed before they
+are given up. When the link's buffer is full the assigned partitions are paused,
+so memory stays bounded while the consumer keeps its group membership.
+
+Every record carries the offset the consumer saw before it in its partition
+(after an assignment: the committed offset minus one), so the egress can tell
+compacted or transactional holes from records lost on the way.
+"""
+
+import collections
+import logging
+import threading
+import time
+
+from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException, TopicPartition
+
+from ddc._core import kafka_metadata
+from ddc._core.kafka_metadata import FILTERED, RECORD, SKIPPED, UNKNOWN_OFFSET
+from ddc.handlers.base import Source
+from ddc.handlers.kafka.client import PRODUCER_ONLY, ClientHealth, client_config
+
+log = logging.getLogger("ddc.handlers.kafka")
+
+POLL_SECONDS = 0.1
+REVOKE_WAIT_SECONDS = 30.0
+COMMIT_TIMEOUT_SECONDS = 10.0
+
+
+class KafkaSource(Source):
+    default_when_full = "block"
+
+    def __init__(self, link_name: str, config):
+        super().__init__(link_name, config)
+        self.health = ClientHealth(link_name, "consumer", log)
+        self.consumer: Consumer | None = None
+        self._held: list = []                # records consumed but not yet accepted by the buffer
+        self._previous: dict = {}            # (topic, partition) -> offset of the last record taken
+        self._chunks = collections.deque()   # (records put when this chunk ends, {(topic, partition): next offset})
+        self._records_put = 0
+        self._acknowledged = 0
+        self._acknowledged_changed = threading.Condition()
+        self._committable: dict = {}
+        self._committed: dict = {}
+        self._last_commit = 0.0
+        self._paused = False
+        self._output = None
+        self.records_consumed = 0
+        self.records_skipped = 0
+        self.commits = 0
+        self.commit_failures = 0
+        self.rebalances = 0
+
+    # ---- lifecycle ----
+
+    def open(self) -> None:
+        defaults = {"group.id": self.config.group_id or f"ddc-{self.link_name}", "auto.offset.reset": "earliest"}
+        config = client_config(self.config.properties, defaults, self.health, leave_out=PRODUCER_ONLY)
+        # DDC commits what the link has sent; librdkafka must neither commit nor store offsets by itself.
+        config.update({"enable.auto.commit": "false", "enable.auto.offset.store": "false",
+                       "on_commit": self._on_commit})
+        try:
+            self.consumer = Consumer(config)
+        except KafkaException as error:
+            raise OSError(f"link {self.link_name}: Kafka consumer settings rejected: {error.args[0].str()}") from None
+        self.consumer.subscribe(list(self.config.topics), on_assign=self._on_assign, on_revoke=self._on_revoke,
+                                on_lost=self._on_lost)
+
+    def run(self, output, stopping) -> None:
+        self._output = output
+        while not stopping.is_set():
+            self._commit_acknowledged()
+            if self._held:
+                self._offer_held(output)
+                continue
+            messages = self.consumer.consume(self.config.max_poll_records, POLL_SECONDS)
+            if messages:
+                self._take(messages)
+
+    def close(self) -> None:
+        """Commits everything the link has sent, then leaves the group."""
+        if self.consumer is None:
+            return
+        self._commit_acknowledged(force=True, synchronous=True)
+        try:
+            self.consumer.close()
+        except (KafkaException, RuntimeError) as error:
+            log.warning(f"link {self.link_name}: Kafka consumer did not close cleanly: {error}",
+                        extra={"fields": {"link": self.link_name}})
+        self.consumer = None
+
+    def healthy(self) -> bool:
+        return self.health.healthy
+
+    # ---- taking records in ----
+
+    def _take(self, messages) -> None:
+        records = []
+        offsets = {}
+        limit = self.config.max_record_size
+        for message in messages:
+            error = message.error()
+            if error is not None:
+                if error.code() != KafkaError._PARTITION_EOF:
+                    self.health.on_error(error)
+                continue
+            self.health.on_success()
+            topic, partition, offset = message.topic(), message.partition(), message.offset()
+            coordinate = (topic, partition)
+            previous = self._previous.get(coordinate, UNKNOWN_OFFSET)
+            self._previous[coordinate] = offset
+            offsets[coordinate] = offset + 1
+            key, value, headers = message.key(), message.value(), message.headers()
+            timestamp_type, timestamp = message.timestamp()
+            size = len(key or b"") + len(value or b"") + sum(len(name) + len(data or b"") for name, data in
+                                                             headers or ())
+            kind = RECORD
+            if size > limit:
+                kind = SKIPPED
+                self.records_skipped += 1
+                log.warning(f"link {self.link_name}: skipped a record of {size} bytes at {topic}[{partition}]@"
+                            f"{offset}, larger than max_record_size ({limit}); the egress reports it as skipped",
+                            extra={"fields": {"link": self.link_name, "topic": topic, "partition": partition,
+                                              "offset": offset, "record_bytes": size}})
+                key = value = headers = None
+            records.append((kafka_metadata.pack(kind, topic, partition, offset, previous, timestamp_type,
+                                                timestamp, key, headers, value is not None), value or b""))
+        self.records_consumed += len(records)
+        if records:
+            self._records_put += len(records)
+            self._chunks.append((self._records_put, offsets))
+            self._held = records
+
+    def _offer_held(self, output) -> None:
+        accepted = output.put_many(self._held, timeout=POLL_SECONDS)
+        del self._held[:accepted]
+        if self._held and not self._paused:
+            self._set_paused(True)
+        elif not self._held and self._paused:
+            self._set_paused(False)
+        if self._held:
+            # Serves group callbacks while paused; librdkafka discards what it prefetched for paused partitions.
+            extra = self.consumer.consume(self.config.max_poll_records, 0)
+            if extra:
+                held, self._held = self._held, []
+                self._take(extra)
+                self._held = held + self._held
+
+    def _set_paused(self, paused: bool) -> None:
+        assignment = self.consumer.assignment()
+        if assignment:
+            (self.consumer.pause if paused else self.consumer.resume)(assignment)
+        self._paused = paused
+
+    # ---- acknowledgement and commits ----
+
+    def acknowledge(self, count: int) -> None:
+        """The link has handed the next `count` records taken from the buffer to the kernel (or settled them)."""
+        with self._acknowledged_changed:
+            self._acknowledged += count
+            self._acknowledged_changed.notify_all()
+
+    def placeholder(self, record, reason: str):
+        """What crosses the link instead of a record the ingress dropped, so the egress does not report it missing."""
+        kind = FILTERED if reason == "filtered" else SKIPPED
+        topic, partition, offset = kafka_metadata.coordinates(record[0])
+        previous = kafka_metadata.unpack(record[0])[4]
+        return kafka_metadata.pack(kind, topic, partition, offset, previous, 0, -1, None, None, False), b""
+
+    def coordinates(self, metadata: bytes) -> dict:
+        topic, partition, offset = kafka_metadata.coordinates(metadata)
+        return {"topic": topic, "partition": partition, "offset": offset}
+
+    def _commit_acknowledged(self, force: bool = False, synchronous: bool = False) -> None:
+        with self._acknowledged_changed:
+            acknowledged = self._acknowledged
+        while self._chunks and self._chunks[0][0] <= acknowledged:
+            self._committable.update(self._chunks.popleft()[1])
+        now = time.monotonic()
+        if not force and now - self._last_commit < self.config.commit_interval:
+            return
+        self._last_commit = now
+        offsets = [TopicPartition(topic, partition, offset) for (topic, partition), offset
+                   in self._committable.items() if self._committed.get((topic, partition)) != offset]
+        if not offsets:
+            return
+        try:
+            if synchronous:
+                for result in self.consumer.commit(offsets=offsets, asynchronous=False) or ():
+                    if result.error is not None:
+                        raise KafkaException(result.error)
+            else:
+                self.consumer.commit(offsets=offsets, asynchronous=True)
+        except KafkaException as error:
+            self.commit_failures += 1
+            log.warning(f"link {self.link_name}: committing offsets failed: {error.args[0]}; they are committed "
+                        "with the next batch, and what was sent meanwhile is resent after a restart",
+                        extra={"fields": {"link": self.link_name}})
+            return
+        for partition in offsets:
+            self._committed[(partition.topic, partition.partition)] = partition.offset
+        if synchronous:
+            self.commits += 1
+
+    def _on_commit(self, error, partitions) -> None:
+        if error is None:
+            self.commits += 1
+            return
+        self.commit_failures += 1
+        log.warning(f"link {self.link_name}: an offset commit failed: {error}",
+                    extra={"fields": {"link": self.link_name}})
+
+    # ---- group membership ----
+
+    def _on_assign(self, consumer, partitions) -> None:
+        self.rebalances += 1
+        try:
+            committed = consumer.committed(partitions, timeout=COMMIT_TIMEOUT_SECONDS)
+        except KafkaException:
+            committed = []
+        for partition in committed:
+            self._previous[(partition.topic, partition.partition)] = (
+                partition.offset - 1 if partition.offset not in (OFFSET_INVALID,) and partition.offset >= 0
+                else UNKNOWN_OFFSET)
+        if self._paused:
+            consumer.pause(partitions)
+        log.info(f"link {self.link_name}: assigned {_describe(partitions)}",
+                 extra={"fields": {"link": self.link_name, "partitions": len(partitions)}})
+
+    def _on_revoke(self, consumer, partitions) -> None:
+        """Sends and commits everything taken from the revoked partitions before they go."""
+        self.rebalances += 1
+        deadline = time.monotonic() + REVOKE_WAIT_SECONDS
+        while self._held and time.monotonic() < deadline and self._output is not None:
+            accepted = self._output.put_many(self._held, timeout=POLL_SECONDS)
+            del self._held[:accepted]
+        with self._acknowledged_changed:
+            while self._acknowledged < self._records_put and time.monotonic() < deadline:
+                self._acknowledged_changed.wait(POLL_SECONDS)
+            unsent = self._records_put - self._acknowledged
+        if unsent or self._held:
+            log.warning(f"link {self.link_name}: {unsent + len(self._held)} records were not sent before the "
+                        "rebalance; the new owner of their partitions sends them again",
+                        extra={"fields": {"link": self.link_name}})
+        self._commit_acknowledged(force=True, synchronous=True)
+        for coordinate in {(partition.topic, partition.partition) for partition in partitions}:
+            self._previous.pop(coordinate, None)
+            self._committable.pop(coordinate, None)
+            self._committed.pop(coordinate, None)
+        log.info(f"link {self.link_name}: revoked {_describe(partitions)}",
+                 extra={"fields": {"link": self.link_name, "partitions": len(partitions)}})
+
+    def _on_lost(self, consumer, partitions) -> None:
+        log.warning(f"link {self.link_name}: lost {_describe(partitions)} without a clean revoke; "
+                    "records not yet committed will be sent again by their new owner",
+                    extra={"fields": {"link": self.link_name}})
+        for partition in partitions:
+            self._previous.pop((partition.topic, partition.partition), None)
+
+    def counters(self) -> dict:
+        return {"kafka_records_consumed": self.records_consumed, "kafka_records_skipped": self.records_skipped,
+                "kafka_commits": self.commits, "kafka_commit_failures": self.commit_failures,
+                "kafka_rebalances": self.rebalances, "kafka_client_errors": self.health.errors,
+                "kafka_records_unacknowledged": self._records_put - self._acknowledged}
+
+
+def _describe(partitions) -> str:
+    return ", ".join(f"{partition.topic}[{partition.partition}]" for partition in partitions) or "no partitions"

