@@ -274,9 +274,10 @@ class IngressLinkConfig(Section):
         if self.buffer.when_full == "drop":
             raise ValueError('buffer.when_full = "drop" loses records a Kafka source keeps at rest in the broker; '
                              'use "block" (the default for Kafka)')
-        if self.source.max_record_size > self.transport.batch_max_bytes:
-            raise ValueError(f"source.max_record_size ({self.source.max_record_size}) is larger than "
-                             f"transport.batch_max_bytes ({self.transport.batch_max_bytes}); raise batch_max_bytes")
+        if self.source.max_record_size > self.transport.max_frame_size // 2:
+            raise ValueError(f"source.max_record_size ({self.source.max_record_size}) leaves no room for the "
+                             f"record's metadata in transport.max_frame_size ({self.transport.max_frame_size}); "
+                             "keep it at most half of max_frame_size")
         return self
 
     @property

@@ -241,7 +241,9 @@ def kafka_clusters(tmp_path_factory):
 
 def kafka_pair_configs(source_bootstrap: str, destination_bootstrap: str, topics: list, link_port: int, *,
                        group: str, link: str = "kafka", source_extra: str = "", sink_extra: str = "",
-                       transport_extra: str = "") -> tuple[str, str]:
+                       transport_extra: str = "", send_to_port: int | None = None,
+                       rate: str = "2Gbit/s") -> tuple[str, str]:
+    """Config texts for a Kafka link pair; send_to_port puts a relay between ingress and egress."""
     from kafka_harness import GROUP_PROPERTIES
 
     group_properties = "\n".join(f'"{key}" = {value}' for key, value in GROUP_PROPERTIES.items())
@@ -260,9 +262,9 @@ commit_interval = "200ms"
 "bootstrap.servers" = "{source_bootstrap}"
 {group_properties}
 [links.{link}.transport]
-destination = "127.0.0.1:{link_port}"
+destination = "127.0.0.1:{send_to_port or link_port}"
 heartbeat_interval = "200ms"
-rate = "2Gbit/s"
+rate = "{rate}"
 {transport_extra}
 """
     egress = f"""

@@ -1,6 +1,7 @@
 """Kafka across the diode, end to end: real brokers, real `ddc run` processes, real sockets."""
 
 import collections
+import json
 import random
 import time
 import uuid
@@ -9,6 +10,7 @@ import pytest
 
 from conftest import free_udp_port, kafka_pair_configs
 from kafka_harness import comparable, source_of
+from relay import FrameDroppingRelay
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -39,11 +41,11 @@ def by_source_partition(messages) -> dict:
 class KafkaPair:
     """An egress and an ingress carrying `topics` from the source cluster to the destination cluster."""
 
-    def __init__(self, start_ddc, clusters, topics, **options):
+    def __init__(self, start_ddc, clusters, topics, link_port=None, **options):
         self.start_ddc = start_ddc
         self.source, self.destination = clusters
         self.group = f"ddc-test-{uuid.uuid4().hex[:8]}"
-        self.link_port = free_udp_port()
+        self.link_port = link_port or free_udp_port()
         self.ingress_config, self.egress_config = kafka_pair_configs(
             self.source.bootstrap, self.destination.bootstrap, topics, self.link_port, group=self.group, **options)
         self.egress = self.start_egress()
@@ -70,8 +72,9 @@ class KafkaPair:
                 for line in self.egress.lines() if line.get("event") == "records missing"]
 
 
-def assert_same_records(source_messages, destination_messages, source_topic: str):
-    """Destination holds exactly the source's records, each once, per-partition order kept, fields intact."""
+def assert_same_records(source_messages, destination_messages, source_topic: str, order_kept: bool = True):
+    """Destination holds exactly the source's records, each once, fields intact, per-partition order kept
+    (unless a repair wrote some of them after the records that followed them)."""
     sources = [source_of(message) for message in destination_messages]
     duplicates = [coordinate for coordinate, seen in collections.Counter(sources).items() if seen > 1]
     assert not duplicates, f"{len(duplicates)} records written twice, such as {duplicates[:5]}"
@@ -84,7 +87,7 @@ def assert_same_records(source_messages, destination_messages, source_topic: str
     different = [coordinate for coordinate in expected if expected[coordinate] != arrived[coordinate]]
     assert not different, f"{len(different)} records changed, such as {different[0]}: " \
                           f"{expected[different[0]]} became {arrived[different[0]]}"
-    for coordinate, messages in by_source_partition(destination_messages).items():
+    for coordinate, messages in by_source_partition(destination_messages).items() if order_kept else ():
         offsets = [source_of(message)[2] for message in messages]
         assert offsets == sorted(offsets), f"order not kept in {coordinate}"
 
@@ -109,3 +112,148 @@ def test_records_cross_complete_with_fidelity_and_source_headers(start_ddc, kafk
     assert egress_summary["kafka_records_duplicate"] == 0
     assert ingress_summary["kafka_records_consumed"] == len(records)
     assert pair.ingress.unparsed_or_tracebacks() == [] and pair.egress.unparsed_or_tracebacks() == []
+
+
+def offsets_in(ranges) -> set:
+    return {(topic, partition, offset) for topic, partition, first, last in ranges
+            for offset in range(first, last + 1)}
+
+
+def assert_reports_exact(source_messages, destination_messages, reports, topic):
+    """Every record absent from the destination lies in a reported range; no reported offset was delivered."""
+    existing = {(topic, message.partition(), message.offset()) for message in source_messages}
+    delivered = {source_of(message) for message in destination_messages}
+    reported = offsets_in(reports)
+    absent = existing - delivered
+    assert absent <= reported, f"{len(absent - reported)} records missing without a report, " \
+                               f"such as {sorted(absent - reported)[:5]}"
+    assert not (reported & delivered), f"reported missing but delivered: {sorted(reported & delivered)[:5]}"
+
+
+def test_sigkilled_ingress_restarts_without_loss_or_duplicates(start_ddc, kafka_clusters):
+    source, destination = kafka_clusters
+    topic = source.new_topic("ingress-kill", partitions=3)
+    destination.create_topic(topic, partitions=3)
+    records = varied_records(60_000, 3, seed=11)
+    source.produce(topic, records)
+    pair = KafkaPair(start_ddc, kafka_clusters, [topic], rate="12Mbit/s")
+    destination.wait_for_records(topic, 15_000)
+    pair.ingress.kill()
+    assert len(destination.read_all(topic)) < len(records), "the stream ended before the kill; slow it down"
+    pair.ingress = pair.start_ingress()
+    destination.wait_for_records(topic, len(records), timeout=180)
+    ingress_summary, egress_summary = pair.stop()
+    assert_same_records(source.read_all(topic), destination.read_all(topic), topic)
+    assert pair.missing_reports() == []
+    assert egress_summary["kafka_records_duplicate"] > 0, "the restarted ingress resent nothing: was it killed?"
+    assert pair.egress.unparsed_or_tracebacks() == []
+
+
+def test_sigkilled_egress_reports_the_gap_and_a_rewind_repairs_it(start_ddc, kafka_clusters):
+    source, destination = kafka_clusters
+    topic = source.new_topic("egress-kill", partitions=3)
+    destination.create_topic(topic, partitions=3)
+    missing_topic = destination.new_topic("missing")
+    records = varied_records(60_000, 3, seed=12)
+    source.produce(topic, records)
+    pair = KafkaPair(start_ddc, kafka_clusters, [topic], rate="12Mbit/s",
+                     sink_extra=f'missing_records_topic = "{missing_topic}"')
+    destination.wait_for_records(topic, 15_000)
+    pair.egress.kill()
+    time.sleep(1.0)  # datagrams sent now reach no one, as through a diode whose receiver is down
+    first_egress = pair.egress
+    pair.egress = pair.start_egress()
+    pair.ingress.wait_for(lambda line: line.get("kafka_records_consumed") == len(records)
+                          and line.get("kafka_records_unacknowledged") == 0, timeout=180)
+    time.sleep(3)  # position announcements reveal losses at the end of each partition
+    ingress_summary, egress_summary = pair.stop()
+    source_messages = source.read_all(topic)
+    arrived = destination.read_all(topic)
+    reports = pair.missing_reports()
+    assert reports, "killing the egress mid-stream lost nothing; was it killed?"
+    assert len(arrived) < len(records)
+    assert_reports_exact(source_messages, arrived, reports, topic)
+    written = [json.loads(message.value()) for message in destination.read_all(missing_topic)]
+    assert sorted((r["topic"], r["partition"], r["first_offset"], r["last_offset"]) for r in written
+                  if r["event"] == "missing") == sorted(reports)
+
+    # The documented repair: rewind the stopped ingress's group to the first missing offset of each partition.
+    rewind = {}
+    for _, partition, first, _ in reports:
+        rewind[partition] = min(first, rewind.get(partition, first))
+    source.commit(pair.group, topic, rewind)
+    pair.egress = pair.start_egress()
+    pair.ingress = pair.start_ingress()
+    destination.wait_for_records(topic, len(records), timeout=180)
+    pair.ingress.wait_for(lambda line: line.get("kafka_records_unacknowledged") == 0
+                          and line.get("kafka_records_consumed", 0) > 0, timeout=60)
+    ingress_summary, egress_summary = pair.stop()
+    assert_same_records(source_messages, destination.read_all(topic), topic, order_kept=False)
+    assert egress_summary["kafka_missing_ranges_open"] == 0
+    repaired = [json.loads(message.value()) for message in destination.read_all(missing_topic)]
+    assert any(report["event"] == "repaired" for report in repaired)
+    assert first_egress.unparsed_or_tracebacks() == [] and pair.egress.unparsed_or_tracebacks() == []
+
+
+def test_frames_lost_on_the_link_are_reported_exactly(start_ddc, kafka_clusters):
+    source, destination = kafka_clusters
+    topic = source.new_topic("lossy", partitions=3)
+    destination.create_topic(topic, partitions=3)
+    missing_topic = destination.new_topic("missing")
+    dropping = {"all": False}
+    chosen = {4, 9, 10, 17}
+    link_port = free_udp_port()
+    relay = FrameDroppingRelay(link_port, lambda frame_id: dropping["all"] or frame_id in chosen)
+    relay.start()
+    try:
+        records = varied_records(30_000, 3, seed=13)
+        source.produce(topic, records)
+        pair = KafkaPair(start_ddc, kafka_clusters, [topic], rate="40Mbit/s", link_port=link_port,
+                         send_to_port=relay.port, transport_extra='batch_max_bytes = "64KiB"',
+                         sink_extra=f'missing_records_topic = "{missing_topic}"')
+        pair.ingress.wait_for(lambda line: line.get("kafka_records_consumed") == len(records)
+                              and line.get("kafka_records_unacknowledged") == 0, timeout=120)
+        # The end of a stream: these records are lost and only the position announcements reveal it.
+        dropping["all"] = True
+        dropped_before = len(relay.dropped_frames)
+        source.produce(topic, [{"partition": 1, "key": b"tail", "value": b"lost"}] * 50)
+        pair.ingress.wait_for(lambda line: line.get("kafka_records_consumed") == len(records) + 50
+                              and line.get("kafka_records_unacknowledged") == 0, timeout=60)
+        dropping["all"] = False
+        assert len(relay.dropped_frames) > dropped_before
+        time.sleep(5)  # at least two position announcements
+        ingress_summary, egress_summary = pair.stop()
+    finally:
+        relay.close()
+    assert chosen <= relay.dropped_frames
+    source_messages = source.read_all(topic)
+    arrived = destination.read_all(topic)
+    reports = pair.missing_reports()
+    assert_reports_exact(source_messages, arrived, reports, topic)
+    assert (topic, 1, max(m.offset() for m in source_messages if m.partition() == 1)) in offsets_in(reports)
+    written = [json.loads(message.value()) for message in destination.read_all(missing_topic)]
+    assert sorted((r["topic"], r["partition"], r["first_offset"], r["last_offset"]) for r in written) \
+        == sorted(reports)
+    assert egress_summary["kafka_missing_ranges_reported"] == len(reports)
+
+
+def test_transactional_source_gaps_are_not_reported(start_ddc, kafka_clusters):
+    source, destination = kafka_clusters
+    topic = source.new_topic("transactional", partitions=2)
+    destination.create_topic(topic, partitions=2)
+    producer = source.producer(**{"transactional.id": f"tx-{uuid.uuid4().hex[:8]}"})
+    producer.init_transactions(30)
+    for transaction in range(40):
+        producer.begin_transaction()
+        for index in range(25):
+            producer.produce(topic, key=f"{transaction}-{index}".encode(), value=b"v", partition=index % 2)
+        producer.commit_transaction(30)
+    source_messages = source.read_all(topic)
+    offsets = sorted(message.offset() for message in source_messages if message.partition() == 0)
+    assert offsets[-1] - offsets[0] + 1 > len(offsets), "no transaction markers: the test proves nothing"
+    pair = KafkaPair(start_ddc, kafka_clusters, [topic])
+    destination.wait_for_records(topic, len(source_messages))
+    time.sleep(3)  # position announcements: the last offset of each partition is a marker
+    pair.stop()
+    assert_same_records(source_messages, destination.read_all(topic), topic)
+    assert pair.missing_reports() == []

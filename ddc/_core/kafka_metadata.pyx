@@ -7,13 +7,19 @@ from an empty one, header order, duplicate header names and null header values,
 the timestamp type. It also carries the source coordinates and the offset of
 the record the consumer saw before this one in its partition, which lets the
 egress tell offsets that never existed (compaction, transaction markers) from
-records lost on the way. A placeholder (kind SKIPPED or FILTERED) stands for a
+records lost on the way, and where the group's stream of the partition starts,
+so that an egress whose destination holds nothing of a partition yet can still
+say what it lacks. A placeholder (kind SKIPPED or FILTERED) stands for a
 record the ingress did not send, so that the egress counts it instead of
-reporting it missing. Written in Cython because it runs once per record.
+reporting it missing. A POSITION says every record of the partition up to its
+offset has been sent: without it, records lost at the end of a stream would go
+unnoticed until the partition's next record. Written in Cython because it runs
+once per record.
 
 Layout (big-endian): u8 kind, u8 flags (bit 0 key present, bit 1 value present),
 u8 timestamp type, u8 reserved, i32 partition, i64 offset, i64 previous offset
-(-1: unknown), i64 timestamp (ms), u16 topic length, topic (UTF-8), u32 key
+(-1: unknown), i64 timestamp (ms), i64 stream start (the first offset of the
+partition this consumer group replicates; -1: unknown), u16 topic length, topic (UTF-8), u32 key
 length, key, u32 header count, then per header u16 name length, name (UTF-8),
 u32 value length (0xFFFFFFFF: null), value.
 """
@@ -28,18 +34,19 @@ from ddc._core.byteorder cimport get16, get32, get64, put16, put32, put64
 RECORD = 0
 SKIPPED = 1
 FILTERED = 2
-KINDS = (RECORD, SKIPPED, FILTERED)
+POSITION = 3
+KINDS = (RECORD, SKIPPED, FILTERED, POSITION)
 UNKNOWN_OFFSET = -1
 
 cdef enum:
-    FIXED_BYTES = 32
+    FIXED_BYTES = 40
     KEY_PRESENT = 1
     VALUE_PRESENT = 2
     NULL_LENGTH = 0xFFFFFFFF
 
 
 def pack(uint8_t kind, str topic, int32_t partition, int64_t offset, int64_t previous_offset,
-         uint8_t timestamp_type, int64_t timestamp, key, headers, bint value_present):
+         int64_t stream_start, uint8_t timestamp_type, int64_t timestamp, key, headers, bint value_present):
     """Metadata for one record; key is bytes or None, headers a list of (str, bytes | None) or None."""
     cdef bytes topic_bytes = topic.encode("utf-8")
     cdef bytes key_bytes = key if key is not None else b""
@@ -68,6 +75,7 @@ def pack(uint8_t kind, str topic, int32_t partition, int64_t offset, int64_t pre
     put64(<uint8_t*>out + 8, <uint64_t>offset)
     put64(<uint8_t*>out + 16, <uint64_t>previous_offset)
     put64(<uint8_t*>out + 24, <uint64_t>timestamp)
+    put64(<uint8_t*>out + 32, <uint64_t>stream_start)
     position = FIXED_BYTES
     put16(<uint8_t*>out + position, <uint16_t>len(topic_bytes))
     memcpy(out + position + 2, PyBytes_AS_STRING(topic_bytes), len(topic_bytes))
@@ -97,8 +105,8 @@ cdef inline void need(Py_ssize_t position, uint64_t count, Py_ssize_t length, st
 
 
 def unpack(metadata):
-    """(kind, topic, partition, offset, previous_offset, timestamp_type, timestamp, key, headers,
-    value_present); ValueError for anything malformed."""
+    """(kind, topic, partition, offset, previous_offset, stream_start, timestamp_type, timestamp, key,
+    headers, value_present); ValueError for anything malformed."""
     cdef const uint8_t[:] view
     cdef const uint8_t* data
     cdef Py_ssize_t length = len(metadata)
@@ -144,7 +152,7 @@ def unpack(metadata):
     if position != length:
         raise ValueError(f"Kafka metadata has {length - position} trailing bytes")
     return (data[0], topic, <int32_t>get32(data + 4), <int64_t>get64(data + 8), <int64_t>get64(data + 16),
-            data[2], <int64_t>get64(data + 24), key, headers, bool(data[1] & VALUE_PRESENT))
+            <int64_t>get64(data + 32), data[2], <int64_t>get64(data + 24), key, headers, bool(data[1] & VALUE_PRESENT))
 
 
 def coordinates(metadata):

@@ -7,8 +7,11 @@ same record over a redundant link) unless it falls in a missing range, where it
 is a repair. A record above it whose *previous offset* (the offset the ingress
 consumer saw just before it) is also above it reveals a gap: everything after
 the highest offset up to that previous offset existed in the source and did not
-arrive. Offsets that never existed (compaction, transaction markers) lie between
-a record and its previous offset and so are never reported.
+arrive; for a partition the destination holds nothing of yet, everything from
+the start of the group's stream up to that previous offset. Offsets that never existed (compaction, transaction markers) lie between
+a record and its previous offset and so are never reported. A position
+announcement from the ingress ("sent everything up to offset N") reveals losses
+at the end of a stream, where no later record would.
 """
 
 from dataclasses import dataclass, field
@@ -28,9 +31,13 @@ class PartitionLedger:
     high: int | None = None
     missing: list[list[int]] = field(default_factory=list)  # sorted, disjoint [first, last] ranges
 
-    def admit(self, offset: int, previous_offset: int) -> Admission:
+    def admit(self, offset: int, previous_offset: int, stream_start: int = UNKNOWN) -> Admission:
         if self.high is None:
+            # Nothing of this partition is in the destination: what the stream held before this record is missing.
             self.high = offset
+            if UNKNOWN < stream_start <= previous_offset:
+                self.missing.append([stream_start, previous_offset])
+                return Admission(True, missing=(stream_start, previous_offset))
             return Admission(True)
         if offset > self.high:
             gap = None
@@ -40,6 +47,19 @@ class PartitionLedger:
             self.high = offset
             return Admission(True, missing=gap)
         return self._repair(offset, previous_offset)
+
+    def admit_position(self, offset: int, stream_start: int = UNKNOWN) -> Admission:
+        """The ingress has sent every record up to `offset`: whatever above `high` did not arrive is missing."""
+        if self.high is None and not UNKNOWN < stream_start <= offset:
+            self.high = offset
+            return Admission(False)
+        first = stream_start if self.high is None else self.high + 1
+        if offset < first:
+            return Admission(False)
+        gap = (first, offset)
+        self.missing.append(list(gap))
+        self.high = offset
+        return Admission(False, missing=gap)
 
     def _repair(self, offset: int, previous_offset: int) -> Admission:
         if not any(first <= offset <= last for first, last in self.missing):

@@ -20,7 +20,7 @@ import time
 from confluent_kafka import KafkaException
 
 from ddc._core import kafka_metadata
-from ddc._core.kafka_metadata import RECORD, SKIPPED
+from ddc._core.kafka_metadata import POSITION, RECORD, SKIPPED
 from ddc.handlers.base import Sink
 from ddc.handlers.kafka.destination import (SOURCE_OFFSET, SOURCE_PARTITION, SOURCE_TOPIC, Destination,
                                             DestinationUnavailable, source_coordinates)
@@ -97,7 +97,7 @@ class KafkaSink(Sink):
         time.sleep(RETRY_SECONDS)
 
     def _write_one(self, fields, value) -> None:
-        (kind, topic, partition, offset, previous, timestamp_type, timestamp, key, headers,
+        (kind, topic, partition, offset, previous, start, timestamp_type, timestamp, key, headers,
          value_present) = fields
         destination = self.destination
         try:
@@ -111,7 +111,9 @@ class KafkaSink(Sink):
                 break
             except DestinationUnavailable as error:
                 self._retry_later(error)
-        admission = destination.ledger[(topic, partition)].admit(offset, previous)
+        ledger = destination.ledger[(topic, partition)]
+        admission = (ledger.admit_position(offset, start) if kind == POSITION
+                     else ledger.admit(offset, previous, start))
         if admission.missing:
             self._report("missing", topic, partition, *admission.missing)
         if admission.repaired:
@@ -119,7 +121,7 @@ class KafkaSink(Sink):
         if kind != RECORD:
             if kind == SKIPPED:
                 self.records_skipped += 1
-            else:
+            elif kind != POSITION:
                 self.records_filtered += 1
             return
         if not admission.deliver:

@@ -11,7 +11,10 @@ so memory stays bounded while the consumer keeps its group membership.
 
 Every record carries the offset the consumer saw before it in its partition
 (after an assignment: the committed offset minus one), so the egress can tell
-compacted or transactional holes from records lost on the way.
+compacted or transactional holes from records lost on the way, and the first
+offset of the group's stream of that partition, kept in the commit metadata
+("ddc-start=N") where the broker keeps it (Apache Kafka does, Tansu does not;
+there the committed offset stands in).
 """
 
 import collections
@@ -22,7 +25,7 @@ import time
 from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException, TopicPartition
 
 from ddc._core import kafka_metadata
-from ddc._core.kafka_metadata import FILTERED, RECORD, SKIPPED, UNKNOWN_OFFSET
+from ddc._core.kafka_metadata import FILTERED, POSITION, RECORD, SKIPPED, UNKNOWN_OFFSET
 from ddc.handlers.base import Source
 from ddc.handlers.kafka.client import PRODUCER_ONLY, ClientHealth, client_config
 
@@ -30,6 +33,8 @@ log = logging.getLogger("ddc.handlers.kafka")
 
 POLL_SECONDS = 0.1
 REVOKE_WAIT_SECONDS = 30.0
+POSITION_INTERVAL_SECONDS = 2.0
+START_METADATA = "ddc-start="
 COMMIT_TIMEOUT_SECONDS = 10.0
 
 
@@ -42,6 +47,7 @@ class KafkaSource(Source):
         self.consumer: Consumer | None = None
         self._held: list = []                # records consumed but not yet accepted by the buffer
         self._previous: dict = {}            # (topic, partition) -> offset of the last record taken
+        self._start: dict = {}               # (topic, partition) -> first offset of the group's stream
         self._chunks = collections.deque()   # (records put when this chunk ends, {(topic, partition): next offset})
         self._records_put = 0
         self._acknowledged = 0
@@ -51,6 +57,7 @@ class KafkaSource(Source):
         self._last_commit = 0.0
         self._paused = False
         self._output = None
+        self._positions_announced = 0.0
         self.records_consumed = 0
         self.records_skipped = 0
         self.commits = 0
@@ -78,6 +85,9 @@ class KafkaSource(Source):
             self._commit_acknowledged()
             if self._held:
                 self._offer_held(output)
+                continue
+            if time.monotonic() - self._positions_announced >= POSITION_INTERVAL_SECONDS:
+                self._announce_positions()
                 continue
             messages = self.consumer.consume(self.config.max_poll_records, POLL_SECONDS)
             if messages:
@@ -115,6 +125,7 @@ class KafkaSource(Source):
             coordinate = (topic, partition)
             previous = self._previous.get(coordinate, UNKNOWN_OFFSET)
             self._previous[coordinate] = offset
+            start = self._start.setdefault(coordinate, offset)
             offsets[coordinate] = offset + 1
             key, value, headers = message.key(), message.value(), message.headers()
             timestamp_type, timestamp = message.timestamp()
@@ -129,13 +140,25 @@ class KafkaSource(Source):
                             extra={"fields": {"link": self.link_name, "topic": topic, "partition": partition,
                                               "offset": offset, "record_bytes": size}})
                 key = value = headers = None
-            records.append((kafka_metadata.pack(kind, topic, partition, offset, previous, timestamp_type,
+            records.append((kafka_metadata.pack(kind, topic, partition, offset, previous, start, timestamp_type,
                                                 timestamp, key, headers, value is not None), value or b""))
         self.records_consumed += len(records)
         if records:
             self._records_put += len(records)
             self._chunks.append((self._records_put, offsets))
             self._held = records
+
+    def _announce_positions(self) -> None:
+        """Tells the egress how far each partition has been sent, so losses at a stream's end are reported too."""
+        self._positions_announced = time.monotonic()
+        positions = [kafka_metadata.pack(POSITION, topic, partition, offset, offset,
+                                         self._start.get((topic, partition), UNKNOWN_OFFSET), 0, -1, None, None,
+                                         False)
+                     for (topic, partition), offset in self._previous.items() if offset != UNKNOWN_OFFSET]
+        if positions:
+            self._records_put += len(positions)
+            self._chunks.append((self._records_put, {}))
+            self._held = [(metadata, b"") for metadata in positions]
 
     def _offer_held(self, output) -> None:
         accepted = output.put_many(self._held, timeout=POLL_SECONDS)
@@ -169,9 +192,8 @@ class KafkaSource(Source):
     def placeholder(self, record, reason: str):
         """What crosses the link instead of a record the ingress dropped, so the egress does not report it missing."""
         kind = FILTERED if reason == "filtered" else SKIPPED
-        topic, partition, offset = kafka_metadata.coordinates(record[0])
-        previous = kafka_metadata.unpack(record[0])[4]
-        return kafka_metadata.pack(kind, topic, partition, offset, previous, 0, -1, None, None, False), b""
+        _, topic, partition, offset, previous, start = kafka_metadata.unpack(record[0])[:6]
+        return kafka_metadata.pack(kind, topic, partition, offset, previous, start, 0, -1, None, None, False), b""
 
     def coordinates(self, metadata: bytes) -> dict:
         topic, partition, offset = kafka_metadata.coordinates(metadata)
@@ -186,8 +208,9 @@ class KafkaSource(Source):
         if not force and now - self._last_commit < self.config.commit_interval:
             return
         self._last_commit = now
-        offsets = [TopicPartition(topic, partition, offset) for (topic, partition), offset
-                   in self._committable.items() if self._committed.get((topic, partition)) != offset]
+        offsets = [TopicPartition(topic, partition, offset, metadata=self._start_metadata(topic, partition))
+                   for (topic, partition), offset in self._committable.items()
+                   if self._committed.get((topic, partition)) != offset]
         if not offsets:
             return
         try:
@@ -208,6 +231,10 @@ class KafkaSource(Source):
         if synchronous:
             self.commits += 1
 
+    def _start_metadata(self, topic: str, partition: int) -> str | None:
+        start = self._start.get((topic, partition))
+        return None if start is None else f"{START_METADATA}{start}"
+
     def _on_commit(self, error, partitions) -> None:
         if error is None:
             self.commits += 1
@@ -225,9 +252,15 @@ class KafkaSource(Source):
         except KafkaException:
             committed = []
         for partition in committed:
-            self._previous[(partition.topic, partition.partition)] = (
-                partition.offset - 1 if partition.offset not in (OFFSET_INVALID,) and partition.offset >= 0
-                else UNKNOWN_OFFSET)
+            coordinate = (partition.topic, partition.partition)
+            if partition.offset == OFFSET_INVALID or partition.offset < 0:
+                self._previous[coordinate] = UNKNOWN_OFFSET
+                continue
+            self._previous[coordinate] = partition.offset - 1
+            metadata = partition.metadata or ""
+            start = int(metadata[len(START_METADATA):]) if (
+                metadata.startswith(START_METADATA) and metadata[len(START_METADATA):].isdigit()) else partition.offset
+            self._start[coordinate] = min(start, partition.offset)
         if self._paused:
             consumer.pause(partitions)
         log.info(f"link {self.link_name}: assigned {_describe(partitions)}",
@@ -251,6 +284,7 @@ class KafkaSource(Source):
         self._commit_acknowledged(force=True, synchronous=True)
         for coordinate in {(partition.topic, partition.partition) for partition in partitions}:
             self._previous.pop(coordinate, None)
+            self._start.pop(coordinate, None)
             self._committable.pop(coordinate, None)
             self._committed.pop(coordinate, None)
         log.info(f"link {self.link_name}: revoked {_describe(partitions)}",
