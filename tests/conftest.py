@@ -242,7 +242,7 @@ def kafka_clusters(tmp_path_factory):
 def kafka_pair_configs(source_bootstrap: str, destination_bootstrap: str, topics: list, link_port: int, *,
                        group: str, link: str = "kafka", source_extra: str = "", sink_extra: str = "",
                        transport_extra: str = "", send_to_port: int | None = None,
-                       rate: str = "2Gbit/s") -> tuple[str, str]:
+                       rate: str = "2Gbit/s", buffer_size: str = "64MiB") -> tuple[str, str]:
     """Config texts for a Kafka link pair; send_to_port puts a relay between ingress and egress."""
     from kafka_harness import GROUP_PROPERTIES
 
@@ -266,6 +266,8 @@ destination = "127.0.0.1:{send_to_port or link_port}"
 heartbeat_interval = "200ms"
 rate = "{rate}"
 {transport_extra}
+[links.{link}.buffer]
+size = "{buffer_size}"
 """
     egress = f"""
 role = "egress"

@@ -38,12 +38,13 @@ def _free_port() -> int:
 
 
 class TansuBroker:
-    def __init__(self, binary: str, log_path: Path):
+    def __init__(self, binary: str, log_path: Path, *arguments: str):
         self.port = _free_port()
         self.bootstrap = f"127.0.0.1:{self.port}"
         self.log_file = open(log_path, "ab")
         url = f"tcp://127.0.0.1:{self.port}"
-        self.process = subprocess.Popen([binary, "broker", "--listener-url", url, "--advertised-listener-url", url],
+        self.process = subprocess.Popen([binary, "broker", "--listener-url", url, "--advertised-listener-url", url,
+                                         *arguments],
                                         stdin=subprocess.DEVNULL, stdout=self.log_file, stderr=self.log_file)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:

@@ -61,10 +61,32 @@ class ClientHealth:
         self.healthy = True
 
 
+class _OncePerInterval(logging.Filter):
+    """librdkafka repeats a failing connection's log line every few milliseconds; one per interval is enough."""
+
+    def __init__(self):
+        super().__init__()
+        self._last: dict[str, float] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = str(record.msg).split("]", 1)[-1][:120]
+        now = time.monotonic()
+        if now - self._last.get(key, -ERROR_LOG_INTERVAL_SECONDS) < ERROR_LOG_INTERVAL_SECONDS:
+            return False
+        self._last[key] = now
+        if len(self._last) > 1000:
+            self._last.clear()
+        return True
+
+
+LIBRDKAFKA_LOG = logging.getLogger("ddc.librdkafka")
+LIBRDKAFKA_LOG.addFilter(_OncePerInterval())
+
+
 def client_config(properties: dict, defaults: dict, health: ClientHealth, *, leave_out: set = frozenset()) -> dict:
     """The user's properties over DDC's defaults, with DDC's logger and error callback."""
     config = {key: as_librdkafka(value) for key, value in defaults.items()}
     config.update({key: as_librdkafka(value) for key, value in properties.items() if key not in leave_out})
     config["error_cb"] = health.on_error
-    config["logger"] = logging.getLogger("ddc.librdkafka")
+    config["logger"] = LIBRDKAFKA_LOG
     return config

@@ -1,0 +1,140 @@
+"""The egress ledger and the record metadata codec, checked against every loss pattern Hypothesis finds."""
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from ddc._core import kafka_metadata
+from ddc.handlers.kafka.ledger import UNKNOWN, PartitionLedger
+from ddc.handlers.kafka.topics import TopicMapping
+
+
+@st.composite
+def partition_stream(draw):
+    """Existing offsets (with holes, as compaction and transaction markers leave) and which of them are lost."""
+    gaps = draw(st.lists(st.integers(1, 4), min_size=1, max_size=60))
+    offsets, offset = [], draw(st.integers(0, 5))
+    for gap in gaps:
+        offsets.append(offset)
+        offset += gap
+    lost = draw(st.lists(st.booleans(), min_size=len(offsets), max_size=len(offsets)))
+    return offsets, lost
+
+
+def send(ledger, offsets, lost, previous=UNKNOWN, start=None):
+    """Feeds what the ingress sends: each record with its previous offset; lost ones never arrive."""
+    start = offsets[0] if start is None else start
+    delivered, reports = [], []
+    for offset, is_lost in zip(offsets, lost):
+        if not is_lost:
+            admission = ledger.admit(offset, previous, start)
+            if admission.deliver:
+                delivered.append(offset)
+            if admission.missing:
+                reports.append(admission.missing)
+        previous = offset
+    admission = ledger.admit_position(offsets[-1], start)
+    if admission.missing:
+        reports.append(admission.missing)
+    return delivered, reports
+
+
+def covered(reports):
+    return {offset for first, last in reports for offset in range(first, last + 1)}
+
+
+@given(partition_stream())
+def test_reports_name_exactly_the_lost_records(stream):
+    offsets, lost = stream
+    ledger = PartitionLedger()
+    delivered, reports = send(ledger, offsets, lost)
+    lost_offsets = {offset for offset, is_lost in zip(offsets, lost) if is_lost}
+    assert set(delivered) == set(offsets) - lost_offsets
+    assert covered(reports) & set(offsets) == lost_offsets
+    assert not covered(reports) & set(delivered)
+    assert ledger.missing_offsets == len(covered(reports))
+
+
+@given(partition_stream())
+def test_a_rewind_repairs_every_gap_and_duplicates_nothing(stream):
+    offsets, lost = stream
+    ledger = PartitionLedger()
+    delivered, reports = send(ledger, offsets, lost)
+    if not reports:
+        return
+    first_missing = min(first for first, _ in reports)
+    # The operator rewinds the group to the first missing offset; the consumer resends from there on.
+    resend = [offset for offset in offsets if offset >= first_missing]
+    again, _ = send(ledger, resend, [False] * len(resend), previous=first_missing - 1, start=offsets[0])
+    assert sorted(delivered + again) == offsets
+    assert ledger.missing == []
+
+
+@given(partition_stream())
+def test_a_restarted_ingress_resending_everything_writes_nothing_twice(stream):
+    offsets, _ = stream
+    ledger = PartitionLedger()
+    first, _ = send(ledger, offsets, [False] * len(offsets))
+    second, reports = send(ledger, offsets, [False] * len(offsets), previous=offsets[0] - 1)
+    assert first == offsets and second == [] and reports == []
+
+
+def test_a_destination_holding_nothing_reports_from_the_stream_start():
+    ledger = PartitionLedger()
+    admission = ledger.admit(120, 119, 100)
+    assert admission.deliver and admission.missing == (100, 119)
+    fresh = PartitionLedger()
+    assert fresh.admit_position(50, 40).missing == (40, 50)
+    assert PartitionLedger().admit(7, UNKNOWN, 7).missing is None
+
+
+def test_rebuilt_state_from_reports_and_repairs():
+    ledger = PartitionLedger()
+    ledger.note_delivered(100)
+    ledger.note_missing(10, 20)
+    ledger.note_missing(40, 45)
+    ledger.note_repaired(15, 42)
+    assert ledger.missing == [[10, 14], [43, 45]]
+    assert ledger.admit(12, 9, 0).repaired == (10, 12)
+    assert ledger.admit(50, 49, 0).deliver is False
+
+
+@given(st.text(min_size=1, max_size=40), st.integers(-2**31, 2**31 - 1), st.integers(-1, 2**62),
+       st.one_of(st.none(), st.binary(max_size=50)),
+       st.one_of(st.none(), st.lists(st.tuples(st.text(max_size=10), st.one_of(st.none(), st.binary(max_size=20))),
+                                     max_size=5)),
+       st.booleans(), st.sampled_from(kafka_metadata.KINDS))
+def test_metadata_round_trips(topic, partition, offset, key, headers, value_present, kind):
+    packed = kafka_metadata.pack(kind, topic, partition, offset, offset - 1, 3, 1, 1_700_000_000_000, key, headers,
+                                 value_present)
+    assert kafka_metadata.unpack(packed) == (kind, topic, partition, offset, offset - 1, 3, 1, 1_700_000_000_000,
+                                             key, list(headers or []), value_present)
+    assert kafka_metadata.coordinates(packed) == (topic, partition, offset)
+
+
+@given(st.binary(max_size=200))
+def test_garbage_metadata_is_refused_cleanly(data):
+    try:
+        kafka_metadata.unpack(data)
+    except ValueError:
+        pass
+
+
+def test_truncated_metadata_is_refused_at_every_length():
+    packed = kafka_metadata.pack(0, "topic", 1, 2, 1, 0, 1, 5, b"key", [("h", b"v"), ("n", None)], True)
+    for length in range(len(packed)):
+        with pytest.raises(ValueError):
+            kafka_metadata.unpack(packed[:length])
+
+
+def test_topic_mapping_order_and_validation():
+    class Rule:
+        def __init__(self, pattern, replacement):
+            self.pattern, self.replacement = pattern, replacement
+
+    mapping = TopicMapping("dest_", {"orders": "orders-copy"}, [Rule(r"logs\.(.*)", r"archive.\1")])
+    assert mapping.destination("orders") == "orders-copy"
+    assert mapping.destination("logs.web") == "archive.web"
+    assert mapping.destination("metrics") == "dest_metrics"
+    with pytest.raises(ValueError, match="not a valid Kafka topic name"):
+        TopicMapping(rename={"a": "bad name"}).destination("a")
