@@ -23,6 +23,28 @@ type = "udp"
 target = "127.0.0.1:5515"
 """
 
+KAFKA_INGRESS = """
+role = "ingress"
+[links.orders.source]
+type = "kafka"
+topics = ["orders"]
+[links.orders.source.properties]
+"bootstrap.servers" = "127.0.0.1:9092"
+"sasl.password" = "hunter2"
+[links.orders.transport]
+destination = "127.0.0.1:7001"
+"""
+
+KAFKA_EGRESS = """
+role = "egress"
+[links.orders.transport]
+listen = "127.0.0.1:7001"
+[links.orders.sink]
+type = "kafka"
+[links.orders.sink.properties]
+"bootstrap.servers" = "127.0.0.1:9093"
+"""
+
 
 BROKEN = [
     ("not toml", "role = \n", "not valid TOML"),
@@ -50,6 +72,20 @@ BROKEN = [
     ("wrong type", GOOD_EGRESS.replace('listen = "127.0.0.1:7001"',
                                        'listen = "127.0.0.1:7001"\nmax_frames_in_flight = "many"'),
      "links.logs.transport.max_frames_in_flight"),
+    ("kafka without bootstrap", KAFKA_INGRESS.replace('"bootstrap.servers" = "127.0.0.1:9092"\n', ""),
+     'links.orders.source.properties: "bootstrap.servers" is missing'),
+    ("kafka with no topics", KAFKA_INGRESS.replace('["orders"]', "[]"), "links.orders.source.topics"),
+    ("kafka bad topic pattern", KAFKA_INGRESS.replace('["orders"]', '["^orders(["]'),
+     "topic pattern '^orders([' is not a regular expression"),
+    ("kafka dropping when full", KAFKA_INGRESS + '[links.orders.buffer]\nwhen_full = "drop"\n',
+     'buffer.when_full = "drop" loses records'),
+    ("kafka bad rename", KAFKA_EGRESS.replace('type = "kafka"', 'type = "kafka"\ntopic_rename = { a = "b c" }'),
+     "links.orders.sink.topic_rename.a"),
+    ("kafka bad rewrite", KAFKA_EGRESS.replace('type = "kafka"', 'type = "kafka"\n'
+                                               'topic_rewrite = [{ pattern = "(", replacement = "x" }]'),
+     "'(' is not a regular expression"),
+    ("kafka bad partitioning", KAFKA_EGRESS.replace('type = "kafka"', 'type = "kafka"\npartitioning = "random"'),
+     "links.orders.sink.partitioning"),
 ]
 
 
@@ -117,3 +153,23 @@ def test_two_links_cannot_share_a_port():
         settings_from_mapping({"role": "egress", "links": {
             name: {"transport": {"listen": "127.0.0.1:7000"}, "sink": {"type": "udp", "target": "127.0.0.1:1"}}
             for name in ("a", "b")}})
+
+
+def test_kafka_configs_check_and_mask_librdkafka_secrets(tmp_path):
+    for name, text in (("ingress", KAFKA_INGRESS), ("egress", KAFKA_EGRESS)):
+        path = tmp_path / f"{name}.toml"
+        path.write_text(text)
+        result = ddc("check", str(path))
+        assert result.returncode == 0, result.stderr
+        assert "hunter2" not in result.stdout
+    resolved = json.loads(ddc("check", str(tmp_path / "ingress.toml")).stdout)
+    assert resolved["links"]["orders"]["source"]["properties"]["sasl.password"] == "***"
+    assert resolved["links"]["orders"]["buffer"]["when_full"] is None
+
+
+def test_kafka_examples_are_valid():
+    ingress = load_settings(REPOSITORY / "examples" / "kafka-ingress.toml")
+    egress = load_settings(REPOSITORY / "examples" / "kafka-egress.toml")
+    assert set(ingress.links) == set(egress.links)
+    for name in ingress.links:
+        assert ingress.links[name].transport.destination.port == egress.links[name].transport.listen.port

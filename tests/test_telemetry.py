@@ -74,6 +74,8 @@ def test_prometheus_metrics_match_the_traffic_to_the_record(link_pair):
     assert value(source_side, "ddc_records_in_total", link="stream", role="ingress") == count
     assert value(source_side, "ddc_records_out_total", role="ingress") == count
     for metric in metrics_for("ingress"):
+        if metric.handler:
+            continue
         exposed = f"ddc_{metric.name}_total" if metric.kind == COUNTER else f"ddc_{metric.name}"
         assert any(name == exposed for name, _ in source_side), exposed
 
@@ -89,6 +91,8 @@ def test_prometheus_metrics_match_the_traffic_to_the_record(link_pair):
     for reason in ("truncated", "bad_checksum", "duplicate", "late_fragment", "stale_session"):
         assert value(live, "ddc_datagrams_dropped_total", reason=reason) == 0
     for metric in metrics_for("egress"):
+        if metric.handler:
+            continue
         exposed = f"ddc_{metric.name}_total" if metric.kind == COUNTER else f"ddc_{metric.name}"
         assert any(name == exposed for name, _ in live), exposed
 

@@ -25,6 +25,7 @@ class Metric:
     roles: tuple = BOTH
     labels: dict = field(default_factory=dict)
     scale: float = 1.0
+    handler: str | None = None  # exposed only by links with this source or sink type
 
 
 RECORDS_IN = "Records taken in: from the source (ingress) or rebuilt from frames (egress)"
@@ -51,6 +52,8 @@ CATALOGUE: tuple[Metric, ...] = (
     Metric("records_dropped", COUNTER, RECORDS_DROPPED, "records_too_large", INGRESS, {"reason": "too_large"}),
     Metric("records_dropped", COUNTER, RECORDS_DROPPED, "sink_records_too_large", EGRESS, {"reason": "too_large"}),
     Metric("records_dropped", COUNTER, RECORDS_DROPPED, "sink_send_errors", EGRESS, {"reason": "sink_error"}),
+    Metric("records_dropped", COUNTER, RECORDS_DROPPED, "kafka_records_undecodable", EGRESS,
+           {"reason": "undecodable"}, handler="kafka"),
     Metric("kernel_receive_drops", COUNTER, KERNEL_DROPS, "source_kernel_drops", INGRESS, {"socket": "source"}),
     Metric("kernel_receive_drops", COUNTER, KERNEL_DROPS, "kernel_receive_drops", EGRESS, {"socket": "link"}),
     # stage buffers
@@ -119,6 +122,39 @@ CATALOGUE: tuple[Metric, ...] = (
     Metric("peer_uptime_seconds", GAUGE, "Uptime the ingress reports", "peer_uptime_ms", EGRESS, scale=0.001),
     Metric("peer_heartbeat_age_seconds", GAUGE, "Seconds since the last heartbeat arrived",
            "peer_last_heartbeat_age_seconds", EGRESS),
+    # Kafka source (ingress)
+    Metric("kafka_records_consumed", COUNTER, "Records consumed from the source cluster",
+           "kafka_records_consumed", INGRESS, handler="kafka"),
+    Metric("kafka_records_skipped", COUNTER, "Records larger than max_record_size, announced instead of sent "
+           "(ingress) or counted from the announcement (egress)", "kafka_records_skipped", handler="kafka"),
+    Metric("kafka_commits", COUNTER, "Offset commits that succeeded", "kafka_commits", INGRESS, handler="kafka"),
+    Metric("kafka_commit_failures", COUNTER, "Offset commits that failed (retried with the next)",
+           "kafka_commit_failures", INGRESS, handler="kafka"),
+    Metric("kafka_rebalances", COUNTER, "Partition assignments and revocations", "kafka_rebalances", INGRESS, handler="kafka"),
+    Metric("kafka_records_unacknowledged", GAUGE, "Records consumed but not yet sent, so not yet committable",
+           "kafka_records_unacknowledged", INGRESS, handler="kafka"),
+    Metric("kafka_client_errors", COUNTER, "Errors librdkafka reported (broker down, authentication, ...)",
+           "kafka_client_errors", handler="kafka"),
+    # Kafka sink (egress)
+    Metric("kafka_records_written", COUNTER, "Records handed to the producer", "kafka_records_written", EGRESS, handler="kafka"),
+    Metric("kafka_records_delivered", COUNTER, "Records the destination cluster acknowledged",
+           "kafka_records_delivered", EGRESS, handler="kafka"),
+    Metric("kafka_records_duplicate", COUNTER, "Records not written because the destination already holds them",
+           "kafka_records_duplicate", EGRESS, handler="kafka"),
+    Metric("kafka_records_filtered", COUNTER, "Records an ingress filter dropped, counted from the announcement",
+           "kafka_records_filtered", EGRESS, handler="kafka"),
+    Metric("kafka_records_repaired", COUNTER, "Offsets of missing ranges settled by a resend",
+           "kafka_records_repaired", EGRESS, handler="kafka"),
+    Metric("kafka_delivery_failures", COUNTER, "Records the producer could not deliver (reported missing)",
+           "kafka_delivery_failures", EGRESS, handler="kafka"),
+    Metric("kafka_missing_ranges_reported", COUNTER, "Ranges of source offsets reported missing",
+           "kafka_missing_ranges_reported", EGRESS, handler="kafka"),
+    Metric("kafka_missing_offsets_reported", COUNTER, "Source offsets in the ranges reported missing",
+           "kafka_missing_offsets_reported", EGRESS, handler="kafka"),
+    Metric("kafka_missing_ranges_open", GAUGE, "Missing ranges not yet repaired", "kafka_missing_ranges_open",
+           EGRESS, handler="kafka"),
+    Metric("kafka_producer_queue_full_waits", COUNTER, "Times the producer queue was full and the sink waited",
+           "kafka_producer_queue_full_waits", EGRESS, handler="kafka"),
 )
 
 FILTER_DROPS = Metric("filter_records_dropped", COUNTER, "Records dropped by a filter", "", INGRESS)
