@@ -18,7 +18,7 @@ from ddc._core.sender import DatagramSender
 from ddc.filters import FilterChain
 from ddc.handlers import build_source
 from ddc.link import Link
-from ddc.stage_buffer import StageBuffer, record_size
+from ddc.stage_buffer import RECORD_OVERHEAD, StageBuffer, record_size
 from ddc.transport.sockets import open_sending
 from ddc.units import format_rate
 
@@ -122,7 +122,7 @@ class IngressLink(Link):
             taken += len(records)
             records = self.filters.apply(records) if self.filters.filters else records
             for record in records:
-                size = record_size(record)
+                size = len(record[0]) + len(record[1]) + RECORD_OVERHEAD
                 if size > record_limit:
                     self.records_too_large += 1
                     log.warning(f"link {self.name}: dropped a record of {size} bytes, larger than max_frame_size",

@@ -32,6 +32,7 @@ class StageBuffer:
         self.size_of = size_of
         self.records_in_item = records_in
         self._items = collections.deque()
+        self._sizes = collections.deque()  # kept beside the items: a size is computed once, on the way in
         self._bytes = 0
         self._closed = False
         self._lock = threading.Lock()
@@ -69,6 +70,7 @@ class StageBuffer:
                 if self._closed or not self._has_room(size):
                     break
                 self._items.append(item)
+                self._sizes.append(size)
                 self._bytes += size
                 accepted += 1
             self.items_in += accepted
@@ -88,11 +90,13 @@ class StageBuffer:
                 self._readable.wait(remaining)
             taken = []
             taken_bytes = 0
-            while self._items:
-                size = self.size_of(self._items[0])
+            items, sizes = self._items, self._sizes
+            while items:
+                size = sizes[0]
                 if taken and taken_bytes + size > max_bytes:
                     break
-                taken.append(self._items.popleft())
+                taken.append(items.popleft())
+                sizes.popleft()
                 taken_bytes += size
             self._bytes -= taken_bytes
             self.items_out += len(taken)

@@ -48,7 +48,13 @@ cdef enum:
 def pack(uint8_t kind, str topic, int32_t partition, int64_t offset, int64_t previous_offset,
          int64_t stream_start, uint8_t timestamp_type, int64_t timestamp, key, headers, bint value_present):
     """Metadata for one record; key is bytes or None, headers a list of (str, bytes | None) or None."""
-    cdef bytes topic_bytes = topic.encode("utf-8")
+    return pack_encoded(kind, topic.encode("utf-8"), partition, offset, previous_offset, stream_start,
+                        timestamp_type, timestamp, key, headers, value_present)
+
+
+cdef bytes pack_encoded(uint8_t kind, bytes topic_bytes, int32_t partition, int64_t offset, int64_t previous_offset,
+                        int64_t stream_start, uint8_t timestamp_type, int64_t timestamp, key, headers,
+                        bint value_present):
     cdef bytes key_bytes = key if key is not None else b""
     cdef list encoded_headers = []
     cdef Py_ssize_t total, position
@@ -167,3 +173,69 @@ def coordinates(metadata):
     need(FIXED_BYTES + 2, name_length, length, "topic")
     topic = bytes(view[FIXED_BYTES + 2:FIXED_BYTES + 2 + name_length]).decode("utf-8")
     return topic, <int32_t>get32(&view[4]), <int64_t>get64(&view[8])
+
+
+def pack_messages(messages, dict previous_offsets, dict starts, dict next_offsets, Py_ssize_t max_record_size):
+    """Records for a batch of consumed messages, in one compiled loop (the ingress's per-record work).
+
+    `messages` are consumer messages (topic(), partition(), offset(), key(), value(), headers(),
+    timestamp(), error()). Updates previous_offsets, starts and next_offsets per (topic, partition).
+    Returns (records, errors, skipped): errors are the messages' error objects, skipped the
+    (topic, partition, offset, size) of records over max_record_size, sent as SKIPPED placeholders."""
+    cdef list records = []
+    cdef list errors = []
+    cdef list skipped = []
+    cdef dict encoded_topics = {}
+    cdef Py_ssize_t size
+    cdef int64_t offset, previous
+    cdef uint8_t kind
+    for message in messages:
+        error = message.error()
+        if error is not None:
+            errors.append(error)
+            continue
+        topic = message.topic()
+        partition = message.partition()
+        offset = message.offset()
+        coordinate = (topic, partition)
+        previous = previous_offsets.get(coordinate, UNKNOWN_OFFSET)
+        previous_offsets[coordinate] = offset
+        start = starts.get(coordinate)
+        if start is None:
+            start = offset
+            starts[coordinate] = start
+        next_offsets[coordinate] = offset + 1
+        key = message.key()
+        value = message.value()
+        headers = message.headers()
+        size = (len(key) if key is not None else 0) + (len(value) if value is not None else 0)
+        if headers:
+            for name, data in headers:
+                size += len(name) + (len(data) if data is not None else 0)
+        timestamp_type, timestamp = message.timestamp()
+        kind = RECORD
+        if size > max_record_size:
+            kind = SKIPPED
+            skipped.append((topic, partition, offset, size))
+            key = headers = value = None
+        topic_bytes = encoded_topics.get(topic)
+        if topic_bytes is None:
+            topic_bytes = encoded_topics[topic] = topic.encode("utf-8")
+        records.append((pack_encoded(kind, topic_bytes, partition, offset, previous, start, timestamp_type,
+                                     timestamp, key, headers, value is not None),
+                        value if value is not None else b""))
+    return records, errors, skipped
+
+
+def unpack_records(records):
+    """unpack() applied to a batch's (metadata, value) records in one compiled loop: a list of
+    (kind, topic, partition, offset, previous_offset, stream_start, timestamp_type, timestamp, key, headers,
+    value_present, value), and the number of records whose metadata was malformed (left out)."""
+    cdef list unpacked = []
+    cdef Py_ssize_t malformed = 0
+    for metadata, value in records:
+        try:
+            unpacked.append(unpack(metadata) + (value,))
+        except ValueError:
+            malformed += 1
+    return unpacked, malformed

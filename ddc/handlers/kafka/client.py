@@ -28,10 +28,9 @@ CONSUMER_ONLY = {
 ERROR_LOG_INTERVAL_SECONDS = 10.0
 
 
-def as_librdkafka(value) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
+def as_librdkafka(value):
+    """Text for librdkafka; booleans stay booleans, which properties handled by the Python client require."""
+    return value if isinstance(value, bool) else str(value)
 
 
 class ClientHealth:

@@ -16,21 +16,36 @@ Missing ranges and repairs are logged, counted, and written as JSON records to
 import json
 import logging
 import time
+from functools import partial
+from typing import NamedTuple
 
 from confluent_kafka import KafkaException
 
 from ddc._core import kafka_metadata
-from ddc._core.kafka_metadata import POSITION, RECORD, SKIPPED
+from ddc._core.kafka_metadata import FILTERED, POSITION, RECORD, SKIPPED
 from ddc.handlers.base import Sink
 from ddc.handlers.kafka.destination import (SOURCE_OFFSET, SOURCE_PARTITION, SOURCE_TOPIC, Destination,
-                                            DestinationUnavailable, source_coordinates)
+                                            DestinationUnavailable)
+from ddc.handlers.kafka.ledger import PartitionLedger
 from ddc.handlers.kafka.topics import TopicMapping
 
 log = logging.getLogger("ddc.handlers.kafka")
 
 QUEUE_FULL_WAIT_SECONDS = 0.05
 RETRY_SECONDS = 2.0
+ROUTE_REFRESH_SECONDS = 30.0
 TIMESTAMP_CREATE = 1
+UNASSIGNED_PARTITION = -1
+
+
+class Route(NamedTuple):
+    source_topic: str
+    source_partition: int
+    target: str
+    target_partition: int
+    ledger: PartitionLedger
+    topic_bytes: bytes
+    partition_bytes: bytes
 
 
 class KafkaSink(Sink):
@@ -40,7 +55,6 @@ class KafkaSink(Sink):
         self.destination: Destination | None = None
         self.stopping = None
         self.records_written = 0
-        self.records_delivered = 0
         self.records_duplicate = 0
         self.records_skipped = 0
         self.records_filtered = 0
@@ -50,12 +64,16 @@ class KafkaSink(Sink):
         self.missing_offsets_reported = 0
         self.undecodable = 0
         self.queue_full_waits = 0
+        self._routes: dict = {}
+        self._routes_built = 0.0
 
     def open(self) -> None:
         try:
             self.destination = Destination.acquire(self.config.properties, self.link_name)
         except KafkaException as error:
             raise OSError(f"link {self.link_name}: Kafka producer settings rejected: {error.args[0].str()}") from None
+        except (TypeError, ValueError) as error:
+            raise OSError(f"link {self.link_name}: Kafka producer settings rejected: {error}") from None
 
     def close(self) -> None:
         if self.destination is not None:
@@ -69,18 +87,90 @@ class KafkaSink(Sink):
 
     def write(self, records: list) -> None:
         destination = self.destination
+        produce = destination.producer.produce
+        unpacked, malformed = kafka_metadata.unpack_records(records)
+        if malformed:
+            self.undecodable += malformed
+            log.error(f"link {self.link_name}: {malformed} records had malformed Kafka metadata and were dropped",
+                      extra={"fields": {"link": self.link_name, "records": malformed}})
         with destination.lock:
             self._prepare()
-            for metadata, value in records:
-                try:
-                    fields = kafka_metadata.unpack(metadata)
-                except ValueError as error:
-                    self.undecodable += 1
-                    log.error(f"link {self.link_name}: a record's Kafka metadata is malformed: {error}",
-                              extra={"fields": {"link": self.link_name}})
+            routes = self._current_routes()
+            for (kind, topic, partition, offset, previous, start, timestamp_type, timestamp, key, headers,
+                 value_present, value) in unpacked:
+                route = routes.get((topic, partition)) or self._route(topic, partition)
+                if route is None:
+                    self._undeliverable(topic, partition, offset, "its destination topic is not valid")
                     continue
-                self._write_one(fields, value)
+                ledger = route.ledger
+                high = ledger.high
+                if kind == RECORD and high is not None and previous <= high < offset:
+                    ledger.high = offset  # the next record in order: the case to make fast
+                elif not self._admit_out_of_order(route, kind, offset, previous, start):
+                    continue
+                headers.append((SOURCE_TOPIC, route.topic_bytes))
+                headers.append((SOURCE_PARTITION, route.partition_bytes))
+                headers.append((SOURCE_OFFSET, b"%d" % offset))
+                while True:
+                    try:
+                        produce(route.target, value if value_present else None, key,
+                                partition=route.target_partition, headers=headers,
+                                on_delivery=partial(self._failed, topic, partition, offset),
+                                timestamp=timestamp if timestamp_type == TIMESTAMP_CREATE and timestamp >= 0 else 0)
+                        break
+                    except BufferError:
+                        self.queue_full_waits += 1
+                        destination.producer.poll(QUEUE_FULL_WAIT_SECONDS)
+                    except (KafkaException, TypeError, ValueError) as error:
+                        self._undeliverable(topic, partition, offset, str(error))
+                        self.records_written -= 1
+                        break
+                self.records_written += 1
             destination.producer.poll(0)
+
+    def _admit_out_of_order(self, route, kind: int, offset: int, previous: int, start: int) -> bool:
+        """Everything but the next record in order: placeholders, positions, gaps, duplicates, repairs."""
+        ledger = route.ledger
+        if kind == POSITION:
+            admission = ledger.admit_position(offset, start)
+        else:
+            admission = ledger.admit(offset, previous, start)
+        if admission.missing:
+            self._report("missing", route.source_topic, route.source_partition, *admission.missing)
+        if admission.repaired:
+            self._report("repaired", route.source_topic, route.source_partition, *admission.repaired)
+        if kind == SKIPPED:
+            self.records_skipped += 1
+        elif kind == FILTERED:
+            self.records_filtered += 1
+        elif kind == RECORD and not admission.deliver:
+            self.records_duplicate += 1
+        return kind == RECORD and admission.deliver
+
+    def _current_routes(self) -> dict:
+        """Routes are rebuilt now and then, so a destination topic that gains partitions is used fully."""
+        now = time.monotonic()
+        if now - self._routes_built > ROUTE_REFRESH_SECONDS:
+            self._routes, self._routes_built = {}, now
+        return self._routes
+
+    def _route(self, topic: str, partition: int):
+        """Where records of one source partition go, worked out once: the per-record path only looks it up."""
+        try:
+            target = self.mapping.destination(topic)
+        except ValueError as error:
+            log.error(f"link {self.link_name}: {error}", extra={"fields": {"link": self.link_name, "topic": topic}})
+            return None
+        while True:
+            try:
+                self.destination.load_topic(target, self.config.deduplication_lookback)
+                break
+            except DestinationUnavailable as error:
+                self._retry_later(error)
+        route = Route(topic, partition, target, self._partition(target, partition),
+                      self.destination.ledger[(topic, partition)], topic.encode(), str(partition).encode())
+        self._routes[(topic, partition)] = route
+        return route
 
     def _prepare(self) -> None:
         """Waits until the ledger can be trusted: never write what might already be in the destination."""
@@ -96,80 +186,21 @@ class KafkaSink(Sink):
                   "egress buffer meanwhile)", extra={"fields": {"link": self.link_name}})
         time.sleep(RETRY_SECONDS)
 
-    def _write_one(self, fields, value) -> None:
-        (kind, topic, partition, offset, previous, start, timestamp_type, timestamp, key, headers,
-         value_present) = fields
-        destination = self.destination
-        try:
-            target = self.mapping.destination(topic)
-        except ValueError as error:
-            self._undeliverable(topic, partition, offset, str(error))
-            return
-        while True:
-            try:
-                destination.load_topic(target, self.config.deduplication_lookback)
-                break
-            except DestinationUnavailable as error:
-                self._retry_later(error)
-        ledger = destination.ledger[(topic, partition)]
-        admission = (ledger.admit_position(offset, start) if kind == POSITION
-                     else ledger.admit(offset, previous, start))
-        if admission.missing:
-            self._report("missing", topic, partition, *admission.missing)
-        if admission.repaired:
-            self._report("repaired", topic, partition, *admission.repaired)
-        if kind != RECORD:
-            if kind == SKIPPED:
-                self.records_skipped += 1
-            elif kind != POSITION:
-                self.records_filtered += 1
-            return
-        if not admission.deliver:
-            self.records_duplicate += 1
-            return
-        headers = list(headers)
-        headers += [(SOURCE_TOPIC, topic.encode()), (SOURCE_PARTITION, str(partition).encode()),
-                    (SOURCE_OFFSET, str(offset).encode())]
-        arguments = {"key": key, "value": value if value_present else None, "headers": headers,
-                     "on_delivery": self._delivered}
-        if timestamp_type == TIMESTAMP_CREATE and timestamp >= 0:
-            arguments["timestamp"] = timestamp
-        target_partition = self._partition(target, partition)
-        if target_partition is not None:
-            arguments["partition"] = target_partition
-        while True:
-            try:
-                destination.producer.produce(target, **arguments)
-                break
-            except BufferError:
-                self.queue_full_waits += 1
-                destination.producer.poll(QUEUE_FULL_WAIT_SECONDS)
-            except (KafkaException, TypeError, ValueError) as error:
-                self._undeliverable(topic, partition, offset, str(error))
-                return
-        self.records_written += 1
-
-    def _partition(self, target: str, source_partition: int) -> int | None:
-        """The destination partition, or None to let the key decide (librdkafka's murmur2, as Kafka's tools)."""
+    def _partition(self, target: str, source_partition: int) -> int:
+        """The destination partition, or -1 to let the key decide (librdkafka's murmur2, as Kafka's tools)."""
         mode = self.config.partitioning
         if mode == "key_hash":
-            return None
+            return UNASSIGNED_PARTITION
         if mode == "source":
             return source_partition
         count = self.destination.partition_count(target)
-        return source_partition if count is not None and source_partition < count else None
+        return source_partition if count is not None and source_partition < count else UNASSIGNED_PARTITION
 
-    def _delivered(self, error, message) -> None:
+    def _failed(self, topic: str, partition: int, offset: int, error, message) -> None:
+        """Called for failed deliveries only (delivery.report.only.error)."""
         if error is None:
-            self.records_delivered += 1
             return
         self.delivery_failures += 1
-        source = source_coordinates(message.headers())
-        if source is None:
-            log.error(f"link {self.link_name}: a record could not be delivered: {error.str()}",
-                      extra={"fields": {"link": self.link_name}})
-            return
-        topic, partition, offset = source
         self.destination.ledger[(topic, partition)].note_missing(offset, offset)
         self._report("missing", topic, partition, offset, offset, reason=f"delivery failed: {error.str()}")
 
@@ -205,10 +236,14 @@ class KafkaSink(Sink):
                 log.error(f"link {self.link_name}: could not write a {event} report to "
                           f"{self.config.missing_records_topic}: {error}", extra={"fields": fields})
 
+    def _in_flight(self) -> int:
+        return len(self.destination.producer) if self.destination else 0
+
     def counters(self) -> dict:
         ledger = self.destination.ledger if self.destination else None
         return {
-            "kafka_records_written": self.records_written, "kafka_records_delivered": self.records_delivered,
+            "kafka_records_written": self.records_written,
+            "kafka_records_delivered": self.records_written - self.delivery_failures - self._in_flight(),
             "kafka_records_duplicate": self.records_duplicate, "kafka_records_skipped": self.records_skipped,
             "kafka_records_filtered": self.records_filtered, "kafka_records_repaired": self.records_repaired,
             "kafka_delivery_failures": self.delivery_failures,

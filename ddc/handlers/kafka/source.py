@@ -25,7 +25,7 @@ import time
 from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException, TopicPartition
 
 from ddc._core import kafka_metadata
-from ddc._core.kafka_metadata import FILTERED, POSITION, RECORD, SKIPPED, UNKNOWN_OFFSET
+from ddc._core.kafka_metadata import FILTERED, POSITION, SKIPPED, UNKNOWN_OFFSET
 from ddc.handlers.base import Source
 from ddc.handlers.kafka.client import PRODUCER_ONLY, ClientHealth, client_config
 
@@ -76,6 +76,8 @@ class KafkaSource(Source):
             self.consumer = Consumer(config)
         except KafkaException as error:
             raise OSError(f"link {self.link_name}: Kafka consumer settings rejected: {error.args[0].str()}") from None
+        except (TypeError, ValueError) as error:
+            raise OSError(f"link {self.link_name}: Kafka consumer settings rejected: {error}") from None
         self.consumer.subscribe(list(self.config.topics), on_assign=self._on_assign, on_revoke=self._on_revoke,
                                 on_lost=self._on_lost)
 
@@ -111,42 +113,29 @@ class KafkaSource(Source):
     # ---- taking records in ----
 
     def _take(self, messages) -> None:
-        records = []
         offsets = {}
-        limit = self.config.max_record_size
-        for message in messages:
-            error = message.error()
-            if error is not None:
-                if error.code() != KafkaError._PARTITION_EOF:
-                    self.health.on_error(error)
-                continue
+        records, errors, skipped = kafka_metadata.pack_messages(messages, self._previous, self._start, offsets,
+                                                                self.config.max_record_size)
+        for error in errors:
+            if error.code() != KafkaError._PARTITION_EOF:
+                self.health.on_error(error)
+        for topic, partition, offset, size in skipped:
+            self._skipped(topic, partition, offset, size)
+        if records:
             self.health.on_success()
-            topic, partition, offset = message.topic(), message.partition(), message.offset()
-            coordinate = (topic, partition)
-            previous = self._previous.get(coordinate, UNKNOWN_OFFSET)
-            self._previous[coordinate] = offset
-            start = self._start.setdefault(coordinate, offset)
-            offsets[coordinate] = offset + 1
-            key, value, headers = message.key(), message.value(), message.headers()
-            timestamp_type, timestamp = message.timestamp()
-            size = len(key or b"") + len(value or b"") + sum(len(name) + len(data or b"") for name, data in
-                                                             headers or ())
-            kind = RECORD
-            if size > limit:
-                kind = SKIPPED
-                self.records_skipped += 1
-                log.warning(f"link {self.link_name}: skipped a record of {size} bytes at {topic}[{partition}]@"
-                            f"{offset}, larger than max_record_size ({limit}); the egress reports it as skipped",
-                            extra={"fields": {"link": self.link_name, "topic": topic, "partition": partition,
-                                              "offset": offset, "record_bytes": size}})
-                key = value = headers = None
-            records.append((kafka_metadata.pack(kind, topic, partition, offset, previous, start, timestamp_type,
-                                                timestamp, key, headers, value is not None), value or b""))
         self.records_consumed += len(records)
         if records:
             self._records_put += len(records)
             self._chunks.append((self._records_put, offsets))
             self._held = records
+
+    def _skipped(self, topic: str, partition: int, offset: int, size: int) -> None:
+        self.records_skipped += 1
+        limit = self.config.max_record_size
+        log.warning(f"link {self.link_name}: skipped a record of {size} bytes at {topic}[{partition}]@{offset}, "
+                    f"larger than max_record_size ({limit}); the egress reports it as skipped",
+                    extra={"fields": {"link": self.link_name, "topic": topic, "partition": partition,
+                                      "offset": offset, "record_bytes": size}})
 
     def _announce_positions(self) -> None:
         """Tells the egress how far each partition has been sent, so losses at a stream's end are reported too."""
