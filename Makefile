@@ -20,6 +20,7 @@ bench: $(VENV)/.built-test
 	$(BIN)/python bench/small_records.py
 	$(BIN)/python bench/pydiode_compare.py
 	$(BIN)/python bench/memory.py
+	$(BIN)/python bench/kafka_copy.py
 
 build: $(VENV)/.built
 

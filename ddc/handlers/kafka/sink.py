@@ -80,9 +80,6 @@ class KafkaSink(Sink):
             self.destination.release()
             self.destination = None
 
-    def healthy(self) -> bool:
-        return self.destination is not None and self.destination.health.healthy
-
     # ---- writing ----
 
     def write(self, records: list) -> None:
