@@ -96,9 +96,6 @@ class KafkaSink(Sink):
             for (kind, topic, partition, offset, previous, start, timestamp_type, timestamp, key, headers,
                  value_present, value) in unpacked:
                 route = routes.get((topic, partition)) or self._route(topic, partition)
-                if route is None:
-                    self._undeliverable(topic, partition, offset, "its destination topic is not valid")
-                    continue
                 ledger = route.ledger
                 high = ledger.high
                 if kind == RECORD and high is not None and previous <= high < offset:
@@ -114,15 +111,15 @@ class KafkaSink(Sink):
                                 partition=route.target_partition, headers=headers,
                                 on_delivery=partial(self._failed, topic, partition, offset),
                                 timestamp=timestamp if timestamp_type == TIMESTAMP_CREATE and timestamp >= 0 else 0)
-                        break
                     except BufferError:
                         self.queue_full_waits += 1
                         destination.producer.poll(QUEUE_FULL_WAIT_SECONDS)
+                        continue
                     except (KafkaException, TypeError, ValueError) as error:
                         self._undeliverable(topic, partition, offset, str(error))
-                        self.records_written -= 1
-                        break
-                self.records_written += 1
+                    else:
+                        self.records_written += 1
+                    break
             destination.producer.poll(0)
 
     def _admit_out_of_order(self, route, kind: int, offset: int, previous: int, start: int) -> bool:
@@ -153,11 +150,9 @@ class KafkaSink(Sink):
 
     def _route(self, topic: str, partition: int):
         """Where records of one source partition go, worked out once: the per-record path only looks it up."""
-        try:
-            target = self.mapping.destination(topic)
-        except ValueError as error:
-            log.error(f"link {self.link_name}: {error}", extra={"fields": {"link": self.link_name, "topic": topic}})
-            return None
+        # An invalid mapped name is a configuration error: it stops the proxy (exit 1) with the names in the
+        # message, and the records not written are reported missing once the mapping is fixed.
+        target = self.mapping.destination(topic)
         while True:
             try:
                 self.destination.load_topic(target, self.config.deduplication_lookback)

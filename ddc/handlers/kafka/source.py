@@ -123,8 +123,7 @@ class KafkaSource(Source):
             self._skipped(topic, partition, offset, size)
         if records:
             self.health.on_success()
-        self.records_consumed += len(records)
-        if records:
+            self.records_consumed += len(records)
             self._records_put += len(records)
             self._chunks.append((self._records_put, offsets))
             self._held = records
