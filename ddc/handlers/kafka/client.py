@@ -57,6 +57,9 @@ class ClientHealth:
                                              "fatal": error.fatal()}})
 
     def on_success(self) -> None:
+        if not self.healthy:
+            self.log.info(f"link {self.link_name}: Kafka {self.role}: brokers reachable again",
+                          extra={"fields": {"link": self.link_name}})
         self.healthy = True
 
 

@@ -34,6 +34,7 @@ log = logging.getLogger("ddc.handlers.kafka")
 POLL_SECONDS = 0.1
 REVOKE_WAIT_SECONDS = 30.0
 POSITION_INTERVAL_SECONDS = 2.0
+PROBE_INTERVAL_SECONDS = 5.0
 START_METADATA = "ddc-start="
 COMMIT_TIMEOUT_SECONDS = 10.0
 
@@ -58,6 +59,7 @@ class KafkaSource(Source):
         self._paused = False
         self._output = None
         self._positions_announced = 0.0
+        self._last_probe = 0.0
         self.records_consumed = 0
         self.records_skipped = 0
         self.commits = 0
@@ -94,6 +96,20 @@ class KafkaSource(Source):
             messages = self.consumer.consume(self.config.max_poll_records, POLL_SECONDS)
             if messages:
                 self._take(messages)
+            elif not self.health.healthy:
+                self._probe_brokers()
+
+    def _probe_brokers(self) -> None:
+        """librdkafka reports brokers going down but not coming back; an idle source asks now and then."""
+        now = time.monotonic()
+        if now - self._last_probe < PROBE_INTERVAL_SECONDS:
+            return
+        self._last_probe = now
+        try:
+            self.consumer.list_topics(timeout=1.0)
+        except KafkaException:
+            return
+        self.health.on_success()
 
     def close(self) -> None:
         """Commits everything the link has sent, then leaves the group."""
