@@ -96,6 +96,7 @@ def ddc_run(source: Cluster, destination: Cluster, topic: str, target: str, coun
 role = "ingress"
 [telemetry]
 log_format = "json"
+stats_interval = "0.5s"
 [links.bench.source]
 type = "kafka"
 topics = ["{topic}"]
@@ -111,6 +112,7 @@ rate = "4Gbit/s"
 role = "egress"
 [telemetry]
 log_format = "json"
+stats_interval = "0.5s"
 [telemetry.http]
 listen = "127.0.0.1:{http_port}"
 [links.bench.transport]

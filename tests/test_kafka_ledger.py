@@ -138,3 +138,47 @@ def test_topic_mapping_order_and_validation():
     assert mapping.destination("metrics") == "dest_metrics"
     with pytest.raises(ValueError, match="not a valid Kafka topic name"):
         TopicMapping(rename={"a": "bad name"}).destination("a")
+
+
+def test_the_compiled_write_loop_routes_deduplicates_and_reports():
+    """write_records with the sink's callbacks replaced by recorders: every path of the loop, exactly."""
+    from ddc.handlers.kafka.ledger import Ledger
+
+    ledger = Ledger()
+    routes, produced, slow, undeliverable, waits = {}, [], [], [], []
+    full_once = {"pending": True}
+
+    def route_for(topic, partition):
+        routes[(topic, partition)] = (topic, partition, "target", 7, ledger[(topic, partition)], b"t", b"0")
+        return routes[(topic, partition)]
+
+    def admit(route, kind, offset, previous, start):
+        slow.append((kind, offset))
+        admission = route[4].admit(offset, previous, start)
+        return kind == kafka_metadata.RECORD and admission.deliver
+
+    def produce(topic, value, key, partition, headers, on_delivery, timestamp):
+        if full_once.pop("pending", False):
+            raise BufferError
+        if key == b"refused":
+            raise ValueError("too big for the producer")
+        produced.append((topic, value, key, partition, headers[-3:], timestamp))
+
+    def record(offset, previous, key=b"k", value=b"v", kind=kafka_metadata.RECORD, timestamp_type=1):
+        return (kafka_metadata.pack(kind, "t", 0, offset, previous, 0, timestamp_type, 1000 + offset, key, [],
+                                    value is not None), value or b"")
+
+    batch = [record(0, -1), record(1, 0), record(1, 0), record(4, 3, key=b"refused"), record(5, 4),
+             record(6, 5, timestamp_type=2), record(7, 6, value=None), (b"garbage", b"")]
+    written, malformed = kafka_metadata.write_records(
+        batch, routes, route_for, admit, produce, lambda *a: None,
+        lambda *arguments: undeliverable.append(arguments), lambda: waits.append(1), 1)
+    assert malformed == 1 and waits == [1]
+    assert written == 5
+    assert [entry[2] for entry in produced] == [b"k"] * 5
+    assert [entry[4][2] for entry in produced] == [("sourceOffset", str(offset).encode()) for offset in (0, 1, 5, 6, 7)]
+    assert produced[3][5] == 0 and produced[0][5] == 1000  # LogAppendTime is not copied; CreateTime is
+    assert produced[4][1] is None  # a tombstone stays a tombstone
+    assert undeliverable == [("t", 0, 4, "too big for the producer")]
+    assert slow == [(0, 0), (0, 1), (0, 4)]  # the first record, the duplicate, and the one after a gap
+    assert ledger[("t", 0)].missing == [[2, 3]]

@@ -24,12 +24,19 @@ length, key, u32 header count, then per header u16 name length, name (UTF-8),
 u32 value length (0xFFFFFFFF: null), value.
 """
 
-from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.unicode cimport PyUnicode_DecodeUTF8
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memcpy
 
+from functools import partial
+
 from ddc._core.byteorder cimport get16, get32, get64, put16, put32, put64
 
+
+SOURCE_TOPIC_HEADER = "sourceTopic"
+SOURCE_PARTITION_HEADER = "sourcePartition"
+SOURCE_OFFSET_HEADER = "sourceOffset"
 
 RECORD = 0
 SKIPPED = 1
@@ -105,60 +112,80 @@ cdef bytes pack_encoded(uint8_t kind, bytes topic_bytes, int32_t partition, int6
     return result
 
 
-cdef inline void need(Py_ssize_t position, uint64_t count, Py_ssize_t length, str what) except *:
-    if <uint64_t>position + count > <uint64_t>length:
-        raise ValueError(f"Kafka metadata of {length} bytes ends inside its {what}")
+cdef int malformed(Py_ssize_t length, str what) except -1:
+    raise ValueError(f"Kafka metadata of {length} bytes ends inside its {what}")
 
 
-def unpack(metadata):
-    """(kind, topic, partition, offset, previous_offset, stream_start, timestamp_type, timestamp, key,
-    headers, value_present); ValueError for anything malformed."""
-    cdef const uint8_t[:] view
-    cdef const uint8_t* data
-    cdef Py_ssize_t length = len(metadata)
+cdef inline bint short(Py_ssize_t position, uint64_t count, Py_ssize_t length) noexcept nogil:
+    return <uint64_t>position + count > <uint64_t>length
+
+
+cdef tuple unpack_raw(const uint8_t* data, Py_ssize_t length, object value, bint with_value):
     cdef Py_ssize_t position
     cdef uint32_t count, index, value_length
     cdef uint16_t name_length
+    cdef list headers = []
     if length < FIXED_BYTES + 10:
         raise ValueError(f"Kafka metadata of {length} bytes is shorter than its fixed part")
-    view = memoryview(metadata).cast("B")
-    data = &view[0]
-    if data[0] not in KINDS:
+    if data[0] > POSITION:
         raise ValueError(f"Kafka metadata has unknown kind {data[0]}")
     position = FIXED_BYTES
     name_length = get16(data + position)
-    need(position + 2, name_length, length, "topic")
-    topic = (<const char*>data)[position + 2:position + 2 + name_length].decode("utf-8")
+    if short(position + 2, name_length, length):
+        malformed(length, "topic")
+    topic = PyUnicode_DecodeUTF8(<const char*>data + position + 2, name_length, NULL)
     position += 2 + name_length
-    need(position, 4, length, "key length")
+    if short(position, 4, length):
+        malformed(length, "key length")
     value_length = get32(data + position)
-    need(position + 4, value_length, length, "key")
+    if short(position + 4, value_length, length):
+        malformed(length, "key")
     key = PyBytes_FromStringAndSize(<const char*>data + position + 4, value_length) if data[1] & KEY_PRESENT else None
     position += 4 + value_length
-    need(position, 4, length, "header count")
+    if short(position, 4, length):
+        malformed(length, "header count")
     count = get32(data + position)
     position += 4
     if count > <uint32_t>((length - position) // 6):
         raise ValueError(f"Kafka metadata announces {count} headers in {length - position} bytes")
-    headers = []
     for index in range(count):
-        need(position, 2, length, "header name length")
+        if short(position, 2, length):
+            malformed(length, "header name length")
         name_length = get16(data + position)
-        need(position + 2, name_length + 4, length, "header name")
-        name = (<const char*>data)[position + 2:position + 2 + name_length].decode("utf-8")
+        if short(position + 2, name_length + 4, length):
+            malformed(length, "header name")
+        name = PyUnicode_DecodeUTF8(<const char*>data + position + 2, name_length, NULL)
         position += 2 + name_length
         value_length = get32(data + position)
         position += 4
         if value_length == NULL_LENGTH:
             headers.append((name, None))
             continue
-        need(position, value_length, length, "header value")
+        if short(position, value_length, length):
+            malformed(length, "header value")
         headers.append((name, PyBytes_FromStringAndSize(<const char*>data + position, value_length)))
         position += value_length
     if position != length:
         raise ValueError(f"Kafka metadata has {length - position} trailing bytes")
+    if with_value:
+        return (data[0], topic, <int32_t>get32(data + 4), <int64_t>get64(data + 8), <int64_t>get64(data + 16),
+                <int64_t>get64(data + 32), data[2], <int64_t>get64(data + 24), key, headers,
+                (data[1] & VALUE_PRESENT) != 0, value)
     return (data[0], topic, <int32_t>get32(data + 4), <int64_t>get64(data + 8), <int64_t>get64(data + 16),
-            <int64_t>get64(data + 32), data[2], <int64_t>get64(data + 24), key, headers, bool(data[1] & VALUE_PRESENT))
+            <int64_t>get64(data + 32), data[2], <int64_t>get64(data + 24), key, headers,
+            (data[1] & VALUE_PRESENT) != 0)
+
+
+def unpack(metadata):
+    """(kind, topic, partition, offset, previous_offset, stream_start, timestamp_type, timestamp, key,
+    headers, value_present); ValueError for anything malformed."""
+    cdef const uint8_t[:] view
+    if isinstance(metadata, bytes):
+        return unpack_raw(<const uint8_t*>PyBytes_AS_STRING(metadata), PyBytes_GET_SIZE(metadata), None, False)
+    view = memoryview(metadata).cast("B")
+    if len(view) == 0:
+        raise ValueError("Kafka metadata of 0 bytes is shorter than its fixed part")
+    return unpack_raw(&view[0], len(view), None, False)
 
 
 def coordinates(metadata):
@@ -170,7 +197,8 @@ def coordinates(metadata):
         raise ValueError(f"Kafka metadata of {length} bytes is shorter than its fixed part")
     view = memoryview(metadata).cast("B")
     name_length = get16(&view[FIXED_BYTES])
-    need(FIXED_BYTES + 2, name_length, length, "topic")
+    if short(FIXED_BYTES + 2, name_length, length):
+        malformed(length, "topic")
     topic = bytes(view[FIXED_BYTES + 2:FIXED_BYTES + 2 + name_length]).decode("utf-8")
     return topic, <int32_t>get32(&view[4]), <int64_t>get64(&view[8])
 
@@ -232,10 +260,70 @@ def unpack_records(records):
     (kind, topic, partition, offset, previous_offset, stream_start, timestamp_type, timestamp, key, headers,
     value_present, value), and the number of records whose metadata was malformed (left out)."""
     cdef list unpacked = []
-    cdef Py_ssize_t malformed = 0
+    cdef Py_ssize_t refused = 0
+    cdef bytes metadata
     for metadata, value in records:
         try:
-            unpacked.append(unpack(metadata) + (value,))
+            unpacked.append(unpack_raw(<const uint8_t*>PyBytes_AS_STRING(metadata), PyBytes_GET_SIZE(metadata),
+                                       value, True))
         except ValueError:
-            malformed += 1
-    return unpacked, malformed
+            refused += 1
+    return unpacked, refused
+
+
+def write_records(list records, dict routes, route_for, admit_out_of_order, produce, failed, undeliverable,
+                  wait_for_room, uint8_t timestamp_create):
+    """The egress's per-record loop, compiled: unpack, route, the in-order fast path, the source headers, produce.
+
+    Everything that is not the next record of its partition goes to admit_out_of_order(route, kind, offset,
+    previous, start) -> bool. Routes are (source topic, source partition, target, target partition, ledger,
+    topic bytes, partition bytes); route_for(topic, partition) makes a missing one. produce is the producer's
+    produce(); failed(topic, partition, offset, error, message) is bound per record as its delivery callback;
+    undeliverable(topic, partition, offset, reason) is called when produce() refuses a record; wait_for_room()
+    when the producer's queue is full. Returns (records produced, records with malformed metadata)."""
+    cdef Py_ssize_t produced = 0, refused = 0
+    cdef bytes metadata
+    cdef tuple fields
+    cdef uint8_t kind
+    cdef int64_t offset, previous, timestamp
+    for metadata, value in records:
+        try:
+            fields = unpack_raw(<const uint8_t*>PyBytes_AS_STRING(metadata), PyBytes_GET_SIZE(metadata), value, True)
+        except ValueError:
+            refused += 1
+            continue
+        kind = fields[0]
+        topic = fields[1]
+        partition = fields[2]
+        offset = fields[3]
+        previous = fields[4]
+        coordinate = (topic, partition)
+        route = routes.get(coordinate)
+        if route is None:
+            route = route_for(topic, partition)
+        ledger = route[4]
+        high = ledger.high
+        if kind == RECORD and high is not None and previous <= high and high < offset:
+            ledger.high = offset
+        elif not admit_out_of_order(route, kind, offset, previous, fields[5]):
+            continue
+        headers = fields[9]
+        headers.append((SOURCE_TOPIC_HEADER, route[5]))
+        headers.append((SOURCE_PARTITION_HEADER, route[6]))
+        headers.append((SOURCE_OFFSET_HEADER, str(offset).encode()))
+        timestamp = fields[7]
+        if fields[6] != timestamp_create or timestamp < 0:
+            timestamp = 0
+        while True:
+            try:
+                produce(route[2], value if fields[10] else None, fields[8], partition=route[3], headers=headers,
+                        on_delivery=partial(failed, topic, partition, offset), timestamp=timestamp)
+            except BufferError:
+                wait_for_room()
+                continue
+            except Exception as error:
+                undeliverable(topic, partition, offset, str(error))
+            else:
+                produced += 1
+            break
+    return produced, refused

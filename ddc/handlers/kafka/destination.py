@@ -21,12 +21,16 @@ import time
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
+from ddc._core.kafka_metadata import SOURCE_OFFSET_HEADER as SOURCE_OFFSET
+from ddc._core.kafka_metadata import SOURCE_PARTITION_HEADER as SOURCE_PARTITION
+from ddc._core.kafka_metadata import SOURCE_TOPIC_HEADER as SOURCE_TOPIC
+
 from ddc.handlers.kafka.client import CONSUMER_ONLY, PRODUCER_ONLY, ClientHealth, client_config
 from ddc.handlers.kafka.ledger import Ledger
 
 log = logging.getLogger("ddc.handlers.kafka")
 
-SOURCE_TOPIC, SOURCE_PARTITION, SOURCE_OFFSET = "sourceTopic", "sourcePartition", "sourceOffset"
+
 METADATA_TIMEOUT_SECONDS = 10.0
 READ_TIMEOUT_SECONDS = 60.0
 PARTITION_COUNT_TTL_SECONDS = 30.0

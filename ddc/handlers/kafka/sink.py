@@ -16,7 +16,6 @@ Missing ranges and repairs are logged, counted, and written as JSON records to
 import json
 import logging
 import time
-from functools import partial
 from typing import NamedTuple
 
 from confluent_kafka import KafkaException
@@ -24,8 +23,7 @@ from confluent_kafka import KafkaException
 from ddc._core import kafka_metadata
 from ddc._core.kafka_metadata import FILTERED, POSITION, RECORD, SKIPPED
 from ddc.handlers.base import Sink
-from ddc.handlers.kafka.destination import (SOURCE_OFFSET, SOURCE_PARTITION, SOURCE_TOPIC, Destination,
-                                            DestinationUnavailable)
+from ddc.handlers.kafka.destination import Destination, DestinationUnavailable
 from ddc.handlers.kafka.ledger import PartitionLedger
 from ddc.handlers.kafka.topics import TopicMapping
 
@@ -39,6 +37,8 @@ UNASSIGNED_PARTITION = -1
 
 
 class Route(NamedTuple):
+    """Field order is read by kafka_metadata.write_records."""
+
     source_topic: str
     source_partition: int
     target: str
@@ -84,43 +84,22 @@ class KafkaSink(Sink):
 
     def write(self, records: list) -> None:
         destination = self.destination
-        produce = destination.producer.produce
-        unpacked, malformed = kafka_metadata.unpack_records(records)
+        with destination.lock:
+            self._prepare()
+            written, malformed = kafka_metadata.write_records(
+                records, self._current_routes(), self._route, self._admit_out_of_order,
+                destination.producer.produce, self._failed, self._undeliverable, self._wait_for_room,
+                TIMESTAMP_CREATE)
+            self.records_written += written
+            destination.producer.poll(0)
         if malformed:
             self.undecodable += malformed
             log.error(f"link {self.link_name}: {malformed} records had malformed Kafka metadata and were dropped",
                       extra={"fields": {"link": self.link_name, "records": malformed}})
-        with destination.lock:
-            self._prepare()
-            routes = self._current_routes()
-            for (kind, topic, partition, offset, previous, start, timestamp_type, timestamp, key, headers,
-                 value_present, value) in unpacked:
-                route = routes.get((topic, partition)) or self._route(topic, partition)
-                ledger = route.ledger
-                high = ledger.high
-                if kind == RECORD and high is not None and previous <= high < offset:
-                    ledger.high = offset  # the next record in order: the case to make fast
-                elif not self._admit_out_of_order(route, kind, offset, previous, start):
-                    continue
-                headers.append((SOURCE_TOPIC, route.topic_bytes))
-                headers.append((SOURCE_PARTITION, route.partition_bytes))
-                headers.append((SOURCE_OFFSET, b"%d" % offset))
-                while True:
-                    try:
-                        produce(route.target, value if value_present else None, key,
-                                partition=route.target_partition, headers=headers,
-                                on_delivery=partial(self._failed, topic, partition, offset),
-                                timestamp=timestamp if timestamp_type == TIMESTAMP_CREATE and timestamp >= 0 else 0)
-                    except BufferError:
-                        self.queue_full_waits += 1
-                        destination.producer.poll(QUEUE_FULL_WAIT_SECONDS)
-                        continue
-                    except (KafkaException, TypeError, ValueError) as error:
-                        self._undeliverable(topic, partition, offset, str(error))
-                    else:
-                        self.records_written += 1
-                    break
-            destination.producer.poll(0)
+
+    def _wait_for_room(self) -> None:
+        self.queue_full_waits += 1
+        self.destination.producer.poll(QUEUE_FULL_WAIT_SECONDS)
 
     def _admit_out_of_order(self, route, kind: int, offset: int, previous: int, start: int) -> bool:
         """Everything but the next record in order: placeholders, positions, gaps, duplicates, repairs."""
