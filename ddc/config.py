@@ -233,6 +233,8 @@ class IngressTransportConfig(Section):
     batch_max_bytes: Annotated[Size, Field(ge=1024)] = "1MiB"
     linger: Annotated[Duration, Field(ge=0)] = "5ms"
     max_frame_size: Annotated[Size, Field(ge=1024, le=MAX_FRAME_BYTES)] = "64MiB"
+    compression: Literal["none", "zstd"] = "none"
+    compression_level: Annotated[int, Field(ge=1, le=22)] = 3
 
     @model_validator(mode="after")
     def batches_fit_in_frames(self):

@@ -22,6 +22,7 @@ from ddc._core import receiver as core_receiver
 from ddc._core import wire
 from ddc._core.receiver import LinkReceiver
 from ddc._core.records import batch_record_count, batch_taken_in_ns, decode_batch
+from ddc.compression import decompress, is_compressed
 from ddc.handlers import build_sink
 from ddc.link import Link
 from ddc.stage_buffer import StageBuffer
@@ -101,8 +102,9 @@ class EgressLink(Link):
 
     def _decode(self, frame) -> list:
         try:
-            records = decode_batch(frame)
-            taken_in_ns = batch_taken_in_ns(frame)
+            batch = decompress(frame, self.config.transport.max_frame_size) if is_compressed(frame) else frame
+            records = decode_batch(batch)
+            taken_in_ns = batch_taken_in_ns(batch)
         except ValueError as error:
             self.frames_undecodable += 1
             log.error(f"link {self.name}: frame {frame.frame_id} is not a valid record batch: {error}",

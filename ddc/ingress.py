@@ -40,6 +40,12 @@ class IngressLink(Link):
         self.records_sent = 0
         self.records_too_large = 0
         self.frames_failed = 0
+        self.compressor = None
+        if config.transport.compression == "zstd":
+            from ddc.compression import FrameCompressor  # loaded only when configured: start-up time
+            self.compressor = FrameCompressor(config.transport.compression_level)
+        self.frame_bytes_uncompressed = 0
+        self.frame_bytes_compressed = 0
         self._source_stopping = threading.Event()
         self._socket = None
         self.sender = None
@@ -96,7 +102,12 @@ class IngressLink(Link):
 
     def _send_batch(self, batch: list, taken_in_ns: int) -> None:
         try:
-            self.sender.send_frame(encode_batch(batch, taken_in_ns))
+            frame = encode_batch(batch, taken_in_ns)
+            self.frame_bytes_uncompressed += len(frame)
+            if self.compressor is not None:
+                frame = self.compressor.compress(frame)
+            self.frame_bytes_compressed += len(frame)
+            self.sender.send_frame(frame)
         except (OSError, ValueError) as error:
             self.frames_failed += 1
             log.error(f"link {self.name}: a frame of {len(batch)} records could not be sent: {error}",
@@ -157,7 +168,10 @@ class IngressLink(Link):
 
     def counters(self) -> dict:
         merged = {"records_sent": self.records_sent, "records_too_large": self.records_too_large,
-                  "records_dropped": self.records_dropped, "frames_failed": self.frames_failed}
+                  "records_dropped": self.records_dropped, "frames_failed": self.frames_failed,
+                  "frame_bytes_uncompressed": self.frame_bytes_uncompressed,
+                  "compression_ratio": round(self.frame_bytes_uncompressed / self.frame_bytes_compressed, 3)
+                  if self.frame_bytes_compressed else 1.0}
         merged.update(self.source.counters())
         merged.update(self.filters.counters())
         merged.update(self.buffer.counters())
