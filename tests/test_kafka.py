@@ -31,6 +31,16 @@ def varied_records(count: int, partitions: int, seed: int = 7) -> list[dict]:
     return records
 
 
+def replicated_topic(clusters, prefix: str, partitions: int, count: int, seed: int) -> tuple[str, list]:
+    """A new source topic holding varied records, and its empty namesake in the destination."""
+    source, destination = clusters
+    topic = source.new_topic(prefix, partitions)
+    destination.create_topic(topic, partitions)
+    records = varied_records(count, partitions, seed)
+    source.produce(topic, records)
+    return topic, records
+
+
 def by_source_partition(messages) -> dict:
     """Destination records grouped by (destination partition, source topic, source partition), in log order."""
     grouped = collections.defaultdict(list)
@@ -95,10 +105,7 @@ def assert_same_records(source_messages, destination_messages, source_topic: str
 
 def test_records_cross_complete_with_fidelity_and_source_headers(start_ddc, kafka_clusters):
     source, destination = kafka_clusters
-    topic = source.new_topic("fidelity", partitions=3)
-    destination.create_topic(topic, partitions=3)
-    records = varied_records(200_000, 3)
-    source.produce(topic, records)
+    topic, records = replicated_topic(kafka_clusters, "fidelity", 3, 200_000, seed=7)
     pair = KafkaPair(start_ddc, kafka_clusters, [topic])
     arrived = destination.wait_for_records(topic, len(records))
     ingress_summary, egress_summary = pair.stop()
@@ -133,10 +140,7 @@ def assert_reports_exact(source_messages, destination_messages, reports, topic):
 
 def test_sigkilled_paused_ingress_restarts_without_loss_or_duplicates(start_ddc, kafka_clusters):
     source, destination = kafka_clusters
-    topic = source.new_topic("ingress-kill", partitions=3)
-    destination.create_topic(topic, partitions=3)
-    records = varied_records(60_000, 3, seed=11)
-    source.produce(topic, records)
+    topic, records = replicated_topic(kafka_clusters, "ingress-kill", 3, 60_000, seed=11)
     # A small buffer: the link is slower than the consumer, which must pause instead of piling records up.
     pair = KafkaPair(start_ddc, kafka_clusters, [topic], rate="12Mbit/s", buffer_size="256KiB")
     destination.wait_for_records(topic, 15_000)
@@ -154,11 +158,8 @@ def test_sigkilled_paused_ingress_restarts_without_loss_or_duplicates(start_ddc,
 
 def test_sigkilled_egress_reports_the_gap_and_a_rewind_repairs_it(start_ddc, kafka_clusters):
     source, destination = kafka_clusters
-    topic = source.new_topic("egress-kill", partitions=3)
-    destination.create_topic(topic, partitions=3)
+    topic, records = replicated_topic(kafka_clusters, "egress-kill", 3, 60_000, seed=12)
     missing_topic = destination.new_topic("missing")
-    records = varied_records(60_000, 3, seed=12)
-    source.produce(topic, records)
     pair = KafkaPair(start_ddc, kafka_clusters, [topic], rate="12Mbit/s",
                      sink_extra=f'missing_records_topic = "{missing_topic}"')
     destination.wait_for_records(topic, 15_000)
@@ -266,10 +267,7 @@ def test_transactional_source_gaps_are_not_reported(start_ddc, kafka_clusters):
 def test_redundant_links_write_each_record_once(start_ddc, kafka_clusters):
     """Two links carry the same topic (two consumer groups, two UDP paths) into one egress: no duplicates."""
     source, destination = kafka_clusters
-    topic = source.new_topic("redundant", partitions=2)
-    destination.create_topic(topic, partitions=2)
-    records = varied_records(20_000, 2, seed=31)
-    source.produce(topic, records)
+    topic, records = replicated_topic(kafka_clusters, "redundant", 2, 20_000, seed=31)
     ingress_text, egress_text = "", ""
     for name in ("first", "second"):
         port = free_udp_port()
