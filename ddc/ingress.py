@@ -4,7 +4,9 @@ Two threads: the source fills the link's buffer; the transport thread takes
 records in batches, packs them into frames (bounded by batch_max_bytes and
 linger) and hands frames to the Cython sender. The sender sends a heartbeat with
 the link's counters every heartbeat_interval, idle or busy, even in the middle of
-a large frame. Stopping drains the buffer, then sends the shutdown datagrams.
+a large frame. Frames are zstd-compressed first when the transport says so. The
+source learns which records were sent (acknowledge) so that a Kafka source can
+commit them. Stopping drains the buffer, then sends the shutdown datagrams.
 """
 
 import logging
