@@ -30,7 +30,7 @@ sys.path[:0] = [str(HERE.parent), str(HERE.parent / "tests")]
 from confluent_kafka import Consumer, Producer  # noqa: E402
 
 from ddc.transport.sockets import free_udp_port  # noqa: E402
-from kafka_harness import GROUP_PROPERTIES, Cluster, TansuBroker, tansu_binary  # noqa: E402
+from kafka_harness import GROUP_PROPERTIES, Cluster, TansuBroker, kafka_pair_configs, tansu_binary  # noqa: E402
 
 GATE = 0.9
 PARTITIONS = 3
@@ -91,39 +91,13 @@ def metric(port: int, name: str) -> float:
 
 def ddc_run(source: Cluster, destination: Cluster, topic: str, target: str, count: int, workdir: Path) -> dict:
     link_port, http_port = free_udp_port(), free_udp_port()
-    group = "\n".join(f'"{key}" = {value}' for key, value in GROUP_PROPERTIES.items())
-    (workdir / "ingress.toml").write_text(f"""
-role = "ingress"
-[telemetry]
-log_format = "json"
-stats_interval = "0.5s"
-[links.bench.source]
-type = "kafka"
-topics = ["{topic}"]
-group_id = "ddc-bench-{uuid.uuid4().hex[:8]}"
-[links.bench.source.properties]
-"bootstrap.servers" = "{source.bootstrap}"
-{group}
-[links.bench.transport]
-destination = "127.0.0.1:{link_port}"
-rate = "4Gbit/s"
-""")
-    (workdir / "egress.toml").write_text(f"""
-role = "egress"
-[telemetry]
-log_format = "json"
-stats_interval = "0.5s"
-[telemetry.http]
-listen = "127.0.0.1:{http_port}"
-[links.bench.transport]
-listen = "127.0.0.1:{link_port}"
-receive_buffer = "64MiB"
-[links.bench.sink]
-type = "kafka"
-topic_rename = {{ "{topic}" = "{target}" }}
-[links.bench.sink.properties]
-"bootstrap.servers" = "{destination.bootstrap}"
-""")
+    ingress_config, egress_config = kafka_pair_configs(
+        source.bootstrap, destination.bootstrap, [topic], link_port, group=f"ddc-bench-{uuid.uuid4().hex[:8]}",
+        link="bench", rate="4Gbit/s", commit_interval="1s", stats_interval="0.5s",
+        egress_telemetry=f'[telemetry.http]\nlisten = "127.0.0.1:{http_port}"',
+        sink_extra=f'topic_rename = {{ "{topic}" = "{target}" }}')
+    (workdir / "ingress.toml").write_text(ingress_config)
+    (workdir / "egress.toml").write_text(egress_config)
     environment = {key: value for key, value in os.environ.items() if not key.startswith("DDC_")}
     logs = {name: open(workdir / f"{name}.log", "wb") for name in ("ingress", "egress")}
     egress = subprocess.Popen([sys.executable, "-m", "ddc", "run", str(workdir / "egress.toml")],

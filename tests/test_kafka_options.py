@@ -6,8 +6,8 @@ import uuid
 
 import pytest
 
-from conftest import free_tcp_port, free_udp_port, kafka_pair_configs, run_ddc
-from kafka_harness import Cluster, TansuBroker, tansu_binary
+from conftest import free_tcp_port, free_udp_port, run_ddc
+from kafka_harness import Cluster, TansuBroker, kafka_pair_configs, tansu_binary
 from test_kafka import KafkaPair, assert_same_records, varied_records
 
 pytestmark = pytest.mark.timeout(300)

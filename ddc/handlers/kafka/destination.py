@@ -33,7 +33,6 @@ log = logging.getLogger("ddc.handlers.kafka")
 
 METADATA_TIMEOUT_SECONDS = 10.0
 READ_TIMEOUT_SECONDS = 60.0
-PARTITION_COUNT_TTL_SECONDS = 30.0
 
 PRODUCER_DEFAULTS = {
     "enable.idempotence": True,
@@ -81,7 +80,6 @@ class Destination:
         self.health = ClientHealth(link_name, "producer", log)
         self.producer = Producer(client_config(properties, PRODUCER_DEFAULTS, self.health, leave_out=CONSUMER_ONLY))
         self._loaded_topics: set[str] = set()
-        self._partition_counts: dict[str, tuple[int | None, float]] = {}
         self.missing_topic_replayed = False
 
     # ---- reading the destination ----
@@ -181,17 +179,12 @@ class Destination:
                                                   "open_ranges": self.ledger.open_ranges()}})
 
     def partition_count(self, topic: str) -> int | None:
-        """Partitions of a destination topic (None if it does not exist yet), cached for a while."""
-        count, checked = self._partition_counts.get(topic, (None, -PARTITION_COUNT_TTL_SECONDS))
-        if time.monotonic() - checked < PARTITION_COUNT_TTL_SECONDS:
-            return count
+        """Partitions of a destination topic, None if it does not exist yet (one metadata request)."""
         try:
             metadata = self.producer.list_topics(topic, timeout=METADATA_TIMEOUT_SECONDS).topics.get(topic)
-            count = len(metadata.partitions) if metadata is not None and metadata.error is None else None
         except KafkaException:
-            count = None
-        self._partition_counts[topic] = (count, time.monotonic())
-        return count
+            return None
+        return len(metadata.partitions) if metadata is not None and metadata.error is None else None
 
 
 def source_coordinates(headers) -> tuple[str, int, int] | None:

@@ -65,6 +65,7 @@ class KafkaSink(Sink):
         self.undecodable = 0
         self.queue_full_waits = 0
         self._routes: dict = {}
+        self._partition_counts: dict = {}  # destination topic -> partitions, rebuilt with the routes
         self._routes_built = 0.0
 
     def open(self) -> None:
@@ -124,7 +125,7 @@ class KafkaSink(Sink):
         """Routes are rebuilt now and then, so a destination topic that gains partitions is used fully."""
         now = time.monotonic()
         if now - self._routes_built > ROUTE_REFRESH_SECONDS:
-            self._routes, self._routes_built = {}, now
+            self._routes, self._partition_counts, self._routes_built = {}, {}, now
         return self._routes
 
     def _route(self, topic: str, partition: int):
@@ -164,7 +165,9 @@ class KafkaSink(Sink):
             return UNASSIGNED_PARTITION
         if mode == "source":
             return source_partition
-        count = self.destination.partition_count(target)
+        if target not in self._partition_counts:
+            self._partition_counts[target] = self.destination.partition_count(target)
+        count = self._partition_counts[target]
         return source_partition if count is not None and source_partition < count else UNASSIGNED_PARTITION
 
     def _failed(self, topic: str, partition: int, offset: int, error, message) -> None:
