@@ -3,7 +3,9 @@
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 
-CORE_MODULES = ["wire", "records", "sender", "receiver", "kafka_metadata"]
+CORE_MODULES = ["wire", "aead", "records", "sender", "receiver", "kafka_metadata"]
+# aead opens libcrypto at run time (docs/security.md); older glibc keeps dlopen in libdl.
+LIBRARIES = {"aead": ["dl"]}
 
 extensions = [
     Extension(
@@ -12,6 +14,7 @@ extensions = [
         include_dirs=["ddc/_core"],
         define_macros=[("_GNU_SOURCE", None)],
         extra_compile_args=["-O3"],
+        libraries=LIBRARIES.get(name, []),
     )
     for name in CORE_MODULES
 ]

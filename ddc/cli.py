@@ -1,4 +1,4 @@
-"""The `ddc` command: run, check, status, doctor, demo, version.
+"""The `ddc` command: run, check, keygen, status, doctor, demo, version.
 
 Exit codes: 0 success, 1 a runtime failure (a link failed, a port could not be
 bound), 2 a usage or configuration error. Errors are one line each on stderr,
@@ -40,8 +40,20 @@ def command_run(arguments) -> int:
 
 def command_check(arguments) -> int:
     settings = load_settings(arguments.file)
+    from ddc.crypto import link_keys
+    for link in settings.links.values():
+        transport = link.transport
+        link_keys(transport.keys if settings.role == "egress" else [transport.key] if transport.key else [])
     print(json.dumps(resolved_view(settings), indent=2))
     print(f"ddc: {arguments.file} is valid ({settings.role}, {len(settings.links)} link(s))", file=sys.stderr)
+    return 0
+
+
+def command_keygen(arguments) -> int:
+    from ddc.crypto import write_new_key
+    path = write_new_key(arguments.path)
+    print(f"ddc: wrote a new 256-bit key to {path} (mode 600); copy it to both sides of the link over a "
+          "trusted channel, never across the diode", file=sys.stderr)
     return 0
 
 
@@ -93,6 +105,10 @@ def build_parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check", help="validate a config file and print it resolved, secrets masked")
     check.add_argument("file", help="the proxy's TOML config file")
     check.set_defaults(handler=command_check)
+
+    keygen = commands.add_parser("keygen", help="write a new random link key file (base64, mode 600)")
+    keygen.add_argument("path", help="where to write the key; an existing file is never overwritten")
+    keygen.set_defaults(handler=command_keygen)
 
     demo = commands.add_parser("demo", help="run an ingress and an egress on loopback with generated traffic")
     demo.add_argument("--seconds", type=float, default=10.0, help="how long to generate traffic (default 10)")

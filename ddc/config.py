@@ -223,6 +223,30 @@ class KafkaSinkConfig(Section):
 SinkConfig = Annotated[UdpSinkConfig | FileSinkConfig | KafkaSinkConfig, Field(discriminator="type")]
 
 
+class KeyConfig(Section):
+    """A link master key for AES-256-GCM (docs/security.md): exactly one of file, environment or
+    password_environment (with salt)."""
+
+    id: Annotated[int, Field(ge=0, le=255)]
+    file: Annotated[str, Field(min_length=1)] | None = None
+    environment: Annotated[str, Field(min_length=1)] | None = None
+    password_environment: Annotated[str, Field(min_length=1)] | None = None
+    salt: Annotated[str, Field(min_length=16)] | None = None
+    iterations: Annotated[int, Field(ge=100_000)] = 600_000
+
+    @model_validator(mode="after")
+    def one_source(self):
+        given = [name for name in ("file", "environment", "password_environment") if getattr(self, name)]
+        if len(given) != 1:
+            raise ValueError(f"key {self.id}: set exactly one of file, environment or password_environment "
+                             f"(got {', '.join(given) or 'none'})")
+        if self.password_environment and not self.salt:
+            raise ValueError(f"key {self.id}: a password-derived key needs a salt of at least 16 characters, "
+                             "the same on both sides; make one with: python3 -c 'import secrets; "
+                             "print(secrets.token_hex(16))'")
+        return self
+
+
 class IngressTransportConfig(Section):
     destination: Address
     datagram_size: Annotated[int, Field(gt=HEADER_BYTES, le=MAX_UDP_PAYLOAD)] = 1472
@@ -235,6 +259,15 @@ class IngressTransportConfig(Section):
     max_frame_size: Annotated[Size, Field(ge=1024, le=MAX_FRAME_BYTES)] = "64MiB"
     compression: Literal["none", "zstd"] = "none"
     compression_level: Annotated[int, Field(ge=1, le=22)] = 3
+    key: KeyConfig | None = None
+
+    @model_validator(mode="after")
+    def tag_fits(self):
+        if self.key is not None and self.datagram_size <= HEADER_BYTES + 16:
+            raise ValueError(f"datagram_size ({self.datagram_size}) leaves no room for a payload beside the "
+                             f"{HEADER_BYTES}-byte header and the 16-byte authentication tag; use at least "
+                             f"{HEADER_BYTES + 17}")
+        return self
 
     @model_validator(mode="after")
     def batches_fit_in_frames(self):
@@ -253,6 +286,17 @@ class EgressTransportConfig(Section):
     max_bytes_in_flight: Annotated[Size, Field(ge=1024)] = "256MiB"
     frame_timeout: Annotated[Duration, Field(gt=0)] = "5s"
     alarm_after_missed_heartbeats: Annotated[int, Field(ge=1, le=1000)] = 3
+    keys: Annotated[list[KeyConfig], Field(max_length=16)] = []
+    session_takeover_after: Annotated[Duration, Field(gt=0)] = "10s"
+
+    @field_validator("keys")
+    @classmethod
+    def key_ids_differ(cls, keys):
+        ids = [key.id for key in keys]
+        repeated = sorted({key_id for key_id in ids if ids.count(key_id) > 1})
+        if repeated:
+            raise ValueError(f"key id {repeated[0]} is given more than once; each key needs its own id")
+        return keys
 
     @model_validator(mode="after")
     def budget_holds_a_frame(self):

@@ -23,6 +23,7 @@ from ddc._core import wire
 from ddc._core.receiver import LinkReceiver
 from ddc._core.records import batch_record_count, batch_taken_in_ns, decode_batch
 from ddc.compression import decompress, is_compressed
+from ddc.crypto import link_keys
 from ddc.handlers import build_sink
 from ddc.link import Link
 from ddc.stage_buffer import StageBuffer
@@ -47,7 +48,10 @@ class EgressLink(Link):
         self.config = config
         transport = config.transport
         self.receiver = LinkReceiver(transport.max_frame_size, transport.max_frames_in_flight,
-                                     transport.max_bytes_in_flight, transport.frame_timeout)
+                                     transport.max_bytes_in_flight, transport.frame_timeout,
+                                     transport.session_takeover_after)
+        for key_id, key in link_keys(transport.keys):
+            self.receiver.add_key(key, key_id)
         self.sink = build_sink(name, config.sink)
         self.buffer = StageBuffer(config.buffer.size, config.buffer.when_full or "drop", size_of=len,
                                   records_in=batch_record_count)
@@ -68,8 +72,11 @@ class EgressLink(Link):
         self.sink.open()
         self._socket = open_bound(transport.listen, receive_buffer=transport.receive_buffer)
         self.kernel_drops = KernelDrops(self._socket)
-        log.info(f"link {self.name}: listening on {transport.listen}, delivering to {self.config.sink.type} sink",
-                 extra={"fields": {"link": self.name, "listen": str(transport.listen)}})
+        keys = [key.id for key in transport.keys]
+        log.info(f"link {self.name}: listening on {transport.listen}, delivering to {self.config.sink.type} sink, "
+                 + (f"accepting only datagrams sealed with key {' or '.join(map(str, keys))}" if keys
+                    else "not encrypted"),
+                 extra={"fields": {"link": self.name, "listen": str(transport.listen), "key_ids": keys}})
         self._spawn("receive", self._receive_loop)
         self._spawn("sink", self._sink_loop)
 

@@ -17,6 +17,7 @@ import time
 from ddc._core import wire
 from ddc._core.records import BATCH_HEADER_BYTES, encode_batch
 from ddc._core.sender import DatagramSender
+from ddc.crypto import link_keys
 from ddc.filters import FilterChain
 from ddc.handlers import build_source
 from ddc.link import Link
@@ -38,7 +39,9 @@ class IngressLink(Link):
         self.source = build_source(name, config.source)
         self.filters = FilterChain(name, config.filters, self.source.coordinates, self.source.placeholder)
         self.buffer = StageBuffer(config.buffer.size, config.buffer.when_full or self.source.default_when_full)
-        self.session_id = secrets.randbits(64) or 1
+        # Start time first: an egress refuses a recorded older session while this one is live.
+        self.session_id = (int(time.time()) << 32 | secrets.randbits(32)) & 0xFFFFFFFFFFFFFFFF or 1
+        self.keys = link_keys([config.transport.key] if config.transport.key else [])
         self.records_sent = 0
         self.records_too_large = 0
         self.frames_failed = 0
@@ -58,11 +61,15 @@ class IngressLink(Link):
         self._socket, _, address = open_sending(transport.destination, send_buffer=transport.send_buffer)
         self.sender = DatagramSender(self._socket.fileno(), address, self.session_id, transport.datagram_size,
                                      transport.rate, transport.burst, transport.heartbeat_interval)
+        for key_id, key in self.keys:
+            self.sender.encrypt_with(key, key_id)
         self.started = time.monotonic()
         log.info(f"link {self.name}: sending {self.config.source.type} records to {transport.destination} "
-                 f"at {format_rate(transport.rate)}, session {self.session_id:016x}",
+                 f"at {format_rate(transport.rate)}, session {self.session_id:016x}"
+                 f"{f', sealed with key {self.keys[0][0]}' if self.keys else ', not encrypted'}",
                  extra={"fields": {"link": self.name, "session_id": f"{self.session_id:016x}",
-                                   "destination": str(transport.destination), "rate_bytes": transport.rate}})
+                                   "destination": str(transport.destination), "rate_bytes": transport.rate,
+                                   "key_id": self.keys[0][0] if self.keys else None}})
         self._spawn("source", self._source_loop)
         self._spawn("transport", self._transport_loop)
 

@@ -24,3 +24,30 @@ def fragment_all(frames: list[bytes], *, session_id: int = 0xABCDEF, datagram_si
         sequence += len(datagrams)
         result.append(datagrams)
     return result
+
+
+def session_key(master_key: bytes, session_id: int) -> bytes:
+    """HKDF-Expand-SHA256(master key, "ddc v2 session key" || session id, 32), as docs/security.md states."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
+
+    return HKDFExpand(hashes.SHA256(), 32, b"ddc v2 session key" + session_id.to_bytes(8, "big")).derive(master_key)
+
+
+def sealed(datagram: bytes, master_key: bytes, key_id: int) -> bytes:
+    """A plain datagram sealed with AES-256-GCM as docs/security.md specifies, by the cryptography package."""
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    fields = wire.decode_datagram(datagram)
+    plain = fields.pop("payload")
+    kind, session_id, sequence = fields.pop("type"), fields.pop("session_id"), fields.pop("sequence")
+    for reserved in ("flags", "key_id"):
+        fields.pop(reserved)
+
+    def build(payload):
+        return wire.encode_datagram(kind, session_id, sequence, payload, flags=1, key_id=key_id, **fields)
+
+    header = bytearray(build(bytes(len(plain) + 16))[:wire.HEADER_BYTES])
+    header[8:12] = bytes(4)
+    nonce = bytes(4) + sequence.to_bytes(8, "big")
+    return build(AESGCM(session_key(master_key, session_id)).encrypt(nonce, plain, bytes(header)))

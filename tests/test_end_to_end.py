@@ -12,12 +12,11 @@ import time
 import pytest
 
 from ddc._core import wire
+from ddc._core.receiver import COUNTER_NAMES
 from conftest import stop_pair, where_it_went
 from traffic import random_payloads, send_paced
 
-DROP_REASONS = ("dropped_truncated", "dropped_bad_magic", "dropped_unknown_version", "dropped_bad_checksum",
-                "dropped_malformed", "dropped_unknown_type", "dropped_oversized_frame", "dropped_stale_session",
-                "dropped_duplicate", "dropped_too_old", "dropped_late_fragment")
+DROP_REASONS = tuple(name for name in COUNTER_NAMES if name.startswith("dropped_"))
 
 
 def assert_no_loss(ingress_summary, egress_summary, count):

@@ -6,12 +6,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ddc._core import wire
-from ddc._core.receiver import LinkReceiver
+from ddc._core.receiver import COUNTER_NAMES, LinkReceiver
 from protocol_reference import fragment, fragment_all
 
-DROP_REASONS = ("dropped_truncated", "dropped_bad_magic", "dropped_unknown_version", "dropped_bad_checksum",
-                "dropped_malformed", "dropped_unknown_type", "dropped_oversized_frame", "dropped_stale_session",
-                "dropped_duplicate", "dropped_too_old", "dropped_late_fragment")
+DROP_REASONS = tuple(name for name in COUNTER_NAMES if name.startswith("dropped_"))
 
 
 def assert_every_datagram_accounted_for(counters):

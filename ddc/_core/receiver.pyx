@@ -21,9 +21,10 @@ from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memcpy, memset
 
+from ddc._core.aead cimport KEY_BYTES, SessionCipher
 from ddc._core.posix cimport (MSG_DONTWAIT, MSG_TRUNC, POLLIN, iovec, mmsghdr, monotonic_ns, poll, pollfd,
                               recvmmsg)
-from ddc._core.wire cimport (HEADER_SIZE, PARSE_BAD_CHECKSUM, PARSE_BAD_MAGIC, PARSE_MALFORMED,
+from ddc._core.wire cimport (FLAG_AUTH_TAG, HEADER_SIZE, MAX_DATAGRAM_SIZE, PARSE_BAD_CHECKSUM, PARSE_BAD_MAGIC, PARSE_MALFORMED,
                              PARSE_OK, PARSE_TRUNCATED, PARSE_UNKNOWN_TYPE, PARSE_UNKNOWN_VERSION,
                              TYPE_DATA, TYPE_HEARTBEAT, TYPE_SHUTDOWN, Header, ParseResult,
                              fragment_chunk, parse_header)
@@ -60,6 +61,9 @@ cdef enum:
     DROPPED_DUPLICATE
     DROPPED_TOO_OLD
     DROPPED_LATE_FRAGMENT
+    DROPPED_UNAUTHENTICATED
+    DROPPED_UNKNOWN_KEY
+    DROPPED_FORGED
     FRAMES_COMPLETED
     FRAMES_TIMED_OUT
     FRAMES_EVICTED
@@ -76,6 +80,7 @@ COUNTER_NAMES = (
     "dropped_truncated", "dropped_bad_magic", "dropped_unknown_version", "dropped_bad_checksum",
     "dropped_malformed", "dropped_unknown_type", "dropped_oversized_frame", "dropped_stale_session",
     "dropped_duplicate", "dropped_too_old", "dropped_late_fragment",
+    "dropped_unauthenticated", "dropped_unknown_key", "dropped_forged",
     "frames_completed", "frames_timed_out", "frames_evicted", "frames_abandoned", "fragments_missing",
     "heartbeats_received", "shutdowns_received", "sessions_started", "events_dropped",
 )
@@ -174,13 +179,23 @@ cdef class LinkReceiver:
     cdef uint32_t ready_count
     cdef Event events[MAX_EVENTS]
     cdef int event_count
+    cdef int64_t session_takeover_ns
+    cdef int64_t last_heard_ns
+    # authentication: up to 256 master keys by key id; two session ciphers, one always the current session's
+    cdef readonly bint authenticated
+    cdef uint8_t master_keys[256 * KEY_BYTES]
+    cdef bint key_known[256]
+    cdef SessionCipher cipher_a
+    cdef SessionCipher cipher_b
+    cdef uint8_t* plain
     # receive buffers
     cdef uint8_t* buffers
     cdef iovec iov[BATCH_DATAGRAMS]
     cdef mmsghdr messages[BATCH_DATAGRAMS]
 
     def __cinit__(self, uint32_t max_frame_bytes=64 * 1024 * 1024, uint32_t max_frames_in_flight=1024,
-                  uint64_t max_bytes_in_flight=256 * 1024 * 1024, double frame_timeout_seconds=5.0):
+                  uint64_t max_bytes_in_flight=256 * 1024 * 1024, double frame_timeout_seconds=5.0,
+                  double session_takeover_seconds=10.0):
         cdef int i
         if max_frames_in_flight < 1:
             raise ValueError("max_frames_in_flight must be at least 1")
@@ -191,6 +206,7 @@ cdef class LinkReceiver:
         self.max_frames_in_flight = max_frames_in_flight
         self.max_bytes_in_flight = max_bytes_in_flight
         self.frame_timeout_ns = <int64_t>(frame_timeout_seconds * 1e9)
+        self.session_takeover_ns = <int64_t>(session_takeover_seconds * 1e9)
         self.slots = <Slot*>calloc(max_frames_in_flight, sizeof(Slot))
         self.ready = <Ready*>calloc(max_frames_in_flight + BATCH_DATAGRAMS, sizeof(Ready))
         self.buffers = <uint8_t*>malloc(BATCH_DATAGRAMS * RECEIVE_BUFFER_BYTES)
@@ -213,6 +229,8 @@ cdef class LinkReceiver:
                 free(self.ready[i].data)
             free(self.ready)
         free(self.buffers)
+        free(self.plain)
+        memset(self.master_keys, 0, sizeof(self.master_keys))
 
     # ---- state helpers (nogil) ----
 
@@ -410,7 +428,7 @@ cdef class LinkReceiver:
             self.counters_[DROPPED_DUPLICATE] += 1
             return
         slot.bitmap[index >> 3] |= 1 << (index & 7)
-        memcpy(slot.data + <uint64_t>index * slot.chunk, payload, h.payload_length)
+        memcpy(slot.data + <uint64_t>index * slot.chunk, payload, h.content_length)
         slot.fragments_received += 1
         self.counters_[DATAGRAMS_ACCEPTED] += 1
         if slot.fragments_received == slot.fragment_count:
@@ -424,9 +442,45 @@ cdef class LinkReceiver:
             self.counters_[FRAMES_COMPLETED] += 1
             self.session_frames_completed += 1
 
+    cdef bint unseal(self, const Header* h, const uint8_t* data) noexcept nogil:
+        """Authenticates and decrypts a sealed datagram's payload into self.plain."""
+        cdef uint8_t associated[HEADER_SIZE]
+        memcpy(associated, data, HEADER_SIZE)
+        memset(associated + 8, 0, 4)
+        if self.cipher_a.ready and self.cipher_a.session_id == h.session_id and self.cipher_a.key_id == h.key_id:
+            return self.cipher_a.unseal(associated, HEADER_SIZE, data + HEADER_SIZE, h.payload_length, h.sequence,
+                                        self.plain)
+        if self.cipher_b.ready and self.cipher_b.session_id == h.session_id and self.cipher_b.key_id == h.key_id:
+            return self.cipher_b.unseal(associated, HEADER_SIZE, data + HEADER_SIZE, h.payload_length, h.sequence,
+                                        self.plain)
+        # Rekey the cipher that does not hold the current session, so forgeries never evict it.
+        if self.has_session and self.cipher_b.ready and self.cipher_b.session_id == self.session_id:
+            if not self.cipher_a.rekey(self.master_keys + h.key_id * KEY_BYTES, h.key_id, h.session_id):
+                return False
+            return self.cipher_a.unseal(associated, HEADER_SIZE, data + HEADER_SIZE, h.payload_length, h.sequence,
+                                        self.plain)
+        if not self.cipher_b.rekey(self.master_keys + h.key_id * KEY_BYTES, h.key_id, h.session_id):
+            return False
+        return self.cipher_b.unseal(associated, HEADER_SIZE, data + HEADER_SIZE, h.payload_length, h.sequence,
+                                    self.plain)
+
+    cdef bint replaces_session(self, uint64_t session_id, int64_t now) noexcept nogil:
+        """Whether a datagram of another session may start it. Session ids begin with the sender's start time
+        in seconds, so a recorded datagram of an older session cannot take over a live one; an older session
+        may only take over after the current one has been silent for session_takeover (a sender whose clock
+        went back)."""
+        if not self.has_session:
+            return True
+        if self.is_retired(session_id):
+            return False
+        if (session_id >> 32) < (self.session_id >> 32) and now - self.last_heard_ns < self.session_takeover_ns:
+            return False
+        return True
+
     cdef void accept(self, const uint8_t* data, size_t length, int64_t now) noexcept nogil:
         cdef Header h
         cdef ParseResult result
+        cdef const uint8_t* payload = data + HEADER_SIZE
         self.counters_[DATAGRAMS_RECEIVED] += 1
         self.counters_[BYTES_RECEIVED] += length
         result = parse_header(data, length, &h)
@@ -444,23 +498,35 @@ cdef class LinkReceiver:
             else:
                 self.counters_[DROPPED_MALFORMED] += 1
             return
+        if h.flags & FLAG_AUTH_TAG:
+            if not self.authenticated or not self.key_known[h.key_id]:
+                self.counters_[DROPPED_UNKNOWN_KEY] += 1
+                return
+            if not self.unseal(&h, data):
+                self.counters_[DROPPED_FORGED] += 1
+                return
+            payload = self.plain
+        elif self.authenticated:
+            self.counters_[DROPPED_UNAUTHENTICATED] += 1
+            return
         if not self.has_session or h.session_id != self.session_id:
-            if self.has_session and self.is_retired(h.session_id):
+            if not self.replaces_session(h.session_id, now):
                 self.counters_[DROPPED_STALE_SESSION] += 1
                 return
             self.start_session(h.session_id)
         if not self.track_sequence(h.sequence):
             return
+        self.last_heard_ns = now
         if h.type == TYPE_DATA:
-            self.accept_fragment(&h, data + HEADER_SIZE, now)
+            self.accept_fragment(&h, payload, now)
             return
         self.counters_[DATAGRAMS_ACCEPTED] += 1
         if h.type == TYPE_HEARTBEAT:
             self.counters_[HEARTBEATS_RECEIVED] += 1
-            self.push_event(EVENT_HEARTBEAT, 0, data + HEADER_SIZE, h.payload_length)
+            self.push_event(EVENT_HEARTBEAT, 0, payload, h.content_length)
         elif h.type == TYPE_SHUTDOWN:
             self.counters_[SHUTDOWNS_RECEIVED] += 1
-            self.push_event(EVENT_SHUTDOWN, 0, data + HEADER_SIZE, h.payload_length)
+            self.push_event(EVENT_SHUTDOWN, 0, payload, h.content_length)
 
     cdef void sweep(self, int64_t now, bint everything) noexcept nogil:
         cdef uint32_t i
@@ -497,6 +563,22 @@ cdef class LinkReceiver:
                            (<char*>self.events[i].payload)[:self.events[i].payload_length]))
         self.event_count = 0
         return events
+
+    def add_key(self, bytes master_key, int key_id):
+        """Accepts datagrams sealed with this key id from now on, and refuses any that are not sealed."""
+        if len(master_key) != KEY_BYTES:
+            raise ValueError(f"a key is {KEY_BYTES} bytes, not {len(master_key)}")
+        if not 0 <= key_id <= 255:
+            raise ValueError(f"key id {key_id} is outside 0..255")
+        if self.cipher_a is None:
+            self.cipher_a = SessionCipher(False)
+            self.cipher_b = SessionCipher(False)
+            self.plain = <uint8_t*>malloc(MAX_DATAGRAM_SIZE)
+            if self.plain == NULL:
+                raise MemoryError()
+        memcpy(self.master_keys + key_id * KEY_BYTES, <const char*>master_key, KEY_BYTES)
+        self.key_known[key_id] = True
+        self.authenticated = True
 
     def feed(self, datagram, now_ns=None):
         """Processes one datagram given as bytes; returns the frames it completed."""

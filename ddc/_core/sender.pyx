@@ -17,8 +17,9 @@ from libc.string cimport memcpy, memset
 
 from ddc._core.posix cimport (CLOCK_MONOTONIC, POLLOUT, clock_nanosleep, iovec, mmsghdr, monotonic_ns,
                               poll, pollfd, sendmmsg, sockaddr_storage, socklen_t, timespec)
+from ddc._core.aead cimport TAG_BYTES, SessionCipher
 from ddc._core.byteorder cimport put64
-from ddc._core.wire cimport (HEADER_SIZE, MAX_CONTROL_PAYLOAD, MAX_DATAGRAM_SIZE, PEER_OFFSET_BYTES_SENT,
+from ddc._core.wire cimport (FLAG_AUTH_TAG, HEADER_SIZE, MAX_CONTROL_PAYLOAD, MAX_DATAGRAM_SIZE, PEER_OFFSET_BYTES_SENT,
                              PEER_OFFSET_DATAGRAMS_SENT, PEER_OFFSET_FRAMES_SENT, TYPE_DATA, TYPE_HEARTBEAT,
                              TYPE_SHUTDOWN, Header, fragment_chunk, fragment_count_for, seal, write_header)
 
@@ -57,6 +58,9 @@ cdef class DatagramSender:
     cdef double burst_ns
     cdef double send_at_ns
     cdef uint8_t* headers
+    cdef uint8_t* sealed
+    cdef SessionCipher cipher
+    cdef readonly uint64_t datagrams_unsealed
     cdef iovec iov[BATCH_DATAGRAMS * 2]
     cdef mmsghdr messages[BATCH_DATAGRAMS]
     cdef readonly uint64_t datagrams_sent
@@ -77,6 +81,7 @@ cdef class DatagramSender:
 
     def __dealloc__(self):
         free(self.headers)
+        free(self.sealed)
 
     def __init__(self, int fd, bytes socket_address, uint64_t session_id, uint32_t datagram_size,
                  double rate_bytes_per_second=0.0, double burst_bytes=0.0, double heartbeat_interval=0.0):
@@ -145,10 +150,22 @@ cdef class DatagramSender:
             retries = 0
         self.datagrams_sent += count
 
-    cdef unsigned int stage(self, unsigned int slot, const Header* header,
+    cdef unsigned int stage(self, unsigned int slot, Header* header,
                             const uint8_t* payload, size_t payload_length) noexcept nogil:
         cdef uint8_t* header_bytes = self.headers + slot * HEADER_SIZE
-        write_header(header_bytes, header)
+        cdef uint8_t* sealed
+        if self.cipher is not None:
+            sealed = self.sealed + slot * MAX_DATAGRAM_SIZE
+            header.flags = FLAG_AUTH_TAG
+            header.key_id = <uint8_t>self.cipher.key_id
+            header.payload_length = <uint16_t>(payload_length + TAG_BYTES)
+            write_header(header_bytes, header)
+            if not self.cipher.seal(header_bytes, HEADER_SIZE, payload, payload_length, header.sequence, sealed):
+                self.datagrams_unsealed += 1
+            payload = sealed
+            payload_length += TAG_BYTES
+        else:
+            write_header(header_bytes, header)
         seal(header_bytes, payload, payload_length)
         self.iov[2 * slot].iov_base = header_bytes
         self.iov[2 * slot].iov_len = HEADER_SIZE
@@ -223,6 +240,22 @@ cdef class DatagramSender:
         self.frames_sent += 1
         self.bytes_sent += length
 
+    def encrypt_with(self, bytes master_key, int key_id):
+        """From now on every datagram is AES-256-GCM sealed with this session's key derived from master_key."""
+        if self.next_sequence:
+            raise ValueError("encryption must be set before the first datagram of a session")
+        if self.datagram_size <= HEADER_SIZE + TAG_BYTES:
+            raise ValueError(f"datagram size {self.datagram_size} leaves no room for a payload and its "
+                             f"{TAG_BYTES}-byte tag; use at least {HEADER_SIZE + TAG_BYTES + 1}")
+        cipher = SessionCipher(True)
+        cipher.set_key(master_key, key_id, self.session_id)
+        if self.sealed == NULL:
+            self.sealed = <uint8_t*>malloc(BATCH_DATAGRAMS * MAX_DATAGRAM_SIZE)
+            if self.sealed == NULL:
+                raise MemoryError()
+        self.cipher = cipher
+        self.payload_capacity = self.datagram_size - HEADER_SIZE - TAG_BYTES
+
     def send_frame(self, frame):
         """Fragments and sends one frame (any buffer of at most 4 GiB); returns its frame id."""
         cdef const uint8_t[:] view
@@ -273,4 +306,5 @@ cdef class DatagramSender:
             "bytes_sent": self.bytes_sent,
             "pacing_sleeps": self.pacing_sleeps,
             "heartbeats_sent": self.heartbeats_sent,
+            "datagrams_unsealed": self.datagrams_unsealed,
         }

@@ -11,6 +11,7 @@ cdef enum:
     TYPE_SHUTDOWN = 3
     TYPE_PARITY = 4
     FLAG_AUTH_TAG = 1
+    AUTH_TAG_SIZE = 16
     # byte offsets of fields the sender refreshes in a heartbeat payload (u16 count, then u64s)
     PEER_OFFSET_DATAGRAMS_SENT = 2 + 8 * 2
     PEER_OFFSET_FRAMES_SENT = 2 + 8 * 3
@@ -23,6 +24,7 @@ cdef struct Header:
     uint8_t flags
     uint8_t key_id
     uint16_t payload_length
+    uint16_t content_length
     uint32_t checksum
     uint32_t fec_block
     uint64_t session_id

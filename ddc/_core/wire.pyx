@@ -100,11 +100,16 @@ cdef ParseResult parse_header(const uint8_t* data, size_t length, Header* h) noe
     h.frame_length = get32(data + 48)
     h.fec_index = get16(data + 52)
     h.fec_count = get16(data + 54)
+    h.content_length = h.payload_length
+    if h.flags & FLAG_AUTH_TAG:
+        if h.payload_length < AUTH_TAG_SIZE:
+            return PARSE_MALFORMED
+        h.content_length = h.payload_length - AUTH_TAG_SIZE
     if h.type == TYPE_DATA:
         if h.fragment_count == 0 or h.fragment_index >= h.fragment_count:
             return PARSE_MALFORMED
         if h.frame_length == 0:
-            return PARSE_OK if (h.fragment_count == 1 and h.payload_length == 0) else PARSE_MALFORMED
+            return PARSE_OK if (h.fragment_count == 1 and h.content_length == 0) else PARSE_MALFORMED
         if h.fragment_count > h.frame_length:
             return PARSE_MALFORMED
         chunk = fragment_chunk(h.frame_length, h.fragment_count)
@@ -112,7 +117,7 @@ cdef ParseResult parse_header(const uint8_t* data, size_t length, Header* h) noe
             return PARSE_MALFORMED
         offset = h.fragment_index * chunk
         expected = chunk if h.frame_length - offset > chunk else h.frame_length - offset
-        if h.payload_length != expected:
+        if h.content_length != expected:
             return PARSE_MALFORMED
         return PARSE_OK
     if h.type == TYPE_HEARTBEAT or h.type == TYPE_SHUTDOWN:
@@ -178,7 +183,7 @@ def decode_peer_counters(payload):
 
 def encode_datagram(int type, uint64_t session_id, uint64_t sequence, payload=b"", *,
                     uint64_t frame_id=0, uint32_t fragment_index=0, uint32_t fragment_count=1,
-                    frame_length=None, int version=PROTOCOL_VERSION):
+                    frame_length=None, int version=PROTOCOL_VERSION, int flags=0, int key_id=0):
     """Builds one sealed datagram. For tests and tools; the sender builds its own in C."""
     cdef Header h
     cdef const uint8_t[:] view = memoryview(bytes(payload)).cast("B")
@@ -186,6 +191,8 @@ def encode_datagram(int type, uint64_t session_id, uint64_t sequence, payload=b"
         raise ValueError(f"payload of {len(payload)} bytes exceeds the maximum of {MAX_PAYLOAD_SIZE}")
     memset(&h, 0, sizeof(h))
     h.type = type
+    h.flags = flags
+    h.key_id = key_id
     h.payload_length = len(payload)
     h.session_id = session_id
     h.sequence = sequence

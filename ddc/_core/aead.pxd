@@ -1,0 +1,21 @@
+from libc.stdint cimport uint8_t, uint64_t
+
+cdef enum:
+    KEY_BYTES = 32
+    TAG_BYTES = 16
+    NONCE_BYTES = 12
+
+
+cdef class SessionCipher:
+    cdef void* context
+    cdef bint encrypting
+    cdef bint ready
+    cdef readonly int key_id
+    cdef readonly uint64_t session_id
+    cdef uint8_t nonce[NONCE_BYTES]
+
+    cdef bint rekey(self, const uint8_t* master_key, int key_id, uint64_t session_id) noexcept nogil
+    cdef bint seal(self, const uint8_t* header, size_t header_length, const uint8_t* plain, size_t length,
+                   uint64_t sequence, uint8_t* out) noexcept nogil
+    cdef bint unseal(self, const uint8_t* header, size_t header_length, const uint8_t* sealed, size_t length,
+                     uint64_t sequence, uint8_t* out) noexcept nogil

@@ -1,0 +1,345 @@
+"""AES-256-GCM per datagram: the C sealing against an independent reading, and every way a datagram can lie."""
+
+import base64
+import collections
+import hashlib
+import os
+import socket
+import stat
+import threading
+import time
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ddc import crypto
+from ddc._core import wire
+from ddc._core.receiver import COUNTER_NAMES, LinkReceiver
+from ddc._core.sender import DatagramSender
+from ddc.config import KeyConfig
+from ddc.transport.sockets import socket_address_bytes
+from conftest import run_ddc, udp_receiver
+from protocol_reference import fragment_all, sealed, session_key
+
+crypto.load_libcrypto()
+
+KEY = bytes(range(32))
+OTHER_KEY = bytes(range(100, 132))
+DROP_REASONS = tuple(name for name in COUNTER_NAMES if name.startswith("dropped_"))
+SECOND = 1 << 32
+NOW = 10**12
+
+
+def keyed_receiver(*keys, **options) -> LinkReceiver:
+    receiver = LinkReceiver(max_frame_bytes=1 << 20, max_frames_in_flight=64, max_bytes_in_flight=1 << 22, **options)
+    for key_id, key in keys:
+        receiver.add_key(key, key_id)
+    return receiver
+
+
+def feed(receiver, datagrams, now_ns=NOW) -> dict:
+    delivered = {}
+    for datagram in datagrams:
+        for frame in receiver.feed(datagram, now_ns=now_ns):
+            delivered[frame.frame_id] = bytes(frame)
+    return delivered
+
+
+def accounted(counters) -> bool:
+    return counters["datagrams_received"] == counters["datagrams_accepted"] + sum(counters[r] for r in DROP_REASONS)
+
+
+def sealed_stream(frames, key=KEY, key_id=1, session_id=5 * SECOND + 77, datagram_size=300):
+    return [sealed(d, key, key_id) for datagrams in fragment_all(frames, session_id=session_id,
+                                                                 datagram_size=datagram_size - 16)
+            for d in datagrams]
+
+
+def test_the_sender_seals_exactly_as_the_specification_says():
+    """Datagrams from the C sender, read back by the cryptography package from docs/security.md alone."""
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    target = udp_receiver()
+    sending = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    session_id = 7 * SECOND + 99
+    sender = DatagramSender(sending.fileno(), socket_address_bytes(socket.AF_INET, target.getsockname()),
+                            session_id, 1000)
+    sender.encrypt_with(KEY, 9)
+    frame = os.urandom(5000)
+    sender.send_frame(frame)
+    pieces, raw = [], []
+    for _ in range(sender.counters()["datagrams_sent"]):
+        datagram = target.recv(65535)
+        raw.append(datagram)
+        fields = wire.decode_datagram(datagram)
+        assert fields["flags"] == 1 and fields["key_id"] == 9 and len(datagram) <= 1000
+        header = bytearray(datagram[:wire.HEADER_BYTES])
+        header[8:12] = bytes(4)
+        nonce = bytes(4) + fields["sequence"].to_bytes(8, "big")
+        plain = AESGCM(session_key(KEY, session_id)).decrypt(nonce, fields["payload"], bytes(header))
+        pieces.append((fields["fragment_index"], plain))
+    assert b"".join(plain for _, plain in sorted(pieces)) == frame
+    assert not any(frame[:32] in datagram or frame[-32:] in datagram for datagram in raw)
+    sending.close()
+    target.close()
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.binary(max_size=2000), min_size=1, max_size=6), st.integers(100, 700))
+def test_sealed_frames_reassemble_and_every_datagram_is_used(frames, datagram_size):
+    receiver = keyed_receiver((1, KEY))
+    assert feed(receiver, sealed_stream(frames, datagram_size=datagram_size)) == dict(enumerate(frames))
+    counters = receiver.counters()
+    assert counters["datagrams_received"] == counters["datagrams_accepted"]
+    assert accounted(counters)
+
+
+def test_each_kind_of_bad_datagram_is_refused_under_its_own_reason():
+    good = sealed_stream([b"A" * 600, b"B" * 600])
+    receiver = keyed_receiver((1, KEY))
+    plain = fragment_all([b"C" * 100], session_id=5 * SECOND + 77)[0][0]
+
+    def with_crc(original: bytearray) -> bytes:
+        """A valid checksum, so that only authentication can catch the change."""
+        data = bytearray(original)
+        data[8:12] = bytes(4)
+        crc = wire.checksum(bytes(data))
+        data[8:12] = crc.to_bytes(4, "big")
+        return bytes(data)
+
+    tampered_payload = bytearray(good[0])
+    tampered_payload[-20] ^= 0x40
+    tampered_header = bytearray(good[0])
+    tampered_header[39] ^= 1  # frame id: the header is authenticated data
+    tag_cut = bytearray(good[0][:-1])
+    tag_cut[6:8] = (len(tag_cut) - wire.HEADER_BYTES).to_bytes(2, "big")
+    bad = {
+        "dropped_unauthenticated": [plain],
+        "dropped_unknown_key": [sealed(plain, KEY, 2)],
+        "dropped_forged": [sealed(plain, OTHER_KEY, 1), with_crc(tampered_payload), with_crc(tampered_header)],
+        "dropped_malformed": [with_crc(tag_cut)],
+        "dropped_bad_checksum": [bytes(tampered_payload)],
+    }
+    for datagrams in bad.values():
+        feed(receiver, datagrams)
+    assert receiver.counters()["sessions_started"] == 0, "nothing unauthenticated may start a session"
+    assert feed(receiver, good) == {0: b"A" * 600, 1: b"B" * 600}
+    feed(receiver, good[:2])
+    counters = receiver.counters()
+    for reason, datagrams in bad.items():
+        assert counters[reason] == len(datagrams), (reason, counters)
+    assert counters["dropped_duplicate"] == 2
+    assert counters["sessions_started"] == 1
+    assert accounted(counters)
+
+
+def test_an_egress_without_keys_refuses_sealed_datagrams():
+    receiver = LinkReceiver()
+    assert feed(receiver, sealed_stream([b"x" * 100])) == {}
+    assert receiver.counters()["dropped_unknown_key"] == 1
+    assert receiver.counters()["sessions_started"] == 0
+
+
+def test_a_recorded_older_session_cannot_take_over_a_live_one():
+    old = sealed_stream([b"old" * 50], session_id=100 * SECOND + 1)
+    live = sealed_stream([b"live" * 50, b"more" * 50], session_id=200 * SECOND + 2)
+    receiver = keyed_receiver((1, KEY), session_takeover_seconds=10.0)
+    assert feed(receiver, live[:1], now_ns=NOW) == {0: b"live" * 50}
+    assert feed(receiver, old, now_ns=NOW + 1_000_000_000) == {}
+    assert feed(receiver, live[1:], now_ns=NOW + 2_000_000_000) == {1: b"more" * 50}
+    counters = receiver.counters()
+    assert counters["dropped_stale_session"] == len(old)
+    assert counters["sessions_started"] == 1
+    # A sender whose clock went back: its older-looking session takes over once the live one is silent.
+    assert feed(receiver, old, now_ns=NOW + 13_000_000_000) == {0: b"old" * 50}
+    assert receiver.session_id == 100 * SECOND + 1
+    assert accounted(receiver.counters())
+
+
+def test_a_flood_of_forgeries_under_random_sessions_does_not_disturb_the_live_one():
+    live = sealed_stream([bytes([i]) * 500 for i in range(20)])
+    receiver = keyed_receiver((1, KEY))
+    forged = [sealed(d, OTHER_KEY, 1) for i in range(50)
+              for datagrams in fragment_all([b"f" * 500] * 3, session_id=9 * SECOND + i) for d in datagrams]
+    mixed = [datagram for index, one in enumerate(live) for datagram in forged[index * 10:index * 10 + 10] + [one]]
+    assert feed(receiver, mixed) == {i: bytes([i]) * 500 for i in range(20)}
+    counters = receiver.counters()
+    assert counters["dropped_forged"] == len(forged)
+    assert counters["sessions_started"] == 1
+    assert accounted(counters)
+
+
+def test_two_keys_are_accepted_during_a_rotation():
+    receiver = keyed_receiver((1, KEY), (2, OTHER_KEY))
+    before = sealed_stream([b"before"], key=KEY, key_id=1, session_id=10 * SECOND)
+    after = sealed_stream([b"after"], key=OTHER_KEY, key_id=2, session_id=11 * SECOND)
+    assert feed(receiver, before) == {0: b"before"}
+    assert feed(receiver, after) == {0: b"after"}
+    assert receiver.counters()["sessions_started"] == 2
+
+
+# ---- keys ----
+
+def test_keygen_writes_a_private_key_that_loads_and_never_overwrites(tmp_path):
+    path = tmp_path / "link.key"
+    result = run_ddc("keygen", str(path))
+    assert result.returncode == 0, result.stderr
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    key = crypto.read_key(KeyConfig(id=1, file=str(path)))
+    assert len(key) == 32 and base64.b64decode(path.read_text()) == key
+    again = run_ddc("keygen", str(path))
+    assert again.returncode == 2 and "already exists" in again.stderr and "Traceback" not in again.stderr
+    assert crypto.read_key(KeyConfig(id=1, file=str(path))) == key
+
+
+def test_key_sources_and_their_errors(tmp_path, monkeypatch):
+    loose = tmp_path / "loose.key"
+    loose.write_text(base64.b64encode(KEY).decode())
+    loose.chmod(0o644)
+    with pytest.raises(crypto.KeyProblem, match="chmod 600"):
+        crypto.read_key(KeyConfig(id=1, file=str(loose)))
+    short = tmp_path / "short.key"
+    short.write_bytes(b"c2hvcnQ=\n")
+    short.chmod(0o600)
+    with pytest.raises(crypto.KeyProblem, match="does not hold a 32-byte key"):
+        crypto.read_key(KeyConfig(id=1, file=str(short)))
+    monkeypatch.setenv("LINK_KEY", KEY.hex())
+    assert crypto.read_key(KeyConfig(id=3, environment="LINK_KEY")) == KEY
+    monkeypatch.setenv("LINK_PASSWORD", "correct horse battery staple")
+    derived = crypto.read_key(KeyConfig(id=4, password_environment="LINK_PASSWORD", salt="0123456789abcdef",
+                                        iterations=100_000))
+    from hashlib import pbkdf2_hmac
+    assert derived == pbkdf2_hmac("sha256", b"correct horse battery staple", b"0123456789abcdef", 100_000)
+    with pytest.raises(ValueError, match="exactly one of"):
+        KeyConfig(id=1, file="a", environment="B")
+    with pytest.raises(ValueError, match="needs a salt"):
+        KeyConfig(id=1, password_environment="B")
+
+
+def test_check_names_an_unreadable_key_file(tmp_path):
+    config = tmp_path / "egress.toml"
+    config.write_text(f"""
+role = "egress"
+[links.a.transport]
+listen = "127.0.0.1:9"
+keys = [{{ id = 1, file = "{tmp_path / 'missing.key'}" }}]
+[links.a.sink]
+type = "udp"
+target = "127.0.0.1:9"
+""")
+    result = run_ddc("check", str(config))
+    assert result.returncode == 2
+    assert "cannot read key file" in result.stderr and "missing.key" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+# ---- end to end, under attack ----
+
+def rss_bytes(pid: int) -> int:
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+def attack_datagrams(replayable: list[bytes], chooser) -> tuple[list[bytes], dict]:
+    """100 000 bad datagrams and, for each drop reason, how many of them the egress must count under it."""
+    now_seconds = int(time.time())
+    old_session = (now_seconds - 3600) * SECOND + 1
+    template = sealed_stream([b"t" * 120], key=KEY, key_id=1, session_id=old_session)[0]
+    unsealed = fragment_all([b"u" * 120], session_id=old_session)[0][0]
+    plan = {"dropped_bad_magic": 18_000, "dropped_truncated": 10_000, "dropped_bad_checksum": 15_000,
+            "dropped_forged": 25_000, "dropped_unknown_key": 10_000, "dropped_unauthenticated": 10_000,
+            "dropped_stale_session": 10_000, "replayed": len(replayable)}
+    assert sum(plan.values()) == 100_000
+    datagrams = []
+    for _ in range(plan["dropped_bad_magic"]):
+        datagrams.append(bytes([chooser.randrange(0xDD)]) + chooser.randbytes(chooser.randint(56, 1400)))
+    for _ in range(plan["dropped_truncated"]):
+        datagrams.append(chooser.randbytes(chooser.randint(0, 55)))
+    for _ in range(plan["dropped_bad_checksum"]):
+        flipped = bytearray(template)
+        flipped[chooser.randrange(12, len(flipped))] ^= 1 << chooser.randrange(8)
+        datagrams.append(bytes(flipped))
+    for index in range(plan["dropped_forged"]):
+        if index % 5 < 3:
+            forged = bytearray(template)
+            forged[chooser.randrange(wire.HEADER_BYTES, len(forged))] ^= 1 << chooser.randrange(8)
+            forged[8:12] = bytes(4)
+            forged[8:12] = wire.checksum(bytes(forged)).to_bytes(4, "big")
+            datagrams.append(bytes(forged))
+        else:
+            datagrams.append(sealed(fragment_all([chooser.randbytes(100)], session_id=now_seconds * SECOND + index)
+                                    [0][0], OTHER_KEY, 1))
+    datagrams += [sealed(unsealed, KEY, 7)] * plan["dropped_unknown_key"]
+    datagrams += [unsealed] * plan["dropped_unauthenticated"]
+    old_stream = sealed_stream([chooser.randbytes(150) for _ in range(plan["dropped_stale_session"])],
+                               session_id=old_session, datagram_size=1000)
+    datagrams += old_stream
+    datagrams += replayable
+    chooser.shuffle(datagrams)
+    return datagrams, plan
+
+
+@pytest.mark.timeout(300)
+def test_an_encrypted_stream_survives_100k_hostile_datagrams_with_every_one_counted(start_ddc, tmp_path):
+    import random
+    from conftest import free_udp_port, link_pair_configs, stop_pair, where_it_went
+    from relay import FrameDroppingRelay
+    from traffic import Collector, random_payloads, send_paced
+
+    key_file = tmp_path / "link.key"
+    key_file.write_text(base64.b64encode(KEY).decode())
+    key_file.chmod(0o600)
+    source_port, link_port = free_udp_port(), free_udp_port()
+    relay = FrameDroppingRelay(link_port, keep=2000)
+    relay.start()
+    target = udp_receiver()
+    collector = Collector(target)
+    collector.start()
+    ingress_config, egress_config = link_pair_configs(
+        source_port, link_port, target.getsockname()[1],
+        ingress_extra=f'key = {{ id = 1, file = "{key_file}" }}',
+        egress_extra=f'keys = [{{ id = 1, file = "{key_file}" }}]')
+    ingress_config = ingress_config.replace(f"127.0.0.1:{link_port}", f"127.0.0.1:{relay.port}")
+    egress = start_ddc("egress", egress_config)
+    egress.wait_until_ready()
+    ingress = start_ddc("ingress", ingress_config)
+    ingress.wait_until_ready()
+    try:
+        count = 20_000
+        payloads = random_payloads(count, 4000, seed=11)
+        sender = threading.Thread(target=send_paced, args=(source_port, payloads, 10e6))
+        sender.start()
+        assert collector.wait_for(3000, timeout=30) >= 3000
+        bad, plan = attack_datagrams(list(relay.kept), random.Random(12))
+        rss_before = rss_bytes(egress.process.pid)
+        attacker = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        for index, datagram in enumerate(bad):
+            attacker.sendto(datagram, ("127.0.0.1", link_port))
+            if index % 200 == 199:
+                time.sleep(0.004)
+        attacker.close()
+        sender.join()
+        delivered = collector.wait_for(count, timeout=60)
+        rss_after = rss_bytes(egress.process.pid)
+        ingress_summary, egress_summary = stop_pair(ingress, egress)
+    finally:
+        relay.close()
+        collector.stop.set()
+        collector.join(2)
+        target.close()
+    assert delivered == count, where_it_went(ingress_summary, egress_summary)
+    expected = collections.Counter(hashlib.blake2b(p, digest_size=16).digest() for p in payloads)
+    assert collector.digests == expected
+    assert egress_summary["datagrams_lost"] == 0 and egress_summary["frames_lost"] == 0
+    assert egress_summary["kernel_receive_drops"] == 0
+    for reason, sent in plan.items():
+        if reason != "replayed":
+            assert egress_summary[reason] == sent, (reason, egress_summary[reason], sent)
+    assert egress_summary["dropped_duplicate"] + egress_summary["dropped_too_old"] == plan["replayed"]
+    assert egress_summary["sessions_started"] == 1
+    assert accounted(egress_summary)
+    assert rss_after - rss_before < 16 << 20, (rss_before, rss_after)
+    assert not egress.unparsed_or_tracebacks() and not ingress.unparsed_or_tracebacks()
