@@ -8,17 +8,22 @@ from ddc.transport.sockets import KernelDrops, free_udp_port, set_buffer  # noqa
 IDLE_SECONDS = 2.0
 
 
-def drain_link(port: int, frames_expected: int, results, on_frame=len, receiver_options=None) -> None:
+def drain_link(port: int, frames_expected: int, results, on_frame=len, receiver_options=None, keys=()) -> None:
     """Receives frames on port until frames_expected arrive (or 2 s pass without one) and puts
     {"frames", "handled", "seconds" (first to last frame), "counters"} on the results queue.
 
     Runs in a child process; puts "ready" first. on_frame(frame) returns a number to add up
-    (bytes by default, records when it decodes)."""
+    (bytes by default, records when it decodes). keys: (key id, key) pairs the link is sealed with."""
     from ddc._core.receiver import LinkReceiver
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     set_buffer(sock, "receive", 64 << 20)
     sock.bind(("127.0.0.1", port))
     receiver = LinkReceiver(**(receiver_options or {}))
+    if keys:
+        from ddc.crypto import load_libcrypto
+        load_libcrypto()
+    for key_id, key in keys:
+        receiver.add_key(key, key_id)
     results.put("ready")
     frames, handled, first, last = 0, 0, 0.0, 0.0
     idle_since = time.monotonic()

@@ -108,12 +108,117 @@ class BufferConfig(Section):
     when_full: Literal["block", "drop"] | None = None
 
 
-class MaxSizeFilterConfig(Section):
+FilterName = Annotated[str, Field(pattern=r"^[a-z0-9_]{1,40}$")]
+
+
+class FilterBase(Section):
+    name: FilterName | None = None
+    on_error: Literal["drop", "keep"] = "drop"
+
+
+def _compiles(pattern: str, what: str) -> str:
+    try:
+        re.compile(pattern)
+    except re.error as error:
+        raise ValueError(f"{what} {pattern!r} is not a regular expression: {error}") from None
+    return pattern
+
+
+class MaxSizeFilterConfig(FilterBase):
     type: Literal["max_size"]
     max_bytes: Annotated[Size, Field(ge=0)]
 
 
-FilterConfig = MaxSizeFilterConfig
+class KeywordFilterConfig(FilterBase):
+    type: Literal["keyword"]
+    keywords: list[Annotated[str, Field(min_length=1)]] = []
+    hex_patterns: list[Annotated[str, Field(pattern=r"^([0-9A-Fa-f]{2})+$")]] = []
+    case_insensitive: bool = False
+
+    @model_validator(mode="after")
+    def has_patterns(self):
+        if not self.keywords and not self.hex_patterns:
+            raise ValueError("a keyword filter needs at least one entry in keywords or hex_patterns")
+        return self
+
+
+class RegexFilterConfig(FilterBase):
+    type: Literal["regex"]
+    pattern: str
+    action: Literal["deny", "allow"] = "deny"
+    case_insensitive: bool = False
+
+    @field_validator("pattern")
+    @classmethod
+    def compiles(cls, pattern):
+        return _compiles(pattern, "pattern")
+
+
+class JsonSchemaFilterConfig(FilterBase):
+    type: Literal["json_schema"]
+    json_schema: dict[str, Any] | None = Field(None, alias="schema")
+    schema_file: str | None = None
+
+    model_config = ConfigDict(extra="forbid", validate_default=True, populate_by_name=True)
+
+    @model_validator(mode="after")
+    def one_schema_that_compiles(self):
+        if (self.json_schema is None) == (self.schema_file is None):
+            raise ValueError("a json_schema filter needs exactly one of schema (an inline table) or schema_file")
+        from ddc.filters.builtin import JsonSchemaFilter
+        try:
+            JsonSchemaFilter(self)
+        except OSError as error:
+            raise ValueError(f"cannot read schema_file {self.schema_file!r}: {error.strerror}") from None
+        except Exception as error:
+            raise ValueError(f"the JSON schema is not usable: {error}") from None
+        return self
+
+
+class NameListFilterBase(FilterBase):
+    allow: list[Annotated[str, Field(min_length=1)]] = []
+    deny: list[Annotated[str, Field(min_length=1)]] = []
+
+    @field_validator("allow", "deny")
+    @classmethod
+    def patterns_compile(cls, names):
+        return [_compiles(name, "name pattern") if name.startswith("^") else name for name in names]
+
+    @model_validator(mode="after")
+    def has_names(self):
+        if not self.allow and not self.deny:
+            raise ValueError(f"a {self.type} filter needs allow or deny (or both)")
+        return self
+
+
+class TopicFilterConfig(NameListFilterBase):
+    type: Literal["topic"]
+
+
+class HeaderFilterConfig(NameListFilterBase):
+    type: Literal["header"]
+
+
+class PluginFilterConfig(FilterBase):
+    type: Literal["plugin"]
+    entry_point: Annotated[str, Field(min_length=1)]
+    options: dict[str, Any] = {}
+
+
+FilterConfig = Annotated[MaxSizeFilterConfig | KeywordFilterConfig | RegexFilterConfig | JsonSchemaFilterConfig
+                         | TopicFilterConfig | HeaderFilterConfig | PluginFilterConfig, Field(discriminator="type")]
+KAFKA_ONLY_FILTERS = ("topic", "header")
+
+
+def _check_filters(filters: list, handler_type: str) -> None:
+    names = [config.name for config in filters if config.name]
+    for name in names:
+        if names.count(name) > 1:
+            raise ValueError(f"filter name {name!r} is used twice; each filter of a link needs its own name")
+    for config in filters:
+        if config.type in KAFKA_ONLY_FILTERS and handler_type != "kafka":
+            raise ValueError(f"a {config.type} filter needs Kafka records; this link's records come from a "
+                             f"{handler_type} handler")
 
 
 class UdpSourceConfig(Section):
@@ -314,6 +419,11 @@ class IngressLinkConfig(Section):
     buffer: BufferConfig = BufferConfig()
 
     @model_validator(mode="after")
+    def filters_fit(self):
+        _check_filters(self.filters, self.source.type)
+        return self
+
+    @model_validator(mode="after")
     def kafka_fits(self):
         if self.source.type != "kafka":
             return self
@@ -337,7 +447,13 @@ class IngressLinkConfig(Section):
 class EgressLinkConfig(Section):
     transport: EgressTransportConfig
     sink: SinkConfig
+    filters: list[FilterConfig] = []
     buffer: BufferConfig = BufferConfig()
+
+    @model_validator(mode="after")
+    def filters_fit(self):
+        _check_filters(self.filters, self.sink.type)
+        return self
 
 
 def _check_link_names(links: dict) -> None:

@@ -1,4 +1,4 @@
-"""An egress link: datagrams → Cython receiver → frames → records → sink.
+"""An egress link: datagrams → Cython receiver → frames → records → filters → sink.
 
 Two threads: the receive thread only keeps the socket drained (the Cython
 receiver does the per-datagram work without the GIL) and queues completed
@@ -24,6 +24,7 @@ from ddc._core.receiver import LinkReceiver
 from ddc._core.records import batch_record_count, batch_taken_in_ns, decode_batch
 from ddc.compression import decompress, is_compressed
 from ddc.crypto import link_keys
+from ddc.filters import FilterChain
 from ddc.handlers import build_sink
 from ddc.link import Link
 from ddc.stage_buffer import StageBuffer
@@ -53,6 +54,8 @@ class EgressLink(Link):
         for key_id, key in link_keys(transport.keys):
             self.receiver.add_key(key, key_id)
         self.sink = build_sink(name, config.sink)
+        self.filters = FilterChain(name, config.filters, self.sink.coordinates, self.sink.placeholder,
+                                   self.sink.describe)
         self.buffer = StageBuffer(config.buffer.size, config.buffer.when_full or "drop", size_of=len,
                                   records_in=batch_record_count)
         self.latency = Histogram(LATENCY_BUCKETS)
@@ -205,7 +208,7 @@ class EgressLink(Link):
         while True:
             frames = self.buffer.get_many(SINK_BATCH_BYTES, 0.1)
             for frame in frames:
-                records = self._decode(frame)
+                records = self.filters.apply(self._decode(frame))
                 if records:
                     self.sink.write(records)
             if not frames and self.buffer.drained:
@@ -217,6 +220,7 @@ class EgressLink(Link):
         merged.update(self.receiver.counters())
         merged.update(self.buffer.counters())
         merged.update(self.sink.counters())
+        merged.update(self.filters.counters())
         merged.update({f"peer_{key}": value for key, value in self.peer.items()})
         if self.last_heartbeat is not None:
             merged["peer_last_heartbeat_age_seconds"] = round(time.monotonic() - self.last_heartbeat, 3)

@@ -37,7 +37,8 @@ class IngressLink(Link):
         super().__init__(name)
         self.config = config
         self.source = build_source(name, config.source)
-        self.filters = FilterChain(name, config.filters, self.source.coordinates, self.source.placeholder)
+        self.filters = FilterChain(name, config.filters, self.source.coordinates, self.source.placeholder,
+                                   self.source.describe)
         self.buffer = StageBuffer(config.buffer.size, config.buffer.when_full or self.source.default_when_full)
         # Start time first: an egress refuses a recorded older session while this one is live.
         self.session_id = (int(time.time()) << 32 | secrets.randbits(32)) & 0xFFFFFFFFFFFFFFFF or 1
@@ -140,7 +141,7 @@ class IngressLink(Link):
                 wait = min(wait, batch_started + transport.linger - now)
             records = self.buffer.get_many(transport.batch_max_bytes - batch_bytes, max(wait, 0.0))
             taken += len(records)
-            records = self.filters.apply(records) if self.filters.filters else records
+            records = self.filters.apply(records)
             for record in records:
                 size = len(record[0]) + len(record[1]) + RECORD_OVERHEAD
                 if size > record_limit:

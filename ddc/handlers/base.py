@@ -6,11 +6,40 @@ the handler type, which lets the transport stay ignorant of what it carries.
 
 import abc
 import threading
+from typing import NamedTuple
 
 from ddc.stage_buffer import StageBuffer
 
 
-class Source(abc.ABC):
+class RecordView(NamedTuple):
+    """What a filter may know about a record beyond its value; data is False for control records (Kafka
+    positions and placeholders), which filters never judge."""
+
+    data: bool
+    topic: str | None = None
+    headers: tuple = ()
+
+
+PLAIN_DATA = RecordView(True)
+
+
+class RecordDescription:
+    """How a handler's records look to filters and log lines; the defaults suit opaque payloads."""
+
+    def placeholder(self, record, reason: str):
+        """What crosses (or is written) instead of a record a filter or a size limit dropped ("filtered" or
+        "too_large"), so the egress can count it instead of reporting it missing; None: nothing."""
+        return None
+
+    def coordinates(self, metadata: bytes) -> dict:
+        """Log fields that say where a record came from (its source coordinates)."""
+        return {}
+
+    def describe(self, metadata: bytes) -> RecordView:
+        return PLAIN_DATA
+
+
+class Source(RecordDescription, abc.ABC):
     """Produces records on the ingress; runs in a thread of its own until stopping is set."""
 
     #: What the link's buffer does when full, unless the config says otherwise.
@@ -42,20 +71,11 @@ class Source(abc.ABC):
 
         Sources that keep data at rest (Kafka) commit their position from this."""
 
-    def placeholder(self, record, reason: str):
-        """What crosses the link instead of a record the ingress dropped ("filtered" or "too_large"), so the
-        egress can count it instead of reporting it missing; None sends nothing."""
-        return None
-
-    def coordinates(self, metadata: bytes) -> dict:
-        """Log fields that say where a record came from (its source coordinates)."""
-        return {}
-
     def counters(self) -> dict:
         return {}
 
 
-class Sink(abc.ABC):
+class Sink(RecordDescription, abc.ABC):
     """Delivers records on the egress."""
 
     def __init__(self, link_name: str, config):

@@ -88,10 +88,13 @@ CATALOGUE: tuple[Metric, ...] = (
     _drops("malformed", "inconsistent header fields"),
     _drops("unknown_type", "unknown datagram type"),
     _drops("oversized_frame", "announcing a frame above max_frame_size"),
-    _drops("stale_session", "from a sender session that was replaced"),
+    _drops("stale_session", "from a sender session that was replaced, or older than the live one"),
     _drops("duplicate", "already received"),
     _drops("too_old", "behind the sequence window"),
     _drops("late_fragment", "for a frame already completed or discarded"),
+    _drops("unauthenticated", "not sealed, on a link with keys"),
+    _drops("unknown_key", "sealed with a key id this egress does not have"),
+    _drops("forged", "authentication tag does not match (forged, or sealed with another key)"),
     Metric("datagrams_lost", GAUGE, "Link datagrams sent but never received (falls if late ones arrive)",
            "datagrams_lost", EGRESS),
     Metric("frames_completed", COUNTER, "Frames reassembled", "frames_completed", EGRESS),
@@ -161,7 +164,11 @@ CATALOGUE: tuple[Metric, ...] = (
            "kafka_producer_queue_full_waits", EGRESS, handler="kafka"),
 )
 
-FILTER_DROPS = Metric("filter_records_dropped", COUNTER, "Records dropped by a filter", "", INGRESS)
+FILTER_METRICS = (  # (metric, counter key suffix): one series per filter, labelled by its name
+    (Metric("filter_records_dropped", COUNTER, "Records dropped by a filter", "", BOTH), "_dropped"),
+    (Metric("filter_errors", COUNTER, "Records on which a filter failed (kept or dropped by its on_error)", "",
+            BOTH), "_errors"),
+)
 LATENCY = Metric("delivery_latency_seconds", "histogram",
                  "Seconds from a batch's first record taken in at the ingress to its records rebuilt at the egress "
                  "(needs synchronised clocks)", "", EGRESS)
@@ -172,7 +179,7 @@ def metrics_for(role: str) -> list[Metric]:
     return [metric for metric in CATALOGUE if role in metric.roles]
 
 
-def filter_drops(counters: dict) -> dict:
-    """{filter name: dropped} from a link's counters (keys filter_<name>_dropped)."""
-    return {key[len("filter_"):-len("_dropped")]: value for key, value in counters.items()
-            if key.startswith("filter_") and key.endswith("_dropped")}
+def per_filter(counters: dict, suffix: str) -> dict:
+    """{filter name: value} from a link's counters (keys filter_<name><suffix>)."""
+    return {key[len("filter_"):-len(suffix)]: value for key, value in counters.items()
+            if key.startswith("filter_") and key.endswith(suffix)}

@@ -5,7 +5,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.process_collector import ProcessCollector
 
 import ddc
-from ddc.telemetry.catalogue import COUNTER, FILTER_DROPS, LATENCY, filter_drops, metrics_for
+from ddc.telemetry.catalogue import COUNTER, FILTER_METRICS, LATENCY, metrics_for, per_filter
 
 PREFIX = "ddc_"
 
@@ -24,7 +24,8 @@ class LinkCollector:
             return families[metric.name]
 
         latency = HistogramMetricFamily(PREFIX + LATENCY.name, LATENCY.help, labels=["link", "role"])
-        filters = CounterMetricFamily(PREFIX + FILTER_DROPS.name, FILTER_DROPS.help, labels=["link", "role", "filter"])
+        filters = [(CounterMetricFamily(PREFIX + metric.name, metric.help, labels=["link", "role", "filter"]), suffix)
+                   for metric, suffix in FILTER_METRICS]
         for link in self.links:
             counters = link.counters()
             base = [link.name, link.role]
@@ -32,8 +33,9 @@ class LinkCollector:
                 if metric.key in counters:
                     family(metric, ["link", "role", *metric.labels]).add_metric(
                         base + list(metric.labels.values()), counters[metric.key] * metric.scale)
-            for name, dropped in filter_drops(counters).items():
-                filters.add_metric(base + [name], dropped)
+            for filter_family, suffix in filters:
+                for name, value in per_filter(counters, suffix).items():
+                    filter_family.add_metric(base + [name], value)
             histogram = getattr(link, "latency", None)
             if histogram is not None:
                 buckets, total = histogram.cumulative()
@@ -42,7 +44,8 @@ class LinkCollector:
         info.add_metric([ddc.__version__], 1)
         yield info
         yield from families.values()
-        yield filters
+        for filter_family, _ in filters:
+            yield filter_family
         yield latency
 
 

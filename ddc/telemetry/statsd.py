@@ -16,7 +16,7 @@ import logging
 import socket
 import threading
 
-from ddc.telemetry.catalogue import COUNTER, filter_drops, metrics_for
+from ddc.telemetry.catalogue import COUNTER, FILTER_METRICS, metrics_for, per_filter
 from ddc.transport.sockets import resolve
 
 log = logging.getLogger("ddc.telemetry")
@@ -85,8 +85,9 @@ class StatsdEmitter:
                 if metric.key in counters:
                     name = ".".join([base, metric.name, *metric.labels.values()])
                     lines.append(self._line(name, metric.kind, counters[metric.key] * metric.scale))
-            for filter_name, dropped in filter_drops(counters).items():
-                lines.append(self._line(f"{base}.filter_records_dropped.{filter_name}", COUNTER, dropped))
+            for metric, suffix in FILTER_METRICS:
+                for filter_name, value in per_filter(counters, suffix).items():
+                    lines.append(self._line(f"{base}.{metric.name}.{filter_name}", COUNTER, value))
             for name, kind, read in RUST_COMPATIBLE:
                 totals[name] = (kind, totals.get(name, (kind, 0))[1] + read(link.role, counters))
         for name, (kind, value) in totals.items():

@@ -23,6 +23,7 @@ from confluent_kafka import KafkaException
 from ddc._core import kafka_metadata
 from ddc._core.kafka_metadata import FILTERED, POSITION, RECORD, SKIPPED
 from ddc.handlers.base import Sink
+from ddc.handlers.kafka.description import KafkaRecords
 from ddc.handlers.kafka.destination import Destination, DestinationUnavailable
 from ddc.handlers.kafka.ledger import PartitionLedger
 from ddc.handlers.kafka.topics import TopicMapping
@@ -48,7 +49,7 @@ class Route(NamedTuple):
     partition_bytes: bytes
 
 
-class KafkaSink(Sink):
+class KafkaSink(KafkaRecords, Sink):
     def __init__(self, link_name: str, config):
         super().__init__(link_name, config)
         self.mapping = TopicMapping(config.topic_prefix, config.topic_rename, config.topic_rewrite)

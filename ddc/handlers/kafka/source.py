@@ -25,8 +25,9 @@ import time
 from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException, TopicPartition
 
 from ddc._core import kafka_metadata
-from ddc._core.kafka_metadata import FILTERED, POSITION, SKIPPED, UNKNOWN_OFFSET
+from ddc._core.kafka_metadata import POSITION, UNKNOWN_OFFSET
 from ddc.handlers.base import Source
+from ddc.handlers.kafka.description import KafkaRecords
 from ddc.handlers.kafka.client import PRODUCER_ONLY, ClientHealth, client_config
 
 log = logging.getLogger("ddc.handlers.kafka")
@@ -39,7 +40,7 @@ START_METADATA = "ddc-start="
 COMMIT_TIMEOUT_SECONDS = 10.0
 
 
-class KafkaSource(Source):
+class KafkaSource(KafkaRecords, Source):
     default_when_full = "block"
 
     def __init__(self, link_name: str, config):
@@ -192,16 +193,6 @@ class KafkaSource(Source):
         with self._acknowledged_changed:
             self._acknowledged += count
             self._acknowledged_changed.notify_all()
-
-    def placeholder(self, record, reason: str):
-        """What crosses the link instead of a record the ingress dropped, so the egress does not report it missing."""
-        kind = FILTERED if reason == "filtered" else SKIPPED
-        _, topic, partition, offset, previous, start = kafka_metadata.unpack(record[0])[:6]
-        return kafka_metadata.pack(kind, topic, partition, offset, previous, start, 0, -1, None, None, False), b""
-
-    def coordinates(self, metadata: bytes) -> dict:
-        topic, partition, offset = kafka_metadata.coordinates(metadata)
-        return {"topic": topic, "partition": partition, "offset": offset}
 
     def _commit_acknowledged(self, force: bool = False, synchronous: bool = False) -> None:
         with self._acknowledged_changed:
