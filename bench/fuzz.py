@@ -190,11 +190,12 @@ class DatagramTarget(Target):
             offset, width = chooser.choice(HEADER_FIELDS)
             value = chooser.choice(INTERESTING + (chooser.getrandbits(8 * width),)) & ((1 << (8 * width)) - 1)
             out[offset:offset + width] = value.to_bytes(width, "big")
-            return [reseal(bytes(out)) if not self.sealed_with else reseal(self.seal_header_mutant(bytes(out)))]
+            return [reseal(self.seal_if_possible(bytes(out)))]
         datagram = mutate(self.seal(chooser.choice(self.seeds)), chooser, chooser.choice(self.seeds))
         return [reseal(datagram) if chooser.random() < 0.8 else datagram]
 
-    def seal_header_mutant(self, datagram: bytes) -> bytes:
+    def seal_if_possible(self, datagram: bytes) -> bytes:
+        """Sealed when the target seals and the broken header still parses; else as it is."""
         try:
             return self.seal(datagram)
         except ValueError:

@@ -42,8 +42,7 @@ def command_check(arguments) -> int:
     settings = load_settings(arguments.file)
     from ddc.crypto import link_keys
     for link in settings.links.values():
-        transport = link.transport
-        link_keys(transport.keys if settings.role == "egress" else [transport.key] if transport.key else [])
+        link_keys(link.transport.key_configs)
     print(json.dumps(resolved_view(settings), indent=2))
     print(f"ddc: {arguments.file} is valid ({settings.role}, {len(settings.links)} link(s))", file=sys.stderr)
     return 0

@@ -366,6 +366,10 @@ class IngressTransportConfig(Section):
     compression_level: Annotated[int, Field(ge=1, le=22)] = 3
     key: KeyConfig | None = None
 
+    @property
+    def key_configs(self) -> list[KeyConfig]:
+        return [self.key] if self.key else []
+
     @model_validator(mode="after")
     def tag_fits(self):
         if self.key is not None and self.datagram_size <= HEADER_BYTES + 16:
@@ -393,6 +397,10 @@ class EgressTransportConfig(Section):
     alarm_after_missed_heartbeats: Annotated[int, Field(ge=1, le=1000)] = 3
     keys: Annotated[list[KeyConfig], Field(max_length=16)] = []
     session_takeover_after: Annotated[Duration, Field(gt=0)] = "10s"
+
+    @property
+    def key_configs(self) -> list[KeyConfig]:
+        return self.keys
 
     @field_validator("keys")
     @classmethod

@@ -8,7 +8,6 @@ at start-up. docs/security.md has the design and the rotation steps.
 
 import base64
 import binascii
-import ctypes.util
 import os
 from pathlib import Path
 
@@ -25,6 +24,8 @@ class KeyProblem(ConfigError):
 
 def load_libcrypto() -> str:
     """Opens OpenSSL's libcrypto for the sealing hot path; returns what was opened."""
+    import ctypes.util  # only links with keys pay for it at start-up
+
     candidates = list(LIBCRYPTO_NAMES)
     found = ctypes.util.find_library("crypto")
     if found and found not in candidates:

@@ -51,7 +51,7 @@ class EgressLink(Link):
         self.receiver = LinkReceiver(transport.max_frame_size, transport.max_frames_in_flight,
                                      transport.max_bytes_in_flight, transport.frame_timeout,
                                      transport.session_takeover_after)
-        for key_id, key in link_keys(transport.keys):
+        for key_id, key in link_keys(transport.key_configs):
             self.receiver.add_key(key, key_id)
         self.sink = build_sink(name, config.sink)
         self.filters = FilterChain(name, config.filters, self.sink.coordinates, self.sink.placeholder,
@@ -75,7 +75,7 @@ class EgressLink(Link):
         self.sink.open()
         self._socket = open_bound(transport.listen, receive_buffer=transport.receive_buffer)
         self.kernel_drops = KernelDrops(self._socket)
-        keys = [key.id for key in transport.keys]
+        keys = [key.id for key in transport.key_configs]
         log.info(f"link {self.name}: listening on {transport.listen}, delivering to {self.config.sink.type} sink, "
                  + (f"accepting only datagrams sealed with key {' or '.join(map(str, keys))}" if keys
                     else "not encrypted"),

@@ -42,7 +42,7 @@ class IngressLink(Link):
         self.buffer = StageBuffer(config.buffer.size, config.buffer.when_full or self.source.default_when_full)
         # Start time first: an egress refuses a recorded older session while this one is live.
         self.session_id = (int(time.time()) << 32 | secrets.randbits(32)) & 0xFFFFFFFFFFFFFFFF or 1
-        self.keys = link_keys([config.transport.key] if config.transport.key else [])
+        self.keys = link_keys(config.transport.key_configs)
         self.records_sent = 0
         self.records_too_large = 0
         self.frames_failed = 0

@@ -4,6 +4,7 @@ import base64
 import collections
 import hashlib
 import os
+import random
 import socket
 import stat
 import threading
@@ -19,8 +20,10 @@ from ddc._core.receiver import COUNTER_NAMES, LinkReceiver
 from ddc._core.sender import DatagramSender
 from ddc.config import KeyConfig
 from ddc.transport.sockets import socket_address_bytes
-from conftest import run_ddc, udp_receiver
+from conftest import free_udp_port, link_pair_configs, run_ddc, stop_pair, udp_receiver, where_it_went
 from protocol_reference import fragment_all, sealed, session_key
+from relay import FrameDroppingRelay
+from traffic import Collector, random_payloads, send_paced
 
 crypto.load_libcrypto()
 
@@ -284,11 +287,6 @@ def attack_datagrams(replayable: list[bytes], chooser) -> tuple[list[bytes], dic
 
 @pytest.mark.timeout(300)
 def test_an_encrypted_stream_survives_100k_hostile_datagrams_with_every_one_counted(start_ddc, tmp_path):
-    import random
-    from conftest import free_udp_port, link_pair_configs, stop_pair, where_it_went
-    from relay import FrameDroppingRelay
-    from traffic import Collector, random_payloads, send_paced
-
     key_file = tmp_path / "link.key"
     key_file.write_text(base64.b64encode(KEY).decode())
     key_file.chmod(0o600)

@@ -14,6 +14,9 @@ cdef class SessionCipher:
     cdef readonly uint64_t session_id
     cdef uint8_t nonce[NONCE_BYTES]
 
+    cdef inline bint holds(self, uint64_t session_id, int key_id) noexcept nogil:
+        return self.ready and self.session_id == session_id and self.key_id == key_id
+
     cdef bint rekey(self, const uint8_t* master_key, int key_id, uint64_t session_id) noexcept nogil
     cdef bint seal(self, const uint8_t* header, size_t header_length, const uint8_t* plain, size_t length,
                    uint64_t sequence, uint8_t* out) noexcept nogil

@@ -44,7 +44,8 @@ ctypedef uint8_t* (*Hmac)(const void* digest, const void* key, int key_length, c
 cdef enum:
     CONTROL_GCM_GET_TAG = 0x10
     CONTROL_GCM_SET_TAG = 0x11
-    INFO_BYTES = 18 + 8 + 1
+    INFO_LABEL_BYTES = 18
+    INFO_BYTES = INFO_LABEL_BYTES + 8 + 1
 
 cdef struct Api:
     NewContext new_context
@@ -60,7 +61,7 @@ cdef struct Api:
     CipherControl control
     Hmac hmac
 
-cdef const char* SESSION_KEY_INFO_C = b"ddc v2 session key"
+cdef const char* SESSION_KEY_INFO = b"ddc v2 session key"
 cdef Api api
 cdef bint api_loaded = False
 loaded_from = None
@@ -69,8 +70,6 @@ SYMBOLS = ("EVP_CIPHER_CTX_new", "EVP_CIPHER_CTX_free", "EVP_aes_256_gcm", "EVP_
            "EVP_EncryptInit_ex", "EVP_EncryptUpdate", "EVP_EncryptFinal_ex",
            "EVP_DecryptInit_ex", "EVP_DecryptUpdate", "EVP_DecryptFinal_ex", "EVP_CIPHER_CTX_ctrl", "HMAC")
 KEY_LENGTH = KEY_BYTES
-TAG_LENGTH = TAG_BYTES
-SESSION_KEY_INFO = b"ddc v2 session key"
 
 
 def load_libcrypto(str path):
@@ -128,9 +127,9 @@ cdef class SessionCipher:
         cdef uint8_t session_key[KEY_BYTES]
         cdef unsigned int derived = 0
         cdef int ok
-        memcpy(info, <const char*>SESSION_KEY_INFO_C, 18)
-        put64(info + 18, session_id)
-        info[26] = 1
+        memcpy(info, SESSION_KEY_INFO, INFO_LABEL_BYTES)
+        put64(info + INFO_LABEL_BYTES, session_id)
+        info[INFO_BYTES - 1] = 1  # HKDF-Expand's block counter: one block is the whole 32-byte key
         self.ready = False
         if api.hmac(api.sha256(), master_key, KEY_BYTES, info, INFO_BYTES, session_key, &derived) == NULL:
             return False

@@ -445,22 +445,24 @@ cdef class LinkReceiver:
     cdef bint unseal(self, const Header* h, const uint8_t* data) noexcept nogil:
         """Authenticates and decrypts a sealed datagram's payload into self.plain."""
         cdef uint8_t associated[HEADER_SIZE]
+        cdef const uint8_t* master_key
+        cdef bint use_a
         memcpy(associated, data, HEADER_SIZE)
-        memset(associated + 8, 0, 4)
-        if self.cipher_a.ready and self.cipher_a.session_id == h.session_id and self.cipher_a.key_id == h.key_id:
-            return self.cipher_a.unseal(associated, HEADER_SIZE, data + HEADER_SIZE, h.payload_length, h.sequence,
-                                        self.plain)
-        if self.cipher_b.ready and self.cipher_b.session_id == h.session_id and self.cipher_b.key_id == h.key_id:
-            return self.cipher_b.unseal(associated, HEADER_SIZE, data + HEADER_SIZE, h.payload_length, h.sequence,
-                                        self.plain)
-        # Rekey the cipher that does not hold the current session, so forgeries never evict it.
-        if self.has_session and self.cipher_b.ready and self.cipher_b.session_id == self.session_id:
-            if not self.cipher_a.rekey(self.master_keys + h.key_id * KEY_BYTES, h.key_id, h.session_id):
+        memset(associated + 8, 0, 4)  # the checksum field, zero when sealed
+        if self.cipher_a.holds(h.session_id, h.key_id):
+            use_a = True
+        elif self.cipher_b.holds(h.session_id, h.key_id):
+            use_a = False
+        else:
+            # Rekey the cipher that does not hold the current session, so forgeries never evict it.
+            use_a = self.has_session and self.cipher_b.holds(self.session_id, self.cipher_b.key_id)
+            master_key = self.master_keys + h.key_id * KEY_BYTES
+            if not (self.cipher_a.rekey(master_key, h.key_id, h.session_id) if use_a
+                    else self.cipher_b.rekey(master_key, h.key_id, h.session_id)):
                 return False
+        if use_a:
             return self.cipher_a.unseal(associated, HEADER_SIZE, data + HEADER_SIZE, h.payload_length, h.sequence,
                                         self.plain)
-        if not self.cipher_b.rekey(self.master_keys + h.key_id * KEY_BYTES, h.key_id, h.session_id):
-            return False
         return self.cipher_b.unseal(associated, HEADER_SIZE, data + HEADER_SIZE, h.payload_length, h.sequence,
                                     self.plain)
 

@@ -21,10 +21,6 @@ LOG_WINDOW_SECONDS = 10.0
 PLUGIN_GROUP = "ddc.filters"
 
 
-def plain_view(metadata: bytes) -> RecordView:
-    return PLAIN_DATA
-
-
 class DropLog:
     """Names dropped records' coordinates, at most LOG_LINES_PER_WINDOW lines per filter per window."""
 
@@ -74,7 +70,7 @@ class ChainedFilter:
 
 class FilterChain:
     def __init__(self, link_name: str, configs, coordinates=lambda metadata: {},
-                 placeholder=lambda record, reason: None, describe=plain_view):
+                 placeholder=lambda record, reason: None, describe=lambda metadata: PLAIN_DATA):
         """coordinates(metadata) gives log fields; placeholder(record, "filtered") what crosses instead of a
         dropped record (or None); describe(metadata) the RecordView filters judge."""
         from ddc.filters.builtin import BUILTIN_FILTERS

@@ -35,6 +35,11 @@ KERNEL_DROPS = "Datagrams the kernel dropped on a full socket receive buffer"
 FRAMES_DISCARDED = "Partial frames discarded, by reason"
 
 
+def _kafka(name: str, kind: str, help_text: str, roles: tuple = BOTH) -> Metric:
+    """A Kafka handler's metric, read from the counter of the same name."""
+    return Metric(name, kind, help_text, name, roles, handler="kafka")
+
+
 def _drops(reason: str, help_text: str) -> Metric:
     return Metric("datagrams_dropped", COUNTER, "Link datagrams refused by the egress, by reason: " + help_text,
                   f"dropped_{reason}", EGRESS, {"reason": reason})
@@ -130,38 +135,27 @@ CATALOGUE: tuple[Metric, ...] = (
     Metric("peer_heartbeat_age_seconds", GAUGE, "Seconds since the last heartbeat arrived",
            "peer_last_heartbeat_age_seconds", EGRESS),
     # Kafka source (ingress)
-    Metric("kafka_records_consumed", COUNTER, "Records consumed from the source cluster",
-           "kafka_records_consumed", INGRESS, handler="kafka"),
-    Metric("kafka_records_skipped", COUNTER, "Records larger than max_record_size, announced instead of sent "
-           "(ingress) or counted from the announcement (egress)", "kafka_records_skipped", handler="kafka"),
-    Metric("kafka_commits", COUNTER, "Offset commits that succeeded", "kafka_commits", INGRESS, handler="kafka"),
-    Metric("kafka_commit_failures", COUNTER, "Offset commits that failed (retried with the next)",
-           "kafka_commit_failures", INGRESS, handler="kafka"),
-    Metric("kafka_rebalances", COUNTER, "Partition assignments and revocations", "kafka_rebalances", INGRESS, handler="kafka"),
-    Metric("kafka_records_unacknowledged", GAUGE, "Records consumed but not yet sent, so not yet committable",
-           "kafka_records_unacknowledged", INGRESS, handler="kafka"),
-    Metric("kafka_client_errors", COUNTER, "Errors librdkafka reported (broker down, authentication, ...)",
-           "kafka_client_errors", handler="kafka"),
+    _kafka("kafka_records_consumed", COUNTER, "Records consumed from the source cluster", INGRESS),
+    _kafka("kafka_records_skipped", COUNTER, "Records larger than max_record_size, announced instead of sent "
+           "(ingress) or counted from the announcement (egress)"),
+    _kafka("kafka_commits", COUNTER, "Offset commits that succeeded", INGRESS),
+    _kafka("kafka_commit_failures", COUNTER, "Offset commits that failed (retried with the next)", INGRESS),
+    _kafka("kafka_rebalances", COUNTER, "Partition assignments and revocations", INGRESS),
+    _kafka("kafka_records_unacknowledged", GAUGE, "Records consumed but not yet sent, so not yet committable", INGRESS),
+    _kafka("kafka_client_errors", COUNTER, "Errors librdkafka reported (broker down, authentication, ...)"),
     # Kafka sink (egress)
-    Metric("kafka_records_written", COUNTER, "Records handed to the producer", "kafka_records_written", EGRESS, handler="kafka"),
-    Metric("kafka_records_delivered", COUNTER, "Records the destination cluster acknowledged",
-           "kafka_records_delivered", EGRESS, handler="kafka"),
-    Metric("kafka_records_duplicate", COUNTER, "Records not written because the destination already holds them",
-           "kafka_records_duplicate", EGRESS, handler="kafka"),
-    Metric("kafka_records_filtered", COUNTER, "Records an ingress filter dropped, counted from the announcement",
-           "kafka_records_filtered", EGRESS, handler="kafka"),
-    Metric("kafka_records_repaired", COUNTER, "Offsets of missing ranges settled by a resend",
-           "kafka_records_repaired", EGRESS, handler="kafka"),
-    Metric("kafka_delivery_failures", COUNTER, "Records the producer could not deliver (reported missing)",
-           "kafka_delivery_failures", EGRESS, handler="kafka"),
-    Metric("kafka_missing_ranges_reported", COUNTER, "Ranges of source offsets reported missing",
-           "kafka_missing_ranges_reported", EGRESS, handler="kafka"),
-    Metric("kafka_missing_offsets_reported", COUNTER, "Source offsets in the ranges reported missing",
-           "kafka_missing_offsets_reported", EGRESS, handler="kafka"),
-    Metric("kafka_missing_ranges_open", GAUGE, "Missing ranges not yet repaired", "kafka_missing_ranges_open",
-           EGRESS, handler="kafka"),
-    Metric("kafka_producer_queue_full_waits", COUNTER, "Times the producer queue was full and the sink waited",
-           "kafka_producer_queue_full_waits", EGRESS, handler="kafka"),
+    _kafka("kafka_records_written", COUNTER, "Records handed to the producer", EGRESS),
+    _kafka("kafka_records_delivered", COUNTER, "Records the destination cluster acknowledged", EGRESS),
+    _kafka("kafka_records_duplicate", COUNTER,
+           "Records not written because the destination already holds them", EGRESS),
+    _kafka("kafka_records_filtered", COUNTER,
+           "Records a filter dropped (ingress or egress), counted as filtered, not missing", EGRESS),
+    _kafka("kafka_records_repaired", COUNTER, "Offsets of missing ranges settled by a resend", EGRESS),
+    _kafka("kafka_delivery_failures", COUNTER, "Records the producer could not deliver (reported missing)", EGRESS),
+    _kafka("kafka_missing_ranges_reported", COUNTER, "Ranges of source offsets reported missing", EGRESS),
+    _kafka("kafka_missing_offsets_reported", COUNTER, "Source offsets in the ranges reported missing", EGRESS),
+    _kafka("kafka_missing_ranges_open", GAUGE, "Missing ranges not yet repaired", EGRESS),
+    _kafka("kafka_producer_queue_full_waits", COUNTER, "Times the producer queue was full and the sink waited", EGRESS),
 )
 
 FILTER_METRICS = (  # (metric, counter key suffix): one series per filter, labelled by its name
