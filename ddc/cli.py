@@ -1,4 +1,4 @@
-"""The `ddc` command: run, check, keygen, status, doctor, demo, version.
+"""The `ddc` command: run, check, keygen, status, doctor, demo, diode-sim, version.
 
 Exit codes: 0 success, 1 a runtime failure (a link failed, a port could not be
 bound), 2 a usage or configuration error. Errors are one line each on stderr,
@@ -93,6 +93,34 @@ def command_demo(arguments) -> int:
                          verbose=arguments.verbose)
 
 
+def command_diode_sim(arguments) -> int:
+    import signal
+
+    from ddc.config import parse_endpoint
+    from ddc.diode_sim import Impairments, run_forever
+    from ddc.units import parse_duration, parse_probability, parse_rate, parse_size
+    try:
+        listen, forward = parse_endpoint(arguments.listen), parse_endpoint(arguments.forward)
+        impairments = Impairments(
+            loss=parse_probability(arguments.loss), burst_rate=parse_probability(arguments.burst_rate),
+            burst_length=arguments.burst_length, gilbert_enter=parse_probability(arguments.gilbert_enter),
+            gilbert_leave=parse_probability(arguments.gilbert_leave), reorder=parse_probability(arguments.reorder),
+            reorder_depth=arguments.reorder_depth, duplicate=parse_probability(arguments.duplicate),
+            corrupt=parse_probability(arguments.corrupt), rate=parse_rate(arguments.rate),
+            queue_bytes=parse_size(arguments.queue), latency=parse_duration(arguments.latency), seed=arguments.seed)
+        report_every = parse_duration(arguments.report_every)
+    except ValueError as error:
+        print(f"ddc diode-sim: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        return run_forever((listen.host, listen.port), (forward.host, forward.port), impairments, report_every,
+                           sys.stdout)
+    except OSError as error:
+        print(f"ddc diode-sim: cannot relay {arguments.listen} -> {arguments.forward}: {error}", file=sys.stderr)
+        return 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ddc", description="Data Diode Connector: data across a one-way link.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -115,6 +143,28 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--link-rate", default="1Gbit/s", help="pacing rate of the link (default 1Gbit/s)")
     demo.add_argument("--verbose", action="store_true", help="show the proxies' own log lines")
     demo.set_defaults(handler=command_demo)
+
+    simulator = commands.add_parser(
+        "diode-sim", help="relay UDP from LISTEN to FORWARD through a lossy, seeded hostile link (for testing)",
+        description="Put this between an ingress's destination and its egress's listen address. "
+                    "Probabilities are percentages (\"5%%\") or fractions (0.05). Counters are printed as JSON lines.")
+    simulator.add_argument("listen", help="host:port to receive the ingress's datagrams on")
+    simulator.add_argument("forward", help="host:port of the egress")
+    simulator.add_argument("--loss", default="0", help="independent loss per datagram")
+    simulator.add_argument("--burst-rate", default="0", help="chance per datagram that a burst of losses starts")
+    simulator.add_argument("--burst-length", type=int, default=10, help="datagrams lost per burst (default 10)")
+    simulator.add_argument("--gilbert-enter", default="0", help="Gilbert-Elliott: chance to enter the losing state")
+    simulator.add_argument("--gilbert-leave", default="1", help="Gilbert-Elliott: chance to leave it (default 1)")
+    simulator.add_argument("--reorder", default="0", help="chance a datagram is held back")
+    simulator.add_argument("--reorder-depth", type=int, default=8, help="datagrams a held one waits (default 8)")
+    simulator.add_argument("--duplicate", default="0", help="chance a datagram is sent twice")
+    simulator.add_argument("--corrupt", default="0", help="chance one bit of a datagram is flipped")
+    simulator.add_argument("--rate", default="unlimited", help="bandwidth cap, such as 100Mbit/s (default unlimited)")
+    simulator.add_argument("--queue", default="4MiB", help="bytes the capped link holds before dropping (default 4MiB)")
+    simulator.add_argument("--latency", default="0", help="delay added to every datagram, such as 20ms")
+    simulator.add_argument("--seed", type=int, default=1, help="random seed, for repeatable runs (default 1)")
+    simulator.add_argument("--report-every", default="5s", help="how often to print the counters (default 5s)")
+    simulator.set_defaults(handler=command_diode_sim)
 
     status = commands.add_parser("status", help="show the live state of a running proxy")
     status.add_argument("url", nargs="?", default="http://127.0.0.1:9180",

@@ -352,6 +352,52 @@ class KeyConfig(Section):
         return self
 
 
+def percent_of(value, whole: int, what: str) -> int:
+    """A count given as a number or as a share of whole ("25%"), rounded up, at least 1."""
+    if isinstance(value, str):
+        text = value.strip()
+        if not text.endswith("%"):
+            raise ValueError(f"{what} {value!r} is neither a count nor a percentage such as \"25%\"")
+        try:
+            share = float(text[:-1])
+        except ValueError:
+            raise ValueError(f"{what} {value!r} is not a percentage such as \"25%\"") from None
+        if not 0 < share <= 100:
+            raise ValueError(f"{what} {value!r} must be above 0% and at most 100%")
+        return max(1, -(-int(round(share * whole * 100)) // 10000))
+    return value
+
+
+class FecConfig(Section):
+    """Forward error correction (docs/protocol.md): Reed-Solomon blocks of `data` datagrams plus `parity`
+    datagrams, dealt over `interleave` blocks at a time against bursts of loss."""
+
+    data: Annotated[int, Field(ge=1, le=128)] = 64
+    parity: Annotated[int, Field(ge=1, le=127)] = 16
+    interleave: Annotated[int, Field(ge=1, le=64)] = 4
+
+    @model_validator(mode="before")
+    @classmethod
+    def parity_as_share(cls, values):
+        if isinstance(values, dict) and isinstance(values.get("parity"), str):
+            values = dict(values)
+            values["parity"] = percent_of(values["parity"], int(values.get("data", 64)), "fec parity")
+        return values
+
+    @property
+    def overhead(self) -> float:
+        return self.parity / self.data
+
+
+def fec_shorthand(value):
+    """`fec = "25%"` is `fec = { parity = "25%" }`; "off" or "none" turn it off."""
+    if isinstance(value, str):
+        if value.strip().lower() in ("off", "none"):
+            return None
+        return {"parity": value}
+    return value
+
+
 class IngressTransportConfig(Section):
     destination: Address
     datagram_size: Annotated[int, Field(gt=HEADER_BYTES, le=MAX_UDP_PAYLOAD)] = 1472
@@ -365,17 +411,22 @@ class IngressTransportConfig(Section):
     compression: Literal["none", "zstd"] = "none"
     compression_level: Annotated[int, Field(ge=1, le=22)] = 3
     key: KeyConfig | None = None
+    fec: Annotated[FecConfig | None, BeforeValidator(fec_shorthand)] = None
 
     @property
     def key_configs(self) -> list[KeyConfig]:
         return [self.key] if self.key else []
 
     @model_validator(mode="after")
-    def tag_fits(self):
-        if self.key is not None and self.datagram_size <= HEADER_BYTES + 16:
-            raise ValueError(f"datagram_size ({self.datagram_size}) leaves no room for a payload beside the "
-                             f"{HEADER_BYTES}-byte header and the 16-byte authentication tag; use at least "
-                             f"{HEADER_BYTES + 17}")
+    def payload_fits(self):
+        """The tag, and with FEC a parity datagram's copy of a whole data datagram, must leave room."""
+        per_datagram = HEADER_BYTES + (16 if self.key is not None else 0)
+        needed = per_datagram + (per_datagram + 2 if self.fec is not None else 0)
+        if self.datagram_size <= needed:
+            parts = [f"the {HEADER_BYTES}-byte header"] + (["the 16-byte authentication tag"] if self.key else []) \
+                + ([f"the {per_datagram + 2} bytes forward error correction adds"] if self.fec else [])
+            raise ValueError(f"datagram_size ({self.datagram_size}) leaves no room for a payload beside "
+                             f"{' and '.join(parts)}; use at least {needed + 1}")
         return self
 
     @model_validator(mode="after")
@@ -397,6 +448,7 @@ class EgressTransportConfig(Section):
     alarm_after_missed_heartbeats: Annotated[int, Field(ge=1, le=1000)] = 3
     keys: Annotated[list[KeyConfig], Field(max_length=16)] = []
     session_takeover_after: Annotated[Duration, Field(gt=0)] = "10s"
+    max_fec_bytes_in_flight: Annotated[Size, Field(ge=65536)] = "64MiB"
 
     @property
     def key_configs(self) -> list[KeyConfig]:

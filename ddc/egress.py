@@ -50,7 +50,7 @@ class EgressLink(Link):
         transport = config.transport
         self.receiver = LinkReceiver(transport.max_frame_size, transport.max_frames_in_flight,
                                      transport.max_bytes_in_flight, transport.frame_timeout,
-                                     transport.session_takeover_after)
+                                     transport.session_takeover_after, transport.max_fec_bytes_in_flight)
         for key_id, key in link_keys(transport.key_configs):
             self.receiver.add_key(key, key_id)
         self.sink = build_sink(name, config.sink)

@@ -64,10 +64,14 @@ class IngressLink(Link):
                                      transport.rate, transport.burst, transport.heartbeat_interval)
         for key_id, key in self.keys:
             self.sender.encrypt_with(key, key_id)
+        if transport.fec is not None:
+            self.sender.protect_with(transport.fec.data, transport.fec.parity, transport.fec.interleave)
         self.started = time.monotonic()
         log.info(f"link {self.name}: sending {self.config.source.type} records to {transport.destination} "
                  f"at {format_rate(transport.rate)}, session {self.session_id:016x}"
-                 f"{f', sealed with key {self.keys[0][0]}' if self.keys else ', not encrypted'}",
+                 f"{f', sealed with key {self.keys[0][0]}' if self.keys else ', not encrypted'}"
+                 + (f", FEC {transport.fec.data}+{transport.fec.parity} interleave {transport.fec.interleave}"
+                    if transport.fec else ", no FEC"),
                  extra={"fields": {"link": self.name, "session_id": f"{self.session_id:016x}",
                                    "destination": str(transport.destination), "rate_bytes": transport.rate,
                                    "key_id": self.keys[0][0] if self.keys else None}})

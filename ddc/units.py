@@ -94,3 +94,16 @@ def format_rate(bytes_per_second: float) -> str:
         if bits >= factor:
             return f"{bits / factor:.1f} {unit}"
     return f"{bits:.0f} bit/s"
+
+
+def parse_probability(value) -> float:
+    """A probability from "5%", "0.1%" or a fraction such as 0.05."""
+    text = str(value).strip()
+    try:
+        probability = float(text[:-1]) / 100 if text.endswith("%") else float(text)
+    except ValueError:
+        raise ValueError(f"{value!r} is not a probability; write a percentage such as \"5%\" or a fraction "
+                         "such as 0.05") from None
+    if not 0.0 <= probability <= 1.0:
+        raise ValueError(f"{value!r} is not between 0% and 100%")
+    return probability

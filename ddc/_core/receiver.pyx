@@ -10,6 +10,11 @@ drop counter. State is bounded by construction:
 - reassembly uses a fixed table of `max_frames_in_flight` slots indexed by
   frame id, plus a byte budget; a frame that does not fit evicts the oldest
   partial frame, and partial frames older than `frame_timeout` are discarded;
+- forward error correction keeps copies of the datagrams of each open block
+  in a fixed table of blocks, within a byte budget; as soon as a block has
+  enough datagrams and parity, the missing datagrams are rebuilt and fed back
+  through the same validation (checksum, authentication, sequence) as any
+  received datagram, so parity can rebuild nothing a sender did not send;
 - a new session id (a restarted sender) abandons the old session's partial
   frames and starts fresh; late datagrams of a recent old session are counted as
   stale rather than starting it again.
@@ -17,16 +22,19 @@ drop counter. State is bounded by construction:
 
 from cpython.buffer cimport PyBuffer_FillInfo
 from libc.errno cimport EAGAIN, EINTR, errno
-from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memcpy, memset
 
 from ddc._core.aead cimport KEY_BYTES, SessionCipher
+from ddc._core.byteorder cimport get16, put16
+from ddc._core.fec cimport MAX_DATA_SYMBOLS, MAX_PARITY_SYMBOLS, recover
 from ddc._core.posix cimport (MSG_DONTWAIT, MSG_TRUNC, POLLIN, iovec, mmsghdr, monotonic_ns, poll, pollfd,
                               recvmmsg)
 from ddc._core.wire cimport (FLAG_AUTH_TAG, HEADER_SIZE, MAX_DATAGRAM_SIZE, PARSE_BAD_CHECKSUM, PARSE_BAD_MAGIC, PARSE_MALFORMED,
                              PARSE_OK, PARSE_TRUNCATED, PARSE_UNKNOWN_TYPE, PARSE_UNKNOWN_VERSION,
-                             TYPE_DATA, TYPE_HEARTBEAT, TYPE_SHUTDOWN, Header, ParseResult,
+                             SYMBOL_PREFIX_SIZE, TYPE_DATA, TYPE_HEARTBEAT, TYPE_PARITY, TYPE_SHUTDOWN, Header,
+                             ParseResult,
                              fragment_chunk, parse_header)
 
 
@@ -39,6 +47,13 @@ cdef enum:
     MAX_EVENTS = 32
     EVENT_PAYLOAD_BYTES = 256
     SWEEP_INTERVAL_NS = 10000000
+    FEC_BLOCKS = 256
+    FEC_SYMBOLS = MAX_DATA_SYMBOLS + MAX_PARITY_SYMBOLS
+
+cdef enum BlockState:
+    BLOCK_EMPTY = 0
+    BLOCK_OPEN = 1
+    BLOCK_DONE = 2
 
 cdef enum SlotState:
     SLOT_EMPTY = 0
@@ -73,6 +88,10 @@ cdef enum:
     SHUTDOWNS_RECEIVED
     SESSIONS_STARTED
     EVENTS_DROPPED
+    PARITY_RECEIVED
+    DATAGRAMS_RECOVERED
+    FEC_BLOCKS_RECOVERED
+    FEC_BLOCKS_UNRECOVERABLE
     COUNTER_COUNT
 
 COUNTER_NAMES = (
@@ -83,6 +102,7 @@ COUNTER_NAMES = (
     "dropped_unauthenticated", "dropped_unknown_key", "dropped_forged",
     "frames_completed", "frames_timed_out", "frames_evicted", "frames_abandoned", "fragments_missing",
     "heartbeats_received", "shutdowns_received", "sessions_started", "events_dropped",
+    "parity_received", "datagrams_recovered", "fec_blocks_recovered", "fec_blocks_unrecoverable",
 )
 
 cdef enum:
@@ -105,6 +125,17 @@ cdef struct Slot:
     uint8_t* bitmap
     uint8_t* data
     int64_t first_seen_ns
+
+cdef struct FecBlock:
+    uint32_t block_id
+    BlockState state
+    uint32_t data_count
+    uint32_t data_received
+    uint32_t parity_received
+    uint32_t parity_length
+    int64_t first_seen_ns
+    uint8_t* symbols[FEC_SYMBOLS]
+    size_t lengths[FEC_SYMBOLS]
 
 cdef struct Event:
     int kind
@@ -188,6 +219,10 @@ cdef class LinkReceiver:
     cdef SessionCipher cipher_a
     cdef SessionCipher cipher_b
     cdef uint8_t* plain
+    # forward error correction
+    cdef FecBlock* fec_blocks
+    cdef readonly uint64_t max_fec_bytes
+    cdef readonly uint64_t fec_bytes_in_flight
     # receive buffers
     cdef uint8_t* buffers
     cdef iovec iov[BATCH_DATAGRAMS]
@@ -195,7 +230,7 @@ cdef class LinkReceiver:
 
     def __cinit__(self, uint32_t max_frame_bytes=64 * 1024 * 1024, uint32_t max_frames_in_flight=1024,
                   uint64_t max_bytes_in_flight=256 * 1024 * 1024, double frame_timeout_seconds=5.0,
-                  double session_takeover_seconds=10.0):
+                  double session_takeover_seconds=10.0, uint64_t max_fec_bytes_in_flight=64 * 1024 * 1024):
         cdef int i
         if max_frames_in_flight < 1:
             raise ValueError("max_frames_in_flight must be at least 1")
@@ -210,7 +245,9 @@ cdef class LinkReceiver:
         self.slots = <Slot*>calloc(max_frames_in_flight, sizeof(Slot))
         self.ready = <Ready*>calloc(max_frames_in_flight + BATCH_DATAGRAMS, sizeof(Ready))
         self.buffers = <uint8_t*>malloc(BATCH_DATAGRAMS * RECEIVE_BUFFER_BYTES)
-        if self.slots == NULL or self.ready == NULL or self.buffers == NULL:
+        self.fec_blocks = <FecBlock*>calloc(FEC_BLOCKS, sizeof(FecBlock))
+        self.max_fec_bytes = max_fec_bytes_in_flight
+        if self.slots == NULL or self.ready == NULL or self.buffers == NULL or self.fec_blocks == NULL:
             raise MemoryError()
         for i in range(BATCH_DATAGRAMS):
             self.iov[i].iov_base = self.buffers + i * RECEIVE_BUFFER_BYTES
@@ -228,6 +265,10 @@ cdef class LinkReceiver:
             for i in range(self.ready_count):
                 free(self.ready[i].data)
             free(self.ready)
+        if self.fec_blocks != NULL:
+            for i in range(FEC_BLOCKS):
+                self.free_symbols(&self.fec_blocks[i])
+            free(self.fec_blocks)
         free(self.buffers)
         free(self.plain)
         memset(self.master_keys, 0, sizeof(self.master_keys))
@@ -285,6 +326,9 @@ cdef class LinkReceiver:
     cdef void start_session(self, uint64_t session_id) noexcept nogil:
         cdef uint64_t previous = self.session_id
         cdef uint32_t i
+        for i in range(FEC_BLOCKS):
+            self.close_block(&self.fec_blocks[i])
+            self.fec_blocks[i].state = BLOCK_EMPTY
         if self.has_session:
             self.discard_all_partials(FRAMES_ABANDONED)
             self.earlier_sessions_datagrams_lost += self.session_datagrams_lost()
@@ -324,7 +368,7 @@ cdef class LinkReceiver:
                 return True
         return False
 
-    cdef bint track_sequence(self, uint64_t sequence) noexcept nogil:
+    cdef bint track_sequence(self, uint64_t sequence, bint recovered) noexcept nogil:
         """Records a datagram's sequence; False when it is a duplicate or too old to judge."""
         cdef uint64_t distance, s
         cdef uint32_t bit
@@ -353,7 +397,8 @@ cdef class LinkReceiver:
             if self.sequence_bits[bit >> 6] & (1ULL << (bit & 63)):
                 self.counters_[DROPPED_DUPLICATE] += 1
                 return False
-            self.counters_[DATAGRAMS_REORDERED] += 1
+            if not recovered:
+                self.counters_[DATAGRAMS_REORDERED] += 1
             if sequence < self.lowest_sequence:
                 self.lowest_sequence = sequence
         bit = sequence % SEQUENCE_WINDOW
@@ -442,6 +487,139 @@ cdef class LinkReceiver:
             self.counters_[FRAMES_COMPLETED] += 1
             self.session_frames_completed += 1
 
+    # ---- forward error correction (nogil) ----
+
+    cdef void free_symbols(self, FecBlock* block) noexcept nogil:
+        cdef uint32_t i
+        for i in range(FEC_SYMBOLS):
+            if block.symbols[i] != NULL:
+                free(block.symbols[i])
+                block.symbols[i] = NULL
+                self.fec_bytes_in_flight -= block.lengths[i]
+
+    cdef void close_block(self, FecBlock* block) noexcept nogil:
+        """Ends a block; one that still misses data after all its parity had its chance is unrecoverable."""
+        if block.state == BLOCK_OPEN and block.data_received < block.data_count:
+            self.counters_[FEC_BLOCKS_UNRECOVERABLE] += 1
+        self.free_symbols(block)
+        block.state = BLOCK_DONE
+
+    cdef FecBlock* open_block(self, const Header* h, int64_t now) noexcept nogil:
+        """The block a datagram belongs to, opened if new; NULL when a newer block holds its place or
+        the datagram disagrees with its block about the data count."""
+        cdef FecBlock* block = &self.fec_blocks[h.fec_block % FEC_BLOCKS]
+        if block.state != BLOCK_EMPTY and block.block_id != h.fec_block:
+            if <int32_t>(h.fec_block - block.block_id) < 0:
+                return NULL
+            self.close_block(block)
+            block.state = BLOCK_EMPTY
+        if block.state == BLOCK_EMPTY:
+            block.state = BLOCK_OPEN
+            block.block_id = h.fec_block
+            block.data_count = h.fec_count
+            block.data_received = 0
+            block.parity_received = 0
+            block.parity_length = 0
+            block.first_seen_ns = now
+        elif block.data_count != h.fec_count:
+            return NULL
+        return block
+
+    cdef bint keep_symbol(self, FecBlock* block, uint32_t index, const uint8_t* data, size_t length,
+                          bint prefixed) noexcept nogil:
+        """Copies a symbol into the block (a data datagram behind its u16 length prefix), within the budget."""
+        cdef size_t size = length + (SYMBOL_PREFIX_SIZE if prefixed else 0)
+        cdef uint8_t* copy
+        cdef uint32_t i
+        cdef FecBlock* oldest
+        while self.fec_bytes_in_flight + size > self.max_fec_bytes:
+            oldest = NULL
+            for i in range(FEC_BLOCKS):
+                if (self.fec_blocks[i].state == BLOCK_OPEN and &self.fec_blocks[i] != block
+                        and (oldest == NULL or self.fec_blocks[i].first_seen_ns < oldest.first_seen_ns)):
+                    oldest = &self.fec_blocks[i]
+            if oldest == NULL:
+                return False
+            self.close_block(oldest)
+        copy = <uint8_t*>malloc(size)
+        if copy == NULL:
+            return False
+        if prefixed:
+            put16(copy, <uint16_t>length)
+        memcpy(copy + (SYMBOL_PREFIX_SIZE if prefixed else 0), data, length)
+        block.symbols[index] = copy
+        block.lengths[index] = size
+        self.fec_bytes_in_flight += size
+        return True
+
+    cdef void take_data(self, const Header* h, const uint8_t* datagram, size_t length, int64_t now) noexcept nogil:
+        cdef FecBlock* block = self.open_block(h, now)
+        if block == NULL or block.state != BLOCK_OPEN or block.symbols[h.fec_index] != NULL:
+            return
+        block.data_received += 1
+        if block.data_received == block.data_count:
+            self.close_block(block)
+            return
+        if self.keep_symbol(block, h.fec_index, datagram, length, True):
+            self.try_recover(block, now)
+
+    cdef void take_parity(self, const Header* h, const uint8_t* payload, int64_t now) noexcept nogil:
+        cdef FecBlock* block = self.open_block(h, now)
+        if block != NULL and block.state == BLOCK_OPEN:
+            if block.symbols[h.fec_index] != NULL:
+                self.counters_[DROPPED_DUPLICATE] += 1
+                return
+            if block.parity_length and block.parity_length != h.content_length:
+                self.counters_[DROPPED_MALFORMED] += 1
+                return
+        self.counters_[DATAGRAMS_ACCEPTED] += 1
+        self.counters_[PARITY_RECEIVED] += 1
+        if block == NULL or block.state != BLOCK_OPEN:
+            return
+        if self.keep_symbol(block, h.fec_index, payload, h.content_length, False):
+            block.parity_length = h.content_length
+            block.parity_received += 1
+            self.try_recover(block, now)
+
+    cdef void try_recover(self, FecBlock* block, int64_t now) noexcept nogil:
+        """Rebuilds the block's missing datagrams once it holds as many symbols as it has data, and feeds
+        them back as datagrams; the block closes first, so they are not kept again."""
+        cdef const uint8_t* data[MAX_DATA_SYMBOLS]
+        cdef size_t lengths[MAX_DATA_SYMBOLS]
+        cdef const uint8_t* parity[MAX_PARITY_SYMBOLS]
+        cdef uint32_t rows[MAX_PARITY_SYMBOLS]
+        cdef uint32_t i, parity_count = 0, missing
+        cdef size_t symbol_length = block.parity_length, datagram_length
+        cdef uint8_t* rebuilt
+        cdef bint recovered
+        if block.parity_received == 0 or block.data_received + block.parity_received < block.data_count:
+            return
+        missing = block.data_count - block.data_received
+        for i in range(block.data_count):
+            data[i] = block.symbols[i]
+            lengths[i] = block.lengths[i]
+        for i in range(block.data_count, FEC_SYMBOLS):
+            if block.symbols[i] != NULL:
+                parity[parity_count] = block.symbols[i]
+                rows[parity_count] = i - block.data_count
+                parity_count += 1
+        rebuilt = <uint8_t*>malloc(missing * symbol_length)
+        if rebuilt == NULL:
+            return
+        recovered = recover(block.data_count, data, lengths, parity, rows, parity_count, symbol_length, rebuilt)
+        block.data_received = block.data_count
+        self.close_block(block)
+        if recovered:
+            self.counters_[FEC_BLOCKS_RECOVERED] += 1
+            for i in range(missing):
+                datagram_length = get16(rebuilt + i * symbol_length)
+                if datagram_length + SYMBOL_PREFIX_SIZE > symbol_length:
+                    datagram_length = symbol_length - SYMBOL_PREFIX_SIZE
+                self.accept(rebuilt + i * symbol_length + SYMBOL_PREFIX_SIZE, datagram_length, now, True)
+        else:
+            self.counters_[FEC_BLOCKS_UNRECOVERABLE] += 1
+        free(rebuilt)
+
     cdef bint unseal(self, const Header* h, const uint8_t* data) noexcept nogil:
         """Authenticates and decrypts a sealed datagram's payload into self.plain."""
         cdef uint8_t associated[HEADER_SIZE]
@@ -479,12 +657,15 @@ cdef class LinkReceiver:
             return False
         return True
 
-    cdef void accept(self, const uint8_t* data, size_t length, int64_t now) noexcept nogil:
+    cdef void accept(self, const uint8_t* data, size_t length, int64_t now, bint recovered) noexcept nogil:
         cdef Header h
         cdef ParseResult result
         cdef const uint8_t* payload = data + HEADER_SIZE
-        self.counters_[DATAGRAMS_RECEIVED] += 1
-        self.counters_[BYTES_RECEIVED] += length
+        if recovered:
+            self.counters_[DATAGRAMS_RECOVERED] += 1
+        else:
+            self.counters_[DATAGRAMS_RECEIVED] += 1
+            self.counters_[BYTES_RECEIVED] += length
         result = parse_header(data, length, &h)
         if result != PARSE_OK:
             if result == PARSE_TRUNCATED:
@@ -516,11 +697,17 @@ cdef class LinkReceiver:
                 self.counters_[DROPPED_STALE_SESSION] += 1
                 return
             self.start_session(h.session_id)
-        if not self.track_sequence(h.sequence):
+        if h.type == TYPE_PARITY:
+            self.last_heard_ns = now
+            self.take_parity(&h, payload, now)
+            return
+        if not self.track_sequence(h.sequence, recovered):
             return
         self.last_heard_ns = now
         if h.type == TYPE_DATA:
             self.accept_fragment(&h, payload, now)
+            if h.fec_count:
+                self.take_data(&h, data, length, now)
             return
         self.counters_[DATAGRAMS_ACCEPTED] += 1
         if h.type == TYPE_HEARTBEAT:
@@ -533,6 +720,10 @@ cdef class LinkReceiver:
     cdef void sweep(self, int64_t now, bint everything) noexcept nogil:
         cdef uint32_t i
         self.last_sweep_ns = now
+        for i in range(FEC_BLOCKS):
+            if self.fec_blocks[i].state == BLOCK_OPEN and (
+                    everything or now - self.fec_blocks[i].first_seen_ns >= self.frame_timeout_ns):
+                self.close_block(&self.fec_blocks[i])
         for i in range(self.max_frames_in_flight):
             if self.slots[i].state == SLOT_PARTIAL and (
                     everything or now - self.slots[i].first_seen_ns >= self.frame_timeout_ns):
@@ -586,7 +777,7 @@ cdef class LinkReceiver:
         """Processes one datagram given as bytes; returns the frames it completed."""
         cdef bytes raw = bytes(datagram)
         cdef int64_t now = monotonic_ns() if now_ns is None else now_ns
-        self.accept(<const uint8_t*><const char*>raw, len(raw), now)
+        self.accept(<const uint8_t*><const char*>raw, len(raw), now, False)
         return self.take_frames()
 
     def receive(self, int fd, int timeout_ms):
@@ -613,7 +804,7 @@ cdef class LinkReceiver:
                             self.counters_[DATAGRAMS_RECEIVED] += 1
                             self.counters_[DROPPED_TRUNCATED] += 1
                             continue
-                        self.accept(self.buffers + i * RECEIVE_BUFFER_BYTES, self.messages[i].msg_len, now)
+                        self.accept(self.buffers + i * RECEIVE_BUFFER_BYTES, self.messages[i].msg_len, now, False)
             now = monotonic_ns()
             if now - self.last_sweep_ns >= SWEEP_INTERVAL_NS:
                 self.sweep(now, False)
@@ -633,5 +824,6 @@ cdef class LinkReceiver:
         result["frames_in_flight"] = self.frames_in_flight
         result["bytes_in_flight"] = self.bytes_in_flight
         result["peak_bytes_in_flight"] = self.peak_bytes_in_flight
+        result["fec_bytes_in_flight"] = self.fec_bytes_in_flight
         result["highest_sequence"] = self.highest_sequence
         return result

@@ -5,6 +5,12 @@ per datagram: header and payload slice), so payload bytes are never copied befor
 the kernel. Datagrams leave through sendmmsg in batches, paced by a token bucket
 with nanosecond clock reads, all with the GIL released.
 
+With forward error correction on, each frame's datagrams are dealt round-robin
+into up to `interleave` Reed-Solomon blocks (so a burst of consecutive losses is
+spread over several blocks), parity is accumulated as each datagram is staged,
+and the blocks' parity datagrams follow the frame's data, also interleaved.
+Blocks never span frames, so nothing waits for traffic that may not come.
+
 Heartbeats are sent from here too, between batches, whenever one is due: a large
 frame at a low rate can take seconds to send, and heartbeats that waited for it
 would make the egress report a busy link as interrupted.
@@ -18,15 +24,17 @@ from libc.string cimport memcpy, memset
 from ddc._core.posix cimport (CLOCK_MONOTONIC, POLLOUT, clock_nanosleep, iovec, mmsghdr, monotonic_ns,
                               poll, pollfd, sendmmsg, sockaddr_storage, socklen_t, timespec)
 from ddc._core.aead cimport TAG_BYTES, SessionCipher
-from ddc._core.byteorder cimport put64
+from ddc._core.byteorder cimport put16, put64
+from ddc._core.fec cimport MAX_DATA_SYMBOLS, MAX_PARITY_SYMBOLS, coefficient, multiply_add_rows
 from ddc._core.wire cimport (FLAG_AUTH_TAG, HEADER_SIZE, MAX_CONTROL_PAYLOAD, MAX_DATAGRAM_SIZE, PEER_OFFSET_BYTES_SENT,
-                             PEER_OFFSET_DATAGRAMS_SENT, PEER_OFFSET_FRAMES_SENT, TYPE_DATA, TYPE_HEARTBEAT,
-                             TYPE_SHUTDOWN, Header, fragment_chunk, fragment_count_for, seal, write_header)
+                             PARITY_SEQUENCE_BIT, PEER_OFFSET_DATAGRAMS_SENT, PEER_OFFSET_FRAMES_SENT, SYMBOL_PREFIX_SIZE,
+                             TYPE_DATA, TYPE_HEARTBEAT, TYPE_PARITY, TYPE_SHUTDOWN, Header, fragment_chunk, fragment_count_for, seal, write_header)
 
 
 cdef enum:
     BATCH_DATAGRAMS = 64
     MAX_SEND_RETRIES = 100
+    MAX_INTERLEAVE = 64
 
 
 cdef inline void sleep_ns(int64_t duration) noexcept nogil:
@@ -73,6 +81,26 @@ cdef class DatagramSender:
     cdef size_t heartbeat_length
     cdef int64_t heartbeat_interval_ns
     cdef int64_t next_heartbeat_ns
+    # the batch being staged
+    cdef unsigned int slot
+    cdef size_t batch_bytes
+    # forward error correction: configuration, then the group of blocks being built
+    cdef readonly uint32_t fec_data
+    cdef readonly uint32_t fec_parity
+    cdef readonly uint32_t fec_interleave
+    cdef uint8_t* parity_buffers
+    cdef size_t symbol_capacity
+    cdef uint32_t next_block
+    cdef uint64_t next_parity_sequence
+    cdef uint32_t group_size
+    cdef uint32_t group_position
+    cdef uint32_t group_blocks
+    cdef uint32_t group_base
+    cdef uint32_t block_data[MAX_INTERLEAVE]
+    cdef uint32_t block_parity[MAX_INTERLEAVE]
+    cdef uint32_t block_parity_first[MAX_INTERLEAVE]
+    cdef uint32_t block_symbol_length[MAX_INTERLEAVE]
+    cdef readonly uint64_t parity_sent
 
     def __cinit__(self):
         self.headers = <uint8_t*>malloc(BATCH_DATAGRAMS * HEADER_SIZE)
@@ -82,6 +110,7 @@ cdef class DatagramSender:
     def __dealloc__(self):
         free(self.headers)
         free(self.sealed)
+        free(self.parity_buffers)
 
     def __init__(self, int fd, bytes socket_address, uint64_t session_id, uint32_t datagram_size,
                  double rate_bytes_per_second=0.0, double burst_bytes=0.0, double heartbeat_interval=0.0):
@@ -165,6 +194,7 @@ cdef class DatagramSender:
             payload = sealed
             payload_length += TAG_BYTES
         else:
+            header.payload_length = <uint16_t>payload_length
             write_header(header_bytes, header)
         seal(header_bytes, payload, payload_length)
         self.iov[2 * slot].iov_base = header_bytes
@@ -206,13 +236,98 @@ cdef class DatagramSender:
         self.heartbeats_sent += 1
         self.send_control_now(TYPE_HEARTBEAT, self.heartbeat_payload, self.heartbeat_length)
 
+    cdef void flush(self) noexcept nogil:
+        if self.slot == 0:
+            return
+        self.pace(self.batch_bytes)
+        self.transmit(self.slot)
+        self.slot = 0
+        self.batch_bytes = 0
+        self.heartbeat_when_due()
+
+    cdef void push(self, Header* header, const uint8_t* payload, size_t length) noexcept nogil:
+        """Stages one datagram into the batch, adds it to its FEC block's parity, sends the batch when full."""
+        self.batch_bytes += self.stage(self.slot, header, payload, length)
+        if header.fec_count and header.type == TYPE_DATA:
+            self.absorb(self.slot, header)
+        self.slot += 1
+        if self.slot == BATCH_DATAGRAMS or (
+                self.burst_bytes > 0 and self.batch_bytes + self.datagram_size > self.burst_bytes):
+            self.flush()
+
+    cdef void start_group(self, uint32_t size) noexcept nogil:
+        """Deals the next size data datagrams into blocks; parity is the configured share, rounded up,
+        and there are never more blocks than parity datagrams, so small frames keep the overhead."""
+        cdef uint32_t parity = <uint32_t>((<uint64_t>size * self.fec_parity + self.fec_data - 1) // self.fec_data)
+        cdef uint32_t blocks = self.fec_interleave, b, first = 0
+        if blocks > size:
+            blocks = size
+        if blocks > parity:
+            blocks = parity
+        for b in range(blocks):
+            self.block_data[b] = (size - b + blocks - 1) // blocks
+            self.block_parity[b] = parity // blocks + (1 if b < parity % blocks else 0)
+            self.block_parity_first[b] = first
+            self.block_symbol_length[b] = 0
+            first += self.block_parity[b]
+        memset(self.parity_buffers, 0, parity * self.symbol_capacity)
+        self.group_size = size
+        self.group_position = 0
+        self.group_blocks = blocks
+        self.group_base = self.next_block
+        self.next_block += blocks
+
+    cdef void absorb(self, unsigned int slot, const Header* header) noexcept nogil:
+        """Adds a staged datagram, as symbol [u16 length][datagram], to its block's parity."""
+        cdef uint32_t block = header.fec_block - self.group_base, row
+        cdef size_t wire_length = HEADER_SIZE + self.iov[2 * slot + 1].iov_len
+        cdef uint32_t rows = self.block_parity[block]
+        cdef uint8_t prefix[SYMBOL_PREFIX_SIZE]
+        cdef uint8_t* targets[MAX_PARITY_SYMBOLS]
+        cdef uint8_t factors[MAX_PARITY_SYMBOLS]
+        put16(prefix, <uint16_t>wire_length)
+        if SYMBOL_PREFIX_SIZE + wire_length > self.block_symbol_length[block]:
+            self.block_symbol_length[block] = SYMBOL_PREFIX_SIZE + wire_length
+        for row in range(rows):
+            targets[row] = self.parity_buffers + (self.block_parity_first[block] + row) * self.symbol_capacity
+            factors[row] = coefficient(row, header.fec_index)
+        multiply_add_rows(targets, 0, factors, rows, prefix, SYMBOL_PREFIX_SIZE)
+        multiply_add_rows(targets, SYMBOL_PREFIX_SIZE, factors, rows, <const uint8_t*>self.iov[2 * slot].iov_base,
+                          HEADER_SIZE)
+        multiply_add_rows(targets, SYMBOL_PREFIX_SIZE + HEADER_SIZE, factors, rows,
+                          <const uint8_t*>self.iov[2 * slot + 1].iov_base, self.iov[2 * slot + 1].iov_len)
+
+    cdef void send_parity(self) noexcept nogil:
+        """Sends the group's parity, row by row across blocks, then the batch, before the buffers are reused."""
+        cdef Header header
+        cdef uint32_t row = 0, block
+        cdef bint more = True
+        memset(&header, 0, sizeof(Header))
+        header.type = TYPE_PARITY
+        header.session_id = self.session_id
+        while more:
+            more = False
+            for block in range(self.group_blocks):
+                if row >= self.block_parity[block]:
+                    continue
+                more = True
+                header.sequence = PARITY_SEQUENCE_BIT | self.next_parity_sequence
+                header.fec_block = self.group_base + block
+                header.fec_count = <uint16_t>self.block_data[block]
+                header.fec_index = <uint16_t>(self.block_data[block] + row)
+                self.next_parity_sequence += 1
+                self.parity_sent += 1
+                self.push(&header, self.parity_buffers + (self.block_parity_first[block] + row) * self.symbol_capacity,
+                          self.block_symbol_length[block])
+            row += 1
+        self.flush()
+        self.group_size = 0
+
     cdef void send_fragments(self, const uint8_t* data, uint32_t length) noexcept nogil:
         cdef Header header
         cdef uint32_t count = fragment_count_for(length, self.payload_capacity)
         cdef uint32_t chunk = fragment_chunk(length, count)
-        cdef uint32_t index = 0, offset, piece
-        cdef unsigned int slot = 0
-        cdef size_t batch_bytes = 0
+        cdef uint32_t index = 0, offset, piece, block
         memset(&header, 0, sizeof(Header))
         header.type = TYPE_DATA
         header.session_id = self.session_id
@@ -221,24 +336,36 @@ cdef class DatagramSender:
         header.frame_length = length
         self.next_frame_id += 1
         while index < count:
+            if self.fec_data and self.group_size == 0:
+                self.start_group(min(count - index, self.fec_data * self.fec_interleave))
             offset = index * chunk
             piece = chunk if length - offset > chunk else length - offset
             header.fragment_index = index
             header.sequence = self.next_sequence
             header.payload_length = <uint16_t>piece
+            if self.group_size:
+                block = self.group_position % self.group_blocks
+                header.fec_block = self.group_base + block
+                header.fec_index = <uint16_t>(self.group_position // self.group_blocks)
+                header.fec_count = <uint16_t>self.block_data[block]
             self.next_sequence += 1
-            batch_bytes += self.stage(slot, &header, data + offset, piece)
-            slot += 1
+            self.push(&header, data + offset, piece)
             index += 1
-            if slot == BATCH_DATAGRAMS or index == count or (
-                    self.burst_bytes > 0 and batch_bytes + self.datagram_size > self.burst_bytes):
-                self.pace(batch_bytes)
-                self.transmit(slot)
-                slot = 0
-                batch_bytes = 0
-                self.heartbeat_when_due()
+            if self.group_size:
+                self.group_position += 1
+                if self.group_position == self.group_size:
+                    self.send_parity()
+        self.flush()
         self.frames_sent += 1
         self.bytes_sent += length
+
+    cdef void set_payload_capacity(self) noexcept nogil:
+        """Room for frame bytes in one datagram: less the tag when sealed, and with FEC less a data symbol's
+        prefix, header and tag, so that a parity datagram (whose payload is a whole symbol) fits too."""
+        cdef uint32_t per_datagram = HEADER_SIZE + (TAG_BYTES if self.cipher is not None else 0)
+        self.payload_capacity = self.datagram_size - per_datagram
+        if self.fec_data:
+            self.payload_capacity -= SYMBOL_PREFIX_SIZE + per_datagram
 
     def encrypt_with(self, bytes master_key, int key_id):
         """From now on every datagram is AES-256-GCM sealed with this session's key derived from master_key."""
@@ -254,7 +381,31 @@ cdef class DatagramSender:
             if self.sealed == NULL:
                 raise MemoryError()
         self.cipher = cipher
-        self.payload_capacity = self.datagram_size - HEADER_SIZE - TAG_BYTES
+        self.set_payload_capacity()
+
+    def protect_with(self, int data, int parity, int interleave=1):
+        """From now on each frame's datagrams go in Reed-Solomon blocks of up to data datagrams plus
+        parity parity datagrams (fewer in a frame's last blocks, in the same proportion), dealt over
+        interleave blocks at a time."""
+        if self.next_sequence:
+            raise ValueError("forward error correction must be set before the first datagram of a session")
+        if not 1 <= data <= MAX_DATA_SYMBOLS or not 1 <= parity <= MAX_PARITY_SYMBOLS:
+            raise ValueError(f"an FEC block has 1..{MAX_DATA_SYMBOLS} data and 1..{MAX_PARITY_SYMBOLS} parity "
+                             f"datagrams, not {data} and {parity}")
+        if not 1 <= interleave <= MAX_INTERLEAVE:
+            raise ValueError(f"FEC interleave {interleave} is outside 1..{MAX_INTERLEAVE}")
+        overhead = 2 * (HEADER_SIZE + (TAG_BYTES if self.cipher is not None else 0)) + SYMBOL_PREFIX_SIZE
+        if self.datagram_size <= overhead:
+            raise ValueError(f"datagram size {self.datagram_size} leaves no room for a payload with FEC; "
+                             f"use at least {overhead + 1}")
+        self.symbol_capacity = self.datagram_size
+        self.parity_buffers = <uint8_t*>malloc(<size_t>interleave * parity * self.symbol_capacity)
+        if self.parity_buffers == NULL:
+            raise MemoryError()
+        self.fec_data = data
+        self.fec_parity = parity
+        self.fec_interleave = interleave
+        self.set_payload_capacity()
 
     def send_frame(self, frame):
         """Fragments and sends one frame (any buffer of at most 4 GiB); returns its frame id."""
@@ -307,4 +458,5 @@ cdef class DatagramSender:
             "pacing_sleeps": self.pacing_sleeps,
             "heartbeats_sent": self.heartbeats_sent,
             "datagrams_unsealed": self.datagrams_unsealed,
+            "parity_sent": self.parity_sent,
         }

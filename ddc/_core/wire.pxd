@@ -17,6 +17,15 @@ cdef enum:
     PEER_OFFSET_FRAMES_SENT = 2 + 8 * 3
     PEER_OFFSET_BYTES_SENT = 2 + 8 * 5
     MAX_CONTROL_PAYLOAD = 512
+    # an FEC data symbol is [u16 datagram length][datagram], zero-padded to the block's parity length
+    SYMBOL_PREFIX_SIZE = 2
+
+cdef extern from *:
+    """
+    #define DDC_PARITY_SEQUENCE_BIT (1ULL << 63)
+    """
+    # Parity datagrams number themselves from here: their own nonce space, outside the data sequence.
+    const uint64_t PARITY_SEQUENCE_BIT "DDC_PARITY_SEQUENCE_BIT"
 
 cdef struct Header:
     uint8_t version

@@ -12,6 +12,7 @@ from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memcpy, memset
 
 from ddc._core.byteorder cimport get16, get32, get64, put16, put32, put64
+from ddc._core.fec cimport MAX_DATA_SYMBOLS, MAX_PARITY_SYMBOLS
 
 
 
@@ -105,6 +106,22 @@ cdef ParseResult parse_header(const uint8_t* data, size_t length, Header* h) noe
         if h.payload_length < AUTH_TAG_SIZE:
             return PARSE_MALFORMED
         h.content_length = h.payload_length - AUTH_TAG_SIZE
+    if h.type < TYPE_DATA or h.type > TYPE_PARITY:
+        return PARSE_UNKNOWN_TYPE
+    if h.fec_count:
+        if h.fec_count > MAX_DATA_SYMBOLS:
+            return PARSE_MALFORMED
+        if h.type == TYPE_PARITY:
+            if h.fec_index < h.fec_count or h.fec_index - h.fec_count >= MAX_PARITY_SYMBOLS:
+                return PARSE_MALFORMED
+        elif h.fec_index >= h.fec_count:
+            return PARSE_MALFORMED
+    if (h.sequence & PARITY_SEQUENCE_BIT) != (PARITY_SEQUENCE_BIT if h.type == TYPE_PARITY else 0):
+        return PARSE_MALFORMED
+    if h.type == TYPE_PARITY:
+        if h.fec_count == 0 or h.content_length <= SYMBOL_PREFIX_SIZE + HEADER_SIZE:
+            return PARSE_MALFORMED
+        return PARSE_OK
     if h.type == TYPE_DATA:
         if h.fragment_count == 0 or h.fragment_index >= h.fragment_count:
             return PARSE_MALFORMED
@@ -134,6 +151,7 @@ DATA = TYPE_DATA
 HEARTBEAT = TYPE_HEARTBEAT
 SHUTDOWN = TYPE_SHUTDOWN
 PARITY = TYPE_PARITY
+PARITY_SEQUENCE = PARITY_SEQUENCE_BIT
 
 PARSE_ERRORS = {
     PARSE_TRUNCATED: "truncated",
@@ -183,7 +201,8 @@ def decode_peer_counters(payload):
 
 def encode_datagram(int type, uint64_t session_id, uint64_t sequence, payload=b"", *,
                     uint64_t frame_id=0, uint32_t fragment_index=0, uint32_t fragment_count=1,
-                    frame_length=None, int version=PROTOCOL_VERSION, int flags=0, int key_id=0):
+                    frame_length=None, int version=PROTOCOL_VERSION, int flags=0, int key_id=0,
+                    uint32_t fec_block=0, uint16_t fec_index=0, uint16_t fec_count=0):
     """Builds one sealed datagram. For tests and tools; the sender builds its own in C."""
     cdef Header h
     cdef const uint8_t[:] view = memoryview(bytes(payload)).cast("B")
@@ -200,6 +219,9 @@ def encode_datagram(int type, uint64_t session_id, uint64_t sequence, payload=b"
     h.fragment_index = fragment_index
     h.fragment_count = fragment_count
     h.frame_length = len(payload) if frame_length is None else frame_length
+    h.fec_block = fec_block
+    h.fec_index = fec_index
+    h.fec_count = fec_count
     out = bytearray(HEADER_SIZE + len(payload))
     cdef uint8_t[:] out_view = out
     write_header(&out_view[0], &h)
@@ -224,6 +246,7 @@ def decode_datagram(data):
         "session_id": h.session_id, "sequence": h.sequence, "frame_id": h.frame_id,
         "fragment_index": h.fragment_index, "fragment_count": h.fragment_count,
         "frame_length": h.frame_length, "payload": raw[HEADER_SIZE:],
+        "fec_block": h.fec_block, "fec_index": h.fec_index, "fec_count": h.fec_count,
     }
 
 
