@@ -136,6 +136,45 @@ def start_ddc(tmp_path):
             proxy.kill()
 
 
+class DiodeSimProcess:
+    """A `python -m ddc diode-sim` child relaying to forward_port; its counters come back on stop()."""
+
+    def __init__(self, forward_port: int, options: tuple, log_path: Path):
+        self.port = free_udp_port()
+        self.log_path = log_path
+        self.log_file = open(log_path, "wb")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "ddc", "diode-sim", f"127.0.0.1:{self.port}", f"127.0.0.1:{forward_port}",
+             "--report-every", "1s", *options], stdin=subprocess.DEVNULL, stdout=self.log_file,
+            stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 20
+        while '"listening"' not in log_path.read_text():
+            assert self.process.poll() is None and time.monotonic() < deadline, log_path.read_text()
+            time.sleep(0.05)
+
+    def stop(self) -> dict:
+        self.process.send_signal(signal.SIGTERM)
+        assert self.process.wait(30) == 0, self.log_path.read_text()[-2000:]
+        self.log_file.close()
+        return json.loads(self.log_path.read_text().splitlines()[-1])
+
+
+@pytest.fixture
+def diode_sim(tmp_path):
+    started = []
+
+    def start(forward_port: int, *options: str) -> DiodeSimProcess:
+        simulator = DiodeSimProcess(forward_port, options, tmp_path / f"diode-sim-{len(started)}.log")
+        started.append(simulator)
+        return simulator
+
+    yield start
+    for simulator in started:
+        if simulator.process.poll() is None:
+            simulator.process.kill()
+            simulator.process.wait(10)
+
+
 def link_pair_configs(source_port: int, link_port: int, target_port: int, *, link: str = "stream",
                       ingress_extra: str = "", egress_extra: str = "", ingress_telemetry: str = "",
                       egress_telemetry: str = "") -> tuple[str, str]:

@@ -50,7 +50,8 @@ def feed(receiver, datagrams, now_ns=NOW) -> dict:
 
 
 def accounted(counters) -> bool:
-    return counters["datagrams_received"] == counters["datagrams_accepted"] + sum(counters[r] for r in DROP_REASONS)
+    return (counters["datagrams_received"] + counters["datagrams_recovered"]
+            == counters["datagrams_accepted"] + sum(counters[r] for r in DROP_REASONS))
 
 
 def sealed_stream(frames, key=KEY, key_id=1, session_id=5 * SECOND + 77, datagram_size=300):

@@ -1,34 +1,17 @@
 """Kafka across the diode, end to end: real brokers, real `ddc run` processes, real sockets."""
 
-import collections
 import json
-import random
 import time
 import uuid
 
 import pytest
 
 from conftest import free_udp_port
-from kafka_harness import comparable, kafka_pair_configs, source_of
+from kafka_harness import (KafkaPair, assert_reports_exact, assert_same_records, kafka_pair_configs, offsets_in,
+                           source_of, varied_records)
 from relay import FrameDroppingRelay
 
 pytestmark = pytest.mark.timeout(600)
-
-
-def varied_records(count: int, partitions: int, seed: int = 7) -> list[dict]:
-    """Keys (null, empty, text), values (tombstones, empty, binary), headers (duplicates, nulls), timestamps."""
-    rng = random.Random(seed)
-    records = []
-    for index in range(count):
-        record = {"partition": index % partitions, "timestamp": 1_700_000_000_000 + index}
-        choice = index % 10
-        record["key"] = None if choice == 0 else (b"" if choice == 1 else f"key-{index}".encode())
-        record["value"] = None if choice == 2 else (b"" if choice == 3 else rng.randbytes(rng.randint(1, 300)))
-        if choice in (4, 5, 6):
-            record["headers"] = [("h", b"first"), ("h", b"second"), ("empty", b""), ("null", None),
-                                 ("index", str(index).encode())]
-        records.append(record)
-    return records
 
 
 def replicated_topic(clusters, prefix: str, partitions: int, count: int, seed: int) -> tuple[str, list]:
@@ -39,68 +22,6 @@ def replicated_topic(clusters, prefix: str, partitions: int, count: int, seed: i
     records = varied_records(count, partitions, seed)
     source.produce(topic, records)
     return topic, records
-
-
-def by_source_partition(messages) -> dict:
-    """Destination records grouped by (destination partition, source topic, source partition), in log order."""
-    grouped = collections.defaultdict(list)
-    for message in messages:
-        grouped[(message.partition(), *source_of(message)[:2])].append(message)
-    return grouped
-
-
-class KafkaPair:
-    """An egress and an ingress carrying `topics` from the source cluster to the destination cluster."""
-
-    def __init__(self, start_ddc, clusters, topics, link_port=None, **options):
-        self.start_ddc = start_ddc
-        self.source, self.destination = clusters
-        self.group = f"ddc-test-{uuid.uuid4().hex[:8]}"
-        self.link_port = link_port or free_udp_port()
-        self.ingress_config, self.egress_config = kafka_pair_configs(
-            self.source.bootstrap, self.destination.bootstrap, topics, self.link_port, group=self.group, **options)
-        self.egress = self.start_egress()
-        self.ingress = self.start_ingress()
-
-    def start_egress(self):
-        egress = self.start_ddc("egress", self.egress_config)
-        egress.wait_until_ready()
-        return egress
-
-    def start_ingress(self):
-        ingress = self.start_ddc("ingress", self.ingress_config)
-        ingress.wait_until_ready()
-        return ingress
-
-    def stop(self):
-        assert self.ingress.stop() == 0
-        self.egress.wait_for(lambda line: "sender shut down" in line.get("message", ""))
-        assert self.egress.stop() == 0
-        return self.ingress.summary("kafka"), self.egress.summary("kafka")
-
-    def missing_reports(self) -> list[tuple]:
-        return [(line["topic"], line["partition"], line["first_offset"], line["last_offset"])
-                for line in self.egress.lines() if line.get("event") == "records missing"]
-
-
-def assert_same_records(source_messages, destination_messages, source_topic: str, order_kept: bool = True):
-    """Destination holds exactly the source's records, each once, fields intact, per-partition order kept
-    (unless a repair wrote some of them after the records that followed them)."""
-    sources = [source_of(message) for message in destination_messages]
-    duplicates = [coordinate for coordinate, seen in collections.Counter(sources).items() if seen > 1]
-    assert not duplicates, f"{len(duplicates)} records written twice, such as {duplicates[:5]}"
-    expected = {(source_topic, message.partition(), message.offset()): comparable(message)
-                for message in source_messages}
-    arrived = {source_of(message): comparable(message) for message in destination_messages}
-    missing = sorted(set(expected) - set(arrived))
-    assert not missing, f"{len(missing)} records missing, such as {missing[:5]}"
-    assert set(arrived) == set(expected)
-    different = [coordinate for coordinate in expected if expected[coordinate] != arrived[coordinate]]
-    assert not different, f"{len(different)} records changed, such as {different[0]}: " \
-                          f"{expected[different[0]]} became {arrived[different[0]]}"
-    for coordinate, messages in by_source_partition(destination_messages).items() if order_kept else ():
-        offsets = [source_of(message)[2] for message in messages]
-        assert offsets == sorted(offsets), f"order not kept in {coordinate}"
 
 
 def test_records_cross_complete_with_fidelity_and_source_headers(start_ddc, kafka_clusters):
@@ -120,22 +41,6 @@ def test_records_cross_complete_with_fidelity_and_source_headers(start_ddc, kafk
     assert egress_summary["kafka_records_duplicate"] == 0
     assert ingress_summary["kafka_records_consumed"] == len(records)
     assert pair.ingress.unparsed_or_tracebacks() == [] and pair.egress.unparsed_or_tracebacks() == []
-
-
-def offsets_in(ranges) -> set:
-    return {(topic, partition, offset) for topic, partition, first, last in ranges
-            for offset in range(first, last + 1)}
-
-
-def assert_reports_exact(source_messages, destination_messages, reports, topic):
-    """Every record absent from the destination lies in a reported range; no reported offset was delivered."""
-    existing = {(topic, message.partition(), message.offset()) for message in source_messages}
-    delivered = {source_of(message) for message in destination_messages}
-    reported = offsets_in(reports)
-    absent = existing - delivered
-    assert absent <= reported, f"{len(absent - reported)} records missing without a report, " \
-                               f"such as {sorted(absent - reported)[:5]}"
-    assert not (reported & delivered), f"reported missing but delivered: {sorted(reported & delivered)[:5]}"
 
 
 def test_sigkilled_paused_ingress_restarts_without_loss_or_duplicates(start_ddc, kafka_clusters):

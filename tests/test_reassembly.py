@@ -14,7 +14,7 @@ DROP_REASONS = tuple(name for name in COUNTER_NAMES if name.startswith("dropped_
 
 def assert_every_datagram_accounted_for(counters):
     dropped = sum(counters[reason] for reason in DROP_REASONS)
-    assert counters["datagrams_received"] == counters["datagrams_accepted"] + dropped, counters
+    assert counters["datagrams_received"] + counters["datagrams_recovered"] == counters["datagrams_accepted"] + dropped, counters
 
 
 def feed_all(receiver, datagrams, now_ns=0):

@@ -111,7 +111,7 @@ cdef class SessionCipher:
 
     def __cinit__(self, bint encrypting):
         if not api_loaded:
-            raise RuntimeError("libcrypto is not loaded; call ddc.crypto.load() first")
+            raise RuntimeError("libcrypto is not loaded; call ddc.crypto.load_libcrypto() first")
         self.encrypting = encrypting
         self.context = api.new_context()
         if self.context == NULL:

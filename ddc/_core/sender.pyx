@@ -5,10 +5,11 @@ per datagram: header and payload slice), so payload bytes are never copied befor
 the kernel. Datagrams leave through sendmmsg in batches, paced by a token bucket
 with nanosecond clock reads, all with the GIL released.
 
-With forward error correction on, each frame's datagrams are dealt round-robin
-into up to `interleave` Reed-Solomon blocks (so a burst of consecutive losses is
-spread over several blocks), parity is accumulated as each datagram is staged,
-and the blocks' parity datagrams follow the frame's data, also interleaved.
+With forward error correction on, a frame's datagrams go in groups of up to
+`interleave` x `data` datagrams, each group dealt round-robin into as few
+Reed-Solomon blocks as hold it (so a burst of consecutive losses is spread over
+the blocks); parity is accumulated as each datagram is staged, and the blocks'
+parity datagrams follow the group's data, also interleaved.
 Blocks never span frames, so nothing waits for traffic that may not come.
 
 Heartbeats are sent from here too, between batches, whenever one is due: a large
@@ -256,14 +257,11 @@ cdef class DatagramSender:
             self.flush()
 
     cdef void start_group(self, uint32_t size) noexcept nogil:
-        """Deals the next size data datagrams into blocks; parity is the configured share, rounded up,
-        and there are never more blocks than parity datagrams, so small frames keep the overhead."""
+        """Deals the next size data datagrams round-robin into as few blocks as hold them (at most fec_data
+        each). A Reed-Solomon block rebuilds any losses up to its parity, bursts included, so more blocks only
+        help when one cannot hold the group; parity is the configured share of the group, rounded up."""
         cdef uint32_t parity = <uint32_t>((<uint64_t>size * self.fec_parity + self.fec_data - 1) // self.fec_data)
-        cdef uint32_t blocks = self.fec_interleave, b, first = 0
-        if blocks > size:
-            blocks = size
-        if blocks > parity:
-            blocks = parity
+        cdef uint32_t blocks = (size + self.fec_data - 1) // self.fec_data, b, first = 0
         for b in range(blocks):
             self.block_data[b] = (size - b + blocks - 1) // blocks
             self.block_parity[b] = parity // blocks + (1 if b < parity % blocks else 0)

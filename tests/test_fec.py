@@ -1,0 +1,267 @@
+"""Forward error correction: the erasure code itself, then real sender datagrams with chosen losses."""
+
+import os
+import random
+import socket
+import struct
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ddc._core import fec, wire
+from ddc._core.receiver import COUNTER_NAMES, LinkReceiver
+from ddc._core.sender import DatagramSender
+from ddc.crypto import load_libcrypto
+
+DROP_REASONS = [name for name in COUNTER_NAMES if name.startswith("dropped_")]
+KEY = bytes(range(32))
+
+
+def accounted(counters) -> bool:
+    return (counters["datagrams_received"] + counters["datagrams_recovered"]
+            == counters["datagrams_accepted"] + sum(counters[reason] for reason in DROP_REASONS))
+
+
+# ---- the code ----
+
+@st.composite
+def blocks(draw):
+    data_count = draw(st.integers(1, 40))
+    parity_count = draw(st.integers(1, 12))
+    data = [draw(st.binary(max_size=300)) for _ in range(data_count)]
+    lost = draw(st.sets(st.integers(0, data_count + parity_count - 1), max_size=parity_count))
+    return data, parity_count, lost
+
+
+@settings(max_examples=150, deadline=None)
+@given(blocks())
+def test_any_data_count_of_a_blocks_symbols_rebuild_its_data(block):
+    data, parity_count, lost = block
+    parity = fec.encode(data, parity_count)
+    length = len(parity[0])
+    received = {index: symbol for index, symbol in enumerate(data + parity) if index not in lost}
+    assert fec.decode(received, len(data)) == [symbol.ljust(length, b"\0") for symbol in data]
+
+
+def test_the_vector_multiply_agrees_with_the_table():
+    generator = random.Random(7)
+    data = [generator.randbytes(generator.randint(0, 2000)) for _ in range(128)]
+    vector = fec.encode(data, 127)
+    fec.choose_multiply(portable=True)
+    try:
+        assert fec.implementation() == "table"
+        assert fec.encode(data, 127) == vector
+    finally:
+        fec.choose_multiply()
+    assert fec.implementation() in ("gfni", "avx2", "ssse3", "neon", "table")
+
+
+def test_the_largest_block_survives_losing_all_its_parity_worth():
+    generator = random.Random(3)
+    data = [generator.randbytes(1400) for _ in range(128)]
+    parity = fec.encode(data, 127)
+    lost = set(generator.sample(range(255), 127))
+    received = {index: symbol for index, symbol in enumerate(data + parity) if index not in lost}
+    assert fec.decode(received, 128) == data
+
+
+def test_too_few_symbols_are_refused_not_guessed():
+    data = [os.urandom(100) for _ in range(8)]
+    parity = fec.encode(data, 2)
+    received = {index: symbol for index, symbol in enumerate(data + parity) if index not in (0, 1, 2)}
+    with pytest.raises(ValueError, match="3 data symbols missing but only 2 parity"):
+        fec.decode(received, 8)
+    with pytest.raises(ValueError):
+        fec.encode(data * 20, 2)
+
+
+# ---- datagrams from the real sender ----
+
+def sent_datagrams(frames, datagram_size=1472, protect=(16, 4, 1), key=None) -> list[bytes]:
+    """What a DatagramSender puts on the wire for these frames, read back from a loopback socket."""
+    receiving = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    receiving.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 << 20)
+    receiving.bind(("127.0.0.1", 0))
+    sending = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    address = struct.pack("=HH4s8x", socket.AF_INET, socket.htons(receiving.getsockname()[1]),
+                          socket.inet_aton("127.0.0.1"))
+    sender = DatagramSender(sending.fileno(), address, (1 << 32) | 5, datagram_size)
+    if key:
+        load_libcrypto()
+        sender.encrypt_with(key, 3)
+    if protect:
+        sender.protect_with(*protect)
+    out = []
+    receiving.setblocking(False)
+    for frame in frames:
+        sender.send_frame(frame)
+        while True:
+            try:
+                out.append(receiving.recv(65536))
+            except BlockingIOError:
+                break
+    receiving.close()
+    sending.close()
+    assert len(out) == sender.counters()["datagrams_sent"]
+    return out
+
+
+def is_parity(datagram: bytes) -> bool:
+    return datagram[3] == wire.PARITY
+
+
+def deliver(datagrams, drop=lambda position, datagram: False, key=None, **receiver_options):
+    receiver = LinkReceiver(**receiver_options)
+    if key:
+        receiver.add_key(key, 3)
+    frames = []
+    for position, datagram in enumerate(datagrams):
+        if not drop(position, datagram):
+            frames += [bytes(frame) for frame in receiver.feed(datagram)]
+    receiver.expire(everything=True)
+    return frames, receiver.counters()
+
+
+def test_random_loss_within_the_parity_is_fully_repaired():
+    generator = random.Random(11)
+    frames = [generator.randbytes(generator.randint(1, 300_000)) for _ in range(30)]
+    datagrams = sent_datagrams(frames, protect=(64, 16, 4))
+    dropped = {position for position in range(len(datagrams)) if generator.random() < 0.05}
+    delivered, counters = deliver(datagrams, lambda position, _: position in dropped)
+    assert delivered == frames
+    data_dropped = sum(1 for position in dropped if not is_parity(datagrams[position]))
+    assert counters["datagrams_recovered"] == data_dropped > 0
+    assert counters["datagrams_lost"] == 0 and counters["frames_lost"] == 0
+    assert counters["fec_blocks_unrecoverable"] == 0 and counters["fec_blocks_recovered"] > 0
+    assert counters["parity_received"] == sum(map(is_parity, datagrams)) - (len(dropped) - data_dropped)
+    assert counters["fec_bytes_in_flight"] == 0
+    assert accounted(counters)
+
+
+def burst_in_first_frame(datagrams, length=10, start=20):
+    """Positions of `length` consecutive data datagrams of frame 0, from its start-th."""
+    data_positions = [position for position, datagram in enumerate(datagrams)
+                      if not is_parity(datagram) and wire.decode_datagram(datagram)["frame_id"] == 0]
+    return set(data_positions[start:start + length])
+
+
+def test_interleaving_repairs_a_burst_that_one_block_could_not():
+    frames = [os.urandom(200_000)]
+    interleaved = sent_datagrams(frames, protect=(16, 4, 4))
+    delivered, counters = deliver(interleaved, lambda position, _: position in burst_in_first_frame(interleaved))
+    assert delivered == frames and counters["datagrams_recovered"] == 10 and counters["datagrams_lost"] == 0
+
+    plain = sent_datagrams(frames, protect=(16, 4, 1))
+    delivered, counters = deliver(plain, lambda position, _: position in burst_in_first_frame(plain))
+    assert delivered == []
+    assert counters["fec_blocks_unrecoverable"] >= 1 and counters["frames_lost"] == 1
+    assert counters["datagrams_lost"] > 0 and accounted(counters)
+
+
+def test_a_block_that_loses_more_than_its_parity_is_reported_exactly_once():
+    frames = [os.urandom(1400 * 16 - 100), os.urandom(5000)]
+    datagrams = sent_datagrams(frames, protect=(16, 4, 1))
+    first_block = [position for position, datagram in enumerate(datagrams)
+                   if not is_parity(datagram) and wire.decode_datagram(datagram)["fec_block"] == 0]
+    assert len(first_block) == 16
+    dropped = set(first_block[5:10])
+    delivered, counters = deliver(datagrams, lambda position, _: position in dropped)
+    assert delivered == frames[1:]
+    assert counters["fec_blocks_unrecoverable"] == 1 and counters["datagrams_recovered"] == 0
+    assert counters["datagrams_lost"] == 5 and counters["frames_lost"] == 1
+    assert accounted(counters)
+
+
+def test_small_frames_keep_the_configured_share_of_parity():
+    frames = [os.urandom(size) for size in (10, 3000, 1400 * 7)]
+    datagrams = sent_datagrams(frames, protect=(16, 4, 4))
+    data = [wire.decode_datagram(datagram) for datagram in datagrams if not is_parity(datagram)]
+    parity = [wire.decode_datagram(datagram) for datagram in datagrams if is_parity(datagram)]
+    per_frame = {}
+    for header in data:
+        per_frame[header["frame_id"]] = per_frame.get(header["frame_id"], 0) + 1
+    # ceil(n / 4) parity per frame of n datagrams, and a frame's blocks never outnumber its parity
+    assert len(parity) == sum(-(-count // 4) for count in per_frame.values())
+    assert all(header["sequence"] & wire.PARITY_SEQUENCE for header in parity)
+    assert all(header["fec_index"] >= header["fec_count"] for header in parity)
+
+
+def test_sealed_datagrams_are_repaired_and_forged_parity_rebuilds_nothing():
+    frames = [os.urandom(100_000) for _ in range(3)]
+    datagrams = sent_datagrams(frames, protect=(16, 4, 2), key=KEY)
+    dropped = {position for position in range(0, len(datagrams), 9) if not is_parity(datagrams[position])}
+    delivered, counters = deliver(datagrams, lambda position, _: position in dropped, key=KEY)
+    assert delivered == frames and counters["datagrams_recovered"] == len(dropped)
+
+    forged = []
+    for datagram in datagrams:
+        if is_parity(datagram):
+            tampered = bytearray(datagram)
+            tampered[100] ^= 1
+            tampered[8:12] = b"\0\0\0\0"
+            tampered[8:12] = struct.pack(">I", wire.checksum(bytes(tampered)))
+            forged.append(bytes(tampered))
+        else:
+            forged.append(datagram)
+    delivered, counters = deliver(forged, lambda position, _: position in dropped, key=KEY)
+    assert delivered == []
+    assert counters["dropped_forged"] == sum(map(is_parity, datagrams))
+    assert counters["datagrams_recovered"] == 0 and counters["fec_blocks_recovered"] == 0
+    assert accounted(counters)
+
+
+def test_repeated_parity_counts_as_duplicate_and_changes_nothing():
+    frames = [os.urandom(1358 * 16)]
+    data = sent_datagrams(frames, protect=(16, 4, 1))
+    assert [wire.decode_datagram(datagram)["fec_block"] for datagram in data] == [0] * 20
+    receiver = LinkReceiver()
+    for datagram in data[2:16]:
+        assert receiver.feed(datagram) == []
+    assert receiver.feed(data[16]) == [] and receiver.feed(data[16]) == []
+    assert receiver.counters()["dropped_duplicate"] == 1
+    assert [bytes(frame) for frame in receiver.feed(data[17])] == frames
+    counters = receiver.counters()
+    assert counters["datagrams_recovered"] == 2 and counters["fec_blocks_recovered"] == 1
+    assert counters["parity_received"] == 2 and accounted(counters)
+
+
+def test_parity_for_a_block_that_lost_nothing_is_accepted_and_dropped_from_memory():
+    frames = [os.urandom(50_000)]
+    delivered, counters = deliver(sent_datagrams(frames, protect=(16, 4, 1)))
+    assert delivered == frames and counters["datagrams_recovered"] == 0
+    assert counters["fec_bytes_in_flight"] == 0 and accounted(counters)
+
+
+def test_inconsistent_fec_fields_are_malformed():
+    session = 1 << 32
+    cases = [
+        wire.encode_datagram(wire.PARITY, session, wire.PARITY_SEQUENCE, b"x" * 100, fec_count=4, fec_index=2),
+        wire.encode_datagram(wire.PARITY, session, 5, b"x" * 100, fec_count=4, fec_index=4),
+        wire.encode_datagram(wire.PARITY, session, wire.PARITY_SEQUENCE, b"x" * 100, fec_count=0, fec_index=4),
+        wire.encode_datagram(wire.PARITY, session, wire.PARITY_SEQUENCE, b"x" * 20, fec_count=4, fec_index=4),
+        wire.encode_datagram(wire.PARITY, session, wire.PARITY_SEQUENCE, b"x" * 100, fec_count=129, fec_index=200),
+        wire.encode_datagram(wire.DATA, session, 0, b"abc", fec_count=4, fec_index=4),
+        wire.encode_datagram(wire.DATA, session, wire.PARITY_SEQUENCE, b"abc"),
+    ]
+    for datagram in cases:
+        with pytest.raises(ValueError, match="malformed"):
+            wire.decode_datagram(datagram)
+
+
+def test_blocks_that_never_complete_stay_within_the_memory_budget():
+    generator = random.Random(5)
+    frames = [generator.randbytes(1400 * 100) for _ in range(40)]
+    datagrams = sent_datagrams(frames, protect=(16, 4, 1))
+    parity_positions = {position for position, datagram in enumerate(datagrams) if is_parity(datagram)}
+    budget = 256 * 1024
+    receiver = LinkReceiver(max_fec_bytes_in_flight=budget)
+    peak = 0
+    for position, datagram in enumerate(datagrams):
+        if position not in parity_positions and position % 17 != 0:
+            receiver.feed(datagram)
+            peak = max(peak, receiver.counters()["fec_bytes_in_flight"])
+    assert 0 < peak <= budget
+    receiver.expire(everything=True)
+    counters = receiver.counters()
+    assert counters["fec_bytes_in_flight"] == 0 and counters["fec_blocks_unrecoverable"] > 0
