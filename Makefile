@@ -21,6 +21,7 @@ bench: $(VENV)/.built-test
 	$(BIN)/python bench/pydiode_compare.py
 	$(BIN)/python bench/memory.py
 	$(BIN)/python bench/kafka_copy.py
+	$(BIN)/python bench/fec.py
 	$(BIN)/python bench/fuzz.py
 
 build: $(VENV)/.built

@@ -71,7 +71,9 @@ def baseline(binary: Path, size: int, count: int) -> dict:
     raise RuntimeError(f"the kernel baseline lost datagrams at every rate tried for {size}-byte datagrams")
 
 
-def ddc_transport(size: int, total_bytes: int, rate: float, key: bytes | None = None) -> dict:
+def ddc_transport(size: int, total_bytes: int, rate: float, key: bytes | None = None,
+                  fec: tuple[int, int, int] | None = None) -> dict:
+    """DDC sender to a draining DDC receiver on loopback; fec is (data, parity, interleave) or None."""
     from ddc._core.sender import DatagramSender
     from ddc.transport.sockets import socket_address_bytes
     frames = max(total_bytes // FRAME_BYTES, 4)
@@ -90,6 +92,8 @@ def ddc_transport(size: int, total_bytes: int, rate: float, key: bytes | None = 
         from ddc.crypto import load_libcrypto
         load_libcrypto()
         sender.encrypt_with(key, 1)
+    if fec:
+        sender.protect_with(*fec)
     frame = os.urandom(FRAME_BYTES)
     started = time.monotonic()
     for _ in range(frames):

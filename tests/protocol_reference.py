@@ -51,3 +51,36 @@ def sealed(datagram: bytes, master_key: bytes, key_id: int) -> bytes:
     header[8:12] = bytes(4)
     nonce = bytes(4) + sequence.to_bytes(8, "big")
     return build(AESGCM(session_key(master_key, session_id)).encrypt(nonce, plain, bytes(header)))
+
+
+def _gf_tables():
+    exp, log, value = [0] * 510, [0] * 256, 1
+    for power in range(255):
+        exp[power] = exp[power + 255] = value
+        log[value] = power
+        value ^= value << 1  # times 3, the generator for polynomial 0x11B
+        if value & 0x100:
+            value ^= 0x11B
+    return exp, log
+
+
+_EXP, _LOG = _gf_tables()
+
+
+def _gf_multiply(a: int, b: int) -> int:
+    return _EXP[_LOG[a] + _LOG[b]] if a and b else 0
+
+
+def parity_symbols(data_datagrams: list[bytes], parity_count: int) -> list[bytes]:
+    """The parity payloads of one FEC block, from its data datagrams, as docs/protocol.md specifies."""
+    symbols = [len(datagram).to_bytes(2, "big") + datagram for datagram in data_datagrams]
+    length = max(map(len, symbols))
+    parity = []
+    for row in range(parity_count):
+        out = bytearray(length)
+        for index, symbol in enumerate(symbols):
+            factor = _EXP[255 - _LOG[(128 + row) ^ index]]
+            for position, byte in enumerate(symbol):
+                out[position] ^= _gf_multiply(factor, byte)
+        parity.append(bytes(out))
+    return parity

@@ -13,6 +13,7 @@ from ddc._core import fec, wire
 from ddc._core.receiver import COUNTER_NAMES, LinkReceiver
 from ddc._core.sender import DatagramSender
 from ddc.crypto import load_libcrypto
+from protocol_reference import parity_symbols
 
 DROP_REASONS = [name for name in COUNTER_NAMES if name.startswith("dropped_")]
 KEY = bytes(range(32))
@@ -171,6 +172,23 @@ def test_a_block_that_loses_more_than_its_parity_is_reported_exactly_once():
     assert counters["fec_blocks_unrecoverable"] == 1 and counters["datagrams_recovered"] == 0
     assert counters["datagrams_lost"] == 5 and counters["frames_lost"] == 1
     assert accounted(counters)
+
+
+def test_parity_on_the_wire_matches_an_independent_reading_of_the_protocol():
+    frames = [os.urandom(1358 * 20 + 77), os.urandom(500)]
+    datagrams = sent_datagrams(frames, protect=(8, 3, 2))
+    blocks = {}
+    for datagram in datagrams:
+        header = wire.decode_datagram(datagram)
+        kind = "parity" if is_parity(datagram) else "data"
+        blocks.setdefault(header["fec_block"], {"data": {}, "parity": {}})[kind][header["fec_index"]] = \
+            header["payload"] if kind == "parity" else datagram
+    assert len(blocks) >= 4
+    for block in blocks.values():
+        data = [block["data"][index] for index in sorted(block["data"])]
+        assert sorted(block["data"]) == list(range(len(data)))
+        expected = parity_symbols(data, len(block["parity"]))
+        assert [block["parity"][len(data) + row] for row in range(len(expected))] == expected
 
 
 def test_small_frames_keep_the_configured_share_of_parity():
