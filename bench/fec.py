@@ -17,10 +17,8 @@ Prints a table, writes bench/results-fec.json, exits 1 if a gate fails.
 """
 
 import argparse
-import json
 import multiprocessing
 import os
-import platform
 import socket
 import sys
 import time
@@ -29,7 +27,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from harness import drain_link, free_udp_port  # noqa: E402
+from harness import GateTable, drain_link, free_udp_port  # noqa: E402
 from transport import baseline, compile_baseline, ddc_transport  # noqa: E402
 
 RECORD = (b"", os.urandom(100))  # (metadata, value)
@@ -112,11 +110,8 @@ def main() -> int:
     arguments = parser.parse_args()
     volume = (256 << 20) if arguments.quick else (1 << 30)
     records = 200_000 if arguments.quick else 1_000_000
-    figures, rows = [], []
-
-    def record(name, value, gate, passed, unit=""):
-        figures.append({"name": name, "value": value, "gate": gate, "passed": passed, "unit": unit})
-        rows.append((name, f"{value:,.3f} {unit}".strip(), gate, "pass" if passed else "FAIL"))
+    table = GateTable()
+    record = table.record
 
     for symbol in (1416, 8916):
         speed = code_speed(symbol)
@@ -150,16 +145,7 @@ def main() -> int:
         record(f"{name}: datagrams rebuilt", outcome["datagrams_recovered"], "FEC 25%, interleave 4", True)
         record(f"{name}: records lost of {outcome['records_sent']:,}", lost, "== 0",
                lost == 0 and outcome["datagrams_lost"] == 0)
-    width = max(len(row[0]) for row in rows)
-    print(f"\n{'figure'.ljust(width)}  {'value':>18}  {'gate':<34} result")
-    for name, shown, gate, verdict in rows:
-        print(f"{name.ljust(width)}  {shown:>18}  {gate:<34} {verdict}")
-    Path(arguments.results).write_text(json.dumps({
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version()},
-        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "quick": arguments.quick,
-        "figures": figures}, indent=2))
-    print(f"\nresults written to {arguments.results}")
-    return 0 if all(figure["passed"] for figure in figures) else 1
+    return table.finish(arguments.results, arguments.quick)
 
 
 if __name__ == "__main__":

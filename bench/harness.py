@@ -1,7 +1,11 @@
 """What the benchmark scripts share: a DDC receiving process that drains one link."""
 
+import json
+import os
+import platform
 import socket
 import time
+from pathlib import Path
 
 from ddc.transport.sockets import KernelDrops, free_udp_port, set_buffer  # noqa: F401 (re-exported)
 
@@ -36,3 +40,28 @@ def drain_link(port: int, frames_expected: int, results, on_frame=len, receiver_
     counters = receiver.counters()
     counters["kernel_receive_drops"] = KernelDrops(sock).read()
     results.put({"frames": frames, "handled": handled, "seconds": last - first, "counters": counters})
+
+
+class GateTable:
+    """Figures with their gates: printed as a table, written as JSON, passed or not as a whole."""
+
+    def __init__(self):
+        self.figures, self.rows = [], []
+
+    def record(self, name, value, gate, passed, unit="") -> None:
+        self.figures.append({"name": name, "value": value, "gate": gate, "passed": passed, "unit": unit})
+        self.rows.append((name, f"{value:,.3f} {unit}".strip(), gate, "pass" if passed else "FAIL"))
+
+    def finish(self, results_path: str, quick: bool) -> int:
+        """Prints the table, writes the JSON file; the exit code: 0 when every gate passed, else 1."""
+        width = max(len(row[0]) for row in self.rows)
+        gate_width = max(len(row[2]) for row in self.rows)
+        print(f"\n{'figure'.ljust(width)}  {'value':>18}  {'gate'.ljust(gate_width)} result")
+        for name, shown, gate, verdict in self.rows:
+            print(f"{name.ljust(width)}  {shown:>18}  {gate.ljust(gate_width)} {verdict}")
+        Path(results_path).write_text(json.dumps({
+            "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version()},
+            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "quick": quick,
+            "figures": self.figures}, indent=2))
+        print(f"\nresults written to {results_path}")
+        return 0 if all(figure["passed"] for figure in self.figures) else 1

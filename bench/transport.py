@@ -18,10 +18,8 @@ any gate fails. Ratios within one run are what count: the machine is shared.
 """
 
 import argparse
-import json
 import multiprocessing
 import os
-import platform
 import socket
 import subprocess
 import sys
@@ -30,7 +28,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
-from harness import drain_link, free_udp_port  # noqa: E402
+from harness import GateTable, drain_link, free_udp_port  # noqa: E402
 
 FRAME_BYTES = 1 << 20
 
@@ -139,11 +137,8 @@ def main() -> int:
     binary = compile_baseline()
     volume = (256 << 20) if arguments.quick else (1 << 30)
     pacing_seconds = 3.0 if arguments.quick else 10.0
-    figures, rows = [], []
-
-    def record(name, value, gate, passed, unit=""):
-        figures.append({"name": name, "value": value, "gate": gate, "passed": passed, "unit": unit})
-        rows.append((name, f"{value:,.3f} {unit}".strip(), gate, "pass" if passed else "FAIL"))
+    table = GateTable()
+    record = table.record
 
     maximum = float("inf")
     for size in (1472, 8972):
@@ -168,16 +163,7 @@ def main() -> int:
         result = pacing(binary, 8972, rate, pacing_seconds)
         record(f"pacing error at {rate * 8 / 1e6:.0f} Mbit/s", result["error"] * 100, "within ±2 %",
                abs(result["error"]) <= 0.02, "%")
-    width = max(len(row[0]) for row in rows)
-    print(f"\n{'figure'.ljust(width)}  {'value':>18}  {'gate':<26} result")
-    for name, shown, gate, verdict in rows:
-        print(f"{name.ljust(width)}  {shown:>18}  {gate:<26} {verdict}")
-    Path(arguments.results).write_text(json.dumps({
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version()},
-        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "quick": arguments.quick,
-        "figures": figures}, indent=2))
-    print(f"\nresults written to {arguments.results}")
-    return 0 if all(figure["passed"] for figure in figures) else 1
+    return table.finish(arguments.results, arguments.quick)
 
 
 if __name__ == "__main__":

@@ -384,10 +384,6 @@ class FecConfig(Section):
             values["parity"] = percent_of(values["parity"], int(values.get("data", 64)), "fec parity")
         return values
 
-    @property
-    def overhead(self) -> float:
-        return self.parity / self.data
-
 
 def fec_shorthand(value):
     """`fec = "25%"` is `fec = { parity = "25%" }`; "off" or "none" turn it off."""

@@ -17,6 +17,15 @@ from test_streams import stream_configs
 pytestmark = pytest.mark.timeout(300)
 
 
+def topic_with_records(kafka_clusters, prefix: str, count: int, seed: int) -> tuple[str, list]:
+    source, destination = kafka_clusters
+    topic = source.new_topic(prefix, partitions=3)
+    destination.create_topic(topic, partitions=3)
+    records = varied_records(count, 3, seed=seed)
+    source.produce(topic, records)
+    return topic, records
+
+
 def with_transport(config: str, extra: str) -> str:
     return config.replace("[links.bytes.transport]\n", "[links.bytes.transport]\n" + extra + "\n")
 
@@ -49,10 +58,7 @@ def test_a_file_crosses_a_lossy_reordering_duplicating_link_intact(start_ddc, di
 @pytest.mark.timeout(600)
 def test_kafka_records_cross_a_lossy_corrupting_link_complete(start_ddc, kafka_clusters, diode_sim):
     source, destination = kafka_clusters
-    topic = source.new_topic("hostile", partitions=3)
-    destination.create_topic(topic, partitions=3)
-    records = varied_records(20_000, 3, seed=21)
-    source.produce(topic, records)
+    topic, records = topic_with_records(kafka_clusters, "hostile", 20_000, seed=21)
     link_port = free_udp_port()
     simulator = diode_sim(link_port, "--loss", "5%", "--duplicate", "1%", "--corrupt", "0.5%", "--seed", "8")
     pair = KafkaPair(start_ddc, kafka_clusters, [topic], rate="100Mbit/s", link_port=link_port,
@@ -73,10 +79,7 @@ def test_kafka_records_cross_a_lossy_corrupting_link_complete(start_ddc, kafka_c
 @pytest.mark.timeout(600)
 def test_kafka_loss_beyond_what_fec_repairs_is_reported_exactly(start_ddc, kafka_clusters, diode_sim):
     source, destination = kafka_clusters
-    topic = source.new_topic("beyond-fec", partitions=3)
-    destination.create_topic(topic, partitions=3)
-    records = varied_records(30_000, 3, seed=23)
-    source.produce(topic, records)
+    topic, records = topic_with_records(kafka_clusters, "beyond-fec", 30_000, seed=23)
     link_port = free_udp_port()
     # Gilbert-Elliott bursts of 20 datagrams on average: more than a 16 + 2 block can rebuild.
     simulator = diode_sim(link_port, "--gilbert-enter", "0.3%", "--gilbert-leave", "5%", "--loss", "1%",
