@@ -17,7 +17,6 @@ Prints a table, writes bench/results-fec.json, exits 1 if a gate fails.
 """
 
 import argparse
-import multiprocessing
 import os
 import socket
 import sys
@@ -27,7 +26,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from harness import GateTable, drain_link, free_udp_port  # noqa: E402
+from harness import DrainingReceiver, GateTable, count_records  # noqa: E402
 from transport import baseline, compile_baseline, ddc_transport  # noqa: E402
 
 RECORD = (b"", os.urandom(100))  # (metadata, value)
@@ -63,11 +62,6 @@ def code_speed(symbol_bytes: int, seconds: float = 1.5) -> dict:
     return figures
 
 
-def count_records(frame) -> int:
-    from ddc._core.records import decode_batch
-    return len(decode_batch(frame))
-
-
 def records_across_hostile_link(records: int, impairments, fec: tuple[int, int, int], size: int = 1472,
                                 rate: float = 40e6) -> dict:
     """Batches of 100-byte records sent through the relay; what arrived, and the receiver's counters."""
@@ -76,13 +70,8 @@ def records_across_hostile_link(records: int, impairments, fec: tuple[int, int, 
     from ddc.diode_sim import HostileLink
     from ddc.transport.sockets import socket_address_bytes
     batches = max(records // BATCH_RECORDS, 2)
-    port = free_udp_port()
-    context = multiprocessing.get_context("fork")
-    results = context.Queue()
-    receiving = context.Process(target=drain_link, args=(port, batches, results, count_records))
-    receiving.start()
-    assert results.get(timeout=30) == "ready"
-    link = HostileLink(("127.0.0.1", 0), ("127.0.0.1", port), impairments).start()
+    receiving = DrainingReceiver(batches, count_records)
+    link = HostileLink(("127.0.0.1", 0), ("127.0.0.1", receiving.port), impairments).start()
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sender = DatagramSender(sock.fileno(), socket_address_bytes(socket.AF_INET, ("127.0.0.1", link.port)),
                             (int(time.time()) << 32) | 9, size, rate, 64 * 1024)
@@ -90,8 +79,7 @@ def records_across_hostile_link(records: int, impairments, fec: tuple[int, int, 
     batch = [RECORD] * BATCH_RECORDS
     for _ in range(batches):
         sender.send_frame(encode_batch(batch, 0))
-    received = results.get(timeout=600)
-    receiving.join(10)
+    received = receiving.result(timeout=600)
     sock.close()
     relay = link.stop()
     counters = received["counters"]

@@ -1,13 +1,14 @@
 """What the benchmark scripts share: a DDC receiving process that drains one link."""
 
 import json
+import multiprocessing
 import os
 import platform
 import socket
 import time
 from pathlib import Path
 
-from ddc.transport.sockets import KernelDrops, free_udp_port, set_buffer  # noqa: F401 (re-exported)
+from ddc.transport.sockets import KernelDrops, free_udp_port, set_buffer
 
 IDLE_SECONDS = 2.0
 
@@ -40,6 +41,31 @@ def drain_link(port: int, frames_expected: int, results, on_frame=len, receiver_
     counters = receiver.counters()
     counters["kernel_receive_drops"] = KernelDrops(sock).read()
     results.put({"frames": frames, "handled": handled, "seconds": last - first, "counters": counters})
+
+
+def count_records(frame) -> int:
+    """on_frame for frames that are record batches: how many records the frame holds."""
+    from ddc._core.records import decode_batch
+    return len(decode_batch(frame))
+
+
+class DrainingReceiver:
+    """drain_link in a child process on a free loopback port, ready to receive when constructed."""
+
+    def __init__(self, frames_expected: int, on_frame=len, **options):
+        self.port = free_udp_port()
+        context = multiprocessing.get_context("fork")
+        self._results = context.Queue()
+        self._process = context.Process(target=drain_link, args=(self.port, frames_expected, self._results, on_frame),
+                                        kwargs=options)
+        self._process.start()
+        assert self._results.get(timeout=30) == "ready"
+
+    def result(self, timeout: float = 120) -> dict:
+        """{"frames", "handled", "seconds", "counters"} once the expected frames arrived or the link went idle."""
+        received = self._results.get(timeout=timeout)
+        self._process.join(10)
+        return received
 
 
 class GateTable:

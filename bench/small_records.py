@@ -11,7 +11,6 @@ figure is records per second from the first to the last batch received. Gate
 
 import argparse
 import json
-import multiprocessing
 import os
 import socket
 import sys
@@ -20,16 +19,11 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
-from harness import drain_link, free_udp_port  # noqa: E402
+from harness import DrainingReceiver, count_records  # noqa: E402
 
 RECORD = (b"10.0.0.1:514", b"x" * 100)
 BATCH_RECORDS = 8000  # about 1 MiB per batch with this record and its metadata
 GATE_RECORDS_PER_SECOND = 1_000_000
-
-
-def count_records(frame) -> int:
-    from ddc._core.records import decode_batch
-    return len(decode_batch(frame))
 
 
 def main() -> int:
@@ -42,20 +36,14 @@ def main() -> int:
     parser.add_argument("--results", default=str(HERE / "results-small-records.json"))
     arguments = parser.parse_args()
     batches = max(arguments.records // BATCH_RECORDS, 2)
-    port_number = free_udp_port()
-    context = multiprocessing.get_context("fork")
-    results = context.Queue()
-    receiving = context.Process(target=drain_link, args=(port_number, batches, results, count_records))
-    receiving.start()
-    assert results.get(timeout=30) == "ready"
+    receiving = DrainingReceiver(batches, count_records)
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sender = DatagramSender(sock.fileno(), socket_address_bytes(socket.AF_INET, ("127.0.0.1", port_number)),
+    sender = DatagramSender(sock.fileno(), socket_address_bytes(socket.AF_INET, ("127.0.0.1", receiving.port)),
                             int.from_bytes(os.urandom(8), "big") or 1, 8972, arguments.rate, 256 * 1024)
     batch = [RECORD] * BATCH_RECORDS
     for _ in range(batches):
         sender.send_frame(encode_batch(batch, time.time_ns()))
-    received = results.get(timeout=120)
-    receiving.join(10)
+    received = receiving.result()
     sock.close()
     records = received["handled"]
     counted = records - BATCH_RECORDS  # timed from the first batch's arrival

@@ -18,7 +18,6 @@ any gate fails. Ratios within one run are what count: the machine is shared.
 """
 
 import argparse
-import multiprocessing
 import os
 import socket
 import subprocess
@@ -28,7 +27,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
-from harness import GateTable, drain_link, free_udp_port  # noqa: E402
+from harness import DrainingReceiver, GateTable, free_udp_port  # noqa: E402
 
 FRAME_BYTES = 1 << 20
 
@@ -75,16 +74,11 @@ def ddc_transport(size: int, total_bytes: int, rate: float, key: bytes | None = 
     from ddc._core.sender import DatagramSender
     from ddc.transport.sockets import socket_address_bytes
     frames = max(total_bytes // FRAME_BYTES, 4)
-    port = free_udp_port()
-    context = multiprocessing.get_context("fork")
-    results = context.Queue()
-    receiving = context.Process(target=drain_link, args=(port, frames, results), kwargs={
-        "receiver_options": {"max_frame_bytes": FRAME_BYTES * 2, "max_bytes_in_flight": 256 << 20},
-        "keys": [(1, key)] if key else []})
-    receiving.start()
-    assert results.get(timeout=30) == "ready"
+    receiving = DrainingReceiver(frames, receiver_options={"max_frame_bytes": FRAME_BYTES * 2,
+                                                           "max_bytes_in_flight": 256 << 20},
+                                 keys=[(1, key)] if key else [])
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sender = DatagramSender(sock.fileno(), socket_address_bytes(socket.AF_INET, ("127.0.0.1", port)),
+    sender = DatagramSender(sock.fileno(), socket_address_bytes(socket.AF_INET, ("127.0.0.1", receiving.port)),
                             int.from_bytes(os.urandom(8), "big") or 1, size, rate, 256 * 1024)
     if key:
         from ddc.crypto import load_libcrypto
@@ -97,8 +91,7 @@ def ddc_transport(size: int, total_bytes: int, rate: float, key: bytes | None = 
     for _ in range(frames):
         sender.send_frame(frame)
     send_seconds = time.monotonic() - started
-    received = results.get(timeout=120)
-    receiving.join(10)
+    received = receiving.result()
     sock.close()
     counters = received["counters"]
     # The receiver times first to last completed frame, one frame fewer than it counts.

@@ -5,7 +5,6 @@ cdef enum:
     MAX_PARITY_SYMBOLS = 127
 
 cdef uint8_t coefficient(uint32_t parity_row, uint32_t data_index) noexcept nogil
-cdef void multiply_add(uint8_t* target, const uint8_t* source, size_t length, uint8_t factor) noexcept nogil
 cdef void multiply_add_rows(uint8_t** targets, size_t offset, const uint8_t* factors, uint32_t rows,
                             const uint8_t* source, size_t length) noexcept nogil
 cdef bint recover(uint32_t data_count, const uint8_t** data, const size_t* data_lengths,

@@ -36,10 +36,6 @@ cdef uint8_t coefficient(uint32_t parity_row, uint32_t data_index) noexcept nogi
     return ddc_gf_inverse(<uint8_t>((MAX_DATA_SYMBOLS + parity_row) ^ data_index))
 
 
-cdef void multiply_add(uint8_t* target, const uint8_t* source, size_t length, uint8_t factor) noexcept nogil:
-    ddc_gf_mul_add(target, source, length, factor)
-
-
 cdef void multiply_add_rows(uint8_t** targets, size_t offset, const uint8_t* factors, uint32_t rows,
                             const uint8_t* source, size_t length) noexcept nogil:
     ddc_gf_mul_add_rows(targets, offset, factors, rows, source, length)

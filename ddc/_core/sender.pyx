@@ -357,29 +357,30 @@ cdef class DatagramSender:
         self.frames_sent += 1
         self.bytes_sent += length
 
-    cdef void set_payload_capacity(self) noexcept nogil:
-        """Room for frame bytes in one datagram: less the tag when sealed, and with FEC less a data symbol's
-        prefix, header and tag, so that a parity datagram (whose payload is a whole symbol) fits too."""
+    cdef uint32_t overhead(self, bint protected) noexcept nogil:
+        """Bytes of a datagram that carry no frame: header and tag, and with FEC also a data symbol's prefix,
+        header and tag, so that a parity datagram (whose payload is a whole symbol) fits too."""
         cdef uint32_t per_datagram = HEADER_SIZE + (TAG_BYTES if self.cipher is not None else 0)
-        self.payload_capacity = self.datagram_size - per_datagram
-        if self.fec_data:
-            self.payload_capacity -= SYMBOL_PREFIX_SIZE + per_datagram
+        return per_datagram + (SYMBOL_PREFIX_SIZE + per_datagram if protected else 0)
 
     def encrypt_with(self, bytes master_key, int key_id):
         """From now on every datagram is AES-256-GCM sealed with this session's key derived from master_key."""
         if self.next_sequence:
             raise ValueError("encryption must be set before the first datagram of a session")
-        if self.datagram_size <= HEADER_SIZE + TAG_BYTES:
-            raise ValueError(f"datagram size {self.datagram_size} leaves no room for a payload and its "
-                             f"{TAG_BYTES}-byte tag; use at least {HEADER_SIZE + TAG_BYTES + 1}")
         cipher = SessionCipher(True)
         cipher.set_key(master_key, key_id, self.session_id)
+        previous, self.cipher = self.cipher, cipher
+        needed = self.overhead(self.fec_data != 0) + 1
+        if self.datagram_size < needed:
+            self.cipher = previous
+            raise ValueError(f"datagram size {self.datagram_size} leaves no room for a payload and its "
+                             f"{TAG_BYTES}-byte tag; use at least {needed}")
         if self.sealed == NULL:
             self.sealed = <uint8_t*>malloc(BATCH_DATAGRAMS * MAX_DATAGRAM_SIZE)
             if self.sealed == NULL:
+                self.cipher = previous
                 raise MemoryError()
-        self.cipher = cipher
-        self.set_payload_capacity()
+        self.payload_capacity = self.datagram_size - self.overhead(self.fec_data != 0)
 
     def protect_with(self, int data, int parity, int interleave=1):
         """From now on each frame's datagrams go in Reed-Solomon blocks of up to data datagrams plus
@@ -392,18 +393,18 @@ cdef class DatagramSender:
                              f"datagrams, not {data} and {parity}")
         if not 1 <= interleave <= MAX_INTERLEAVE:
             raise ValueError(f"FEC interleave {interleave} is outside 1..{MAX_INTERLEAVE}")
-        overhead = 2 * (HEADER_SIZE + (TAG_BYTES if self.cipher is not None else 0)) + SYMBOL_PREFIX_SIZE
-        if self.datagram_size <= overhead:
+        if self.datagram_size <= self.overhead(True):
             raise ValueError(f"datagram size {self.datagram_size} leaves no room for a payload with FEC; "
-                             f"use at least {overhead + 1}")
+                             f"use at least {self.overhead(True) + 1}")
         self.symbol_capacity = self.datagram_size
+        free(self.parity_buffers)
         self.parity_buffers = <uint8_t*>malloc(<size_t>interleave * parity * self.symbol_capacity)
         if self.parity_buffers == NULL:
             raise MemoryError()
         self.fec_data = data
         self.fec_parity = parity
         self.fec_interleave = interleave
-        self.set_payload_capacity()
+        self.payload_capacity = self.datagram_size - self.overhead(True)
 
     def send_frame(self, frame):
         """Fragments and sends one frame (any buffer of at most 4 GiB); returns its frame id."""
