@@ -80,7 +80,8 @@ def test_too_few_symbols_are_refused_not_guessed():
 # ---- datagrams from the real sender ----
 
 def sent_datagrams(frames, datagram_size=1472, protect=(16, 4, 1), key=None) -> list[bytes]:
-    """What a DatagramSender puts on the wire for these frames, read back from a loopback socket."""
+    """What a DatagramSender puts on the wire for these frames (or (type, payload) control datagrams),
+    read back from a loopback socket."""
     receiving = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     receiving.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 << 20)
     receiving.bind(("127.0.0.1", 0))
@@ -96,7 +97,10 @@ def sent_datagrams(frames, datagram_size=1472, protect=(16, 4, 1), key=None) -> 
     out = []
     receiving.setblocking(False)
     for frame in frames:
-        sender.send_frame(frame)
+        if isinstance(frame, tuple):
+            sender.send_control(*frame)
+        else:
+            sender.send_frame(frame)
         while True:
             try:
                 out.append(receiving.recv(65536))
@@ -203,6 +207,24 @@ def test_small_frames_keep_the_configured_share_of_parity():
     assert len(parity) == sum(-(-count // 4) for count in per_frame.values())
     assert all(header["sequence"] & wire.PARITY_SEQUENCE for header in parity)
     assert all(header["fec_index"] >= header["fec_count"] for header in parity)
+
+
+def test_control_datagrams_and_empty_frames_are_protected_too():
+    heartbeat = (wire.HEARTBEAT, b"h" * 40)
+    datagrams = sent_datagrams([os.urandom(3000), heartbeat, b"", (wire.SHUTDOWN, b"bye")], protect=(64, 16, 4))
+    types = [wire.decode_datagram(datagram)["type"] for datagram in datagrams]
+    assert types == [wire.DATA] * 3 + [wire.PARITY] + [wire.HEARTBEAT] + [wire.PARITY] * 3 + [
+        wire.DATA, wire.PARITY] + [wire.SHUTDOWN] + [wire.PARITY] * 3
+    unprotected = {4, 8, 10}
+    delivered, counters = deliver(datagrams, lambda position, _: position in unprotected)
+    assert delivered[1] == b"" and len(delivered) == 2
+    assert counters["heartbeats_received"] == 1 and counters["shutdowns_received"] == 1
+    assert counters["datagrams_recovered"] == 3 and counters["datagrams_lost"] == 0 and accounted(counters)
+
+    every_copy = {4, 5, 6, 7}
+    delivered, counters = deliver(datagrams, lambda position, _: position in every_copy)
+    assert len(delivered) == 2 and counters["heartbeats_received"] == 0
+    assert counters["datagrams_lost"] == 1 and counters["fec_blocks_unrecoverable"] == 0 and accounted(counters)
 
 
 def test_sealed_datagrams_are_repaired_and_forged_parity_rebuilds_nothing():

@@ -706,16 +706,17 @@ cdef class LinkReceiver:
         self.last_heard_ns = now
         if h.type == TYPE_DATA:
             self.accept_fragment(&h, payload, now)
-            if h.fec_count:
-                self.take_data(&h, data, length, now)
-            return
-        self.counters_[DATAGRAMS_ACCEPTED] += 1
-        if h.type == TYPE_HEARTBEAT:
-            self.counters_[HEARTBEATS_RECEIVED] += 1
-            self.push_event(EVENT_HEARTBEAT, 0, payload, h.content_length)
-        elif h.type == TYPE_SHUTDOWN:
-            self.counters_[SHUTDOWNS_RECEIVED] += 1
-            self.push_event(EVENT_SHUTDOWN, 0, payload, h.content_length)
+        else:
+            self.counters_[DATAGRAMS_ACCEPTED] += 1
+            if h.type == TYPE_HEARTBEAT:
+                self.counters_[HEARTBEATS_RECEIVED] += 1
+                self.push_event(EVENT_HEARTBEAT, 0, payload, h.content_length)
+            elif h.type == TYPE_SHUTDOWN:
+                self.counters_[SHUTDOWNS_RECEIVED] += 1
+                self.push_event(EVENT_SHUTDOWN, 0, payload, h.content_length)
+        # Last: rebuilding a block feeds datagrams back through accept, which reuses self.plain.
+        if h.fec_count:
+            self.take_data(&h, data, length, now)
 
     cdef void sweep(self, int64_t now, bint everything) noexcept nogil:
         cdef uint32_t i

@@ -11,6 +11,9 @@ Reed-Solomon blocks as hold it (so a burst of consecutive losses is spread over
 the blocks); parity is accumulated as each datagram is staged, and the blocks'
 parity datagrams follow the group's data, also interleaved.
 Blocks never span frames, so nothing waits for traffic that may not come.
+A control datagram (heartbeat, shutdown) is a block of its own with
+CONTROL_PARITY parity copies: it carries no bulk, so protecting it costs nothing,
+and an unprotected one lost on a lossy link would read as data lost.
 
 Heartbeats are sent from here too, between batches, whenever one is due: a large
 frame at a low rate can take seconds to send, and heartbeats that waited for it
@@ -36,6 +39,8 @@ cdef enum:
     BATCH_DATAGRAMS = 64
     MAX_SEND_RETRIES = 100
     MAX_INTERLEAVE = 64
+    CONTROL_PARITY = 3
+    CONTROL_SYMBOL_SIZE = SYMBOL_PREFIX_SIZE + HEADER_SIZE + MAX_CONTROL_PAYLOAD + TAG_BYTES
 
 
 cdef inline void sleep_ns(int64_t duration) noexcept nogil:
@@ -102,6 +107,7 @@ cdef class DatagramSender:
     cdef uint32_t block_parity_first[MAX_INTERLEAVE]
     cdef uint32_t block_symbol_length[MAX_INTERLEAVE]
     cdef readonly uint64_t parity_sent
+    cdef uint8_t control_parity[CONTROL_PARITY][CONTROL_SYMBOL_SIZE]
 
     def __cinit__(self):
         self.headers = <uint8_t*>malloc(BATCH_DATAGRAMS * HEADER_SIZE)
@@ -212,16 +218,49 @@ cdef class DatagramSender:
     cdef void send_control_now(self, int datagram_type, const uint8_t* payload, size_t length) noexcept nogil:
         cdef Header header
         cdef size_t wire_bytes
+        cdef unsigned int count = 1
         memset(&header, 0, sizeof(Header))
         header.type = datagram_type
         header.session_id = self.session_id
         header.sequence = self.next_sequence
         header.payload_length = <uint16_t>length
         header.fragment_count = 1
+        if self.fec_data:
+            header.fec_block = self.next_block
+            header.fec_count = 1
+            self.next_block += 1
         self.next_sequence += 1
         wire_bytes = self.stage(0, &header, payload, length)
+        if self.fec_data:
+            wire_bytes += self.stage_control_parity(&header)
+            count += CONTROL_PARITY
         self.pace(wire_bytes)
-        self.transmit(1)
+        self.transmit(count)
+
+    cdef size_t stage_control_parity(self, const Header* control) noexcept nogil:
+        """Stages the parity of the control datagram in slot 0 (a block of one) into the slots after it."""
+        cdef Header header
+        cdef uint8_t* targets[CONTROL_PARITY]
+        cdef uint8_t factors[CONTROL_PARITY]
+        cdef uint32_t row
+        cdef size_t symbol_length, wire_bytes = 0
+        memset(&header, 0, sizeof(Header))
+        for row in range(CONTROL_PARITY):
+            targets[row] = self.control_parity[row]
+            factors[row] = coefficient(row, 0)
+        memset(self.control_parity, 0, sizeof(self.control_parity))
+        symbol_length = self.add_symbol(targets, factors, CONTROL_PARITY, 0)
+        header.type = TYPE_PARITY
+        header.session_id = self.session_id
+        header.fec_block = control.fec_block
+        header.fec_count = 1
+        for row in range(CONTROL_PARITY):
+            header.sequence = PARITY_SEQUENCE_BIT | self.next_parity_sequence
+            header.fec_index = <uint16_t>(1 + row)
+            self.next_parity_sequence += 1
+            self.parity_sent += 1
+            wire_bytes += self.stage(1 + row, &header, self.control_parity[row], symbol_length)
+        return wire_bytes
 
     cdef void heartbeat_when_due(self) noexcept nogil:
         cdef int64_t now
@@ -276,24 +315,32 @@ cdef class DatagramSender:
         self.next_block += blocks
 
     cdef void absorb(self, unsigned int slot, const Header* header) noexcept nogil:
-        """Adds a staged datagram, as symbol [u16 length][datagram], to its block's parity."""
+        """Adds a staged data datagram to its block's parity."""
         cdef uint32_t block = header.fec_block - self.group_base, row
-        cdef size_t wire_length = HEADER_SIZE + self.iov[2 * slot + 1].iov_len
         cdef uint32_t rows = self.block_parity[block]
-        cdef uint8_t prefix[SYMBOL_PREFIX_SIZE]
+        cdef size_t symbol_length
         cdef uint8_t* targets[MAX_PARITY_SYMBOLS]
         cdef uint8_t factors[MAX_PARITY_SYMBOLS]
-        put16(prefix, <uint16_t>wire_length)
-        if SYMBOL_PREFIX_SIZE + wire_length > self.block_symbol_length[block]:
-            self.block_symbol_length[block] = SYMBOL_PREFIX_SIZE + wire_length
         for row in range(rows):
             targets[row] = self.parity_buffers + (self.block_parity_first[block] + row) * self.symbol_capacity
             factors[row] = coefficient(row, header.fec_index)
+        symbol_length = self.add_symbol(targets, factors, rows, slot)
+        if symbol_length > self.block_symbol_length[block]:
+            self.block_symbol_length[block] = symbol_length
+
+    cdef size_t add_symbol(self, uint8_t** targets, const uint8_t* factors, uint32_t rows,
+                           unsigned int slot) noexcept nogil:
+        """Adds the datagram staged in slot, as symbol [u16 length][datagram], times each factor into its
+        target row; returns the symbol's length."""
+        cdef size_t wire_length = HEADER_SIZE + self.iov[2 * slot + 1].iov_len
+        cdef uint8_t prefix[SYMBOL_PREFIX_SIZE]
+        put16(prefix, <uint16_t>wire_length)
         multiply_add_rows(targets, 0, factors, rows, prefix, SYMBOL_PREFIX_SIZE)
         multiply_add_rows(targets, SYMBOL_PREFIX_SIZE, factors, rows, <const uint8_t*>self.iov[2 * slot].iov_base,
                           HEADER_SIZE)
         multiply_add_rows(targets, SYMBOL_PREFIX_SIZE + HEADER_SIZE, factors, rows,
                           <const uint8_t*>self.iov[2 * slot + 1].iov_base, self.iov[2 * slot + 1].iov_len)
+        return SYMBOL_PREFIX_SIZE + wire_length
 
     cdef void send_parity(self) noexcept nogil:
         """Sends the group's parity, row by row across blocks, then the batch, before the buffers are reused."""

@@ -119,7 +119,7 @@ cdef ParseResult parse_header(const uint8_t* data, size_t length, Header* h) noe
     if (h.sequence & PARITY_SEQUENCE_BIT) != (PARITY_SEQUENCE_BIT if h.type == TYPE_PARITY else 0):
         return PARSE_MALFORMED
     if h.type == TYPE_PARITY:
-        if h.fec_count == 0 or h.content_length <= SYMBOL_PREFIX_SIZE + HEADER_SIZE:
+        if h.fec_count == 0 or h.content_length < SYMBOL_PREFIX_SIZE + HEADER_SIZE:
             return PARSE_MALFORMED
         return PARSE_OK
     if h.type == TYPE_DATA:
