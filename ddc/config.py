@@ -108,6 +108,13 @@ class BufferConfig(Section):
     when_full: Literal["block", "drop"] | None = None
 
 
+class SpoolConfig(Section):
+    """Disk space for frames the egress's sink cannot take yet (a destination that is down or slow)."""
+
+    path: Annotated[str, Field(min_length=1)]
+    max_size: Annotated[Size, Field(ge=1 << 20)] = "1GiB"
+
+
 FilterName = Annotated[str, Field(pattern=r"^[a-z0-9_]{1,40}$")]
 
 
@@ -505,6 +512,7 @@ class EgressLinkConfig(Section):
     sink: SinkConfig
     filters: list[FilterConfig] = []
     buffer: BufferConfig = BufferConfig()
+    spool: SpoolConfig | None = None
 
     @model_validator(mode="after")
     def filters_fit(self):
@@ -567,6 +575,7 @@ class EgressSettings(_ProxySettings):
     def links_are_distinct(cls, links):
         _check_link_names(links)
         _check_unique(links, "listen address", lambda link: str(link.transport.listen))
+        _check_unique(links, "spool path", lambda link: os.path.abspath(link.spool.path) if link.spool else None)
         return links
 
 

@@ -6,7 +6,8 @@ frames; the sink thread decodes them into records and delivers them. Decoding on
 the receive thread would let a burst of small records stall it until the kernel
 drops datagrams. Between the two a bounded buffer of frames, which drops and
 counts by default: blocking the receive thread would only move the loss into
-the kernel, where it is harder to see.
+the kernel, where it is harder to see. With a spool configured, what does not
+fit in memory waits on disk instead (ddc/spool.py).
 
 The link is *up* while heartbeats arrive. It starts *waiting* for the first one;
 a clean shutdown of the sender, or `alarm_after_missed_heartbeats` heartbeat
@@ -27,6 +28,7 @@ from ddc.crypto import link_keys
 from ddc.filters import FilterChain
 from ddc.handlers import build_sink
 from ddc.link import Link
+from ddc.spool import DiskSpool, SpooledBuffer
 from ddc.stage_buffer import StageBuffer
 from ddc.telemetry.catalogue import LATENCY_BUCKETS
 from ddc.telemetry.histogram import Histogram
@@ -56,8 +58,9 @@ class EgressLink(Link):
         self.sink = build_sink(name, config.sink)
         self.filters = FilterChain(name, config.filters, self.sink.coordinates, self.sink.placeholder,
                                    self.sink.describe)
-        self.buffer = StageBuffer(config.buffer.size, config.buffer.when_full or "drop", size_of=len,
-                                  records_in=batch_record_count)
+        # With a spool, frames that do not fit in memory go to disk, so memory must refuse, never drop.
+        self.buffer = StageBuffer(config.buffer.size, "block" if config.spool else (config.buffer.when_full or "drop"),
+                                  size_of=len, records_in=batch_record_count)
         self.latency = Histogram(LATENCY_BUCKETS)
         self.records_received = 0
         self.frames_undecodable = 0
@@ -73,6 +76,9 @@ class EgressLink(Link):
     def start(self) -> None:
         transport = self.config.transport
         self.sink.open()
+        if self.config.spool:
+            spool = DiskSpool(self.config.spool.path, self.config.spool.max_size)
+            self.buffer = SpooledBuffer(self.buffer, spool, self.name, batch_record_count)
         self._socket = open_bound(transport.listen, receive_buffer=transport.receive_buffer)
         self.kernel_drops = KernelDrops(self._socket)
         keys = [key.id for key in transport.key_configs]
@@ -91,6 +97,7 @@ class EgressLink(Link):
             self.receiver.expire(everything=True)
         self.buffer.close()
         clean = self._join(self._threads[1:], timeout) and clean
+        self.buffer.release()
         self.sink.close()
         if self._socket is not None:
             self.kernel_drops.read()
@@ -211,6 +218,8 @@ class EgressLink(Link):
                 records = self.filters.apply(self._decode(frame))
                 if records:
                     self.sink.write(records)
+            if frames:
+                self.buffer.settle()
             if not frames and self.buffer.drained:
                 return
 

@@ -111,6 +111,12 @@ class StageBuffer:
             self._readable.notify_all()
             self._writable.notify_all()
 
+    def settle(self) -> None:
+        """The consumer has delivered what it took; only the disk spool (ddc/spool.py) keeps a position."""
+
+    def release(self) -> None:
+        """The consumer has stopped; only the disk spool keeps what is left."""
+
     @property
     def drained(self) -> bool:
         with self._lock:

@@ -161,9 +161,11 @@ def kafka_pair_configs(source_bootstrap: str, destination_bootstrap: str, topics
                        group: str, link: str = "kafka", source_extra: str = "", sink_extra: str = "",
                        transport_extra: str = "", send_to_port: int | None = None,
                        rate: str = "2Gbit/s", buffer_size: str = "64MiB", commit_interval: str = "200ms",
-                       stats_interval: str = "1s", egress_telemetry: str = "") -> tuple[str, str]:
+                       stats_interval: str = "1s", egress_telemetry: str = "", egress_tables: str = "",
+                       sink_properties: dict | None = None) -> tuple[str, str]:
     """Config texts for a Kafka link pair; send_to_port puts a relay between ingress and egress,
-    egress_telemetry is whole telemetry sub-tables (such as [telemetry.http])."""
+    egress_telemetry is whole telemetry sub-tables (such as [telemetry.http]), egress_tables whole link
+    sub-tables (such as [links.kafka.spool])."""
     group_properties = "\n".join(f'"{key}" = {value}' for key, value in GROUP_PROPERTIES.items())
     ingress = f"""
 role = "ingress"
@@ -201,6 +203,8 @@ type = "kafka"
 {sink_extra}
 [links.{link}.sink.properties]
 "bootstrap.servers" = "{destination_bootstrap}"
+{"".join(f'"{key}" = {json.dumps(value)}{chr(10)}' for key, value in (sink_properties or {}).items())}
+{egress_tables}
 """
     return ingress, egress
 

@@ -56,10 +56,11 @@ def wait_until(predicate, timeout=10.0, interval=0.05):
 
 
 @pytest.mark.timeout(120)
-def test_prometheus_metrics_match_the_traffic_to_the_record(link_pair):
+def test_prometheus_metrics_match_the_traffic_to_the_record(link_pair, tmp_path):
     ingress_port, egress_port = free_tcp_port(), free_tcp_port()
+    spool = f'\n[links.stream.spool]\npath = "{tmp_path / "spool"}"\n'  # so that its metrics are exposed too
     source_port, _, collector, ingress, egress, _ = link_pair(
-        ingress_telemetry=http_telemetry(ingress_port), egress_telemetry=http_telemetry(egress_port),
+        ingress_telemetry=http_telemetry(ingress_port), egress_telemetry=http_telemetry(egress_port) + spool,
         egress_extra="alarm_after_missed_heartbeats = 3")
     count = 3000
     send_paced(source_port, random_payloads(count, 1500, seed=11), bytes_per_second=5e6)

@@ -40,6 +40,7 @@ PRODUCER_DEFAULTS = {
     "linger.ms": 5,
     "delivery.report.only.error": True,  # successes are counted from what left the queue, not one call each
     "partitioner": "murmur2_random",  # the Java client's partitioner: same keys, same partitions as Kafka tools
+    "message.timeout.ms": 0,  # an outage of the destination makes records wait (then spool), not fail
 }
 
 
@@ -179,12 +180,19 @@ class Destination:
                                                   "open_ranges": self.ledger.open_ranges()}})
 
     def partition_count(self, topic: str) -> int | None:
-        """Partitions of a destination topic, None if it does not exist yet (one metadata request)."""
+        """Partitions of a destination topic, None if it does not exist yet (one metadata request);
+        DestinationUnavailable if the cluster cannot say."""
         try:
             metadata = self.producer.list_topics(topic, timeout=METADATA_TIMEOUT_SECONDS).topics.get(topic)
-        except KafkaException:
+        except KafkaException as error:
+            raise DestinationUnavailable(f"no metadata for destination topic {topic!r}: {error.args[0].str()}") \
+                from None
+        if metadata is None or (metadata.error is not None
+                                and metadata.error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART):
             return None
-        return len(metadata.partitions) if metadata is not None and metadata.error is None else None
+        if metadata.error is not None:
+            raise DestinationUnavailable(f"no metadata for destination topic {topic!r}: {metadata.error.str()}")
+        return len(metadata.partitions)
 
 
 def source_coordinates(headers) -> tuple[str, int, int] | None:

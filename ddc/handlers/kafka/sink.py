@@ -67,6 +67,7 @@ class KafkaSink(KafkaRecords, Sink):
         self.queue_full_waits = 0
         self._routes: dict = {}
         self._partition_counts: dict = {}  # destination topic -> partitions, rebuilt with the routes
+        self._known_partition_counts: dict = {}  # the last counts the cluster gave, for when it cannot
         self._routes_built = 0.0
 
     def open(self) -> None:
@@ -126,6 +127,7 @@ class KafkaSink(KafkaRecords, Sink):
         """Routes are rebuilt now and then, so a destination topic that gains partitions is used fully."""
         now = time.monotonic()
         if now - self._routes_built > ROUTE_REFRESH_SECONDS:
+            self._known_partition_counts.update(self._partition_counts)
             self._routes, self._partition_counts, self._routes_built = {}, {}, now
         return self._routes
 
@@ -167,7 +169,11 @@ class KafkaSink(KafkaRecords, Sink):
         if mode == "source":
             return source_partition
         if target not in self._partition_counts:
-            self._partition_counts[target] = self.destination.partition_count(target)
+            try:
+                self._partition_counts[target] = self.destination.partition_count(target)
+            except DestinationUnavailable:
+                # A cluster that is down must not move records to other partitions: keep what it said last.
+                self._partition_counts[target] = self._known_partition_counts.get(target)
         count = self._partition_counts[target]
         return source_partition if count is not None and source_partition < count else UNASSIGNED_PARTITION
 

@@ -1,0 +1,133 @@
+"""Chaos: the destination cluster stops answering mid-stream while records keep crossing the link.
+
+The broker is frozen with SIGSTOP, not killed: Tansu keeps its data in memory,
+so a killed broker would come back empty, and a frozen one is the harder case
+for a client anyway (requests hang instead of being refused). The egress must
+ride the outage out on its disk spool and deliver everything, in order, once
+the broker answers again; with a spool too small for the outage, exactly the
+records it could not hold are reported missing.
+"""
+
+import os
+import signal
+import threading
+import time
+
+import pytest
+
+from kafka_harness import (Cluster, KafkaPair, TansuBroker, assert_reports_exact, assert_same_records,
+                           tansu_binary, varied_records)
+
+pytestmark = pytest.mark.timeout(400)
+
+
+@pytest.fixture
+def frozen_destination(tmp_path):
+    """A destination broker of the test's own, and a function that freezes it for some seconds."""
+    binary = tansu_binary()
+    if os.environ.get("DDC_TEST_KAFKA_BOOTSTRAP") or binary is None:
+        pytest.skip("needs a local Tansu broker this test may stop")
+    broker = TansuBroker(binary, tmp_path / "destination-broker.log")
+
+    def freeze(seconds: float) -> None:
+        os.kill(broker.process.pid, signal.SIGSTOP)
+        try:
+            time.sleep(seconds)
+        finally:
+            os.kill(broker.process.pid, signal.SIGCONT)
+
+    yield Cluster(broker.bootstrap), freeze
+    os.kill(broker.process.pid, signal.SIGCONT)
+    broker.stop()
+
+
+class SteadyProducer(threading.Thread):
+    """Writes records into the source topic evenly over some seconds: a live source, still producing while
+    the destination is down."""
+
+    def __init__(self, cluster: Cluster, topic: str, records: list, seconds: float):
+        super().__init__(daemon=True)
+        self.cluster, self.topic, self.records, self.seconds = cluster, topic, records, seconds
+
+    def run(self) -> None:
+        chunks = int(self.seconds / 0.25)
+        size = -(-len(self.records) // chunks)
+        started = time.monotonic()
+        for index in range(chunks):
+            self.cluster.produce(self.topic, self.records[index * size:(index + 1) * size])
+            time.sleep(max(0.0, started + (index + 1) * 0.25 - time.monotonic()))
+
+
+def start_pair(start_ddc, kafka_clusters, destination, tmp_path, count: int, seconds: float, spool_size: str):
+    source = kafka_clusters[0]
+    topic = source.new_topic("outage", partitions=3)
+    destination.create_topic(topic, partitions=3)
+    records = varied_records(count, 3, seed=count)
+    # A small producer queue and egress buffer, so the spool is reached within a second of the outage.
+    pair = KafkaPair(start_ddc, (source, destination), [topic],
+                     sink_properties={"queue.buffering.max.messages": 1000},
+                     egress_tables=f'[links.kafka.buffer]\nsize = "64KiB"\n'
+                                   f'[links.kafka.spool]\npath = "{tmp_path / "spool"}"\nmax_size = "{spool_size}"\n')
+    producer = SteadyProducer(source, topic, records, seconds)
+    producer.start()
+    return pair, topic, producer
+
+
+def link_stats(process) -> dict:
+    return ([line for line in process.lines() if line.get("event") == "link stats"] or [{}])[-1]
+
+
+def wait_for_stats(process, condition, timeout: float) -> dict:
+    """The destination is not read while records stream into it: Tansu then rarely reports a partition's end."""
+    deadline = time.monotonic() + timeout
+    while not condition(stats := link_stats(process)):
+        assert time.monotonic() < deadline, f"stats never met the condition; last: {stats}"
+        time.sleep(0.5)
+    return stats
+
+
+@pytest.mark.timeout(400)
+def test_a_destination_down_for_60_s_is_ridden_out_on_the_spool(start_ddc, kafka_clusters, frozen_destination,
+                                                                   tmp_path):
+    destination, freeze = frozen_destination
+    pair, topic, producer = start_pair(start_ddc, kafka_clusters, destination, tmp_path, 40_000, 75, "1GiB")
+    wait_for_stats(pair.egress, lambda stats: stats.get("kafka_records_delivered", 0) >= 1000, 60)
+    freeze(60)
+    assert producer.is_alive(), "the stream ended before the outage did"
+    assert link_stats(pair.egress)["spool_frames"] > 0
+    producer.join()
+    records = producer.records
+    wait_for_stats(pair.egress, lambda stats: stats.get("kafka_records_delivered", 0) >= len(records), 180)
+    ingress_summary, egress_summary = pair.stop()
+    arrived = destination.read_all(topic)
+    assert_same_records(kafka_clusters[0].read_all(topic), arrived, topic)
+    assert pair.missing_reports() == []
+    assert egress_summary["spool_frames_in"] == egress_summary["spool_frames_out"] > 0
+    assert egress_summary["spool_records_dropped"] == 0 and egress_summary["spool_frames"] == 0
+    assert egress_summary["buffer_records_dropped"] == 0 and egress_summary["kafka_delivery_failures"] == 0
+    assert not [name for name in os.listdir(tmp_path / "spool") if name.endswith(".spool")]
+    assert any("spooling frames" in line.get("message", "") for line in pair.egress.lines())
+    assert any("spool drained" in line.get("message", "") for line in pair.egress.lines())
+
+
+@pytest.mark.timeout(300)
+def test_a_spool_too_small_for_the_outage_reports_exactly_what_it_dropped(start_ddc, kafka_clusters,
+                                                                          frozen_destination, tmp_path):
+    destination, freeze = frozen_destination
+    pair, topic, producer = start_pair(start_ddc, kafka_clusters, destination, tmp_path, 20_000, 30, "1MiB")
+    wait_for_stats(pair.egress, lambda stats: stats.get("kafka_records_delivered", 0) >= 1000, 60)
+    freeze(20)
+    producer.join()
+    records = producer.records
+    wait_for_stats(pair.ingress, lambda stats: stats.get("records_sent", 0) >= len(records), 120)
+    wait_for_stats(pair.egress, lambda stats: stats.get("spool_frames") == 0 and stats.get("buffer_bytes") == 0, 120)
+    time.sleep(3)  # the ingress's next position announcement reports a gap at the very end too
+    ingress_summary, egress_summary = pair.stop()
+    arrived = destination.read_all(topic)
+    reports = pair.missing_reports()
+    assert egress_summary["spool_records_dropped"] > 0 and reports
+    assert len(arrived) < len(records)
+    assert egress_summary["kafka_missing_offsets_reported"] == len(records) - len(arrived)
+    assert_reports_exact(kafka_clusters[0].read_all(topic), arrived, reports, topic)
+    assert any("spool at" in line.get("message", "") and "is full" in line.get("message", "")
+               for line in pair.egress.lines())
