@@ -220,8 +220,10 @@ class EgressLink(Link):
                     self.sink.write(records)
             if frames:
                 self.buffer.settle()
-            if not frames and self.buffer.drained:
+            elif self.buffer.drained:
                 return
+            else:
+                self.sink.idle()
 
     def counters(self) -> dict:
         merged = {"records_received": self.records_received, "frames_undecodable": self.frames_undecodable,

@@ -12,6 +12,7 @@ import random
 import shutil
 import socket
 import subprocess
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -228,10 +229,10 @@ def varied_records(count: int, partitions: int, seed: int = 7) -> list[dict]:
 class KafkaPair:
     """An egress and an ingress carrying `topics` from the source cluster to the destination cluster."""
 
-    def __init__(self, start_ddc, clusters, topics, link_port=None, **options):
+    def __init__(self, start_ddc, clusters, topics, link_port=None, group=None, **options):
         self.start_ddc = start_ddc
         self.source, self.destination = clusters
-        self.group = f"ddc-test-{uuid.uuid4().hex[:8]}"
+        self.group = group or f"ddc-test-{uuid.uuid4().hex[:8]}"
         self.link_port = link_port or free_udp_port()
         self.ingress_config, self.egress_config = kafka_pair_configs(
             self.source.bootstrap, self.destination.bootstrap, topics, self.link_port, group=self.group, **options)
@@ -301,3 +302,34 @@ def assert_reports_exact(source_messages, destination_messages, reports, topic):
     assert absent <= reported, f"{len(absent - reported)} records missing without a report, " \
                                f"such as {sorted(absent - reported)[:5]}"
     assert not (reported & delivered), f"reported missing but delivered: {sorted(reported & delivered)[:5]}"
+
+
+class SteadyProducer(threading.Thread):
+    """Writes records into the source topic evenly over some seconds: a live source, still producing while
+    the chaos happens."""
+
+    def __init__(self, cluster: Cluster, topic: str, records: list, seconds: float):
+        super().__init__(daemon=True)
+        self.cluster, self.topic, self.records, self.seconds = cluster, topic, records, seconds
+
+    def run(self) -> None:
+        chunks = int(self.seconds / 0.25)
+        size = -(-len(self.records) // chunks)
+        started = time.monotonic()
+        for index in range(chunks):
+            self.cluster.produce(self.topic, self.records[index * size:(index + 1) * size])
+            time.sleep(max(0.0, started + (index + 1) * 0.25 - time.monotonic()))
+
+
+def link_stats(process) -> dict:
+    return ([line for line in process.lines() if line.get("event") == "link stats"] or [{}])[-1]
+
+
+def wait_for_stats(process, condition, timeout: float) -> dict:
+    """Waits on a process's periodic link stats; tests use this rather than reading a destination that
+    records are streaming into, whose partition ends Tansu then rarely reports."""
+    deadline = time.monotonic() + timeout
+    while not condition(stats := link_stats(process)):
+        assert time.monotonic() < deadline, f"stats never met the condition; last: {stats}"
+        time.sleep(0.5)
+    return stats

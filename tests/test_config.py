@@ -92,6 +92,11 @@ BROKEN = [
      "error correction adds; use at least 115"),
     ("kafka bad partitioning", KAFKA_EGRESS.replace('type = "kafka"', 'type = "kafka"\npartitioning = "random"'),
      "links.orders.sink.partitioning"),
+    ("spool without a path", KAFKA_EGRESS + '[links.orders.spool]\nmax_size = "10GiB"\n',
+     "links.orders.spool.path: required key is missing"),
+    ("spool too small", KAFKA_EGRESS + '[links.orders.spool]\npath = "/tmp/s"\nmax_size = "64KiB"\n',
+     "links.orders.spool.max_size"),
+    ("spool on an ingress", GOOD_INGRESS + '[links.logs.spool]\npath = "/tmp/s"\n', "links.logs.spool: unknown key"),
 ]
 
 
@@ -159,6 +164,16 @@ def test_two_links_cannot_share_a_port():
         settings_from_mapping({"role": "egress", "links": {
             name: {"transport": {"listen": "127.0.0.1:7000"}, "sink": {"type": "udp", "target": "127.0.0.1:1"}}
             for name in ("a", "b")}})
+
+
+def test_two_links_cannot_share_a_spool():
+    sink = {"type": "udp", "target": "127.0.0.1:1"}
+    with pytest.raises(ConfigError, match="both use spool path"):
+        settings_from_mapping({"role": "egress", "links": {
+            name: {"transport": {"listen": f"127.0.0.1:{port}"}, "sink": sink, "spool": {"path": "/var/spool/ddc"}}
+            for name, port in (("a", 7000), ("b", 7001))}})
+    spooled = settings_from_mapping(tomllib.loads(GOOD_EGRESS + '[links.logs.spool]\npath = "/var/spool/ddc"\n'))
+    assert spooled.links["logs"].spool.max_size == 1 << 30
 
 
 def test_kafka_configs_check_and_mask_librdkafka_secrets(tmp_path):

@@ -182,3 +182,17 @@ def test_the_compiled_write_loop_routes_deduplicates_and_reports():
     assert undeliverable == [("t", 0, 4, "too big for the producer")]
     assert slow == [(0, 0), (0, 1), (0, 4)]  # the first record, the duplicate, and the one after a gap
     assert ledger[("t", 0)].missing == [[2, 3]]
+
+
+def test_a_partition_is_checked_against_the_destination_once_per_discontinuity():
+    ledger = PartitionLedger()
+    assert ledger.is_discontinuous(False, 10, 9), "a partition this egress never wrote"
+    ledger.checked_at = ledger.high
+    assert not ledger.is_discontinuous(False, 10, 9), "checked already, nothing written since"
+    ledger.admit(10, 9)
+    ledger.admit(11, 10)
+    assert not ledger.is_discontinuous(False, 12, 11) and not ledger.is_discontinuous(True, 11, 11)
+    assert not ledger.is_discontinuous(False, 5, 4), "a resend below what was written is a plain duplicate"
+    assert ledger.is_discontinuous(False, 20, 19) and ledger.is_discontinuous(True, 15, 15), "a gap"
+    ledger.checked_at = ledger.high
+    assert not ledger.is_discontinuous(False, 20, 19)

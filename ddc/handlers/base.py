@@ -92,6 +92,9 @@ class Sink(RecordDescription, abc.ABC):
     def write(self, records: list) -> None:
         """Delivers a batch of records in order."""
 
+    def idle(self) -> None:
+        """No records came for a moment: serve what asynchronous delivery has pending (reports, errors)."""
+
     def close(self) -> None:
         """Flushes and releases what open acquired."""
 

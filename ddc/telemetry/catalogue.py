@@ -175,6 +175,9 @@ CATALOGUE: tuple[Metric, ...] = (
     _kafka("kafka_missing_offsets_reported", COUNTER, "Source offsets in the ranges reported missing", EGRESS),
     _kafka("kafka_missing_ranges_open", GAUGE, "Missing ranges not yet repaired", EGRESS),
     _kafka("kafka_producer_queue_full_waits", COUNTER, "Times the producer queue was full and the sink waited", EGRESS),
+    _kafka("kafka_destination_checks", COUNTER,
+           "Times a source partition did not follow what this egress wrote and the destination was read first",
+           EGRESS),
 )
 
 FILTER_METRICS = (  # (metric, counter key suffix): one series per filter, labelled by its name

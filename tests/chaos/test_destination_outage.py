@@ -10,13 +10,12 @@ records it could not hold are reported missing.
 
 import os
 import signal
-import threading
 import time
 
 import pytest
 
-from kafka_harness import (Cluster, KafkaPair, TansuBroker, assert_reports_exact, assert_same_records,
-                           tansu_binary, varied_records)
+from kafka_harness import (Cluster, KafkaPair, SteadyProducer, TansuBroker, assert_reports_exact,
+                           assert_same_records, link_stats, tansu_binary, varied_records, wait_for_stats)
 
 pytestmark = pytest.mark.timeout(400)
 
@@ -41,23 +40,6 @@ def frozen_destination(tmp_path):
     broker.stop()
 
 
-class SteadyProducer(threading.Thread):
-    """Writes records into the source topic evenly over some seconds: a live source, still producing while
-    the destination is down."""
-
-    def __init__(self, cluster: Cluster, topic: str, records: list, seconds: float):
-        super().__init__(daemon=True)
-        self.cluster, self.topic, self.records, self.seconds = cluster, topic, records, seconds
-
-    def run(self) -> None:
-        chunks = int(self.seconds / 0.25)
-        size = -(-len(self.records) // chunks)
-        started = time.monotonic()
-        for index in range(chunks):
-            self.cluster.produce(self.topic, self.records[index * size:(index + 1) * size])
-            time.sleep(max(0.0, started + (index + 1) * 0.25 - time.monotonic()))
-
-
 def start_pair(start_ddc, kafka_clusters, destination, tmp_path, count: int, seconds: float, spool_size: str):
     source = kafka_clusters[0]
     topic = source.new_topic("outage", partitions=3)
@@ -71,19 +53,6 @@ def start_pair(start_ddc, kafka_clusters, destination, tmp_path, count: int, sec
     producer = SteadyProducer(source, topic, records, seconds)
     producer.start()
     return pair, topic, producer
-
-
-def link_stats(process) -> dict:
-    return ([line for line in process.lines() if line.get("event") == "link stats"] or [{}])[-1]
-
-
-def wait_for_stats(process, condition, timeout: float) -> dict:
-    """The destination is not read while records stream into it: Tansu then rarely reports a partition's end."""
-    deadline = time.monotonic() + timeout
-    while not condition(stats := link_stats(process)):
-        assert time.monotonic() < deadline, f"stats never met the condition; last: {stats}"
-        time.sleep(0.5)
-    return stats
 
 
 @pytest.mark.timeout(400)

@@ -10,8 +10,10 @@ replayed at start-up so that ranges reported before a restart can still be
 repaired after it.
 
 Tansu (the test broker) reports a partition's high watermark as the base offset
-of its last batch; reading until end-of-partition from there works with it and
-with Apache Kafka alike.
+of its last batch. A partition is read until its end, or until past the
+watermark read at the start together with the rest of that fetch (so a
+partition another egress is still writing does not keep the read going); both
+work with Tansu and Apache Kafka alike.
 """
 
 import json
@@ -102,30 +104,38 @@ class Destination:
     def _read(self, reader: Consumer, topic: str, partitions: list[int], lookback: int | None, on_message) -> int:
         """Reads each partition from `lookback` records before its end (or from its start) to its end."""
         assignment = []
+        ends = {}
         for partition in partitions:
             low, high = reader.get_watermark_offsets(TopicPartition(topic, partition),
                                                      timeout=METADATA_TIMEOUT_SECONDS)
             if high > low:
                 start = low if lookback is None else max(low, high - lookback)
                 assignment.append(TopicPartition(topic, partition, start))
+                ends[partition] = high
         if not assignment:
             return 0
         reader.assign(assignment)
-        waiting = {partition.partition for partition in assignment}
+        waiting = set(ends)
         deadline = time.monotonic() + READ_TIMEOUT_SECONDS
         count = 0
         while waiting:
             if time.monotonic() > deadline:
                 raise DestinationUnavailable(f"reading {topic} to its end took longer than {READ_TIMEOUT_SECONDS:g} s")
+            reached = set()
             for message in reader.consume(10000, 0.5):
                 error = message.error()
                 if error is None:
                     on_message(message)
                     count += 1
+                    if message.offset() >= ends[message.partition()]:
+                        reached.add(message.partition())
                 elif error.code() == KafkaError._PARTITION_EOF:
                     waiting.discard(message.partition())
                 else:
                     raise KafkaException(error)
+            # Past the watermark read at the start, with the rest of that fetch (Tansu's watermark is the first
+            # offset of the last batch): a partition still being written never reports its end.
+            waiting -= reached
         reader.unassign()
         return count
 
@@ -134,19 +144,24 @@ class Destination:
         if topic in self._loaded_topics:
             return
         started = time.monotonic()
+        read = self.read_tail(topic, None, lookback)
+        self._loaded_topics.add(topic)
+        log.info(f"destination topic {topic}: read {read} records at its tail in "
+                 f"{time.monotonic() - started:.2f} s to know what it already holds",
+                 extra={"fields": {"topic": topic, "records": read}})
+
+    def read_tail(self, topic: str, partitions: list[int] | None, lookback: int) -> int:
+        """Notes the source offsets in the last `lookback` records of some partitions of `topic` (all: None)."""
         reader = self._reader()
         try:
-            partitions = self._partitions(reader, topic)
-            read = self._read(reader, topic, partitions or [], lookback, self._note_delivered)
+            if partitions is None:
+                partitions = self._partitions(reader, topic) or []
+            return self._read(reader, topic, partitions, lookback, self._note_delivered)
         except KafkaException as error:
             raise DestinationUnavailable(f"cannot read the tail of destination topic {topic!r}: "
                                          f"{error.args[0].str()}") from None
         finally:
             reader.close()
-        self._loaded_topics.add(topic)
-        log.info(f"destination topic {topic}: read {read} records at its tail in "
-                 f"{time.monotonic() - started:.2f} s to know what it already holds",
-                 extra={"fields": {"topic": topic, "records": read}})
 
     def _note_delivered(self, message) -> None:
         source = source_coordinates(message.headers())

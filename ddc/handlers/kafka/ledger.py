@@ -26,10 +26,25 @@ class Admission:
     repaired: tuple[int, int] | None = None  # the part of a missing range this record settles
 
 
+NEVER = object()
+
+
 @dataclass
 class PartitionLedger:
     high: int | None = None
     missing: list[list[int]] = field(default_factory=list)  # sorted, disjoint [first, last] ranges
+    checked_at: object = NEVER  # the value of `high` when the destination was last read for this partition
+
+    def is_discontinuous(self, kind_is_position: bool, offset: int, previous_offset: int) -> bool:
+        """Whether this record (or position) does not follow what this process delivered: a partition it has
+        not written yet, or a gap. Another writer (the egress of another ingress of the consumer group, before
+        a rebalance moved the partition here) may have filled it, so the destination is read before judging,
+        once per value of `high`."""
+        if self.checked_at is not NEVER and self.checked_at == self.high:
+            return False
+        if self.high is None:
+            return True
+        return (offset if kind_is_position else previous_offset) > self.high
 
     def admit(self, offset: int, previous_offset: int, stream_start: int = UNKNOWN) -> Admission:
         if self.high is None:

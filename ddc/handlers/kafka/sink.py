@@ -65,6 +65,7 @@ class KafkaSink(KafkaRecords, Sink):
         self.missing_offsets_reported = 0
         self.undecodable = 0
         self.queue_full_waits = 0
+        self.destination_checks = 0
         self._routes: dict = {}
         self._partition_counts: dict = {}  # destination topic -> partitions, rebuilt with the routes
         self._known_partition_counts: dict = {}  # the last counts the cluster gave, for when it cannot
@@ -100,6 +101,10 @@ class KafkaSink(KafkaRecords, Sink):
             log.error(f"link {self.link_name}: {malformed} records had malformed Kafka metadata and were dropped",
                       extra={"fields": {"link": self.link_name, "records": malformed}})
 
+    def idle(self) -> None:
+        with self.destination.lock:
+            self.destination.producer.poll(0)
+
     def _wait_for_room(self) -> None:
         self.queue_full_waits += 1
         self.destination.producer.poll(QUEUE_FULL_WAIT_SECONDS)
@@ -107,6 +112,8 @@ class KafkaSink(KafkaRecords, Sink):
     def _admit_out_of_order(self, route, kind: int, offset: int, previous: int, start: int) -> bool:
         """Everything but the next record in order: placeholders, positions, gaps, duplicates, repairs."""
         ledger = route.ledger
+        if ledger.is_discontinuous(kind == POSITION, offset, previous):
+            self._check_destination(route)
         if kind == POSITION:
             admission = ledger.admit_position(offset, start)
         else:
@@ -122,6 +129,25 @@ class KafkaSink(KafkaRecords, Sink):
         elif kind == RECORD and not admission.deliver:
             self.records_duplicate += 1
         return kind == RECORD and admission.deliver
+
+    def _check_destination(self, route) -> None:
+        """Reads the tail of the destination partition(s) the source partition maps to, so that records another
+        egress wrote meanwhile are neither written again nor reported missing."""
+        partitions = None if route.target_partition == UNASSIGNED_PARTITION else [route.target_partition]
+        started = time.monotonic()
+        while True:
+            try:
+                read = self.destination.read_tail(route.target, partitions, self.config.deduplication_lookback)
+                break
+            except DestinationUnavailable as error:
+                self._retry_later(error)
+        self.destination_checks += 1
+        before, route.ledger.checked_at = route.ledger.high, route.ledger.high
+        log.info(f"link {self.link_name}: {route.source_topic}[{route.source_partition}] does not follow what this "
+                 f"egress wrote; read {read} records of {route.target} in {time.monotonic() - started:.2f} s: "
+                 f"delivered up to offset {before if before is not None else 'none'}",
+                 extra={"fields": {"link": self.link_name, "topic": route.source_topic,
+                                   "partition": route.source_partition, "records": read}})
 
     def _current_routes(self) -> dict:
         """Routes are rebuilt now and then, so a destination topic that gains partitions is used fully."""
@@ -232,5 +258,6 @@ class KafkaSink(KafkaRecords, Sink):
             "kafka_missing_offsets_reported": self.missing_offsets_reported,
             "kafka_missing_ranges_open": ledger.open_ranges() if ledger else 0,
             "kafka_records_undecodable": self.undecodable, "kafka_producer_queue_full_waits": self.queue_full_waits,
+            "kafka_destination_checks": self.destination_checks,
             "kafka_client_errors": self.destination.health.errors if self.destination else 0,
         }
