@@ -344,9 +344,9 @@ class SpooledBuffer:
         with self._lock:
             kept, kept_bytes = [], 0
             for frame in left:
-                if self.spool.has_room(kept_bytes + len(frame) + ENTRY.size * len(kept)):
+                if self.spool.has_room(kept_bytes + len(frame)):
                     kept.append(frame)
-                    kept_bytes += len(frame)
+                    kept_bytes += ENTRY.size + len(frame)
                 else:
                     self._drop(frame, "is full")
             try:

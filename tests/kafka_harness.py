@@ -168,6 +168,7 @@ def kafka_pair_configs(source_bootstrap: str, destination_bootstrap: str, topics
     egress_telemetry is whole telemetry sub-tables (such as [telemetry.http]), egress_tables whole link
     sub-tables (such as [links.kafka.spool])."""
     group_properties = "\n".join(f'"{key}" = {value}' for key, value in GROUP_PROPERTIES.items())
+    producer_properties = "\n".join(f'"{key}" = {json.dumps(value)}' for key, value in (sink_properties or {}).items())
     ingress = f"""
 role = "ingress"
 [telemetry]
@@ -204,7 +205,7 @@ type = "kafka"
 {sink_extra}
 [links.{link}.sink.properties]
 "bootstrap.servers" = "{destination_bootstrap}"
-{"".join(f'"{key}" = {json.dumps(value)}{chr(10)}' for key, value in (sink_properties or {}).items())}
+{producer_properties}
 {egress_tables}
 """
     return ingress, egress

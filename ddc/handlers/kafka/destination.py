@@ -139,16 +139,17 @@ class Destination:
         reader.unassign()
         return count
 
-    def load_topic(self, topic: str, lookback: int) -> None:
-        """Notes the source offsets already in `topic` (once per topic and process)."""
+    def load_topic(self, topic: str, lookback: int) -> bool:
+        """Notes the source offsets already in `topic` (once per topic and process); True if it read now."""
         if topic in self._loaded_topics:
-            return
+            return False
         started = time.monotonic()
         read = self.read_tail(topic, None, lookback)
         self._loaded_topics.add(topic)
         log.info(f"destination topic {topic}: read {read} records at its tail in "
                  f"{time.monotonic() - started:.2f} s to know what it already holds",
                  extra={"fields": {"topic": topic, "records": read}})
+        return True
 
     def read_tail(self, topic: str, partitions: list[int] | None, lookback: int) -> int:
         """Notes the source offsets in the last `lookback` records of some partitions of `topic` (all: None)."""

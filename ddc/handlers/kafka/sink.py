@@ -66,6 +66,7 @@ class KafkaSink(KafkaRecords, Sink):
         self.undecodable = 0
         self.queue_full_waits = 0
         self.destination_checks = 0
+        self._topics_read_now: set = set()  # destination topics whose tail was read during this write()
         self._routes: dict = {}
         self._partition_counts: dict = {}  # destination topic -> partitions, rebuilt with the routes
         self._known_partition_counts: dict = {}  # the last counts the cluster gave, for when it cannot
@@ -89,6 +90,7 @@ class KafkaSink(KafkaRecords, Sink):
     def write(self, records: list) -> None:
         destination = self.destination
         with destination.lock:
+            self._topics_read_now = set()
             self._prepare()
             written, malformed = kafka_metadata.write_records(
                 records, self._current_routes(), self._route, self._admit_out_of_order,
@@ -164,12 +166,15 @@ class KafkaSink(KafkaRecords, Sink):
         target = self.mapping.destination(topic)
         while True:
             try:
-                self.destination.load_topic(target, self.config.deduplication_lookback)
+                if self.destination.load_topic(target, self.config.deduplication_lookback):
+                    self._topics_read_now.add(target)
                 break
             except DestinationUnavailable as error:
                 self._retry_later(error)
         route = Route(topic, partition, target, self._partition(target, partition),
                       self.destination.ledger[(topic, partition)], topic.encode(), str(partition).encode())
+        if target in self._topics_read_now:
+            route.ledger.checked_at = route.ledger.high  # the destination was read for this very batch
         self._routes[(topic, partition)] = route
         return route
 
