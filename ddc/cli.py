@@ -89,8 +89,15 @@ def command_demo(arguments) -> int:
         from ddc import demo
     except ImportError as error:
         return _core_missing(error)
+    from ddc.config import ConfigError
+    try:
+        demo.check_options(arguments.rate, arguments.link_rate, arguments.loss, arguments.burst_rate, arguments.fec)
+    except (ConfigError, ValueError) as error:
+        print(f"ddc demo: {error}", file=sys.stderr)
+        return EXIT_USAGE
     return demo.run_demo(seconds=arguments.seconds, offered_rate=arguments.rate, link_rate=arguments.link_rate,
-                         verbose=arguments.verbose)
+                         verbose=arguments.verbose, loss=arguments.loss, burst_rate=arguments.burst_rate,
+                         fec=arguments.fec)
 
 
 def command_diode_sim(arguments) -> int:
@@ -141,6 +148,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seconds", type=float, default=10.0, help="how long to generate traffic (default 10)")
     demo.add_argument("--rate", default="200Mbit/s", help="offered load of the generator (default 200Mbit/s)")
     demo.add_argument("--link-rate", default="1Gbit/s", help="pacing rate of the link (default 1Gbit/s)")
+    demo.add_argument("--loss", default="0", help="run the link through diode-sim losing this share of datagrams, "
+                                                  "such as 5%% (default 0: no diode-sim)")
+    demo.add_argument("--burst-rate", default="0", help="diode-sim: chance per datagram that 10 in a row are lost")
+    demo.add_argument("--fec", default="off", help="forward error correction on the link, such as 25%% (default off)")
     demo.add_argument("--verbose", action="store_true", help="show the proxies' own log lines")
     demo.set_defaults(handler=command_demo)
 

@@ -7,6 +7,11 @@ collects what the egress re-emits. Each generated datagram carries its index and
 a CRC-32 of its body, so the collector tells delivered, missing, corrupted and
 duplicated datagrams apart exactly, and the summary accounts for every datagram
 stage by stage from the proxies' own counters.
+
+With `--loss` (or `--burst-rate`) the link runs through `ddc diode-sim`, a third
+child process that drops datagrams as a noisy diode would, and `--fec` turns
+forward error correction on, so the demo shows what FEC repairs and that what it
+cannot repair is counted, never silent.
 """
 
 import json
@@ -20,11 +25,13 @@ import sys
 import tempfile
 import threading
 import time
+import tomllib
 import zlib
 from pathlib import Path
 
+from ddc.config import settings_from_mapping
 from ddc.transport.sockets import KernelDrops, free_udp_port, set_buffer
-from ddc.units import format_rate, parse_rate
+from ddc.units import format_rate, parse_probability, parse_rate
 
 PAYLOAD_HEADER = struct.Struct(">QI")
 SIZES = (64, 120, 200, 400, 900, 1400, 4000, 9000)
@@ -105,9 +112,10 @@ type = "udp"
 listen = "127.0.0.1:{source_port}"
 receive_buffer = "32MiB"
 [links.demo.transport]
-destination = "127.0.0.1:{link_port}"
+destination = "127.0.0.1:{send_port}"
 rate = "{link_rate}"
 heartbeat_interval = "500ms"
+{fec}
 """
 
 EGRESS_CONFIG = """
@@ -159,39 +167,96 @@ class Proxy:
                 self.problems.append(f"{self.name}: {message}")
 
     def stop(self, timeout: float = 30.0) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        try:
-            code = self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            code = self.process.wait()
-        self.reader.join(5)
-        return code
+        return stop_child(self.process, timeout, self.reader)
+
+
+class HostileLinkProcess:
+    """`ddc diode-sim` between the ingress and the egress; its last counters line is the link's own account."""
+
+    def __init__(self, forward_port: int, loss: str, burst_rate: str):
+        self.port = free_udp_port()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "ddc", "diode-sim", f"127.0.0.1:{self.port}", f"127.0.0.1:{forward_port}",
+             "--loss", loss, "--burst-rate", burst_rate, "--report-every", "500ms"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.counters: dict = {}
+        self.problems: list[str] = []
+        self.ready = threading.Event()
+        self.reader = threading.Thread(target=self._read, name="ddc-demo-diode-sim", daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        for raw in self.process.stdout:
+            try:
+                line = json.loads(raw)
+            except json.JSONDecodeError:
+                continue
+            if "listening" in line:
+                self.ready.set()
+            else:
+                self.counters = line
+        self.problems.extend(f"diode-sim: {line.rstrip()}" for line in self.process.stderr if line.strip())
+
+    def stop(self, timeout: float = 30.0) -> int:
+        return stop_child(self.process, timeout, self.reader)
+
+
+def stop_child(process: subprocess.Popen, timeout: float, reader: threading.Thread) -> int:
+    """SIGTERM, then SIGKILL if it does not exit in time; returns its exit code once its output is read."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+    try:
+        code = process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        code = process.wait()
+    reader.join(5)
+    return code
+
+
+def ingress_config(ports: dict, link_rate: str, fec: str) -> str:
+    return INGRESS_CONFIG.format(**ports, link_rate=link_rate, fec=f"fec = {json.dumps(fec)}")
+
+
+def check_options(offered_rate: str, link_rate: str, loss: str, burst_rate: str, fec: str) -> None:
+    """ValueError or ConfigError, with the offending value, before any process starts."""
+    parse_rate(offered_rate), parse_probability(loss), parse_probability(burst_rate)
+    ports = {"source_port": 1, "send_port": 2}
+    settings_from_mapping(tomllib.loads(ingress_config(ports, link_rate, fec)), "ddc demo options")
 
 
 def run_demo(seconds: float = 10.0, offered_rate: str = "200Mbit/s", link_rate: str = "1Gbit/s",
-             verbose: bool = False, out=None) -> int:
+             verbose: bool = False, out=None, loss: str = "0", burst_rate: str = "0", fec: str = "off") -> int:
     out = out or sys.stdout
     collector_socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     set_buffer(collector_socket, "receive", 32 << 20)
     collector_socket.bind(("127.0.0.1", 0))
     ports = {"source_port": free_udp_port(), "link_port": free_udp_port(),
-             "target_port": collector_socket.getsockname()[1], "link_rate": link_rate}
+             "target_port": collector_socket.getsockname()[1]}
     offered = parse_rate(offered_rate)
+    hostile = parse_probability(loss) > 0 or parse_probability(burst_rate) > 0
     live = out.isatty()
     with tempfile.TemporaryDirectory(prefix="ddc-demo-") as directory:
         egress = Proxy("egress", EGRESS_CONFIG.format(**ports), Path(directory))
-        ingress = Proxy("ingress", INGRESS_CONFIG.format(**ports), Path(directory))
+        link = HostileLinkProcess(ports["link_port"], loss, burst_rate) if hostile else None
+        children = [egress] + ([link] if link else [])
+        if link and not link.ready.wait(15):
+            for child in children:
+                child.stop(5)
+            print("ddc demo: diode-sim did not start:\n  " + "\n  ".join(link.problems), file=out)
+            return 1
+        ports["send_port"] = link.port if link else ports["link_port"]
+        ingress = Proxy("ingress", ingress_config(ports, link_rate, fec), Path(directory))
         proxies = (ingress, egress)
         if not all(proxy.ready.wait(15) for proxy in proxies):
-            for proxy in proxies:
-                proxy.stop(5)
+            for child in (ingress, *children):
+                child.stop(5)
             print("ddc demo: a proxy did not start:\n  " + "\n  ".join(ingress.problems + egress.problems), file=out)
             return 1
+        through = (f"diode-sim (loss {loss}, bursts {burst_rate}) → " if link else "")
         print(f"ddc demo: generator → ingress 127.0.0.1:{ports['source_port']} → link "
-              f"127.0.0.1:{ports['link_port']} at {format_rate(parse_rate(link_rate))} → egress → collector; "
-              f"offering {format_rate(offered)} for {seconds:g} s", file=out)
+              f"127.0.0.1:{ports['link_port']} at {format_rate(parse_rate(link_rate))}, FEC {fec} → "
+              f"{through}egress → collector; offering {format_rate(offered)} for {seconds:g} s", file=out)
         collector = Collector(collector_socket)
         generator = Generator(ports["source_port"], offered, seconds)
         collector.start()
@@ -224,15 +289,17 @@ def run_demo(seconds: float = 10.0, offered_rate: str = "200Mbit/s", link_rate: 
         while time.monotonic() < deadline and egress.stats.get("shutdowns_received", 0) == 0:
             time.sleep(0.05)
         egress_code = egress.stop()
+        if link:
+            link.stop()
     collector.stop.set()
     collector.join()
     collector_drops = KernelDrops(collector_socket).read()
     collector_socket.close()
-    return report(out, live, generator, collector, collector_drops, ingress, egress, elapsed,
+    return report(out, live, generator, collector, collector_drops, ingress, egress, link, elapsed,
                   ingress_code, egress_code, verbose)
 
 
-def report(out, live, generator, collector, collector_drops, ingress, egress, elapsed,
+def report(out, live, generator, collector, collector_drops, ingress, egress, link, elapsed,
            ingress_code, egress_code, verbose) -> int:
     source, sink = ingress.summary, egress.summary
     if not source or not sink:
@@ -247,6 +314,12 @@ def report(out, live, generator, collector, collector_drops, ingress, egress, el
         ("link", f"{source['frames_sent']} frames in {source['datagrams_sent']} datagrams; egress received "
                  f"{sink['datagrams_received']}, lost {sink['datagrams_lost']}, kernel drops "
                  f"{sink['kernel_receive_drops']}"),
+        *([("diode-sim", f"received {link.counters.get('received', 0)}, dropped "
+                         f"{link.counters.get('lost_random', 0) + link.counters.get('lost_burst', 0)}")] if link else []),
+        *([("FEC", f"{sink.get('datagrams_recovered', 0)} datagrams rebuilt from parity "
+                   f"({sink.get('parity_received', 0)} parity received), "
+                   f"{sink.get('fec_blocks_unrecoverable', 0)} blocks beyond repair")]
+          if sink.get("parity_received") else []),
         ("egress sink", f"{sink['records_received']} records rebuilt, buffer drops {sink['buffer_records_dropped']}, "
                         f"sent {sink['sink_datagrams_sent']}"),
         ("collector", f"delivered {len(collector.seen)}, missing {missing}, corrupted {collector.corrupted}, "

@@ -8,12 +8,15 @@ loopback ports for the whole test session. Every test uses topics of its own.
 
 import collections
 import json
+import os
 import random
 import shutil
 import socket
 import subprocess
+import sys
 import threading
 import time
+import urllib.request
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,24 +46,67 @@ def _free_port() -> int:
 
 
 class TansuBroker:
-    def __init__(self, binary: str, log_path: Path, *arguments: str, port: int | None = None):
+    """A Tansu process; with `storage` an s3:// URL (and `environment` naming the S3 server) its data
+    outlives the process, so a test can SIGKILL it and start it again on the same port."""
+
+    def __init__(self, binary: str, log_path: Path, *arguments: str, port: int | None = None,
+                 storage: str = "memory://tansu/", environment: dict | None = None):
+        self.binary, self.log_path, self.arguments = binary, log_path, arguments
+        self.storage, self.environment = storage, environment
         self.port = port or _free_port()
         self.bootstrap = f"127.0.0.1:{self.port}"
-        self.log_file = open(log_path, "ab")
+        self.start()
+
+    def start(self) -> None:
+        self.log_file = open(self.log_path, "ab")
         url = f"tcp://127.0.0.1:{self.port}"
-        self.process = subprocess.Popen([binary, "broker", "--listener-url", url, "--advertised-listener-url", url,
-                                         *arguments],
+        self.process = subprocess.Popen([self.binary, "broker", "--listener-url", url,
+                                         "--advertised-listener-url", url, "--storage-engine", self.storage,
+                                         *self.arguments],
+                                        env={**os.environ, **(self.environment or {})},
                                         stdin=subprocess.DEVNULL, stdout=self.log_file, stderr=self.log_file)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), 0.2).close()
-                return
-            except OSError:
-                if self.process.poll() is not None:
-                    break
-                time.sleep(0.05)
-        raise RuntimeError(f"Tansu did not start; see {log_path}")
+        wait_for_port(self.port, self.process, f"Tansu did not start; see {self.log_path}")
+
+    def stop(self) -> None:
+        self.process.kill()
+        self.process.wait(10)
+        self.log_file.close()
+
+
+def wait_for_port(port: int, process: subprocess.Popen, failure: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            return
+        except OSError:
+            if process.poll() is not None:
+                break
+            time.sleep(0.05)
+    process.kill()
+    raise RuntimeError(failure)
+
+
+class ObjectStore:
+    """An S3 server (moto, a test dependency) on loopback: storage for Tansu brokers that a test kills.
+    Each bucket is one broker's disk."""
+
+    ENVIRONMENT = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1",
+                   "AWS_ALLOW_HTTP": "true", "AWS_CONDITIONAL_PUT": "etag"}
+
+    def __init__(self, log_path: Path):
+        self.port = _free_port()
+        self.log_file = open(log_path, "ab")
+        self.process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+                                        stdin=subprocess.DEVNULL, stdout=self.log_file, stderr=self.log_file)
+        wait_for_port(self.port, self.process, f"the moto S3 server did not start; see {log_path}")
+        self.environment = {**self.ENVIRONMENT, "AWS_ENDPOINT": f"http://127.0.0.1:{self.port}"}
+
+    def new_bucket(self) -> str:
+        name = f"broker-{uuid.uuid4().hex[:10]}"
+        request = urllib.request.Request(f"http://127.0.0.1:{self.port}/{name}", method="PUT")
+        urllib.request.urlopen(request, timeout=10).close()
+        return f"s3://{name}/"
 
     def stop(self) -> None:
         self.process.kill()

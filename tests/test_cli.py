@@ -28,6 +28,35 @@ def test_demo_moves_traffic_end_to_end_and_accounts_for_every_stage():
     assert "Traceback" not in result.stdout + result.stderr
 
 
+def test_demo_through_a_lossy_link_shows_fec_repairing_it():
+    result = ddc("demo", "--seconds", "2", "--rate", "50Mbit/s", "--loss", "5%", "--fec", "25%")
+    assert result.returncode == 0, result.stdout + result.stderr
+    relayed, dropped = map(int, re.search(r"diode-sim +received (\d+), dropped (\d+)", result.stdout).groups())
+    rebuilt, unrecoverable = map(int, re.search(r"FEC +(\d+) datagrams rebuilt .* (\d+) blocks beyond repair",
+                                                result.stdout).groups())
+    assert 0.03 * relayed < dropped < 0.07 * relayed
+    assert 0 < rebuilt <= dropped and unrecoverable == 0
+    assert re.search(r"collector +delivered \d+, missing 0, corrupted 0, duplicated 0", result.stdout)
+
+
+def test_demo_without_fec_counts_what_the_lossy_link_lost():
+    result = ddc("demo", "--seconds", "2", "--rate", "50Mbit/s", "--loss", "2%")
+    assert result.returncode == 1, result.stdout + result.stderr
+    dropped = int(re.search(r"diode-sim +received \d+, dropped (\d+)", result.stdout).group(1))
+    lost = int(re.search(r"egress received \d+, lost (\d+)", result.stdout).group(1))
+    missing = int(re.search(r"collector +delivered \d+, missing (\d+)", result.stdout).group(1))
+    assert lost == dropped > 0 and missing > 0
+    assert "FEC off" in result.stdout and not re.search(r"^ +FEC ", result.stdout, re.MULTILINE)
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_demo_options_are_checked_before_anything_starts():
+    result = ddc("demo", "--fec", "300%")
+    assert result.returncode == 2 and "links.demo.transport.fec" in result.stderr and "300%" in result.stderr
+    result = ddc("demo", "--loss", "2")
+    assert result.returncode == 2 and "'2' is not between 0% and 100%" in result.stderr
+
+
 def test_a_port_in_use_is_a_clear_runtime_error(tmp_path):
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
         taken.bind(("127.0.0.1", 0))

@@ -5,8 +5,11 @@ so a killed broker would come back empty, and a frozen one is the harder case
 for a client anyway (requests hang instead of being refused). The egress must
 ride the outage out on its disk spool and deliver everything, in order, once
 the broker answers again; with a spool too small for the outage, exactly the
-records it could not hold are reported missing.
+records it could not hold are reported missing; an egress SIGKILLed during the
+outage leaves its spool on disk for the next one.
 """
+
+import collections
 
 import os
 import signal
@@ -15,7 +18,8 @@ import time
 import pytest
 
 from kafka_harness import (Cluster, KafkaPair, SteadyProducer, TansuBroker, assert_reports_exact,
-                           assert_same_records, link_stats, tansu_binary, varied_records, wait_for_stats)
+                           assert_same_records, link_stats, source_of, tansu_binary, varied_records,
+                           wait_for_stats)
 
 pytestmark = pytest.mark.timeout(400)
 
@@ -28,8 +32,11 @@ def frozen_destination(tmp_path):
         pytest.skip("needs a local Tansu broker this test may stop")
     broker = TansuBroker(binary, tmp_path / "destination-broker.log")
 
-    def freeze(seconds: float) -> None:
+    def freeze(seconds: float | None) -> None:
+        """Frozen for `seconds`, or until freeze(0) when None."""
         os.kill(broker.process.pid, signal.SIGSTOP)
+        if seconds is None:
+            return
         try:
             time.sleep(seconds)
         finally:
@@ -100,3 +107,35 @@ def test_a_spool_too_small_for_the_outage_reports_exactly_what_it_dropped(start_
     assert_reports_exact(kafka_clusters[0].read_all(topic), arrived, reports, topic)
     assert any("spool at" in line.get("message", "") and "is full" in line.get("message", "")
                for line in pair.egress.lines())
+
+
+@pytest.mark.timeout(300)
+def test_an_egress_sigkilled_while_spooling_leaves_its_spool_to_the_next(start_ddc, kafka_clusters,
+                                                                          frozen_destination, tmp_path):
+    """What the killed egress held in memory (its buffer, the producer's queue) and what crossed the link while
+    no egress listened is lost, and reported exactly; what it had spooled is delivered by the next one."""
+    destination, freeze = frozen_destination
+    pair, topic, producer = start_pair(start_ddc, kafka_clusters, destination, tmp_path, 20_000, 30, "1GiB")
+    wait_for_stats(pair.egress, lambda stats: stats.get("kafka_records_delivered", 0) >= 1000, 60)
+    freeze(None)
+    spooled = wait_for_stats(pair.egress, lambda stats: stats.get("spool_frames", 0) >= 20, 60)["spool_frames"]
+    killed = pair.egress
+    killed.kill()
+    pair.egress = pair.start_egress()
+    time.sleep(3)
+    freeze(0)
+    producer.join()
+    records = producer.records
+    wait_for_stats(pair.ingress, lambda stats: stats.get("records_sent", 0) >= len(records), 120)
+    wait_for_stats(pair.egress, lambda stats: stats.get("spool_frames") == 0 and stats.get("buffer_bytes") == 0, 120)
+    time.sleep(3)  # the ingress's next position announcement reports a gap at the very end too
+    ingress_summary, egress_summary = pair.stop()
+    arrived = destination.read_all(topic)
+    reports = pair.missing_reports()
+    twice = [coordinate for coordinate, seen in collections.Counter(map(source_of, arrived)).items() if seen > 1]
+    assert not twice, f"{len(twice)} records written twice, such as {twice[:5]}"
+    assert egress_summary["spool_frames_out"] >= spooled, "the spool of the killed egress was not replayed"
+    assert reports, "the kill lost nothing; was the egress holding records?"
+    assert egress_summary["kafka_missing_offsets_reported"] == len(records) - len(arrived)
+    assert_reports_exact(kafka_clusters[0].read_all(topic), arrived, reports, topic)
+    assert killed.unparsed_or_tracebacks() == [] and pair.egress.unparsed_or_tracebacks() == []

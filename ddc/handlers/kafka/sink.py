@@ -106,6 +106,10 @@ class KafkaSink(KafkaRecords, Sink):
     def idle(self) -> None:
         with self.destination.lock:
             self.destination.producer.poll(0)
+            # librdkafka says when all brokers are down, not when they are back: an empty queue after an
+            # outage means everything queued was delivered, so they are.
+            if not self.destination.health.healthy and not self._in_flight():
+                self.destination.health.on_success()
 
     def _wait_for_room(self) -> None:
         self.queue_full_waits += 1
