@@ -132,86 +132,84 @@ target = "127.0.0.1:{target_port}"
 """
 
 
-class Proxy:
-    """A `ddc run` child process; keeps its latest stats line and its log lines."""
+class Child:
+    """A `python -m ddc` child process whose JSON-lines output a thread reads into attributes."""
 
-    def __init__(self, name: str, config_text: str, directory: Path):
+    def __init__(self, name: str, arguments: list, output: str):
         self.name = name
-        config = directory / f"{name}.toml"
-        config.write_text(config_text)
-        self.process = subprocess.Popen([sys.executable, "-m", "ddc", "run", str(config)],
-                                        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+        self.process = subprocess.Popen([sys.executable, "-m", "ddc", *arguments], stdin=subprocess.DEVNULL,
+                                        stdout=subprocess.PIPE if output == "stdout" else subprocess.DEVNULL,
                                         stderr=subprocess.PIPE, text=True)
-        self.stats: dict = {}
-        self.summary: dict = {}
         self.problems: list[str] = []
         self.ready = threading.Event()
-        self.reader = threading.Thread(target=self._read, name=f"ddc-demo-{name}-log", daemon=True)
+        self.reader = threading.Thread(target=self._read, args=(getattr(self.process, output),),
+                                       name=f"ddc-demo-{name}", daemon=True)
         self.reader.start()
 
-    def _read(self) -> None:
-        for raw in self.process.stderr:
+    def _read(self, stream) -> None:
+        for raw in stream:
             try:
                 line = json.loads(raw)
             except json.JSONDecodeError:
-                self.problems.append(raw.rstrip())
+                self.problems.append(f"{self.name}: {raw.rstrip()}")
                 continue
-            message = line.get("message", "")
-            if line.get("event") == "link stats":
-                self.stats = line
-            elif line.get("event") == "link summary":
-                self.summary = line
-            elif "listening on" in message or "sending" in message:
-                self.ready.set()
-            if line.get("level") in ("warning", "error"):
-                self.problems.append(f"{self.name}: {message}")
+            self.take(line)
+        if stream is not self.process.stderr:
+            self.problems.extend(f"{self.name}: {raw.rstrip()}" for raw in self.process.stderr if raw.strip())
+
+    def take(self, line: dict) -> None:
+        raise NotImplementedError
 
     def stop(self, timeout: float = 30.0) -> int:
-        return stop_child(self.process, timeout, self.reader)
+        """SIGTERM, then SIGKILL if it does not exit in time; the exit code once its output is read."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            code = self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            code = self.process.wait()
+        self.reader.join(5)
+        return code
 
 
-class HostileLinkProcess:
+class Proxy(Child):
+    """A `ddc run` child process; keeps its latest stats line and its warnings and errors."""
+
+    def __init__(self, name: str, config_text: str, directory: Path):
+        config = directory / f"{name}.toml"
+        config.write_text(config_text)
+        self.stats: dict = {}
+        self.summary: dict = {}
+        super().__init__(name, ["run", str(config)], "stderr")
+
+    def take(self, line: dict) -> None:
+        message = line.get("message", "")
+        if line.get("event") == "link stats":
+            self.stats = line
+        elif line.get("event") == "link summary":
+            self.summary = line
+        elif "listening on" in message or "sending" in message:
+            self.ready.set()
+        if line.get("level") in ("warning", "error"):
+            self.problems.append(f"{self.name}: {message}")
+
+
+class HostileLinkProcess(Child):
     """`ddc diode-sim` between the ingress and the egress; its last counters line is the link's own account."""
 
     def __init__(self, forward_port: int, loss: str, burst_rate: str):
         self.port = free_udp_port()
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "ddc", "diode-sim", f"127.0.0.1:{self.port}", f"127.0.0.1:{forward_port}",
-             "--loss", loss, "--burst-rate", burst_rate, "--report-every", "500ms"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.counters: dict = {}
-        self.problems: list[str] = []
-        self.ready = threading.Event()
-        self.reader = threading.Thread(target=self._read, name="ddc-demo-diode-sim", daemon=True)
-        self.reader.start()
+        super().__init__("diode-sim", ["diode-sim", f"127.0.0.1:{self.port}", f"127.0.0.1:{forward_port}",
+                                       "--loss", loss, "--burst-rate", burst_rate, "--report-every", "500ms"],
+                         "stdout")
 
-    def _read(self) -> None:
-        for raw in self.process.stdout:
-            try:
-                line = json.loads(raw)
-            except json.JSONDecodeError:
-                continue
-            if "listening" in line:
-                self.ready.set()
-            else:
-                self.counters = line
-        self.problems.extend(f"diode-sim: {line.rstrip()}" for line in self.process.stderr if line.strip())
-
-    def stop(self, timeout: float = 30.0) -> int:
-        return stop_child(self.process, timeout, self.reader)
-
-
-def stop_child(process: subprocess.Popen, timeout: float, reader: threading.Thread) -> int:
-    """SIGTERM, then SIGKILL if it does not exit in time; returns its exit code once its output is read."""
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-    try:
-        code = process.wait(timeout)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        code = process.wait()
-    reader.join(5)
-    return code
+    def take(self, line: dict) -> None:
+        if "listening" in line:
+            self.ready.set()
+        else:
+            self.counters = line
 
 
 def ingress_config(ports: dict, link_rate: str, fec: str) -> str:

@@ -29,12 +29,14 @@ def test_demo_moves_traffic_end_to_end_and_accounts_for_every_stage():
 
 
 def test_demo_through_a_lossy_link_shows_fec_repairing_it():
-    result = ddc("demo", "--seconds", "2", "--rate", "50Mbit/s", "--loss", "5%", "--fec", "25%")
+    # 2 %: at 5 % a block of ~30 data datagrams loses more than its 8 parity about once in 10 000 (a few per
+    # cent of runs), which the demo would rightly count as missing.
+    result = ddc("demo", "--seconds", "2", "--rate", "50Mbit/s", "--loss", "2%", "--fec", "25%")
     assert result.returncode == 0, result.stdout + result.stderr
     relayed, dropped = map(int, re.search(r"diode-sim +received (\d+), dropped (\d+)", result.stdout).groups())
     rebuilt, unrecoverable = map(int, re.search(r"FEC +(\d+) datagrams rebuilt .* (\d+) blocks beyond repair",
                                                 result.stdout).groups())
-    assert 0.03 * relayed < dropped < 0.07 * relayed
+    assert 0.01 * relayed < dropped < 0.03 * relayed
     assert 0 < rebuilt <= dropped and unrecoverable == 0
     assert re.search(r"collector +delivered \d+, missing 0, corrupted 0, duplicated 0", result.stdout)
 

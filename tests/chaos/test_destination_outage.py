@@ -32,15 +32,18 @@ def frozen_destination(tmp_path):
         pytest.skip("needs a local Tansu broker this test may stop")
     broker = TansuBroker(binary, tmp_path / "destination-broker.log")
 
-    def freeze(seconds: float | None) -> None:
-        """Frozen for `seconds`, or until freeze(0) when None."""
+    def thaw() -> None:
+        os.kill(broker.process.pid, signal.SIGCONT)
+
+    def freeze(seconds: float | None = None):
+        """Frozen for `seconds`; without them, frozen until the function returned is called."""
         os.kill(broker.process.pid, signal.SIGSTOP)
         if seconds is None:
-            return
+            return thaw
         try:
             time.sleep(seconds)
         finally:
-            os.kill(broker.process.pid, signal.SIGCONT)
+            thaw()
 
     yield Cluster(broker.bootstrap), freeze
     os.kill(broker.process.pid, signal.SIGCONT)
@@ -60,6 +63,16 @@ def start_pair(start_ddc, kafka_clusters, destination, tmp_path, count: int, sec
     producer = SteadyProducer(source, topic, records, seconds)
     producer.start()
     return pair, topic, producer
+
+
+def stop_when_all_crossed(pair, destination, topic: str, records: list):
+    """Stops the pair once every record was sent and the egress holds nothing; returns the egress's summary,
+    what the destination holds and the missing-record reports."""
+    wait_for_stats(pair.ingress, lambda stats: stats.get("records_sent", 0) >= len(records), 120)
+    wait_for_stats(pair.egress, lambda stats: stats.get("spool_frames") == 0 and stats.get("buffer_bytes") == 0, 120)
+    time.sleep(3)  # the ingress's next position announcement reports a gap at the very end too
+    _, egress_summary = pair.stop()
+    return egress_summary, destination.read_all(topic), pair.missing_reports()
 
 
 @pytest.mark.timeout(400)
@@ -95,12 +108,7 @@ def test_a_spool_too_small_for_the_outage_reports_exactly_what_it_dropped(start_
     freeze(20)
     producer.join()
     records = producer.records
-    wait_for_stats(pair.ingress, lambda stats: stats.get("records_sent", 0) >= len(records), 120)
-    wait_for_stats(pair.egress, lambda stats: stats.get("spool_frames") == 0 and stats.get("buffer_bytes") == 0, 120)
-    time.sleep(3)  # the ingress's next position announcement reports a gap at the very end too
-    ingress_summary, egress_summary = pair.stop()
-    arrived = destination.read_all(topic)
-    reports = pair.missing_reports()
+    egress_summary, arrived, reports = stop_when_all_crossed(pair, destination, topic, records)
     assert egress_summary["spool_records_dropped"] > 0 and reports
     assert len(arrived) < len(records)
     assert egress_summary["kafka_missing_offsets_reported"] == len(records) - len(arrived)
@@ -117,21 +125,16 @@ def test_an_egress_sigkilled_while_spooling_leaves_its_spool_to_the_next(start_d
     destination, freeze = frozen_destination
     pair, topic, producer = start_pair(start_ddc, kafka_clusters, destination, tmp_path, 20_000, 30, "1GiB")
     wait_for_stats(pair.egress, lambda stats: stats.get("kafka_records_delivered", 0) >= 1000, 60)
-    freeze(None)
+    thaw = freeze()
     spooled = wait_for_stats(pair.egress, lambda stats: stats.get("spool_frames", 0) >= 20, 60)["spool_frames"]
     killed = pair.egress
     killed.kill()
     pair.egress = pair.start_egress()
     time.sleep(3)
-    freeze(0)
+    thaw()
     producer.join()
     records = producer.records
-    wait_for_stats(pair.ingress, lambda stats: stats.get("records_sent", 0) >= len(records), 120)
-    wait_for_stats(pair.egress, lambda stats: stats.get("spool_frames") == 0 and stats.get("buffer_bytes") == 0, 120)
-    time.sleep(3)  # the ingress's next position announcement reports a gap at the very end too
-    ingress_summary, egress_summary = pair.stop()
-    arrived = destination.read_all(topic)
-    reports = pair.missing_reports()
+    egress_summary, arrived, reports = stop_when_all_crossed(pair, destination, topic, records)
     twice = [coordinate for coordinate, seen in collections.Counter(map(source_of, arrived)).items() if seen > 1]
     assert not twice, f"{len(twice)} records written twice, such as {twice[:5]}"
     assert egress_summary["spool_frames_out"] >= spooled, "the spool of the killed egress was not replayed"
