@@ -212,9 +212,16 @@ class EgressLink(Link):
     # ---- sink thread ----
 
     def _sink_loop(self) -> None:
+        session_id = None
         while True:
             frames = self.buffer.get_many(SINK_BATCH_BYTES, 0.1)
             for frame in frames:
+                # Spooled frames carry no session (0): a restart while spooling shows at the next frame from memory.
+                frame_session = getattr(frame, "session_id", 0)
+                if frame_session and frame_session != session_id:
+                    if session_id is not None:
+                        self.sink.sender_restarted()
+                    session_id = frame_session
                 records = self.filters.apply(self._decode(frame))
                 if records:
                     self.sink.write(records)

@@ -103,12 +103,12 @@ def test_rebuilt_state_from_reports_and_repairs():
        st.one_of(st.none(), st.binary(max_size=50)),
        st.one_of(st.none(), st.lists(st.tuples(st.text(max_size=10), st.one_of(st.none(), st.binary(max_size=20))),
                                      max_size=5)),
-       st.booleans(), st.sampled_from(kafka_metadata.KINDS))
-def test_metadata_round_trips(topic, partition, offset, key, headers, value_present, kind):
+       st.booleans(), st.sampled_from(kafka_metadata.KINDS), st.integers(0, 255))
+def test_metadata_round_trips(topic, partition, offset, key, headers, value_present, kind, assignment):
     packed = kafka_metadata.pack(kind, topic, partition, offset, offset - 1, 3, 1, 1_700_000_000_000, key, headers,
-                                 value_present)
+                                 value_present, assignment)
     assert kafka_metadata.unpack(packed) == (kind, topic, partition, offset, offset - 1, 3, 1, 1_700_000_000_000,
-                                             key, list(headers or []), value_present)
+                                             key, list(headers or []), value_present, assignment)
     assert kafka_metadata.coordinates(packed) == (topic, partition, offset)
 
 
@@ -145,15 +145,16 @@ def test_the_compiled_write_loop_routes_deduplicates_and_reports():
     from ddc.handlers.kafka.ledger import Ledger
 
     ledger = Ledger()
-    routes, produced, slow, undeliverable, waits = {}, [], [], [], []
+    routes, assignments, produced, slow, undeliverable, waits = {}, {}, [], [], [], []
     full_once = {"pending": True}
 
     def route_for(topic, partition):
         routes[(topic, partition)] = (topic, partition, "target", 7, ledger[(topic, partition)], b"t", b"0")
         return routes[(topic, partition)]
 
-    def admit(route, kind, offset, previous, start):
+    def admit(route, kind, offset, previous, start, assignment):
         slow.append((kind, offset))
+        assignments[route[:2]] = assignment
         admission = route[4].admit(offset, previous, start)
         return kind == kafka_metadata.RECORD and admission.deliver
 
@@ -164,23 +165,26 @@ def test_the_compiled_write_loop_routes_deduplicates_and_reports():
             raise ValueError("too big for the producer")
         produced.append((topic, value, key, partition, headers[-3:], timestamp))
 
-    def record(offset, previous, key=b"k", value=b"v", kind=kafka_metadata.RECORD, timestamp_type=1):
+    def record(offset, previous, key=b"k", value=b"v", kind=kafka_metadata.RECORD, timestamp_type=1, assignment=0):
         return (kafka_metadata.pack(kind, "t", 0, offset, previous, 0, timestamp_type, 1000 + offset, key, [],
-                                    value is not None), value or b"")
+                                    value is not None, assignment), value or b"")
 
     batch = [record(0, -1), record(1, 0), record(1, 0), record(4, 3, key=b"refused"), record(5, 4),
-             record(6, 5, timestamp_type=2), record(7, 6, value=None), (b"garbage", b"")]
+             record(6, 5, timestamp_type=2), record(7, 6, value=None), (b"garbage", b""),
+             record(8, 7, assignment=2), record(9, 8, assignment=2)]
     written, malformed = kafka_metadata.write_records(
-        batch, routes, route_for, admit, produce, lambda *a: None,
+        batch, routes, assignments, route_for, admit, produce, lambda *a: None,
         lambda *arguments: undeliverable.append(arguments), lambda: waits.append(1), 1)
     assert malformed == 1 and waits == [1]
-    assert written == 5
-    assert [entry[2] for entry in produced] == [b"k"] * 5
-    assert [entry[4][2] for entry in produced] == [("sourceOffset", str(offset).encode()) for offset in (0, 1, 5, 6, 7)]
+    assert written == 7
+    assert [entry[2] for entry in produced] == [b"k"] * 7
+    assert [entry[4][2] for entry in produced] == [("sourceOffset", str(offset).encode())
+                                                   for offset in (0, 1, 5, 6, 7, 8, 9)]
     assert produced[3][5] == 0 and produced[0][5] == 1000  # LogAppendTime is not copied; CreateTime is
     assert produced[4][1] is None  # a tombstone stays a tombstone
     assert undeliverable == [("t", 0, 4, "too big for the producer")]
-    assert slow == [(0, 0), (0, 1), (0, 4)]  # the first record, the duplicate, and the one after a gap
+    # The first record, the duplicate, the one after a gap, and the first of a new assignment.
+    assert slow == [(0, 0), (0, 1), (0, 4), (0, 8)]
     assert ledger[("t", 0)].missing == [[2, 3]]
 
 

@@ -9,7 +9,10 @@ the record the consumer saw before this one in its partition, which lets the
 egress tell offsets that never existed (compaction, transaction markers) from
 records lost on the way, and where the group's stream of the partition starts,
 so that an egress whose destination holds nothing of a partition yet can still
-say what it lacks. A placeholder (kind SKIPPED or FILTERED) stands for a
+say what it lacks. The assignment byte changes each time the ingress is given the
+partition by its consumer group: another ingress may have sent part of it in
+between, through another egress, so the egress reads the destination again
+before trusting what it knows of the partition. A placeholder (kind SKIPPED or FILTERED) stands for a
 record the ingress did not send, so that the egress counts it instead of
 reporting it missing. A POSITION says every record of the partition up to its
 offset has been sent: without it, records lost at the end of a stream would go
@@ -17,7 +20,7 @@ unnoticed until the partition's next record. Written in Cython because it runs
 once per record.
 
 Layout (big-endian): u8 kind, u8 flags (bit 0 key present, bit 1 value present),
-u8 timestamp type, u8 reserved, i32 partition, i64 offset, i64 previous offset
+u8 timestamp type, u8 assignment (0: unknown), i32 partition, i64 offset, i64 previous offset
 (-1: unknown), i64 timestamp (ms), i64 stream start (the first offset of the
 partition this consumer group replicates; -1: unknown), u16 topic length, topic (UTF-8), u32 key
 length, key, u32 header count, then per header u16 name length, name (UTF-8),
@@ -53,15 +56,16 @@ cdef enum:
 
 
 def pack(uint8_t kind, str topic, int32_t partition, int64_t offset, int64_t previous_offset,
-         int64_t stream_start, uint8_t timestamp_type, int64_t timestamp, key, headers, bint value_present):
+         int64_t stream_start, uint8_t timestamp_type, int64_t timestamp, key, headers, bint value_present,
+         uint8_t assignment=0):
     """Metadata for one record; key is bytes or None, headers a list of (str, bytes | None) or None."""
     return pack_encoded(kind, topic.encode("utf-8"), partition, offset, previous_offset, stream_start,
-                        timestamp_type, timestamp, key, headers, value_present)
+                        timestamp_type, timestamp, key, headers, value_present, assignment)
 
 
 cdef bytes pack_encoded(uint8_t kind, bytes topic_bytes, int32_t partition, int64_t offset, int64_t previous_offset,
                         int64_t stream_start, uint8_t timestamp_type, int64_t timestamp, key, headers,
-                        bint value_present):
+                        bint value_present, uint8_t assignment):
     cdef bytes key_bytes = key if key is not None else b""
     cdef list encoded_headers = []
     cdef Py_ssize_t total, position
@@ -83,7 +87,7 @@ cdef bytes pack_encoded(uint8_t kind, bytes topic_bytes, int32_t partition, int6
     out[0] = kind
     out[1] = (KEY_PRESENT if key is not None else 0) | (VALUE_PRESENT if value_present else 0)
     out[2] = timestamp_type
-    out[3] = 0
+    out[3] = assignment
     put32(<uint8_t*>out + 4, <uint32_t>partition)
     put64(<uint8_t*>out + 8, <uint64_t>offset)
     put64(<uint8_t*>out + 16, <uint64_t>previous_offset)
@@ -170,15 +174,15 @@ cdef tuple unpack_raw(const uint8_t* data, Py_ssize_t length, object value, bint
     if with_value:
         return (data[0], topic, <int32_t>get32(data + 4), <int64_t>get64(data + 8), <int64_t>get64(data + 16),
                 <int64_t>get64(data + 32), data[2], <int64_t>get64(data + 24), key, headers,
-                (data[1] & VALUE_PRESENT) != 0, value)
+                (data[1] & VALUE_PRESENT) != 0, data[3], value)
     return (data[0], topic, <int32_t>get32(data + 4), <int64_t>get64(data + 8), <int64_t>get64(data + 16),
             <int64_t>get64(data + 32), data[2], <int64_t>get64(data + 24), key, headers,
-            (data[1] & VALUE_PRESENT) != 0)
+            (data[1] & VALUE_PRESENT) != 0, data[3])
 
 
 def unpack(metadata):
     """(kind, topic, partition, offset, previous_offset, stream_start, timestamp_type, timestamp, key,
-    headers, value_present); ValueError for anything malformed."""
+    headers, value_present, assignment); ValueError for anything malformed."""
     cdef const uint8_t[:] view
     if isinstance(metadata, bytes):
         return unpack_raw(<const uint8_t*>PyBytes_AS_STRING(metadata), PyBytes_GET_SIZE(metadata), None, False)
@@ -203,11 +207,13 @@ def coordinates(metadata):
     return topic, <int32_t>get32(&view[4]), <int64_t>get64(&view[8])
 
 
-def pack_messages(messages, dict previous_offsets, dict starts, dict next_offsets, Py_ssize_t max_record_size):
+def pack_messages(messages, dict previous_offsets, dict starts, dict assignments, dict next_offsets,
+                  Py_ssize_t max_record_size):
     """Records for a batch of consumed messages, in one compiled loop (the ingress's per-record work).
 
     `messages` are consumer messages (topic(), partition(), offset(), key(), value(), headers(),
-    timestamp(), error()). Updates previous_offsets, starts and next_offsets per (topic, partition).
+    timestamp(), error()). Updates previous_offsets, starts and next_offsets per (topic, partition);
+    assignments gives each partition's assignment byte.
     Returns (records, errors, skipped): errors are the messages' error objects, skipped the
     (topic, partition, offset, size) of records over max_record_size, sent as SKIPPED placeholders."""
     cdef list records = []
@@ -250,7 +256,7 @@ def pack_messages(messages, dict previous_offsets, dict starts, dict next_offset
         if topic_bytes is None:
             topic_bytes = encoded_topics[topic] = topic.encode("utf-8")
         records.append((pack_encoded(kind, topic_bytes, partition, offset, previous, start, timestamp_type,
-                                     timestamp, key, headers, value is not None),
+                                     timestamp, key, headers, value is not None, assignments.get(coordinate, 0)),
                         value if value is not None else b""))
     return records, errors, skipped
 
@@ -258,7 +264,7 @@ def pack_messages(messages, dict previous_offsets, dict starts, dict next_offset
 def unpack_records(records):
     """unpack() applied to a batch's (metadata, value) records in one compiled loop: a list of
     (kind, topic, partition, offset, previous_offset, stream_start, timestamp_type, timestamp, key, headers,
-    value_present, value), and the number of records whose metadata was malformed (left out)."""
+    value_present, assignment, value), and the number of records whose metadata was malformed (left out)."""
     cdef list unpacked = []
     cdef Py_ssize_t refused = 0
     cdef bytes metadata
@@ -271,12 +277,13 @@ def unpack_records(records):
     return unpacked, refused
 
 
-def write_records(list records, dict routes, route_for, admit_out_of_order, produce, failed, undeliverable,
-                  wait_for_room, uint8_t timestamp_create):
+def write_records(list records, dict routes, dict assignments, route_for, admit_out_of_order, produce, failed,
+                  undeliverable, wait_for_room, uint8_t timestamp_create):
     """The egress's per-record loop, compiled: unpack, route, the in-order fast path, the source headers, produce.
 
-    Everything that is not the next record of its partition goes to admit_out_of_order(route, kind, offset,
-    previous, start) -> bool. Routes are (source topic, source partition, target, target partition, ledger,
+    Everything that is not the next record of its partition, or comes with an assignment byte other than the
+    one in assignments for its partition, goes to admit_out_of_order(route, kind, offset, previous, start,
+    assignment) -> bool. Routes are (source topic, source partition, target, target partition, ledger,
     topic bytes, partition bytes); route_for(topic, partition) makes a missing one. produce is the producer's
     produce(); failed(topic, partition, offset, error, message) is bound per record as its delivery callback;
     undeliverable(topic, partition, offset, reason) is called when produce() refuses a record; wait_for_room()
@@ -303,9 +310,11 @@ def write_records(list records, dict routes, route_for, admit_out_of_order, prod
             route = route_for(topic, partition)
         ledger = route[4]
         high = ledger.high
-        if kind == RECORD and high is not None and previous <= high and high < offset:
+        assignment = fields[11]
+        if kind == RECORD and high is not None and previous <= high and high < offset and (
+                assignment == 0 or assignments.get(coordinate) == assignment):
             ledger.high = offset
-        elif not admit_out_of_order(route, kind, offset, previous, fields[5]):
+        elif not admit_out_of_order(route, kind, offset, previous, fields[5], assignment):
             continue
         headers = fields[9]
         headers.append((SOURCE_TOPIC_HEADER, route[5]))

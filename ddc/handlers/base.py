@@ -95,6 +95,9 @@ class Sink(RecordDescription, abc.ABC):
     def idle(self) -> None:
         """No records came for a moment: serve what asynchronous delivery has pending (reports, errors)."""
 
+    def sender_restarted(self) -> None:
+        """The records that follow come from a new ingress process (a new link session)."""
+
     def close(self) -> None:
         """Flushes and releases what open acquired."""
 

@@ -10,8 +10,8 @@ class KafkaRecords(RecordDescription):
         """The record's coordinates without its content, so the egress counts it (filtered or skipped)
         instead of reporting it missing."""
         kind = FILTERED if reason == "filtered" else SKIPPED
-        _, topic, partition, offset, previous, start = kafka_metadata.unpack(record[0])[:6]
-        return kafka_metadata.pack(kind, topic, partition, offset, previous, start, 0, -1, None, None, False), b""
+        fields = kafka_metadata.unpack(record[0])
+        return kafka_metadata.pack(kind, *fields[1:6], 0, -1, None, None, False, fields[11]), b""
 
     def coordinates(self, metadata: bytes) -> dict:
         topic, partition, offset = kafka_metadata.coordinates(metadata)

@@ -9,6 +9,13 @@ rewind of the ingress repairs it. When the producer's queue is full, the sink
 waits: the egress buffer then fills and counts what it cannot hold, which the
 ledger reports as missing ranges. Nothing is dropped without a report.
 
+The ledger is shared by every link writing to the cluster, but only this link
+knows when its ingress was given a partition (the assignment byte of its
+records): from then on, another ingress of the group may have sent part of that
+partition through another egress, so the destination is read again before the
+first record after each new assignment is judged, and whenever the ingress
+restarted.
+
 Missing ranges and repairs are logged, counted, and written as JSON records to
 `missing_records_topic` when it is set (key "topic:partition").
 """
@@ -67,6 +74,7 @@ class KafkaSink(KafkaRecords, Sink):
         self.queue_full_waits = 0
         self.destination_checks = 0
         self._topics_read_now: set = set()  # destination topics whose tail was read during this write()
+        self._assignments: dict = {}  # (source topic, partition) -> the assignment byte its records last carried
         self._routes: dict = {}
         self._partition_counts: dict = {}  # destination topic -> partitions, rebuilt with the routes
         self._known_partition_counts: dict = {}  # the last counts the cluster gave, for when it cannot
@@ -93,7 +101,7 @@ class KafkaSink(KafkaRecords, Sink):
             self._topics_read_now = set()
             self._prepare()
             written, malformed = kafka_metadata.write_records(
-                records, self._current_routes(), self._route, self._admit_out_of_order,
+                records, self._current_routes(), self._assignments, self._route, self._admit_out_of_order,
                 destination.producer.produce, self._failed, self._undeliverable, self._wait_for_room,
                 TIMESTAMP_CREATE)
             self.records_written += written
@@ -115,11 +123,22 @@ class KafkaSink(KafkaRecords, Sink):
         self.queue_full_waits += 1
         self.destination.producer.poll(QUEUE_FULL_WAIT_SECONDS)
 
-    def _admit_out_of_order(self, route, kind: int, offset: int, previous: int, start: int) -> bool:
-        """Everything but the next record in order: placeholders, positions, gaps, duplicates, repairs."""
+    def sender_restarted(self) -> None:
+        self._assignments.clear()
+
+    def _admit_out_of_order(self, route, kind: int, offset: int, previous: int, start: int,
+                            assignment: int) -> bool:
+        """Everything but the next record in order: placeholders, positions, gaps, duplicates, repairs, and the
+        first record after the ingress was given the partition."""
         ledger = route.ledger
-        if ledger.is_discontinuous(kind == POSITION, offset, previous):
-            self._check_destination(route)
+        coordinate = (route.source_topic, route.source_partition)
+        reassigned = assignment != 0 and self._assignments.get(coordinate) != assignment
+        if reassigned:
+            self._assignments[coordinate] = assignment
+        if reassigned and route.target not in self._topics_read_now:
+            self._check_destination(route, "is newly assigned to its ingress")
+        elif ledger.is_discontinuous(kind == POSITION, offset, previous):
+            self._check_destination(route, "does not follow what this egress wrote")
         if kind == POSITION:
             admission = ledger.admit_position(offset, start)
         else:
@@ -136,7 +155,7 @@ class KafkaSink(KafkaRecords, Sink):
             self.records_duplicate += 1
         return kind == RECORD and admission.deliver
 
-    def _check_destination(self, route) -> None:
+    def _check_destination(self, route, reason: str) -> None:
         """Reads the tail of the destination partition(s) the source partition maps to, so that records another
         egress wrote meanwhile are neither written again nor reported missing."""
         partitions = None if route.target_partition == UNASSIGNED_PARTITION else [route.target_partition]
@@ -149,8 +168,8 @@ class KafkaSink(KafkaRecords, Sink):
                 self._retry_later(error)
         self.destination_checks += 1
         before, route.ledger.checked_at = route.ledger.high, route.ledger.high
-        log.info(f"link {self.link_name}: {route.source_topic}[{route.source_partition}] does not follow what this "
-                 f"egress wrote; read {read} records of {route.target} in {time.monotonic() - started:.2f} s: "
+        log.info(f"link {self.link_name}: {route.source_topic}[{route.source_partition}] {reason}; read {read} "
+                 f"records of {route.target} in {time.monotonic() - started:.2f} s: "
                  f"delivered up to offset {before if before is not None else 'none'}",
                  extra={"fields": {"link": self.link_name, "topic": route.source_topic,
                                    "partition": route.source_partition, "records": read}})

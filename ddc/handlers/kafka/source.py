@@ -14,11 +14,17 @@ Every record carries the offset the consumer saw before it in its partition
 compacted or transactional holes from records lost on the way, and the first
 offset of the group's stream of that partition, kept in the commit metadata
 ("ddc-start=N") where the broker keeps it (Apache Kafka does, Tansu does not;
-there the committed offset stands in).
+there the committed offset stands in). Every record also carries an assignment
+byte, new each time the group gives this ingress the partition: when it
+changes, the egress knows another ingress may have sent part of the partition
+through another egress and reads the destination before trusting its ledger.
+It starts at a random value, so a restarted ingress is unlikely (1 in 255) to
+repeat the last byte its egress saw.
 """
 
 import collections
 import logging
+import random
 import threading
 import time
 
@@ -50,6 +56,8 @@ class KafkaSource(KafkaRecords, Source):
         self._held: list = []                # records consumed but not yet accepted by the buffer
         self._previous: dict = {}            # (topic, partition) -> offset of the last record taken
         self._start: dict = {}               # (topic, partition) -> first offset of the group's stream
+        self._assignments: dict = {}         # (topic, partition) -> assignment byte
+        self._assignment = random.randint(1, 255)
         self._chunks = collections.deque()   # (records put when this chunk ends, {(topic, partition): next offset})
         self._records_put = 0
         self._acknowledged = 0
@@ -131,7 +139,8 @@ class KafkaSource(KafkaRecords, Source):
 
     def _take(self, messages) -> None:
         offsets = {}
-        records, errors, skipped = kafka_metadata.pack_messages(messages, self._previous, self._start, offsets,
+        records, errors, skipped = kafka_metadata.pack_messages(messages, self._previous, self._start,
+                                                                self._assignments, offsets,
                                                                 self.config.max_record_size)
         for error in errors:
             if error.code() != KafkaError._PARTITION_EOF:
@@ -158,7 +167,7 @@ class KafkaSource(KafkaRecords, Source):
         self._positions_announced = time.monotonic()
         positions = [kafka_metadata.pack(POSITION, topic, partition, offset, offset,
                                          self._start.get((topic, partition), UNKNOWN_OFFSET), 0, -1, None, None,
-                                         False)
+                                         False, self._assignments.get((topic, partition), 0))
                      for (topic, partition), offset in self._previous.items() if offset != UNKNOWN_OFFSET]
         if positions:
             self._records_put += len(positions)
@@ -242,12 +251,14 @@ class KafkaSource(KafkaRecords, Source):
 
     def _on_assign(self, consumer, partitions) -> None:
         self.rebalances += 1
+        self._assignment = self._assignment % 255 + 1
         try:
             committed = consumer.committed(partitions, timeout=COMMIT_TIMEOUT_SECONDS)
         except KafkaException:
             committed = []
         for partition in committed:
             coordinate = (partition.topic, partition.partition)
+            self._assignments[coordinate] = self._assignment
             if partition.offset == OFFSET_INVALID or partition.offset < 0:
                 self._previous[coordinate] = UNKNOWN_OFFSET
                 continue
@@ -280,6 +291,7 @@ class KafkaSource(KafkaRecords, Source):
         for coordinate in {(partition.topic, partition.partition) for partition in partitions}:
             self._previous.pop(coordinate, None)
             self._start.pop(coordinate, None)
+            self._assignments.pop(coordinate, None)
             self._committable.pop(coordinate, None)
             self._committed.pop(coordinate, None)
         log.info(f"link {self.link_name}: revoked {_describe(partitions)}",
@@ -291,6 +303,7 @@ class KafkaSource(KafkaRecords, Source):
                     extra={"fields": {"link": self.link_name}})
         for partition in partitions:
             self._previous.pop((partition.topic, partition.partition), None)
+            self._assignments.pop((partition.topic, partition.partition), None)
 
     def counters(self) -> dict:
         return {"kafka_records_consumed": self.records_consumed, "kafka_records_skipped": self.records_skipped,
