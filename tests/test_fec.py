@@ -178,9 +178,18 @@ def test_a_block_that_loses_more_than_its_parity_is_reported_exactly_once():
     assert accounted(counters)
 
 
-def test_parity_on_the_wire_matches_an_independent_reading_of_the_protocol():
-    frames = [os.urandom(1358 * 20 + 77), os.urandom(500)]
-    datagrams = sent_datagrams(frames, protect=(8, 3, 2))
+@pytest.mark.parametrize("multiply", [{}, {"portable": True}, {"without_gfni": True}])
+@pytest.mark.parametrize("protect", [(8, 3, 2), (64, 16, 4)])
+def test_parity_on_the_wire_matches_an_independent_reading_of_the_protocol(protect, multiply):
+    """The sender encodes a batch's datagrams per block at once (gf256.h, ddc_gf_dot_rows): with every
+    multiply, rows in tiles of 8 and fewer, datagrams shorter than the others."""
+    frames = [os.urandom(1358 * 20 + 77), os.urandom(500), os.urandom(1358 * 300 + 5)]
+    fec.choose_multiply(**multiply)
+    try:
+        assert fec.implementation() != "gfni" if multiply else True
+        datagrams = sent_datagrams(frames, protect=protect)
+    finally:
+        fec.choose_multiply()
     blocks = {}
     for datagram in datagrams:
         header = wire.decode_datagram(datagram)

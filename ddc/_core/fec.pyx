@@ -23,13 +23,15 @@ cdef extern from "gf256.h" nogil:
     uint8_t ddc_gf_mul(uint8_t a, uint8_t b)
     uint8_t ddc_gf_inverse(uint8_t a)
     void ddc_gf_mul_add(uint8_t* target, const uint8_t* source, size_t length, uint8_t factor)
-    void ddc_gf_choose(int portable)
+    void ddc_gf_choose(int portable, int without_gfni)
     void ddc_gf_mul_add_rows(uint8_t** targets, size_t offset, const uint8_t* factors, unsigned int rows,
                              const uint8_t* source, size_t length)
+    void ddc_gf_dot_rows(uint8_t** targets, size_t offset, const uint8_t* factors, unsigned int rows,
+                         const uint8_t* const* sources, unsigned int count, size_t length)
     const char* ddc_gf_name
 
 ddc_gf_init()
-ddc_gf_choose(0)
+ddc_gf_choose(0, 0)
 
 
 cdef uint8_t coefficient(uint32_t parity_row, uint32_t data_index) noexcept nogil:
@@ -39,6 +41,11 @@ cdef uint8_t coefficient(uint32_t parity_row, uint32_t data_index) noexcept nogi
 cdef void multiply_add_rows(uint8_t** targets, size_t offset, const uint8_t* factors, uint32_t rows,
                             const uint8_t* source, size_t length) noexcept nogil:
     ddc_gf_mul_add_rows(targets, offset, factors, rows, source, length)
+
+
+cdef void multiply_add_sources(uint8_t** targets, size_t offset, const uint8_t* factors, uint32_t rows,
+                               const uint8_t* const* sources, uint32_t count, size_t length) noexcept nogil:
+    ddc_gf_dot_rows(targets, offset, factors, rows, sources, count, length)
 
 
 cdef bint invert(uint8_t* matrix, uint8_t* inverse, uint32_t n) noexcept nogil:
@@ -141,9 +148,10 @@ def implementation():
     return ddc_gf_name.decode()
 
 
-def choose_multiply(bint portable=False):
-    """The vector multiply this CPU has, or with portable=True the plain table one (to compare them)."""
-    ddc_gf_choose(portable)
+def choose_multiply(bint portable=False, bint without_gfni=False):
+    """The vector multiply this CPU has, or with portable=True the plain table one, or with without_gfni=True
+    the best one without GFNI (to compare them)."""
+    ddc_gf_choose(portable, without_gfni)
 
 
 def encode(data, int parity_count):

@@ -164,14 +164,15 @@ static void ddc_gf_init(void) {
         }
 }
 
-/* The vector multiply this CPU has, or with portable set the table one (to test one against the other). */
-static void ddc_gf_choose(int portable) {
+/* The vector multiply this CPU has, or with portable set the table one, or with without_gfni set the best
+ * one without GFNI (to test one against the other). */
+static void ddc_gf_choose(int portable, int without_gfni) {
     ddc_gf_mul_add_chosen = ddc_gf_mul_add_table;
     ddc_gf_name = "table";
     if (portable) return;
 #if defined(__x86_64__)
     __builtin_cpu_init();
-    if (__builtin_cpu_supports("gfni") && __builtin_cpu_supports("avx2")) {
+    if (!without_gfni && __builtin_cpu_supports("gfni") && __builtin_cpu_supports("avx2")) {
         ddc_gf_mul_add_chosen = ddc_gf_mul_add_gfni;
         ddc_gf_name = "gfni";
     } else if (__builtin_cpu_supports("avx2")) {
@@ -185,6 +186,7 @@ static void ddc_gf_choose(int portable) {
     ddc_gf_mul_add_chosen = ddc_gf_mul_add_neon;
     ddc_gf_name = "neon";
 #endif
+    (void)without_gfni;
 }
 
 /* targets[r][offset:] ^= factors[r] * src for every row r. */
@@ -205,6 +207,124 @@ static void ddc_gf_mul_add_rows(uint8_t **targets, size_t offset, const uint8_t 
 #endif
     for (r = 0; r < rows; r++) ddc_gf_mul_add_chosen(targets[r] + offset, src, length, factors[r]);
     (void)group;
+}
+
+/* targets[r][offset + i] ^= sum over s of factors[r * count + s] * sources[s][i], for i < length.
+ *
+ * The sender's encode at batch time: each parity row is loaded and stored once
+ * per 32 bytes for all the batch's datagrams of its block, instead of once per
+ * datagram, and each source is loaded once per tile of rows. */
+#if defined(__x86_64__)
+#define DDC_GF_TILE_ROWS 8
+
+/* ROWS is a constant at each call, so the accumulators stay in registers. The last partial 32 bytes go
+ * through a zero-padded copy rather than byte by byte. */
+__attribute__((target("gfni,avx2"), always_inline))
+static inline void ddc_gf_dot_tile_gfni(uint8_t **targets, size_t offset, const __m256i *factor, const unsigned int ROWS,
+                                        const uint8_t *const *sources, unsigned int count, size_t length) {
+    unsigned int r, s;
+    size_t i, tail = length & 31;
+    uint8_t padded[DDC_GF_TILE_ROWS + 1][32];
+    for (i = 0; i + 32 <= length; i += 32) {
+        __m256i acc[DDC_GF_TILE_ROWS];
+#pragma GCC unroll 8
+        for (r = 0; r < ROWS; r++) acc[r] = _mm256_loadu_si256((const __m256i *)(targets[r] + offset + i));
+        for (s = 0; s < count; s++) {
+            __m256i x = _mm256_loadu_si256((const __m256i *)(sources[s] + i));
+#pragma GCC unroll 8
+            for (r = 0; r < ROWS; r++)
+                acc[r] = _mm256_xor_si256(acc[r], _mm256_gf2p8mul_epi8(x, factor[r * count + s]));
+        }
+#pragma GCC unroll 8
+        for (r = 0; r < ROWS; r++) _mm256_storeu_si256((__m256i *)(targets[r] + offset + i), acc[r]);
+    }
+    if (tail) {
+        __m256i acc[DDC_GF_TILE_ROWS];
+        memset(padded, 0, sizeof(padded));
+        for (r = 0; r < ROWS; r++) {
+            memcpy(padded[r], targets[r] + offset + i, tail);
+            acc[r] = _mm256_loadu_si256((const __m256i *)padded[r]);
+        }
+        for (s = 0; s < count; s++) {
+            memcpy(padded[DDC_GF_TILE_ROWS], sources[s] + i, tail);
+            __m256i x = _mm256_loadu_si256((const __m256i *)padded[DDC_GF_TILE_ROWS]);
+            for (r = 0; r < ROWS; r++)
+                acc[r] = _mm256_xor_si256(acc[r], _mm256_gf2p8mul_epi8(x, factor[r * count + s]));
+        }
+        for (r = 0; r < ROWS; r++) {
+            _mm256_storeu_si256((__m256i *)padded[r], acc[r]);
+            memcpy(targets[r] + offset + i, padded[r], tail);
+        }
+    }
+}
+
+__attribute__((target("gfni,avx2")))
+static void ddc_gf_dot_rows_gfni(uint8_t **targets, size_t offset, const uint8_t *factors, unsigned int rows,
+                                 const uint8_t *const *sources, unsigned int count, size_t length) {
+    __m256i factor[DDC_GF_TILE_ROWS * 64];
+    unsigned int r, s;
+    for (r = 0; r < rows; r++)
+        for (s = 0; s < count; s++) factor[r * count + s] = _mm256_set1_epi8((char)factors[r * count + s]);
+    switch (rows) {
+    case 8: ddc_gf_dot_tile_gfni(targets, offset, factor, 8, sources, count, length); break;
+    case 7: ddc_gf_dot_tile_gfni(targets, offset, factor, 7, sources, count, length); break;
+    case 6: ddc_gf_dot_tile_gfni(targets, offset, factor, 6, sources, count, length); break;
+    case 5: ddc_gf_dot_tile_gfni(targets, offset, factor, 5, sources, count, length); break;
+    case 4: ddc_gf_dot_tile_gfni(targets, offset, factor, 4, sources, count, length); break;
+    case 3: ddc_gf_dot_tile_gfni(targets, offset, factor, 3, sources, count, length); break;
+    case 2: ddc_gf_dot_tile_gfni(targets, offset, factor, 2, sources, count, length); break;
+    default: ddc_gf_dot_tile_gfni(targets, offset, factor, 1, sources, count, length); break;
+    }
+}
+
+__attribute__((target("avx2")))
+static void ddc_gf_dot_rows_avx2(uint8_t **targets, size_t offset, const uint8_t *factors, unsigned int rows,
+                                 const uint8_t *const *sources, unsigned int count, size_t length) {
+    const __m256i mask = _mm256_set1_epi8(0x0f);
+    unsigned int r, s;
+    size_t i = 0;
+    for (; i + 32 <= length; i += 32) {
+        __m256i acc[DDC_GF_TILE_ROWS];
+        for (r = 0; r < rows; r++) acc[r] = _mm256_loadu_si256((const __m256i *)(targets[r] + offset + i));
+        for (s = 0; s < count; s++) {
+            __m256i x = _mm256_loadu_si256((const __m256i *)(sources[s] + i));
+            __m256i x_low = _mm256_and_si256(x, mask), x_high = _mm256_and_si256(_mm256_srli_epi64(x, 4), mask);
+            for (r = 0; r < rows; r++) {
+                const uint8_t c = factors[r * count + s];
+                __m256i low = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)ddc_gf_low[c]));
+                __m256i high = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)ddc_gf_high[c]));
+                acc[r] = _mm256_xor_si256(acc[r], _mm256_xor_si256(_mm256_shuffle_epi8(low, x_low),
+                                                                   _mm256_shuffle_epi8(high, x_high)));
+            }
+        }
+        for (r = 0; r < rows; r++) _mm256_storeu_si256((__m256i *)(targets[r] + offset + i), acc[r]);
+    }
+    for (r = 0; r < rows; r++)
+        for (s = 0; s < count; s++)
+            ddc_gf_mul_add_table(targets[r] + offset + i, sources[s] + i, length - i, factors[r * count + s]);
+}
+#endif
+
+/* count is at most 64 sources. */
+static void ddc_gf_dot_rows(uint8_t **targets, size_t offset, const uint8_t *factors, unsigned int rows,
+                            const uint8_t *const *sources, unsigned int count, size_t length) {
+    unsigned int r, s;
+#if defined(__x86_64__)
+    unsigned int group;
+    if (ddc_gf_mul_add_chosen == ddc_gf_mul_add_avx2 || ddc_gf_mul_add_chosen == ddc_gf_mul_add_gfni) {
+        for (r = 0; r < rows; r += group) {
+            group = rows - r < DDC_GF_TILE_ROWS ? rows - r : DDC_GF_TILE_ROWS;
+            if (ddc_gf_mul_add_chosen == ddc_gf_mul_add_gfni)
+                ddc_gf_dot_rows_gfni(targets + r, offset, factors + r * count, group, sources, count, length);
+            else
+                ddc_gf_dot_rows_avx2(targets + r, offset, factors + r * count, group, sources, count, length);
+        }
+        return;
+    }
+#endif
+    for (r = 0; r < rows; r++)
+        for (s = 0; s < count; s++)
+            ddc_gf_mul_add_chosen(targets[r] + offset, sources[s], length, factors[r * count + s]);
 }
 
 /* dst ^= c * src, byte by byte; c = 0 adds nothing and c = 1 is a plain XOR. */

@@ -8,8 +8,10 @@ with nanosecond clock reads, all with the GIL released.
 With forward error correction on, a frame's datagrams go in groups of up to
 `interleave` x `data` datagrams, each group dealt round-robin into as few
 Reed-Solomon blocks as hold it (so a burst of consecutive losses is spread over
-the blocks); parity is accumulated as each datagram is staged, and the blocks'
-parity datagrams follow the group's data, also interleaved.
+the blocks); parity is accumulated once per batch, when the batch leaves (each
+parity row is then read and written once for all the batch's datagrams of its
+block, not once per datagram), and the blocks' parity datagrams follow the
+group's data, also interleaved.
 Blocks never span frames, so nothing waits for traffic that may not come.
 A control datagram (heartbeat, shutdown) is a block of its own with
 CONTROL_PARITY parity copies: it carries no bulk, so protecting it costs nothing,
@@ -29,7 +31,8 @@ from ddc._core.posix cimport (CLOCK_MONOTONIC, POLLOUT, clock_nanosleep, iovec, 
                               poll, pollfd, sendmmsg, sockaddr_storage, socklen_t, timespec)
 from ddc._core.aead cimport TAG_BYTES, SessionCipher
 from ddc._core.byteorder cimport put16, put64
-from ddc._core.fec cimport MAX_DATA_SYMBOLS, MAX_PARITY_SYMBOLS, coefficient, multiply_add_rows
+from ddc._core.fec cimport (MAX_DATA_SYMBOLS, MAX_PARITY_SYMBOLS, coefficient, multiply_add_rows,
+                            multiply_add_sources)
 from ddc._core.wire cimport (FLAG_AUTH_TAG, HEADER_SIZE, MAX_CONTROL_PAYLOAD, MAX_DATAGRAM_SIZE, PEER_OFFSET_BYTES_SENT,
                              PARITY_SEQUENCE_BIT, PEER_OFFSET_DATAGRAMS_SENT, PEER_OFFSET_FRAMES_SENT, SYMBOL_PREFIX_SIZE,
                              TYPE_DATA, TYPE_HEARTBEAT, TYPE_PARITY, TYPE_SHUTDOWN, Header, fragment_chunk, fragment_count_for, seal, write_header)
@@ -41,6 +44,7 @@ cdef enum:
     MAX_INTERLEAVE = 64
     CONTROL_PARITY = 3
     CONTROL_SYMBOL_SIZE = SYMBOL_PREFIX_SIZE + HEADER_SIZE + MAX_CONTROL_PAYLOAD + TAG_BYTES
+    SYMBOL_HEAD_SIZE = SYMBOL_PREFIX_SIZE + HEADER_SIZE
 
 
 cdef inline void sleep_ns(int64_t duration) noexcept nogil:
@@ -106,6 +110,12 @@ cdef class DatagramSender:
     cdef uint32_t block_parity[MAX_INTERLEAVE]
     cdef uint32_t block_parity_first[MAX_INTERLEAVE]
     cdef uint32_t block_symbol_length[MAX_INTERLEAVE]
+    # staged data datagrams whose parity is added when the batch leaves, and their symbols' first bytes
+    cdef unsigned int pending_count
+    cdef unsigned int pending_slots[BATCH_DATAGRAMS]
+    cdef uint32_t pending_blocks[BATCH_DATAGRAMS]
+    cdef uint16_t pending_indexes[BATCH_DATAGRAMS]
+    cdef uint8_t symbol_heads[BATCH_DATAGRAMS][SYMBOL_HEAD_SIZE]
     cdef readonly uint64_t parity_sent
     cdef uint8_t control_parity[CONTROL_PARITY][CONTROL_SYMBOL_SIZE]
 
@@ -279,6 +289,7 @@ cdef class DatagramSender:
     cdef void flush(self) noexcept nogil:
         if self.slot == 0:
             return
+        self.absorb_pending()
         self.pace(self.batch_bytes)
         self.transmit(self.slot)
         self.slot = 0
@@ -286,10 +297,13 @@ cdef class DatagramSender:
         self.heartbeat_when_due()
 
     cdef void push(self, Header* header, const uint8_t* payload, size_t length) noexcept nogil:
-        """Stages one datagram into the batch, adds it to its FEC block's parity, sends the batch when full."""
+        """Stages one datagram into the batch (its parity is added at flush), sends the batch when full."""
         self.batch_bytes += self.stage(self.slot, header, payload, length)
         if header.fec_count and header.type == TYPE_DATA:
-            self.absorb(self.slot, header)
+            self.pending_slots[self.pending_count] = self.slot
+            self.pending_blocks[self.pending_count] = header.fec_block - self.group_base
+            self.pending_indexes[self.pending_count] = header.fec_index
+            self.pending_count += 1
         self.slot += 1
         if self.slot == BATCH_DATAGRAMS or (
                 self.burst_bytes > 0 and self.batch_bytes + self.datagram_size > self.burst_bytes):
@@ -314,19 +328,56 @@ cdef class DatagramSender:
         self.group_base = self.next_block
         self.next_block += blocks
 
-    cdef void absorb(self, unsigned int slot, const Header* header) noexcept nogil:
-        """Adds a staged data datagram to its block's parity."""
-        cdef uint32_t block = header.fec_block - self.group_base, row
-        cdef uint32_t rows = self.block_parity[block]
-        cdef size_t symbol_length
+    cdef void absorb_pending(self) noexcept nogil:
+        """Adds the staged data datagrams to their blocks' parity, all of a block's at once: each symbol is
+        [u16 length][header][payload], the first two parts copied together into symbol_heads."""
+        cdef uint32_t block, row, count, position, rows
+        cdef unsigned int slot
+        cdef size_t shortest, length
+        cdef const uint8_t* heads[BATCH_DATAGRAMS]
+        cdef const uint8_t* payloads[BATCH_DATAGRAMS]
+        cdef size_t lengths[BATCH_DATAGRAMS]
+        cdef uint16_t indexes[BATCH_DATAGRAMS]
         cdef uint8_t* targets[MAX_PARITY_SYMBOLS]
-        cdef uint8_t factors[MAX_PARITY_SYMBOLS]
-        for row in range(rows):
-            targets[row] = self.parity_buffers + (self.block_parity_first[block] + row) * self.symbol_capacity
-            factors[row] = coefficient(row, header.fec_index)
-        symbol_length = self.add_symbol(targets, factors, rows, slot)
-        if symbol_length > self.block_symbol_length[block]:
-            self.block_symbol_length[block] = symbol_length
+        cdef uint8_t factors[MAX_PARITY_SYMBOLS * BATCH_DATAGRAMS]
+        cdef uint8_t column[MAX_PARITY_SYMBOLS]
+        if self.pending_count == 0:
+            return
+        for block in range(self.group_blocks):
+            count = 0
+            shortest = MAX_DATAGRAM_SIZE
+            for position in range(self.pending_count):
+                if self.pending_blocks[position] != block:
+                    continue
+                slot = self.pending_slots[position]
+                length = self.iov[2 * slot + 1].iov_len
+                put16(self.symbol_heads[slot], <uint16_t>(HEADER_SIZE + length))
+                memcpy(&self.symbol_heads[slot][SYMBOL_PREFIX_SIZE], self.iov[2 * slot].iov_base, HEADER_SIZE)
+                heads[count] = self.symbol_heads[slot]
+                payloads[count] = <const uint8_t*>self.iov[2 * slot + 1].iov_base
+                lengths[count] = length
+                indexes[count] = self.pending_indexes[position]
+                shortest = min(shortest, length)
+                count += 1
+            if count == 0:
+                continue
+            rows = self.block_parity[block]
+            for row in range(rows):
+                targets[row] = self.parity_buffers + (self.block_parity_first[block] + row) * self.symbol_capacity
+                for position in range(count):
+                    factors[row * count + position] = coefficient(row, indexes[position])
+            multiply_add_sources(targets, 0, factors, rows, heads, count, SYMBOL_HEAD_SIZE)
+            multiply_add_sources(targets, SYMBOL_HEAD_SIZE, factors, rows, payloads, count, shortest)
+            for position in range(count):
+                if lengths[position] > shortest:
+                    for row in range(rows):
+                        column[row] = factors[row * count + position]
+                    payloads[position] += shortest
+                    multiply_add_sources(targets, SYMBOL_HEAD_SIZE + shortest, column, rows, &payloads[position], 1,
+                                         lengths[position] - shortest)
+                if SYMBOL_HEAD_SIZE + lengths[position] > self.block_symbol_length[block]:
+                    self.block_symbol_length[block] = <uint32_t>(SYMBOL_HEAD_SIZE + lengths[position])
+        self.pending_count = 0
 
     cdef size_t add_symbol(self, uint8_t** targets, const uint8_t* factors, uint32_t rows,
                            unsigned int slot) noexcept nogil:
@@ -347,6 +398,7 @@ cdef class DatagramSender:
         cdef Header header
         cdef uint32_t row = 0, block
         cdef bint more = True
+        self.absorb_pending()
         memset(&header, 0, sizeof(Header))
         header.type = TYPE_PARITY
         header.session_id = self.session_id
