@@ -70,48 +70,6 @@ static void ddc_gf_mul_add_gfni(uint8_t *dst, const uint8_t *src, size_t length,
     ddc_gf_mul_add_table(dst + i, src + i, length - i, c);
 }
 
-__attribute__((target("gfni,avx2")))
-static void ddc_gf_mul_add_rows_gfni(uint8_t **targets, size_t offset, const uint8_t *factors, unsigned int rows,
-                                     const uint8_t *src, size_t length) {
-    __m256i factor[4];
-    unsigned int r;
-    size_t i = 0;
-    for (r = 0; r < rows; r++) factor[r] = _mm256_set1_epi8((char)factors[r]);
-    for (; i + 32 <= length; i += 32) {
-        __m256i x = _mm256_loadu_si256((const __m256i *)(src + i));
-        for (r = 0; r < rows; r++) {
-            uint8_t *d = targets[r] + offset + i;
-            __m256i product = _mm256_gf2p8mul_epi8(x, factor[r]);
-            _mm256_storeu_si256((__m256i *)d, _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)d), product));
-        }
-    }
-    for (r = 0; r < rows; r++) ddc_gf_mul_add_table(targets[r] + offset + i, src + i, length - i, factors[r]);
-}
-
-/* The same for up to four targets at once: the source is loaded and split into nibbles once. */
-__attribute__((target("avx2")))
-static void ddc_gf_mul_add_rows_avx2(uint8_t **targets, size_t offset, const uint8_t *factors, unsigned int rows,
-                                     const uint8_t *src, size_t length) {
-    const __m256i mask = _mm256_set1_epi8(0x0f);
-    __m256i low[4], high[4];
-    unsigned int r;
-    size_t i = 0;
-    for (r = 0; r < rows; r++) {
-        low[r] = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)ddc_gf_low[factors[r]]));
-        high[r] = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)ddc_gf_high[factors[r]]));
-    }
-    for (; i + 32 <= length; i += 32) {
-        __m256i x = _mm256_loadu_si256((const __m256i *)(src + i));
-        __m256i x_low = _mm256_and_si256(x, mask), x_high = _mm256_and_si256(_mm256_srli_epi64(x, 4), mask);
-        for (r = 0; r < rows; r++) {
-            uint8_t *d = targets[r] + offset + i;
-            __m256i product = _mm256_xor_si256(_mm256_shuffle_epi8(low[r], x_low), _mm256_shuffle_epi8(high[r], x_high));
-            _mm256_storeu_si256((__m256i *)d, _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)d), product));
-        }
-    }
-    for (r = 0; r < rows; r++) ddc_gf_mul_add_table(targets[r] + offset + i, src + i, length - i, factors[r]);
-}
-
 __attribute__((target("ssse3")))
 static void ddc_gf_mul_add_ssse3(uint8_t *dst, const uint8_t *src, size_t length, uint8_t c) {
     const __m128i low = _mm_loadu_si128((const __m128i *)ddc_gf_low[c]);
@@ -187,26 +145,6 @@ static void ddc_gf_choose(int portable, int without_gfni) {
     ddc_gf_name = "neon";
 #endif
     (void)without_gfni;
-}
-
-/* targets[r][offset:] ^= factors[r] * src for every row r. */
-static void ddc_gf_mul_add_rows(uint8_t **targets, size_t offset, const uint8_t *factors, unsigned int rows,
-                                const uint8_t *src, size_t length) {
-    unsigned int r, group;
-#if defined(__x86_64__)
-    if (ddc_gf_mul_add_chosen == ddc_gf_mul_add_avx2 || ddc_gf_mul_add_chosen == ddc_gf_mul_add_gfni) {
-        for (r = 0; r < rows; r += group) {
-            group = rows - r < 4 ? rows - r : 4;
-            if (ddc_gf_mul_add_chosen == ddc_gf_mul_add_gfni)
-                ddc_gf_mul_add_rows_gfni(targets + r, offset, factors + r, group, src, length);
-            else
-                ddc_gf_mul_add_rows_avx2(targets + r, offset, factors + r, group, src, length);
-        }
-        return;
-    }
-#endif
-    for (r = 0; r < rows; r++) ddc_gf_mul_add_chosen(targets[r] + offset, src, length, factors[r]);
-    (void)group;
 }
 
 /* targets[r][offset + i] ^= sum over s of factors[r * count + s] * sources[s][i], for i < length.
@@ -325,6 +263,12 @@ static void ddc_gf_dot_rows(uint8_t **targets, size_t offset, const uint8_t *fac
     for (r = 0; r < rows; r++)
         for (s = 0; s < count; s++)
             ddc_gf_mul_add_chosen(targets[r] + offset, sources[s], length, factors[r * count + s]);
+}
+
+/* targets[r][offset:] ^= factors[r] * src for every row r. */
+static void ddc_gf_mul_add_rows(uint8_t **targets, size_t offset, const uint8_t *factors, unsigned int rows,
+                                const uint8_t *src, size_t length) {
+    ddc_gf_dot_rows(targets, offset, factors, rows, &src, 1, length);
 }
 
 /* dst ^= c * src, byte by byte; c = 0 adds nothing and c = 1 is a plain XOR. */
