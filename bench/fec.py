@@ -6,7 +6,9 @@
 2. Throughput: DDC sender to DDC receiver on loopback with `fec = "25%"`
    (64 + 16, interleave 4) against no FEC at the same pacing (90 % of the
    kernel baseline): gate goodput with FEC / without >= 0.75. With parity on
-   the wire at the paced rate, 0.80 is the ceiling.
+   the wire at the paced rate, 0.80 is the ceiling. The two runs alternate
+   five times (three with --quick) and the median of the five ratios counts:
+   on a shared machine one pair of runs can land anywhere from 0.5 to 1.
 3. Loss targets, through the seeded hostile-link relay (ddc/diode_sim.py):
    - 1 000 000 100-byte records with 5 % independent datagram loss and 25 %
      parity: gate zero records lost;
@@ -19,6 +21,7 @@ Prints a table, writes bench/results-fec.json, exits 1 if a gate fails.
 import argparse
 import os
 import socket
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -112,15 +115,19 @@ def main() -> int:
             record(f"ddc/zfec rebuild {symbol} B", speed["ddc_rebuild"] / speed["zfec_rebuild"],
                    "> 1 (else use zfec)", speed["ddc_rebuild"] > speed["zfec_rebuild"])
     binary = compile_baseline()
+    pairs = 3 if arguments.quick else 5
     for size in (1472, 8972):
         rate = 0.9 * baseline(binary, size, volume // size)["bytes_per_second"]
-        plain = ddc_transport(size, volume, rate)
-        protected = ddc_transport(size, volume, rate, fec=FEC_25)
-        ratio = protected["bytes_per_second"] / plain["bytes_per_second"]
-        record(f"ddc no FEC {size} B", plain["bytes_per_second"] / 1e6, "paced at 90% of baseline", True, "MB/s")
-        record(f"ddc FEC 25% {size} B", protected["bytes_per_second"] / 1e6, "64+16, interleave 4, same pacing",
+        plain, protected = [], []
+        for _ in range(pairs):
+            plain.append(ddc_transport(size, volume, rate)["bytes_per_second"])
+            protected.append(ddc_transport(size, volume, rate, fec=FEC_25)["bytes_per_second"])
+        ratio = statistics.median(with_fec / without for with_fec, without in zip(protected, plain))
+        record(f"ddc no FEC {size} B", statistics.median(plain) / 1e6,
+               f"paced at 90% of baseline, median of {pairs}", True, "MB/s")
+        record(f"ddc FEC 25% {size} B", statistics.median(protected) / 1e6, "64+16, interleave 4, same pacing",
                True, "MB/s")
-        record(f"FEC/no FEC {size} B", ratio, ">= 0.75 (ceiling 0.80)", ratio >= 0.75)
+        record(f"FEC/no FEC {size} B", ratio, f">= 0.75 (ceiling 0.80), median of {pairs} pairs", ratio >= 0.75)
     scenarios = {
         "5% random loss": Impairments(loss=0.05, seed=1),
         "bursts of 10, 1% lost": Impairments(burst_rate=0.001, burst_length=10, seed=2),

@@ -407,6 +407,7 @@ class IngressTransportConfig(Section):
     rate: Rate = "1Gbit/s"
     burst: Annotated[Size, Field(ge=0)] = "256KiB"
     send_buffer: Annotated[Size, Field(ge=4096)] = "8MiB"
+    segmentation_offload: bool = True
     heartbeat_interval: Annotated[Duration, Field(ge=0.01)] = "1s"
     batch_max_bytes: Annotated[Size, Field(ge=1024)] = "1MiB"
     linger: Annotated[Duration, Field(ge=0)] = "5ms"

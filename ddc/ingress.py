@@ -55,17 +55,23 @@ class IngressLink(Link):
         self._source_stopping = threading.Event()
         self._socket = None
         self.sender = None
+        self._segmenting = False
 
     def start(self) -> None:
         transport = self.config.transport
         self.source.open()
         self._socket, _, address = open_sending(transport.destination, send_buffer=transport.send_buffer)
         self.sender = DatagramSender(self._socket.fileno(), address, self.session_id, transport.datagram_size,
-                                     transport.rate, transport.burst, transport.heartbeat_interval)
+                                     transport.rate, transport.burst, transport.heartbeat_interval,
+                                     transport.segmentation_offload)
         for key_id, key in self.keys:
             self.sender.encrypt_with(key, key_id)
         if transport.fec is not None:
             self.sender.protect_with(transport.fec.data, transport.fec.parity, transport.fec.interleave)
+        self._segmenting = self.sender.segmentation_offload
+        if transport.segmentation_offload and not self._segmenting:
+            log.info(f"link {self.name}: this kernel has no UDP segmentation offload (Linux 4.18 or newer); "
+                     "sending a datagram per message", extra={"fields": {"link": self.name}})
         self.started = time.monotonic()
         log.info(f"link {self.name}: sending {self.config.source.type} records to {transport.destination} "
                  f"at {format_rate(transport.rate)}, session {self.session_id:016x}"
@@ -122,6 +128,13 @@ class IngressLink(Link):
                 frame = self.compressor.compress(frame)
             self.frame_bytes_compressed += len(frame)
             self.sender.send_frame(frame)
+            if self._segmenting and not self.sender.segmentation_offload:
+                self._segmenting = False
+                log.warning(f"link {self.name}: the kernel refused UDP segmentation offload to "
+                            f"{self.config.transport.destination} (datagram_size "
+                            f"{self.config.transport.datagram_size} above the path MTU, or a NIC without checksum "
+                            "offload); sending a datagram per message from now on",
+                            extra={"fields": {"link": self.name}})
         except (OSError, ValueError) as error:
             self.frames_failed += 1
             log.error(f"link {self.name}: a frame of {len(batch)} records could not be sent: {error}",

@@ -1,4 +1,5 @@
 import os
+import socket
 import struct
 import threading
 import time
@@ -11,6 +12,8 @@ from ddc._core import wire
 from ddc._core.receiver import LinkReceiver
 from ddc._core.sender import DatagramSender
 from protocol_reference import fragment
+
+SO_NO_CHECK = getattr(socket, "SO_NO_CHECK", 11)  # Linux's value; Python names it only on some builds
 
 
 def test_crc32c_matches_the_standard_check_value():
@@ -118,11 +121,13 @@ def test_peer_counters_round_trip_and_tolerate_extra_fields():
         wire.decode_peer_counters(b"\x00\x05" + bytes(8))
 
 
-@settings(max_examples=40, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.lists(st.binary(max_size=5000), min_size=1, max_size=6), st.integers(57, 1500))
-def test_c_sender_emits_exactly_the_reference_datagrams(datagram_path, frames, datagram_size):
+def send_and_expect(datagram_path, frames, datagram_size, segmentation_offload=True, configure=None):
+    """Sends frames through the C sender; returns it, the datagrams received and the reference datagrams."""
     receiver, sending, address = datagram_path()
-    sender = DatagramSender(sending.fileno(), address, 0x5E55, datagram_size)
+    if configure:
+        configure(sending)
+    sender = DatagramSender(sending.fileno(), address, 0x5E55, datagram_size,
+                            segmentation_offload=segmentation_offload)
     expected, sequence = [], 0
     for frame_id, frame in enumerate(frames):
         assert sender.send_frame(frame) == frame_id
@@ -131,9 +136,31 @@ def test_c_sender_emits_exactly_the_reference_datagrams(datagram_path, frames, d
         sequence += len(datagrams)
         expected += datagrams
     receiver.settimeout(2)
-    got = [receiver.recv(65535) for _ in expected]
+    return sender, [receiver.recv(65535) for _ in expected], expected
+
+
+@settings(max_examples=40, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.binary(max_size=5000), min_size=1, max_size=6), st.integers(57, 1500), st.booleans())
+def test_c_sender_emits_exactly_the_reference_datagrams(datagram_path, frames, datagram_size, segmentation):
+    """With segmentation offload the kernel cuts runs of equal datagrams apart: the wire must not change."""
+    sender, got, expected = send_and_expect(datagram_path, frames, datagram_size, segmentation)
     assert got == expected
     assert sender.counters()["datagrams_sent"] == len(expected)
+    runs = any(len(frame) > datagram_size - wire.HEADER_BYTES for frame in frames)  # two datagrams or more
+    assert (sender.counters()["segmented_sends"] > 0) == (segmentation and runs)
+
+
+def test_a_kernel_that_refuses_segmentation_gets_a_datagram_per_message(datagram_path):
+    """Linux refuses UDP segmentation offload on a socket without UDP checksums (SO_NO_CHECK), as it does
+    for a segment above the path MTU: the batch that met the refusal and every later one go unsegmented."""
+    frames = [os.urandom(30_000), os.urandom(20_000)]
+    sender, got, expected = send_and_expect(
+        datagram_path, frames, 1472, configure=lambda sock: sock.setsockopt(socket.SOL_SOCKET, SO_NO_CHECK, 1))
+    assert got == expected
+    counters = sender.counters()
+    assert not sender.segmentation_offload
+    assert counters["segmented_sends"] == 0 and counters["datagrams_failed"] == 0
+    assert counters["datagrams_sent"] == len(expected)
 
 
 def test_sender_paces_to_the_configured_rate(datagram_path):

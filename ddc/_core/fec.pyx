@@ -23,7 +23,10 @@ cdef extern from "gf256.h" nogil:
     uint8_t ddc_gf_mul(uint8_t a, uint8_t b)
     uint8_t ddc_gf_inverse(uint8_t a)
     void ddc_gf_mul_add(uint8_t* target, const uint8_t* source, size_t length, uint8_t factor)
-    void ddc_gf_choose(int portable, int without_gfni)
+    int ddc_gf_choose(const char* name)
+    int ddc_gf_runs(int kind)
+    int DDC_GF_KINDS
+    const char* ddc_gf_kind_names[]
     void ddc_gf_mul_add_rows(uint8_t** targets, size_t offset, const uint8_t* factors, unsigned int rows,
                              const uint8_t* source, size_t length)
     void ddc_gf_dot_rows(uint8_t** targets, size_t offset, const uint8_t* factors, unsigned int rows,
@@ -31,7 +34,7 @@ cdef extern from "gf256.h" nogil:
     const char* ddc_gf_name
 
 ddc_gf_init()
-ddc_gf_choose(0, 0)
+ddc_gf_choose(NULL)
 
 
 cdef uint8_t coefficient(uint32_t parity_row, uint32_t data_index) noexcept nogil:
@@ -144,14 +147,21 @@ PARITY_SYMBOLS_LIMIT = MAX_PARITY_SYMBOLS
 
 
 def implementation():
-    """Which multiply this CPU uses: "avx2", "ssse3", "neon" or "table"."""
+    """Which multiply is in use: one of available_multiplies()."""
     return ddc_gf_name.decode()
 
 
-def choose_multiply(bint portable=False, bint without_gfni=False):
-    """The vector multiply this CPU has, or with portable=True the plain table one, or with without_gfni=True
-    the best one without GFNI (to compare them)."""
-    ddc_gf_choose(portable, without_gfni)
+def available_multiplies():
+    """The multiplies this CPU runs, best first: "gfni-avx512", "gfni", "avx2", "ssse3", "neon", "table"."""
+    return [ddc_gf_kind_names[kind].decode() for kind in range(DDC_GF_KINDS) if ddc_gf_runs(kind)]
+
+
+def choose_multiply(name=None):
+    """Uses the multiply named, or with None the best this CPU runs (to compare them in tests)."""
+    if name is None:
+        ddc_gf_choose(NULL)
+    elif not ddc_gf_choose(name.encode()):
+        raise ValueError(f"multiply {name!r} is not one this CPU runs: {available_multiplies()}")
 
 
 def encode(data, int parity_count):

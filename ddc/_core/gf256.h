@@ -4,9 +4,9 @@
  * The one hot operation is dst ^= c * src over a whole datagram. Where GFNI is
  * missing it uses the split-nibble method: c * x = low[c][x & 15] ^ high[c][x >> 4],
  * where both 16-entry tables fit one vector register and a byte shuffle (PSHUFB on
- * x86, TBL on ARM64) looks up 16 or 32 bytes at once. GFNI, AVX2 and SSSE3 are
- * chosen at run time on x86_64; NEON is always present on aarch64; anything else
- * uses the plain 64 KiB multiplication table.
+ * x86, TBL on ARM64) looks up 16 or 32 bytes at once. GFNI (on 64 bytes with
+ * AVX-512, else 32), AVX2 and SSSE3 are chosen at run time on x86_64; NEON is always
+ * present on aarch64; anything else uses the plain 64 KiB multiplication table.
  */
 #ifndef DDC_GF256_H
 #define DDC_GF256_H
@@ -38,9 +38,6 @@ static void ddc_gf_mul_add_table(uint8_t *dst, const uint8_t *src, size_t length
 }
 
 #if defined(__x86_64__)
-#define DDC_GF_VECTOR_NAME_AVX2 "avx2"
-#define DDC_GF_VECTOR_NAME_SSSE3 "ssse3"
-
 __attribute__((target("avx2")))
 static void ddc_gf_mul_add_avx2(uint8_t *dst, const uint8_t *src, size_t length, uint8_t c) {
     const __m128i low16 = _mm_loadu_si128((const __m128i *)ddc_gf_low[c]);
@@ -101,6 +98,11 @@ static void ddc_gf_mul_add_neon(uint8_t *dst, const uint8_t *src, size_t length,
 
 typedef void (*ddc_gf_mul_add_function)(uint8_t *, const uint8_t *, size_t, uint8_t);
 static ddc_gf_mul_add_function ddc_gf_mul_add_chosen = ddc_gf_mul_add_table;
+
+/* The multiplies, best first. */
+enum ddc_gf_kind { DDC_GF_GFNI_AVX512, DDC_GF_GFNI, DDC_GF_AVX2, DDC_GF_SSSE3, DDC_GF_NEON, DDC_GF_TABLE, DDC_GF_KINDS };
+static const char *const ddc_gf_kind_names[DDC_GF_KINDS] = {"gfni-avx512", "gfni", "avx2", "ssse3", "neon", "table"};
+static enum ddc_gf_kind ddc_gf_kind = DDC_GF_TABLE;
 static const char *ddc_gf_name = "table";
 
 static void ddc_gf_init(void) {
@@ -122,29 +124,47 @@ static void ddc_gf_init(void) {
         }
 }
 
-/* The vector multiply this CPU has, or with portable set the table one, or with without_gfni set the best
- * one without GFNI (to test one against the other). */
-static void ddc_gf_choose(int portable, int without_gfni) {
-    ddc_gf_mul_add_chosen = ddc_gf_mul_add_table;
-    ddc_gf_name = "table";
-    if (portable) return;
+static int ddc_gf_runs(enum ddc_gf_kind kind) {
 #if defined(__x86_64__)
     __builtin_cpu_init();
-    if (!without_gfni && __builtin_cpu_supports("gfni") && __builtin_cpu_supports("avx2")) {
-        ddc_gf_mul_add_chosen = ddc_gf_mul_add_gfni;
-        ddc_gf_name = "gfni";
-    } else if (__builtin_cpu_supports("avx2")) {
-        ddc_gf_mul_add_chosen = ddc_gf_mul_add_avx2;
-        ddc_gf_name = DDC_GF_VECTOR_NAME_AVX2;
-    } else if (__builtin_cpu_supports("ssse3")) {
-        ddc_gf_mul_add_chosen = ddc_gf_mul_add_ssse3;
-        ddc_gf_name = DDC_GF_VECTOR_NAME_SSSE3;
+    switch (kind) {
+    case DDC_GF_GFNI_AVX512:
+        return __builtin_cpu_supports("gfni") && __builtin_cpu_supports("avx512f") &&
+               __builtin_cpu_supports("avx512bw");
+    case DDC_GF_GFNI: return __builtin_cpu_supports("gfni") && __builtin_cpu_supports("avx2");
+    case DDC_GF_AVX2: return __builtin_cpu_supports("avx2");
+    case DDC_GF_SSSE3: return __builtin_cpu_supports("ssse3");
+    default: return kind == DDC_GF_TABLE;
     }
 #elif defined(__aarch64__)
-    ddc_gf_mul_add_chosen = ddc_gf_mul_add_neon;
-    ddc_gf_name = "neon";
+    return kind == DDC_GF_NEON || kind == DDC_GF_TABLE;
+#else
+    return kind == DDC_GF_TABLE;
 #endif
-    (void)without_gfni;
+}
+
+/* Uses the multiply named (one of ddc_gf_kind_names), or with NULL the best this CPU runs; 0 if it
+ * cannot run the one named. Naming one lets the tests compare them all on one machine. */
+static int ddc_gf_choose(const char *name) {
+    int kind;
+    for (kind = 0; kind < DDC_GF_KINDS; kind++) {
+        if (!ddc_gf_runs((enum ddc_gf_kind)kind) || (name && strcmp(name, ddc_gf_kind_names[kind]) != 0)) continue;
+        ddc_gf_kind = (enum ddc_gf_kind)kind;
+        ddc_gf_name = ddc_gf_kind_names[kind];
+        switch (ddc_gf_kind) {
+#if defined(__x86_64__)
+        case DDC_GF_GFNI_AVX512:
+        case DDC_GF_GFNI: ddc_gf_mul_add_chosen = ddc_gf_mul_add_gfni; break;
+        case DDC_GF_AVX2: ddc_gf_mul_add_chosen = ddc_gf_mul_add_avx2; break;
+        case DDC_GF_SSSE3: ddc_gf_mul_add_chosen = ddc_gf_mul_add_ssse3; break;
+#elif defined(__aarch64__)
+        case DDC_GF_NEON: ddc_gf_mul_add_chosen = ddc_gf_mul_add_neon; break;
+#endif
+        default: ddc_gf_mul_add_chosen = ddc_gf_mul_add_table; break;
+        }
+        return 1;
+    }
+    return 0;
 }
 
 /* targets[r][offset + i] ^= sum over s of factors[r * count + s] * sources[s][i], for i < length.
@@ -193,6 +213,50 @@ static inline void ddc_gf_dot_tile_gfni(uint8_t **targets, size_t offset, const 
             _mm256_storeu_si256((__m256i *)padded[r], acc[r]);
             memcpy(targets[r] + offset + i, padded[r], tail);
         }
+    }
+}
+
+/* The same on 64 bytes at a time, and the tail under a byte mask instead of a padded copy. */
+__attribute__((target("gfni,avx512f,avx512bw"), always_inline))
+static inline void ddc_gf_dot_tile_gfni_avx512(uint8_t **targets, size_t offset, const __m512i *factor,
+                                               const unsigned int ROWS, const uint8_t *const *sources,
+                                               unsigned int count, size_t length) {
+    unsigned int r, s;
+    size_t i;
+    __mmask64 mask = ~(__mmask64)0;
+    for (i = 0; i < length; i += 64) {
+        __m512i acc[DDC_GF_TILE_ROWS];
+        if (length - i < 64) mask = ~(__mmask64)0 >> (64 - (length - i));
+#pragma GCC unroll 8
+        for (r = 0; r < ROWS; r++) acc[r] = _mm512_maskz_loadu_epi8(mask, targets[r] + offset + i);
+        for (s = 0; s < count; s++) {
+            __m512i x = _mm512_maskz_loadu_epi8(mask, sources[s] + i);
+#pragma GCC unroll 8
+            for (r = 0; r < ROWS; r++)
+                acc[r] = _mm512_xor_si512(acc[r], _mm512_gf2p8mul_epi8(x, factor[r * count + s]));
+        }
+#pragma GCC unroll 8
+        for (r = 0; r < ROWS; r++) _mm512_mask_storeu_epi8(targets[r] + offset + i, mask, acc[r]);
+    }
+}
+
+__attribute__((target("gfni,avx512f,avx512bw")))
+static void ddc_gf_dot_rows_gfni_avx512(uint8_t **targets, size_t offset, const uint8_t *factors,
+                                        unsigned int rows, const uint8_t *const *sources, unsigned int count,
+                                        size_t length) {
+    __m512i factor[DDC_GF_TILE_ROWS * 64];
+    unsigned int r, s;
+    for (r = 0; r < rows; r++)
+        for (s = 0; s < count; s++) factor[r * count + s] = _mm512_set1_epi8((char)factors[r * count + s]);
+    switch (rows) {
+    case 8: ddc_gf_dot_tile_gfni_avx512(targets, offset, factor, 8, sources, count, length); break;
+    case 7: ddc_gf_dot_tile_gfni_avx512(targets, offset, factor, 7, sources, count, length); break;
+    case 6: ddc_gf_dot_tile_gfni_avx512(targets, offset, factor, 6, sources, count, length); break;
+    case 5: ddc_gf_dot_tile_gfni_avx512(targets, offset, factor, 5, sources, count, length); break;
+    case 4: ddc_gf_dot_tile_gfni_avx512(targets, offset, factor, 4, sources, count, length); break;
+    case 3: ddc_gf_dot_tile_gfni_avx512(targets, offset, factor, 3, sources, count, length); break;
+    case 2: ddc_gf_dot_tile_gfni_avx512(targets, offset, factor, 2, sources, count, length); break;
+    default: ddc_gf_dot_tile_gfni_avx512(targets, offset, factor, 1, sources, count, length); break;
     }
 }
 
@@ -249,10 +313,12 @@ static void ddc_gf_dot_rows(uint8_t **targets, size_t offset, const uint8_t *fac
     unsigned int r, s;
 #if defined(__x86_64__)
     unsigned int group;
-    if (ddc_gf_mul_add_chosen == ddc_gf_mul_add_avx2 || ddc_gf_mul_add_chosen == ddc_gf_mul_add_gfni) {
+    if (ddc_gf_kind == DDC_GF_GFNI_AVX512 || ddc_gf_kind == DDC_GF_GFNI || ddc_gf_kind == DDC_GF_AVX2) {
         for (r = 0; r < rows; r += group) {
             group = rows - r < DDC_GF_TILE_ROWS ? rows - r : DDC_GF_TILE_ROWS;
-            if (ddc_gf_mul_add_chosen == ddc_gf_mul_add_gfni)
+            if (ddc_gf_kind == DDC_GF_GFNI_AVX512)
+                ddc_gf_dot_rows_gfni_avx512(targets + r, offset, factors + r * count, group, sources, count, length);
+            else if (ddc_gf_kind == DDC_GF_GFNI)
                 ddc_gf_dot_rows_gfni(targets + r, offset, factors + r * count, group, sources, count, length);
             else
                 ddc_gf_dot_rows_avx2(targets + r, offset, factors + r * count, group, sources, count, length);

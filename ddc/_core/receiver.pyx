@@ -49,6 +49,8 @@ cdef enum:
     SWEEP_INTERVAL_NS = 10000000
     FEC_BLOCKS = 256
     FEC_SYMBOLS = MAX_DATA_SYMBOLS + MAX_PARITY_SYMBOLS
+    SPARE_SYMBOL_HEAD = 16
+    MAX_SPARE_SYMBOL_BYTES = 8 * 1024 * 1024
 
 cdef enum BlockState:
     BLOCK_EMPTY = 0
@@ -137,6 +139,10 @@ cdef struct FecBlock:
     uint8_t* symbols[FEC_SYMBOLS]
     size_t lengths[FEC_SYMBOLS]
 
+cdef struct SpareSymbol:
+    SpareSymbol* next
+    size_t capacity
+
 cdef struct Event:
     int kind
     uint64_t session_id
@@ -223,6 +229,8 @@ cdef class LinkReceiver:
     cdef FecBlock* fec_blocks
     cdef readonly uint64_t max_fec_bytes
     cdef readonly uint64_t fec_bytes_in_flight
+    cdef SpareSymbol* spare_symbols
+    cdef size_t spare_symbol_bytes
     # receive buffers
     cdef uint8_t* buffers
     cdef iovec iov[BATCH_DATAGRAMS]
@@ -256,6 +264,7 @@ cdef class LinkReceiver:
 
     def __dealloc__(self):
         cdef uint32_t i
+        cdef SpareSymbol* spare
         if self.slots != NULL:
             for i in range(self.max_frames_in_flight):
                 free(self.slots[i].data)
@@ -269,6 +278,10 @@ cdef class LinkReceiver:
             for i in range(FEC_BLOCKS):
                 self.free_symbols(&self.fec_blocks[i])
             free(self.fec_blocks)
+        while self.spare_symbols != NULL:
+            spare = self.spare_symbols
+            self.spare_symbols = spare.next
+            free(spare)
         free(self.buffers)
         free(self.plain)
         memset(self.master_keys, 0, sizeof(self.master_keys))
@@ -489,11 +502,38 @@ cdef class LinkReceiver:
 
     # ---- forward error correction (nogil) ----
 
+    cdef uint8_t* take_symbol_buffer(self, size_t size) noexcept nogil:
+        """A buffer for a kept symbol: a spare one when it is large enough, else a new one. A block's symbols
+        are mostly one size and are all given back when it closes, so in a steady stream every buffer is
+        reused, instead of a malloc, a free and fresh pages for each datagram."""
+        cdef SpareSymbol* spare = self.spare_symbols
+        if spare != NULL:
+            self.spare_symbols = spare.next
+            self.spare_symbol_bytes -= spare.capacity
+            if spare.capacity >= size:
+                return <uint8_t*>spare + SPARE_SYMBOL_HEAD
+            free(spare)
+        spare = <SpareSymbol*>malloc(SPARE_SYMBOL_HEAD + size)
+        if spare == NULL:
+            return NULL
+        spare.capacity = size
+        return <uint8_t*>spare + SPARE_SYMBOL_HEAD
+
+    cdef void give_symbol_buffer(self, uint8_t* symbol) noexcept nogil:
+        """Keeps a symbol's buffer for reuse, up to MAX_SPARE_SYMBOL_BYTES of them."""
+        cdef SpareSymbol* spare = <SpareSymbol*>(symbol - SPARE_SYMBOL_HEAD)
+        if self.spare_symbol_bytes + spare.capacity > MAX_SPARE_SYMBOL_BYTES:
+            free(spare)
+            return
+        spare.next = self.spare_symbols
+        self.spare_symbols = spare
+        self.spare_symbol_bytes += spare.capacity
+
     cdef void free_symbols(self, FecBlock* block) noexcept nogil:
         cdef uint32_t i
         for i in range(FEC_SYMBOLS):
             if block.symbols[i] != NULL:
-                free(block.symbols[i])
+                self.give_symbol_buffer(block.symbols[i])
                 block.symbols[i] = NULL
                 self.fec_bytes_in_flight -= block.lengths[i]
 
@@ -541,7 +581,7 @@ cdef class LinkReceiver:
             if oldest == NULL:
                 return False
             self.close_block(oldest)
-        copy = <uint8_t*>malloc(size)
+        copy = self.take_symbol_buffer(size)
         if copy == NULL:
             return False
         if prefixed:

@@ -2,8 +2,10 @@
 
 A frame is split into fragments that point into the caller's buffer (two iovecs
 per datagram: header and payload slice), so payload bytes are never copied before
-the kernel. Datagrams leave through sendmmsg in batches, paced by a token bucket
-with nanosecond clock reads, all with the GIL released.
+the kernel. Datagrams leave through sendmmsg in batches, paced on a virtual
+schedule with nanosecond clock reads, all with the GIL released. Where the kernel
+can segment UDP (udp_segmentation.h), each run of equal-size datagrams in a batch
+is one message, cut apart by the kernel: the datagrams on the wire are the same.
 
 With forward error correction on, a frame's datagrams go in groups of up to
 `interleave` x `data` datagrams, each group dealt round-robin into as few
@@ -22,12 +24,12 @@ frame at a low rate can take seconds to send, and heartbeats that waited for it
 would make the egress report a busy link as interrupted.
 """
 
-from libc.errno cimport EAGAIN, EINTR, ENOBUFS, errno
+from libc.errno cimport EAGAIN, EINTR, EINVAL, EIO, ENOBUFS, EOPNOTSUPP, errno
 from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy, memset
 
-from ddc._core.posix cimport (CLOCK_MONOTONIC, POLLOUT, clock_nanosleep, iovec, mmsghdr, monotonic_ns,
+from ddc._core.posix cimport (CLOCK_MONOTONIC, POLLOUT, clock_nanosleep, iovec, mmsghdr, monotonic_ns, msghdr,
                               poll, pollfd, sendmmsg, sockaddr_storage, socklen_t, timespec)
 from ddc._core.aead cimport TAG_BYTES, SessionCipher
 from ddc._core.byteorder cimport put16, put64
@@ -37,6 +39,11 @@ from ddc._core.wire cimport (FLAG_AUTH_TAG, HEADER_SIZE, MAX_CONTROL_PAYLOAD, MA
                              PARITY_SEQUENCE_BIT, PEER_OFFSET_DATAGRAMS_SENT, PEER_OFFSET_FRAMES_SENT, SYMBOL_PREFIX_SIZE,
                              TYPE_DATA, TYPE_HEARTBEAT, TYPE_PARITY, TYPE_SHUTDOWN, Header, fragment_chunk, fragment_count_for, seal, write_header)
 
+cdef extern from "udp_segmentation.h" nogil:
+    enum: DDC_SEGMENT_CONTROL_WORDS
+    int ddc_segmentation_supported(int fd)
+    void ddc_segmentation_control(msghdr* message, uint64_t* control, uint16_t segment_size)
+
 
 cdef enum:
     BATCH_DATAGRAMS = 64
@@ -45,6 +52,8 @@ cdef enum:
     CONTROL_PARITY = 3
     CONTROL_SYMBOL_SIZE = SYMBOL_PREFIX_SIZE + HEADER_SIZE + MAX_CONTROL_PAYLOAD + TAG_BYTES
     SYMBOL_HEAD_SIZE = SYMBOL_PREFIX_SIZE + HEADER_SIZE
+    SEGMENTS_PER_SEND = 64
+    SEGMENTED_SEND_BYTES = 65507
 
 
 cdef inline void sleep_ns(int64_t duration) noexcept nogil:
@@ -81,6 +90,13 @@ cdef class DatagramSender:
     cdef readonly uint64_t datagrams_unsealed
     cdef iovec iov[BATCH_DATAGRAMS * 2]
     cdef mmsghdr messages[BATCH_DATAGRAMS]
+    # the same batch as runs of equal-size datagrams, one send each (UDP segmentation offload)
+    cdef readonly bint segmentation_offload
+    cdef readonly uint64_t segmented_sends
+    cdef mmsghdr runs[BATCH_DATAGRAMS]
+    cdef unsigned int run_first[BATCH_DATAGRAMS]
+    cdef unsigned int run_length[BATCH_DATAGRAMS]
+    cdef uint64_t run_control[BATCH_DATAGRAMS][DDC_SEGMENT_CONTROL_WORDS]
     cdef readonly uint64_t datagrams_sent
     cdef readonly uint64_t frames_sent
     cdef readonly uint64_t bytes_sent
@@ -130,7 +146,8 @@ cdef class DatagramSender:
         free(self.parity_buffers)
 
     def __init__(self, int fd, bytes socket_address, uint64_t session_id, uint32_t datagram_size,
-                 double rate_bytes_per_second=0.0, double burst_bytes=0.0, double heartbeat_interval=0.0):
+                 double rate_bytes_per_second=0.0, double burst_bytes=0.0, double heartbeat_interval=0.0,
+                 bint segmentation_offload=True):
         if datagram_size <= HEADER_SIZE or datagram_size > MAX_DATAGRAM_SIZE:
             raise ValueError(
                 f"datagram size {datagram_size} must be between {HEADER_SIZE + 1} and {MAX_DATAGRAM_SIZE} bytes")
@@ -152,6 +169,7 @@ cdef class DatagramSender:
         self.send_at_ns = monotonic_ns()
         self.heartbeat_interval_ns = <int64_t>(heartbeat_interval * 1e9)
         self.next_heartbeat_ns = <int64_t>self.send_at_ns
+        self.segmentation_offload = segmentation_offload and ddc_segmentation_supported(fd)
 
     cdef void pace(self, size_t batch_bytes) noexcept nogil:
         """Waits until batch_bytes may leave: a virtual schedule (GCRA) rather than a token count.
@@ -173,28 +191,89 @@ cdef class DatagramSender:
             sleep_ns(<int64_t>wait)
 
     cdef void transmit(self, unsigned int count) noexcept nogil:
-        """Sends messages[0:count]; a datagram the kernel refuses is counted, not retried forever."""
-        cdef unsigned int done = 0
+        if self.segmentation_offload and count > 1:
+            self.transmit_segmented(count)
+        else:
+            self.transmit_each(0, count)
+        self.datagrams_sent += count
+
+    cdef void transmit_each(self, unsigned int first, unsigned int count) noexcept nogil:
+        """Sends messages[first:count], a datagram each; one the kernel refuses is counted, not retried forever."""
+        cdef unsigned int done = first
         cdef int sent, retries = 0
-        cdef pollfd waiter
         while done < count:
             sent = sendmmsg(self.fd, &self.messages[done], count - done, 0)
             if sent > 0:
                 done += sent
                 retries = 0
-                continue
-            if errno == EINTR:
-                continue
-            if (errno == EAGAIN or errno == ENOBUFS) and retries < MAX_SEND_RETRIES:
-                retries += 1
-                waiter.fd = self.fd
-                waiter.events = POLLOUT
-                poll(&waiter, 1, 1)
-                continue
-            self.datagrams_failed += 1
-            done += 1
-            retries = 0
-        self.datagrams_sent += count
+            elif not self.may_retry(&retries):
+                self.datagrams_failed += 1
+                done += 1
+                retries = 0
+
+    cdef bint may_retry(self, int* retries) noexcept nogil:
+        """After a failed send: whether to try again (interrupted, or the send buffer full for a moment)."""
+        cdef pollfd waiter
+        if errno == EINTR:
+            return True
+        if (errno == EAGAIN or errno == ENOBUFS) and retries[0] < MAX_SEND_RETRIES:
+            retries[0] += 1
+            waiter.fd = self.fd
+            waiter.events = POLLOUT
+            poll(&waiter, 1, 1)
+            return True
+        return False
+
+    cdef void transmit_segmented(self, unsigned int count) noexcept nogil:
+        """Sends messages[0:count] as runs of equal-size datagrams, one message per run. If the kernel
+        cannot segment for this route, the rest goes a datagram per message, and so does every later batch."""
+        cdef unsigned int runs = self.gather_runs(count), done = 0, run
+        cdef int sent, retries = 0
+        while done < runs:
+            sent = sendmmsg(self.fd, &self.runs[done], runs - done, 0)
+            if sent > 0:
+                for run in range(done, done + sent):
+                    self.segmented_sends += self.run_length[run] > 1
+                done += sent
+                retries = 0
+            elif self.may_retry(&retries):
+                pass
+            elif self.run_length[done] > 1 and (errno == EINVAL or errno == EIO or errno == EOPNOTSUPP):
+                self.segmentation_offload = False
+                self.transmit_each(self.run_first[done], count)
+                return
+            else:
+                self.datagrams_failed += self.run_length[done]
+                done += 1
+                retries = 0
+
+    cdef unsigned int gather_runs(self, unsigned int count) noexcept nogil:
+        """Splits messages[0:count] into runs the kernel cuts back into the very same datagrams: every
+        datagram of a run as long as the first but the last, which may be shorter, at most 64 datagrams and
+        65 507 bytes (the largest UDP payload) in all. Returns the number of runs."""
+        cdef unsigned int runs = 0, first = 0, slot
+        cdef size_t segment, length, total
+        while first < count:
+            segment = self.iov[2 * first].iov_len + self.iov[2 * first + 1].iov_len
+            total = segment
+            slot = first + 1
+            while slot < count and slot - first < SEGMENTS_PER_SEND:
+                length = self.iov[2 * slot].iov_len + self.iov[2 * slot + 1].iov_len
+                if length > segment or total + length > SEGMENTED_SEND_BYTES:
+                    break
+                total += length
+                slot += 1
+                if length < segment:
+                    break
+            self.runs[runs] = self.messages[first]
+            if slot - first > 1:
+                self.runs[runs].msg_hdr.msg_iovlen = 2 * (slot - first)
+                ddc_segmentation_control(&self.runs[runs].msg_hdr, self.run_control[runs], <uint16_t>segment)
+            self.run_first[runs] = first
+            self.run_length[runs] = slot - first
+            runs += 1
+            first = slot
+        return runs
 
     cdef unsigned int stage(self, unsigned int slot, Header* header,
                             const uint8_t* payload, size_t payload_length) noexcept nogil:
@@ -557,4 +636,5 @@ cdef class DatagramSender:
             "heartbeats_sent": self.heartbeats_sent,
             "datagrams_unsealed": self.datagrams_unsealed,
             "parity_sent": self.parity_sent,
+            "segmented_sends": self.segmented_sends,
         }

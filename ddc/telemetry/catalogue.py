@@ -88,6 +88,8 @@ CATALOGUE: tuple[Metric, ...] = (
     Metric("heartbeats_sent", COUNTER, "Heartbeats sent, idle or between the batches of a frame",
            "heartbeats_sent", INGRESS),
     Metric("pacing_sleeps", COUNTER, "Times the sender waited for the pacing rate", "pacing_sleeps", INGRESS),
+    Metric("segmented_sends", COUNTER, "Sends that handed the kernel several datagrams at once (UDP segmentation "
+           "offload)", "segmented_sends", INGRESS),
     Metric("fec_parity_sent", COUNTER, "Parity datagrams sent (forward error correction)", "parity_sent", INGRESS),
     # the receiving side of the link
     Metric("datagrams_received", COUNTER, "Link datagrams received", "datagrams_received", EGRESS),
