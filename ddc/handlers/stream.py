@@ -42,18 +42,20 @@ class FileSource(Source):
     def run(self, output, stopping) -> None:
         read = self.stream.read1 if hasattr(self.stream, "read1") else self.stream.read
         chunk_size = self.config.chunk_size
-        pending = bytearray()
+        pieces, pending = [], 0
         while not stopping.is_set():
-            data = read(chunk_size - len(pending))
+            data = read(chunk_size - pending)
             if not data:
                 break
-            pending += data
-            if len(pending) < chunk_size:
+            pieces.append(data)
+            pending += len(data)
+            if pending < chunk_size:
                 continue
-            self._emit(output, bytes(pending))
-            pending.clear()
-        if pending:
-            self._emit(output, bytes(pending))
+            # A file yields whole chunks, which go on uncopied; a pipe yields pieces, joined with one copy.
+            self._emit(output, data if len(pieces) == 1 else b"".join(pieces))
+            pieces, pending = [], 0
+        if pieces:
+            self._emit(output, b"".join(pieces))
         self.finished = not stopping.is_set()
         if self.finished:
             log.info(f"link {self.link_name}: read {self.offset} bytes from {self.config.path!r} to its end",
