@@ -112,6 +112,11 @@ def test_each_kind_of_bad_datagram_is_refused_under_its_own_reason():
         data[8:12] = crc.to_bytes(4, "big")
         return bytes(data)
 
+    def damaged(original: bytes, offset: int, value: int) -> bytes:
+        data = bytearray(original)
+        data[offset] = value
+        return bytes(data)
+
     tampered_payload = bytearray(good[0])
     tampered_payload[-20] ^= 0x40
     tampered_header = bytearray(good[0])
@@ -123,7 +128,10 @@ def test_each_kind_of_bad_datagram_is_refused_under_its_own_reason():
         "dropped_unknown_key": [sealed(plain, KEY, 2)],
         "dropped_forged": [sealed(plain, OTHER_KEY, 1), with_crc(tampered_payload), with_crc(tampered_header)],
         "dropped_malformed": [with_crc(tag_cut)],
-        "dropped_bad_checksum": [bytes(tampered_payload)],
+        # A keyed receiver skips the checksum of sealed datagrams (the tag covers every byte) and checks it
+        # only to name a failure: link damage is counted as damage wherever it makes the datagram fail.
+        "dropped_bad_checksum": [bytes(tampered_payload), bytes(tampered_header), damaged(good[0], 5, 2),
+                                 damaged(good[0], 3, 9)],
     }
     for datagrams in bad.values():
         feed(receiver, datagrams)

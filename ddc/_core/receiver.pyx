@@ -35,7 +35,7 @@ from ddc._core.wire cimport (FLAG_AUTH_TAG, HEADER_SIZE, MAX_DATAGRAM_SIZE, PARS
                              PARSE_OK, PARSE_TRUNCATED, PARSE_UNKNOWN_TYPE, PARSE_UNKNOWN_VERSION,
                              SYMBOL_PREFIX_SIZE, TYPE_DATA, TYPE_HEARTBEAT, TYPE_PARITY, TYPE_SHUTDOWN, Header,
                              ParseResult,
-                             fragment_chunk, parse_header)
+                             checksum_matches, fragment_chunk, parse_header)
 
 
 cdef enum:
@@ -697,6 +697,12 @@ cdef class LinkReceiver:
             return False
         return True
 
+    cdef bint unchecked_and_corrupt(self, const uint8_t* data, size_t length) noexcept nogil:
+        """Whether a datagram whose checksum parse_header skipped (sealed, on a keyed receiver, with a
+        consistent length) fails it: damage on the link, to be counted as such rather than as forged."""
+        return (self.authenticated and length >= HEADER_SIZE and data[4] & FLAG_AUTH_TAG
+                and get16(data + 6) + HEADER_SIZE == length and not checksum_matches(data, length))
+
     cdef void accept(self, const uint8_t* data, size_t length, int64_t now, bint recovered) noexcept nogil:
         cdef Header h
         cdef ParseResult result
@@ -706,7 +712,10 @@ cdef class LinkReceiver:
         else:
             self.counters_[DATAGRAMS_RECEIVED] += 1
             self.counters_[BYTES_RECEIVED] += length
-        result = parse_header(data, length, &h)
+        # With keys, a sealed datagram's tag covers every byte: its checksum is checked only to name a failure.
+        result = parse_header(data, length, &h, self.authenticated)
+        if result != PARSE_OK and result > PARSE_BAD_CHECKSUM and self.unchecked_and_corrupt(data, length):
+            result = PARSE_BAD_CHECKSUM
         if result != PARSE_OK:
             if result == PARSE_TRUNCATED:
                 self.counters_[DROPPED_TRUNCATED] += 1
@@ -723,10 +732,12 @@ cdef class LinkReceiver:
             return
         if h.flags & FLAG_AUTH_TAG:
             if not self.authenticated or not self.key_known[h.key_id]:
-                self.counters_[DROPPED_UNKNOWN_KEY] += 1
+                self.counters_[DROPPED_BAD_CHECKSUM if self.unchecked_and_corrupt(data, length)
+                               else DROPPED_UNKNOWN_KEY] += 1
                 return
             if not self.unseal(&h, data):
-                self.counters_[DROPPED_FORGED] += 1
+                self.counters_[DROPPED_BAD_CHECKSUM if self.unchecked_and_corrupt(data, length)
+                               else DROPPED_FORGED] += 1
                 return
             payload = self.plain
         elif self.authenticated:

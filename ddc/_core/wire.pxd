@@ -56,6 +56,8 @@ cdef enum ParseResult:
 
 cdef void write_header(uint8_t* out, const Header* header) noexcept nogil
 cdef void seal(uint8_t* datagram_header, const uint8_t* payload, size_t payload_length) noexcept nogil
-cdef ParseResult parse_header(const uint8_t* data, size_t length, Header* header) noexcept nogil
+cdef ParseResult parse_header(const uint8_t* data, size_t length, Header* header,
+                              bint sealed_unchecked=*) noexcept nogil
+cdef bint checksum_matches(const uint8_t* data, size_t length) noexcept nogil
 cdef uint32_t fragment_chunk(uint32_t frame_length, uint32_t fragment_count) noexcept nogil
 cdef uint32_t fragment_count_for(uint32_t frame_length, uint32_t payload_capacity) noexcept nogil
