@@ -146,6 +146,29 @@ def test_each_kind_of_bad_datagram_is_refused_under_its_own_reason():
     assert accounted(counters)
 
 
+def test_forgeries_decrypted_into_a_frame_never_reach_what_is_delivered():
+    """The egress decrypts a fragment straight into its frame when the frame is started and that place is
+    empty. A forgery aimed at such a place leaves bytes there that the authentic fragment must overwrite, and
+    one aimed at a filled place must not touch it."""
+    frame = os.urandom(2000)
+    good = sealed_stream([frame])
+    assert len(good) >= 4
+
+    def forged(datagram: bytes) -> bytes:
+        data = bytearray(datagram)
+        data[wire.HEADER_BYTES + 3] ^= 0xFF  # the ciphertext, so the tag fails
+        data[8:12] = bytes(4)
+        data[8:12] = wire.checksum(bytes(data)).to_bytes(4, "big")
+        return bytes(data)
+
+    receiver = keyed_receiver((1, KEY))
+    assert feed(receiver, [good[0], forged(good[1]), forged(good[0]), forged(good[2]), good[2]]) == {}
+    assert feed(receiver, [good[1]] + good[3:]) == {0: frame}
+    counters = receiver.counters()
+    assert counters["dropped_forged"] == 3 and counters["frames_completed"] == 1
+    assert accounted(counters)
+
+
 def test_an_egress_without_keys_refuses_sealed_datagrams():
     receiver = LinkReceiver()
     assert feed(receiver, sealed_stream([b"x" * 100])) == {}
