@@ -175,6 +175,19 @@ static int ddc_gf_choose(const char *name) {
 #if defined(__x86_64__)
 #define DDC_GF_TILE_ROWS 8
 
+/* Calls tile with the row count as a literal, so that the tile's loops over rows unroll. */
+#define DDC_GF_WITH_CONSTANT_ROWS(tile, rows, targets, offset, factor, sources, count, length) \
+    switch (rows) { \
+    case 8: tile(targets, offset, factor, 8, sources, count, length); break; \
+    case 7: tile(targets, offset, factor, 7, sources, count, length); break; \
+    case 6: tile(targets, offset, factor, 6, sources, count, length); break; \
+    case 5: tile(targets, offset, factor, 5, sources, count, length); break; \
+    case 4: tile(targets, offset, factor, 4, sources, count, length); break; \
+    case 3: tile(targets, offset, factor, 3, sources, count, length); break; \
+    case 2: tile(targets, offset, factor, 2, sources, count, length); break; \
+    default: tile(targets, offset, factor, 1, sources, count, length); break; \
+    }
+
 /* ROWS is a constant at each call, so the accumulators stay in registers. The last partial 32 bytes go
  * through a zero-padded copy rather than byte by byte. */
 __attribute__((target("gfni,avx2"), always_inline))
@@ -248,16 +261,7 @@ static void ddc_gf_dot_rows_gfni_avx512(uint8_t **targets, size_t offset, const 
     unsigned int r, s;
     for (r = 0; r < rows; r++)
         for (s = 0; s < count; s++) factor[r * count + s] = _mm512_set1_epi8((char)factors[r * count + s]);
-    switch (rows) {
-    case 8: ddc_gf_dot_tile_gfni_avx512(targets, offset, factor, 8, sources, count, length); break;
-    case 7: ddc_gf_dot_tile_gfni_avx512(targets, offset, factor, 7, sources, count, length); break;
-    case 6: ddc_gf_dot_tile_gfni_avx512(targets, offset, factor, 6, sources, count, length); break;
-    case 5: ddc_gf_dot_tile_gfni_avx512(targets, offset, factor, 5, sources, count, length); break;
-    case 4: ddc_gf_dot_tile_gfni_avx512(targets, offset, factor, 4, sources, count, length); break;
-    case 3: ddc_gf_dot_tile_gfni_avx512(targets, offset, factor, 3, sources, count, length); break;
-    case 2: ddc_gf_dot_tile_gfni_avx512(targets, offset, factor, 2, sources, count, length); break;
-    default: ddc_gf_dot_tile_gfni_avx512(targets, offset, factor, 1, sources, count, length); break;
-    }
+    DDC_GF_WITH_CONSTANT_ROWS(ddc_gf_dot_tile_gfni_avx512, rows, targets, offset, factor, sources, count, length);
 }
 
 __attribute__((target("gfni,avx2")))
@@ -267,16 +271,7 @@ static void ddc_gf_dot_rows_gfni(uint8_t **targets, size_t offset, const uint8_t
     unsigned int r, s;
     for (r = 0; r < rows; r++)
         for (s = 0; s < count; s++) factor[r * count + s] = _mm256_set1_epi8((char)factors[r * count + s]);
-    switch (rows) {
-    case 8: ddc_gf_dot_tile_gfni(targets, offset, factor, 8, sources, count, length); break;
-    case 7: ddc_gf_dot_tile_gfni(targets, offset, factor, 7, sources, count, length); break;
-    case 6: ddc_gf_dot_tile_gfni(targets, offset, factor, 6, sources, count, length); break;
-    case 5: ddc_gf_dot_tile_gfni(targets, offset, factor, 5, sources, count, length); break;
-    case 4: ddc_gf_dot_tile_gfni(targets, offset, factor, 4, sources, count, length); break;
-    case 3: ddc_gf_dot_tile_gfni(targets, offset, factor, 3, sources, count, length); break;
-    case 2: ddc_gf_dot_tile_gfni(targets, offset, factor, 2, sources, count, length); break;
-    default: ddc_gf_dot_tile_gfni(targets, offset, factor, 1, sources, count, length); break;
-    }
+    DDC_GF_WITH_CONSTANT_ROWS(ddc_gf_dot_tile_gfni, rows, targets, offset, factor, sources, count, length);
 }
 
 __attribute__((target("avx2")))
