@@ -253,26 +253,21 @@ static inline void ddc_gf_dot_tile_gfni_avx512(uint8_t **targets, size_t offset,
     }
 }
 
-__attribute__((target("gfni,avx512f,avx512bw")))
-static void ddc_gf_dot_rows_gfni_avx512(uint8_t **targets, size_t offset, const uint8_t *factors,
-                                        unsigned int rows, const uint8_t *const *sources, unsigned int count,
-                                        size_t length) {
-    __m512i factor[DDC_GF_TILE_ROWS * 64];
-    unsigned int r, s;
-    for (r = 0; r < rows; r++)
-        for (s = 0; s < count; s++) factor[r * count + s] = _mm512_set1_epi8((char)factors[r * count + s]);
-    DDC_GF_WITH_CONSTANT_ROWS(ddc_gf_dot_tile_gfni_avx512, rows, targets, offset, factor, sources, count, length);
-}
+/* The rows entry point of a GFNI tile: the factors broadcast once into vectors, then the tile per row count. */
+#define DDC_GF_DOT_ROWS_GFNI(name, isa, vector, broadcast, tile) \
+    __attribute__((target(isa))) \
+    static void name(uint8_t **targets, size_t offset, const uint8_t *factors, unsigned int rows, \
+                     const uint8_t *const *sources, unsigned int count, size_t length) { \
+        vector factor[DDC_GF_TILE_ROWS * 64]; \
+        unsigned int r, s; \
+        for (r = 0; r < rows; r++) \
+            for (s = 0; s < count; s++) factor[r * count + s] = broadcast((char)factors[r * count + s]); \
+        DDC_GF_WITH_CONSTANT_ROWS(tile, rows, targets, offset, factor, sources, count, length); \
+    }
 
-__attribute__((target("gfni,avx2")))
-static void ddc_gf_dot_rows_gfni(uint8_t **targets, size_t offset, const uint8_t *factors, unsigned int rows,
-                                 const uint8_t *const *sources, unsigned int count, size_t length) {
-    __m256i factor[DDC_GF_TILE_ROWS * 64];
-    unsigned int r, s;
-    for (r = 0; r < rows; r++)
-        for (s = 0; s < count; s++) factor[r * count + s] = _mm256_set1_epi8((char)factors[r * count + s]);
-    DDC_GF_WITH_CONSTANT_ROWS(ddc_gf_dot_tile_gfni, rows, targets, offset, factor, sources, count, length);
-}
+DDC_GF_DOT_ROWS_GFNI(ddc_gf_dot_rows_gfni_avx512, "gfni,avx512f,avx512bw", __m512i, _mm512_set1_epi8,
+                     ddc_gf_dot_tile_gfni_avx512)
+DDC_GF_DOT_ROWS_GFNI(ddc_gf_dot_rows_gfni, "gfni,avx2", __m256i, _mm256_set1_epi8, ddc_gf_dot_tile_gfni)
 
 __attribute__((target("avx2")))
 static void ddc_gf_dot_rows_avx2(uint8_t **targets, size_t offset, const uint8_t *factors, unsigned int rows,

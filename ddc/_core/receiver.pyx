@@ -712,11 +712,14 @@ cdef class LinkReceiver:
             return False
         return True
 
-    cdef bint unchecked_and_corrupt(self, const uint8_t* data, size_t length) noexcept nogil:
-        """Whether a datagram whose checksum parse_header skipped (sealed, on a keyed receiver, with a
-        consistent length) fails it: damage on the link, to be counted as such rather than as forged."""
-        return (self.authenticated and length >= HEADER_SIZE and data[4] & FLAG_AUTH_TAG
-                and get16(data + 6) + HEADER_SIZE == length and not checksum_matches(data, length))
+    cdef int damaged_or(self, const uint8_t* data, size_t length, int reason) noexcept nogil:
+        """The drop counter for a failed datagram: DROPPED_BAD_CHECKSUM if it is one whose checksum
+        parse_header skipped (sealed, on a keyed receiver, with a consistent length) and the checksum fails,
+        so link damage is counted as damage rather than as forgery; else reason."""
+        if (self.authenticated and length >= HEADER_SIZE and data[4] & FLAG_AUTH_TAG
+                and get16(data + 6) + HEADER_SIZE == length and not checksum_matches(data, length)):
+            return DROPPED_BAD_CHECKSUM
+        return reason
 
     cdef void accept(self, const uint8_t* data, size_t length, int64_t now, bint recovered) noexcept nogil:
         cdef Header h
@@ -730,8 +733,6 @@ cdef class LinkReceiver:
             self.counters_[BYTES_RECEIVED] += length
         # With keys, a sealed datagram's tag covers every byte: its checksum is checked only to name a failure.
         result = parse_header(data, length, &h, self.authenticated)
-        if result != PARSE_OK and result > PARSE_BAD_CHECKSUM and self.unchecked_and_corrupt(data, length):
-            result = PARSE_BAD_CHECKSUM
         if result != PARSE_OK:
             if result == PARSE_TRUNCATED:
                 self.counters_[DROPPED_TRUNCATED] += 1
@@ -742,21 +743,19 @@ cdef class LinkReceiver:
             elif result == PARSE_BAD_CHECKSUM:
                 self.counters_[DROPPED_BAD_CHECKSUM] += 1
             elif result == PARSE_UNKNOWN_TYPE:
-                self.counters_[DROPPED_UNKNOWN_TYPE] += 1
+                self.counters_[self.damaged_or(data, length, DROPPED_UNKNOWN_TYPE)] += 1
             else:
-                self.counters_[DROPPED_MALFORMED] += 1
+                self.counters_[self.damaged_or(data, length, DROPPED_MALFORMED)] += 1
             return
         if h.flags & FLAG_AUTH_TAG:
             if not self.authenticated or not self.key_known[h.key_id]:
-                self.counters_[DROPPED_BAD_CHECKSUM if self.unchecked_and_corrupt(data, length)
-                               else DROPPED_UNKNOWN_KEY] += 1
+                self.counters_[self.damaged_or(data, length, DROPPED_UNKNOWN_KEY)] += 1
                 return
             plain = self.unfilled_fragment(&h)
             if plain == NULL:
                 plain = self.plain
             if not self.unseal(&h, data, plain):
-                self.counters_[DROPPED_BAD_CHECKSUM if self.unchecked_and_corrupt(data, length)
-                               else DROPPED_FORGED] += 1
+                self.counters_[self.damaged_or(data, length, DROPPED_FORGED)] += 1
                 return
             payload = plain
         elif self.authenticated:
