@@ -15,13 +15,13 @@ import threading
 import time
 
 from ddc._core import wire
-from ddc._core.records import BATCH_HEADER_BYTES, encode_batch
+from ddc._core.records import BATCH_HEADER_BYTES, encode_batch, record_size
 from ddc._core.sender import DatagramSender
 from ddc.crypto import link_keys
 from ddc.filters import FilterChain
 from ddc.handlers import build_source
 from ddc.link import Link
-from ddc.stage_buffer import RECORD_OVERHEAD, StageBuffer, record_size
+from ddc.stage_buffer import StageBuffer
 from ddc.transport.sockets import open_sending
 from ddc.units import format_rate
 
@@ -160,7 +160,7 @@ class IngressLink(Link):
             taken += len(records)
             records = self.filters.apply(records)
             for record in records:
-                size = len(record[0]) + len(record[1]) + RECORD_OVERHEAD
+                size = record_size(record)
                 if size > record_limit:
                     self.records_too_large += 1
                     log.warning(f"link {self.name}: dropped a record of {size} bytes, larger than max_frame_size",

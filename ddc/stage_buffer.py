@@ -15,12 +15,7 @@ import collections
 import threading
 import time
 
-RECORD_OVERHEAD = 8
-
-
-def record_size(record) -> int:
-    metadata, value = record
-    return len(metadata) + len(value) + RECORD_OVERHEAD
+from ddc._core.records import record_size
 
 
 class StageBuffer:
@@ -48,36 +43,49 @@ class StageBuffer:
     def _has_room(self, size: int) -> bool:
         return self._bytes + size <= self.capacity_bytes or not self._items
 
-    def put_many(self, items, timeout: float | None = None) -> int:
+    def put_many(self, items: list, timeout: float | None = None) -> int:
         """Adds items in order; returns how many were accepted (the rest were dropped, the buffer closed, or
         with `block`, the timeout passed first: then the accepted items are always a prefix)."""
+        sizes = list(map(self.size_of, items))
+        total = sum(sizes)
+        with self._lock:
+            if not self._closed and self._bytes + total <= self.capacity_bytes:
+                # The common case, with room for all: one step for the whole batch, nothing per item.
+                self._items.extend(items)
+                self._sizes.extend(sizes)
+                self._bytes += total
+                return self._accepted(len(items))
+            return self._put_each(items, sizes, timeout)
+
+    def _put_each(self, items: list, sizes: list, timeout: float | None) -> int:
         accepted = 0
         deadline = None if timeout is None else time.monotonic() + timeout
-        with self._lock:
-            for item in items:
-                size = self.size_of(item)
-                if not self._has_room(size):
-                    self.full_events += 1
-                    if self.when_full == "drop":
-                        self.records_dropped += self.records_in_item(item)
-                        self.bytes_dropped += size
-                        continue
-                    while not self._closed and not self._has_room(size):
-                        remaining = None if deadline is None else deadline - time.monotonic()
-                        if remaining is not None and remaining <= 0:
-                            break
-                        self._writable.wait(remaining)
-                if self._closed or not self._has_room(size):
-                    break
-                self._items.append(item)
-                self._sizes.append(size)
-                self._bytes += size
-                accepted += 1
-            self.items_in += accepted
-            self.peak_bytes = max(self.peak_bytes, self._bytes)
-            if accepted:
-                self._readable.notify()
-        return accepted
+        for item, size in zip(items, sizes):
+            if not self._has_room(size):
+                self.full_events += 1
+                if self.when_full == "drop":
+                    self.records_dropped += self.records_in_item(item)
+                    self.bytes_dropped += size
+                    continue
+                while not self._closed and not self._has_room(size):
+                    remaining = None if deadline is None else deadline - time.monotonic()
+                    if remaining is not None and remaining <= 0:
+                        break
+                    self._writable.wait(remaining)
+            if self._closed or not self._has_room(size):
+                break
+            self._items.append(item)
+            self._sizes.append(size)
+            self._bytes += size
+            accepted += 1
+        return self._accepted(accepted)
+
+    def _accepted(self, count: int) -> int:
+        self.items_in += count
+        self.peak_bytes = max(self.peak_bytes, self._bytes)
+        if count:
+            self._readable.notify()
+        return count
 
     def get_many(self, max_bytes: int, timeout: float) -> list:
         """Up to max_bytes of records (at least one if any is waiting); [] after timeout or once closed and empty."""

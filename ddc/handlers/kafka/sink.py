@@ -235,9 +235,7 @@ class KafkaSink(KafkaRecords, Sink):
         """Called for failed deliveries only (delivery.report.only.error)."""
         if error is None:
             return
-        self.delivery_failures += 1
-        self.destination.ledger[(topic, partition)].note_missing(offset, offset)
-        self._report("missing", topic, partition, offset, offset, reason=f"delivery failed: {error.str()}")
+        self._undeliverable(topic, partition, offset, f"delivery failed: {error.str()}")
 
     def _undeliverable(self, topic: str, partition: int, offset: int, reason: str) -> None:
         self.delivery_failures += 1
