@@ -8,6 +8,7 @@ environment variable can reach: `links.syslog.transport.rate` is
 lines each name the key path, the offending value and what is allowed.
 """
 
+import functools
 import ipaddress
 import os
 import re
@@ -17,12 +18,13 @@ from typing import Annotated, Any, Literal, NamedTuple
 
 from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, ValidationError,
                       field_validator, model_validator)
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ddc._core.wire import HEADER_BYTES, MAX_DATAGRAM_BYTES as MAX_UDP_PAYLOAD
 from ddc.units import parse_duration, parse_rate, parse_size
 
 MAX_FRAME_BYTES = 2**32 - 1
+AUTO_BURST_SECONDS = 0.010
+AUTO_BURST_MAX_BYTES = 256 * 1024
 ENV_PREFIX = "DDC_"
 SECRET_KEY_PATTERN = re.compile(r"(password|passphrase|secret|token|private|(^|[._])key$|key_?file)", re.IGNORECASE)
 LINK_NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
@@ -58,6 +60,20 @@ def parse_endpoint(value) -> Endpoint:
 
 Size = Annotated[int, BeforeValidator(parse_size)]
 Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
+def parse_burst(value):
+    """"auto" is None here, resolved from the rate by IngressTransportConfig.burst_bytes; else a size."""
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return None
+    try:
+        return parse_size(value)
+    except ValueError as error:
+        raise ValueError(f'{error}; or "auto" (10 ms of the rate)') from None
+
+
+Burst = Annotated[int | None, BeforeValidator(parse_burst),
+                  PlainSerializer(lambda value: "auto" if value is None else value)]
 Rate = Annotated[float, BeforeValidator(parse_rate)]
 Address = Annotated[Endpoint, BeforeValidator(parse_endpoint), PlainSerializer(str)]
 
@@ -407,7 +423,7 @@ class IngressTransportConfig(Section):
     destination: Address
     datagram_size: Annotated[int, Field(gt=HEADER_BYTES, le=MAX_UDP_PAYLOAD)] = 1472
     rate: Rate = "1Gbit/s"
-    burst: Annotated[Size, Field(ge=0)] = "256KiB"
+    burst: Burst = "auto"
     send_buffer: Annotated[Size, Field(ge=4096)] = "8MiB"
     segmentation_offload: bool = True
     heartbeat_interval: Annotated[Duration, Field(ge=0.01)] = "1s"
@@ -422,6 +438,15 @@ class IngressTransportConfig(Section):
     @property
     def key_configs(self) -> list[KeyConfig]:
         return [self.key] if self.key else []
+
+    @property
+    def burst_bytes(self) -> int:
+        """How far ahead of the rate the sender may go. "auto" is 10 ms of the rate, at most 256 KiB: a burst
+        in bytes would be seconds of a slow link (256 KiB is 2 s at 1 Mbit/s, +20 % over its first 10 s),
+        while 10 ms still absorbs a late wake-up. The sender makes any burst at least two datagrams."""
+        if self.burst is not None:
+            return self.burst
+        return int(min(self.rate * AUTO_BURST_SECONDS, AUTO_BURST_MAX_BYTES))
 
     @model_validator(mode="after")
     def payload_fits(self):
@@ -544,16 +569,30 @@ def _check_unique(links: dict, what: str, get) -> None:
         seen[value] = name
 
 
-class _ProxySettings(BaseSettings):
-    model_config = SettingsConfigDict(
-        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", validate_default=True, defer_build=True)
+class _ProxySettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True, defer_build=True)
 
     telemetry: TelemetryConfig = TelemetryConfig()
 
-    @classmethod
-    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
-                                   file_secret_settings):
-        return (env_settings, init_settings)
+
+@functools.cache
+def _reading_environment(model: type) -> type:
+    """The model with the DDC_ variables of the environment applied over the file, by pydantic-settings.
+    Imported only when such a variable is set: pydantic-settings brings asyncio and pydantic's dataclasses,
+    about 0.2 s of every start-up, most of a short transfer's time (bench/pydiode_compare.py)."""
+    from pydantic_settings import BaseSettings, SettingsConfigDict
+
+    class FromEnvironment(model, BaseSettings):
+        model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid",
+                                          validate_default=True, defer_build=True)
+
+        @classmethod
+        def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
+                                       file_secret_settings):
+            return (env_settings, init_settings)
+
+    FromEnvironment.__name__ = FromEnvironment.__qualname__ = model.__name__
+    return FromEnvironment
 
 
 class IngressSettings(_ProxySettings):
@@ -645,6 +684,8 @@ def settings_from_mapping(data: dict, origin: str = "config") -> Settings:
         raise ConfigError(f'{origin}: role: required key is missing; set role = "ingress" or role = "egress"')
     else:
         raise ConfigError(f'{origin}: role: {role!r} is not a role; set role = "ingress" or role = "egress"')
+    if any(key.upper().startswith(ENV_PREFIX) for key in os.environ):
+        model = _reading_environment(model)
     try:
         return model(**data)
     except ValidationError as error:

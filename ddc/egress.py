@@ -108,7 +108,8 @@ class EgressLink(Link):
 
     def _receive_loop(self) -> None:
         fd = self._socket.fileno()
-        while not self.stopping.is_set():
+        # A one-shot link is finished once its sender has shut down: nothing more is coming to wait for.
+        while not self.stopping.is_set() and not self.finished.is_set():
             with self._receive_lock:
                 frames = self.receiver.receive(fd, RECEIVE_POLL_MS)
                 events = self.receiver.take_events()
@@ -120,7 +121,7 @@ class EgressLink(Link):
     def _decode(self, frame) -> list:
         try:
             batch = decompress(frame, self.config.transport.max_frame_size) if is_compressed(frame) else frame
-            records = decode_batch(batch)
+            records = decode_batch(batch, self.sink.takes_value_views and not self.filters.filters)
             taken_in_ns = batch_taken_in_ns(batch)
         except ValueError as error:
             self.frames_undecodable += 1
@@ -152,7 +153,7 @@ class EgressLink(Link):
         if kind == core_receiver.SHUTDOWN_RECEIVED:
             self._set_state(INTERRUPTED, "sender shut down", session)
             if self.sink.stops_after_sender_shutdown:
-                self.finished.set()
+                self._finish()
         else:
             self.last_heartbeat = time.monotonic()
             self._set_state(UP, "heartbeats arriving", session)

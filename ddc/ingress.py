@@ -62,7 +62,7 @@ class IngressLink(Link):
         self.source.open()
         self._socket, _, address = open_sending(transport.destination, send_buffer=transport.send_buffer)
         self.sender = DatagramSender(self._socket.fileno(), address, self.session_id, transport.datagram_size,
-                                     transport.rate, transport.burst, transport.heartbeat_interval,
+                                     transport.rate, transport.burst_bytes, transport.heartbeat_interval,
                                      transport.segmentation_offload)
         for key_id, key in self.keys:
             self.sender.encrypt_with(key, key_id)
@@ -98,7 +98,7 @@ class IngressLink(Link):
     def _source_loop(self) -> None:
         self.source.run(self.buffer, self._source_stopping)
         if not self._source_stopping.is_set() and self.source.stops_link_at_end:
-            self.finished.set()
+            self._finish()
 
     # ---- transport thread ----
 

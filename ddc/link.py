@@ -18,6 +18,7 @@ class Link:
         self.name = name
         self.stopping = threading.Event()
         self.finished = threading.Event()  # its work is done (a stream ended); the proxy may stop
+        self.attention: threading.Event | None = None  # the supervisor's: look now, not at the next tick
         self.failure: str | None = None
         self._threads: list[threading.Thread] = []
         self._previous_sample: tuple[float, dict] | None = None
@@ -31,10 +32,20 @@ class Link:
                 self.failure = f"{stage} stage failed: {error}"
                 log.exception(f"link {self.name}: {self.failure}", extra={"fields": {"link": self.name}})
                 self.stopping.set()
+                self._call_attention()
 
         thread = threading.Thread(target=guarded, name=f"ddc-{self.role}-{self.name}-{stage}", daemon=True)
         self._threads.append(thread)
         thread.start()
+
+    def _finish(self) -> None:
+        """The link's work is done; a one-shot transfer ends as soon as the supervisor sees it."""
+        self.finished.set()
+        self._call_attention()
+
+    def _call_attention(self) -> None:
+        if self.attention is not None:
+            self.attention.set()
 
     def _join(self, threads, timeout: float) -> bool:
         for thread in threads:

@@ -15,8 +15,6 @@ import time
 
 import ddc
 from ddc.config import IngressSettings
-from ddc.egress import EgressLink
-from ddc.ingress import IngressLink
 
 log = logging.getLogger("ddc.supervisor")
 
@@ -28,7 +26,11 @@ GC_FIRST_GENERATION_THRESHOLD = 50_000
 
 
 def build_links(settings) -> list:
-    link_class = IngressLink if isinstance(settings, IngressSettings) else EgressLink
+    # A proxy imports only its own role's link module (the other's is start-up time for nothing).
+    if isinstance(settings, IngressSettings):
+        from ddc.ingress import IngressLink as link_class
+    else:
+        from ddc.egress import EgressLink as link_class
     return [link_class(name, config) for name, config in settings.links.items()]
 
 
@@ -38,12 +40,19 @@ class Supervisor:
         self.telemetry = telemetry
         self.stats_interval = telemetry.stats_interval if telemetry else 10.0
         self.stop_requested = threading.Event()
+        self.attention = threading.Event()  # a stop request, a finished or a failed link: no waiting for a tick
+        for link in self.links:
+            link.attention = self.attention
         self.started_links: list = []
         self.started_at = time.monotonic()
         self.http = None
         self.statsd = None
 
     # ---- lifecycle ----
+
+    def request_stop(self) -> None:
+        self.stop_requested.set()
+        self.attention.set()
 
     def start(self) -> None:
         if self.telemetry and self.telemetry.http:
@@ -76,7 +85,7 @@ class Supervisor:
 
     def tick(self, now: float) -> None:
         for link in self.started_links:
-            if isinstance(link, EgressLink):
+            if link.role == "egress":
                 link.check_heartbeats(now)
 
     def run_until_stopped(self) -> int:
@@ -90,7 +99,11 @@ class Supervisor:
         settle_garbage_collector()
         next_sample = next_stats = time.monotonic()
         next_stats += self.stats_interval
-        while not self.stop_requested.wait(TICK_SECONDS):
+        while not self.stop_requested.is_set():
+            self.attention.wait(TICK_SECONDS)
+            self.attention.clear()
+            if self.stop_requested.is_set():
+                break
             now = time.monotonic()
             if self.failed_links():
                 break
@@ -138,12 +151,12 @@ class Supervisor:
                 "links": [link.status() for link in self.started_links]}
 
 
-def install_signal_handlers(stop_requested: threading.Event) -> None:
+def install_signal_handlers(supervisor: Supervisor) -> None:
     def request_stop(signum, frame):
-        if stop_requested.is_set():
+        if supervisor.stop_requested.is_set():
             return
         log.info(f"received {signal.Signals(signum).name}, shutting down")
-        stop_requested.set()
+        supervisor.request_stop()
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
@@ -159,7 +172,7 @@ def settle_garbage_collector() -> None:
 
 def run(settings) -> int:
     supervisor = Supervisor(build_links(settings), settings.telemetry)
-    install_signal_handlers(supervisor.stop_requested)
+    install_signal_handlers(supervisor)
     role = "ingress" if isinstance(settings, IngressSettings) else "egress"
     log.info(f"ddc {role} starting with {len(supervisor.links)} link(s)")
     return supervisor.run_until_stopped()

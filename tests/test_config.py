@@ -208,3 +208,17 @@ def test_fec_is_a_share_or_explicit_counts(value, expected):
     assert (fec.data, fec.parity, fec.interleave) == expected
     off = settings_from_mapping(tomllib.loads(GOOD_INGRESS + 'fec = "off"\n'))
     assert off.links["logs"].transport.fec is None
+
+
+@pytest.mark.parametrize("lines, expected", [
+    ('rate = "1Mbit/s"\n', 1250),  # 10 ms of the rate; the sender raises it to two datagrams
+    ('rate = "50Mbit/s"\n', 62_500),
+    ('rate = "800Mbit/s"\n', 256 * 1024),  # capped
+    ('rate = "unlimited"\n', 0),
+    ('rate = "1Mbit/s"\nburst = "64KiB"\n', 64 * 1024),
+])
+def test_the_default_burst_is_ten_milliseconds_of_the_rate(lines, expected):
+    transport = settings_from_mapping(tomllib.loads(GOOD_INGRESS + lines)).links["logs"].transport
+    assert transport.burst_bytes == expected
+    with pytest.raises(ConfigError, match='burst.*"auto"'):
+        settings_from_mapping(tomllib.loads(GOOD_INGRESS + 'burst = "soon"\n'))

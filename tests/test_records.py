@@ -51,3 +51,11 @@ def test_the_taken_in_time_travels_with_the_batch():
     assert batch_taken_in_ns(encode_batch([])) == 0
     with pytest.raises(ValueError):
         batch_taken_in_ns(b"short")
+
+
+def test_value_views_are_the_values_without_a_copy():
+    records = [(b"m", b"value"), (b"", b""), (b"meta", bytes(range(256)))]
+    batch = encode_batch(records)
+    decoded = decode_batch(batch, value_views=True)
+    assert [(metadata, bytes(value)) for metadata, value in decoded] == records
+    assert all(isinstance(value, memoryview) and value.obj is batch and value.readonly for _, value in decoded)

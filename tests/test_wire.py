@@ -176,6 +176,33 @@ def test_sender_paces_to_the_configured_rate(datagram_path):
     assert sender.counters()["pacing_sleeps"] > 0
 
 
+SO_TIMESTAMPNS = 35  # Linux; the kernel stamps each datagram as it arrives, whenever the test reads it
+
+
+@pytest.mark.parametrize("burst, fewest, most", [("auto", 2, 4), ("64KiB", 14, 14)])
+def test_a_slow_link_starts_at_its_rate_with_the_default_burst(datagram_path, burst, fewest, most):
+    """At 1 Mbit/s a burst in bytes is seconds of traffic at once (256 KiB is 2 s): the pacing schedule lets
+    at most burst + rate × τ bytes through in any τ. With "auto" (10 ms of the rate, at least two datagrams)
+    no 20 ms holds more than 5 444 bytes, 3.7 datagrams, however late the sender wakes; 64 KiB lets the whole
+    20 KB frame out at once (the busiest 20 ms: fewest to most datagrams). Kernel arrival stamps make this
+    independent of when the test reads."""
+    from ddc.config import IngressTransportConfig
+    transport = IngressTransportConfig(destination="127.0.0.1:9", rate="1Mbit/s", burst=burst)
+    receiver, sending, address = datagram_path()
+    receiver.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+    sender = DatagramSender(sending.fileno(), address, 1, 1472, transport.rate, transport.burst_bytes,
+                            segmentation_offload=False)
+    sender.send_frame(bytes(14 * (1472 - wire.HEADER_BYTES)))
+    receiver.settimeout(2)
+    arrivals = []
+    for _ in range(14):
+        _, ancillary, _, _ = receiver.recvmsg(2048, 64)
+        seconds, nanoseconds = struct.unpack("qq", ancillary[0][2][:16])
+        arrivals.append(seconds + nanoseconds / 1e9)
+    busiest = max(sum(1 for later in arrivals if first <= later < first + 0.020) for first in arrivals)
+    assert fewest <= busiest <= most
+
+
 def test_receiver_rejects_a_budget_that_cannot_hold_one_frame():
     with pytest.raises(ValueError, match="max_bytes_in_flight"):
         LinkReceiver(max_frame_bytes=1 << 20, max_bytes_in_flight=1 << 10)

@@ -41,6 +41,9 @@ from ddc._core.wire cimport (FLAG_AUTH_TAG, HEADER_SIZE, MAX_DATAGRAM_SIZE, PARS
 cdef enum:
     BATCH_DATAGRAMS = 64
     RECEIVE_BUFFER_BYTES = 65536
+    # Receive buffers 64 KiB apart would all start in the same cache sets, and a batch of jumbo datagrams would
+    # evict itself before it is checked and copied; an odd number of extra cache lines spreads them out.
+    RECEIVE_BUFFER_STRIDE = RECEIVE_BUFFER_BYTES + 23 * 64
     SEQUENCE_WINDOW = 65536
     SEQUENCE_WORDS = SEQUENCE_WINDOW // 64
     RETIRED_SESSIONS = 8
@@ -252,13 +255,13 @@ cdef class LinkReceiver:
         self.session_takeover_ns = <int64_t>(session_takeover_seconds * 1e9)
         self.slots = <Slot*>calloc(max_frames_in_flight, sizeof(Slot))
         self.ready = <Ready*>calloc(max_frames_in_flight + BATCH_DATAGRAMS, sizeof(Ready))
-        self.buffers = <uint8_t*>malloc(BATCH_DATAGRAMS * RECEIVE_BUFFER_BYTES)
+        self.buffers = <uint8_t*>malloc(BATCH_DATAGRAMS * RECEIVE_BUFFER_STRIDE)
         self.fec_blocks = <FecBlock*>calloc(FEC_BLOCKS, sizeof(FecBlock))
         self.max_fec_bytes = max_fec_bytes_in_flight
         if self.slots == NULL or self.ready == NULL or self.buffers == NULL or self.fec_blocks == NULL:
             raise MemoryError()
         for i in range(BATCH_DATAGRAMS):
-            self.iov[i].iov_base = self.buffers + i * RECEIVE_BUFFER_BYTES
+            self.iov[i].iov_base = self.buffers + i * RECEIVE_BUFFER_STRIDE
             self.iov[i].iov_len = RECEIVE_BUFFER_BYTES
         self.last_sweep_ns = monotonic_ns()
 
@@ -874,7 +877,7 @@ cdef class LinkReceiver:
                             self.counters_[DATAGRAMS_RECEIVED] += 1
                             self.counters_[DROPPED_TRUNCATED] += 1
                             continue
-                        self.accept(self.buffers + i * RECEIVE_BUFFER_BYTES, self.messages[i].msg_len, now, False)
+                        self.accept(self.buffers + i * RECEIVE_BUFFER_STRIDE, self.messages[i].msg_len, now, False)
             now = monotonic_ns()
             if now - self.last_sweep_ns >= SWEEP_INTERVAL_NS:
                 self.sweep(now, False)

@@ -87,8 +87,11 @@ def batch_taken_in_ns(frame):
     return get64(&view[8])
 
 
-def decode_batch(frame):
-    """Unpacks a batch into a list of (metadata, value); ValueError if it is not a valid batch."""
+def decode_batch(frame, bint value_views=False):
+    """Unpacks a batch into a list of (metadata, value); ValueError if it is not a valid batch.
+
+    With value_views, each value is a read-only memoryview into the frame instead of a copy: for a sink that
+    only writes values out (a file), a copy of every byte spared. The views keep the frame alive."""
     cdef const uint8_t[:] view
     cdef const char* data
     cdef Py_ssize_t length = len(frame)
@@ -96,7 +99,8 @@ def decode_batch(frame):
     cdef uint32_t count, index, meta_length, value_length
     if length < HEADER_BYTES:
         raise ValueError(f"batch of {length} bytes is shorter than its {HEADER_BYTES}-byte header")
-    view = memoryview(frame).cast("B")
+    frame_view = memoryview(frame).cast("B")
+    view = frame_view
     data = <const char*>&view[0]
     if <uint8_t>data[0] != FORMAT:
         raise ValueError(f"unknown batch format {<uint8_t>data[0]} (this build reads format {FORMAT})")
@@ -114,7 +118,8 @@ def decode_batch(frame):
             raise ValueError(f"record {index} of {count} runs past the end of the {length}-byte batch")
         records.append((
             PyBytes_FromStringAndSize(data + position, meta_length),
-            PyBytes_FromStringAndSize(data + position + meta_length, value_length),
+            frame_view[position + meta_length:position + meta_length + value_length] if value_views
+            else PyBytes_FromStringAndSize(data + position + meta_length, value_length),
         ))
         position += meta_length + value_length
     if position != length:

@@ -88,6 +88,10 @@ class Sink(RecordDescription, abc.ABC):
     #: Whether the link stops once the sender has shut down (one-shot transfers).
     stops_after_sender_shutdown = False
 
+    #: Whether write() takes values as read-only memoryviews into the received frame (a sink that only writes
+    #: them out): the egress then spares a copy of every value, unless filters will read them.
+    takes_value_views = False
+
     @abc.abstractmethod
     def write(self, records: list) -> None:
         """Delivers a batch of records in order."""

@@ -82,6 +82,8 @@ class FileSource(Source):
 
 
 class FileSink(Sink):
+    takes_value_views = True
+
     def open(self) -> None:
         self.stream, self.owns_stream = open_stream(self.config.path, "wb", sys.stdout.buffer)
         self.next_offset = 0
