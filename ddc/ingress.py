@@ -28,6 +28,7 @@ from ddc.units import format_rate
 log = logging.getLogger("ddc.ingress")
 
 SHUTDOWN_COPIES = 3
+SEND_APART_BYTES = 64 * 1024  # a value this large is not copied into its frame
 
 
 class IngressLink(Link):
@@ -122,12 +123,19 @@ class IngressLink(Link):
 
     def _send_batch(self, batch: list, taken_in_ns: int) -> None:
         try:
-            frame = encode_batch(batch, taken_in_ns)
-            self.frame_bytes_uncompressed += len(frame)
-            if self.compressor is not None:
-                frame = self.compressor.compress(frame)
-            self.frame_bytes_compressed += len(frame)
-            self.sender.send_frame(frame)
+            if self.compressor is None and len(batch[-1][1]) >= SEND_APART_BYTES:
+                # A large last value (a byte-stream chunk) goes to the sender as it is, after the rest.
+                head, value = encode_batch(batch, taken_in_ns, without_last_value=True), batch[-1][1]
+                self.frame_bytes_uncompressed += len(head) + len(value)
+                self.frame_bytes_compressed += len(head) + len(value)
+                self.sender.send_frame(value, head)
+            else:
+                frame = encode_batch(batch, taken_in_ns)
+                self.frame_bytes_uncompressed += len(frame)
+                if self.compressor is not None:
+                    frame = self.compressor.compress(frame)
+                self.frame_bytes_compressed += len(frame)
+                self.sender.send_frame(frame)
             if self._segmenting and not self.sender.segmentation_offload:
                 self._segmenting = False
                 log.warning(f"link {self.name}: the kernel refused UDP segmentation offload to "

@@ -59,3 +59,9 @@ def test_value_views_are_the_values_without_a_copy():
     decoded = decode_batch(batch, value_views=True)
     assert [(metadata, bytes(value)) for metadata, value in decoded] == records
     assert all(isinstance(value, memoryview) and value.obj is batch and value.readonly for _, value in decoded)
+
+
+@given(records_strategy, st.integers(0, 2**63))
+def test_a_batch_without_its_last_value_is_the_batch_up_to_that_value(records, taken_in_ns):
+    head = encode_batch(records, taken_in_ns, without_last_value=True)
+    assert head + (records[-1][1] if records else b"") == encode_batch(records, taken_in_ns)

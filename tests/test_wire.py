@@ -150,6 +150,40 @@ def test_c_sender_emits_exactly_the_reference_datagrams(datagram_path, frames, d
     assert (sender.counters()["segmented_sends"] > 0) == (segmentation and runs)
 
 
+def sent_datagrams(datagram_path, datagram_size, send, fec=None, key=None):
+    """Every datagram one fresh sender emits for send(sender), in order."""
+    receiver, sending, address = datagram_path(buffer_bytes=32 << 20)
+    sender = DatagramSender(sending.fileno(), address, 0x5E55, datagram_size)
+    if key:
+        from ddc.crypto import load_libcrypto
+        load_libcrypto()
+        sender.encrypt_with(key, 1)
+    if fec:
+        sender.protect_with(*fec)
+    send(sender)
+    receiver.settimeout(0.2)
+    datagrams = []
+    while len(datagrams) < sender.counters()["datagrams_sent"]:
+        datagrams.append(receiver.recv(65535))
+    return datagrams
+
+
+@settings(max_examples=30, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.binary(max_size=40_000), st.integers(0, 400), st.sampled_from([200, 1472, 8972]),
+       st.sampled_from([None, (8, 3, 2)]), st.booleans())
+def test_a_prefix_sent_apart_gives_the_very_datagrams_of_the_joined_frame(datagram_path, frame, cut, datagram_size,
+                                                                          fec, sealed):
+    """send_frame(body, prefix=head) spares the caller joining a batch header to a large value: the wire must
+    be exactly that of send_frame(head + body), with FEC parity and sealing too; a prefix longer than a
+    datagram's payload is joined instead."""
+    cut = min(cut, len(frame))
+    key = bytes(range(32)) if sealed else None
+    joined = sent_datagrams(datagram_path, datagram_size, lambda sender: sender.send_frame(frame), fec, key)
+    apart = sent_datagrams(datagram_path, datagram_size,
+                           lambda sender: sender.send_frame(frame[cut:], prefix=frame[:cut]), fec, key)
+    assert apart == joined
+
+
 def test_a_kernel_that_refuses_segmentation_gets_a_datagram_per_message(datagram_path):
     """Linux refuses UDP segmentation offload on a socket without UDP checksums (SO_NO_CHECK), as it does
     for a segment above the path MTU: the batch that met the refusal and every later one go unsegmented."""

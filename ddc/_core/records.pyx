@@ -41,16 +41,20 @@ def encoded_size(records):
     return total
 
 
-def encode_batch(records, uint64_t taken_in_ns=0):
-    """Packs a sequence of (metadata: bytes, value: bytes) into one batch."""
+def encode_batch(records, uint64_t taken_in_ns=0, bint without_last_value=False):
+    """Packs a sequence of (metadata: bytes, value: bytes) into one batch.
+
+    without_last_value leaves the last record's value out of the result (its length is still announced), so
+    that result + that value is the batch: a sender given both apart never copies a large value."""
     cdef uint64_t total = encoded_size(records)
     cdef Py_ssize_t count = len(records)
+    cdef Py_ssize_t left_out = len(records[count - 1][1]) if without_last_value and count else 0
     cdef bytes meta, value
     cdef char* out
     cdef Py_ssize_t position = HEADER_BYTES
     if total > 0xFFFFFFFF or count > 0xFFFFFFFF:
         raise ValueError(f"a batch of {count} records and {total} bytes exceeds the 4 GiB frame limit")
-    result = PyBytes_FromStringAndSize(NULL, total)
+    result = PyBytes_FromStringAndSize(NULL, total - left_out)
     out = PyBytes_AS_STRING(result)
     out[0] = FORMAT
     out[1] = 0
@@ -64,7 +68,8 @@ def encode_batch(records, uint64_t taken_in_ns=0):
         position += OVERHEAD_BYTES
         memcpy(out + position, PyBytes_AS_STRING(meta), len(meta))
         position += len(meta)
-        memcpy(out + position, PyBytes_AS_STRING(value), len(value))
+        if position + len(value) <= total - left_out:
+            memcpy(out + position, PyBytes_AS_STRING(value), len(value))
         position += len(value)
     return result
 

@@ -86,6 +86,7 @@ cdef class DatagramSender:
     cdef double send_at_ns
     cdef uint8_t* headers
     cdef uint8_t* sealed
+    cdef uint8_t* first_piece  # a frame's first datagram payload when the frame comes as prefix + body
     cdef SessionCipher cipher
     cdef readonly uint64_t datagrams_unsealed
     cdef iovec iov[BATCH_DATAGRAMS * 2]
@@ -142,6 +143,7 @@ cdef class DatagramSender:
 
     def __dealloc__(self):
         free(self.headers)
+        free(self.first_piece)
         free(self.sealed)
         free(self.parity_buffers)
 
@@ -499,11 +501,16 @@ cdef class DatagramSender:
         self.flush()
         self.group_size = 0
 
-    cdef void send_fragments(self, const uint8_t* data, uint32_t length) noexcept nogil:
+    cdef void send_fragments(self, const uint8_t* prefix, uint32_t prefix_length, const uint8_t* data,
+                             uint32_t length) noexcept nogil:
+        """Sends one frame made of prefix then data (length counts both). A prefix of at most one datagram's
+        payload lets a caller send a large value after its small header without first joining them: only
+        the first datagram's payload is assembled."""
         cdef Header header
         cdef uint32_t count = fragment_count_for(length, self.payload_capacity)
         cdef uint32_t chunk = fragment_chunk(length, count)
         cdef uint32_t index = 0, offset, piece, block
+        cdef const uint8_t* payload
         memset(&header, 0, sizeof(Header))
         header.type = TYPE_DATA
         header.session_id = self.session_id
@@ -525,7 +532,13 @@ cdef class DatagramSender:
                 header.fec_index = <uint16_t>(self.group_position // self.group_blocks)
                 header.fec_count = <uint16_t>self.block_data[block]
             self.next_sequence += 1
-            self.push(&header, data + offset, piece)
+            if offset < prefix_length:  # the first datagram only: the caller keeps the prefix within it
+                memcpy(self.first_piece, prefix, prefix_length)
+                memcpy(self.first_piece + prefix_length, data, piece - prefix_length)
+                payload = self.first_piece
+            else:
+                payload = data + (offset - prefix_length)
+            self.push(&header, payload, piece)
             index += 1
             if self.group_size:
                 self.group_position += 1
@@ -584,18 +597,33 @@ cdef class DatagramSender:
         self.fec_interleave = interleave
         self.payload_capacity = self.datagram_size - self.overhead(True)
 
-    def send_frame(self, frame):
-        """Fragments and sends one frame (any buffer of at most 4 GiB); returns its frame id."""
+    def send_frame(self, frame, bytes prefix=None):
+        """Fragments and sends one frame (any buffer of at most 4 GiB); returns its frame id.
+
+        With a prefix, the frame is prefix then frame, sent without joining them when the prefix fits in the
+        first datagram (a record batch's header before a large value: that value is not copied)."""
         cdef const uint8_t[:] view
         cdef const uint8_t* data
+        cdef const uint8_t* head = NULL
         cdef uint64_t frame_id = self.next_frame_id
         cdef Py_ssize_t length = len(frame)
-        if length > 0xFFFFFFFF:
-            raise ValueError(f"frame of {length} bytes exceeds the 4 GiB protocol limit")
+        cdef Py_ssize_t total = length + (len(prefix) if prefix else 0)
+        cdef uint32_t prefix_length = 0
+        if total > 0xFFFFFFFF:
+            raise ValueError(f"frame of {total} bytes exceeds the 4 GiB protocol limit")
+        if prefix:
+            if len(prefix) > fragment_chunk(total, fragment_count_for(total, self.payload_capacity)):
+                return self.send_frame(prefix + bytes(frame))
+            if self.first_piece == NULL:
+                self.first_piece = <uint8_t*>malloc(MAX_DATAGRAM_SIZE)
+                if self.first_piece == NULL:
+                    raise MemoryError()
+            head = <const uint8_t*><const char*>prefix
+            prefix_length = len(prefix)
         view = memoryview(frame).cast("B") if length else memoryview(b"\0")
         data = &view[0]
         with nogil:
-            self.send_fragments(data, <uint32_t>length)
+            self.send_fragments(head, prefix_length, data, <uint32_t>total)
         return frame_id
 
     def set_heartbeat(self, bytes payload):
