@@ -579,7 +579,7 @@ class _ProxySettings(BaseModel):
 def _reading_environment(model: type) -> type:
     """The model with the DDC_ variables of the environment applied over the file, by pydantic-settings.
     Imported only when such a variable is set: pydantic-settings brings asyncio and pydantic's dataclasses,
-    about 0.2 s of every start-up, most of a short transfer's time (bench/pydiode_compare.py)."""
+    about 0.08 s of every start-up, a tenth of a short transfer's time (bench/pydiode_compare.py)."""
     from pydantic_settings import BaseSettings, SettingsConfigDict
 
     class FromEnvironment(model, BaseSettings):

@@ -58,6 +58,7 @@ class EgressLink(Link):
         self.sink = build_sink(name, config.sink)
         self.filters = FilterChain(name, config.filters, self.sink.coordinates, self.sink.placeholder,
                                    self.sink.describe)
+        self._value_views = self.sink.takes_value_views and not self.filters.filters  # filters read values
         # With a spool, frames that do not fit in memory go to disk, so memory must refuse, never drop.
         self.buffer = StageBuffer(config.buffer.size, "block" if config.spool else (config.buffer.when_full or "drop"),
                                   size_of=len, records_in=batch_record_count)
@@ -121,7 +122,7 @@ class EgressLink(Link):
     def _decode(self, frame) -> list:
         try:
             batch = decompress(frame, self.config.transport.max_frame_size) if is_compressed(frame) else frame
-            records = decode_batch(batch, self.sink.takes_value_views and not self.filters.filters)
+            records = decode_batch(batch, self._value_views)
             taken_in_ns = batch_taken_in_ns(batch)
         except ValueError as error:
             self.frames_undecodable += 1

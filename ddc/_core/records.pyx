@@ -51,7 +51,7 @@ def encode_batch(records, uint64_t taken_in_ns=0, bint without_last_value=False)
     cdef Py_ssize_t left_out = len(records[count - 1][1]) if without_last_value and count else 0
     cdef bytes meta, value
     cdef char* out
-    cdef Py_ssize_t position = HEADER_BYTES
+    cdef Py_ssize_t position = HEADER_BYTES, index
     if total > 0xFFFFFFFF or count > 0xFFFFFFFF:
         raise ValueError(f"a batch of {count} records and {total} bytes exceeds the 4 GiB frame limit")
     result = PyBytes_FromStringAndSize(NULL, total - left_out)
@@ -62,13 +62,13 @@ def encode_batch(records, uint64_t taken_in_ns=0, bint without_last_value=False)
     out[3] = 0
     put32(<uint8_t*>out + 4, <uint32_t>count)
     put64(<uint8_t*>out + 8, taken_in_ns)
-    for meta, value in records:
+    for index, (meta, value) in enumerate(records):
         put32(<uint8_t*>out + position, <uint32_t>len(meta))
         put32(<uint8_t*>out + position + 4, <uint32_t>len(value))
         position += OVERHEAD_BYTES
         memcpy(out + position, PyBytes_AS_STRING(meta), len(meta))
         position += len(meta)
-        if position + len(value) <= total - left_out:
+        if not (without_last_value and index == count - 1):
             memcpy(out + position, PyBytes_AS_STRING(value), len(value))
         position += len(value)
     return result
