@@ -3,7 +3,7 @@
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 
-CORE_MODULES = ["wire", "aead", "fec", "records", "sender", "receiver", "kafka_metadata"]
+CORE_MODULES = ["wire", "aead", "fec", "records", "ring", "sender", "receiver", "datagram_out", "kafka_metadata"]
 # aead opens libcrypto at run time (docs/security.md); older glibc keeps dlopen in libdl.
 LIBRARIES = {"aead": ["dl"]}
 

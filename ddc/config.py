@@ -503,6 +503,9 @@ class EgressTransportConfig(Section):
         return self
 
 
+KAFKA_METADATA_ROOM = 64 * 1024  # a record's topic, coordinates and framing beside its key, value and headers
+
+
 class IngressLinkConfig(Section):
     source: SourceConfig
     transport: IngressTransportConfig
@@ -525,6 +528,10 @@ class IngressLinkConfig(Section):
             raise ValueError(f"source.max_record_size ({self.source.max_record_size}) leaves no room for the "
                              f"record's metadata in transport.max_frame_size ({self.transport.max_frame_size}); "
                              "keep it at most half of max_frame_size")
+        if self.buffer.size < self.source.max_record_size + KAFKA_METADATA_ROOM:
+            raise ValueError(f"buffer.size ({self.buffer.size}) cannot hold a record of source.max_record_size "
+                             f"({self.source.max_record_size}) and its metadata; make buffer.size at least "
+                             f"{self.source.max_record_size + KAFKA_METADATA_ROOM} or lower max_record_size")
         return self
 
     @property

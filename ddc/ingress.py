@@ -15,20 +15,19 @@ import threading
 import time
 
 from ddc._core import wire
-from ddc._core.records import BATCH_HEADER_BYTES, encode_batch, record_size
+from ddc._core.records import BATCH_HEADER_BYTES, batch_header, decode_records, encode_batch, record_size
+from ddc._core.ring import RecordRing
 from ddc._core.sender import DatagramSender
 from ddc.crypto import link_keys
 from ddc.filters import FilterChain
 from ddc.handlers import build_source
 from ddc.link import Link
-from ddc.stage_buffer import StageBuffer
 from ddc.transport.sockets import open_sending
 from ddc.units import format_rate
 
 log = logging.getLogger("ddc.ingress")
 
 SHUTDOWN_COPIES = 3
-SEND_APART_BYTES = 64 * 1024  # a value this large is not copied into its frame
 
 
 class IngressLink(Link):
@@ -40,7 +39,7 @@ class IngressLink(Link):
         self.source = build_source(name, config.source)
         self.filters = FilterChain(name, config.filters, self.source.coordinates, self.source.placeholder,
                                    self.source.describe)
-        self.buffer = StageBuffer(config.buffer.size, config.buffer.when_full or self.source.default_when_full)
+        self.buffer = RecordRing(config.buffer.size, config.buffer.when_full or self.source.default_when_full)
         # Start time first: an egress refuses a recorded older session while this one is live.
         self.session_id = (int(time.time()) << 32 | secrets.randbits(32)) & 0xFFFFFFFFFFFFFFFF or 1
         self.keys = link_keys(config.transport.key_configs)
@@ -121,21 +120,16 @@ class IngressLink(Link):
     def records_dropped(self) -> int:
         return self.buffer.records_dropped + self.filters.records_dropped + self.records_too_large
 
-    def _send_batch(self, batch: list, taken_in_ns: int) -> None:
+    def _send(self, frame, prefix: bytes | None, records: int) -> None:
+        """Sends one batch: frame alone, or prefix + frame, which the sender joins without copying frame."""
+        length = len(frame) + (len(prefix) if prefix is not None else 0)
+        self.frame_bytes_uncompressed += length
         try:
-            if self.compressor is None and len(batch[-1][1]) >= SEND_APART_BYTES:
-                # A large last value (a byte-stream chunk) goes to the sender as it is, after the rest.
-                head, value = encode_batch(batch, taken_in_ns, without_last_value=True), batch[-1][1]
-                self.frame_bytes_uncompressed += len(head) + len(value)
-                self.frame_bytes_compressed += len(head) + len(value)
-                self.sender.send_frame(value, head)
-            else:
-                frame = encode_batch(batch, taken_in_ns)
-                self.frame_bytes_uncompressed += len(frame)
-                if self.compressor is not None:
-                    frame = self.compressor.compress(frame)
-                self.frame_bytes_compressed += len(frame)
-                self.sender.send_frame(frame)
+            if self.compressor is not None:
+                frame = self.compressor.compress(frame if prefix is None else prefix + frame)
+                prefix, length = None, len(frame)
+            self.frame_bytes_compressed += length
+            self.sender.send_frame(frame, prefix)
             if self._segmenting and not self.sender.segmentation_offload:
                 self._segmenting = False
                 log.warning(f"link {self.name}: the kernel refused UDP segmentation offload to "
@@ -145,57 +139,54 @@ class IngressLink(Link):
                             extra={"fields": {"link": self.name}})
         except (OSError, ValueError) as error:
             self.frames_failed += 1
-            log.error(f"link {self.name}: a frame of {len(batch)} records could not be sent: {error}",
-                      extra={"fields": {"link": self.name, "records": len(batch)}})
+            log.error(f"link {self.name}: a frame of {records} records could not be sent: {error}",
+                      extra={"fields": {"link": self.name, "records": records}})
             return
-        self.records_sent += len(batch)
+        self.records_sent += records
+
+    def _admitted(self, records: list, record_limit: int) -> list:
+        """The records of a run that cross: filtered, and too large ones replaced by placeholders or dropped."""
+        admitted = []
+        for record in self.filters.apply(records):
+            size = record_size(record)
+            if size > record_limit:
+                self.records_too_large += 1
+                log.warning(f"link {self.name}: dropped a record of {size} bytes, larger than max_frame_size",
+                            extra={"fields": {"link": self.name, "record_bytes": size,
+                                              **self.source.coordinates(record[0])}})
+                record = self.source.placeholder(record, "too_large")
+                if record is None:
+                    continue
+            admitted.append(record)
+        return admitted
 
     def _transport_loop(self) -> None:
+        """Takes runs of records from the ring; a run goes out in place behind a 16-byte batch header, unless
+        filters must judge it or a record in it is too large, which needs the records as objects."""
         transport = self.config.transport
         record_limit = transport.max_frame_size - BATCH_HEADER_BYTES
-        batch, batch_bytes, batch_started, batch_taken_in_ns = [], BATCH_HEADER_BYTES, 0.0, 0
-        taken = acknowledged = 0
+        run_limit = transport.batch_max_bytes - BATCH_HEADER_BYTES
+        in_place = not self.filters.filters
         while True:
             if self.sender.seconds_until_heartbeat() == 0:
                 # Heartbeats inside a long frame reuse this payload; the C sender refreshes its sent-counters.
                 self.sender.set_heartbeat(wire.encode_peer_counters(self._peer_counters()))
                 self.sender.heartbeat_if_due()
-            now = time.monotonic()
-            wait = self.sender.seconds_until_heartbeat()
-            if batch:
-                wait = min(wait, batch_started + transport.linger - now)
-            records = self.buffer.get_many(transport.batch_max_bytes - batch_bytes, max(wait, 0.0))
-            taken += len(records)
-            records = self.filters.apply(records)
-            for record in records:
-                size = record_size(record)
-                if size > record_limit:
-                    self.records_too_large += 1
-                    log.warning(f"link {self.name}: dropped a record of {size} bytes, larger than max_frame_size",
-                                extra={"fields": {"link": self.name, "record_bytes": size,
-                                                  **self.source.coordinates(record[0])}})
-                    record = self.source.placeholder(record, "too_large")
-                    if record is None:
-                        continue
-                    size = record_size(record)
-                if batch and batch_bytes + size > transport.batch_max_bytes:
-                    self._send_batch(batch, batch_taken_in_ns)
-                    batch, batch_bytes = [], BATCH_HEADER_BYTES
-                if not batch:
-                    batch_started = time.monotonic()
-                    batch_taken_in_ns = time.time_ns()
-                batch.append(record)
-                batch_bytes += size
-            if batch and (batch_bytes >= transport.batch_max_bytes
-                          or time.monotonic() >= batch_started + transport.linger or self.buffer.drained):
-                self._send_batch(batch, batch_taken_in_ns)
-                batch, batch_bytes = [], BATCH_HEADER_BYTES
-            if not batch and taken != acknowledged:
-                # Only with the batch empty is every record taken so far sent or settled, in order.
-                self.source.acknowledge(taken - acknowledged)
-                acknowledged = taken
-            if not batch and self.buffer.drained:
-                break
+            taken = self.buffer.take(run_limit, self.sender.seconds_until_heartbeat(), transport.linger)
+            if taken is None:
+                if self.buffer.drained:
+                    break
+                continue
+            run, count, taken_in_ns = taken
+            if in_place and len(run) <= record_limit:
+                self._send(run, batch_header(count, taken_in_ns), count)
+            else:
+                records = self._admitted(decode_records(run, count), record_limit)
+                if records:
+                    self._send(encode_batch(records, taken_in_ns), None, len(records))
+            self.buffer.free_taken()
+            # Every record taken so far is now sent or settled, in order.
+            self.source.acknowledge(count)
         final = wire.encode_peer_counters(self._peer_counters())
         for _ in range(SHUTDOWN_COPIES):
             self.sender.send_control(wire.SHUTDOWN, final)

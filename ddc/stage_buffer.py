@@ -1,14 +1,14 @@
-"""The bounded buffer between a link's stages: source → transport, transport → sink.
+"""The egress's bounded buffer between its stages: transport → sink, holding whole received frames.
 
 Bounded in bytes, with a per-link policy when full: `block` makes the producer
 wait (back-pressure, right for sources that keep data at rest, such as Kafka),
 `drop` refuses the newest items and counts them (right for live UDP sources,
 which cannot be paused). Consumers take items in batches so locking is paid per
-batch, not per item. Items are records on the ingress and whole frames on the
-egress (decoded by the sink thread, so the receive thread only drains the
-socket); `size_of` and `records_in` say how big an item is and how many records
-it holds. Issue #3 replaces the internals with a zero-copy ring in ddc/_core
-behind this same interface.
+batch, not per item. Items are whole frames, handed over by reference (the
+receiver reassembled each in its own buffer, the sink thread decodes it, so the
+receive thread only drains the socket); `size_of` and `records_in` say how big
+an item is and how many records it holds. The ingress stores records in
+ddc/_core/ring.pyx instead, laid out as the wire batch they become.
 """
 
 import collections
@@ -16,6 +16,7 @@ import threading
 import time
 
 from ddc._core.records import record_size
+from ddc._core.ring import buffer_counters
 
 
 class StageBuffer:
@@ -132,12 +133,5 @@ class StageBuffer:
 
     def counters(self) -> dict:
         with self._lock:
-            return {
-                "buffer_items_in": self.items_in,
-                "buffer_items_out": self.items_out,
-                "buffer_records_dropped": self.records_dropped,
-                "buffer_bytes_dropped": self.bytes_dropped,
-                "buffer_full_events": self.full_events,
-                "buffer_bytes": self._bytes,
-                "buffer_peak_bytes": self.peak_bytes,
-            }
+            return buffer_counters(self.items_in, self.items_out, self.records_dropped, self.bytes_dropped,
+                                   self.full_events, self._bytes, self.peak_bytes)

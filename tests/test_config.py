@@ -80,6 +80,8 @@ BROKEN = [
      "topic pattern '^orders([' is not a regular expression"),
     ("kafka dropping when full", KAFKA_INGRESS + '[links.orders.buffer]\nwhen_full = "drop"\n',
      'buffer.when_full = "drop" loses records'),
+    ("kafka buffer smaller than a record", KAFKA_INGRESS + '[links.orders.buffer]\nsize = "1MiB"\n',
+     "make buffer.size at least 1114112"),
     ("kafka bad rename", KAFKA_EGRESS.replace('type = "kafka"', 'type = "kafka"\ntopic_rename = { a = "b c" }'),
      "links.orders.sink.topic_rename.a"),
     ("kafka bad rewrite", KAFKA_EGRESS.replace('type = "kafka"', 'type = "kafka"\n'

@@ -47,7 +47,8 @@ def test_sigkilled_paused_ingress_restarts_without_loss_or_duplicates(start_ddc,
     source, destination = kafka_clusters
     topic, records = replicated_topic(kafka_clusters, "ingress-kill", 3, 60_000, seed=11)
     # A small buffer: the link is slower than the consumer, which must pause instead of piling records up.
-    pair = KafkaPair(start_ddc, kafka_clusters, [topic], rate="12Mbit/s", buffer_size="256KiB")
+    pair = KafkaPair(start_ddc, kafka_clusters, [topic], rate="12Mbit/s", buffer_size="256KiB",
+                     source_extra='max_record_size = "192KiB"')
     destination.wait_for_records(topic, 15_000)
     paused = pair.ingress.wait_for(lambda line: line.get("buffer_full_events", 0) > 0)
     assert paused["buffer_peak_bytes"] <= 256 * 1024 + 1024

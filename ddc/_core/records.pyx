@@ -41,6 +41,22 @@ def encoded_size(records):
     return total
 
 
+cdef inline void write_header(uint8_t* out, uint32_t count, uint64_t taken_in_ns) noexcept:
+    out[0] = FORMAT
+    out[1] = 0
+    out[2] = 0
+    out[3] = 0
+    put32(out + 4, count)
+    put64(out + 8, taken_in_ns)
+
+
+def batch_header(uint32_t count, uint64_t taken_in_ns=0):
+    """The 16 bytes that make a run of encoded records (a record ring's take()) a batch."""
+    result = PyBytes_FromStringAndSize(NULL, HEADER_BYTES)
+    write_header(<uint8_t*>PyBytes_AS_STRING(result), count, taken_in_ns)
+    return result
+
+
 def encode_batch(records, uint64_t taken_in_ns=0, bint without_last_value=False):
     """Packs a sequence of (metadata: bytes, value: bytes) into one batch.
 
@@ -56,12 +72,7 @@ def encode_batch(records, uint64_t taken_in_ns=0, bint without_last_value=False)
         raise ValueError(f"a batch of {count} records and {total} bytes exceeds the 4 GiB frame limit")
     result = PyBytes_FromStringAndSize(NULL, total - left_out)
     out = PyBytes_AS_STRING(result)
-    out[0] = FORMAT
-    out[1] = 0
-    out[2] = 0
-    out[3] = 0
-    put32(<uint8_t*>out + 4, <uint32_t>count)
-    put64(<uint8_t*>out + 8, taken_in_ns)
+    write_header(<uint8_t*>out, count, taken_in_ns)
     for index, (meta, value) in enumerate(records):
         put32(<uint8_t*>out + position, <uint32_t>len(meta))
         put32(<uint8_t*>out + position + 4, <uint32_t>len(value))
@@ -98,19 +109,27 @@ def decode_batch(frame, bint value_views=False):
     With value_views, each value is a read-only memoryview into the frame instead of a copy: for a sink that
     only writes values out (a file), a copy of every byte spared. The views keep the frame alive."""
     cdef const uint8_t[:] view
-    cdef const char* data
     cdef Py_ssize_t length = len(frame)
-    cdef Py_ssize_t position = HEADER_BYTES
-    cdef uint32_t count, index, meta_length, value_length
     if length < HEADER_BYTES:
         raise ValueError(f"batch of {length} bytes is shorter than its {HEADER_BYTES}-byte header")
     frame_view = memoryview(frame).cast("B")
     view = frame_view
-    data = <const char*>&view[0]
-    if <uint8_t>data[0] != FORMAT:
-        raise ValueError(f"unknown batch format {<uint8_t>data[0]} (this build reads format {FORMAT})")
-    count = get32(<const uint8_t*>data + 4)
-    if count > (length - HEADER_BYTES) // OVERHEAD_BYTES:
+    if view[0] != FORMAT:
+        raise ValueError(f"unknown batch format {view[0]} (this build reads format {FORMAT})")
+    return decode_body(frame_view, HEADER_BYTES, get32(&view[4]), value_views)
+
+
+def decode_records(body, uint32_t count):
+    """Unpacks count records laid out one after another with no batch header (a record ring's take())."""
+    return decode_body(memoryview(body).cast("B"), 0, count, False)
+
+
+cdef list decode_body(frame_view, Py_ssize_t position, uint32_t count, bint value_views):
+    cdef const uint8_t[:] view = frame_view
+    cdef Py_ssize_t length = len(frame_view)
+    cdef const char* data = <const char*>&view[0] if length else NULL
+    cdef uint32_t index, meta_length, value_length
+    if count > (length - position) // OVERHEAD_BYTES:
         raise ValueError(f"batch announces {count} records but holds only {length} bytes")
     records = []
     for index in range(count):

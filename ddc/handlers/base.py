@@ -8,7 +8,7 @@ import abc
 import threading
 from typing import NamedTuple
 
-from ddc.stage_buffer import StageBuffer
+from ddc._core.ring import RecordRing
 
 
 class RecordView(NamedTuple):
@@ -53,8 +53,9 @@ class Source(RecordDescription, abc.ABC):
         """Acquires sockets or connections; raises OSError with a clear message if it cannot."""
 
     @abc.abstractmethod
-    def run(self, output: StageBuffer, stopping: threading.Event) -> None:
-        """Pushes records into output until stopping is set, then returns."""
+    def run(self, output: RecordRing, stopping: threading.Event) -> None:
+        """Puts records into the link's ring until stopping is set, then returns: put_many() for records made
+        in Python, reserve()/commit() or receive_datagrams() to write them in place."""
 
     def close(self) -> None:
         """Releases what open acquired."""

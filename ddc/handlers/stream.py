@@ -6,6 +6,7 @@ the exact byte range of anything that never arrived. A gap is never stitched
 over silently: it is logged with its range and counted, and the stream goes on.
 """
 
+import io
 import logging
 import os
 import stat
@@ -40,30 +41,37 @@ class FileSource(Source):
         self.finished = False
 
     def run(self, output, stopping) -> None:
-        read = self.stream.read1 if hasattr(self.stream, "read1") else self.stream.read
+        """Reads chunk_size bytes into each record in place in the ring (one copy, the kernel's): a pipe's
+        short reads fill the same record until it is whole or the stream ends."""
+        stream = self.stream.raw if isinstance(self.stream, io.BufferedReader) else self.stream
         chunk_size = self.config.chunk_size
-        pieces, pending = [], 0
         while not stopping.is_set():
-            data = read(chunk_size - pending)
-            if not data:
-                break
-            pieces.append(data)
-            pending += len(data)
-            if pending < chunk_size:
+            space = output.reserve(OFFSET.pack(self.offset), chunk_size)
+            if space is None:  # the ring is full and its policy is drop: the chunk is read and counted lost
+                chunk = stream.read(chunk_size)
+                if not chunk:
+                    break
+                output.count_dropped(1, len(chunk))
+                self._advance(len(chunk))
                 continue
-            # A file yields whole chunks, which go on uncopied; a pipe yields pieces, joined with one copy.
-            self._emit(output, data if len(pieces) == 1 else b"".join(pieces))
-            pieces, pending = [], 0
-        if pieces:
-            self._emit(output, b"".join(pieces))
+            filled = 0
+            while filled < len(space) and not stopping.is_set():
+                read = stream.readinto(space[filled:])
+                if not read:
+                    break
+                filled += read
+            output.commit(filled)
+            if filled:
+                self._advance(filled)
+            if filled < len(space):
+                break
         self.finished = not stopping.is_set()
         if self.finished:
             log.info(f"link {self.link_name}: read {self.offset} bytes from {self.config.path!r} to its end",
                      extra={"fields": {"link": self.link_name, "bytes": self.offset}})
 
-    def _emit(self, output, chunk: bytes) -> None:
-        output.put_many([(OFFSET.pack(self.offset), chunk)])
-        self.offset += len(chunk)
+    def _advance(self, length: int) -> None:
+        self.offset += length
         self.chunks += 1
 
     @property

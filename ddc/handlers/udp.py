@@ -1,22 +1,22 @@
 """UDP streams (syslog, StatsD, telemetry): one datagram in, one record, one datagram out.
 
-The record metadata is the sender's address as ASCII "host:port", kept so that
-logs and later filters can name where a datagram came from.
+The record metadata is the sender's address as ASCII "host:port" ("[host]:port"
+for IPv6), kept so that logs and later filters can name where a datagram came
+from. The source receives in C straight into the link's record ring.
 """
 
-import errno
 import logging
-import select
+import os
 import socket
 
+from ddc._core.datagram_out import send_each
 from ddc.handlers.base import Sink, Source
-from ddc.transport.sockets import KernelDrops, open_bound, resolve, set_buffer
+from ddc.transport.sockets import KernelDrops, open_bound, resolve, set_buffer, socket_address_bytes
 
 log = logging.getLogger("ddc.handlers.udp")
 
-MAX_DATAGRAM = 65535
-DATAGRAMS_PER_BURST = 512
-MAX_SEND_RETRIES = 100
+MAX_PAYLOAD = 65507  # the most a UDP datagram over IPv4 carries
+POLL_SECONDS = 0.1  # how often a quiet source looks at whether it should stop
 
 
 def format_address(address) -> bytes:
@@ -36,26 +36,19 @@ class UdpSource(Source):
         self.kernel_drops = KernelDrops(self.socket)
 
     def run(self, output, stopping) -> None:
-        poller = select.poll()
-        poller.register(self.socket, select.POLLIN)
-        receive = self.socket.recvfrom
+        """Drains the socket straight into the link's ring (poll and recvmmsg in ddc/_core/ring.pyx)."""
+        descriptor = self.socket.fileno()
         while not stopping.is_set():
-            if not poller.poll(100):
-                continue
-            burst = []
             try:
-                while len(burst) < DATAGRAMS_PER_BURST:
-                    payload, address = receive(MAX_DATAGRAM)
-                    burst.append((format_address(address), payload))
-            except BlockingIOError:
-                pass
+                datagrams, size, dropped = output.receive_datagrams(descriptor, POLL_SECONDS)
             except OSError as error:
                 log.warning(f"link {self.link_name}: UDP source receive failed: {error.strerror}",
                             extra={"fields": {"link": self.link_name, "errno": error.errno}})
-            if burst:
-                self.datagrams_received += len(burst)
-                self.bytes_received += sum(len(value) for _, value in burst)
-                self.datagrams_dropped += len(burst) - output.put_many(burst)
+                stopping.wait(POLL_SECONDS)
+                continue
+            self.datagrams_received += datagrams
+            self.bytes_received += size
+            self.datagrams_dropped += dropped
 
     def close(self) -> None:
         self.kernel_drops.read()
@@ -75,8 +68,11 @@ class UdpSource(Source):
 
 
 class UdpSink(Sink):
+    takes_value_views = True  # values go out from the received frame with sendmmsg (ddc/_core/datagram_out.pyx)
+
     def open(self) -> None:
-        family, self.target = resolve(self.config.target)
+        family, target = resolve(self.config.target)
+        self.address = socket_address_bytes(family, target)
         self.socket = socket.socket(family, socket.SOCK_DGRAM)
         set_buffer(self.socket, "send", self.config.send_buffer)
         self.datagrams_sent = 0
@@ -85,31 +81,20 @@ class UdpSink(Sink):
         self.records_too_large = 0
 
     def write(self, records) -> None:
-        for _, value in records:
-            if len(value) > MAX_DATAGRAM - 28:
-                self.records_too_large += 1
-                log.warning(f"link {self.link_name}: record of {len(value)} bytes is too large for one UDP datagram",
-                            extra={"fields": {"link": self.link_name, "bytes": len(value)}})
-                continue
-            if self._send(value):
-                self.datagrams_sent += 1
-                self.bytes_sent += len(value)
-
-    def _send(self, value) -> bool:
-        for _ in range(MAX_SEND_RETRIES):
-            try:
-                self.socket.sendto(value, self.target)
-                return True
-            except OSError as error:
-                if error.errno in (errno.ENOBUFS, errno.EAGAIN):
-                    select.select([], [self.socket], [], 0.01)
-                    continue
-                self.send_errors += 1
-                log.warning(f"link {self.link_name}: UDP sink send to {self.config.target} failed: {error.strerror}",
-                            extra={"fields": {"link": self.link_name, "errno": error.errno}})
-                return False
-        self.send_errors += 1
-        return False
+        sent, size, too_large, failed, error = send_each(self.socket.fileno(), [value for _, value in records],
+                                                         self.address, MAX_PAYLOAD)
+        self.datagrams_sent += sent
+        self.bytes_sent += size
+        if too_large:
+            self.records_too_large += too_large
+            log.warning(f"link {self.link_name}: {too_large} records larger than one UDP datagram "
+                        f"({MAX_PAYLOAD} bytes) were not sent", extra={"fields": {"link": self.link_name,
+                                                                                    "records": too_large}})
+        if failed:
+            self.send_errors += failed
+            log.warning(f"link {self.link_name}: UDP sink send to {self.config.target} failed for {failed} "
+                        f"datagrams: {os.strerror(error)}",
+                        extra={"fields": {"link": self.link_name, "errno": error, "datagrams": failed}})
 
     def close(self) -> None:
         self.socket.close()

@@ -1,0 +1,46 @@
+"""The UDP sink's sendmmsg path (ddc/_core/datagram_out.pyx), against real sockets."""
+
+import errno
+import socket
+
+from ddc._core.datagram_out import send_each
+from ddc.transport.sockets import socket_address_bytes
+
+
+def receiving_socket():
+    receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    receiver.bind(("127.0.0.1", 0))
+    receiver.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+    receiver.settimeout(5)
+    return receiver
+
+
+def test_each_value_leaves_as_one_datagram_in_order_even_from_views_into_one_frame():
+    receiver = receiving_socket()
+    frame = b"".join(bytes([n]) * n * 37 for n in range(150))
+    values, position = [], 0
+    for n in range(150):
+        values.append(memoryview(frame)[position:position + n * 37])
+        position += n * 37
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    result = send_each(sender.fileno(), values, socket_address_bytes(socket.AF_INET, receiver.getsockname()), 65507)
+    assert result == (150, len(frame), 0, 0, 0)
+    assert [receiver.recv(65535) for _ in range(150)] == [bytes(value) for value in values]
+
+
+def test_values_too_large_for_a_datagram_are_counted_and_the_rest_still_go():
+    receiver = receiving_socket()
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    values = [b"a", b"b" * 2000, b"c", b"d" * 1001]
+    sent, size, too_large, failed, error = send_each(
+        sender.fileno(), values, socket_address_bytes(socket.AF_INET, receiver.getsockname()), 1000)
+    assert (sent, size, too_large, failed, error) == (2, 2, 2, 0, 0)
+    assert [receiver.recv(65535), receiver.recv(65535)] == [b"a", b"c"]
+
+
+def test_a_destination_the_socket_cannot_reach_fails_each_datagram_without_raising():
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    ipv6_address = socket_address_bytes(socket.AF_INET6, ("::1", 9, 0, 0))
+    sent, size, too_large, failed, error = send_each(sender.fileno(), [b"x"] * 3, ipv6_address, 65507)
+    assert (sent, size, too_large, failed) == (0, 0, 0, 3)
+    assert error in (errno.EAFNOSUPPORT, errno.EINVAL)
