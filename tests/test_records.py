@@ -2,7 +2,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ddc._core.records import BATCH_HEADER_BYTES, batch_taken_in_ns, decode_batch, encode_batch, encoded_size
+from ddc._core.records import (BATCH_HEADER_BYTES, batch_header, batch_taken_in_ns, decode_batch, decode_records,
+                               encode_batch, encoded_size)
 
 records_strategy = st.lists(st.tuples(st.binary(max_size=64), st.binary(max_size=2000)), max_size=50)
 
@@ -62,6 +63,11 @@ def test_value_views_are_the_values_without_a_copy():
 
 
 @given(records_strategy, st.integers(0, 2**63))
-def test_a_batch_without_its_last_value_is_the_batch_up_to_that_value(records, taken_in_ns):
-    head = encode_batch(records, taken_in_ns, without_last_value=True)
-    assert head + (records[-1][1] if records else b"") == encode_batch(records, taken_in_ns)
+def test_a_header_before_a_run_of_records_is_their_batch(records, taken_in_ns):
+    batch = encode_batch(records, taken_in_ns)
+    run = batch[BATCH_HEADER_BYTES:]
+    assert batch_header(len(records), taken_in_ns) + run == batch
+    assert decode_records(run, len(records)) == records
+    if records:
+        with pytest.raises(ValueError):
+            decode_records(run[:-1] if run else b"", len(records) + 1)

@@ -57,30 +57,25 @@ def batch_header(uint32_t count, uint64_t taken_in_ns=0):
     return result
 
 
-def encode_batch(records, uint64_t taken_in_ns=0, bint without_last_value=False):
-    """Packs a sequence of (metadata: bytes, value: bytes) into one batch.
-
-    without_last_value leaves the last record's value out of the result (its length is still announced), so
-    that result + that value is the batch: a sender given both apart never copies a large value."""
+def encode_batch(records, uint64_t taken_in_ns=0):
+    """Packs a sequence of (metadata: bytes, value: bytes) into one batch."""
     cdef uint64_t total = encoded_size(records)
     cdef Py_ssize_t count = len(records)
-    cdef Py_ssize_t left_out = len(records[count - 1][1]) if without_last_value and count else 0
     cdef bytes meta, value
     cdef char* out
-    cdef Py_ssize_t position = HEADER_BYTES, index
+    cdef Py_ssize_t position = HEADER_BYTES
     if total > 0xFFFFFFFF or count > 0xFFFFFFFF:
         raise ValueError(f"a batch of {count} records and {total} bytes exceeds the 4 GiB frame limit")
-    result = PyBytes_FromStringAndSize(NULL, total - left_out)
+    result = PyBytes_FromStringAndSize(NULL, total)
     out = PyBytes_AS_STRING(result)
     write_header(<uint8_t*>out, count, taken_in_ns)
-    for index, (meta, value) in enumerate(records):
+    for meta, value in records:
         put32(<uint8_t*>out + position, <uint32_t>len(meta))
         put32(<uint8_t*>out + position + 4, <uint32_t>len(value))
         position += OVERHEAD_BYTES
         memcpy(out + position, PyBytes_AS_STRING(meta), len(meta))
         position += len(meta)
-        if not (without_last_value and index == count - 1):
-            memcpy(out + position, PyBytes_AS_STRING(value), len(value))
+        memcpy(out + position, PyBytes_AS_STRING(value), len(value))
         position += len(value)
     return result
 
