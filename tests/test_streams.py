@@ -6,11 +6,14 @@ import logging
 import os
 import subprocess
 import sys
+import threading
 import types
 
 import pytest
 
-from ddc.handlers.stream import OFFSET, FileSink
+from ddc._core.records import decode_records
+from ddc._core.ring import RecordRing
+from ddc.handlers.stream import OFFSET, FileSink, FileSource
 from conftest import free_udp_port
 
 
@@ -148,3 +151,36 @@ destination = "127.0.0.1:{free_udp_port()}"
     assert result.returncode == 1
     assert f"cannot read source file '{tmp_path / 'absent.bin'}': No such file or directory" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def file_source(tmp_path, data: bytes, chunk_size: int) -> FileSource:
+    path = tmp_path / "input"
+    path.write_bytes(data)
+    source = FileSource("stream", types.SimpleNamespace(path=str(path), chunk_size=chunk_size, stop_at_end=True))
+    source.open()
+    return source
+
+
+def test_the_file_source_reads_each_chunk_in_place_into_the_ring_with_its_offset(tmp_path):
+    data = os.urandom(10_000)
+    ring = RecordRing(1 << 20, "block")
+    source = file_source(tmp_path, data, 4096)
+    source.run(ring, threading.Event())
+    source.close()
+    run, count, _ = ring.take(1 << 20, 0)
+    records = decode_records(run, count)
+    assert [OFFSET.unpack(metadata)[0] for metadata, _ in records] == [0, 4096, 8192]
+    assert b"".join(value for _, value in records) == data
+    assert source.finished and source.counters() == {"source_bytes_read": 10_000, "source_chunks_read": 3}
+
+
+def test_a_file_source_meeting_a_full_drop_ring_counts_the_chunks_it_loses_and_keeps_their_offsets(tmp_path):
+    data = os.urandom(10_000)
+    ring = RecordRing(5000, "drop")
+    source = file_source(tmp_path, data, 4096)
+    source.run(ring, threading.Event())
+    run, count, _ = ring.take(1 << 20, 0)
+    assert [OFFSET.unpack(metadata)[0] for metadata, _ in decode_records(run, count)] == [0]
+    assert ring.counters()["buffer_records_dropped"] == 2
+    assert ring.counters()["buffer_bytes_dropped"] == 10_000 - 4096
+    assert source.offset == 10_000  # the egress sees the lost bytes as a gap with its exact range
