@@ -61,7 +61,7 @@ class EgressLink(Link):
         self._value_views = self.sink.takes_value_views and not self.filters.filters  # filters read values
         # With a spool, frames that do not fit in memory go to disk, so memory must refuse, never drop.
         self.buffer = StageBuffer(config.buffer.size, "block" if config.spool else (config.buffer.when_full or "drop"),
-                                  size_of=len, records_in=batch_record_count)
+                                  records_in=batch_record_count)
         self.latency = Histogram(LATENCY_BUCKETS)
         self.records_received = 0
         self.frames_undecodable = 0

@@ -15,12 +15,11 @@ import collections
 import threading
 import time
 
-from ddc._core.records import record_size
 from ddc._core.ring import buffer_counters
 
 
 class StageBuffer:
-    def __init__(self, capacity_bytes: int, when_full: str, size_of=record_size, records_in=lambda item: 1):
+    def __init__(self, capacity_bytes: int, when_full: str, size_of=len, records_in=lambda item: 1):
         if when_full not in ("block", "drop"):
             raise ValueError(f"when_full must be 'block' or 'drop', not {when_full!r}")
         self.capacity_bytes = capacity_bytes
@@ -89,7 +88,7 @@ class StageBuffer:
         return count
 
     def get_many(self, max_bytes: int, timeout: float) -> list:
-        """Up to max_bytes of records (at least one if any is waiting); [] after timeout or once closed and empty."""
+        """Up to max_bytes of items (at least one if any is waiting); [] after timeout or once closed and empty."""
         deadline = time.monotonic() + timeout
         with self._lock:
             while not self._items and not self._closed:
@@ -114,7 +113,7 @@ class StageBuffer:
             return taken
 
     def close(self) -> None:
-        """No more records will be added; consumers drain what is left."""
+        """No more items will be added; consumers drain what is left."""
         with self._lock:
             self._closed = True
             self._readable.notify_all()

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from ddc._core.records import batch_header, decode_records, encode_batch, record_size
 from ddc._core.ring import RecordRing
 from ddc.handlers.udp import format_address
+from ddc.stage_buffer import StageBuffer
 
 
 def take_all(ring: RecordRing, max_bytes: int = 1 << 30) -> list:
@@ -35,15 +36,20 @@ def test_a_taken_run_behind_a_batch_header_is_the_batch_of_its_records():
     assert run.readonly
 
 
-def test_drop_policy_refuses_the_newest_and_counts_them():
-    ring = RecordRing(1024, "drop")
+@pytest.mark.parametrize("make, drain", [
+    (lambda: RecordRing(1024, "drop"), take_all),  # the ingress's ring
+    (lambda: StageBuffer(1024, "drop", size_of=record_size), lambda buffer: buffer.get_many(1 << 20, 0)),  # the egress's buffer
+])
+def test_drop_policy_refuses_the_newest_and_counts_them(make, drain):
+    """The counters the two stage buffers share (buffer_counters) mean the same in both."""
+    buffer = make()
     records = [(b"", b"x" * 300)] * 5
-    assert ring.put_many(records) == 3
-    counters = ring.counters()
+    assert buffer.put_many(records) == 3
+    counters = buffer.counters()
     assert counters["buffer_records_dropped"] == 2
     assert counters["buffer_bytes_dropped"] == 2 * record_size(records[0])
     assert counters["buffer_full_events"] == 2
-    assert take_all(ring) == records[:3]
+    assert drain(buffer) == records[:3]
 
 
 def test_a_run_stops_at_max_bytes_but_a_larger_record_comes_alone():

@@ -20,7 +20,7 @@ def numbers(frames) -> list[int]:
 
 
 def spooled(directory, memory_bytes=64 * 1024, max_bytes=1 << 20, segment_bytes=16 * 1024) -> SpooledBuffer:
-    memory = StageBuffer(memory_bytes, "block", size_of=len)
+    memory = StageBuffer(memory_bytes, "block")
     return SpooledBuffer(memory, DiskSpool(directory, max_bytes, segment_bytes), "test", lambda item: 1)
 
 

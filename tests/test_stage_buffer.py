@@ -3,49 +3,38 @@ import time
 
 import pytest
 
-from ddc.stage_buffer import StageBuffer, record_size
-
-
-def test_drop_policy_counts_what_it_refuses():
-    buffer = StageBuffer(100, "drop")
-    records = [(b"", b"x" * 40)] * 4
-    assert buffer.put_many(records) == 2
-    counters = buffer.counters()
-    assert counters["buffer_records_dropped"] == 2
-    assert counters["buffer_bytes_dropped"] == 2 * record_size(records[0])
-    assert counters["buffer_full_events"] == 2
-    assert buffer.get_many(1000, 0) == records[:2]
+from ddc.stage_buffer import StageBuffer
 
 
 def test_block_policy_waits_for_room_and_keeps_order():
     buffer = StageBuffer(100, "block")
-    records = [(b"", bytes([i]) * 40) for i in range(10)]
-    producer = threading.Thread(target=buffer.put_many, args=(records,))
+    frames = [bytes([i]) * 40 for i in range(10)]
+    producer = threading.Thread(target=buffer.put_many, args=(frames,))
     producer.start()
     taken = []
-    while len(taken) < len(records):
+    while len(taken) < len(frames):
         taken += buffer.get_many(60, 1.0)
     producer.join(5)
-    assert taken == records
+    assert taken == frames
     assert buffer.counters()["buffer_records_dropped"] == 0
     assert buffer.counters()["buffer_peak_bytes"] <= 100
 
 
-def test_an_oversized_record_passes_when_the_buffer_is_empty():
+def test_an_oversized_frame_passes_when_the_buffer_is_empty():
     buffer = StageBuffer(10, "block")
-    assert buffer.put_many([(b"", b"y" * 100)]) == 1
+    assert buffer.put_many([b"y" * 100]) == 1
 
 
 def test_close_wakes_a_blocked_producer_and_consumers_drain():
     buffer = StageBuffer(50, "block")
-    buffer.put_many([(b"", b"a" * 40)])
-    producer = threading.Thread(target=buffer.put_many, args=([(b"", b"b" * 40)],))
+    buffer.put_many([b"a" * 40])
+    producer = threading.Thread(target=buffer.put_many, args=([b"b" * 40],))
     producer.start()
     time.sleep(0.05)
     buffer.close()
     producer.join(5)
     assert not producer.is_alive()
-    assert buffer.get_many(1000, 0) == [(b"", b"a" * 40)]
+    assert buffer.get_many(1000, 0) == [b"a" * 40]
     assert buffer.drained
     assert buffer.get_many(1000, 1.0) == []
 
@@ -64,7 +53,7 @@ def test_unknown_policy_is_refused():
 def test_frames_dropped_from_a_full_buffer_count_as_the_records_they_hold():
     from ddc._core.records import batch_record_count, encode_batch
     frames = [encode_batch([(b"", b"v" * 100)] * 300) for _ in range(4)]
-    buffer = StageBuffer(2 * len(frames[0]), "drop", size_of=len, records_in=batch_record_count)
+    buffer = StageBuffer(2 * len(frames[0]), "drop", records_in=batch_record_count)
     assert buffer.put_many(frames) == 2
     counters = buffer.counters()
     assert counters["buffer_items_in"] == 2

@@ -351,9 +351,7 @@ cdef class RecordRing:
         size = OVERHEAD_BYTES + metadata_bytes + value_bytes
         with nogil:
             pthread_mutex_lock(&self.lock)
-            position = self.place(size)
-            if position < 0 and self.block:
-                position = self.make_room(size, deadline_ns)
+            position = self.make_room(size, deadline_ns) if self.block else self.place(size)
             pthread_mutex_unlock(&self.lock)
         if position < 0:
             return None
