@@ -20,6 +20,8 @@ bench: $(VENV)/.built-test
 	$(BIN)/python bench/small_records.py
 	$(BIN)/python bench/pydiode_compare.py
 	$(BIN)/python bench/memory.py
+	$(BIN)/python bench/idle.py
+	$(BIN)/python bench/udp_streams.py
 	$(BIN)/python bench/kafka_copy.py
 	$(BIN)/python bench/fec.py
 	$(BIN)/python bench/fuzz.py

@@ -13,6 +13,12 @@ from ddc.transport.sockets import KernelDrops, free_udp_port, set_buffer
 IDLE_SECONDS = 2.0
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a live process, all its threads included (librdkafka's too)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def drain_link(port: int, frames_expected: int, results, on_frame=len, receiver_options=None, keys=()) -> None:
     """Receives frames on port until frames_expected arrive (or 2 s pass without one) and puts
     {"frames", "handled", "seconds" (first to last frame), "counters"} on the results queue.

@@ -30,6 +30,7 @@ sys.path[:0] = [str(HERE.parent), str(HERE.parent / "tests")]
 from confluent_kafka import Consumer, Producer  # noqa: E402
 
 from ddc.transport.sockets import free_udp_port  # noqa: E402
+from harness import cpu_seconds  # noqa: E402
 from kafka_harness import GROUP_PROPERTIES, Cluster, TansuBroker, kafka_pair_configs, tansu_binary  # noqa: E402
 
 GATE = 0.9
@@ -76,12 +77,6 @@ def copy_loop(source: Cluster, destination: Cluster, topic: str, target: str, co
     consumer.close()
     assert delivered[0] == count, f"copy loop delivered {delivered[0]} of {count}"
     return {"seconds": finished - assigned["at"], "cpu_seconds": cpu}
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a live process, librdkafka's threads included."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def metric(port: int, name: str) -> float:

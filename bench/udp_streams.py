@@ -14,7 +14,6 @@ the egress lost a fifth of the stream at 150 000 datagrams/s.
 """
 
 import argparse
-import os
 import subprocess
 import sys
 import tempfile
@@ -23,15 +22,10 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
-from harness import GateTable  # noqa: E402
+from harness import GateTable, cpu_seconds  # noqa: E402
 from transport import compile_baseline  # noqa: E402
 
 from ddc.transport.sockets import free_udp_port  # noqa: E402
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def main() -> int:

@@ -23,12 +23,6 @@ from traffic import Collector
 REPOSITORY = Path(__file__).resolve().parent.parent
 
 
-def free_tcp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def udp_receiver(buffer_bytes: int = 64 << 20, host: str = "127.0.0.1") -> socket.socket:
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM)
     set_buffer(sock, "receive", buffer_bytes)

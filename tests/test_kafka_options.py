@@ -6,7 +6,8 @@ import uuid
 
 import pytest
 
-from conftest import free_tcp_port, free_udp_port, run_ddc
+from conftest import free_udp_port, run_ddc
+from ddc.transport.sockets import free_tcp_port
 from kafka_harness import Cluster, TansuBroker, kafka_pair_configs, tansu_binary
 from test_kafka import KafkaPair, assert_same_records, varied_records
 

@@ -13,7 +13,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from ddc.telemetry.catalogue import CATALOGUE, COUNTER, FILTER_METRICS, LATENCY, metrics_for
-from conftest import REPOSITORY, free_tcp_port, run_ddc, stop_pair
+from ddc.transport.sockets import free_tcp_port
+from conftest import REPOSITORY, run_ddc, stop_pair
 from traffic import Collector, random_payloads, send_paced
 
 

@@ -90,11 +90,16 @@ def open_sending(endpoint, *, send_buffer: int):
     return sock, address, socket_address_bytes(family, address)
 
 
-def free_udp_port(host: str = "127.0.0.1") -> int:
-    """A UDP port nothing is bound to right now, for demos, benchmarks and tests on loopback."""
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM) as probe:
+def free_udp_port(host: str = "127.0.0.1", kind: int = socket.SOCK_DGRAM) -> int:
+    """A UDP port (a TCP port with kind=SOCK_STREAM) nothing is bound to right now, for demos, benchmarks and
+    tests on loopback."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, kind) as probe:
         probe.bind((host, 0))
         return probe.getsockname()[1]
+
+
+def free_tcp_port(host: str = "127.0.0.1") -> int:
+    return free_udp_port(host, socket.SOCK_STREAM)
 
 
 class KernelDrops:
