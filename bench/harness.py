@@ -5,12 +5,28 @@ import multiprocessing
 import os
 import platform
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 from ddc.transport.sockets import KernelDrops, free_udp_port, set_buffer
 
 IDLE_SECONDS = 2.0
+
+
+def start_proxies(directory: str, ingress_config: str, egress_config: str, egress_stderr=subprocess.DEVNULL,
+                  egress_head_start: float = 0.0) -> tuple[subprocess.Popen, subprocess.Popen]:
+    """Writes the two configs into directory and runs `ddc run` on each, the egress first (so the link's
+    first datagrams find it listening); returns (ingress, egress)."""
+    processes = {}
+    for role, text, stderr in (("egress", egress_config, egress_stderr), ("ingress", ingress_config, None)):
+        path = Path(directory, f"{role}.toml")
+        path.write_text(text)
+        processes[role] = subprocess.Popen([sys.executable, "-m", "ddc", "run", str(path)],
+                                           stderr=stderr or subprocess.DEVNULL)
+        time.sleep(egress_head_start if role == "egress" else 0.0)
+    return processes["ingress"], processes["egress"]
 
 
 def cpu_seconds(pid: int) -> float:

@@ -12,7 +12,6 @@ window, so a link that died (and would cost nothing) cannot pass.
 
 import argparse
 import re
-import subprocess
 import sys
 import tempfile
 import time
@@ -21,7 +20,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
-from harness import GateTable, cpu_seconds  # noqa: E402
+from harness import GateTable, cpu_seconds, start_proxies  # noqa: E402
 
 from ddc.transport.sockets import free_tcp_port, free_udp_port  # noqa: E402
 
@@ -43,16 +42,14 @@ def main() -> int:
     source_port, link_port, target_port = free_udp_port(), free_udp_port(), free_udp_port()
     ingress_http, egress_http = free_tcp_port(), free_tcp_port()
     with tempfile.TemporaryDirectory(prefix="ddc-idle-") as directory:
-        ingress_config, egress_config = Path(directory, "ingress.toml"), Path(directory, "egress.toml")
-        ingress_config.write_text(f'role = "ingress"\n[telemetry.http]\nlisten = "127.0.0.1:{ingress_http}"\n'
-                                  f'[links.idle.source]\ntype = "udp"\nlisten = "127.0.0.1:{source_port}"\n'
-                                  f'[links.idle.transport]\ndestination = "127.0.0.1:{link_port}"\n')
-        egress_config.write_text(f'role = "egress"\n[telemetry.http]\nlisten = "127.0.0.1:{egress_http}"\n'
-                                 f'[links.idle.transport]\nlisten = "127.0.0.1:{link_port}"\n'
-                                 f'[links.idle.sink]\ntype = "udp"\ntarget = "127.0.0.1:{target_port}"\n')
-        egress = subprocess.Popen([sys.executable, "-m", "ddc", "run", str(egress_config)], stderr=subprocess.DEVNULL)
-        ingress = subprocess.Popen([sys.executable, "-m", "ddc", "run", str(ingress_config)],
-                                   stderr=subprocess.DEVNULL)
+        ingress, egress = start_proxies(
+            directory,
+            f'role = "ingress"\n[telemetry.http]\nlisten = "127.0.0.1:{ingress_http}"\n'
+            f'[links.idle.source]\ntype = "udp"\nlisten = "127.0.0.1:{source_port}"\n'
+            f'[links.idle.transport]\ndestination = "127.0.0.1:{link_port}"\n',
+            f'role = "egress"\n[telemetry.http]\nlisten = "127.0.0.1:{egress_http}"\n'
+            f'[links.idle.transport]\nlisten = "127.0.0.1:{link_port}"\n'
+            f'[links.idle.sink]\ntype = "udp"\ntarget = "127.0.0.1:{target_port}"\n')
         try:
             time.sleep(WARM_UP_SECONDS)
             heartbeats_before = metric(egress_http, "ddc_heartbeats_received_total")

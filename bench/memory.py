@@ -12,7 +12,6 @@ run is within 5 % (or 5 MB) of the mean of the second fifth.
 import argparse
 import json
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -20,6 +19,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
+from harness import start_proxies  # noqa: E402
+
 from ddc.transport.sockets import free_udp_port  # noqa: E402
 
 LIMIT_BYTES = 120 * 1000 * 1000
@@ -39,18 +40,16 @@ def main() -> int:
     arguments = parser.parse_args()
     port = free_udp_port()
     with tempfile.TemporaryDirectory(prefix="ddc-memory-") as directory:
-        ingress_config, egress_config = Path(directory, "ingress.toml"), Path(directory, "egress.toml")
-        ingress_config.write_text(f'role = "ingress"\n[telemetry]\nlog_format = "json"\n'
-                                  f'[links.load.source]\ntype = "file"\npath = "/dev/zero"\n'
-                                  f'[links.load.transport]\ndestination = "127.0.0.1:{port}"\n')
-        egress_config.write_text(f'role = "egress"\n[telemetry]\nlog_format = "json"\n'
-                                 f'[links.load.transport]\nlisten = "127.0.0.1:{port}"\n'
-                                 f'[links.load.sink]\ntype = "file"\npath = "/dev/null"\n')
         egress_log = open(Path(directory, "egress.log"), "w+")
-        egress = subprocess.Popen([sys.executable, "-m", "ddc", "run", str(egress_config)], stderr=egress_log)
-        time.sleep(1.5)
-        ingress = subprocess.Popen([sys.executable, "-m", "ddc", "run", str(ingress_config)],
-                                   stderr=subprocess.DEVNULL)
+        ingress, egress = start_proxies(
+            directory,
+            f'role = "ingress"\n[telemetry]\nlog_format = "json"\n'
+            f'[links.load.source]\ntype = "file"\npath = "/dev/zero"\n'
+            f'[links.load.transport]\ndestination = "127.0.0.1:{port}"\n',
+            f'role = "egress"\n[telemetry]\nlog_format = "json"\n'
+            f'[links.load.transport]\nlisten = "127.0.0.1:{port}"\n'
+            f'[links.load.sink]\ntype = "file"\npath = "/dev/null"\n',
+            egress_stderr=egress_log, egress_head_start=1.5)
         samples = {"ingress": [], "egress": []}
         started = time.monotonic()
         while time.monotonic() - started < arguments.seconds:

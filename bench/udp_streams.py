@@ -22,7 +22,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
-from harness import GateTable, cpu_seconds  # noqa: E402
+from harness import GateTable, cpu_seconds, start_proxies  # noqa: E402
 from transport import compile_baseline  # noqa: E402
 
 from ddc.transport.sockets import free_udp_port  # noqa: E402
@@ -38,19 +38,16 @@ def main() -> int:
     binary = compile_baseline()
     source_port, link_port, target_port = free_udp_port(), free_udp_port(), free_udp_port()
     with tempfile.TemporaryDirectory(prefix="ddc-udp-streams-") as directory:
-        ingress_config, egress_config = Path(directory, "ingress.toml"), Path(directory, "egress.toml")
-        ingress_config.write_text(f'role = "ingress"\n[links.udp.source]\ntype = "udp"\n'
-                                  f'listen = "127.0.0.1:{source_port}"\n[links.udp.transport]\n'
-                                  f'destination = "127.0.0.1:{link_port}"\ndatagram_size = 8972\n'
-                                  f'rate = "16Gbit/s"\n')
-        egress_config.write_text(f'role = "egress"\n[links.udp.transport]\nlisten = "127.0.0.1:{link_port}"\n'
-                                 f'[links.udp.sink]\ntype = "udp"\ntarget = "127.0.0.1:{target_port}"\n')
         receiver = subprocess.Popen([str(binary), "recv", str(target_port), str(arguments.size), "1500"],
                                     stdout=subprocess.PIPE, text=True)
         assert receiver.stdout.readline().strip() == "ready"
-        egress = subprocess.Popen([sys.executable, "-m", "ddc", "run", str(egress_config)], stderr=subprocess.DEVNULL)
-        ingress = subprocess.Popen([sys.executable, "-m", "ddc", "run", str(ingress_config)],
-                                   stderr=subprocess.DEVNULL)
+        ingress, egress = start_proxies(
+            directory,
+            f'role = "ingress"\n[links.udp.source]\ntype = "udp"\nlisten = "127.0.0.1:{source_port}"\n'
+            f'[links.udp.transport]\ndestination = "127.0.0.1:{link_port}"\ndatagram_size = 8972\n'
+            f'rate = "16Gbit/s"\n',
+            f'role = "egress"\n[links.udp.transport]\nlisten = "127.0.0.1:{link_port}"\n'
+            f'[links.udp.sink]\ntype = "udp"\ntarget = "127.0.0.1:{target_port}"\n')
         time.sleep(2.0)
         before = cpu_seconds(ingress.pid), cpu_seconds(egress.pid)
         subprocess.run([str(binary), "send", "127.0.0.1", str(source_port), str(arguments.size),
