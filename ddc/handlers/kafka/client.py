@@ -47,12 +47,15 @@ class ClientHealth:
     def on_error(self, error: KafkaError) -> None:
         self.errors += 1
         code = error.code()
+        text = error.str()
         if code == KafkaError._ALL_BROKERS_DOWN:
             self.healthy = False
+            # librdkafka's own count is not to be trusted ("0/2 brokers are down" has been seen): say it plainly.
+            text = f"no broker reachable (librdkafka: {text})"
         now = time.monotonic()
         if now - self._last_logged.get(code, -ERROR_LOG_INTERVAL_SECONDS) >= ERROR_LOG_INTERVAL_SECONDS:
             self._last_logged[code] = now
-            self.log.error(f"link {self.link_name}: Kafka {self.role}: {error.str()}",
+            self.log.error(f"link {self.link_name}: Kafka {self.role}: {text}",
                            extra={"fields": {"link": self.link_name, "kafka_error": error.name(),
                                              "fatal": error.fatal()}})
 
