@@ -59,6 +59,7 @@ class EgressLink(Link):
         self.filters = FilterChain(name, config.filters, self.sink.coordinates, self.sink.placeholder,
                                    self.sink.describe)
         self._value_views = self.sink.takes_value_views and not self.filters.filters  # filters read values
+        self._whole_batches = self.sink.takes_batches and not self.filters.filters
         # With a spool, frames that do not fit in memory go to disk, so memory must refuse, never drop.
         self.buffer = StageBuffer(config.buffer.size, "block" if config.spool else (config.buffer.when_full or "drop"),
                                   records_in=batch_record_count)
@@ -119,20 +120,30 @@ class EgressLink(Link):
             for event in events:
                 self._on_event(*event)
 
-    def _decode(self, frame) -> list:
+    def _deliver(self, frame) -> None:
+        """Decodes a frame's batch, filters its records and writes them to the sink. A sink that takes whole
+        batches gets the batch itself when no filter needs the records."""
+        records = None
         try:
             batch = decompress(frame, self.config.transport.max_frame_size) if is_compressed(frame) else frame
-            records = decode_batch(batch, self._value_views)
+            if self._whole_batches:
+                count = self.sink.write_batch(batch)
+            else:
+                records = decode_batch(batch, self._value_views)
+                count = len(records)
             taken_in_ns = batch_taken_in_ns(batch)
         except ValueError as error:
             self.frames_undecodable += 1
             log.error(f"link {self.name}: frame {frame.frame_id} is not a valid record batch: {error}",
                       extra={"fields": {"link": self.name, "frame_id": frame.frame_id}})
-            return []
-        if taken_in_ns and records:
-            self.latency.observe(max(time.time_ns() - taken_in_ns, 0) / 1e9, len(records))
-        self.records_received += len(records)
-        return records
+            return
+        if taken_in_ns and count:
+            self.latency.observe(max(time.time_ns() - taken_in_ns, 0) / 1e9, count)
+        self.records_received += count
+        if records:
+            records = self.filters.apply(records)
+            if records:
+                self.sink.write(records)
 
     def _on_event(self, kind, session_id, previous_session_id, payload) -> None:
         session = f"{session_id:016x}"
@@ -224,9 +235,7 @@ class EgressLink(Link):
                     if session_id is not None:
                         self.sink.sender_restarted()
                     session_id = frame_session
-                records = self.filters.apply(self._decode(frame))
-                if records:
-                    self.sink.write(records)
+                self._deliver(frame)
             if frames:
                 self.buffer.settle()
             elif self.buffer.drained:

@@ -3,7 +3,11 @@
 import errno
 import socket
 
-from ddc._core.datagram_out import send_each
+import pytest
+from hypothesis import given, settings, strategies as strategies
+
+from ddc._core.datagram_out import send_batch_values, send_each
+from ddc._core.records import encode_batch
 from ddc.transport.sockets import socket_address_bytes
 
 
@@ -44,3 +48,44 @@ def test_a_destination_the_socket_cannot_reach_fails_each_datagram_without_raisi
     sent, size, too_large, failed, error = send_each(sender.fileno(), [b"x"] * 3, ipv6_address, 65507)
     assert (sent, size, too_large, failed) == (0, 0, 0, 3)
     assert error in (errno.EAFNOSUPPORT, errno.EINVAL)
+
+
+def drain(receiver) -> list[bytes]:
+    receiver.settimeout(0.2)
+    arrived = []
+    try:
+        while True:
+            arrived.append(receiver.recv(65535))
+    except socket.timeout:
+        return arrived
+
+
+@settings(max_examples=30, deadline=None)
+@given(strategies.lists(strategies.tuples(strategies.binary(max_size=40), strategies.binary(max_size=1500)),
+                        max_size=150))
+def test_a_whole_batch_sends_the_very_datagrams_its_decoded_values_would(records):
+    receiver = receiving_socket()
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    address = socket_address_bytes(socket.AF_INET, receiver.getsockname())
+    values = [value for _, value in records]
+    assert send_each(sender.fileno(), values, address, 1000)[:3] == (
+        sum(len(value) <= 1000 for value in values), sum(len(value) for value in values if len(value) <= 1000),
+        sum(len(value) > 1000 for value in values))
+    one_by_one = drain(receiver)
+    result = send_batch_values(sender.fileno(), encode_batch(records, 7), address, 1000)
+    assert result == (len(records),) + send_each(sender.fileno(), values, address, 1000)
+    assert drain(receiver) == one_by_one * 2
+    assert one_by_one == [value for value in values if len(value) <= 1000]
+
+
+@pytest.mark.parametrize("damage", ["truncated", "trailing byte", "unknown format", "count too high", "empty"])
+def test_a_malformed_batch_raises_and_sends_nothing(damage):
+    receiver = receiving_socket()
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    batch = bytearray(encode_batch([(b"10.0.0.1:9", b"first"), (b"", b"second value")]))
+    broken = {"truncated": batch[:-1], "trailing byte": batch + b"x", "unknown format": b"\x09" + batch[1:],
+              "count too high": batch[:4] + (3).to_bytes(4, "big") + batch[8:], "empty": b""}[damage]
+    with pytest.raises(ValueError):
+        send_batch_values(sender.fileno(), bytes(broken), socket_address_bytes(socket.AF_INET,
+                                                                               receiver.getsockname()), 65507)
+    assert drain(receiver) == []

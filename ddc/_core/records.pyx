@@ -16,12 +16,6 @@ from libc.string cimport memcpy
 
 from ddc._core.byteorder cimport get32, get64, put32, put64
 
-
-cdef enum:
-    FORMAT = 1
-    HEADER_BYTES = 16
-    OVERHEAD_BYTES = 8
-
 BATCH_FORMAT = FORMAT
 BATCH_HEADER_BYTES = HEADER_BYTES
 RECORD_OVERHEAD_BYTES = OVERHEAD_BYTES
@@ -104,43 +98,65 @@ def decode_batch(frame, bint value_views=False):
     With value_views, each value is a read-only memoryview into the frame instead of a copy: for a sink that
     only writes values out (a file), a copy of every byte spared. The views keep the frame alive."""
     cdef const uint8_t[:] view
-    cdef Py_ssize_t length = len(frame)
-    if length < HEADER_BYTES:
-        raise ValueError(f"batch of {length} bytes is shorter than its {HEADER_BYTES}-byte header")
     frame_view = memoryview(frame).cast("B")
     view = frame_view
-    if view[0] != FORMAT:
-        raise ValueError(f"unknown batch format {view[0]} (this build reads format {FORMAT})")
-    return decode_body(frame_view, HEADER_BYTES, get32(&view[4]), value_views)
+    count = checked_batch(&view[0] if len(frame_view) else NULL, len(frame_view))
+    return decode_body(frame_view, HEADER_BYTES, count, value_views)
 
 
 def decode_records(body, uint32_t count):
     """Unpacks count records laid out one after another with no batch header (a record ring's take())."""
-    return decode_body(memoryview(body).cast("B"), 0, count, False)
+    cdef const uint8_t[:] view
+    body_view = memoryview(body).cast("B")
+    view = body_view
+    check_records(&view[0] if len(body_view) else NULL, len(body_view), 0, count)
+    return decode_body(body_view, 0, count, False)
 
 
-cdef list decode_body(frame_view, Py_ssize_t position, uint32_t count, bint value_views):
-    cdef const uint8_t[:] view = frame_view
-    cdef Py_ssize_t length = len(frame_view)
-    cdef const char* data = <const char*>&view[0] if length else NULL
+cdef uint32_t checked_batch(const uint8_t* data, Py_ssize_t length) except? 0xFFFFFFFF:
+    """The record count of a whole, well-formed batch; ValueError naming the first fault otherwise."""
+    cdef uint32_t count
+    if length < HEADER_BYTES:
+        raise ValueError(f"batch of {length} bytes is shorter than its {HEADER_BYTES}-byte header")
+    if data[0] != FORMAT:
+        raise ValueError(f"unknown batch format {data[0]} (this build reads format {FORMAT})")
+    count = get32(data + 4)
+    check_records(data, length, HEADER_BYTES, count)
+    return count
+
+
+cdef void check_records(const uint8_t* data, Py_ssize_t length, Py_ssize_t position, uint32_t count) except *:
+    """That count records from position fill the rest of data exactly, each within it."""
     cdef uint32_t index, meta_length, value_length
     if count > (length - position) // OVERHEAD_BYTES:
         raise ValueError(f"batch announces {count} records but holds only {length} bytes")
-    records = []
     for index in range(count):
         if position + OVERHEAD_BYTES > length:
             raise ValueError(f"record {index} of {count} starts past the end of the {length}-byte batch")
-        meta_length = get32(<const uint8_t*>data + position)
-        value_length = get32(<const uint8_t*>data + position + 4)
+        meta_length = get32(data + position)
+        value_length = get32(data + position + 4)
         position += OVERHEAD_BYTES
         if <uint64_t>position + meta_length + value_length > <uint64_t>length:
             raise ValueError(f"record {index} of {count} runs past the end of the {length}-byte batch")
+        position += meta_length + value_length
+    if position != length:
+        raise ValueError(f"batch has {length - position} trailing bytes after its {count} records")
+
+
+cdef list decode_body(frame_view, Py_ssize_t position, uint32_t count, bint value_views):
+    """The records of a checked batch or body, as (metadata, value) pairs."""
+    cdef const uint8_t[:] view = frame_view
+    cdef const char* data = <const char*>&view[0] if len(frame_view) else NULL
+    cdef uint32_t index, meta_length, value_length
+    records = []
+    for index in range(count):
+        meta_length = get32(<const uint8_t*>data + position)
+        value_length = get32(<const uint8_t*>data + position + 4)
+        position += OVERHEAD_BYTES
         records.append((
             PyBytes_FromStringAndSize(data + position, meta_length),
             frame_view[position + meta_length:position + meta_length + value_length] if value_views
             else PyBytes_FromStringAndSize(data + position + meta_length, value_length),
         ))
         position += meta_length + value_length
-    if position != length:
-        raise ValueError(f"batch has {length - position} trailing bytes after its {count} records")
     return records

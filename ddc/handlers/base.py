@@ -93,9 +93,18 @@ class Sink(RecordDescription, abc.ABC):
     #: them out): the egress then spares a copy of every value, unless filters will read them.
     takes_value_views = False
 
+    #: Whether the sink has write_batch(): it takes a whole record batch and makes no Python object per record.
+    #: The egress uses it when no filter is configured.
+    takes_batches = False
+
     @abc.abstractmethod
     def write(self, records: list) -> None:
         """Delivers a batch of records in order."""
+
+    def write_batch(self, batch) -> int:
+        """Delivers every record of a record batch (ddc/_core/records.pyx) in order; returns how many. Raises
+        ValueError, having delivered nothing, if the batch is malformed."""
+        raise NotImplementedError
 
     def idle(self) -> None:
         """No records came for a moment: serve what asynchronous delivery has pending (reports, errors)."""

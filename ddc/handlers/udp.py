@@ -9,7 +9,7 @@ import logging
 import os
 import socket
 
-from ddc._core.datagram_out import send_each
+from ddc._core.datagram_out import send_batch_values, send_each
 from ddc.handlers.base import Sink, Source
 from ddc.transport.sockets import KernelDrops, open_bound, resolve, set_buffer, socket_address_bytes
 
@@ -69,6 +69,7 @@ class UdpSource(Source):
 
 class UdpSink(Sink):
     takes_value_views = True  # values go out from the received frame with sendmmsg (ddc/_core/datagram_out.pyx)
+    takes_batches = True
 
     def open(self) -> None:
         family, target = resolve(self.config.target)
@@ -81,8 +82,15 @@ class UdpSink(Sink):
         self.records_too_large = 0
 
     def write(self, records) -> None:
-        sent, size, too_large, failed, error = send_each(self.socket.fileno(), [value for _, value in records],
-                                                         self.address, MAX_PAYLOAD)
+        self._account(*send_each(self.socket.fileno(), [value for _, value in records], self.address,
+                                 MAX_PAYLOAD))
+
+    def write_batch(self, batch) -> int:
+        count, *outcome = send_batch_values(self.socket.fileno(), batch, self.address, MAX_PAYLOAD)
+        self._account(*outcome)
+        return count
+
+    def _account(self, sent: int, size: int, too_large: int, failed: int, error: int) -> None:
         self.datagrams_sent += sent
         self.bytes_sent += size
         if too_large:
