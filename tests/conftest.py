@@ -30,6 +30,17 @@ def udp_receiver(buffer_bytes: int = 64 << 20, host: str = "127.0.0.1") -> socke
     return sock
 
 
+def drain(receiving: socket.socket, quiet_seconds: float = 0.2, size: int = 65535) -> list[bytes]:
+    """Every datagram waiting on the socket and arriving until it has been quiet for quiet_seconds."""
+    receiving.settimeout(quiet_seconds)
+    arrived = []
+    try:
+        while True:
+            arrived.append(receiving.recv(size))
+    except socket.timeout:
+        return arrived
+
+
 @pytest.fixture
 def datagram_path():
     """Factory for (receiving socket, sending socket, packed destination) on loopback; closes them after."""

@@ -6,6 +6,7 @@ import socket
 import pytest
 from hypothesis import given, settings, strategies as strategies
 
+from conftest import drain
 from ddc._core.datagram_out import send_batch_values, send_each
 from ddc._core.records import encode_batch
 from ddc.transport.sockets import socket_address_bytes
@@ -48,16 +49,6 @@ def test_a_destination_the_socket_cannot_reach_fails_each_datagram_without_raisi
     sent, size, too_large, failed, error = send_each(sender.fileno(), [b"x"] * 3, ipv6_address, 65507)
     assert (sent, size, too_large, failed) == (0, 0, 0, 3)
     assert error in (errno.EAFNOSUPPORT, errno.EINVAL)
-
-
-def drain(receiver) -> list[bytes]:
-    receiver.settimeout(0.2)
-    arrived = []
-    try:
-        while True:
-            arrived.append(receiver.recv(65535))
-    except socket.timeout:
-        return arrived
 
 
 @settings(max_examples=30, deadline=None)

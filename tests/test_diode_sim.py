@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from conftest import run_ddc
+from conftest import drain, run_ddc
 from ddc.diode_sim import HostileLink, Impairments
 
 
@@ -24,13 +24,7 @@ def relay(impairments: Impairments, count: int = 4000) -> tuple[list[int], dict]
     while link.counters["received"] < count and time.monotonic() < deadline:
         time.sleep(0.01)
     counters = link.stop()
-    receiving.settimeout(0.3)
-    arrived = []
-    try:
-        while True:
-            arrived.append(receiving.recv(100))
-    except socket.timeout:
-        pass
+    arrived = drain(receiving, 0.3, 100)
     receiving.close()
     sending.close()
     assert counters["received"] == count
