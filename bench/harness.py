@@ -4,10 +4,12 @@ import json
 import multiprocessing
 import os
 import platform
+import re
 import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 from ddc.transport.sockets import KernelDrops, free_udp_port, set_buffer
@@ -19,14 +21,20 @@ def start_proxies(directory: str, ingress_config: str, egress_config: str, egres
                   egress_head_start: float = 0.0) -> tuple[subprocess.Popen, subprocess.Popen]:
     """Writes the two configs into directory and runs `ddc run` on each, the egress first (so the link's
     first datagrams find it listening); returns (ingress, egress)."""
-    processes = {}
-    for role, text, stderr in (("egress", egress_config, egress_stderr), ("ingress", ingress_config, None)):
-        path = Path(directory, f"{role}.toml")
-        path.write_text(text)
-        processes[role] = subprocess.Popen([sys.executable, "-m", "ddc", "run", str(path)],
-                                           stderr=stderr or subprocess.DEVNULL)
-        time.sleep(egress_head_start if role == "egress" else 0.0)
-    return processes["ingress"], processes["egress"]
+    paths = {role: Path(directory, f"{role}.toml") for role in ("ingress", "egress")}
+    paths["ingress"].write_text(ingress_config)
+    paths["egress"].write_text(egress_config)
+    egress = subprocess.Popen([sys.executable, "-m", "ddc", "run", str(paths["egress"])], stderr=egress_stderr)
+    time.sleep(egress_head_start)
+    ingress = subprocess.Popen([sys.executable, "-m", "ddc", "run", str(paths["ingress"])],
+                               stderr=subprocess.DEVNULL)
+    return ingress, egress
+
+
+def metric(port: int, name: str) -> float:
+    """One sample of a metric from a proxy's /metrics, summed over its labels."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    return sum(float(value) for value in re.findall(rf"^{name}(?:{{[^}}]*}})? (\S+)$", text, re.MULTILINE))
 
 
 def cpu_seconds(pid: int) -> float:

@@ -11,27 +11,19 @@ window, so a link that died (and would cost nothing) cannot pass.
 """
 
 import argparse
-import re
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
-from harness import GateTable, cpu_seconds, start_proxies  # noqa: E402
+from harness import GateTable, cpu_seconds, metric, start_proxies  # noqa: E402
 
 from ddc.transport.sockets import free_tcp_port, free_udp_port  # noqa: E402
 
 WARM_UP_SECONDS = 3.0
 LIMIT = 0.01
-
-
-def metric(port: int, name: str) -> float:
-    """One sample of a metric from a proxy's /metrics (the sum over its labels)."""
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    return sum(float(value) for value in re.findall(rf"^{name}(?:{{[^}}]*}})? (\S+)$", text, re.MULTILINE))
 
 
 def main() -> int:

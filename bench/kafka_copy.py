@@ -16,12 +16,10 @@ import argparse
 import datetime
 import json
 import os
-import re
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 import uuid
 from pathlib import Path
 
@@ -30,7 +28,7 @@ sys.path[:0] = [str(HERE.parent), str(HERE.parent / "tests")]
 from confluent_kafka import Consumer, Producer  # noqa: E402
 
 from ddc.transport.sockets import free_udp_port  # noqa: E402
-from harness import cpu_seconds  # noqa: E402
+from harness import cpu_seconds, metric  # noqa: E402
 from kafka_harness import GROUP_PROPERTIES, Cluster, TansuBroker, kafka_pair_configs, tansu_binary  # noqa: E402
 
 GATE = 0.9
@@ -77,11 +75,6 @@ def copy_loop(source: Cluster, destination: Cluster, topic: str, target: str, co
     consumer.close()
     assert delivered[0] == count, f"copy loop delivered {delivered[0]} of {count}"
     return {"seconds": finished - assigned["at"], "cpu_seconds": cpu}
-
-
-def metric(port: int, name: str) -> float:
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    return sum(float(value) for value in re.findall(rf"^{name}{{[^}}]*}} ([0-9.e+]+)$", text, re.MULTILINE))
 
 
 def ddc_run(source: Cluster, destination: Cluster, topic: str, target: str, count: int, workdir: Path) -> dict:
