@@ -303,7 +303,7 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--target", choices=sorted(TARGETS), action="append")
     arguments = parser.parse_args()
-    crypto.load_libcrypto()
+    crypto.load_sealing_library()
     failed = False
     for name in arguments.target or list(TARGETS):
         result = fuzz(name, arguments.inputs, arguments.seed)

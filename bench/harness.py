@@ -55,8 +55,8 @@ def drain_link(port: int, frames_expected: int, results, on_frame=len, receiver_
     sock.bind(("127.0.0.1", port))
     receiver = LinkReceiver(**(receiver_options or {}))
     if keys:
-        from ddc.crypto import load_libcrypto
-        load_libcrypto()
+        from ddc.crypto import load_sealing_library
+        load_sealing_library()
     for key_id, key in keys:
         receiver.add_key(key, key_id)
     results.put("ready")

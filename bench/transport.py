@@ -93,8 +93,8 @@ def ddc_transport(size: int, total_bytes: int, rate: float, key: bytes | None = 
     sender = DatagramSender(sock.fileno(), socket_address_bytes(socket.AF_INET, ("127.0.0.1", receiving.port)),
                             int.from_bytes(os.urandom(8), "big") or 1, size, rate, user_burst(rate))
     if key:
-        from ddc.crypto import load_libcrypto
-        load_libcrypto()
+        from ddc.crypto import load_sealing_library
+        load_sealing_library()
         sender.encrypt_with(key, 1)
     if fec:
         sender.protect_with(*fec)

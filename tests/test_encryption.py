@@ -2,6 +2,7 @@
 
 import base64
 import collections
+import contextlib
 import hashlib
 import os
 import random
@@ -15,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ddc import crypto
-from ddc._core import wire
+from ddc._core import aead, wire
 from ddc._core.receiver import COUNTER_NAMES, LinkReceiver
 from ddc._core.sender import DatagramSender
 from ddc.config import KeyConfig
@@ -25,7 +26,8 @@ from protocol_reference import fragment_all, sealed, session_key
 from relay import FrameDroppingRelay
 from traffic import Collector, random_payloads, send_paced
 
-crypto.load_libcrypto()
+crypto.load_sealing_library()
+LIBRARIES = sorted(aead.loaded_from)
 
 KEY = bytes(range(32))
 OTHER_KEY = bytes(range(100, 132))
@@ -60,7 +62,57 @@ def sealed_stream(frames, key=KEY, key_id=1, session_id=5 * SECOND + 77, datagra
             for d in datagrams]
 
 
-def test_the_sender_seals_exactly_as_the_specification_says():
+@contextlib.contextmanager
+def using(library):
+    """New ciphers seal and unseal with library inside the block."""
+    previous = aead.library_in_use()
+    aead.use_library(library)
+    try:
+        yield
+    finally:
+        aead.use_library(previous)
+
+
+@pytest.fixture(params=LIBRARIES)
+def each_library(request):
+    with using(request.param):
+        yield request.param
+
+
+def test_this_machine_has_both_sealing_libraries_and_uses_one():
+    """The test machine is Debian with OpenSSL and libgcrypt: every library test below runs against both."""
+    assert LIBRARIES == ["libcrypto", "libgcrypt"]
+    assert aead.library_in_use() in LIBRARIES
+    assert crypto.load_sealing_library() == aead.versions[aead.library_in_use()]
+    for library in LIBRARIES:
+        assert crypto.seals_as_specified(library)
+        assert aead.sealing_seconds(library, 8916, 4) > 0
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.binary(max_size=9000), st.binary(min_size=56, max_size=56), st.integers(0, 2**64 - 1),
+       st.integers(0, 2**64 - 1), st.sampled_from(LIBRARIES), st.sampled_from(LIBRARIES))
+def test_every_library_seals_as_aes_gcm_and_opens_what_the_other_sealed(plain, header, session_id, sequence,
+                                                                         sealing, opening):
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    sealer, opener = aead.SessionCipher(True, sealing), aead.SessionCipher(False, opening)
+    sealer.set_key(KEY, 3, session_id)
+    opener.set_key(KEY, 3, session_id)
+    sealed_bytes = sealer.seal_bytes(header, plain, sequence)
+    nonce = bytes(4) + sequence.to_bytes(8, "big")
+    assert sealed_bytes == AESGCM(session_key(KEY, session_id)).encrypt(nonce, plain, header)
+    assert opener.unseal_bytes(header, sealed_bytes, sequence) == plain
+    flipped = bytearray(sealed_bytes)
+    flipped[len(flipped) // 2] ^= 0x40
+    lies = {(bytes(flipped), header, sequence), (sealed_bytes, bytes(56), sequence),
+            (sealed_bytes, header, sequence ^ 1)} - {(sealed_bytes, header, sequence)}
+    for sealed_seen, header_seen, sequence_seen in lies:
+        with pytest.raises(ValueError, match="authentication failed"):
+            opener.unseal_bytes(header_seen, sealed_seen, sequence_seen)
+
+
+def test_the_sender_seals_exactly_as_the_specification_says(each_library):
     """Datagrams from the C sender, read back by the cryptography package from docs/security.md alone."""
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
@@ -90,16 +142,18 @@ def test_the_sender_seals_exactly_as_the_specification_says():
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.binary(max_size=2000), min_size=1, max_size=6), st.integers(100, 700))
-def test_sealed_frames_reassemble_and_every_datagram_is_used(frames, datagram_size):
-    receiver = keyed_receiver((1, KEY))
-    assert feed(receiver, sealed_stream(frames, datagram_size=datagram_size)) == dict(enumerate(frames))
+@given(st.lists(st.binary(max_size=2000), min_size=1, max_size=6), st.integers(100, 700),
+       st.sampled_from(LIBRARIES))
+def test_sealed_frames_reassemble_and_every_datagram_is_used(frames, datagram_size, library):
+    with using(library):
+        receiver = keyed_receiver((1, KEY))
+        assert feed(receiver, sealed_stream(frames, datagram_size=datagram_size)) == dict(enumerate(frames))
     counters = receiver.counters()
     assert counters["datagrams_received"] == counters["datagrams_accepted"]
     assert accounted(counters)
 
 
-def test_each_kind_of_bad_datagram_is_refused_under_its_own_reason():
+def test_each_kind_of_bad_datagram_is_refused_under_its_own_reason(each_library):
     good = sealed_stream([b"A" * 600, b"B" * 600])
     receiver = keyed_receiver((1, KEY))
     plain = fragment_all([b"C" * 100], session_id=5 * SECOND + 77)[0][0]
@@ -146,7 +200,7 @@ def test_each_kind_of_bad_datagram_is_refused_under_its_own_reason():
     assert accounted(counters)
 
 
-def test_forgeries_decrypted_into_a_frame_never_reach_what_is_delivered():
+def test_forgeries_decrypted_into_a_frame_never_reach_what_is_delivered(each_library):
     """The egress decrypts a fragment straight into its frame when the frame is started and that place is
     empty. A forgery aimed at such a place leaves bytes there that the authentic fragment must overwrite, and
     one aimed at a filled place must not touch it."""

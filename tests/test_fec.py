@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from ddc._core import fec, wire
 from ddc._core.receiver import COUNTER_NAMES, LinkReceiver
 from ddc._core.sender import DatagramSender
-from ddc.crypto import load_libcrypto
+from ddc.crypto import load_sealing_library
 from protocol_reference import parity_symbols
 
 DROP_REASONS = [name for name in COUNTER_NAMES if name.startswith("dropped_")]
@@ -94,7 +94,7 @@ def sent_datagrams(frames, datagram_size=1472, protect=(16, 4, 1), key=None) -> 
                           socket.inet_aton("127.0.0.1"))
     sender = DatagramSender(sending.fileno(), address, (1 << 32) | 5, datagram_size)
     if key:
-        load_libcrypto()
+        load_sealing_library()
         sender.encrypt_with(key, 3)
     if protect:
         sender.protect_with(*protect)

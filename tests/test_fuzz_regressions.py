@@ -10,7 +10,7 @@ BENCH = Path(__file__).resolve().parent.parent / "bench"
 sys.path.insert(0, str(BENCH))
 import fuzz  # noqa: E402
 
-fuzz.crypto.load_libcrypto()
+fuzz.crypto.load_sealing_library()
 KEPT = sorted(fuzz.REGRESSIONS.glob("*.bin"))
 
 

@@ -155,8 +155,8 @@ def sent_datagrams(datagram_path, datagram_size, send, fec=None, key=None):
     receiver, sending, address = datagram_path(buffer_bytes=32 << 20)
     sender = DatagramSender(sending.fileno(), address, 0x5E55, datagram_size)
     if key:
-        from ddc.crypto import load_libcrypto
-        load_libcrypto()
+        from ddc.crypto import load_sealing_library
+        load_sealing_library()
         sender.encrypt_with(key, 1)
     if fec:
         sender.protect_with(*fec)

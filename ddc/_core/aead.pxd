@@ -5,9 +5,14 @@ cdef enum:
     TAG_BYTES = 16
     NONCE_BYTES = 12
 
+cdef enum:
+    LIBCRYPTO = 0
+    LIBGCRYPT = 1
+
 
 cdef class SessionCipher:
     cdef void* context
+    cdef int library
     cdef bint encrypting
     cdef bint ready
     cdef readonly int key_id
@@ -17,6 +22,8 @@ cdef class SessionCipher:
     cdef inline bint holds(self, uint64_t session_id, int key_id) noexcept nogil:
         return self.ready and self.session_id == session_id and self.key_id == key_id
 
+    cdef bint hmac_sha256(self, const uint8_t* key, const uint8_t* data, size_t length,
+                          uint8_t* out) noexcept nogil
     cdef bint rekey(self, const uint8_t* master_key, int key_id, uint64_t session_id) noexcept nogil
     cdef bint seal(self, const uint8_t* header, size_t header_length, const uint8_t* plain, size_t length,
                    uint64_t sequence, uint8_t* out) noexcept nogil

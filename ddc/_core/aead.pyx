@@ -1,12 +1,17 @@
-"""AES-256-GCM per datagram through OpenSSL's libcrypto, without the GIL.
+"""AES-256-GCM per datagram through a system crypto library, without the GIL.
 
-Nothing cryptographic is written here, only calls into libcrypto's EVP interface.
-Why not the `cryptography` package (which DDC uses for everything else about
-keys): its OpenSSL is linked statically behind a Python API, so using it per
-datagram would put a Python call on the hot path. libcrypto is opened with
-dlopen at run time instead of being linked, so building DDC needs no OpenSSL
-headers and a proxy without a key never touches it; every Linux that runs
-Python's ssl module has it.
+Nothing cryptographic is written here, only calls into OpenSSL's libcrypto (EVP)
+or GnuPG's libgcrypt. Why not the `cryptography` package (which DDC uses for
+everything else about keys): its OpenSSL is linked statically behind a Python
+API, so using it per datagram would put a Python call on the hot path. The
+libraries are opened with dlopen at run time instead of being linked, so
+building DDC needs no headers and a proxy without a key never touches them.
+
+Why two libraries: sealing is the hot path's largest cost on an encrypted link,
+and which library is faster depends on the machine. OpenSSL before 3.2 does not
+use the VAES/VPCLMULQDQ instructions for GCM, libgcrypt 1.10 does; newer OpenSSL
+is faster again. ddc/crypto.py checks each loaded library against the
+`cryptography` package and keeps the fastest (docs/security.md).
 
 A link's master key never encrypts anything itself. Each sender session uses
 its own key, HKDF-Expand-SHA256(master key, "ddc v2 session key" || session id,
@@ -18,6 +23,7 @@ zero, is the additional authenticated data; the 16-byte tag follows the payload.
 
 from libc.stdint cimport uint8_t, uint64_t
 from libc.string cimport memcpy, memset
+from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
 
 from ddc._core.byteorder cimport put64
 
@@ -41,13 +47,33 @@ ctypedef int (*CipherControl)(void* context, int kind, int argument, void* point
 ctypedef uint8_t* (*Hmac)(const void* digest, const void* key, int key_length, const uint8_t* data,
                           size_t length, uint8_t* out, unsigned int* out_length) noexcept nogil
 
+ctypedef unsigned int GcryError
+ctypedef const char* (*GcryCheckVersion)(const char* required) noexcept nogil
+ctypedef GcryError (*GcryControl)(int command, ...) noexcept nogil
+ctypedef GcryError (*GcryOpen)(void** handle, int algorithm, int mode, unsigned int flags) noexcept nogil
+ctypedef void (*GcryClose)(void* handle) noexcept nogil
+ctypedef GcryError (*GcrySetBytes)(void* handle, const void* data, size_t length) noexcept nogil
+ctypedef GcryError (*GcryCrypt)(void* handle, void* out, size_t out_length, const void* data,
+                                size_t length) noexcept nogil
+ctypedef GcryError (*GcryCipherControl)(void* handle, int command, void* buffer, size_t length) noexcept nogil
+ctypedef GcryError (*GcryMacOpen)(void** handle, int algorithm, unsigned int flags, void* context) noexcept nogil
+ctypedef GcryError (*GcryMacRead)(void* handle, void* out, size_t* length) noexcept nogil
+
 cdef enum:
     CONTROL_GCM_GET_TAG = 0x10
     CONTROL_GCM_SET_TAG = 0x11
     INFO_LABEL_BYTES = 18
     INFO_BYTES = INFO_LABEL_BYTES + 8 + 1
+    # libgcrypt's ABI numbers (gcrypt.h)
+    GCRY_CIPHER_AES256 = 9
+    GCRY_CIPHER_MODE_GCM = 9
+    GCRY_MAC_HMAC_SHA256 = 101
+    GCRYCTL_FINALIZE = 5
+    GCRYCTL_DISABLE_SECMEM = 37
+    GCRYCTL_INITIALIZATION_FINISHED = 38
+    GCRYCTL_INITIALIZATION_FINISHED_P = 39
 
-cdef struct Api:
+cdef struct Libcrypto:
     NewContext new_context
     FreeContext free_context
     Algorithm aes_256_gcm
@@ -61,84 +87,227 @@ cdef struct Api:
     CipherControl control
     Hmac hmac
 
-cdef const char* SESSION_KEY_INFO = b"ddc v2 session key"
-cdef Api api
-cdef bint api_loaded = False
-loaded_from = None
+cdef struct Libgcrypt:
+    GcryOpen open
+    GcryClose close
+    GcrySetBytes set_key
+    GcrySetBytes set_nonce
+    GcrySetBytes authenticate
+    GcryCrypt encrypt
+    GcryCrypt decrypt
+    GcrySetBytes get_tag
+    GcrySetBytes check_tag
+    GcryCipherControl control
+    GcryMacOpen mac_open
+    GcrySetBytes mac_set_key
+    GcrySetBytes mac_write
+    GcryMacRead mac_read
+    GcryClose mac_close
 
-SYMBOLS = ("EVP_CIPHER_CTX_new", "EVP_CIPHER_CTX_free", "EVP_aes_256_gcm", "EVP_sha256",
-           "EVP_EncryptInit_ex", "EVP_EncryptUpdate", "EVP_EncryptFinal_ex",
-           "EVP_DecryptInit_ex", "EVP_DecryptUpdate", "EVP_DecryptFinal_ex", "EVP_CIPHER_CTX_ctrl", "HMAC")
+cdef const char* SESSION_KEY_INFO = b"ddc v2 session key"
+cdef Libcrypto libcrypto
+cdef Libgcrypt libgcrypt
+cdef bint loaded[2]
+cdef int active = LIBCRYPTO
+loaded_from = {}
+versions = {}
+LIBRARY_NAMES = ("libcrypto", "libgcrypt")
+
+LIBCRYPTO_SYMBOLS = ("EVP_CIPHER_CTX_new", "EVP_CIPHER_CTX_free", "EVP_aes_256_gcm", "EVP_sha256",
+                     "EVP_EncryptInit_ex", "EVP_EncryptUpdate", "EVP_EncryptFinal_ex",
+                     "EVP_DecryptInit_ex", "EVP_DecryptUpdate", "EVP_DecryptFinal_ex", "EVP_CIPHER_CTX_ctrl",
+                     "HMAC", "OpenSSL_version")
+LIBGCRYPT_SYMBOLS = ("gcry_cipher_open", "gcry_cipher_close", "gcry_cipher_setkey", "gcry_cipher_setiv",
+                     "gcry_cipher_authenticate", "gcry_cipher_encrypt", "gcry_cipher_decrypt",
+                     "gcry_cipher_gettag", "gcry_cipher_checktag", "gcry_cipher_ctl", "gcry_mac_open",
+                     "gcry_mac_setkey", "gcry_mac_write", "gcry_mac_read", "gcry_mac_close",
+                     "gcry_check_version", "gcry_control")
+LIBGCRYPT_OLDEST = "1.8.0"
 KEY_LENGTH = KEY_BYTES
 
 
-def load_libcrypto(str path):
-    """Opens libcrypto at path (a file name the dynamic linker resolves, or a full path).
-
-    Raises OSError naming what is missing; loading twice is harmless."""
-    global api_loaded, loaded_from
-    cdef void* handle
-    cdef void* found[12]
-    cdef int i
-    if api_loaded:
-        return loaded_from
-    handle = dlopen(path.encode(), RTLD_NOW | RTLD_LOCAL)
+cdef list open_symbols(str path, tuple names, void** found):
+    """dlopens path and fills found with its symbols; raises OSError naming what is missing."""
+    cdef void* handle = dlopen(path.encode(), RTLD_NOW | RTLD_LOCAL)
     if handle == NULL:
         raise OSError(f"cannot open {path}: {(<bytes>dlerror()).decode(errors='replace')}")
-    for i, name in enumerate(SYMBOLS):
+    missing = []
+    for i, name in enumerate(names):
         found[i] = dlsym(handle, (<str>name).encode())
         if found[i] == NULL:
-            raise OSError(f"{path} has no {name}; it is not an OpenSSL 1.1 or 3.x libcrypto")
-    api.new_context = <NewContext>found[0]
-    api.free_context = <FreeContext>found[1]
-    api.aes_256_gcm = <Algorithm>found[2]
-    api.sha256 = <Algorithm>found[3]
-    api.encrypt_init = <CipherInit>found[4]
-    api.encrypt_update = <CipherUpdate>found[5]
-    api.encrypt_final = <CipherFinal>found[6]
-    api.decrypt_init = <CipherInit>found[7]
-    api.decrypt_update = <CipherUpdate>found[8]
-    api.decrypt_final = <CipherFinal>found[9]
-    api.control = <CipherControl>found[10]
-    api.hmac = <Hmac>found[11]
-    api_loaded = True
-    loaded_from = path
+            missing.append(name)
+    return missing
+
+
+def load_libcrypto(str path):
+    """Opens OpenSSL's libcrypto at path (a file name the dynamic linker resolves, or a full path).
+
+    Raises OSError naming what is missing; loading twice is harmless."""
+    cdef void* found[13]
+    if loaded[LIBCRYPTO]:
+        return loaded_from["libcrypto"]
+    missing = open_symbols(path, LIBCRYPTO_SYMBOLS, found)
+    if missing:
+        raise OSError(f"{path} has no {missing[0]}; it is not an OpenSSL 1.1 or 3.x libcrypto")
+    libcrypto.new_context = <NewContext>found[0]
+    libcrypto.free_context = <FreeContext>found[1]
+    libcrypto.aes_256_gcm = <Algorithm>found[2]
+    libcrypto.sha256 = <Algorithm>found[3]
+    libcrypto.encrypt_init = <CipherInit>found[4]
+    libcrypto.encrypt_update = <CipherUpdate>found[5]
+    libcrypto.encrypt_final = <CipherFinal>found[6]
+    libcrypto.decrypt_init = <CipherInit>found[7]
+    libcrypto.decrypt_update = <CipherUpdate>found[8]
+    libcrypto.decrypt_final = <CipherFinal>found[9]
+    libcrypto.control = <CipherControl>found[10]
+    libcrypto.hmac = <Hmac>found[11]
+    versions["libcrypto"] = (<bytes>(<const char* (*)(int) noexcept nogil>found[12])(0)).decode(errors="replace")
+    loaded[LIBCRYPTO] = True
+    loaded_from["libcrypto"] = path
     return path
+
+
+def load_libgcrypt(str path):
+    """Opens GnuPG's libgcrypt (1.8 or newer) at path, initialising it unless its host program already has.
+
+    Raises OSError naming what is missing or too old; loading twice is harmless."""
+    cdef void* found[17]
+    cdef GcryCheckVersion check_version
+    cdef GcryControl control
+    cdef const char* version
+    if loaded[LIBGCRYPT]:
+        return loaded_from["libgcrypt"]
+    missing = open_symbols(path, LIBGCRYPT_SYMBOLS, found)
+    if missing:
+        raise OSError(f"{path} has no {missing[0]}; it is not libgcrypt {LIBGCRYPT_OLDEST} or newer")
+    check_version = <GcryCheckVersion>found[15]
+    control = <GcryControl>found[16]
+    # Only a library its program has not initialised is initialised here, and without secure memory:
+    # session keys live in the cipher handle either way.
+    if not control(GCRYCTL_INITIALIZATION_FINISHED_P):
+        version = check_version(LIBGCRYPT_OLDEST.encode())
+        if version == NULL:
+            raise OSError(f"{path} is older than libgcrypt {LIBGCRYPT_OLDEST}")
+        control(GCRYCTL_DISABLE_SECMEM, 0)
+        control(GCRYCTL_INITIALIZATION_FINISHED, 0)
+    version = check_version(NULL)
+    libgcrypt.open = <GcryOpen>found[0]
+    libgcrypt.close = <GcryClose>found[1]
+    libgcrypt.set_key = <GcrySetBytes>found[2]
+    libgcrypt.set_nonce = <GcrySetBytes>found[3]
+    libgcrypt.authenticate = <GcrySetBytes>found[4]
+    libgcrypt.encrypt = <GcryCrypt>found[5]
+    libgcrypt.decrypt = <GcryCrypt>found[6]
+    libgcrypt.get_tag = <GcrySetBytes>found[7]
+    libgcrypt.check_tag = <GcrySetBytes>found[8]
+    libgcrypt.control = <GcryCipherControl>found[9]
+    libgcrypt.mac_open = <GcryMacOpen>found[10]
+    libgcrypt.mac_set_key = <GcrySetBytes>found[11]
+    libgcrypt.mac_write = <GcrySetBytes>found[12]
+    libgcrypt.mac_read = <GcryMacRead>found[13]
+    libgcrypt.mac_close = <GcryClose>found[14]
+    versions["libgcrypt"] = "libgcrypt " + (<bytes>version).decode(errors="replace")
+    loaded[LIBGCRYPT] = True
+    loaded_from["libgcrypt"] = path
+    return path
+
+
+cdef int library_named(str name) except -1:
+    if name not in LIBRARY_NAMES:
+        raise ValueError(f"unknown crypto library {name!r}; choose one of {', '.join(LIBRARY_NAMES)}")
+    if not loaded[LIBRARY_NAMES.index(name)]:
+        raise RuntimeError(f"{name} is not loaded; call ddc.crypto.load_sealing_library() first")
+    return LIBRARY_NAMES.index(name)
+
+
+def use_library(str name):
+    """Ciphers made from now on seal and unseal with this loaded library ("libcrypto" or "libgcrypt")."""
+    global active
+    active = library_named(name)
+
+
+def library_in_use():
+    return LIBRARY_NAMES[active] if loaded[active] else None
+
+
+def sealing_seconds(str name, size_t datagram_bytes, unsigned int count):
+    """Seconds this library takes to seal count datagrams of datagram_bytes, measured in C without the GIL."""
+    cdef SessionCipher cipher = SessionCipher(True, name)
+    cdef uint8_t header[56]
+    cdef bytearray buffer = bytearray(2 * datagram_bytes + TAG_BYTES)
+    cdef uint8_t* data = <uint8_t*><char*>buffer
+    cdef timespec start, end
+    cdef unsigned int i
+    cdef bint ok = True
+    memset(header, 0, 56)
+    cipher.set_key(bytes(KEY_BYTES), 0, 1)
+    with nogil:
+        clock_gettime(CLOCK_MONOTONIC, &start)
+        for i in range(count):
+            ok = cipher.seal(header, 56, data, datagram_bytes, i, data + datagram_bytes) and ok
+        clock_gettime(CLOCK_MONOTONIC, &end)
+    if not ok:
+        raise ValueError(f"{name} failed to seal")
+    return (end.tv_sec - start.tv_sec) + (end.tv_nsec - start.tv_nsec) * 1e-9
 
 
 cdef class SessionCipher:
     """One session key in one direction (sealing on the ingress, unsealing on the egress)."""
 
-    def __cinit__(self, bint encrypting):
-        if not api_loaded:
-            raise RuntimeError("libcrypto is not loaded; call ddc.crypto.load_libcrypto() first")
+    def __cinit__(self, bint encrypting, str library=None):
+        self.library = active if library is None else library_named(library)
+        if not loaded[self.library]:
+            raise RuntimeError("no crypto library is loaded; call ddc.crypto.load_sealing_library() first")
         self.encrypting = encrypting
-        self.context = api.new_context()
+        self.context = NULL
+        if self.library == LIBCRYPTO:
+            self.context = libcrypto.new_context()
+        elif libgcrypt.open(&self.context, GCRY_CIPHER_AES256, GCRY_CIPHER_MODE_GCM, 0) != 0:
+            self.context = NULL
         if self.context == NULL:
             raise MemoryError()
         self.key_id = -1
 
     def __dealloc__(self):
         if self.context != NULL:
-            api.free_context(self.context)
+            if self.library == LIBCRYPTO:
+                libcrypto.free_context(self.context)
+            else:
+                libgcrypt.close(self.context)
+
+    cdef bint hmac_sha256(self, const uint8_t* key, const uint8_t* data, size_t length,
+                          uint8_t* out) noexcept nogil:
+        cdef unsigned int derived = 0
+        cdef size_t read = KEY_BYTES
+        cdef void* mac = NULL
+        cdef bint ok
+        if self.library == LIBCRYPTO:
+            return (libcrypto.hmac(libcrypto.sha256(), key, KEY_BYTES, data, length, out, &derived) != NULL
+                    and derived == KEY_BYTES)
+        if libgcrypt.mac_open(&mac, GCRY_MAC_HMAC_SHA256, 0, NULL) != 0:
+            return False
+        ok = (libgcrypt.mac_set_key(mac, key, KEY_BYTES) == 0 and libgcrypt.mac_write(mac, data, length) == 0
+              and libgcrypt.mac_read(mac, out, &read) == 0 and read == KEY_BYTES)
+        libgcrypt.mac_close(mac)
+        return ok
 
     cdef bint rekey(self, const uint8_t* master_key, int key_id, uint64_t session_id) noexcept nogil:
         cdef uint8_t info[INFO_BYTES]
         cdef uint8_t session_key[KEY_BYTES]
-        cdef unsigned int derived = 0
-        cdef int ok
+        cdef bint ok
         memcpy(info, SESSION_KEY_INFO, INFO_LABEL_BYTES)
         put64(info + INFO_LABEL_BYTES, session_id)
         info[INFO_BYTES - 1] = 1  # HKDF-Expand's block counter: one block is the whole 32-byte key
         self.ready = False
-        if api.hmac(api.sha256(), master_key, KEY_BYTES, info, INFO_BYTES, session_key, &derived) == NULL:
-            return False
-        if self.encrypting:
-            ok = api.encrypt_init(self.context, api.aes_256_gcm(), NULL, session_key, NULL)
-        else:
-            ok = api.decrypt_init(self.context, api.aes_256_gcm(), NULL, session_key, NULL)
+        ok = self.hmac_sha256(master_key, info, INFO_BYTES, session_key)
+        if ok and self.library == LIBGCRYPT:
+            ok = libgcrypt.set_key(self.context, session_key, KEY_BYTES) == 0
+        elif ok and self.encrypting:
+            ok = libcrypto.encrypt_init(self.context, libcrypto.aes_256_gcm(), NULL, session_key, NULL) == 1
+        elif ok:
+            ok = libcrypto.decrypt_init(self.context, libcrypto.aes_256_gcm(), NULL, session_key, NULL) == 1
         memset(session_key, 0, KEY_BYTES)
-        if ok != 1 or derived != KEY_BYTES:
+        if not ok:
             return False
         self.key_id = key_id
         self.session_id = session_id
@@ -151,15 +320,23 @@ cdef class SessionCipher:
         cdef int written = 0
         memset(self.nonce, 0, 4)
         put64(self.nonce + 4, sequence)
-        if not self.ready or api.encrypt_init(self.context, NULL, NULL, NULL, self.nonce) != 1:
+        if not self.ready:
             return False
-        if api.encrypt_update(self.context, NULL, &written, header, <int>header_length) != 1:
+        if self.library == LIBGCRYPT:
+            return (libgcrypt.set_nonce(self.context, self.nonce, NONCE_BYTES) == 0
+                    and libgcrypt.authenticate(self.context, header, header_length) == 0
+                    and libgcrypt.control(self.context, GCRYCTL_FINALIZE, NULL, 0) == 0
+                    and libgcrypt.encrypt(self.context, out, length, plain, length) == 0
+                    and libgcrypt.get_tag(self.context, out + length, TAG_BYTES) == 0)
+        if libcrypto.encrypt_init(self.context, NULL, NULL, NULL, self.nonce) != 1:
             return False
-        if length and api.encrypt_update(self.context, out, &written, plain, <int>length) != 1:
+        if libcrypto.encrypt_update(self.context, NULL, &written, header, <int>header_length) != 1:
             return False
-        if api.encrypt_final(self.context, out + length, &written) != 1:
+        if length and libcrypto.encrypt_update(self.context, out, &written, plain, <int>length) != 1:
             return False
-        return api.control(self.context, CONTROL_GCM_GET_TAG, TAG_BYTES, out + length) == 1
+        if libcrypto.encrypt_final(self.context, out + length, &written) != 1:
+            return False
+        return libcrypto.control(self.context, CONTROL_GCM_GET_TAG, TAG_BYTES, out + length) == 1
 
     cdef bint unseal(self, const uint8_t* header, size_t header_length, const uint8_t* sealed, size_t length,
                      uint64_t sequence, uint8_t* out) noexcept nogil:
@@ -171,15 +348,21 @@ cdef class SessionCipher:
         plain_length = length - TAG_BYTES
         memset(self.nonce, 0, 4)
         put64(self.nonce + 4, sequence)
-        if api.decrypt_init(self.context, NULL, NULL, NULL, self.nonce) != 1:
+        if self.library == LIBGCRYPT:
+            return (libgcrypt.set_nonce(self.context, self.nonce, NONCE_BYTES) == 0
+                    and libgcrypt.authenticate(self.context, header, header_length) == 0
+                    and libgcrypt.control(self.context, GCRYCTL_FINALIZE, NULL, 0) == 0
+                    and libgcrypt.decrypt(self.context, out, plain_length, sealed, plain_length) == 0
+                    and libgcrypt.check_tag(self.context, sealed + plain_length, TAG_BYTES) == 0)
+        if libcrypto.decrypt_init(self.context, NULL, NULL, NULL, self.nonce) != 1:
             return False
-        if api.decrypt_update(self.context, NULL, &written, header, <int>header_length) != 1:
+        if libcrypto.decrypt_update(self.context, NULL, &written, header, <int>header_length) != 1:
             return False
-        if plain_length and api.decrypt_update(self.context, out, &written, sealed, <int>plain_length) != 1:
+        if plain_length and libcrypto.decrypt_update(self.context, out, &written, sealed, <int>plain_length) != 1:
             return False
-        if api.control(self.context, CONTROL_GCM_SET_TAG, TAG_BYTES, <void*>(sealed + plain_length)) != 1:
+        if libcrypto.control(self.context, CONTROL_GCM_SET_TAG, TAG_BYTES, <void*>(sealed + plain_length)) != 1:
             return False
-        return api.decrypt_final(self.context, out + plain_length, &written) == 1
+        return libcrypto.decrypt_final(self.context, out + plain_length, &written) == 1
 
     # ---- Python-facing, for tests and tools ----
 
@@ -187,7 +370,7 @@ cdef class SessionCipher:
         if len(master_key) != KEY_BYTES:
             raise ValueError(f"a key is {KEY_BYTES} bytes, not {len(master_key)}")
         if not self.rekey(<const uint8_t*><const char*>master_key, key_id, session_id):
-            raise ValueError("libcrypto refused the key")
+            raise ValueError(f"{LIBRARY_NAMES[self.library]} refused the key")
 
     def seal_bytes(self, bytes header, bytes plain, uint64_t sequence):
         out = bytearray(len(plain) + TAG_BYTES)
