@@ -98,8 +98,10 @@ def load_sealing_library() -> str:
         raise KeyProblem("encryption needs OpenSSL's libcrypto (1.1 or 3.x) or libgcrypt (1.8 or newer), and "
                          "neither could be used: " + "; ".join(problems)
                          + ". Install one (Debian/Ubuntu: apt-get install libssl3)")
-    seconds = {name: min(aead.sealing_seconds(name, TIMED_DATAGRAM_BYTES, TIMED_DATAGRAMS) for _ in range(3))
-               for name in usable} if len(usable) > 1 else {usable[0]: 0.0}
+    seconds = dict.fromkeys(usable, float("inf"))
+    for _ in range(3 if len(usable) > 1 else 0):
+        for name in usable:
+            seconds[name] = min(seconds[name], aead.sealing_seconds(name, TIMED_DATAGRAM_BYTES, TIMED_DATAGRAMS))
     chosen = min(usable, key=seconds.__getitem__)
     aead.use_library(chosen)
     if len(usable) > 1:

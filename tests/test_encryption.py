@@ -79,9 +79,9 @@ def each_library(request):
         yield request.param
 
 
-def test_this_machine_has_both_sealing_libraries_and_uses_one():
-    """The test machine is Debian with OpenSSL and libgcrypt: every library test below runs against both."""
-    assert LIBRARIES == ["libcrypto", "libgcrypt"]
+def test_every_library_found_is_checked_and_one_is_used():
+    """The tests below run against every library found here (on Debian and Ubuntu, both)."""
+    assert "libcrypto" in LIBRARIES, "Python's ssl module needs libcrypto, so it is always there"
     assert aead.library_in_use() in LIBRARIES
     assert crypto.load_sealing_library() == aead.versions[aead.library_in_use()]
     for library in LIBRARIES:

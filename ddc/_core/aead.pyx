@@ -314,18 +314,25 @@ cdef class SessionCipher:
         self.ready = True
         return True
 
+    cdef void use_nonce(self, uint64_t sequence) noexcept nogil:
+        memset(self.nonce, 0, 4)
+        put64(self.nonce + 4, sequence)
+
+    cdef bint gcrypt_begin(self, const uint8_t* header, size_t header_length) noexcept nogil:
+        """libgcrypt's GCM: this datagram's nonce and header, and the next call is the last over its data."""
+        return (libgcrypt.set_nonce(self.context, self.nonce, NONCE_BYTES) == 0
+                and libgcrypt.authenticate(self.context, header, header_length) == 0
+                and libgcrypt.control(self.context, GCRYCTL_FINALIZE, NULL, 0) == 0)
+
     cdef bint seal(self, const uint8_t* header, size_t header_length, const uint8_t* plain, size_t length,
                    uint64_t sequence, uint8_t* out) noexcept nogil:
         """Writes length bytes of ciphertext and then the tag to out."""
         cdef int written = 0
-        memset(self.nonce, 0, 4)
-        put64(self.nonce + 4, sequence)
         if not self.ready:
             return False
+        self.use_nonce(sequence)
         if self.library == LIBGCRYPT:
-            return (libgcrypt.set_nonce(self.context, self.nonce, NONCE_BYTES) == 0
-                    and libgcrypt.authenticate(self.context, header, header_length) == 0
-                    and libgcrypt.control(self.context, GCRYCTL_FINALIZE, NULL, 0) == 0
+            return (self.gcrypt_begin(header, header_length)
                     and libgcrypt.encrypt(self.context, out, length, plain, length) == 0
                     and libgcrypt.get_tag(self.context, out + length, TAG_BYTES) == 0)
         if libcrypto.encrypt_init(self.context, NULL, NULL, NULL, self.nonce) != 1:
@@ -346,12 +353,9 @@ cdef class SessionCipher:
         if length < TAG_BYTES or not self.ready:
             return False
         plain_length = length - TAG_BYTES
-        memset(self.nonce, 0, 4)
-        put64(self.nonce + 4, sequence)
+        self.use_nonce(sequence)
         if self.library == LIBGCRYPT:
-            return (libgcrypt.set_nonce(self.context, self.nonce, NONCE_BYTES) == 0
-                    and libgcrypt.authenticate(self.context, header, header_length) == 0
-                    and libgcrypt.control(self.context, GCRYCTL_FINALIZE, NULL, 0) == 0
+            return (self.gcrypt_begin(header, header_length)
                     and libgcrypt.decrypt(self.context, out, plain_length, sealed, plain_length) == 0
                     and libgcrypt.check_tag(self.context, sealed + plain_length, TAG_BYTES) == 0)
         if libcrypto.decrypt_init(self.context, NULL, NULL, NULL, self.nonce) != 1:
