@@ -8,6 +8,8 @@ import os
 import random
 import socket
 import stat
+import subprocess
+import sys
 import threading
 import time
 
@@ -87,6 +89,43 @@ def test_every_library_found_is_checked_and_one_is_used():
     for library in LIBRARIES:
         assert crypto.seals_as_specified(library)
         assert aead.sealing_seconds(library, 8916, 4) > 0
+
+
+SELECTION = """
+import sys
+from ddc import crypto
+from ddc._core import aead
+try:
+    aead.SessionCipher(True)
+except RuntimeError as error:
+    print("before:", error)
+passing = set(sys.argv[1:])
+crypto.seals_as_specified = lambda name: name in passing
+for attempt in (1, 2):
+    try:
+        print(attempt, crypto.load_sealing_library(), aead.library_in_use())
+    except crypto.KeyProblem as error:
+        print(attempt, "refused:", error)
+"""
+
+
+@pytest.mark.parametrize("passing", [["libcrypto"], ["libgcrypt"], []])
+def test_a_library_that_fails_its_check_is_never_used(passing):
+    """The choice in a fresh process, with the check passing only the given libraries: the one chosen is
+    one that passed, and when none passes the refusal is repeated, never a half-loaded library used."""
+    if any(library not in LIBRARIES for library in passing):
+        pytest.skip(f"{passing} is not on this machine")
+    result = subprocess.run([sys.executable, "-c", SELECTION, *passing], capture_output=True, text=True,
+                            timeout=60, check=True)
+    lines = result.stdout.splitlines()
+    assert lines[0] == "before: no crypto library is chosen; call ddc.crypto.load_sealing_library() first"
+    if passing:
+        assert lines[1] == f"1 {aead.versions[passing[0]]} {passing[0]}"
+        assert lines[2] == f"2 {aead.versions[passing[0]]} {passing[0]}"
+    else:
+        for attempt, line in zip((1, 2), lines[1:]):
+            assert line.startswith(f"{attempt} refused: encryption needs OpenSSL's libcrypto")
+            assert "does not seal as AES-256-GCM should" in line
 
 
 @settings(max_examples=80, deadline=None)

@@ -6,6 +6,7 @@ cdef enum:
     NONCE_BYTES = 12
 
 cdef enum:
+    NO_LIBRARY = -1
     LIBCRYPTO = 0
     LIBGCRYPT = 1
 

@@ -108,7 +108,7 @@ cdef const char* SESSION_KEY_INFO = b"ddc v2 session key"
 cdef Libcrypto libcrypto
 cdef Libgcrypt libgcrypt
 cdef bint loaded[2]
-cdef int active = LIBCRYPTO
+cdef int active = NO_LIBRARY
 loaded_from = {}
 versions = {}
 LIBRARY_NAMES = ("libcrypto", "libgcrypt")
@@ -227,7 +227,8 @@ def use_library(str name):
 
 
 def library_in_use():
-    return LIBRARY_NAMES[active] if loaded[active] else None
+    """The library chosen with use_library, or None before the choice."""
+    return None if active == NO_LIBRARY else LIBRARY_NAMES[active]
 
 
 def sealing_seconds(str name, size_t datagram_bytes, unsigned int count):
@@ -256,8 +257,8 @@ cdef class SessionCipher:
 
     def __cinit__(self, bint encrypting, str library=None):
         self.library = active if library is None else library_named(library)
-        if not loaded[self.library]:
-            raise RuntimeError("no crypto library is loaded; call ddc.crypto.load_sealing_library() first")
+        if self.library == NO_LIBRARY:
+            raise RuntimeError("no crypto library is chosen; call ddc.crypto.load_sealing_library() first")
         self.encrypting = encrypting
         self.context = NULL
         if self.library == LIBCRYPTO:
