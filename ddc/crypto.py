@@ -30,15 +30,18 @@ class KeyProblem(ConfigError):
 
 
 def load_library(name: str) -> str:
-    """Opens one sealing library ("libcrypto" or "libgcrypt"); returns the file opened. Raises OSError."""
-    import ctypes.util  # only links with keys pay for it at start-up
+    """Opens one sealing library ("libcrypto" or "libgcrypt"); returns the file opened. Raises OSError.
 
-    candidates = list(LIBRARY_FILES[name])
-    found = ctypes.util.find_library(name.removeprefix("lib"))
-    if found and found not in candidates:
-        candidates.append(found)
+    The usual file names first: asking ctypes where else the library is runs ldconfig, so only a machine
+    without them pays for that."""
     problems = []
-    for file in candidates:
+    for file in (*LIBRARY_FILES[name], None):
+        if file is None:
+            import ctypes.util
+
+            file = ctypes.util.find_library(name.removeprefix("lib"))
+            if file is None or file in LIBRARY_FILES[name]:
+                break
         try:
             return LOADERS[name](file)
         except OSError as error:

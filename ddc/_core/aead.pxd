@@ -27,6 +27,8 @@ cdef class SessionCipher:
                           uint8_t* out) noexcept nogil
     cdef void use_nonce(self, uint64_t sequence) noexcept nogil
     cdef bint gcrypt_begin(self, const uint8_t* header, size_t header_length) noexcept nogil
+    cdef bint libcrypto_pass(self, const uint8_t* header, size_t header_length, const uint8_t* data,
+                             size_t length, uint8_t* out) noexcept nogil
     cdef bint rekey(self, const uint8_t* master_key, int key_id, uint64_t session_id) noexcept nogil
     cdef bint seal(self, const uint8_t* header, size_t header_length, const uint8_t* plain, size_t length,
                    uint64_t sequence, uint8_t* out) noexcept nogil

@@ -39,7 +39,7 @@ ctypedef void* (*NewContext)() noexcept nogil
 ctypedef void (*FreeContext)(void* context) noexcept nogil
 ctypedef const void* (*Algorithm)() noexcept nogil
 ctypedef int (*CipherInit)(void* context, const void* cipher, void* engine, const uint8_t* key,
-                           const uint8_t* nonce) noexcept nogil
+                           const uint8_t* nonce, int encrypting) noexcept nogil
 ctypedef int (*CipherUpdate)(void* context, uint8_t* out, int* out_length, const uint8_t* data,
                              int length) noexcept nogil
 ctypedef int (*CipherFinal)(void* context, uint8_t* out, int* out_length) noexcept nogil
@@ -78,12 +78,9 @@ cdef struct Libcrypto:
     FreeContext free_context
     Algorithm aes_256_gcm
     Algorithm sha256
-    CipherInit encrypt_init
-    CipherUpdate encrypt_update
-    CipherFinal encrypt_final
-    CipherInit decrypt_init
-    CipherUpdate decrypt_update
-    CipherFinal decrypt_final
+    CipherInit init
+    CipherUpdate update
+    CipherFinal final
     CipherControl control
     Hmac hmac
 
@@ -114,8 +111,7 @@ versions = {}
 LIBRARY_NAMES = ("libcrypto", "libgcrypt")
 
 LIBCRYPTO_SYMBOLS = ("EVP_CIPHER_CTX_new", "EVP_CIPHER_CTX_free", "EVP_aes_256_gcm", "EVP_sha256",
-                     "EVP_EncryptInit_ex", "EVP_EncryptUpdate", "EVP_EncryptFinal_ex",
-                     "EVP_DecryptInit_ex", "EVP_DecryptUpdate", "EVP_DecryptFinal_ex", "EVP_CIPHER_CTX_ctrl",
+                     "EVP_CipherInit_ex", "EVP_CipherUpdate", "EVP_CipherFinal_ex", "EVP_CIPHER_CTX_ctrl",
                      "HMAC", "OpenSSL_version")
 LIBGCRYPT_SYMBOLS = ("gcry_cipher_open", "gcry_cipher_close", "gcry_cipher_setkey", "gcry_cipher_setiv",
                      "gcry_cipher_authenticate", "gcry_cipher_encrypt", "gcry_cipher_decrypt",
@@ -143,7 +139,7 @@ def load_libcrypto(str path):
     """Opens OpenSSL's libcrypto at path (a file name the dynamic linker resolves, or a full path).
 
     Raises OSError naming what is missing; loading twice is harmless."""
-    cdef void* found[13]
+    cdef void* found[10]
     if loaded[LIBCRYPTO]:
         return loaded_from["libcrypto"]
     missing = open_symbols(path, LIBCRYPTO_SYMBOLS, found)
@@ -153,15 +149,12 @@ def load_libcrypto(str path):
     libcrypto.free_context = <FreeContext>found[1]
     libcrypto.aes_256_gcm = <Algorithm>found[2]
     libcrypto.sha256 = <Algorithm>found[3]
-    libcrypto.encrypt_init = <CipherInit>found[4]
-    libcrypto.encrypt_update = <CipherUpdate>found[5]
-    libcrypto.encrypt_final = <CipherFinal>found[6]
-    libcrypto.decrypt_init = <CipherInit>found[7]
-    libcrypto.decrypt_update = <CipherUpdate>found[8]
-    libcrypto.decrypt_final = <CipherFinal>found[9]
-    libcrypto.control = <CipherControl>found[10]
-    libcrypto.hmac = <Hmac>found[11]
-    versions["libcrypto"] = (<bytes>(<const char* (*)(int) noexcept nogil>found[12])(0)).decode(errors="replace")
+    libcrypto.init = <CipherInit>found[4]
+    libcrypto.update = <CipherUpdate>found[5]
+    libcrypto.final = <CipherFinal>found[6]
+    libcrypto.control = <CipherControl>found[7]
+    libcrypto.hmac = <Hmac>found[8]
+    versions["libcrypto"] = (<bytes>(<const char* (*)(int) noexcept nogil>found[9])(0)).decode(errors="replace")
     loaded[LIBCRYPTO] = True
     loaded_from["libcrypto"] = path
     return path
@@ -303,10 +296,8 @@ cdef class SessionCipher:
         ok = self.hmac_sha256(master_key, info, INFO_BYTES, session_key)
         if ok and self.library == LIBGCRYPT:
             ok = libgcrypt.set_key(self.context, session_key, KEY_BYTES) == 0
-        elif ok and self.encrypting:
-            ok = libcrypto.encrypt_init(self.context, libcrypto.aes_256_gcm(), NULL, session_key, NULL) == 1
         elif ok:
-            ok = libcrypto.decrypt_init(self.context, libcrypto.aes_256_gcm(), NULL, session_key, NULL) == 1
+            ok = libcrypto.init(self.context, libcrypto.aes_256_gcm(), NULL, session_key, NULL, self.encrypting) == 1
         memset(session_key, 0, KEY_BYTES)
         if not ok:
             return False
@@ -325,6 +316,14 @@ cdef class SessionCipher:
                 and libgcrypt.authenticate(self.context, header, header_length) == 0
                 and libgcrypt.control(self.context, GCRYCTL_FINALIZE, NULL, 0) == 0)
 
+    cdef bint libcrypto_pass(self, const uint8_t* header, size_t header_length, const uint8_t* data,
+                             size_t length, uint8_t* out) noexcept nogil:
+        """libcrypto's GCM in the cipher's own direction: this datagram's nonce and header, then its data."""
+        cdef int written = 0
+        return (libcrypto.init(self.context, NULL, NULL, NULL, self.nonce, -1) == 1
+                and libcrypto.update(self.context, NULL, &written, header, <int>header_length) == 1
+                and (length == 0 or libcrypto.update(self.context, out, &written, data, <int>length) == 1))
+
     cdef bint seal(self, const uint8_t* header, size_t header_length, const uint8_t* plain, size_t length,
                    uint64_t sequence, uint8_t* out) noexcept nogil:
         """Writes length bytes of ciphertext and then the tag to out."""
@@ -336,15 +335,9 @@ cdef class SessionCipher:
             return (self.gcrypt_begin(header, header_length)
                     and libgcrypt.encrypt(self.context, out, length, plain, length) == 0
                     and libgcrypt.get_tag(self.context, out + length, TAG_BYTES) == 0)
-        if libcrypto.encrypt_init(self.context, NULL, NULL, NULL, self.nonce) != 1:
-            return False
-        if libcrypto.encrypt_update(self.context, NULL, &written, header, <int>header_length) != 1:
-            return False
-        if length and libcrypto.encrypt_update(self.context, out, &written, plain, <int>length) != 1:
-            return False
-        if libcrypto.encrypt_final(self.context, out + length, &written) != 1:
-            return False
-        return libcrypto.control(self.context, CONTROL_GCM_GET_TAG, TAG_BYTES, out + length) == 1
+        return (self.libcrypto_pass(header, header_length, plain, length, out)
+                and libcrypto.final(self.context, out + length, &written) == 1
+                and libcrypto.control(self.context, CONTROL_GCM_GET_TAG, TAG_BYTES, out + length) == 1)
 
     cdef bint unseal(self, const uint8_t* header, size_t header_length, const uint8_t* sealed, size_t length,
                      uint64_t sequence, uint8_t* out) noexcept nogil:
@@ -359,15 +352,9 @@ cdef class SessionCipher:
             return (self.gcrypt_begin(header, header_length)
                     and libgcrypt.decrypt(self.context, out, plain_length, sealed, plain_length) == 0
                     and libgcrypt.check_tag(self.context, sealed + plain_length, TAG_BYTES) == 0)
-        if libcrypto.decrypt_init(self.context, NULL, NULL, NULL, self.nonce) != 1:
-            return False
-        if libcrypto.decrypt_update(self.context, NULL, &written, header, <int>header_length) != 1:
-            return False
-        if plain_length and libcrypto.decrypt_update(self.context, out, &written, sealed, <int>plain_length) != 1:
-            return False
-        if libcrypto.control(self.context, CONTROL_GCM_SET_TAG, TAG_BYTES, <void*>(sealed + plain_length)) != 1:
-            return False
-        return libcrypto.decrypt_final(self.context, out + plain_length, &written) == 1
+        return (self.libcrypto_pass(header, header_length, sealed, plain_length, out)
+                and libcrypto.control(self.context, CONTROL_GCM_SET_TAG, TAG_BYTES, <void*>(sealed + plain_length)) == 1
+                and libcrypto.final(self.context, out + plain_length, &written) == 1)
 
     # ---- Python-facing, for tests and tools ----
 
