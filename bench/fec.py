@@ -9,6 +9,9 @@
    the wire at the paced rate, 0.80 is the ceiling. The two runs alternate
    five times (three with --quick) and the median of the five ratios counts:
    on a shared machine one pair of runs can land anywhere from 0.5 to 1.
+   Also reported: the CPU seconds that sender and receiver each spend per GiB
+   of frames, and what they imply: the goodput at which the two halves would
+   fill both of the machine's cores (sender and receiver share them here).
 3. Loss targets, through the seeded hostile-link relay (ddc/diode_sim.py):
    - 1 000 000 100-byte records with 5 % independent datagram loss and 25 %
      parity: gate zero records lost;
@@ -20,6 +23,7 @@ Prints a table, writes bench/results-fec.json, exits 1 if a gate fails.
 
 import argparse
 import os
+import resource
 import socket
 import statistics
 import sys
@@ -63,6 +67,20 @@ def code_speed(symbol_bytes: int, seconds: float = 1.5) -> dict:
     figures["zfec_encode"] = rate(lambda: encoder.encode(data))
     figures["zfec_rebuild"] = rate(lambda: decoder.decode(kept, numbers))
     return figures
+
+
+def measured_transport(size: int, volume: int, rate: float, fec=None) -> dict:
+    """ddc_transport, with the CPU seconds per GiB of frames spent by its sender (this process) and by its
+    receiver (the child process it waits for), user and system time together."""
+    def used(who) -> float:
+        usage = resource.getrusage(who)
+        return usage.ru_utime + usage.ru_stime
+    sender, receiver = used(resource.RUSAGE_SELF), used(resource.RUSAGE_CHILDREN)
+    outcome = ddc_transport(size, volume, rate, fec=fec)
+    gibibytes = volume / (1 << 30)
+    outcome["sender_cpu_per_gib"] = (used(resource.RUSAGE_SELF) - sender) / gibibytes
+    outcome["receiver_cpu_per_gib"] = (used(resource.RUSAGE_CHILDREN) - receiver) / gibibytes
+    return outcome
 
 
 def records_across_hostile_link(records: int, impairments, fec: tuple[int, int, int], size: int = 1472,
@@ -118,16 +136,24 @@ def main() -> int:
     pairs = 3 if arguments.quick else 5
     for size in (1472, 8972):
         rate = 0.9 * baseline(binary, size, volume // size)["bytes_per_second"]
-        plain, protected = [], []
+        runs = {"no FEC": [], "FEC 25%": []}
         for _ in range(pairs):
-            plain.append(ddc_transport(size, volume, rate)["bytes_per_second"])
-            protected.append(ddc_transport(size, volume, rate, fec=FEC_25)["bytes_per_second"])
+            runs["no FEC"].append(measured_transport(size, volume, rate))
+            runs["FEC 25%"].append(measured_transport(size, volume, rate, fec=FEC_25))
+        plain, protected = ([run["bytes_per_second"] for run in runs[name]] for name in runs)
         ratio = statistics.median(with_fec / without for with_fec, without in zip(protected, plain))
         record(f"ddc no FEC {size} B", statistics.median(plain) / 1e6,
                f"paced at 90% of baseline, median of {pairs}", True, "MB/s")
         record(f"ddc FEC 25% {size} B", statistics.median(protected) / 1e6, "64+16, interleave 4, same pacing",
                True, "MB/s")
         record(f"FEC/no FEC {size} B", ratio, f">= 0.75 (ceiling 0.80), median of {pairs} pairs", ratio >= 0.75)
+        for name, outcomes in runs.items():
+            sender = statistics.median(run["sender_cpu_per_gib"] for run in outcomes)
+            receiver = statistics.median(run["receiver_cpu_per_gib"] for run in outcomes)
+            record(f"{name} {size} B: sender CPU per GiB", sender, "user + system, median", True, "s")
+            record(f"{name} {size} B: receiver CPU per GiB", receiver, "user + system, median", True, "s")
+            record(f"{name} {size} B: goodput filling {os.cpu_count()} cores", os.cpu_count() / (sender + receiver)
+                   * (1 << 30) / 1e6, "cores / (sender + receiver CPU per byte)", True, "MB/s")
     scenarios = {
         "5% random loss": Impairments(loss=0.05, seed=1),
         "bursts of 10, 1% lost": Impairments(burst_rate=0.001, burst_length=10, seed=2),

@@ -229,7 +229,9 @@ static inline void ddc_gf_dot_tile_gfni(uint8_t **targets, size_t offset, const 
     }
 }
 
-/* The same on 64 bytes at a time, and the tail under a byte mask instead of a padded copy. */
+/* The same on 64 bytes at a time, and the tail under a byte mask instead of a padded copy. The multiplies
+ * share their ports with the additions, so two sources' products go into a row with one three-way XOR
+ * (VPTERNLOGQ, truth table 0x96) instead of two XORs: 12-19 % faster on cached data (docs/performance.md). */
 __attribute__((target("gfni,avx512f,avx512bw"), always_inline))
 static inline void ddc_gf_dot_tile_gfni_avx512(uint8_t **targets, size_t offset, const __m512i *factor,
                                                const unsigned int ROWS, const uint8_t *const *sources,
@@ -242,7 +244,15 @@ static inline void ddc_gf_dot_tile_gfni_avx512(uint8_t **targets, size_t offset,
         if (length - i < 64) mask = ~(__mmask64)0 >> (64 - (length - i));
 #pragma GCC unroll 8
         for (r = 0; r < ROWS; r++) acc[r] = _mm512_maskz_loadu_epi8(mask, targets[r] + offset + i);
-        for (s = 0; s < count; s++) {
+        for (s = 0; s + 1 < count; s += 2) {
+            __m512i x = _mm512_maskz_loadu_epi8(mask, sources[s] + i);
+            __m512i y = _mm512_maskz_loadu_epi8(mask, sources[s + 1] + i);
+#pragma GCC unroll 8
+            for (r = 0; r < ROWS; r++)
+                acc[r] = _mm512_ternarylogic_epi64(acc[r], _mm512_gf2p8mul_epi8(x, factor[r * count + s]),
+                                                   _mm512_gf2p8mul_epi8(y, factor[r * count + s + 1]), 0x96);
+        }
+        if (s < count) {
             __m512i x = _mm512_maskz_loadu_epi8(mask, sources[s] + i);
 #pragma GCC unroll 8
             for (r = 0; r < ROWS; r++)
