@@ -87,11 +87,13 @@ cdef bint invert(uint8_t* matrix, uint8_t* inverse, uint32_t n) noexcept nogil:
 
 cdef bint recover(uint32_t data_count, const uint8_t** data, const size_t* data_lengths,
                   const uint8_t** parity, const uint32_t* parity_rows, uint32_t parity_count,
-                  size_t symbol_length, uint8_t* out) noexcept nogil:
+                  size_t symbol_length, uint8_t* out, uint32_t out_symbols) noexcept nogil:
     """Rebuilds the data symbols whose pointer is NULL into out, one symbol_length slot each, in index order.
 
     parity[r] is the symbol of parity row parity_rows[r]; present data symbols may be shorter than
-    symbol_length (zero-padded). False when fewer parity symbols than missing data symbols are given."""
+    symbol_length (zero-padded). out has room for out_symbols symbols, which the caller counts from the
+    same NULL pointers: False, with nothing written, when more are missing than that, or when fewer parity
+    symbols than missing data symbols are given."""
     cdef uint32_t missing[MAX_DATA_SYMBOLS]
     cdef uint8_t* targets[MAX_DATA_SYMBOLS]
     cdef uint8_t factors[MAX_DATA_SYMBOLS]
@@ -108,7 +110,7 @@ cdef bint recover(uint32_t data_count, const uint8_t** data, const size_t* data_
             missing_count += 1
     if missing_count == 0:
         return True
-    if missing_count > parity_count:
+    if missing_count > parity_count or missing_count > out_symbols:
         return False
     syndromes = <uint8_t*>malloc(missing_count * symbol_length)
     matrix = <uint8_t*>malloc(2 * missing_count * missing_count)
@@ -223,7 +225,8 @@ def decode(dict received, int data_count):
     missing = [index for index in range(data_count) if index not in kept]
     out = bytearray(max(len(missing), 1) * length)
     out_view = out
-    if missing and not recover(data_count, data, lengths, parity, rows, parity_count, length, &out_view[0]):
+    if missing and not recover(data_count, data, lengths, parity, rows, parity_count, length, &out_view[0],
+                               len(missing)):
         raise ValueError(f"{len(missing)} data symbols missing but only {parity_count} parity symbols received")
     rebuilt = {index: bytes(out[n * length:(n + 1) * length]) for n, index in enumerate(missing)}
     return [rebuilt[index] if index in rebuilt else kept[index].ljust(length, b"\0") for index in range(data_count)]

@@ -12,9 +12,17 @@ drop counter. State is bounded by construction:
   partial frame, and partial frames older than `frame_timeout` are discarded;
 - forward error correction keeps copies of the datagrams of each open block
   in a fixed table of blocks, within a byte budget; as soon as a block has
-  enough datagrams and parity, the missing datagrams are rebuilt and fed back
-  through the same validation (checksum, authentication, sequence) as any
-  received datagram, so parity can rebuild nothing a sender did not send;
+  enough datagrams and parity, the missing datagrams are rebuilt into a work
+  queue and, once the datagram that completed the block is done, go through
+  the same validation (checksum, authentication, sequence) as any received
+  datagram, so parity can rebuild nothing a sender did not send. A rebuilt
+  datagram must be the data or control datagram its block lost (same session,
+  block, index and count), never parity, so one rebuild can never start
+  another: the work per received datagram is bounded, without recursion;
+- completed frames wait for Python in a fixed list; a received datagram
+  completes at most 1 + MAX_PARITY_SYMBOLS frames, and a batch stops early
+  (the rest of it waits for the next call) once the list could not take
+  another datagram's worst case or holds max_frame_bytes of frames;
 - a new session id (a restarted sender) abandons the old session's partial
   frames and starts fresh; late datagrams of a recent old session are counted as
   stale rather than starting it again.
@@ -51,6 +59,9 @@ cdef enum:
     EVENT_PAYLOAD_BYTES = 256
     SWEEP_INTERVAL_NS = 10000000
     FEC_BLOCKS = 256
+    # the most frames one received datagram can complete: its own, and each datagram its block rebuilds
+    FRAMES_PER_DATAGRAM = 1 + MAX_PARITY_SYMBOLS
+    READY_CAPACITY = 8 * FRAMES_PER_DATAGRAM
     FEC_SYMBOLS = MAX_DATA_SYMBOLS + MAX_PARITY_SYMBOLS
     SPARE_SYMBOL_HEAD = 16
     MAX_SPARE_SYMBOL_BYTES = 8 * 1024 * 1024
@@ -84,6 +95,7 @@ cdef enum:
     DROPPED_UNAUTHENTICATED
     DROPPED_UNKNOWN_KEY
     DROPPED_FORGED
+    DROPPED_INCONSISTENT_REBUILD
     FRAMES_COMPLETED
     FRAMES_TIMED_OUT
     FRAMES_EVICTED
@@ -99,12 +111,25 @@ cdef enum:
     FEC_BLOCKS_UNRECOVERABLE
     COUNTER_COUNT
 
+cdef enum:
+    GAUGE_DATAGRAMS_LOST
+    GAUGE_FRAMES_LOST
+    GAUGE_FRAMES_IN_FLIGHT
+    GAUGE_BYTES_IN_FLIGHT
+    GAUGE_PEAK_BYTES_IN_FLIGHT
+    GAUGE_FEC_BYTES_IN_FLIGHT
+    GAUGE_HIGHEST_SEQUENCE
+    GAUGE_COUNT
+
+GAUGE_NAMES = ("datagrams_lost", "frames_lost", "frames_in_flight", "bytes_in_flight", "peak_bytes_in_flight",
+               "fec_bytes_in_flight", "highest_sequence")
+
 COUNTER_NAMES = (
     "datagrams_received", "bytes_received", "datagrams_accepted", "datagrams_reordered",
     "dropped_truncated", "dropped_bad_magic", "dropped_unknown_version", "dropped_bad_checksum",
     "dropped_malformed", "dropped_unknown_type", "dropped_oversized_frame", "dropped_stale_session",
     "dropped_duplicate", "dropped_too_old", "dropped_late_fragment",
-    "dropped_unauthenticated", "dropped_unknown_key", "dropped_forged",
+    "dropped_unauthenticated", "dropped_unknown_key", "dropped_forged", "dropped_inconsistent_rebuild",
     "frames_completed", "frames_timed_out", "frames_evicted", "frames_abandoned", "fragments_missing",
     "heartbeats_received", "shutdowns_received", "sessions_started", "events_dropped",
     "parity_received", "datagrams_recovered", "fec_blocks_recovered", "fec_blocks_unrecoverable",
@@ -157,6 +182,13 @@ cdef struct Ready:
     uint8_t* data
     uint32_t length
     uint64_t frame_id
+
+cdef struct Expected:
+    # what a rebuilt datagram must say about itself: the place its block lost
+    uint64_t session_id
+    uint32_t fec_block
+    uint16_t fec_index
+    uint16_t fec_count
 
 
 cdef class Frame:
@@ -217,6 +249,18 @@ cdef class LinkReceiver:
     # hand-off to Python
     cdef Ready* ready
     cdef uint32_t ready_count
+    cdef uint64_t ready_bytes
+    # the rest of a received batch, when a call stopped before its end
+    cdef int batch_received
+    cdef int batch_next
+    # the work queue: datagrams one block rebuilt, accepted after the datagram that completed it
+    cdef uint8_t* rebuilt
+    cdef size_t rebuilt_symbol_length
+    cdef uint32_t rebuilt_count
+    cdef Expected rebuilt_expected[MAX_DATA_SYMBOLS]
+    # what counters() reads: a copy made with the GIL held, never torn by a receive() running without it
+    cdef uint64_t published[COUNTER_COUNT]
+    cdef uint64_t published_gauges[GAUGE_COUNT]
     cdef Event events[MAX_EVENTS]
     cdef int event_count
     cdef int64_t session_takeover_ns
@@ -254,7 +298,7 @@ cdef class LinkReceiver:
         self.frame_timeout_ns = <int64_t>(frame_timeout_seconds * 1e9)
         self.session_takeover_ns = <int64_t>(session_takeover_seconds * 1e9)
         self.slots = <Slot*>calloc(max_frames_in_flight, sizeof(Slot))
-        self.ready = <Ready*>calloc(max_frames_in_flight + BATCH_DATAGRAMS, sizeof(Ready))
+        self.ready = <Ready*>calloc(READY_CAPACITY, sizeof(Ready))
         self.buffers = <uint8_t*>malloc(BATCH_DATAGRAMS * RECEIVE_BUFFER_STRIDE)
         self.fec_blocks = <FecBlock*>calloc(FEC_BLOCKS, sizeof(FecBlock))
         self.max_fec_bytes = max_fec_bytes_in_flight
@@ -277,6 +321,7 @@ cdef class LinkReceiver:
             for i in range(self.ready_count):
                 free(self.ready[i].data)
             free(self.ready)
+        free(self.rebuilt)
         if self.fec_blocks != NULL:
             for i in range(FEC_BLOCKS):
                 self.free_symbols(&self.fec_blocks[i])
@@ -499,6 +544,7 @@ cdef class LinkReceiver:
             done.data = slot.data
             done.length = slot.frame_length
             done.frame_id = frame_id
+            self.ready_bytes += slot.frame_length
             slot.data = NULL
             self.release_slot(slot, SLOT_DONE)
             self.counters_[FRAMES_COMPLETED] += 1
@@ -597,14 +643,17 @@ cdef class LinkReceiver:
         return True
 
     cdef void take_data(self, const Header* h, const uint8_t* datagram, size_t length, int64_t now) noexcept nogil:
+        """Keeps a data datagram for its block. Only a kept symbol counts as received: one the budget refused
+        is missing, and parity may rebuild it later (the sequence window then drops the copy as a duplicate)."""
         cdef FecBlock* block = self.open_block(h, now)
         if block == NULL or block.state != BLOCK_OPEN or block.symbols[h.fec_index] != NULL:
             return
-        block.data_received += 1
-        if block.data_received == block.data_count:
+        if block.data_received + 1 == block.data_count:
+            block.data_received += 1
             self.close_block(block)
             return
         if self.keep_symbol(block, h.fec_index, datagram, length, True):
+            block.data_received += 1
             self.try_recover(block, now)
 
     cdef void take_parity(self, const Header* h, const uint8_t* payload, int64_t now) noexcept nogil:
@@ -626,42 +675,66 @@ cdef class LinkReceiver:
             self.try_recover(block, now)
 
     cdef void try_recover(self, FecBlock* block, int64_t now) noexcept nogil:
-        """Rebuilds the block's missing datagrams once it holds as many symbols as it has data, and feeds
-        them back as datagrams; the block closes first, so they are not kept again."""
+        """Rebuilds the block's missing datagrams once it holds as many symbols as it has data, into the work
+        queue that accept() empties; the block closes first, so they are not kept again. What is missing is
+        counted once, from the symbols themselves, and sizes both the buffer and what recover() may write."""
         cdef const uint8_t* data[MAX_DATA_SYMBOLS]
         cdef size_t lengths[MAX_DATA_SYMBOLS]
         cdef const uint8_t* parity[MAX_PARITY_SYMBOLS]
         cdef uint32_t rows[MAX_PARITY_SYMBOLS]
-        cdef uint32_t i, parity_count = 0, missing
-        cdef size_t symbol_length = block.parity_length, datagram_length
+        cdef uint32_t i, parity_count = 0, missing = 0
+        cdef size_t symbol_length = block.parity_length
         cdef uint8_t* rebuilt
-        cdef bint recovered
+        cdef Expected* expected
         if block.parity_received == 0 or block.data_received + block.parity_received < block.data_count:
             return
-        missing = block.data_count - block.data_received
+        if self.rebuilt != NULL:  # never: only a received datagram's block is rebuilt, and accept() empties the queue
+            return
         for i in range(block.data_count):
             data[i] = block.symbols[i]
             lengths[i] = block.lengths[i]
+            if data[i] == NULL:
+                expected = &self.rebuilt_expected[missing]
+                expected.session_id = self.session_id
+                expected.fec_block = block.block_id
+                expected.fec_index = <uint16_t>i
+                expected.fec_count = <uint16_t>block.data_count
+                missing += 1
         for i in range(block.data_count, FEC_SYMBOLS):
             if block.symbols[i] != NULL:
                 parity[parity_count] = block.symbols[i]
                 rows[parity_count] = i - block.data_count
                 parity_count += 1
+        if missing == 0 or missing > parity_count:
+            return
         rebuilt = <uint8_t*>malloc(missing * symbol_length)
         if rebuilt == NULL:
             return
-        recovered = recover(block.data_count, data, lengths, parity, rows, parity_count, symbol_length, rebuilt)
+        if not recover(block.data_count, data, lengths, parity, rows, parity_count, symbol_length, rebuilt, missing):
+            free(rebuilt)
+            self.close_block(block)
+            return
         block.data_received = block.data_count
         self.close_block(block)
-        if recovered:
-            self.counters_[FEC_BLOCKS_RECOVERED] += 1
-            for i in range(missing):
-                datagram_length = get16(rebuilt + i * symbol_length)
-                if datagram_length + SYMBOL_PREFIX_SIZE > symbol_length:
-                    datagram_length = symbol_length - SYMBOL_PREFIX_SIZE
-                self.accept(rebuilt + i * symbol_length + SYMBOL_PREFIX_SIZE, datagram_length, now, True)
-        else:
-            self.counters_[FEC_BLOCKS_UNRECOVERABLE] += 1
+        self.counters_[FEC_BLOCKS_RECOVERED] += 1
+        self.rebuilt = rebuilt
+        self.rebuilt_symbol_length = symbol_length
+        self.rebuilt_count = missing
+
+    cdef void accept_rebuilt(self, int64_t now) noexcept nogil:
+        """Empties the work queue: each rebuilt datagram is validated like a received one, and must be the one
+        its block lost. None of them can fill the queue again (parity is refused, and its block is closed)."""
+        cdef uint8_t* rebuilt = self.rebuilt
+        cdef uint32_t i, count = self.rebuilt_count
+        cdef size_t symbol_length = self.rebuilt_symbol_length, datagram_length
+        self.rebuilt = NULL
+        self.rebuilt_count = 0
+        for i in range(count):
+            datagram_length = get16(rebuilt + i * symbol_length)
+            if datagram_length + SYMBOL_PREFIX_SIZE > symbol_length:
+                datagram_length = symbol_length - SYMBOL_PREFIX_SIZE
+            self.process(rebuilt + i * symbol_length + SYMBOL_PREFIX_SIZE, datagram_length, now,
+                         &self.rebuilt_expected[i])
         free(rebuilt)
 
     cdef uint8_t* unfilled_fragment(self, const Header* h) noexcept nogil:
@@ -724,11 +797,19 @@ cdef class LinkReceiver:
             return DROPPED_BAD_CHECKSUM
         return reason
 
-    cdef void accept(self, const uint8_t* data, size_t length, int64_t now, bint recovered) noexcept nogil:
+    cdef void accept(self, const uint8_t* data, size_t length, int64_t now) noexcept nogil:
+        """One received datagram, then whatever it let FEC rebuild."""
+        self.process(data, length, now, NULL)
+        if self.rebuilt != NULL:
+            self.accept_rebuilt(now)
+
+    cdef void process(self, const uint8_t* data, size_t length, int64_t now, const Expected* expected) noexcept nogil:
+        """A received datagram (expected NULL) or a rebuilt one (expected: the place its block lost)."""
         cdef Header h
         cdef ParseResult result
         cdef const uint8_t* payload = data + HEADER_SIZE
         cdef uint8_t* plain
+        cdef bint recovered = expected != NULL
         if recovered:
             self.counters_[DATAGRAMS_RECOVERED] += 1
         else:
@@ -750,6 +831,11 @@ cdef class LinkReceiver:
             else:
                 self.counters_[self.damaged_or(data, length, DROPPED_MALFORMED)] += 1
             return
+        if recovered and (h.type == TYPE_PARITY or h.session_id != expected.session_id
+                          or h.fec_block != expected.fec_block or h.fec_index != expected.fec_index
+                          or h.fec_count != expected.fec_count):
+            self.counters_[DROPPED_INCONSISTENT_REBUILD] += 1
+            return
         if h.flags & FLAG_AUTH_TAG:
             if not self.authenticated or not self.key_known[h.key_id]:
                 self.counters_[self.damaged_or(data, length, DROPPED_UNKNOWN_KEY)] += 1
@@ -770,7 +856,7 @@ cdef class LinkReceiver:
                 return
             self.start_session(h.session_id)
         if h.type == TYPE_PARITY:
-            self.last_heard_ns = now
+            # Parity has no sequence window to recognise a replay by, so it never counts as hearing the sender.
             self.take_parity(&h, payload, now)
             return
         if not self.track_sequence(h.sequence, recovered):
@@ -786,8 +872,8 @@ cdef class LinkReceiver:
             elif h.type == TYPE_SHUTDOWN:
                 self.counters_[SHUTDOWNS_RECEIVED] += 1
                 self.push_event(EVENT_SHUTDOWN, 0, payload, h.content_length)
-        # Last: rebuilding a block feeds datagrams back through accept, which reuses self.plain.
-        if h.fec_count:
+        # A rebuilt datagram's block is already closed.
+        if h.fec_count and not recovered:
             self.take_data(&h, data, length, now)
 
     cdef void sweep(self, int64_t now, bint everything) noexcept nogil:
@@ -808,6 +894,7 @@ cdef class LinkReceiver:
         cdef list frames = []
         cdef Frame frame
         cdef uint32_t i
+        self.publish()
         for i in range(self.ready_count):
             frame = Frame.__new__(Frame)
             frame.data = self.ready[i].data
@@ -816,7 +903,20 @@ cdef class LinkReceiver:
             frame.session_id = self.session_id
             frames.append(frame)
         self.ready_count = 0
+        self.ready_bytes = 0
         return frames
+
+    cdef void publish(self) noexcept:
+        """Copies the counters for counters(); called with the GIL, which counters() also holds."""
+        memcpy(self.published, self.counters_, sizeof(self.counters_))
+        self.published_gauges[GAUGE_DATAGRAMS_LOST] = (self.earlier_sessions_datagrams_lost
+                                                       + self.session_datagrams_lost())
+        self.published_gauges[GAUGE_FRAMES_LOST] = self.earlier_sessions_frames_lost + self.session_frames_lost()
+        self.published_gauges[GAUGE_FRAMES_IN_FLIGHT] = self.frames_in_flight
+        self.published_gauges[GAUGE_BYTES_IN_FLIGHT] = self.bytes_in_flight
+        self.published_gauges[GAUGE_PEAK_BYTES_IN_FLIGHT] = self.peak_bytes_in_flight
+        self.published_gauges[GAUGE_FEC_BYTES_IN_FLIGHT] = self.fec_bytes_in_flight
+        self.published_gauges[GAUGE_HIGHEST_SEQUENCE] = self.highest_sequence
 
     def take_events(self):
         """Session starts, heartbeats and shutdowns seen since the last call, oldest first.
@@ -850,53 +950,67 @@ cdef class LinkReceiver:
         """Processes one datagram given as bytes; returns the frames it completed."""
         cdef bytes raw = bytes(datagram)
         cdef int64_t now = monotonic_ns() if now_ns is None else now_ns
-        self.accept(<const uint8_t*><const char*>raw, len(raw), now, False)
+        self.accept(<const uint8_t*><const char*>raw, len(raw), now)
         return self.take_frames()
 
     def receive(self, int fd, int timeout_ms):
-        """Waits up to timeout_ms for datagrams on fd, processes what arrived, returns completed frames."""
+        """Waits up to timeout_ms for datagrams on fd, processes what arrived, returns completed frames.
+
+        A call returns once it has frames; it stops inside a batch when the frames waiting could not take
+        another datagram's worst case, or hold max_frame_bytes, and the next call goes on from there."""
         cdef pollfd waiter
-        cdef int received, i, rounds = 0
+        cdef int i, rounds = 0
         cdef int64_t now
         with nogil:
-            waiter.fd = fd
-            waiter.events = POLLIN
-            if poll(&waiter, 1, timeout_ms) > 0:
-                while rounds < 16 and self.ready_count == 0:
-                    rounds += 1
-                    for i in range(BATCH_DATAGRAMS):
-                        memset(&self.messages[i], 0, sizeof(mmsghdr))
-                        self.messages[i].msg_hdr.msg_iov = &self.iov[i]
-                        self.messages[i].msg_hdr.msg_iovlen = 1
-                    received = recvmmsg(fd, self.messages, BATCH_DATAGRAMS, MSG_DONTWAIT, NULL)
-                    if received <= 0:
-                        break
-                    now = monotonic_ns()
-                    for i in range(received):
-                        if self.messages[i].msg_hdr.msg_flags & MSG_TRUNC:
-                            self.counters_[DATAGRAMS_RECEIVED] += 1
-                            self.counters_[DROPPED_TRUNCATED] += 1
-                            continue
-                        self.accept(self.buffers + i * RECEIVE_BUFFER_STRIDE, self.messages[i].msg_len, now, False)
+            if self.batch_next < self.batch_received:
+                self.accept_batch(monotonic_ns())
+            else:
+                waiter.fd = fd
+                waiter.events = POLLIN
+                if poll(&waiter, 1, timeout_ms) > 0:
+                    while rounds < 16 and self.ready_count == 0:
+                        rounds += 1
+                        for i in range(BATCH_DATAGRAMS):
+                            memset(&self.messages[i], 0, sizeof(mmsghdr))
+                            self.messages[i].msg_hdr.msg_iov = &self.iov[i]
+                            self.messages[i].msg_hdr.msg_iovlen = 1
+                        self.batch_received = recvmmsg(fd, self.messages, BATCH_DATAGRAMS, MSG_DONTWAIT, NULL)
+                        self.batch_next = 0
+                        if self.batch_received <= 0:
+                            self.batch_received = 0
+                            break
+                        self.accept_batch(monotonic_ns())
             now = monotonic_ns()
             if now - self.last_sweep_ns >= SWEEP_INTERVAL_NS:
                 self.sweep(now, False)
         return self.take_frames()
 
+    cdef void accept_batch(self, int64_t now) noexcept nogil:
+        """Accepts the received batch from batch_next on, while the frames waiting have room for the worst case."""
+        cdef int i
+        while self.batch_next < self.batch_received:
+            if self.ready_count and (self.ready_count > READY_CAPACITY - FRAMES_PER_DATAGRAM
+                                     or self.ready_bytes >= self.max_frame_bytes):
+                return
+            i = self.batch_next
+            self.batch_next += 1
+            if self.messages[i].msg_hdr.msg_flags & MSG_TRUNC:
+                self.counters_[DATAGRAMS_RECEIVED] += 1
+                self.counters_[DROPPED_TRUNCATED] += 1
+                continue
+            self.accept(self.buffers + i * RECEIVE_BUFFER_STRIDE, self.messages[i].msg_len, now)
+
     def expire(self, now_ns=None, bint everything=False):
         """Discards partial frames older than the timeout (all of them with everything=True)."""
         cdef int64_t now = monotonic_ns() if now_ns is None else now_ns
         self.sweep(now, everything)
+        self.publish()
 
     def counters(self):
-        """Every counter, plus loss derived from sequence and frame ids, summed over all sessions."""
+        """Every counter, plus loss derived from sequence and frame ids, summed over all sessions, as of the end
+        of the last feed(), receive() or expire() call: safe to read from another thread while receive() runs."""
         cdef int i
-        result = {COUNTER_NAMES[i]: self.counters_[i] for i in range(COUNTER_COUNT)}
-        result["datagrams_lost"] = self.earlier_sessions_datagrams_lost + self.session_datagrams_lost()
-        result["frames_lost"] = self.earlier_sessions_frames_lost + self.session_frames_lost()
-        result["frames_in_flight"] = self.frames_in_flight
-        result["bytes_in_flight"] = self.bytes_in_flight
-        result["peak_bytes_in_flight"] = self.peak_bytes_in_flight
-        result["fec_bytes_in_flight"] = self.fec_bytes_in_flight
-        result["highest_sequence"] = self.highest_sequence
+        result = {COUNTER_NAMES[i]: self.published[i] for i in range(COUNTER_COUNT)}
+        for i in range(GAUGE_COUNT):
+            result[GAUGE_NAMES[i]] = self.published_gauges[i]
         return result

@@ -112,6 +112,7 @@ CATALOGUE: tuple[Metric, ...] = (
     _drops("unauthenticated", "not sealed, on a link with keys"),
     _drops("unknown_key", "sealed with a key id this egress does not have"),
     _drops("forged", "authentication tag does not match (forged, or sealed with another key)"),
+    _drops("inconsistent_rebuild", "rebuilt by FEC but not the datagram their block lost (forged parity)"),
     Metric("datagrams_lost", GAUGE, "Link datagrams sent but neither received nor rebuilt from parity (falls if late ones arrive)",
            "datagrams_lost", EGRESS),
     Metric("fec_parity_received", COUNTER, "Parity datagrams received (forward error correction)",
