@@ -434,6 +434,7 @@ class IngressTransportConfig(Section):
     compression_level: Annotated[int, Field(ge=1, le=22)] = 3
     key: KeyConfig | None = None
     fec: Annotated[FecConfig | None, BeforeValidator(fec_shorthand)] = None
+    state_directory: Annotated[str, Field(min_length=1)] | None = None
 
     @property
     def key_configs(self) -> list[KeyConfig]:
@@ -480,6 +481,7 @@ class EgressTransportConfig(Section):
     keys: Annotated[list[KeyConfig], Field(max_length=16)] = []
     session_takeover_after: Annotated[Duration, Field(gt=0)] = "10s"
     max_fec_bytes_in_flight: Annotated[Size, Field(ge=65536)] = "64MiB"
+    state_directory: Annotated[str, Field(min_length=1)] | None = None
 
     @property
     def key_configs(self) -> list[KeyConfig]:

@@ -28,6 +28,7 @@ from ddc.crypto import link_keys
 from ddc.filters import FilterChain
 from ddc.handlers import build_sink
 from ddc.link import Link
+from ddc.session_state import SessionState
 from ddc.spool import DiskSpool, SpooledBuffer
 from ddc.stage_buffer import StageBuffer
 from ddc.telemetry.catalogue import LATENCY_BUCKETS
@@ -55,6 +56,10 @@ class EgressLink(Link):
                                      transport.session_takeover_after, transport.max_fec_bytes_in_flight)
         for key_id, key in link_keys(transport.key_configs):
             self.receiver.add_key(key, key_id)
+        self.session_state = SessionState(transport.state_directory, name, "egress")
+        saved = self.session_state.load("session_id", "highest_sequence")
+        if saved:
+            self.receiver.restore_session(saved["session_id"], saved["highest_sequence"])
         self.sink = build_sink(name, config.sink)
         self.filters = FilterChain(name, config.filters, self.sink.coordinates, self.sink.placeholder,
                                    self.sink.describe)
@@ -88,6 +93,10 @@ class EgressLink(Link):
                  + (f"accepting only datagrams sealed with key {' or '.join(map(str, keys))}" if keys
                     else "not encrypted"),
                  extra={"fields": {"link": self.name, "listen": str(transport.listen), "key_ids": keys}})
+        if keys and transport.state_directory is None:
+            log.warning(f"link {self.name}: no state_directory: after a restart this egress cannot tell a "
+                        "replayed datagram of an earlier session from the sender's; set transport.state_directory",
+                        extra={"fields": {"link": self.name}})
         self._spawn("receive", self._receive_loop)
         self._spawn("sink", self._sink_loop)
 
@@ -97,6 +106,7 @@ class EgressLink(Link):
         clean = self._join(self._threads[:1], timeout)
         with self._receive_lock:
             self.receiver.expire(everything=True)
+            self._save_session(force=True)
         self.buffer.close()
         clean = self._join(self._threads[1:], timeout) and clean
         self.buffer.release()
@@ -108,6 +118,15 @@ class EgressLink(Link):
 
     # ---- receive thread ----
 
+    def _save_session(self, force: bool = False) -> None:
+        saved = self.receiver.saved_session()
+        if saved:
+            try:
+                self.session_state.save({"session_id": saved[0], "highest_sequence": saved[1]}, force=force)
+            except OSError as error:
+                log.error(f"link {self.name}: cannot save the session state to {self.session_state.path}: {error}",
+                          extra={"fields": {"link": self.name}})
+
     def _receive_loop(self) -> None:
         fd = self._socket.fileno()
         # A one-shot link is finished once its sender has shut down: nothing more is coming to wait for.
@@ -115,6 +134,7 @@ class EgressLink(Link):
             with self._receive_lock:
                 frames = self.receiver.receive(fd, RECEIVE_POLL_MS)
                 events = self.receiver.take_events()
+                self._save_session()
             if frames:
                 self.buffer.put_many(frames)
             for event in events:

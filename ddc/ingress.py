@@ -10,7 +10,6 @@ commit them. Stopping drains the buffer, then sends the shutdown datagrams.
 """
 
 import logging
-import secrets
 import threading
 import time
 
@@ -22,6 +21,7 @@ from ddc.crypto import link_keys
 from ddc.filters import FilterChain
 from ddc.handlers import build_source
 from ddc.link import Link
+from ddc.session_state import SessionState, next_session_id
 from ddc.transport.sockets import open_sending
 from ddc.units import format_rate
 
@@ -40,8 +40,8 @@ class IngressLink(Link):
         self.filters = FilterChain(name, config.filters, self.source.coordinates, self.source.placeholder,
                                    self.source.describe)
         self.buffer = RecordRing(config.buffer.size, config.buffer.when_full or self.source.default_when_full)
-        # Start time first: an egress refuses a recorded older session while this one is live.
-        self.session_id = (int(time.time()) << 32 | secrets.randbits(32)) & 0xFFFFFFFFFFFFFFFF or 1
+        # Start time first, and larger than the last one: a keyed egress refuses sessions older than its newest.
+        self.session_id = next_session_id(SessionState(config.transport.state_directory, name, "ingress"))
         self.keys = link_keys(config.transport.key_configs)
         self.records_sent = 0
         self.records_too_large = 0

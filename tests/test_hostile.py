@@ -10,6 +10,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 from ddc._core import wire
 from ddc._core.receiver import COUNTER_NAMES, LinkReceiver
 from forge import data_datagram, nested_parity, parity_for
@@ -180,3 +182,112 @@ def test_counters_read_during_receive_are_never_torn():
         reader.join()
     assert len(seen) > 100
     assert max(lost for lost, _ in seen) < 20_000 and max(lost for _, lost in seen) < 40_000
+
+
+# ---- replays of authentic datagrams ----
+
+KEY = bytes(range(32))
+OLDER, NEWER = (1000 << 32) | 5, (2000 << 32) | 3
+
+
+def keyed_receiver(**options) -> LinkReceiver:
+    from ddc.crypto import load_sealing_library
+
+    load_sealing_library()
+    receiver = LinkReceiver(**options)
+    receiver.add_key(KEY, 3)
+    return receiver
+
+
+def authentic(session_id: int, sequence: int, payload: bytes = b"") -> bytes:
+    from protocol_reference import sealed
+
+    return sealed(data_datagram(sequence, payload or f"{session_id:x}/{sequence}".encode(), frame_id=sequence,
+                                session_id=session_id), KEY, 3)
+
+
+def delivered(receiver, datagrams, now_ns) -> list[bytes]:
+    return [bytes(frame) for datagram in datagrams for frame in receiver.feed(datagram, now_ns)]
+
+
+def test_a_recorded_older_session_never_replaces_the_live_one_however_long_it_is_silent():
+    """The recording is of a session this egress never saw (it was recorded before the egress started, or more
+    sessions ago than it remembers), and the attacker waits for the live sender to be silent."""
+    receiver = keyed_receiver(session_takeover_seconds=10)
+    recorded = [authentic(OLDER, sequence) for sequence in range(3)]
+    assert len(delivered(receiver, [authentic(NEWER, 0)], 1_000_000_000)) == 1
+    # an hour of silence (an ingress stopped for maintenance), then the recording is played back
+    assert delivered(receiver, recorded, 3600 * 10**9) == []
+    counters = receiver.counters()
+    assert counters["dropped_stale_session"] == 3 and counters["sessions_started"] == 1
+    assert receiver.session_id == NEWER
+    assert len(delivered(receiver, [authentic(NEWER, 1)], 3601 * 10**9)) == 1, "the live sender is not locked out"
+    assert len(delivered(receiver, [authentic(NEWER + (1 << 32), 0)], 3602 * 10**9)) == 1, "a restart is"
+
+
+def test_after_an_egress_restart_older_sessions_and_delivered_datagrams_stay_refused():
+    first_run = keyed_receiver()
+    recorded_older = [authentic(OLDER, sequence) for sequence in range(3)]
+    recorded_newer = [authentic(NEWER, sequence) for sequence in range(10)]
+    delivered(first_run, recorded_older + recorded_newer, 0)
+    assert first_run.saved_session() == (NEWER, 9)
+    second_run = keyed_receiver()
+    second_run.restore_session(*first_run.saved_session())
+    assert delivered(second_run, recorded_older + recorded_newer, 0) == []
+    counters = second_run.counters()
+    assert counters["dropped_stale_session"] == 3 and counters["dropped_too_old"] == 10
+    assert counters["frames_lost"] == 0 and counters["datagrams_lost"] == 0
+    assert delivered(second_run, [authentic(NEWER, 10)], 0) == [f"{NEWER:x}/10".encode()]
+    assert second_run.saved_session() == (NEWER, 10)
+    third_run = keyed_receiver()
+    third_run.restore_session(*second_run.saved_session())
+    assert third_run.saved_session() == (NEWER, 10), "a run that received nothing keeps what it was given"
+
+
+def test_replayed_parity_does_not_keep_a_silent_session_alive():
+    """Without keys an older session may take over a silent one (a sender whose clock went back); a replayed
+    parity datagram must not count as the live session being heard."""
+    receiver = LinkReceiver(session_takeover_seconds=10)
+    data = [data_datagram(sequence, b"d", frame_id=sequence, block=0, index=sequence, count=2, session_id=NEWER)
+            for sequence in range(2)]
+    parity = parity_for(data, 1, block=0, session_id=NEWER)
+    delivered(receiver, data + parity, 0)
+    delivered(receiver, parity, 9 * 10**9)  # a replay, nine seconds later
+    restarted = data_datagram(0, b"clock went back", frame_id=0, session_id=OLDER)
+    assert delivered(receiver, [restarted], 11 * 10**9) == [b"clock went back"]
+
+
+def test_a_replay_from_behind_the_window_raises_no_false_loss():
+    receiver = keyed_receiver()
+    live = [authentic(NEWER, sequence) for sequence in range(70_000, 70_010)]
+    delivered(receiver, live, 0)
+    assert delivered(receiver, [authentic(NEWER, 5)], 0) == []
+    counters = receiver.counters()
+    assert counters["dropped_too_old"] == 1 and counters["datagrams_lost"] == 0 and counters["frames_lost"] == 0
+
+
+def test_an_ingress_whose_clock_went_back_still_numbers_its_session_after_the_last(tmp_path, monkeypatch):
+    import time
+
+    from ddc.session_state import SessionState, next_session_id
+
+    state = SessionState(tmp_path / "state", "syslog", "ingress")
+    monkeypatch.setattr(time, "time", lambda: 2_000_000_000.5)
+    first = next_session_id(state)
+    assert first >> 32 == 2_000_000_000
+    monkeypatch.setattr(time, "time", lambda: 1_000_000.0)  # a board without a clock, before NTP
+    second = next_session_id(SessionState(tmp_path / "state", "syslog", "ingress"))
+    assert second > first and second >> 32 == 2_000_000_001
+    assert next_session_id(SessionState(None, "syslog", "ingress")) >> 32 == 1_000_000
+
+
+def test_an_unreadable_state_file_is_a_clear_error(tmp_path):
+    from ddc.config import ConfigError
+    from ddc.session_state import SessionState
+
+    (tmp_path / "syslog.egress.json").write_text('{"session_id": -1, "highest_sequence": 3}')
+    with pytest.raises(ConfigError, match=r"session_id is -1, not a 64-bit unsigned integer.*delete it"):
+        SessionState(tmp_path, "syslog", "egress").load("session_id", "highest_sequence")
+    (tmp_path / "syslog.egress.json").write_text("{")
+    with pytest.raises(ConfigError, match="cannot be read"):
+        SessionState(tmp_path, "syslog", "egress").load("session_id", "highest_sequence")

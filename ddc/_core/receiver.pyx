@@ -25,7 +25,10 @@ drop counter. State is bounded by construction:
   another datagram's worst case or holds max_frame_bytes of frames;
 - a new session id (a restarted sender) abandons the old session's partial
   frames and starts fresh; late datagrams of a recent old session are counted as
-  stale rather than starting it again.
+  stale rather than starting it again. With keys, sessions are ordered: only an
+  authenticated session with a larger id may replace the live one, so a
+  recorded datagram of an older session can never come back. restore_session()
+  carries the newest session and its highest sequence across an egress restart.
 """
 
 from cpython.buffer cimport PyBuffer_FillInfo
@@ -229,6 +232,11 @@ cdef class LinkReceiver:
     cdef readonly uint64_t session_id
     cdef uint64_t retired[RETIRED_SESSIONS]
     cdef int retired_count
+    # with keys: the newest session an earlier run of this egress authenticated, and its highest sequence
+    cdef bint has_floor
+    cdef uint64_t floor_session_id
+    cdef uint64_t floor_sequence
+    cdef bint refusing_through_floor
     # sequence window
     cdef uint64_t sequence_bits[SEQUENCE_WORDS]
     cdef uint64_t highest_sequence
@@ -408,6 +416,7 @@ cdef class LinkReceiver:
         self.session_frames_completed = 0
         self.has_session = True
         self.session_id = session_id
+        self.refusing_through_floor = self.has_floor and session_id == self.floor_session_id
         self.counters_[SESSIONS_STARTED] += 1
         self.push_event(EVENT_SESSION_STARTED, previous, NULL, 0)
 
@@ -433,6 +442,9 @@ cdef class LinkReceiver:
         """Records a datagram's sequence; False when it is a duplicate or too old to judge."""
         cdef uint64_t distance, s
         cdef uint32_t bit
+        if self.refusing_through_floor and sequence <= self.floor_sequence:
+            self.counters_[DROPPED_TOO_OLD] += 1  # delivered before this egress restarted, or a replay of it
+            return False
         if self.distinct_datagrams == 0:
             self.highest_sequence = sequence
             self.lowest_sequence = sequence
@@ -448,10 +460,8 @@ cdef class LinkReceiver:
                     s += 1
             self.highest_sequence = sequence
         elif self.highest_sequence - sequence >= SEQUENCE_WINDOW:
-            # Too old to tell from a duplicate: refuse it, but it proves the sequence was sent.
+            # Too old to tell from a duplicate, or from a replay: refused, and it proves nothing about loss.
             self.counters_[DROPPED_TOO_OLD] += 1
-            if sequence < self.lowest_sequence:
-                self.lowest_sequence = sequence
             return False
         else:
             bit = sequence % SEQUENCE_WINDOW
@@ -777,9 +787,15 @@ cdef class LinkReceiver:
 
     cdef bint replaces_session(self, uint64_t session_id, int64_t now) noexcept nogil:
         """Whether a datagram of another session may start it. Session ids begin with the sender's start time
-        in seconds, so a recorded datagram of an older session cannot take over a live one; an older session
-        may only take over after the current one has been silent for session_takeover (a sender whose clock
-        went back)."""
+        in seconds (an ingress with a state directory makes them grow even if its clock goes back). With keys,
+        the datagram is authentic, and only a larger id replaces the live session, or the newest one an earlier
+        run saw: a recorded datagram of an older session never comes back, however long the live one is
+        silent. Without keys anything can be forged anyway, and an older session may take over after the
+        current one has been silent for session_takeover (a sender whose clock went back)."""
+        if self.authenticated:
+            if self.has_session:
+                return session_id > self.session_id
+            return not self.has_floor or session_id >= self.floor_session_id
         if not self.has_session:
             return True
         if self.is_retired(session_id):
@@ -945,6 +961,25 @@ cdef class LinkReceiver:
         memcpy(self.master_keys + key_id * KEY_BYTES, <const char*>master_key, KEY_BYTES)
         self.key_known[key_id] = True
         self.authenticated = True
+
+    def restore_session(self, uint64_t session_id, uint64_t highest_sequence):
+        """What an earlier run of this egress saved: with keys, no older session is accepted, and datagrams of
+        this one up to highest_sequence are refused as too old (delivered then, or replays of them)."""
+        if self.has_session:
+            raise ValueError("restore_session() comes before the first datagram")
+        self.has_floor = True
+        self.floor_session_id = session_id
+        self.floor_sequence = highest_sequence
+
+    def saved_session(self):
+        """(session id, highest sequence) for restore_session() after a restart; None before any data."""
+        if self.has_session and self.distinct_datagrams:
+            if self.refusing_through_floor and self.highest_sequence < self.floor_sequence:
+                return self.session_id, self.floor_sequence
+            return self.session_id, self.highest_sequence
+        if self.has_floor and (not self.has_session or self.session_id == self.floor_session_id):
+            return self.floor_session_id, self.floor_sequence
+        return None
 
     def feed(self, datagram, now_ns=None):
         """Processes one datagram given as bytes; returns the frames it completed."""

@@ -1,0 +1,81 @@
+"""The little a link remembers across restarts, in its state directory (docs/security.md, "Sessions").
+
+The ingress remembers the last session id it used, so that its next one is larger
+even when its clock went back. The egress remembers the newest authenticated
+session and its highest sequence, so that after a restart a recorded datagram of
+an older session, or an old datagram of the same session, is refused instead of
+delivered again. Each is one small JSON file, replaced atomically (write, fsync,
+rename), so a crash leaves either the old or the new content.
+"""
+
+import json
+import logging
+import os
+import secrets
+import time
+from pathlib import Path
+
+from ddc.config import ConfigError
+
+log = logging.getLogger("ddc.session")
+
+SAVE_INTERVAL_SECONDS = 1.0
+
+
+class SessionState:
+    """One link's state file: `<state_directory>/<link>.<role>.json`."""
+
+    def __init__(self, directory: Path | str | None, link: str, role: str):
+        self.path = Path(directory) / f"{link}.{role}.json" if directory else None
+        self._saved = None
+        self._saved_at = 0.0
+
+    def load(self, *names: str) -> dict:
+        """The saved fields, each a 64-bit unsigned integer, or {} when there is no state directory or file. A
+        file that cannot be read is a ConfigError to fix, not a reason to start without protection."""
+        if self.path is None or not self.path.exists():
+            return {}
+        try:
+            fields = json.loads(self.path.read_text())
+            if not isinstance(fields, dict):
+                raise ValueError("not a JSON object")
+            for name in names:
+                value = fields.get(name)
+                if not isinstance(value, int) or not 0 <= value < 1 << 64:
+                    raise ValueError(f"{name} is {value!r}, not a 64-bit unsigned integer")
+            return fields
+        except (OSError, ValueError) as error:
+            raise ConfigError(f"session state file {self.path} cannot be read ({error}); restore it from a backup, "
+                             "or delete it to start without it (replays of older sessions are then accepted "
+                             "until the sender's next datagram)") from error
+
+    def save(self, fields: dict, *, force: bool = False) -> None:
+        """Writes the fields when they changed, at most once a SAVE_INTERVAL_SECONDS unless forced."""
+        if self.path is None or fields == self._saved:
+            return
+        now = time.monotonic()
+        if not force and now - self._saved_at < SAVE_INTERVAL_SECONDS:
+            return
+        self._saved_at = now
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = self.path.with_suffix(".tmp")
+        with open(temporary, "w") as out:
+            json.dump(fields, out)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temporary, self.path)
+        self._saved = dict(fields)
+
+
+def next_session_id(state: SessionState) -> int:
+    """The start second in the high 32 bits and 32 random bits below, larger than the last one this ingress
+    used even if the clock went back: the egress refuses sessions older than the newest it authenticated."""
+    seconds = int(time.time()) & 0xFFFFFFFF
+    last = state.load("session_id").get("session_id")
+    if last is not None and seconds <= last >> 32:
+        log.warning(f"the clock ({seconds}) is behind the last session's start ({last >> 32}); numbering the "
+                    "session after the last one instead")
+        seconds = (last >> 32) + 1
+    session_id = (seconds << 32 | secrets.randbits(32)) & 0xFFFFFFFFFFFFFFFF or 1
+    state.save({"session_id": session_id}, force=True)
+    return session_id
