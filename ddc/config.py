@@ -26,7 +26,10 @@ MAX_FRAME_BYTES = 2**32 - 1
 AUTO_BURST_SECONDS = 0.010
 AUTO_BURST_MAX_BYTES = 256 * 1024
 ENV_PREFIX = "DDC_"
-SECRET_KEY_PATTERN = re.compile(r"(password|passphrase|secret|token|private|(^|[._])key$|key_?file)", re.IGNORECASE)
+# librdkafka properties that hold key material or credentials: *.pem (ssl.key.pem), sasl.oauthbearer.config and
+# .extensions (client secrets), sasl.jaas.config (Java clients' credentials).
+SECRET_KEY_PATTERN = re.compile(r"(password|passphrase|secret|token|private|credential|(^|[._])key$|key_?file|"
+                                r"\.pem$|oauthbearer\.(config|extensions)$|jaas)", re.IGNORECASE)
 LINK_NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 
 
@@ -85,9 +88,23 @@ class Section(BaseModel):
 
 
 class HttpConfig(Section):
-    """Prometheus /metrics, /healthz, /readyz and /status."""
+    """Prometheus /metrics, /healthz, /readyz and /status; TLS, and client certificates, where they listen beyond
+    loopback."""
 
     listen: Address
+    certificate: Annotated[str, Field(min_length=1)] | None = None
+    private_key: Annotated[str, Field(min_length=1)] | None = None
+    client_ca: Annotated[str, Field(min_length=1)] | None = None
+    max_connections: Annotated[int, Field(ge=1, le=1024)] = 16
+    request_timeout: Annotated[Duration, Field(gt=0, le=300)] = "10s"
+
+    @model_validator(mode="after")
+    def tls_is_whole(self):
+        if (self.certificate is None) != (self.private_key is None):
+            raise ValueError("certificate and private_key go together: set both to serve HTTPS, or neither")
+        if self.client_ca is not None and self.certificate is None:
+            raise ValueError("client_ca asks clients for certificates over TLS; set certificate and private_key too")
+        return self
 
 
 class StatsdConfig(Section):

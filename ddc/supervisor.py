@@ -57,7 +57,7 @@ class Supervisor:
     def start(self) -> None:
         if self.telemetry and self.telemetry.http:
             from ddc.telemetry.http import TelemetryServer  # loaded only when configured: start-up time
-            self.http = TelemetryServer(self.telemetry.http.listen, self)
+            self.http = TelemetryServer(self.telemetry.http, self)
         if self.telemetry and self.telemetry.statsd:
             from ddc.telemetry.statsd import StatsdEmitter
             self.statsd = StatsdEmitter(self.links, self.telemetry.statsd)

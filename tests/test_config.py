@@ -149,6 +149,14 @@ def test_secrets_are_masked_in_check_output_and_errors(monkeypatch):
     tree = {"sasl": {"password": "hunter2", "username": "ops"}, "ssl_key_file": "/etc/k", "api_token": "t"}
     masked = mask_secrets(tree)
     assert masked == {"sasl": {"password": "***", "username": "ops"}, "ssl_key_file": "***", "api_token": "***"}
+    # every librdkafka property that can hold key material or a credential
+    properties = {"ssl.key.pem": "-----BEGIN PRIVATE KEY-----", "sasl.oauthbearer.config": "clientSecret=s3",
+                  "sasl.oauthbearer.extensions": "token=s3", "ssl.key.password": "s3", "sasl.jaas.config": "s3",
+                  "sasl.oauthbearer.client.secret": "s3", "ssl.keystore.password": "s3",
+                  "bootstrap.servers": "kafka:9092", "sasl.username": "ops", "ssl.key.location": "/etc/ddc/k.pem"}
+    shown = mask_secrets({"properties": properties})["properties"]
+    assert {name for name, value in shown.items() if value == "***"} == {
+        name for name in properties if name not in ("bootstrap.servers", "sasl.username", "ssl.key.location")}
     line = _describe({"loc": ("links", "a", "password"), "type": "extra_forbidden", "msg": "", "input": "hunter2"})
     assert "hunter2" not in line and "***" in line
 

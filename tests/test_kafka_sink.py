@@ -104,3 +104,15 @@ def test_records_whose_delivery_fails_are_reported_missing_with_their_source_coo
     assert counters["kafka_delivery_failures"] == 9
     assert counters["kafka_missing_offsets_reported"] == 9
     assert missing == {0: [[offset, offset] for offset in range(5, 12)], 1: [[3, 3], [4, 4]]}
+
+
+def test_a_reader_the_client_library_refuses_is_reported_not_raised():
+    """librdkafka refuses a consumer-only property only when the tail reader is made, long after start-up."""
+    from ddc.handlers.kafka.destination import Destination, DestinationUnavailable
+
+    destination = Destination({"bootstrap.servers": "127.0.0.1:1", "fetch.max.bytes": "-5"}, "orders")
+    try:
+        with pytest.raises(DestinationUnavailable, match="cannot create a reader of the destination.*fetch.max.bytes"):
+            destination.read_tail("orders", [0], 10)
+    finally:
+        destination.producer.flush(0)

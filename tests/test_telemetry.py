@@ -1,5 +1,6 @@
 """Metrics, StatsD, syslog, health endpoints, the link alarm and the operator CLI, on real processes."""
 
+import http.client
 import json
 import re
 import socket
@@ -317,7 +318,7 @@ def test_a_failing_request_is_logged_as_json_not_as_a_raw_traceback(capfd):
     import io
     import logging
 
-    from ddc.config import Endpoint
+    from ddc.config import HttpConfig
     from ddc.telemetry.http import TelemetryServer
     from ddc.telemetry.logs import JsonFormatter
 
@@ -333,7 +334,7 @@ def test_a_failing_request_is_logged_as_json_not_as_a_raw_traceback(capfd):
     logger = logging.getLogger("ddc.telemetry")
     logger.addHandler(handler)
     port = free_tcp_port()
-    server = TelemetryServer(Endpoint("127.0.0.1", port), BrokenSupervisor())
+    server = TelemetryServer(HttpConfig(listen=f"127.0.0.1:{port}"), BrokenSupervisor())
     server.start()
     try:
         with pytest.raises((urllib.error.URLError, ConnectionError, OSError)):
@@ -363,3 +364,107 @@ def test_a_busy_slow_link_never_raises_a_false_alarm(link_pair):
     assert ingress_summary["heartbeats_sent"] >= sending_seconds / 0.2 * 0.8
     interruptions = [line for line in egress.lines() if "link interrupted" in line.get("message", "")]
     assert [line["reason"] for line in interruptions] == ["sender shut down"]
+
+
+class QuietSupervisor:
+    links = []
+
+    def health(self):
+        return True, []
+
+
+def certificate_authority(directory, name):
+    """A CA, and a certificate it signed for 127.0.0.1, as PEM files: (ca, certificate, key)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{name} CA")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+          .serial_number(1).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True).sign(ca_key, hashes.SHA256()))
+    certificate = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+                   .issuer_name(ca_name).public_key(key.public_key()).serial_number(2).not_valid_before(now)
+                   .not_valid_after(now + datetime.timedelta(days=1))
+                   .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                                  critical=False).sign(ca_key, hashes.SHA256()))
+    paths = [directory / f"{name}-{part}.pem" for part in ("ca", "certificate", "key")]
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return [str(path) for path in paths]
+
+
+def test_the_http_server_bounds_idle_connections_and_times_them_out():
+    from ddc.config import HttpConfig
+    from ddc.telemetry.http import TelemetryServer
+
+    port = free_tcp_port()
+    server = TelemetryServer(HttpConfig(listen=f"127.0.0.1:{port}", max_connections=4, request_timeout="1s"),
+                             QuietSupervisor())
+    server.start()
+    idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(4)]
+    try:
+        time.sleep(0.2)
+        extra = socket.create_connection(("127.0.0.1", port))
+        extra.settimeout(5)
+        assert extra.recv(1) == b"", "a fifth connection is closed at once"
+        started = time.monotonic()
+        for connection in idle:
+            connection.settimeout(5)
+            assert connection.recv(1) == b""
+        assert time.monotonic() - started < 3, "idle connections end after request_timeout"
+        assert urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5).status == 200
+    finally:
+        for connection in idle:
+            connection.close()
+        server.stop()
+
+
+def test_the_http_server_speaks_tls_and_asks_for_client_certificates(tmp_path):
+    import ssl
+
+    from ddc.config import HttpConfig
+    from ddc.telemetry.http import TelemetryServer
+
+    server_ca, certificate, key = certificate_authority(tmp_path, "server")
+    client_ca, client_certificate, client_key = certificate_authority(tmp_path, "client")
+    _, stranger_certificate, stranger_key = certificate_authority(tmp_path, "stranger")
+    port = free_tcp_port()
+    server = TelemetryServer(HttpConfig(listen=f"127.0.0.1:{port}", certificate=certificate, private_key=key,
+                                        client_ca=client_ca), QuietSupervisor())
+    server.start()
+
+    def get(client_pair):
+        context = ssl.create_default_context(cafile=server_ca)
+        if client_pair:
+            context.load_cert_chain(*client_pair)
+        return urllib.request.urlopen(f"https://127.0.0.1:{port}/healthz", timeout=5, context=context)
+
+    try:
+        assert get((client_certificate, client_key)).status == 200
+        for refused in (None, (stranger_certificate, stranger_key)):
+            with pytest.raises((ssl.SSLError, urllib.error.URLError, ConnectionError)):
+                get(refused).read()
+        with pytest.raises((urllib.error.URLError, ConnectionError, http.client.RemoteDisconnected)):
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5).read()
+    finally:
+        server.stop()
+
+
+def test_half_a_tls_setting_is_a_clear_config_error():
+    from pydantic import ValidationError
+
+    from ddc.config import HttpConfig
+
+    with pytest.raises(ValidationError, match="certificate and private_key go together"):
+        HttpConfig(listen="127.0.0.1:9180", certificate="/etc/ddc/http.pem")
+    with pytest.raises(ValidationError, match="client_ca asks clients for certificates over TLS"):
+        HttpConfig(listen="127.0.0.1:9180", client_ca="/etc/ddc/ca.pem")

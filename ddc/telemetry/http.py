@@ -5,10 +5,18 @@
     /readyz   200 when every link can move data: sources and sinks open, egress links
               receiving heartbeats (readiness); 503 with the reasons otherwise
     /status   JSON: per-link state, heartbeat age, rates, loss, buffer fill, peer counters
+
+Bounded, because it may listen where others can reach it: at most max_connections
+at once (more are closed at once and counted in the log), each with a timeout
+that covers the TLS handshake, the request and the reply. With a certificate it
+serves HTTPS only, and with client_ca only to clients whose certificate that CA
+signed (mTLS), as operators expect of any control API. The TLS handshake runs
+on the connection's own thread, so a slow client never holds up the others.
 """
 
 import json
 import logging
+import ssl
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -25,14 +33,71 @@ def _log_request_error(server, request, client_address) -> None:
     log.exception(f"http: request from {client_address[0]} failed")
 
 
+def tls_context(config) -> ssl.SSLContext | None:
+    """The server's TLS context from the [telemetry.http] keys, or None for plain HTTP."""
+    if config.certificate is None:
+        return None
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(config.certificate, config.private_key)
+        if config.client_ca is not None:
+            context.load_verify_locations(config.client_ca)
+            context.verify_mode = ssl.CERT_REQUIRED
+    except (OSError, ssl.SSLError) as error:
+        raise AddressError(f"cannot serve HTTPS with certificate {config.certificate}, private_key "
+                           f"{config.private_key}, client_ca {config.client_ca}: {error}; check the files and that "
+                           "the key matches the certificate") from None
+    return context
+
+
+class BoundedServer(ThreadingHTTPServer):
+    """One thread a connection, at most `slots` of them, each connection with a deadline."""
+
+    daemon_threads = True
+    context: ssl.SSLContext | None = None
+    timeout_seconds = 10.0
+    slots: threading.BoundedSemaphore
+    refused = 0
+
+    def process_request(self, request, client_address):
+        if not self.slots.acquire(blocking=False):
+            self.refused += 1
+            log.warning(f"http: refused a connection from {client_address[0]}: all {self.max_connections} "
+                        f"connections busy ({self.refused} refused so far)")
+            self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request, client_address):
+        try:
+            request.settimeout(self.timeout_seconds)
+            if self.context is not None:
+                request = self.context.wrap_socket(request, server_side=True)
+            self.finish_request(request, client_address)
+        except (OSError, ssl.SSLError) as error:
+            log.info(f"http: connection from {client_address[0]} ended: {error}")
+        except Exception:
+            self.handle_error(request, client_address)
+        finally:
+            self.shutdown_request(request)
+            self.slots.release()
+
+    def handle_error(self, request, client_address):
+        _log_request_error(self, request, client_address)
+
+
 class TelemetryServer:
-    def __init__(self, endpoint, supervisor):
+    def __init__(self, config, supervisor):
+        endpoint = config.listen
         self.endpoint = endpoint
         self.supervisor = supervisor
         self.registry = build_registry(supervisor.links)
         family, address = resolve(endpoint, passive=True)
-        server_class = type("Server", (ThreadingHTTPServer,), {
-            "address_family": family, "daemon_threads": True, "handle_error": _log_request_error})
+        self.scheme = "https" if config.certificate else "http"
+        server_class = type("Server", (BoundedServer,), {
+            "address_family": family, "context": tls_context(config), "timeout_seconds": config.request_timeout,
+            "slots": threading.BoundedSemaphore(config.max_connections), "max_connections": config.max_connections})
         try:
             self.server = server_class(address[:2], self._handler_class())
         except OSError as error:
@@ -42,7 +107,7 @@ class TelemetryServer:
 
     def start(self) -> None:
         self.thread.start()
-        log.info(f"serving /metrics, /healthz, /readyz and /status on http://{self.endpoint}",
+        log.info(f"serving /metrics, /healthz, /readyz and /status on {self.scheme}://{self.endpoint}",
                  extra={"fields": {"listen": str(self.endpoint)}})
 
     def stop(self) -> None:

@@ -90,7 +90,11 @@ class Destination:
     def _reader(self) -> Consumer:
         defaults = {"group.id": "ddc-egress-ledger", "enable.auto.commit": False, "enable.partition.eof": True,
                     "auto.offset.reset": "earliest"}
-        return Consumer(client_config(self.properties, defaults, self.health, leave_out=PRODUCER_ONLY))
+        try:
+            return Consumer(client_config(self.properties, defaults, self.health, leave_out=PRODUCER_ONLY))
+        except KafkaException as error:
+            raise DestinationUnavailable(f"cannot create a reader of the destination: {error.args[0].str()}") \
+                from None
 
     def _partitions(self, reader: Consumer, topic: str) -> list[int] | None:
         metadata = reader.list_topics(topic, timeout=METADATA_TIMEOUT_SECONDS).topics.get(topic)
