@@ -32,7 +32,8 @@ DIRECTIVES = {"boundscheck": False, "wraparound": False, "cdivision": True}  # a
 VARIANTS = {
     "sanitized": {
         "cflags": ["-g", "-O1", "-fno-omit-frame-pointer", "-fsanitize=address,undefined",
-                   "-fno-sanitize-recover=all", "-fsanitize=fuzzer-no-link"],
+                   "-fno-sanitize-recover=all", "-fsanitize=fuzzer-no-link",
+                   f"-fsanitize-coverage-ignorelist={Path(__file__).resolve().parent / 'coverage_ignore.txt'}"],
         "ldflags": ["-fsanitize=address,undefined", "-fsanitize=fuzzer-no-link"],
     },
     "coverage": {
@@ -97,7 +98,8 @@ def compile_module(clang: str, name: str, c_file: Path, root: Path, variant: str
     stamp = objects / f"{name}.stamp"
     link_command = [clang, "-shared", *flags["ldflags"], str(obj), "-o", str(target),
                     *[f"-l{library}" for library in libraries]]
-    fingerprint = hashlib.sha256(c_file.read_bytes() + repr((compile_command, link_command)).encode()).hexdigest()
+    listed = [Path(flag.split("=", 1)[1]).read_bytes() for flag in compile_command if flag.startswith("-fsanitize-coverage-ignorelist=")]
+    fingerprint = hashlib.sha256(c_file.read_bytes() + repr((compile_command, link_command, listed)).encode()).hexdigest()
     if target.exists() and stamp.exists() and stamp.read_text() == fingerprint:
         return f"{name}: up to date"
     subprocess.run([*compile_command, "-o", str(obj)], check=True)

@@ -1,4 +1,11 @@
-"""Every input bench/fuzz.py ever kept, replayed; and a short run of each fuzz target inside the suite."""
+"""Every input a fuzzer ever kept, replayed on the normal build; and a short run of each fuzz target.
+
+- the coverage-guided receiver targets (fuzz/receiver_targets.py, run by atheris on the sanitized build, see
+  docs/fuzzing.md): their seed corpus captured from real streams (tests/fuzz_corpus/TARGET/) and every
+  crasher they kept (tests/fuzz_regressions/TARGET/), through the same harness code the fuzzer runs;
+- bench/fuzz.py's unguided structure-aware mutator: the inputs it kept (tests/fuzz_regressions/*.bin), and
+  20 000 inputs of each of its targets.
+"""
 
 import random
 import sys
@@ -6,23 +13,76 @@ from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parent.parent / "bench"
-sys.path.insert(0, str(BENCH))
-import fuzz  # noqa: E402
+REPOSITORY = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPOSITORY / "bench"))
+sys.path.insert(0, str(REPOSITORY / "fuzz"))
+import fuzz  # noqa: E402  (bench/fuzz.py)
+import receiver_targets  # noqa: E402  (fuzz/receiver_targets.py)
 
 fuzz.crypto.load_sealing_library()
-KEPT = sorted(fuzz.REGRESSIONS.glob("*.bin"))
+RECEIVER_INPUTS = [("receiver", target, path) for target in receiver_targets.TARGETS
+                   for path in receiver_targets.corpus_files(target)]
+BENCH_INPUTS = [("bench", path.name.split("-")[0], path) for path in sorted(fuzz.REGRESSIONS.glob("*.bin"))]
+RUNNERS = {}
 
 
-@pytest.mark.parametrize("path", KEPT, ids=[path.name for path in KEPT])
-def test_a_kept_input_is_refused_cleanly(path):
-    target = fuzz.TARGETS[path.name.split("-")[0]](random.Random(0))
+def runner(target: str) -> receiver_targets.Runner:
+    if target not in RUNNERS:
+        RUNNERS[target] = receiver_targets.Runner(target)
+    return RUNNERS[target]
+
+
+def test_every_receiver_target_has_seeds_from_real_streams():
+    for target in receiver_targets.TARGETS:
+        seeds = list((receiver_targets.CORPUS / target).glob("*.bin"))
+        assert len(seeds) >= 5, target
+        options = {receiver_targets.decode_input(path.read_bytes())[0] for path in seeds}
+        assert {0, receiver_targets.RECEIVE} <= {option & receiver_targets.RECEIVE for option in options}, target
+
+
+@pytest.mark.parametrize("kind, target, path", RECEIVER_INPUTS + BENCH_INPUTS,
+                         ids=[f"{target}/{path.name}" for _, target, path in RECEIVER_INPUTS + BENCH_INPUTS])
+def test_a_kept_input_is_refused_cleanly(kind, target, path):
+    if kind == "receiver":
+        counters = runner(target).run(path.read_bytes())  # raises receiver_targets.Finding on a broken promise
+        assert counters["datagrams_received"] == sum(
+            item is not None for item in receiver_targets.decode_input(path.read_bytes())[1])
+        return
+    bench_target = fuzz.TARGETS[target](random.Random(0))
     try:
-        target.run(fuzz.deserialize(path.read_bytes()))
+        bench_target.run(fuzz.deserialize(path.read_bytes()))
     except ValueError:
         pass
-    if hasattr(target, "receiver"):
-        fuzz.check_receiver(target.receiver)
+    if hasattr(bench_target, "receiver"):
+        fuzz.check_receiver(bench_target.receiver)
+
+
+def test_the_fec_seeds_make_the_receiver_rebuild():
+    recovered = sum(runner("fec").run(path.read_bytes())["datagrams_recovered"]
+                    for path in receiver_targets.corpus_files("fec"))
+    assert recovered > 100
+
+
+def byte_flips(data: bytes, max_size: int, chooser=random.Random(1)) -> bytes:
+    """Stands in for atheris.Mutate (libFuzzer's byte mutations) outside a fuzzing run."""
+    out = bytearray(data[:max_size] or b"\0")
+    for _ in range(chooser.randint(1, 4)):
+        out[chooser.randrange(len(out))] = chooser.randrange(256)
+    return bytes(out)
+
+
+@pytest.mark.parametrize("target", receiver_targets.TARGETS)
+def test_the_structure_aware_mutator_keeps_every_promise_for_a_short_run(target):
+    mutator = receiver_targets.Mutator(target, byte_flips)
+    corpus = [path.read_bytes() for path in receiver_targets.corpus_files(target)]
+    chooser = random.Random(5)
+    for seed in range(150):
+        data = chooser.choice(corpus)
+        if seed % 5 == 0:
+            data = mutator.crossover(data, chooser.choice(corpus), 1 << 17, seed)
+        data = mutator.mutate(data, 1 << 17, seed)
+        assert len(data) <= 1 << 17
+        runner(target).run(data)
 
 
 @pytest.mark.parametrize("name", sorted(fuzz.TARGETS))

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Fuzzes one receiver target on the sanitized build (fuzz/build.sh sanitized first):
+#     fuzz/run.sh plain|sealed|fec [libFuzzer options, e.g. -runs=10000000 or -max_total_time=1200]
+# The corpus grows in build/fuzz/corpus/TARGET (seeded from tests/fuzz_corpus/TARGET, which stays as it is);
+# a crashing input is written to tests/fuzz_regressions/TARGET/ for the normal suite to replay.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+TARGET=${1:?usage: fuzz/run.sh plain|sealed|fec [libFuzzer options]}
+shift
+. fuzz/env.sh sanitized
+mkdir -p "build/fuzz/corpus/$TARGET" "tests/fuzz_regressions/$TARGET"
+exec nice -n "${NICE:-10}" "${PYTHON:-.venv/bin/python}" fuzz/receiver_fuzz.py "$TARGET" \
+    -max_len=131072 -timeout=20 -rss_limit_mb=4096 -print_final_stats=1 -reload=0 \
+    -artifact_prefix="tests/fuzz_regressions/$TARGET/" \
+    "$@" "build/fuzz/corpus/$TARGET" "tests/fuzz_corpus/$TARGET"
