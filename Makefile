@@ -43,3 +43,20 @@ $(VENV)/.built-test: $(VENV)/bin/python $(CORE_SOURCES)
 
 clean:
 	rm -rf $(VENV) build ddc/_core/*.c ddc/_core/*.so *.egg-info
+
+# Coverage-guided fuzzing of the egress receiver under ASan/UBSan (docs/fuzzing.md). fuzz/build.sh installs
+# clang and atheris when they are missing; FUZZ_SECONDS is how long each target runs.
+FUZZ_SECONDS ?= 600
+.PHONY: fuzz fuzz-build fuzz-seeds fuzz-coverage
+
+fuzz-build: $(VENV)/.built-test
+	fuzz/build.sh sanitized
+
+fuzz: fuzz-build
+	for target in plain sealed fec; do fuzz/run.sh $$target -max_total_time=$(FUZZ_SECONDS) || exit 1; done
+
+fuzz-seeds: $(VENV)/.built-test
+	$(BIN)/python fuzz/make_seeds.py
+
+fuzz-coverage: $(VENV)/.built-test
+	fuzz/coverage.sh

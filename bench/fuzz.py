@@ -2,13 +2,13 @@
 
     python bench/fuzz.py [--inputs 1000000] [--seed 1] [--target datagram|batch|kafka|sealed]
 
-Why not atheris: the code under test is compiled Cython, which atheris cannot
-see into without a libFuzzer build of the extension, so its coverage guidance
-would only see the Python wrapper. What finds bugs in a length-prefixed binary
-format is getting past its outer checks, so the mutations here keep a valid
-skeleton and re-seal it (recomputed CRC-32C; for the `sealed` target a real
-AES-256-GCM seal, as a compromised or buggy ingress would produce) before
-breaking one field, one length or one byte.
+This is the quick, unguided companion of the coverage-guided fuzzer in fuzz/
+(atheris over a clang ASan/UBSan/libFuzzer build of the Cython core, receive()
+batches and FEC included; docs/fuzzing.md). It needs no special build: the
+mutations keep a valid skeleton and re-seal it (recomputed CRC-32C; for the
+`sealed` target a real AES-256-GCM seal, as a compromised or buggy ingress
+would produce) before breaking one field, one length or one byte, and it also
+covers the batch and Kafka metadata decoders on their own.
 
 Targets:
 - datagram: LinkReceiver.feed, the header parser, sequence window and reassembly;

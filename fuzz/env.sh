@@ -12,6 +12,9 @@ if [ ! -d "$_ddc_root/build/$_ddc_variant/ddc/_core" ]; then
     return 1 2>/dev/null || exit 1
 fi
 export PYTHONPATH="$_ddc_root/build/$_ddc_variant${PYTHONPATH:+:$PYTHONPATH}"
+# `python -m pytest` and `python -c` would otherwise put the current directory, the checkout with its in-place
+# extensions, before PYTHONPATH (Python 3.11's -P).
+export PYTHONSAFEPATH=1
 case "$_ddc_variant" in
     sanitized)
         export LD_PRELOAD="$("$_ddc_python" -c 'import atheris; print(atheris.path())')/asan_with_fuzzer.so"

@@ -181,6 +181,17 @@ def seeds() -> dict[str, dict[str, bytes]]:
     wide = [forge.data_datagram(index, bytes([index]) * 7000, frame_id=index, block=4, index=index, count=10)
             for index in range(10)]
     corpus["fec"]["small-budget-wide-block"] = encode_input(SMALL_FEC, wide[2:] + forge.parity_for(wide, 2, block=4))
+    # the budget closes the oldest open block for a newer one's symbols
+    older = [forge.data_datagram(index, b"o" * 6000, frame_id=index, block=1, index=index, count=8)
+             for index in range(5)]
+    newer = [forge.data_datagram(5 + index, b"n" * 6000, frame_id=5 + index, block=2, index=index, count=8)
+             for index in range(8)]
+    corpus["fec"]["small-budget-evicts-older-block"] = encode_input(SMALL_FEC, older + newer[1:] + forge.parity_for(
+        newer, 1, block=2))
+    # two parity datagrams of one block that disagree about the symbol length
+    corpus["fec"]["parity-length-mismatch"] = encode_input(0, members[2:] + forge.parity_for(members, 1, block=0) +
+                                                           forge.parity_for(members, 1, block=0, first_row=1,
+                                                                            symbol_length=300))
     return corpus
 
 
