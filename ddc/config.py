@@ -393,6 +393,15 @@ class KeyConfig(Section):
                              "print(secrets.token_hex(16))'")
         return self
 
+    @property
+    def source(self) -> str:
+        """Where the key comes from, to tell two links that would share one."""
+        if self.file:
+            return f"file {os.path.abspath(self.file)}"
+        if self.environment:
+            return f"environment variable {self.environment}"
+        return f"password_environment {self.password_environment} with salt {self.salt!r}"
+
 
 def percent_of(value, whole: int, what: str) -> int:
     """A count given as a number or as a share of whole ("25%"), rounded up, at least 1."""
@@ -585,14 +594,23 @@ def _check_link_names(links: dict) -> None:
 
 
 def _check_unique(links: dict, what: str, get) -> None:
+    """get gives a link's value, None, or a list of values."""
     seen = {}
     for name, link in links.items():
-        value = get(link)
-        if value is None:
-            continue
-        if value in seen:
-            raise ValueError(f"links {seen[value]!r} and {name!r} both use {what} {value}; each link needs its own")
-        seen[value] = name
+        values = get(link)
+        for value in values if isinstance(values, list) else [values]:
+            if value is None:
+                continue
+            if seen.get(value, name) != name:
+                raise ValueError(f"links {seen[value]!r} and {name!r} both use {what} {value}; each link needs "
+                                 "its own")
+            seen[value] = name
+
+
+def _key_sources(link) -> list[str]:
+    # A session key depends only on the master key and the session id: datagrams of one link would be authentic
+    # on another link with the same key, and could be replayed there.
+    return [key.source for key in link.transport.key_configs]
 
 
 class _ProxySettings(BaseModel):
@@ -631,6 +649,7 @@ class IngressSettings(_ProxySettings):
         _check_link_names(links)
         _check_unique(links, "source", lambda link: link.source_identity)
         _check_unique(links, "destination", lambda link: str(link.transport.destination))
+        _check_unique(links, "the key from", _key_sources)
         return links
 
 
@@ -644,6 +663,7 @@ class EgressSettings(_ProxySettings):
         _check_link_names(links)
         _check_unique(links, "listen address", lambda link: str(link.transport.listen))
         _check_unique(links, "spool path", lambda link: os.path.abspath(link.spool.path) if link.spool else None)
+        _check_unique(links, "the key from", _key_sources)
         return links
 
 

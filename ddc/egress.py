@@ -56,10 +56,12 @@ class EgressLink(Link):
                                      transport.session_takeover_after, transport.max_fec_bytes_in_flight)
         for key_id, key in link_keys(transport.key_configs):
             self.receiver.add_key(key, key_id)
-        self.session_state = SessionState(transport.state_directory, name, "egress")
-        saved = self.session_state.load("session_id", "highest_sequence")
+        # Without keys anyone could write a forged session into the file: state is kept only for keyed links.
+        self.session_state = SessionState(transport.state_directory if transport.key_configs else None, name,
+                                          "egress")
+        saved = self.session_state.load("session_id", optional=("highest_sequence",))
         if saved:
-            self.receiver.restore_session(saved["session_id"], saved["highest_sequence"])
+            self.receiver.restore_session(saved["session_id"], saved.get("highest_sequence"))
         self.sink = build_sink(name, config.sink)
         self.filters = FilterChain(name, config.filters, self.sink.coordinates, self.sink.placeholder,
                                    self.sink.describe)
@@ -105,6 +107,9 @@ class EgressLink(Link):
         self.stopping.set()
         clean = self._join(self._threads[:1], timeout)
         with self._receive_lock:
+            if self._socket is not None:
+                while self.receiver.batch_pending:  # the rest of a batch a receive() call stopped inside
+                    self.buffer.put_many(self.receiver.receive(self._socket.fileno(), 0))
             self.receiver.expire(everything=True)
             self._save_session(force=True)
         self.buffer.close()
@@ -120,7 +125,7 @@ class EgressLink(Link):
 
     def _save_session(self, force: bool = False) -> None:
         saved = self.receiver.saved_session()
-        if saved:
+        if saved and self.session_state.path is not None:
             try:
                 self.session_state.save({"session_id": saved[0], "highest_sequence": saved[1]}, force=force)
             except OSError as error:

@@ -41,7 +41,8 @@ class IngressLink(Link):
                                    self.source.describe)
         self.buffer = RecordRing(config.buffer.size, config.buffer.when_full or self.source.default_when_full)
         # Start time first, and larger than the last one: a keyed egress refuses sessions older than its newest.
-        self.session_id = next_session_id(SessionState(config.transport.state_directory, name, "ingress"))
+        self.session_id = next_session_id(SessionState(config.transport.state_directory, name, "ingress"),
+                                          keyed=config.transport.key is not None)
         self.keys = link_keys(config.transport.key_configs)
         self.records_sent = 0
         self.records_too_large = 0

@@ -9,6 +9,7 @@ rename), so a crash leaves either the old or the new content.
 """
 
 import json
+import math
 import logging
 import os
 import secrets
@@ -30,18 +31,21 @@ class SessionState:
         self._saved = None
         self._saved_at = 0.0
 
-    def load(self, *names: str) -> dict:
-        """The saved fields, each a 64-bit unsigned integer, or {} when there is no state directory or file. A
-        file that cannot be read is a ConfigError to fix, not a reason to start without protection."""
+    def load(self, *names: str, optional: tuple[str, ...] = ()) -> dict:
+        """The saved fields, each a 64-bit unsigned integer (those in optional may be null), or {} when there is
+        no state directory or file. A file that cannot be read is a ConfigError to fix, not a reason to start
+        without protection."""
         if self.path is None or not self.path.exists():
             return {}
         try:
             fields = json.loads(self.path.read_text())
             if not isinstance(fields, dict):
                 raise ValueError("not a JSON object")
-            for name in names:
+            for name in names + optional:
                 value = fields.get(name)
-                if not isinstance(value, int) or not 0 <= value < 1 << 64:
+                if name in optional and value is None:
+                    continue
+                if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 1 << 64:
                     raise ValueError(f"{name} is {value!r}, not a 64-bit unsigned integer")
             return fields
         except (OSError, ValueError) as error:
@@ -64,12 +68,24 @@ class SessionState:
             out.flush()
             os.fsync(out.fileno())
         os.replace(temporary, self.path)
+        directory = os.open(self.path.parent, os.O_RDONLY)
+        try:
+            os.fsync(directory)  # the rename itself must survive a power cut
+        finally:
+            os.close(directory)
         self._saved = dict(fields)
 
 
-def next_session_id(state: SessionState) -> int:
+def next_session_id(state: SessionState, keyed: bool = False) -> int:
     """The start second in the high 32 bits and 32 random bits below, larger than the last one this ingress
-    used even if the clock went back: the egress refuses sessions older than the newest it authenticated."""
+    used: a keyed egress refuses sessions older than the newest it authenticated. With a state file that holds
+    even if the clock went back. Without one, a keyed ingress waits for the next whole second, so that a
+    restart within the second it started (a crash loop, a quick supervisor restart) still numbers after it."""
+    if keyed and state.path is None:
+        started = time.time()
+        time.sleep(math.floor(started) + 1 - started)
+        while time.time() < math.floor(started) + 1:
+            time.sleep(0.001)
     seconds = int(time.time()) & 0xFFFFFFFF
     last = state.load("session_id").get("session_id")
     if last is not None and seconds <= last >> 32:

@@ -291,3 +291,129 @@ def test_an_unreadable_state_file_is_a_clear_error(tmp_path):
     (tmp_path / "syslog.egress.json").write_text("{")
     with pytest.raises(ConfigError, match="cannot be read"):
         SessionState(tmp_path, "syslog", "egress").load("session_id", "highest_sequence")
+
+
+# ---- found by review: each once broke a bound or a guarantee ----
+
+def test_small_symbols_in_large_spare_buffers_are_charged_what_they_hold():
+    """A 64 KiB symbol's buffer, given back when its block closed, once held a 1-byte symbol of a block that never
+    completes while the budget counted 59 bytes: 2 000 rounds held 126 MB against a 1 MiB budget."""
+    outcome = run_child("""
+        import json
+        from ddc._core.receiver import LinkReceiver
+        from forge import data_datagram
+
+        def rss():
+            return next(int(line.split()[1]) * 1024 for line in open("/proc/self/status") if line.startswith("VmRSS"))
+
+        budget = 1 << 20
+        receiver = LinkReceiver(max_fec_bytes_in_flight=budget)
+        before, peak, sequence = rss(), 0, 0
+        for round in range(2000):
+            # scratch blocks all use place 255 of the block table, the 200 holder blocks places 0-199
+            scratch, holder = 256 * round + 255, (1 << 30) + round % 200
+            for payload, block, index, count in ((b"L" * 65000, scratch, 0, 2), (b"s", scratch, 1, 2),
+                                                 (b"h", holder, round // 200, 128)):
+                receiver.feed(data_datagram(sequence, payload, frame_id=sequence, block=block, index=index,
+                                            count=count))
+                sequence += 1
+            peak = max(peak, receiver.counters()["fec_bytes_in_flight"])
+        print(json.dumps({"peak": peak, "grown": rss() - before, "budget": budget}))
+    """)
+    assert outcome["peak"] <= outcome["budget"]
+    assert outcome["grown"] < 24 << 20, outcome
+
+
+def test_a_keyed_ingress_without_state_restarting_within_its_second_still_numbers_after_itself():
+    from ddc.session_state import SessionState, next_session_id
+
+    first = next_session_id(SessionState(None, "syslog", "ingress"), keyed=True)
+    second = next_session_id(SessionState(None, "syslog", "ingress"), keyed=True)
+    assert second >> 32 > first >> 32
+
+
+def test_a_new_session_with_only_parity_so_far_is_what_a_restart_remembers():
+    first_run = keyed_receiver()
+    delivered(first_run, [authentic(OLDER, sequence) for sequence in range(3)], 0)
+    parity_only = sealed_parity(NEWER)
+    delivered(first_run, [parity_only], 0)
+    assert first_run.saved_session() == (NEWER, None)
+    second_run = keyed_receiver()
+    second_run.restore_session(*first_run.saved_session())
+    assert delivered(second_run, [authentic(OLDER, sequence) for sequence in range(3)], 0) == []
+    assert delivered(second_run, [authentic(NEWER, 0)], 0) == [f"{NEWER:x}/0".encode()]
+
+
+def sealed_parity(session_id: int) -> bytes:
+    from protocol_reference import sealed
+
+    data = [data_datagram(0, b"p", frame_id=0, block=0, index=0, count=2, session_id=session_id),
+            data_datagram(1, b"q", frame_id=1, block=0, index=1, count=2, session_id=session_id)]
+    return sealed(parity_for(data, 1, block=0, session_id=session_id)[0], KEY, 3)
+
+
+def test_what_the_sender_sent_while_the_egress_was_down_counts_as_lost():
+    first_run = keyed_receiver()
+    delivered(first_run, [authentic(NEWER, sequence) for sequence in range(10)], 0)
+    second_run = keyed_receiver()
+    second_run.restore_session(*first_run.saved_session())
+    assert len(delivered(second_run, [authentic(NEWER, sequence) for sequence in range(100, 110)], 0)) == 10
+    assert second_run.counters()["datagrams_lost"] == 90
+
+
+def test_frames_completed_in_one_call_keep_the_session_they_belong_to():
+    receiver = LinkReceiver()
+    older = [data_datagram(0, b"A0", frame_id=0, session_id=OLDER)]
+    halves = [wire.encode_datagram(wire.DATA, OLDER, 1 + i, b"A1"[i:i + 1], frame_id=1, fragment_index=i,
+                                   fragment_count=2, frame_length=2) for i in (0, 1)]
+    newer = [data_datagram(0, b"B0", frame_id=0, session_id=NEWER)]
+    receiving = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    receiving.bind(("127.0.0.1", 0))
+    sending = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sending.connect(receiving.getsockname())
+    for datagram in older + halves + newer:
+        sending.send(datagram)
+    import time
+    time.sleep(0.05)
+    frames = receiver.receive(receiving.fileno(), 100)
+    assert [(bytes(frame), frame.session_id) for frame in frames] == [(b"A0", OLDER), (b"A1", OLDER),
+                                                                      (b"B0", NEWER)]
+
+
+def test_two_links_with_one_key_are_a_config_error(tmp_path):
+    """Datagrams of one link are authentic on any link with the same key, so they could be replayed there."""
+    from ddc.config import ConfigError, load_settings
+
+    key = tmp_path / "shared.key"
+    key.write_bytes(bytes(32))
+    key.chmod(0o600)
+    config = tmp_path / "egress.toml"
+    config.write_text("role = \"egress\"\n" + "".join(f"""
+[links.{name}.transport]
+listen = "127.0.0.1:{port}"
+keys = [{{ id = 1, file = "{key}" }}]
+[links.{name}.sink]
+type = "udp"
+target = "127.0.0.1:9"
+""" for name, port in (("a", 7001), ("b", 7002))))
+    with pytest.raises(ConfigError, match=r"links 'a' and 'b' both use the key from file .*shared.key"):
+        load_settings(config)
+
+
+def test_an_egress_without_keys_keeps_no_session_state(tmp_path):
+    """Without keys a forged datagram could write a session into the file and lock the sender out for good."""
+    from ddc.config import load_settings
+    from ddc.egress import EgressLink
+
+    config = tmp_path / "egress.toml"
+    config.write_text(f"""
+role = "egress"
+[links.a.transport]
+listen = "127.0.0.1:7003"
+state_directory = "{tmp_path / 'state'}"
+[links.a.sink]
+type = "udp"
+target = "127.0.0.1:9"
+""")
+    link = EgressLink("a", load_settings(config).links["a"])
+    assert link.session_state.path is None

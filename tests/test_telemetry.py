@@ -468,3 +468,33 @@ def test_half_a_tls_setting_is_a_clear_config_error():
         HttpConfig(listen="127.0.0.1:9180", certificate="/etc/ddc/http.pem")
     with pytest.raises(ValidationError, match="client_ca asks clients for certificates over TLS"):
         HttpConfig(listen="127.0.0.1:9180", client_ca="/etc/ddc/ca.pem")
+
+
+def test_a_client_that_trickles_its_request_is_cut_off_at_the_deadline():
+    from ddc.config import HttpConfig
+    from ddc.telemetry.http import TelemetryServer
+
+    port = free_tcp_port()
+    server = TelemetryServer(HttpConfig(listen=f"127.0.0.1:{port}", max_connections=2, request_timeout="1s"),
+                             QuietSupervisor())
+    server.start()
+    slow = socket.create_connection(("127.0.0.1", port))
+    try:
+        started, cut = time.monotonic(), False
+        for byte in b"GET /healthz HTTP/1.1\r\nHost: x\r\n":
+            try:
+                slow.send(bytes([byte]))
+            except OSError:
+                cut = True
+                break
+            slow.settimeout(0.3)
+            try:
+                if slow.recv(1) == b"":
+                    cut = True
+                    break
+            except TimeoutError:
+                pass
+        assert cut and time.monotonic() - started < 3, "a trickling client outlives request_timeout"
+    finally:
+        slow.close()
+        server.stop()

@@ -185,6 +185,7 @@ cdef struct Ready:
     uint8_t* data
     uint32_t length
     uint64_t frame_id
+    uint64_t session_id
 
 cdef struct Expected:
     # what a rebuilt datagram must say about itself: the place its block lost
@@ -235,8 +236,9 @@ cdef class LinkReceiver:
     # with keys: the newest session an earlier run of this egress authenticated, and its highest sequence
     cdef bint has_floor
     cdef uint64_t floor_session_id
+    cdef bint floor_has_sequence
     cdef uint64_t floor_sequence
-    cdef bint refusing_through_floor
+    cdef bint resuming_floor
     # sequence window
     cdef uint64_t sequence_bits[SEQUENCE_WORDS]
     cdef uint64_t highest_sequence
@@ -416,7 +418,7 @@ cdef class LinkReceiver:
         self.session_frames_completed = 0
         self.has_session = True
         self.session_id = session_id
-        self.refusing_through_floor = self.has_floor and session_id == self.floor_session_id
+        self.resuming_floor = self.has_floor and session_id == self.floor_session_id
         self.counters_[SESSIONS_STARTED] += 1
         self.push_event(EVENT_SESSION_STARTED, previous, NULL, 0)
 
@@ -442,12 +444,14 @@ cdef class LinkReceiver:
         """Records a datagram's sequence; False when it is a duplicate or too old to judge."""
         cdef uint64_t distance, s
         cdef uint32_t bit
-        if self.refusing_through_floor and sequence <= self.floor_sequence:
+        if self.resuming_floor and self.floor_has_sequence and sequence <= self.floor_sequence:
             self.counters_[DROPPED_TOO_OLD] += 1  # delivered before this egress restarted, or a replay of it
             return False
         if self.distinct_datagrams == 0:
             self.highest_sequence = sequence
             self.lowest_sequence = sequence
+            if self.resuming_floor and self.floor_has_sequence:
+                self.lowest_sequence = self.floor_sequence + 1  # what was sent while this egress was down is lost
         elif sequence > self.highest_sequence:
             distance = sequence - self.highest_sequence
             if distance >= SEQUENCE_WINDOW:
@@ -554,6 +558,7 @@ cdef class LinkReceiver:
             done.data = slot.data
             done.length = slot.frame_length
             done.frame_id = frame_id
+            done.session_id = self.session_id
             self.ready_bytes += slot.frame_length
             slot.data = NULL
             self.release_slot(slot, SLOT_DONE)
@@ -563,14 +568,15 @@ cdef class LinkReceiver:
     # ---- forward error correction (nogil) ----
 
     cdef uint8_t* take_symbol_buffer(self, size_t size) noexcept nogil:
-        """A buffer for a kept symbol: a spare one when it is large enough, else a new one. A block's symbols
-        are mostly one size and are all given back when it closes, so in a steady stream every buffer is
-        reused, instead of a malloc, a free and fresh pages for each datagram."""
+        """A buffer for a kept symbol: a spare one when it fits (at most twice the size), else a new one. A
+        block's symbols are mostly one size and are all given back when it closes, so in a steady stream every
+        buffer is reused, instead of a malloc, a free and fresh pages for each datagram. The budget is charged
+        the buffer's capacity (symbol_capacity), so small symbols in large spares cannot hide memory."""
         cdef SpareSymbol* spare = self.spare_symbols
         if spare != NULL:
             self.spare_symbols = spare.next
             self.spare_symbol_bytes -= spare.capacity
-            if spare.capacity >= size:
+            if size <= spare.capacity <= 2 * size:
                 return <uint8_t*>spare + SPARE_SYMBOL_HEAD
             free(spare)
         spare = <SpareSymbol*>malloc(SPARE_SYMBOL_HEAD + size)
@@ -578,6 +584,9 @@ cdef class LinkReceiver:
             return NULL
         spare.capacity = size
         return <uint8_t*>spare + SPARE_SYMBOL_HEAD
+
+    cdef size_t symbol_capacity(self, uint8_t* symbol) noexcept nogil:
+        return (<SpareSymbol*>(symbol - SPARE_SYMBOL_HEAD)).capacity
 
     cdef void give_symbol_buffer(self, uint8_t* symbol) noexcept nogil:
         """Keeps a symbol's buffer for reuse, up to MAX_SPARE_SYMBOL_BYTES of them."""
@@ -593,9 +602,9 @@ cdef class LinkReceiver:
         cdef uint32_t i
         for i in range(FEC_SYMBOLS):
             if block.symbols[i] != NULL:
+                self.fec_bytes_in_flight -= self.symbol_capacity(block.symbols[i])
                 self.give_symbol_buffer(block.symbols[i])
                 block.symbols[i] = NULL
-                self.fec_bytes_in_flight -= block.lengths[i]
 
     cdef void close_block(self, FecBlock* block) noexcept nogil:
         """Ends a block; one that still misses data after all its parity had its chance is unrecoverable."""
@@ -629,27 +638,27 @@ cdef class LinkReceiver:
                           bint prefixed) noexcept nogil:
         """Copies a symbol into the block (a data datagram behind its u16 length prefix), within the budget."""
         cdef size_t size = length + (SYMBOL_PREFIX_SIZE if prefixed else 0)
-        cdef uint8_t* copy
+        cdef uint8_t* copy = self.take_symbol_buffer(size)
         cdef uint32_t i
         cdef FecBlock* oldest
-        while self.fec_bytes_in_flight + size > self.max_fec_bytes:
+        if copy == NULL:
+            return False
+        while self.fec_bytes_in_flight + self.symbol_capacity(copy) > self.max_fec_bytes:
             oldest = NULL
             for i in range(FEC_BLOCKS):
                 if (self.fec_blocks[i].state == BLOCK_OPEN and &self.fec_blocks[i] != block
                         and (oldest == NULL or self.fec_blocks[i].first_seen_ns < oldest.first_seen_ns)):
                     oldest = &self.fec_blocks[i]
             if oldest == NULL:
+                self.give_symbol_buffer(copy)
                 return False
             self.close_block(oldest)
-        copy = self.take_symbol_buffer(size)
-        if copy == NULL:
-            return False
         if prefixed:
             put16(copy, <uint16_t>length)
         memcpy(copy + (SYMBOL_PREFIX_SIZE if prefixed else 0), data, length)
         block.symbols[index] = copy
         block.lengths[index] = size
-        self.fec_bytes_in_flight += size
+        self.fec_bytes_in_flight += self.symbol_capacity(copy)
         return True
 
     cdef void take_data(self, const Header* h, const uint8_t* datagram, size_t length, int64_t now) noexcept nogil:
@@ -916,7 +925,7 @@ cdef class LinkReceiver:
             frame.data = self.ready[i].data
             frame.length = self.ready[i].length
             frame.frame_id = self.ready[i].frame_id
-            frame.session_id = self.session_id
+            frame.session_id = self.ready[i].session_id
             frames.append(frame)
         self.ready_count = 0
         self.ready_bytes = 0
@@ -962,24 +971,33 @@ cdef class LinkReceiver:
         self.key_known[key_id] = True
         self.authenticated = True
 
-    def restore_session(self, uint64_t session_id, uint64_t highest_sequence):
-        """What an earlier run of this egress saved: with keys, no older session is accepted, and datagrams of
-        this one up to highest_sequence are refused as too old (delivered then, or replays of them)."""
+    def restore_session(self, uint64_t session_id, highest_sequence=None):
+        """What saved_session() returned in an earlier run of this egress. With keys, no older session is accepted;
+        datagrams of this one up to highest_sequence are refused as too old (delivered then, or replays of them),
+        and those it sent after it, while this egress was down, count as lost."""
         if self.has_session:
             raise ValueError("restore_session() comes before the first datagram")
         self.has_floor = True
         self.floor_session_id = session_id
-        self.floor_sequence = highest_sequence
+        self.floor_has_sequence = highest_sequence is not None
+        self.floor_sequence = highest_sequence or 0
+
+    @property
+    def batch_pending(self):
+        """Whether a receive() call stopped inside a batch, whose rest the next call accepts first."""
+        return self.batch_next < self.batch_received
 
     def saved_session(self):
-        """(session id, highest sequence) for restore_session() after a restart; None before any data."""
-        if self.has_session and self.distinct_datagrams:
-            if self.refusing_through_floor and self.highest_sequence < self.floor_sequence:
-                return self.session_id, self.floor_sequence
-            return self.session_id, self.highest_sequence
-        if self.has_floor and (not self.has_session or self.session_id == self.floor_session_id):
-            return self.floor_session_id, self.floor_sequence
-        return None
+        """(newest session id, highest sequence seen of it or None) for restore_session() after a restart; None
+        before any session."""
+        if not self.has_session:
+            if not self.has_floor:
+                return None
+            return self.floor_session_id, self.floor_sequence if self.floor_has_sequence else None
+        sequence = self.floor_sequence if self.resuming_floor and self.floor_has_sequence else None
+        if self.distinct_datagrams:
+            sequence = self.highest_sequence if sequence is None else max(sequence, self.highest_sequence)
+        return self.session_id, sequence
 
     def feed(self, datagram, now_ns=None):
         """Processes one datagram given as bytes; returns the frames it completed."""

@@ -7,8 +7,9 @@
     /status   JSON: per-link state, heartbeat age, rates, loss, buffer fill, peer counters
 
 Bounded, because it may listen where others can reach it: at most max_connections
-at once (more are closed at once and counted in the log), each with a timeout
-that covers the TLS handshake, the request and the reply. With a certificate it
+at once (more are closed at once and counted in the log, at most one line per
+REFUSALS_LOG_SECONDS), each with a deadline that covers the TLS handshake, the
+request and the reply: a client that trickles bytes is cut off all the same. With a certificate it
 serves HTTPS only, and with client_ca only to clients whose certificate that CA
 signed (mTLS), as operators expect of any control API. The TLS handshake runs
 on the connection's own thread, so a slow client never holds up the others.
@@ -16,8 +17,10 @@ on the connection's own thread, so a slow client never holds up the others.
 
 import json
 import logging
+import socket
 import ssl
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -26,6 +29,8 @@ from ddc.telemetry.prometheus import build_registry, exposition
 from ddc.transport.sockets import AddressError, resolve
 
 log = logging.getLogger("ddc.telemetry")
+
+REFUSALS_LOG_SECONDS = 10.0
 
 
 def _log_request_error(server, request, client_address) -> None:
@@ -59,17 +64,31 @@ class BoundedServer(ThreadingHTTPServer):
     timeout_seconds = 10.0
     slots: threading.BoundedSemaphore
     refused = 0
+    refusals_logged_at = float("-inf")
 
     def process_request(self, request, client_address):
         if not self.slots.acquire(blocking=False):
             self.refused += 1
-            log.warning(f"http: refused a connection from {client_address[0]}: all {self.max_connections} "
-                        f"connections busy ({self.refused} refused so far)")
+            now = time.monotonic()
+            if now - self.refusals_logged_at >= REFUSALS_LOG_SECONDS:
+                self.refusals_logged_at = now
+                log.warning(f"http: refused a connection from {client_address[0]}: all {self.max_connections} "
+                            f"connections busy ({self.refused} refused so far)")
             self.shutdown_request(request)
             return
         super().process_request(request, client_address)
 
+    @staticmethod
+    def _cut(connection) -> None:
+        try:
+            connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
     def process_request_thread(self, request, client_address):
+        deadline = threading.Timer(self.timeout_seconds, self._cut, (request,))
+        deadline.daemon = True
+        deadline.start()
         try:
             request.settimeout(self.timeout_seconds)
             if self.context is not None:
@@ -80,6 +99,7 @@ class BoundedServer(ThreadingHTTPServer):
         except Exception:
             self.handle_error(request, client_address)
         finally:
+            deadline.cancel()
             self.shutdown_request(request)
             self.slots.release()
 
