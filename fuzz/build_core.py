@@ -108,6 +108,17 @@ def compile_module(clang: str, name: str, c_file: Path, root: Path, variant: str
     return f"{name}: built {target.relative_to(REPOSITORY)}"
 
 
+def build_hooks(clang: str, root: Path) -> str:
+    """libddc_libfuzzer_hooks.so, preloaded after libFuzzer so that atheris's custom mutator is used
+    (fuzz/libfuzzer_hooks.c says why)."""
+    source = Path(__file__).resolve().parent / "libfuzzer_hooks.c"
+    target = root / "libddc_libfuzzer_hooks.so"
+    if target.exists() and target.stat().st_mtime >= source.stat().st_mtime:
+        return "libfuzzer hooks: up to date"
+    subprocess.run([clang, "-O1", "-g", "-fPIC", "-shared", str(source), "-o", str(target), "-ldl"], check=True)
+    return f"libfuzzer hooks: built {target.relative_to(REPOSITORY)}"
+
+
 def build(variant: str, jobs: int) -> Path:
     from Cython.Build import cythonize
     from setuptools import Extension
@@ -126,6 +137,8 @@ def build(variant: str, jobs: int) -> Path:
                            zip(modules, extensions))
         for line in results:
             print(line)
+    if variant == "sanitized":
+        print(build_hooks(clang, root))
     return root
 
 

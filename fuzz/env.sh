@@ -17,7 +17,12 @@ export PYTHONPATH="$_ddc_root/build/$_ddc_variant${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONSAFEPATH=1
 case "$_ddc_variant" in
     sanitized)
+        # libFuzzer must come first; the hooks after it make atheris's custom mutator reachable
+        # (fuzz/libfuzzer_hooks.c)
         export LD_PRELOAD="$("$_ddc_python" -c 'import atheris; print(atheris.path())')/asan_with_fuzzer.so"
+        if [ -f "$_ddc_root/build/sanitized/libddc_libfuzzer_hooks.so" ]; then
+            LD_PRELOAD="$LD_PRELOAD:$_ddc_root/build/sanitized/libddc_libfuzzer_hooks.so"
+        fi
         export ASAN_OPTIONS="detect_leaks=0:allocator_may_return_null=1:abort_on_error=0:symbolize=1:${ASAN_OPTIONS:-}"
         export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:${UBSAN_OPTIONS:-}"
         ;;

@@ -7,6 +7,7 @@ TARGET is plain, sealed or fec. Run under fuzz/env.sh sanitized, the receiver's 
 libFuzzer's coverage counters; on the normal build only the Python around it guides the fuzzer (a warning says so).
 """
 
+import ctypes
 import sys
 from pathlib import Path
 
@@ -28,8 +29,28 @@ if "/build/sanitized/" not in receiver_module.__file__:
 else:
     print(f"INFO: receiver from {receiver_module.__file__}", file=sys.stderr)
 
+
+
+def libfuzzer_mutate():
+    """libFuzzer's byte mutation. atheris.Mutate refuses to run with a preloaded libFuzzer ("Fuzz() must be
+    called before Mutate()"), so then LLVMFuzzerMutate is called straight from the preloaded library."""
+    try:
+        native = ctypes.CDLL(None).LLVMFuzzerMutate
+    except AttributeError:
+        return atheris.Mutate
+    native.restype = ctypes.c_size_t
+    native.argtypes = (ctypes.c_char_p, ctypes.c_size_t, ctypes.c_size_t)
+
+    def mutate(data: bytes, max_size: int) -> bytes:
+        max_size = max(max_size, len(data), 1)
+        buffer = ctypes.create_string_buffer(data, max_size)
+        return buffer.raw[:native(buffer, len(data), max_size)]
+
+    return mutate
+
+
 runner = receiver_targets.Runner(TARGET)
-mutator = receiver_targets.Mutator(TARGET, atheris.Mutate)
+mutator = receiver_targets.Mutator(TARGET, libfuzzer_mutate())
 
 
 def test_one_input(data: bytes) -> None:
