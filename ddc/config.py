@@ -461,6 +461,7 @@ class IngressTransportConfig(Section):
     key: KeyConfig | None = None
     fec: Annotated[FecConfig | None, BeforeValidator(fec_shorthand)] = None
     state_directory: Annotated[str, Field(min_length=1)] | None = None
+    rekey_interval: Annotated[Duration, Field(ge=1, le=7 * 86400)] = "24h"
 
     @property
     def key_configs(self) -> list[KeyConfig]:

@@ -175,8 +175,8 @@ class EgressLink(Link):
         if kind == core_receiver.SESSION_STARTED:
             self.peer_session_id = session_id
             if previous_session_id:
-                log.warning(f"link {self.name}: sender restarted: session {session} replaces "
-                            f"{previous_session_id:016x}",
+                log.warning(f"link {self.name}: new sender session {session} replaces "
+                            f"{previous_session_id:016x} (the ingress restarted, or rekeyed)",
                             extra={"fields": {"link": self.name, "session_id": session,
                                               "previous_session_id": f"{previous_session_id:016x}"}})
             else:

@@ -28,6 +28,11 @@ from ddc.units import format_rate
 log = logging.getLogger("ddc.ingress")
 
 SHUTDOWN_COPIES = 3
+# A session key seals at most this many datagrams (about 38 TB at 9 000 bytes), far inside AES-GCM's limits.
+REKEY_DATAGRAMS = 1 << 32
+# A wall clock that moves this far against the monotonic clock means a restored snapshot or a suspended host:
+# the session may be a copy that another instance already continued, so it is replaced at once.
+CLOCK_JUMP_SECONDS = 60.0
 
 
 class IngressLink(Link):
@@ -41,8 +46,12 @@ class IngressLink(Link):
                                    self.source.describe)
         self.buffer = RecordRing(config.buffer.size, config.buffer.when_full or self.source.default_when_full)
         # Start time first, and larger than the last one: a keyed egress refuses sessions older than its newest.
-        self.session_id = next_session_id(SessionState(config.transport.state_directory, name, "ingress"),
-                                          keyed=config.transport.key is not None)
+        self.session_state = SessionState(config.transport.state_directory, name, "ingress")
+        self.session_id = next_session_id(self.session_state, keyed=config.transport.key is not None)
+        self.sessions = 1
+        self._session_started = time.monotonic()
+        self._session_first_datagram = 0
+        self._clock_offset = time.time() - time.monotonic()
         self.keys = link_keys(config.transport.key_configs)
         self.records_sent = 0
         self.records_too_large = 0
@@ -169,6 +178,7 @@ class IngressLink(Link):
         run_limit = transport.batch_max_bytes - BATCH_HEADER_BYTES
         in_place = not self.filters.filters
         while True:
+            self._rekey_if_due()
             if self.sender.seconds_until_heartbeat() == 0:
                 # Heartbeats inside a long frame reuse this payload; the C sender refreshes its sent-counters.
                 self.sender.set_heartbeat(wire.encode_peer_counters(self._peer_counters()))
@@ -193,8 +203,34 @@ class IngressLink(Link):
             self.sender.send_control(wire.SHUTDOWN, final)
         log.info(f"link {self.name}: drained and sent shutdown", extra={"fields": self.log_fields()})
 
+    def _rekey_if_due(self) -> None:
+        """Starts a new session, between two frames, once the session key is old (rekey_interval), has sealed
+        REKEY_DATAGRAMS, or the wall clock jumped: each session has its own key and nonces restart with it."""
+        if not self.keys:
+            return
+        now = time.monotonic()
+        offset = time.time() - now
+        if abs(offset - self._clock_offset) > CLOCK_JUMP_SECONDS:
+            reason = f"the wall clock moved {offset - self._clock_offset:+.0f} s against the monotonic clock"
+        elif now - self._session_started >= self.config.transport.rekey_interval:
+            reason = f"the session is {now - self._session_started:.0f} s old"
+        elif self.sender.datagrams_sent - self._session_first_datagram >= REKEY_DATAGRAMS:
+            reason = f"the session key sealed {REKEY_DATAGRAMS} datagrams"
+        else:
+            return
+        previous = self.session_id
+        self.session_id = next_session_id(self.session_state, keyed=True, after=previous)
+        key_id, key = self.keys[0]
+        self.sender.new_session(self.session_id, key, key_id)
+        self.sessions += 1
+        self._session_started, self._clock_offset = now, offset
+        self._session_first_datagram = self.sender.datagrams_sent
+        log.info(f"link {self.name}: new session {self.session_id:016x} replaces {previous:016x}: {reason}",
+                 extra={"fields": {"link": self.name, "session_id": f"{self.session_id:016x}",
+                                   "previous_session_id": f"{previous:016x}"}})
+
     def counters(self) -> dict:
-        merged = {"records_sent": self.records_sent, "records_too_large": self.records_too_large,
+        merged = {"records_sent": self.records_sent, "sessions": self.sessions, "records_too_large": self.records_too_large,
                   "records_dropped": self.records_dropped, "frames_failed": self.frames_failed,
                   "frame_bytes_uncompressed": self.frame_bytes_uncompressed,
                   "compression_ratio": round(self.frame_bytes_uncompressed / self.frame_bytes_compressed, 3)

@@ -76,21 +76,23 @@ class SessionState:
         self._saved = dict(fields)
 
 
-def next_session_id(state: SessionState, keyed: bool = False) -> int:
+def next_session_id(state: SessionState, keyed: bool = False, after: int | None = None) -> int:
     """The start second in the high 32 bits and 32 random bits below, larger than the last one this ingress
-    used: a keyed egress refuses sessions older than the newest it authenticated. With a state file that holds
-    even if the clock went back. Without one, a keyed ingress waits for the next whole second, so that a
-    restart within the second it started (a crash loop, a quick supervisor restart) still numbers after it."""
-    if keyed and state.path is None:
+    used (`after`, within a run; the state file, across runs): a keyed egress refuses sessions older than the
+    newest it authenticated. With a state file that holds even if the clock went back. Without one, a keyed
+    ingress's first session waits for the next whole second, so that a restart within the second it started
+    (a crash loop, a quick supervisor restart) still numbers after it."""
+    if keyed and state.path is None and after is None:
         started = time.time()
         time.sleep(math.floor(started) + 1 - started)
         while time.time() < math.floor(started) + 1:
             time.sleep(0.001)
     seconds = int(time.time()) & 0xFFFFFFFF
-    last = state.load("session_id").get("session_id")
+    last = after if after is not None else state.load("session_id").get("session_id")
     if last is not None and seconds <= last >> 32:
-        log.warning(f"the clock ({seconds}) is behind the last session's start ({last >> 32}); numbering the "
-                    "session after the last one instead")
+        if after is None:
+            log.warning(f"the clock ({seconds}) is behind the last session's start ({last >> 32}); numbering "
+                        "the session after the last one instead")
         seconds = (last >> 32) + 1
     session_id = (seconds << 32 | secrets.randbits(32)) & 0xFFFFFFFFFFFFFFFF or 1
     state.save({"session_id": session_id}, force=True)

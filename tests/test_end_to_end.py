@@ -123,7 +123,7 @@ def test_a_killed_ingress_is_recognised_as_a_new_session(link_pair, start_ddc):
     send_paced(source_port, second, bytes_per_second=10e6)
     assert collector.wait_for(len(first) + len(second), timeout=30) == len(first) + len(second)
 
-    event = egress.wait_for(lambda line: "sender restarted" in line.get("message", ""))
+    event = egress.wait_for(lambda line: "new sender session" in line.get("message", ""))
     assert event["previous_session_id"] == first_session
     assert event["session_id"] != first_session
     assert egress.process.poll() is None, "the egress must keep running across an ingress restart"
@@ -167,3 +167,31 @@ def test_filtered_records_are_counted_on_both_sides_and_logged_with_their_source
     filtered = [line for line in ingress.lines() if "filter max_size dropped" in line.get("message", "")]
     assert 1 <= len(filtered) <= min(dropped, 10), "drop log lines are limited to 10 per filter per 10 s"
     assert all(re.fullmatch(r"127\.0\.0\.1:\d+", line["source_address"]) for line in filtered)
+
+
+@pytest.mark.timeout(120)
+def test_a_keyed_link_rekeys_between_frames_without_losing_a_record(link_pair, tmp_path):
+    """rekey_interval of one second: every second the ingress starts a new session with a new key, and the egress
+    takes it over between two frames, whatever is in flight, with FEC on."""
+    key = tmp_path / "link.key"
+    key.write_bytes(os.urandom(32))
+    key.chmod(0o600)
+    state = tmp_path / "state"
+    source_port, _, collector, ingress, egress, _ = link_pair(
+        ingress_extra=f'key = {{ id = 1, file = "{key}" }}\nrekey_interval = "1s"\nfec = "25%"\n'
+                      f'state_directory = "{state}"',
+        egress_extra=f'keys = [{{ id = 1, file = "{key}" }}]\nstate_directory = "{state}"')
+    payloads = random_payloads(6000, 1500, seed=21)
+    send_paced(source_port, payloads, bytes_per_second=2.5e6)  # about 3.6 s
+    assert collector.wait_for(len(payloads), timeout=30) == len(payloads)
+    ingress_summary, egress_summary = stop_pair(ingress, egress)
+    expected = collections.Counter(hashlib.blake2b(p, digest_size=16).digest() for p in payloads)
+    assert collector.digests == expected
+    assert ingress_summary["sessions"] >= 3
+    assert egress_summary["sessions_started"] == ingress_summary["sessions"]
+    assert egress_summary["frames_abandoned"] == 0 and egress_summary["frames_lost"] == 0
+    assert egress_summary["datagrams_lost"] == 0 and egress_summary["dropped_stale_session"] == 0
+    assert ingress.wait_for(lambda line: "the session is" in line.get("message", ""))
+    import json
+    last_session = json.loads((state / "stream.ingress.json").read_text())["session_id"]
+    assert json.loads((state / "stream.egress.json").read_text())["session_id"] == last_session

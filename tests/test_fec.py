@@ -84,8 +84,8 @@ def test_too_few_symbols_are_refused_not_guessed():
 # ---- datagrams from the real sender ----
 
 def sent_datagrams(frames, datagram_size=1472, protect=(16, 4, 1), key=None) -> list[bytes]:
-    """What a DatagramSender puts on the wire for these frames (or (type, payload) control datagrams),
-    read back from a loopback socket."""
+    """What a DatagramSender puts on the wire for these frames (or (type, payload) control datagrams, or an int:
+    a new session id to go on with), read back from a loopback socket."""
     receiving = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     receiving.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 << 20)
     receiving.bind(("127.0.0.1", 0))
@@ -101,7 +101,9 @@ def sent_datagrams(frames, datagram_size=1472, protect=(16, 4, 1), key=None) -> 
     out = []
     receiving.setblocking(False)
     for frame in frames:
-        if isinstance(frame, tuple):
+        if isinstance(frame, int):  # a rekey: the sender goes on as this new session
+            sender.new_session(frame, key, 3)
+        elif isinstance(frame, tuple):
             sender.send_control(*frame)
         else:
             sender.send_frame(frame)
@@ -318,3 +320,20 @@ def test_blocks_that_never_complete_stay_within_the_memory_budget():
     receiver.expire(everything=True)
     counters = receiver.counters()
     assert counters["fec_bytes_in_flight"] == 0 and counters["fec_blocks_unrecoverable"] > 0
+
+
+@pytest.mark.parametrize("key", [None, KEY], ids=["plain", "sealed"])
+def test_a_sender_rekeys_between_frames_and_the_receiver_loses_nothing(key):
+    frames = [os.urandom(size) for size in (30_000, 100, 5_000)]
+    later = [os.urandom(size) for size in (20_000, 7)]
+    datagrams = sent_datagrams(frames + [(2 << 32) | 9] + later, protect=(16, 4, 2), key=key)
+    sessions = [wire.decode_datagram(datagram)["session_id"] for datagram in datagrams] if key is None else \
+        [int.from_bytes(datagram[16:24], "big") for datagram in datagrams]
+    assert sessions == sorted(sessions) and set(sessions) == {(1 << 32) | 5, (2 << 32) | 9}
+    first_of_second = sessions.index((2 << 32) | 9)
+    assert int.from_bytes(datagrams[first_of_second][24:32], "big") == 0, "sequence numbers start again"
+    dropped = {position for position in range(3, len(datagrams), 11) if not is_parity(datagrams[position])}
+    delivered, counters = deliver(datagrams, lambda position, _: position in dropped, key=key)
+    assert delivered == frames + later
+    assert counters["sessions_started"] == 2 and counters["frames_abandoned"] == 0
+    assert counters["datagrams_lost"] == 0 and counters["fec_blocks_unrecoverable"] == 0 and accounted(counters)
