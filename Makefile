@@ -25,6 +25,7 @@ bench: $(VENV)/.built-test
 	$(BIN)/python bench/kafka_copy.py
 	$(BIN)/python bench/fec.py
 	$(BIN)/python bench/fuzz.py
+	$(BIN)/python bench/hostile_flood.py
 
 build: $(VENV)/.built
 

@@ -15,7 +15,7 @@ import pytest
 
 from ddc._core import wire
 from ddc._core.receiver import COUNTER_NAMES, LinkReceiver
-from forge import data_datagram, nested_parity, parity_for
+from forge import data_datagram, parity_for
 
 DROP_REASONS = [name for name in COUNTER_NAMES if name.startswith("dropped_")]
 TESTS = Path(__file__).resolve().parent
