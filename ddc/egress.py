@@ -59,6 +59,7 @@ class EgressLink(Link):
         # Without keys anyone could write a forged session into the file: state is kept only for keyed links.
         self.session_state = SessionState(transport.state_directory if transport.key_configs else None, name,
                                           "egress")
+        self._latest_session = None
         saved = self.session_state.load("session_id", optional=("highest_sequence",))
         if saved:
             self.receiver.restore_session(saved["session_id"], saved.get("highest_sequence"))
@@ -111,7 +112,8 @@ class EgressLink(Link):
                 while self.receiver.batch_pending:  # the rest of a batch a receive() call stopped inside
                     self.buffer.put_many(self.receiver.receive(self._socket.fileno(), 0))
             self.receiver.expire(everything=True)
-            self._save_session(force=True)
+            self._latest_session = self.receiver.saved_session()
+        self.save_session(force=True)
         self.buffer.close()
         clean = self._join(self._threads[1:], timeout) and clean
         self.buffer.release()
@@ -123,8 +125,10 @@ class EgressLink(Link):
 
     # ---- receive thread ----
 
-    def _save_session(self, force: bool = False) -> None:
-        saved = self.receiver.saved_session()
+    def save_session(self, force: bool = False) -> None:
+        """Writes what the receive thread last noted; from the supervisor's tick, so that the fsync never holds
+        up reception."""
+        saved = self._latest_session
         if saved and self.session_state.path is not None:
             try:
                 self.session_state.save({"session_id": saved[0], "highest_sequence": saved[1]}, force=force)
@@ -139,7 +143,7 @@ class EgressLink(Link):
             with self._receive_lock:
                 frames = self.receiver.receive(fd, RECEIVE_POLL_MS)
                 events = self.receiver.take_events()
-                self._save_session()
+                self._latest_session = self.receiver.saved_session()
             if frames:
                 self.buffer.put_many(frames)
             for event in events:

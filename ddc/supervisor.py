@@ -87,6 +87,7 @@ class Supervisor:
         for link in self.started_links:
             if link.role == "egress":
                 link.check_heartbeats(now)
+                link.save_session()
 
     def run_until_stopped(self) -> int:
         """Starts, then blocks until stop_requested is set or a link fails; returns the exit code."""

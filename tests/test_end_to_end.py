@@ -195,3 +195,65 @@ def test_a_keyed_link_rekeys_between_frames_without_losing_a_record(link_pair, t
     import json
     last_session = json.loads((state / "stream.ingress.json").read_text())["session_id"]
     assert json.loads((state / "stream.egress.json").read_text())["session_id"] == last_session
+
+
+@pytest.mark.timeout(120)
+def test_a_restarted_egress_refuses_replays_of_what_it_delivered_before(start_ddc, tmp_path):
+    """Recorded authentic datagrams, replayed at an egress that restarted (SIGTERM, then SIGKILL), deliver nothing;
+    the live sender goes on."""
+    import base64
+
+    from conftest import free_udp_port, link_pair_configs, udp_receiver
+    from relay import FrameDroppingRelay
+    from traffic import Collector
+
+    key = tmp_path / "link.key"
+    key.write_text(base64.b64encode(os.urandom(32)).decode())
+    key.chmod(0o600)
+    source_port, link_port = free_udp_port(), free_udp_port()
+    relay = FrameDroppingRelay(link_port, keep=1000)
+    relay.start()
+    target = udp_receiver()
+    collector = Collector(target)
+    collector.start()
+    ingress_config, egress_config = link_pair_configs(
+        source_port, link_port, target.getsockname()[1],
+        ingress_extra=f'key = {{ id = 1, file = "{key}" }}\nfec = "25%"',
+        egress_extra=f'keys = [{{ id = 1, file = "{key}" }}]\nstate_directory = "{tmp_path / "state"}"')
+    ingress_config = ingress_config.replace(f"127.0.0.1:{link_port}", f"127.0.0.1:{relay.port}")
+    egress = start_ddc("egress", egress_config)
+    egress.wait_until_ready()
+    ingress = start_ddc("ingress", ingress_config)
+    ingress.wait_until_ready()
+    attacker = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        first = random_payloads(3000, 1000, seed=31)
+        send_paced(source_port, first, bytes_per_second=5e6)
+        assert collector.wait_for(len(first), timeout=30) == len(first)
+        recorded = list(relay.kept)
+        for stop in ("clean", "killed"):
+            if stop == "clean":
+                assert egress.stop() == 0
+            else:
+                time.sleep(1.5)  # one state save after the last restart
+                egress.kill()
+            egress = start_ddc("egress", egress_config)
+            egress.wait_until_ready()
+            for datagram in recorded:
+                attacker.sendto(datagram, ("127.0.0.1", link_port))
+            time.sleep(0.5)
+            assert collector.count == len(first), f"replays delivered after a {stop} restart"
+        second = random_payloads(500, 1000, seed=32)
+        send_paced(source_port, second, bytes_per_second=5e6)
+        assert collector.wait_for(len(first) + len(second), timeout=30) == len(first) + len(second)
+        ingress_summary, egress_summary = stop_pair(ingress, egress)
+    finally:
+        attacker.close()
+        relay.close()
+        collector.stop.set()
+        collector.join(2)
+        target.close()
+    expected = collections.Counter(hashlib.blake2b(p, digest_size=16).digest() for p in first + second)
+    assert collector.digests == expected
+    data_replays = sum(1 for datagram in recorded if datagram[3] != wire.PARITY)
+    assert egress_summary["dropped_too_old"] >= data_replays and egress_summary["sessions_started"] == 1
