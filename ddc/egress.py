@@ -180,12 +180,18 @@ class EgressLink(Link):
             self.peer_session_id = session_id
             if previous_session_id:
                 log.warning(f"link {self.name}: new sender session {session} replaces "
-                            f"{previous_session_id:016x} (the ingress restarted, or rekeyed)",
+                            f"{previous_session_id:016x}",
                             extra={"fields": {"link": self.name, "session_id": session,
                                               "previous_session_id": f"{previous_session_id:016x}"}})
             else:
                 log.info(f"link {self.name}: receiving session {session}",
                          extra={"fields": {"link": self.name, "session_id": session}})
+            return
+        if kind == core_receiver.REKEYED:
+            self.peer_session_id = session_id
+            log.info(f"link {self.name}: sender session {previous_session_id:016x} goes on under a new key as "
+                     f"{session}", extra={"fields": {"link": self.name, "session_id": session,
+                                                      "previous_session_id": f"{previous_session_id:016x}"}})
             return
         try:
             self.peer = wire.decode_peer_counters(payload)

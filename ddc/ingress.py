@@ -21,7 +21,7 @@ from ddc.crypto import link_keys
 from ddc.filters import FilterChain
 from ddc.handlers import build_source
 from ddc.link import Link
-from ddc.session_state import SessionState, next_session_id
+from ddc.session_state import SessionState, next_epoch, next_session_id
 from ddc.transport.sockets import open_sending
 from ddc.units import format_rate
 
@@ -48,7 +48,7 @@ class IngressLink(Link):
         # Start time first, and larger than the last one: a keyed egress refuses sessions older than its newest.
         self.session_state = SessionState(config.transport.state_directory, name, "ingress")
         self.session_id = next_session_id(self.session_state, keyed=config.transport.key is not None)
-        self.sessions = 1
+        self.rekeys = 0
         self._session_started = time.monotonic()
         self._session_first_datagram = 0
         self._clock_offset = time.time() - time.monotonic()
@@ -204,8 +204,9 @@ class IngressLink(Link):
         log.info(f"link {self.name}: drained and sent shutdown", extra={"fields": self.log_fields()})
 
     def _rekey_if_due(self) -> None:
-        """Starts a new session, between two frames, once the session key is old (rekey_interval), has sealed
-        REKEY_DATAGRAMS, or the wall clock jumped: each session has its own key and nonces restart with it."""
+        """Goes on under a new key epoch, between two frames, once the key is old (rekey_interval), has sealed
+        REKEY_DATAGRAMS, or the wall clock jumped. Only the key changes: sequence numbers, frame ids and FEC
+        blocks go on, and the egress keeps its windows and frames across it."""
         if not self.keys:
             return
         now = time.monotonic()
@@ -219,18 +220,17 @@ class IngressLink(Link):
         else:
             return
         previous = self.session_id
-        self.session_id = next_session_id(self.session_state, keyed=True, after=previous)
-        key_id, key = self.keys[0]
-        self.sender.new_session(self.session_id, key, key_id)
-        self.sessions += 1
+        self.session_id = next_epoch(self.session_state, previous)
+        self.sender.rekey(self.session_id, self.keys[0][1])
+        self.rekeys += 1
         self._session_started, self._clock_offset = now, offset
         self._session_first_datagram = self.sender.datagrams_sent
-        log.info(f"link {self.name}: new session {self.session_id:016x} replaces {previous:016x}: {reason}",
+        log.info(f"link {self.name}: rekeyed: session {previous:016x} goes on as {self.session_id:016x}: {reason}",
                  extra={"fields": {"link": self.name, "session_id": f"{self.session_id:016x}",
                                    "previous_session_id": f"{previous:016x}"}})
 
     def counters(self) -> dict:
-        merged = {"records_sent": self.records_sent, "sessions": self.sessions, "records_too_large": self.records_too_large,
+        merged = {"records_sent": self.records_sent, "sessions_rekeyed": self.rekeys, "records_too_large": self.records_too_large,
                   "records_dropped": self.records_dropped, "frames_failed": self.frames_failed,
                   "frame_bytes_uncompressed": self.frame_bytes_uncompressed,
                   "compression_ratio": round(self.frame_bytes_uncompressed / self.frame_bytes_compressed, 3)

@@ -76,24 +76,37 @@ class SessionState:
         self._saved = dict(fields)
 
 
-def next_session_id(state: SessionState, keyed: bool = False, after: int | None = None) -> int:
+def next_session_id(state: SessionState, keyed: bool = False) -> int:
     """The start second in the high 32 bits and 32 random bits below, larger than the last one this ingress
-    used (`after`, within a run; the state file, across runs): a keyed egress refuses sessions older than the
-    newest it authenticated. With a state file that holds even if the clock went back. Without one, a keyed
-    ingress's first session waits for the next whole second, so that a restart within the second it started
-    (a crash loop, a quick supervisor restart) still numbers after it."""
-    if keyed and state.path is None and after is None:
+    used (its state file): a keyed egress refuses sessions older than the newest it authenticated. With a state
+    file that holds even if the clock went back. Without one, a keyed ingress waits for the next whole second,
+    so that a restart within the second it started (a crash loop, a quick supervisor restart) still numbers
+    after it."""
+    if keyed and state.path is None:
         started = time.time()
         time.sleep(math.floor(started) + 1 - started)
         while time.time() < math.floor(started) + 1:
             time.sleep(0.001)
-    seconds = int(time.time()) & 0xFFFFFFFF
-    last = after if after is not None else state.load("session_id").get("session_id")
-    if last is not None and seconds <= last >> 32:
-        if after is None:
-            log.warning(f"the clock ({seconds}) is behind the last session's start ({last >> 32}); numbering "
-                        "the session after the last one instead")
-        seconds = (last >> 32) + 1
-    session_id = (seconds << 32 | secrets.randbits(32)) & 0xFFFFFFFFFFFFFFFF or 1
+    last = state.load("session_id").get("session_id")
+    session_id = _after(last, secrets.randbits(32))
     state.save({"session_id": session_id}, force=True)
     return session_id
+
+
+def next_epoch(state: SessionState, session_id: int) -> int:
+    """The session's next key epoch: a larger high half (the second, or one more than the last), the same low
+    half, which tells the egress that the session goes on under a new key. Saved like a new session id; a
+    state directory that cannot be written does not stop the rekey (the id is larger anyway)."""
+    epoch = _after(session_id, session_id & 0xFFFFFFFF)
+    try:
+        state.save({"session_id": epoch}, force=True)
+    except OSError as error:
+        log.error(f"cannot save the session state to {state.path} ({error}); going on with session {epoch:016x}")
+    return epoch
+
+
+def _after(last: int | None, low: int) -> int:
+    seconds = int(time.time()) & 0xFFFFFFFF
+    if last is not None and seconds <= last >> 32:
+        seconds = (last >> 32) + 1
+    return (seconds << 32 | low) & 0xFFFFFFFFFFFFFFFF or 1

@@ -296,7 +296,7 @@ def test_a_flood_of_forgeries_under_random_sessions_does_not_disturb_the_live_on
 def test_two_keys_are_accepted_during_a_rotation():
     receiver = keyed_receiver((1, KEY), (2, OTHER_KEY))
     before = sealed_stream([b"before"], key=KEY, key_id=1, session_id=10 * SECOND)
-    after = sealed_stream([b"after"], key=OTHER_KEY, key_id=2, session_id=11 * SECOND)
+    after = sealed_stream([b"after"], key=OTHER_KEY, key_id=2, session_id=11 * SECOND + 1)
     assert feed(receiver, before) == {0: b"before"}
     assert feed(receiver, after) == {0: b"after"}
     assert receiver.counters()["sessions_started"] == 2

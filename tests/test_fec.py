@@ -85,7 +85,7 @@ def test_too_few_symbols_are_refused_not_guessed():
 
 def sent_datagrams(frames, datagram_size=1472, protect=(16, 4, 1), key=None) -> list[bytes]:
     """What a DatagramSender puts on the wire for these frames (or (type, payload) control datagrams, or an int:
-    a new session id to go on with), read back from a loopback socket."""
+    the key epoch to rekey to), read back from a loopback socket."""
     receiving = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     receiving.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 << 20)
     receiving.bind(("127.0.0.1", 0))
@@ -101,8 +101,8 @@ def sent_datagrams(frames, datagram_size=1472, protect=(16, 4, 1), key=None) -> 
     out = []
     receiving.setblocking(False)
     for frame in frames:
-        if isinstance(frame, int):  # a rekey: the sender goes on as this new session
-            sender.new_session(frame, key, 3)
+        if isinstance(frame, int):  # a rekey: the sender goes on under this key epoch
+            sender.rekey(frame, key)
         elif isinstance(frame, tuple):
             sender.send_control(*frame)
         else:
@@ -322,18 +322,41 @@ def test_blocks_that_never_complete_stay_within_the_memory_budget():
     assert counters["fec_bytes_in_flight"] == 0 and counters["fec_blocks_unrecoverable"] > 0
 
 
-@pytest.mark.parametrize("key", [None, KEY], ids=["plain", "sealed"])
-def test_a_sender_rekeys_between_frames_and_the_receiver_loses_nothing(key):
+FIRST_EPOCH, SECOND_EPOCH = (1 << 32) | 5, (2 << 32) | 5
+
+
+def rekeyed_stream():
+    """Sealed datagrams of three frames, a rekey, two more frames; and where the second epoch begins."""
     frames = [os.urandom(size) for size in (30_000, 100, 5_000)]
     later = [os.urandom(size) for size in (20_000, 7)]
-    datagrams = sent_datagrams(frames + [(2 << 32) | 9] + later, protect=(16, 4, 2), key=key)
-    sessions = [wire.decode_datagram(datagram)["session_id"] for datagram in datagrams] if key is None else \
-        [int.from_bytes(datagram[16:24], "big") for datagram in datagrams]
-    assert sessions == sorted(sessions) and set(sessions) == {(1 << 32) | 5, (2 << 32) | 9}
-    first_of_second = sessions.index((2 << 32) | 9)
-    assert int.from_bytes(datagrams[first_of_second][24:32], "big") == 0, "sequence numbers start again"
-    dropped = {position for position in range(3, len(datagrams), 11) if not is_parity(datagrams[position])}
-    delivered, counters = deliver(datagrams, lambda position, _: position in dropped, key=key)
-    assert delivered == frames + later
-    assert counters["sessions_started"] == 2 and counters["frames_abandoned"] == 0
+    datagrams = sent_datagrams(frames + [SECOND_EPOCH] + later, protect=(16, 4, 2), key=KEY)
+    epochs = [int.from_bytes(datagram[16:24], "big") for datagram in datagrams]
+    assert epochs == sorted(epochs) and set(epochs) == {FIRST_EPOCH, SECOND_EPOCH}
+    return frames + later, datagrams, epochs.index(SECOND_EPOCH)
+
+
+def test_a_rekey_loses_nothing_under_loss_and_reordering():
+    frames, datagrams, switch = rekeyed_stream()
+    first_data = next(d for d in datagrams[switch:] if not is_parity(d))
+    last_data = next(d for d in reversed(datagrams[:switch]) if not is_parity(d))
+    assert int.from_bytes(first_data[24:32], "big") == int.from_bytes(last_data[24:32], "big") + 1, \
+        "sequence numbers go on across the rekey"
+    # the new epoch's first six datagrams overtake the old one's last six, and one in eleven is lost
+    reordered = datagrams[:switch - 6] + datagrams[switch:switch + 6] + datagrams[switch - 6:switch] \
+        + datagrams[switch + 6:]
+    dropped = {position for position in range(3, len(reordered), 11) if not is_parity(reordered[position])}
+    delivered, counters = deliver(reordered, lambda position, _: position in dropped, key=KEY)
+    assert sorted(delivered) == sorted(frames)
+    assert counters["sessions_started"] == 1 and counters["sessions_rekeyed"] == 1
+    assert counters["frames_abandoned"] == 0 and counters["dropped_stale_session"] == 0
     assert counters["datagrams_lost"] == 0 and counters["fec_blocks_unrecoverable"] == 0 and accounted(counters)
+
+
+def test_a_frame_lost_whole_just_before_a_rekey_is_counted():
+    frames, datagrams, switch = rekeyed_stream()
+    last_frame = wire.decode_datagram(next(d for d in reversed(datagrams[:switch]) if not is_parity(d)))["frame_id"]
+    lost = {position for position, datagram in enumerate(datagrams[:switch])
+            if is_parity(datagram) or wire.decode_datagram(datagram)["frame_id"] == last_frame}
+    delivered, counters = deliver(datagrams, lambda position, _: position in lost, key=KEY)
+    assert delivered == frames[:2] + frames[3:]
+    assert counters["frames_lost"] == 1 and counters["datagrams_lost"] > 0

@@ -29,6 +29,10 @@ drop counter. State is bounded by construction:
   authenticated session with a larger id may replace the live one, so a
   recorded datagram of an older session can never come back. restore_session()
   carries the newest session and its highest sequence across an egress restart.
+  A rekeying sender changes only the high half of its session id (a new key
+  epoch) and goes on with its sequence numbers, frame ids and FEC blocks: the
+  receiver keeps every window and frame across it, and still accepts the
+  previous epoch's datagrams in flight, so a rekey loses nothing.
 """
 
 from cpython.buffer cimport PyBuffer_FillInfo
@@ -112,6 +116,7 @@ cdef enum:
     DATAGRAMS_RECOVERED
     FEC_BLOCKS_RECOVERED
     FEC_BLOCKS_UNRECOVERABLE
+    SESSIONS_REKEYED
     COUNTER_COUNT
 
 cdef enum:
@@ -135,17 +140,25 @@ COUNTER_NAMES = (
     "dropped_unauthenticated", "dropped_unknown_key", "dropped_forged", "dropped_inconsistent_rebuild",
     "frames_completed", "frames_timed_out", "frames_evicted", "frames_abandoned", "fragments_missing",
     "heartbeats_received", "shutdowns_received", "sessions_started", "events_dropped",
-    "parity_received", "datagrams_recovered", "fec_blocks_recovered", "fec_blocks_unrecoverable",
+    "parity_received", "datagrams_recovered", "fec_blocks_recovered", "fec_blocks_unrecoverable", "sessions_rekeyed",
 )
 
 cdef enum:
     EVENT_SESSION_STARTED = 1
     EVENT_HEARTBEAT = 2
     EVENT_SHUTDOWN = 3
+    EVENT_REKEYED = 4
 
 SESSION_STARTED = EVENT_SESSION_STARTED
 HEARTBEAT_RECEIVED = EVENT_HEARTBEAT
 SHUTDOWN_RECEIVED = EVENT_SHUTDOWN
+REKEYED = EVENT_REKEYED
+EPOCH_MASK = 0xFFFFFFFF  # the low half of a session id, which a rekey keeps
+
+
+cdef inline bint same_session(uint64_t epoch, uint64_t other) noexcept nogil:
+    """Whether two session ids are key epochs of one session: a rekey keeps the low half."""
+    return (epoch & <uint64_t>0xFFFFFFFF) == (other & <uint64_t>0xFFFFFFFF)
 
 
 cdef struct Slot:
@@ -161,6 +174,7 @@ cdef struct Slot:
 
 cdef struct FecBlock:
     uint32_t block_id
+    uint64_t session_id  # the key epoch its datagrams were sealed in
     BlockState state
     uint32_t data_count
     uint32_t data_received
@@ -231,6 +245,8 @@ cdef class LinkReceiver:
     # session
     cdef readonly bint has_session
     cdef readonly uint64_t session_id
+    cdef uint64_t first_epoch_id  # the session as it started: what its frames are labelled with across rekeys
+    cdef uint64_t previous_epoch_id  # the key epoch the last rekey replaced, whose datagrams may still arrive
     cdef uint64_t retired[RETIRED_SESSIONS]
     cdef int retired_count
     # with keys: the newest session an earlier run of this egress authenticated, and its highest sequence
@@ -418,7 +434,10 @@ cdef class LinkReceiver:
         self.session_frames_completed = 0
         self.has_session = True
         self.session_id = session_id
-        self.resuming_floor = self.has_floor and session_id == self.floor_session_id
+        self.first_epoch_id = session_id
+        self.previous_epoch_id = 0
+        self.resuming_floor = self.has_floor and (session_id == self.floor_session_id or (
+            same_session(session_id, self.floor_session_id) and session_id > self.floor_session_id))
         self.counters_[SESSIONS_STARTED] += 1
         self.push_event(EVENT_SESSION_STARTED, previous, NULL, 0)
 
@@ -558,7 +577,7 @@ cdef class LinkReceiver:
             done.data = slot.data
             done.length = slot.frame_length
             done.frame_id = frame_id
-            done.session_id = self.session_id
+            done.session_id = self.first_epoch_id
             self.ready_bytes += slot.frame_length
             slot.data = NULL
             self.release_slot(slot, SLOT_DONE)
@@ -625,12 +644,13 @@ cdef class LinkReceiver:
         if block.state == BLOCK_EMPTY:
             block.state = BLOCK_OPEN
             block.block_id = h.fec_block
+            block.session_id = h.session_id
             block.data_count = h.fec_count
             block.data_received = 0
             block.parity_received = 0
             block.parity_length = 0
             block.first_seen_ns = now
-        elif block.data_count != h.fec_count:
+        elif block.data_count != h.fec_count or block.session_id != h.session_id:
             return NULL
         return block
 
@@ -714,7 +734,7 @@ cdef class LinkReceiver:
             lengths[i] = block.lengths[i]
             if data[i] == NULL:
                 expected = &self.rebuilt_expected[missing]
-                expected.session_id = self.session_id
+                expected.session_id = block.session_id
                 expected.fec_block = block.block_id
                 expected.fec_index = <uint16_t>i
                 expected.fec_count = <uint16_t>block.data_count
@@ -876,10 +896,19 @@ cdef class LinkReceiver:
             self.counters_[DROPPED_UNAUTHENTICATED] += 1
             return
         if not self.has_session or h.session_id != self.session_id:
-            if not self.replaces_session(h.session_id, now):
+            if self.has_session and self.authenticated and h.session_id == self.previous_epoch_id:
+                pass  # the previous key epoch's datagrams still in flight, in the same windows
+            elif (self.has_session and self.authenticated and h.session_id > self.session_id
+                    and same_session(h.session_id, self.session_id)):
+                self.previous_epoch_id = self.session_id
+                self.session_id = h.session_id
+                self.counters_[SESSIONS_REKEYED] += 1
+                self.push_event(EVENT_REKEYED, self.previous_epoch_id, NULL, 0)
+            elif not self.replaces_session(h.session_id, now):
                 self.counters_[DROPPED_STALE_SESSION] += 1
                 return
-            self.start_session(h.session_id)
+            else:
+                self.start_session(h.session_id)
         if h.type == TYPE_PARITY:
             # Parity has no sequence window to recognise a replay by, so it never counts as hearing the sender.
             self.take_parity(&h, payload, now)

@@ -573,21 +573,18 @@ cdef class DatagramSender:
                 raise MemoryError()
         self.payload_capacity = self.datagram_size - self.overhead(self.fec_data != 0)
 
-    def new_session(self, uint64_t session_id, bytes master_key=None, int key_id=0):
-        """Goes on as a new session between two frames (a rekey): sequence numbers, frame ids and FEC blocks
-        start again, under the new session's key. A frame's blocks close with the frame, so nothing of the old
-        session is left to send; the counters go on."""
-        if self.cipher is not None:
-            if master_key is None:
-                raise ValueError("an encrypting sender needs the master key for its new session")
-            cipher = SessionCipher(True)
-            cipher.set_key(master_key, key_id, session_id)
-            self.cipher = cipher
+    def rekey(self, uint64_t session_id, bytes master_key):
+        """Goes on, between two frames, under a new key epoch: session_id keeps the low half of the current one
+        and is larger. Only the key changes; sequence numbers (the nonces, unique under each key), frame ids and
+        FEC blocks go on, so the receiver keeps every frame and window across it (docs/security.md)."""
+        if self.cipher is None:
+            raise ValueError("only an encrypting sender rekeys")
+        if session_id & 0xFFFFFFFF != self.session_id & 0xFFFFFFFF or session_id <= self.session_id:
+            raise ValueError(f"session {session_id:016x} is not a later key epoch of {self.session_id:016x}")
+        cipher = SessionCipher(True)
+        cipher.set_key(master_key, self.cipher.key_id, session_id)
+        self.cipher = cipher
         self.session_id = session_id
-        self.next_sequence = 0
-        self.next_frame_id = 0
-        self.next_block = 0
-        self.next_parity_sequence = 0
 
     def protect_with(self, int data, int parity, int interleave=1):
         """From now on each frame's datagrams go in Reed-Solomon blocks of up to data datagrams plus

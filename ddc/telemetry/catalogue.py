@@ -138,10 +138,10 @@ CATALOGUE: tuple[Metric, ...] = (
     Metric("frames_in_flight", GAUGE, "Partial frames being reassembled", "frames_in_flight", EGRESS),
     Metric("reassembly_bytes", GAUGE, "Bytes held by partial frames", "bytes_in_flight", EGRESS),
     Metric("heartbeats_received", COUNTER, "Heartbeats received from the ingress", "heartbeats_received", EGRESS),
-    Metric("sessions_started", COUNTER, "Sender sessions seen (a restarted ingress starts a new one, and a keyed "
-           "one at each rekey)", "sessions_started", EGRESS),
-    Metric("sessions_started", COUNTER, "Sender sessions started: one at start, one more at each rekey",
-           "sessions", INGRESS),
+    Metric("sessions_started", COUNTER, "Sender sessions seen (a restarted ingress starts a new one)",
+           "sessions_started", EGRESS),
+    Metric("sessions_rekeyed", COUNTER, "Times the sender's session went on under a new key (rekey_interval)",
+           "sessions_rekeyed"),
     Metric("link_up", GAUGE, "1 while heartbeats arrive, 0 after the configured number are missed", "link_up",
            EGRESS),
     # what the ingress reported in its last heartbeat
