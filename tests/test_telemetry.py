@@ -498,3 +498,36 @@ def test_a_client_that_trickles_its_request_is_cut_off_at_the_deadline():
     finally:
         slow.close()
         server.stop()
+
+
+def test_a_client_that_trickles_over_tls_is_cut_off_at_the_deadline(tmp_path):
+    import ssl
+
+    from ddc.config import HttpConfig
+    from ddc.telemetry.http import TelemetryServer
+
+    server_ca, certificate, key = certificate_authority(tmp_path, "server")
+    port = free_tcp_port()
+    server = TelemetryServer(HttpConfig(listen=f"127.0.0.1:{port}", certificate=certificate, private_key=key,
+                                        max_connections=2, request_timeout="1s"), QuietSupervisor())
+    server.start()
+    context = ssl.create_default_context(cafile=server_ca)
+    slow = context.wrap_socket(socket.create_connection(("127.0.0.1", port)), server_hostname="127.0.0.1")
+    try:
+        started, cut = time.monotonic(), False
+        for byte in b"GET /healthz HTTP/1.1\r\nHost: x\r\n":
+            try:
+                slow.send(bytes([byte]))
+                slow.settimeout(0.3)
+                if slow.recv(1) == b"":
+                    cut = True
+                    break
+            except TimeoutError:
+                pass
+            except (OSError, ssl.SSLError):
+                cut = True
+                break
+        assert cut and time.monotonic() - started < 3, "a trickling TLS client outlives request_timeout"
+    finally:
+        slow.close()
+        server.stop()

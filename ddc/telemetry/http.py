@@ -17,6 +17,7 @@ on the connection's own thread, so a slow client never holds up the others.
 
 import json
 import logging
+import os
 import socket
 import ssl
 import threading
@@ -86,7 +87,10 @@ class BoundedServer(ThreadingHTTPServer):
             pass
 
     def process_request_thread(self, request, client_address):
-        deadline = threading.Timer(self.timeout_seconds, self._cut, (request,))
+        # A second descriptor of the same connection: shutting it down ends the connection however the first
+        # is wrapped (ssl's wrap_socket detaches the socket object it was given).
+        handle = socket.socket(fileno=os.dup(request.fileno()))
+        deadline = threading.Timer(self.timeout_seconds, self._cut, (handle,))
         deadline.daemon = True
         deadline.start()
         try:
@@ -100,6 +104,7 @@ class BoundedServer(ThreadingHTTPServer):
             self.handle_error(request, client_address)
         finally:
             deadline.cancel()
+            handle.close()
             self.shutdown_request(request)
             self.slots.release()
 
