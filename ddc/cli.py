@@ -40,9 +40,8 @@ def command_run(arguments) -> int:
 
 def command_check(arguments) -> int:
     settings = load_settings(arguments.file)
-    from ddc.crypto import link_keys
-    for link in settings.links.values():
-        link_keys(link.transport.key_configs)
+    from ddc.crypto import check_one_key_per_link
+    check_one_key_per_link(settings.links)
     print(json.dumps(resolved_view(settings), indent=2))
     print(f"ddc: {arguments.file} is valid ({settings.role}, {len(settings.links)} link(s))", file=sys.stderr)
     return 0

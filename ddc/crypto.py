@@ -9,6 +9,7 @@ docs/security.md has the design and the rotation steps.
 
 import base64
 import binascii
+import hashlib
 import logging
 import os
 from pathlib import Path
@@ -169,6 +170,18 @@ def link_keys(keys) -> list[tuple[int, bytes]]:
         return []
     load_sealing_library()
     return [(config.id, read_key(config)) for config in keys]
+
+
+def check_one_key_per_link(links: dict) -> None:
+    """Refuses two links with the same key, however it is given (a copied file, one key in two variables): a
+    datagram of one link would be authentic on the other, and could be replayed there (docs/security.md)."""
+    seen = {}
+    for name, link in links.items():
+        for key_id, key in link_keys(link.transport.key_configs):
+            other = seen.setdefault(hashlib.sha256(key).digest(), name)
+            if other != name:
+                raise ConfigError(f"links {other!r} and {name!r} use the same key (key id {key_id}); each link needs "
+                                  "its own: make one with `ddc keygen`")
 
 
 def write_new_key(path: str) -> Path:

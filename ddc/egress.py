@@ -59,7 +59,7 @@ class EgressLink(Link):
         # Without keys anyone could write a forged session into the file: state is kept only for keyed links.
         self.session_state = SessionState(transport.state_directory if transport.key_configs else None, name,
                                           "egress")
-        self._latest_session = None
+        self.session_save_error: str | None = None
         saved = self.session_state.load("session_id", optional=("highest_sequence",))
         if saved:
             self.receiver.restore_session(saved["session_id"], saved.get("highest_sequence"))
@@ -112,8 +112,9 @@ class EgressLink(Link):
                 while self.receiver.batch_pending:  # the rest of a batch a receive() call stopped inside
                     self.buffer.put_many(self.receiver.receive(self._socket.fileno(), 0))
             self.receiver.expire(everything=True)
-            self._latest_session = self.receiver.saved_session()
-        self.save_session(force=True)
+            self._note_session()
+        self.save_session()
+        clean = clean and self.session_save_error is None
         self.buffer.close()
         clean = self._join(self._threads[1:], timeout) and clean
         self.buffer.release()
@@ -125,16 +126,31 @@ class EgressLink(Link):
 
     # ---- receive thread ----
 
-    def save_session(self, force: bool = False) -> None:
-        """Writes what the receive thread last noted; from the supervisor's tick, so that the fsync never holds
-        up reception."""
-        saved = self._latest_session
+    def save_session(self) -> None:
+        """Makes what the receive thread noted durable (fsync), from the supervisor's tick or at stop, so that the
+        fsync never holds up reception."""
+        try:
+            self.session_state.sync()
+            self.session_save_error = None
+        except OSError as error:
+            self._state_failed(error)
+
+    def _note_session(self) -> None:
+        """Writes the newest session and highest sequence into the state file (one pwrite, no fsync) after every
+        receive() call, before its frames reach the sink: a process that dies (SIGKILL, a crash) leaves the
+        exact state in the page cache, and only a power cut can lose the last second of it."""
+        saved = self.receiver.saved_session()
         if saved and self.session_state.path is not None:
             try:
-                self.session_state.save({"session_id": saved[0], "highest_sequence": saved[1]}, force=force)
+                self.session_state.note({"session_id": saved[0], "highest_sequence": saved[1]})
             except OSError as error:
-                log.error(f"link {self.name}: cannot save the session state to {self.session_state.path}: {error}",
-                          extra={"fields": {"link": self.name}})
+                self._state_failed(error)
+
+    def _state_failed(self, error: OSError) -> None:
+        if self.session_save_error is None:
+            log.error(f"link {self.name}: cannot save the session state to {self.session_state.path}: {error}",
+                      extra={"fields": {"link": self.name}})
+        self.session_save_error = f"link {self.name}: cannot save the session state: {error.strerror}"
 
     def _receive_loop(self) -> None:
         fd = self._socket.fileno()
@@ -143,7 +159,7 @@ class EgressLink(Link):
             with self._receive_lock:
                 frames = self.receiver.receive(fd, RECEIVE_POLL_MS)
                 events = self.receiver.take_events()
-                self._latest_session = self.receiver.saved_session()
+                self._note_session()
             if frames:
                 self.buffer.put_many(frames)
             for event in events:
@@ -244,6 +260,8 @@ class EgressLink(Link):
 
     def problems(self) -> list[str]:
         problems = super().problems()
+        if self.session_save_error:
+            problems.append(self.session_save_error)
         if self.link_state == WAITING:
             problems.append(f"link {self.name}: no heartbeat received yet")
         elif self.link_state == INTERRUPTED:

@@ -4,10 +4,13 @@ The ingress remembers the last session id it used, so that its next one is large
 even when its clock went back. The egress remembers the newest authenticated
 session and its highest sequence, so that after a restart a recorded datagram of
 an older session, or an old datagram of the same session, is refused instead of
-delivered again. Each is one small JSON file, replaced atomically (write, fsync,
-rename), so a crash leaves either the old or the new content.
+delivered again. Each is one small JSON record, padded to RECORD_BYTES and
+written in place with one pwrite: the kernel keeps it across the death of the
+process (SIGKILL, a crash), and sync() (fdatasync) across a power cut. A record
+within one disk sector is written whole or not at all.
 """
 
+import fcntl
 import json
 import math
 import logging
@@ -20,25 +23,53 @@ from ddc.config import ConfigError
 
 log = logging.getLogger("ddc.session")
 
-SAVE_INTERVAL_SECONDS = 1.0
+RECORD_BYTES = 256
 
 
 class SessionState:
-    """One link's state file: `<state_directory>/<link>.<role>.json`."""
+    """One link's state file: `<state_directory>/<link>.<role>.json`, held by one process at a time (an exclusive
+    lock on it for as long as the process runs), so that two proxies given the same directory and link name
+    cannot take each other's sessions or tear the file."""
 
     def __init__(self, directory: Path | str | None, link: str, role: str):
         self.path = Path(directory) / f"{link}.{role}.json" if directory else None
-        self._saved = None
-        self._saved_at = 0.0
+        self._written = None
+        self._dirty = False
+        self._descriptor = None
+        if self.path is not None:
+            self._claim()
+
+    def _claim(self) -> None:
+        try:
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self._descriptor = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+            fcntl.flock(self._descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.close()
+            raise ConfigError(f"another process holds the session state {self.path}: give each proxy its own "
+                              "state_directory (or its links their own names)") from None
+        except OSError as error:
+            self.close()
+            raise ConfigError(f"cannot use the session state {self.path}: {error.strerror}; the state directory "
+                              "must be writable by the user ddc runs as") from None
+
+    def close(self) -> None:
+        """Releases the file (and its lock); the process's end does the same."""
+        if self._descriptor is not None:
+            os.close(self._descriptor)
+            self._descriptor = None
 
     def load(self, *names: str, optional: tuple[str, ...] = ()) -> dict:
         """The saved fields, each a 64-bit unsigned integer (those in optional may be null), or {} when there is
-        no state directory or file. A file that cannot be read is a ConfigError to fix, not a reason to start
-        without protection."""
-        if self.path is None or not self.path.exists():
+        no state directory or nothing saved yet. A record that cannot be read is a ConfigError to fix, not a
+        reason to start without protection."""
+        if self._descriptor is None:
             return {}
         try:
-            fields = json.loads(self.path.read_text())
+            text = os.pread(self._descriptor, RECORD_BYTES, 0).decode().strip(" \n\0")
+            if not text:
+                return {}
+            fields = json.loads(text)
             if not isinstance(fields, dict):
                 raise ValueError("not a JSON object")
             for name in names + optional:
@@ -50,30 +81,28 @@ class SessionState:
             return fields
         except (OSError, ValueError) as error:
             raise ConfigError(f"session state file {self.path} cannot be read ({error}); restore it from a backup, "
-                             "or delete it to start without it (replays of older sessions are then accepted "
-                             "until the sender's next datagram)") from error
+                              "or delete it to start without it (replays of older sessions are then accepted "
+                              "until the sender's next datagram)") from error
 
-    def save(self, fields: dict, *, force: bool = False) -> None:
-        """Writes the fields when they changed, at most once a SAVE_INTERVAL_SECONDS unless forced."""
-        if self.path is None or fields == self._saved:
+    def note(self, fields: dict) -> None:
+        """Writes the fields in place when they changed: one pwrite, no fsync."""
+        if self._descriptor is None or fields == self._written:
             return
-        now = time.monotonic()
-        if not force and now - self._saved_at < SAVE_INTERVAL_SECONDS:
-            return
-        self._saved_at = now
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = self.path.with_suffix(".tmp")
-        with open(temporary, "w") as out:
-            json.dump(fields, out)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temporary, self.path)
-        directory = os.open(self.path.parent, os.O_RDONLY)
-        try:
-            os.fsync(directory)  # the rename itself must survive a power cut
-        finally:
-            os.close(directory)
-        self._saved = dict(fields)
+        record = json.dumps(fields).encode()
+        if len(record) >= RECORD_BYTES:
+            raise ValueError(f"session state of {len(record)} bytes exceeds the {RECORD_BYTES}-byte record")
+        os.pwrite(self._descriptor, record.ljust(RECORD_BYTES - 1) + b"\n", 0)
+        self._written, self._dirty = dict(fields), True
+
+    def sync(self) -> None:
+        """Makes what note() wrote survive a power cut."""
+        if self._descriptor is not None and self._dirty:
+            os.fdatasync(self._descriptor)
+            self._dirty = False
+
+    def save(self, fields: dict) -> None:
+        self.note(fields)
+        self.sync()
 
 
 def next_session_id(state: SessionState, keyed: bool = False) -> int:
@@ -89,7 +118,7 @@ def next_session_id(state: SessionState, keyed: bool = False) -> int:
             time.sleep(0.001)
     last = state.load("session_id").get("session_id")
     session_id = _after(last, secrets.randbits(32))
-    state.save({"session_id": session_id}, force=True)
+    state.save({"session_id": session_id})
     return session_id
 
 
@@ -99,7 +128,7 @@ def next_epoch(state: SessionState, session_id: int) -> int:
     state directory that cannot be written does not stop the rekey (the id is larger anyway)."""
     epoch = _after(session_id, session_id & 0xFFFFFFFF)
     try:
-        state.save({"session_id": epoch}, force=True)
+        state.save({"session_id": epoch})
     except OSError as error:
         log.error(f"cannot save the session state to {state.path} ({error}); going on with session {epoch:016x}")
     return epoch

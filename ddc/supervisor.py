@@ -15,6 +15,7 @@ import time
 
 import ddc
 from ddc.config import IngressSettings
+from ddc.crypto import check_one_key_per_link
 
 log = logging.getLogger("ddc.supervisor")
 
@@ -26,6 +27,7 @@ GC_FIRST_GENERATION_THRESHOLD = 50_000
 
 
 def build_links(settings) -> list:
+    check_one_key_per_link(settings.links)
     # A proxy imports only its own role's link module (the other's is start-up time for nothing).
     if isinstance(settings, IngressSettings):
         from ddc.ingress import IngressLink as link_class

@@ -276,6 +276,7 @@ def test_an_ingress_whose_clock_went_back_still_numbers_its_session_after_the_la
     monkeypatch.setattr(time, "time", lambda: 2_000_000_000.5)
     first = next_session_id(state)
     assert first >> 32 == 2_000_000_000
+    state.close()  # the ingress stops
     monkeypatch.setattr(time, "time", lambda: 1_000_000.0)  # a board without a clock, before NTP
     second = next_session_id(SessionState(tmp_path / "state", "syslog", "ingress"))
     assert second > first and second >> 32 == 2_000_000_001
@@ -286,12 +287,13 @@ def test_an_unreadable_state_file_is_a_clear_error(tmp_path):
     from ddc.config import ConfigError
     from ddc.session_state import SessionState
 
-    (tmp_path / "syslog.egress.json").write_text('{"session_id": -1, "highest_sequence": 3}')
-    with pytest.raises(ConfigError, match=r"session_id is -1, not a 64-bit unsigned integer.*delete it"):
-        SessionState(tmp_path, "syslog", "egress").load("session_id", "highest_sequence")
-    (tmp_path / "syslog.egress.json").write_text("{")
-    with pytest.raises(ConfigError, match="cannot be read"):
-        SessionState(tmp_path, "syslog", "egress").load("session_id", "highest_sequence")
+    for text, problem in (('{"session_id": -1, "highest_sequence": 3}',
+                           r"session_id is -1, not a 64-bit unsigned integer.*delete it"), ("{", "cannot be read")):
+        (tmp_path / "syslog.egress.json").write_text(text)
+        state = SessionState(tmp_path, "syslog", "egress")
+        with pytest.raises(ConfigError, match=problem):
+            state.load("session_id", "highest_sequence")
+        state.close()
 
 
 # ---- found by review: each once broke a bound or a guarantee ----
@@ -462,3 +464,37 @@ state_directory = "{tmp_path / 'state'}"
     link._rekey_if_due()
     assert link.rekeys == 1, "one jump, one rekey"
     receiving.close()
+
+
+def test_one_key_copied_into_two_files_is_refused_too(tmp_path):
+    from conftest import run_ddc
+
+    for name in ("a.key", "b.key"):
+        (tmp_path / name).write_bytes(bytes(range(32)))
+        (tmp_path / name).chmod(0o600)
+    config = tmp_path / "egress.toml"
+    config.write_text("role = \"egress\"\n" + "".join(f"""
+[links.{name}.transport]
+listen = "127.0.0.1:{port}"
+keys = [{{ id = 1, file = "{tmp_path / (name + '.key')}" }}]
+[links.{name}.sink]
+type = "udp"
+target = "127.0.0.1:9"
+""" for name, port in (("a", 7011), ("b", 7012))))
+    for command in ("check", "run"):
+        result = run_ddc(command, str(config))
+        assert result.returncode == 2, (command, result.stderr)
+        assert "links 'a' and 'b' use the same key" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_two_proxies_cannot_share_one_link_state(tmp_path):
+    from ddc.config import ConfigError
+    from ddc.session_state import SessionState
+
+    held = SessionState(tmp_path, "stream", "egress")
+    with pytest.raises(ConfigError, match="another process holds the session state"):
+        SessionState(tmp_path, "stream", "egress")
+    assert SessionState(tmp_path, "other", "egress").path != held.path
+    held.save({"session_id": 7, "highest_sequence": 9})
+    held.close()
+    assert SessionState(tmp_path, "stream", "egress").load("session_id") == {"session_id": 7, "highest_sequence": 9}
