@@ -139,8 +139,10 @@ class EgressLink(Link):
         """Writes the newest session and highest sequence into the state file (one pwrite, no fsync) after every
         receive() call, before its frames reach the sink: a process that dies (SIGKILL, a crash) leaves the
         exact state in the page cache, and only a power cut can lose the last second of it."""
+        if self.session_state.path is None:
+            return
         saved = self.receiver.saved_session()
-        if saved and self.session_state.path is not None:
+        if saved:
             try:
                 self.session_state.note({"session_id": saved[0], "highest_sequence": saved[1]})
             except OSError as error:
