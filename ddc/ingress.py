@@ -198,9 +198,7 @@ class IngressLink(Link):
             self.buffer.free_taken()
             # Every record taken so far is now sent or settled, in order.
             self.source.acknowledge(count)
-        final = wire.encode_peer_counters(self._peer_counters())
-        for _ in range(SHUTDOWN_COPIES):
-            self.sender.send_control(wire.SHUTDOWN, final)
+        self.sender.send_shutdown(wire.encode_peer_counters(self._peer_counters()), SHUTDOWN_COPIES)
         log.info(f"link {self.name}: drained and sent shutdown", extra={"fields": self.log_fields()})
 
     def _rekey_if_due(self) -> None:

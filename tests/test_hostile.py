@@ -498,3 +498,33 @@ def test_two_proxies_cannot_share_one_link_state(tmp_path):
     held.save({"session_id": 7, "highest_sequence": 9})
     held.close()
     assert SessionState(tmp_path, "stream", "egress").load("session_id") == {"session_id": 7, "highest_sequence": 9}
+
+
+def test_shutdown_copies_lost_at_the_very_end_count_as_lost():
+    """No later datagram shows a gap after the last one: each shutdown copy says where the session ends."""
+    from ddc._core.sender import DatagramSender
+
+    receiving = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    receiving.bind(("127.0.0.1", 0))
+    receiving.setblocking(False)
+    address = struct.pack("=HH4s8x", socket.AF_INET, socket.htons(receiving.getsockname()[1]),
+                          socket.inet_aton("127.0.0.1"))
+    sending = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sender = DatagramSender(sending.fileno(), address, OLDER, 1472)
+    sender.send_frame(b"a frame")
+    sender.send_shutdown(wire.encode_peer_counters({"datagrams_sent": 0, "frames_sent": 1}), 3)
+    datagrams = []
+    while True:
+        try:
+            datagrams.append(receiving.recv(65536))
+        except BlockingIOError:
+            break
+    assert len(datagrams) == 4
+    for lost_at_end in (0, 1, 2):
+        receiver = LinkReceiver()
+        delivered(receiver, datagrams[:len(datagrams) - lost_at_end], 0)
+        counters = receiver.counters()
+        assert counters["datagrams_lost"] == lost_at_end and counters["shutdowns_received"] == 3 - lost_at_end
+        assert wire.decode_peer_counters(wire.decode_datagram(datagrams[1])["payload"])["datagrams_sent"] == 4
+    receiving.close()
+    sending.close()

@@ -42,11 +42,12 @@ from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memcpy, memset
 
 from ddc._core.aead cimport KEY_BYTES, SessionCipher
-from ddc._core.byteorder cimport get16, put16
+from ddc._core.byteorder cimport get16, get64, put16
 from ddc._core.fec cimport MAX_DATA_SYMBOLS, MAX_PARITY_SYMBOLS, recover
 from ddc._core.posix cimport (MSG_DONTWAIT, MSG_TRUNC, POLLIN, iovec, mmsghdr, monotonic_ns, poll, pollfd,
                               recvmmsg)
 from ddc._core.wire cimport (FLAG_AUTH_TAG, HEADER_SIZE, MAX_DATAGRAM_SIZE, PARSE_BAD_CHECKSUM, PARSE_BAD_MAGIC, PARSE_MALFORMED,
+                             PEER_OFFSET_DATAGRAMS_SENT,
                              PARSE_OK, PARSE_TRUNCATED, PARSE_UNKNOWN_TYPE, PARSE_UNKNOWN_VERSION,
                              SYMBOL_PREFIX_SIZE, TYPE_DATA, TYPE_HEARTBEAT, TYPE_PARITY, TYPE_SHUTDOWN, Header,
                              ParseResult,
@@ -500,6 +501,20 @@ cdef class LinkReceiver:
         self.distinct_datagrams += 1
         return True
 
+    cdef void reach_sequence(self, uint64_t last) noexcept nogil:
+        """The sender says its session ended at sequence `last`: what is missing beyond the highest seen counts as
+        lost (within one window, so a wild value cannot make a wild figure)."""
+        cdef uint64_t s
+        cdef uint32_t bit
+        if last <= self.highest_sequence or last - self.highest_sequence >= SEQUENCE_WINDOW:
+            return
+        s = self.highest_sequence + 1
+        while s <= last:
+            bit = s % SEQUENCE_WINDOW
+            self.sequence_bits[bit >> 6] &= ~(1ULL << (bit & 63))
+            s += 1
+        self.highest_sequence = last
+
     cdef void refuse_late(self, uint64_t frame_id) noexcept nogil:
         # A late fragment proves its frame was sent; if the frame never started it must still count as lost.
         self.counters_[DROPPED_LATE_FRAGMENT] += 1
@@ -925,6 +940,8 @@ cdef class LinkReceiver:
                 self.push_event(EVENT_HEARTBEAT, 0, payload, h.content_length)
             elif h.type == TYPE_SHUTDOWN:
                 self.counters_[SHUTDOWNS_RECEIVED] += 1
+                if h.content_length >= PEER_OFFSET_DATAGRAMS_SENT + 8:
+                    self.reach_sequence(get64(payload + PEER_OFFSET_DATAGRAMS_SENT) - 1)
                 self.push_event(EVENT_SHUTDOWN, 0, payload, h.content_length)
         # A rebuilt datagram's block is already closed.
         if h.fec_count and not recovered:

@@ -667,6 +667,17 @@ cdef class DatagramSender:
         with nogil:
             self.send_control_now(datagram_type, data, length)
 
+    def send_shutdown(self, bytes payload, int copies):
+        """Sends a shutdown (peer counters) `copies` times. Each copy says, as a heartbeat does, how many sequence
+        numbers the session used, counting all the copies: the egress then counts the copies lost at the very
+        end as lost too, where no later datagram shows the gap."""
+        cdef bytearray body = bytearray(payload)
+        if len(body) < PEER_OFFSET_DATAGRAMS_SENT + 8:
+            raise ValueError(f"a shutdown payload of {len(body)} bytes holds no peer counters")
+        body[PEER_OFFSET_DATAGRAMS_SENT:PEER_OFFSET_DATAGRAMS_SENT + 8] = (self.next_sequence + copies).to_bytes(8, "big")
+        for _ in range(copies):
+            self.send_control(TYPE_SHUTDOWN, bytes(body))
+
     def counters(self):
         return {
             "datagrams_sent": self.datagrams_sent,
