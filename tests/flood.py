@@ -99,13 +99,14 @@ def sealed_stream(frames, session_id: int, datagram_size: int = 300) -> list[byt
                                                             datagram_size=datagram_size - 16) for d in datagrams]
 
 
-def run_flood(start_ddc, directory, total: int, records: int, attack_pause_every: int = 200) -> dict:
-    """Streams `records` payloads across a keyed FEC link while `total` hostile datagrams hit the egress."""
+def keyed_pair_through_relay(start_ddc, directory, keep: int) -> tuple:
+    """A running keyed FEC link pair (egress with a state directory), its link through a relay that keeps copies
+    of the first `keep` datagrams: (source_port, link_port, relay, target, collector, ingress, egress)."""
     key_file = directory / "link.key"
     key_file.write_text(base64.b64encode(KEY).decode())
     key_file.chmod(0o600)
     source_port, link_port = free_udp_port(), free_udp_port()
-    relay = FrameDroppingRelay(link_port, keep=4000)
+    relay = FrameDroppingRelay(link_port, keep=keep)
     relay.start()
     target = udp_receiver()
     collector = Collector(target)
@@ -119,6 +120,13 @@ def run_flood(start_ddc, directory, total: int, records: int, attack_pause_every
     egress.wait_until_ready()
     ingress = start_ddc("ingress", ingress_config)
     ingress.wait_until_ready()
+    return source_port, link_port, relay, target, collector, ingress, egress
+
+
+def run_flood(start_ddc, directory, total: int, records: int, attack_pause_every: int = 200) -> dict:
+    """Streams `records` payloads across a keyed FEC link while `total` hostile datagrams hit the egress."""
+    source_port, link_port, relay, target, collector, ingress, egress = keyed_pair_through_relay(
+        start_ddc, directory, 4000)
     try:
         payloads = random_payloads(records, 4000, seed=11)
         seconds = max(10.0, total / 40_000)  # the stream runs as long as the attack

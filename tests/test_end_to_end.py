@@ -202,30 +202,11 @@ def test_a_keyed_link_rekeys_between_frames_without_losing_a_record(link_pair, t
 def test_a_restarted_egress_refuses_replays_of_what_it_delivered_before(start_ddc, tmp_path):
     """Recorded authentic datagrams, replayed at an egress that restarted (SIGTERM, then SIGKILL), deliver nothing;
     the live sender goes on."""
-    import base64
+    from flood import keyed_pair_through_relay
 
-    from conftest import free_udp_port, link_pair_configs, udp_receiver
-    from relay import FrameDroppingRelay
-    from traffic import Collector
-
-    key = tmp_path / "link.key"
-    key.write_text(base64.b64encode(os.urandom(32)).decode())
-    key.chmod(0o600)
-    source_port, link_port = free_udp_port(), free_udp_port()
-    relay = FrameDroppingRelay(link_port, keep=1000)
-    relay.start()
-    target = udp_receiver()
-    collector = Collector(target)
-    collector.start()
-    ingress_config, egress_config = link_pair_configs(
-        source_port, link_port, target.getsockname()[1],
-        ingress_extra=f'key = {{ id = 1, file = "{key}" }}\nfec = "25%"',
-        egress_extra=f'keys = [{{ id = 1, file = "{key}" }}]\nstate_directory = "{tmp_path / "state"}"')
-    ingress_config = ingress_config.replace(f"127.0.0.1:{link_port}", f"127.0.0.1:{relay.port}")
-    egress = start_ddc("egress", egress_config)
-    egress.wait_until_ready()
-    ingress = start_ddc("ingress", ingress_config)
-    ingress.wait_until_ready()
+    source_port, link_port, relay, target, collector, ingress, egress = keyed_pair_through_relay(
+        start_ddc, tmp_path, 1000)
+    egress_config = egress.config_path.read_text()
     attacker = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
         first = random_payloads(3000, 1000, seed=31)

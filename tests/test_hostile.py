@@ -383,14 +383,12 @@ def test_frames_completed_in_one_call_keep_the_session_they_belong_to():
                                                                       (b"B0", NEWER)]
 
 
-def test_two_links_with_one_key_are_a_config_error(tmp_path):
-    """Datagrams of one link are authentic on any link with the same key, so they could be replayed there."""
-    from ddc.config import ConfigError, load_settings
-
-    key = tmp_path / "shared.key"
-    key.write_bytes(bytes(32))
-    key.chmod(0o600)
-    config = tmp_path / "egress.toml"
+def two_keyed_links(directory, first_key, second_key):
+    """An egress config of links a and b with these key files, each holding the same key."""
+    for key in (first_key, second_key):
+        key.write_bytes(bytes(range(32)))
+        key.chmod(0o600)
+    config = directory / "egress.toml"
     config.write_text("role = \"egress\"\n" + "".join(f"""
 [links.{name}.transport]
 listen = "127.0.0.1:{port}"
@@ -398,9 +396,17 @@ keys = [{{ id = 1, file = "{key}" }}]
 [links.{name}.sink]
 type = "udp"
 target = "127.0.0.1:9"
-""" for name, port in (("a", 7001), ("b", 7002))))
+""" for name, port, key in (("a", 7001, first_key), ("b", 7002, second_key))))
+    return config
+
+
+def test_two_links_with_one_key_are_a_config_error(tmp_path):
+    """Datagrams of one link are authentic on any link with the same key, so they could be replayed there."""
+    from ddc.config import ConfigError, load_settings
+
+    key = tmp_path / "shared.key"
     with pytest.raises(ConfigError, match=r"links 'a' and 'b' both use the key from file .*shared.key"):
-        load_settings(config)
+        load_settings(two_keyed_links(tmp_path, key, key))
 
 
 def test_an_egress_without_keys_keeps_no_session_state(tmp_path):
@@ -469,18 +475,7 @@ state_directory = "{tmp_path / 'state'}"
 def test_one_key_copied_into_two_files_is_refused_too(tmp_path):
     from conftest import run_ddc
 
-    for name in ("a.key", "b.key"):
-        (tmp_path / name).write_bytes(bytes(range(32)))
-        (tmp_path / name).chmod(0o600)
-    config = tmp_path / "egress.toml"
-    config.write_text("role = \"egress\"\n" + "".join(f"""
-[links.{name}.transport]
-listen = "127.0.0.1:{port}"
-keys = [{{ id = 1, file = "{tmp_path / (name + '.key')}" }}]
-[links.{name}.sink]
-type = "udp"
-target = "127.0.0.1:9"
-""" for name, port in (("a", 7011), ("b", 7012))))
+    config = two_keyed_links(tmp_path, tmp_path / "a.key", tmp_path / "b.key")
     for command in ("check", "run"):
         result = run_ddc(command, str(config))
         assert result.returncode == 2, (command, result.stderr)
