@@ -60,9 +60,10 @@ class EgressLink(Link):
         self.session_state = SessionState(transport.state_directory if transport.key_configs else None, name,
                                           "egress")
         self.session_save_error: str | None = None
-        saved = self.session_state.load("session_id", optional=("highest_sequence",))
+        saved = self.session_state.load("session_id", optional=("highest_sequence", "highest_parity"))
         if saved:
-            self.receiver.restore_session(saved["session_id"], saved.get("highest_sequence"))
+            self.receiver.restore_session(saved["session_id"], saved.get("highest_sequence"),
+                                          saved.get("highest_parity"))
         self.sink = build_sink(name, config.sink)
         self.filters = FilterChain(name, config.filters, self.sink.coordinates, self.sink.placeholder,
                                    self.sink.describe)
@@ -144,7 +145,8 @@ class EgressLink(Link):
         saved = self.receiver.saved_session()
         if saved:
             try:
-                self.session_state.note({"session_id": saved[0], "highest_sequence": saved[1]})
+                self.session_state.note({"session_id": saved[0], "highest_sequence": saved[1],
+                                         "highest_parity": saved[2]})
             except OSError as error:
                 self._state_failed(error)
 

@@ -231,7 +231,7 @@ def test_after_an_egress_restart_older_sessions_and_delivered_datagrams_stay_ref
     recorded_older = [authentic(OLDER, sequence) for sequence in range(3)]
     recorded_newer = [authentic(NEWER, sequence) for sequence in range(10)]
     delivered(first_run, recorded_older + recorded_newer, 0)
-    assert first_run.saved_session() == (NEWER, 9)
+    assert first_run.saved_session() == (NEWER, 9, None)
     second_run = keyed_receiver()
     second_run.restore_session(*first_run.saved_session())
     assert delivered(second_run, recorded_older + recorded_newer, 0) == []
@@ -239,10 +239,10 @@ def test_after_an_egress_restart_older_sessions_and_delivered_datagrams_stay_ref
     assert counters["dropped_stale_session"] == 3 and counters["dropped_too_old"] == 10
     assert counters["frames_lost"] == 0 and counters["datagrams_lost"] == 0
     assert delivered(second_run, [authentic(NEWER, 10)], 0) == [f"{NEWER:x}/10".encode()]
-    assert second_run.saved_session() == (NEWER, 10)
+    assert second_run.saved_session() == (NEWER, 10, None)
     third_run = keyed_receiver()
     third_run.restore_session(*second_run.saved_session())
-    assert third_run.saved_session() == (NEWER, 10), "a run that received nothing keeps what it was given"
+    assert third_run.saved_session() == (NEWER, 10, None), "a run that received nothing keeps what it was given"
 
 
 def test_replayed_parity_does_not_keep_a_silent_session_alive():
@@ -340,7 +340,7 @@ def test_a_new_session_with_only_parity_so_far_is_what_a_restart_remembers():
     delivered(first_run, [authentic(OLDER, sequence) for sequence in range(3)], 0)
     parity_only = sealed_parity(NEWER)
     delivered(first_run, [parity_only], 0)
-    assert first_run.saved_session() == (NEWER, None)
+    assert first_run.saved_session() == (NEWER, None, 0)
     second_run = keyed_receiver()
     second_run.restore_session(*first_run.saved_session())
     assert delivered(second_run, [authentic(OLDER, sequence) for sequence in range(3)], 0) == []
@@ -523,3 +523,23 @@ def test_shutdown_copies_lost_at_the_very_end_count_as_lost():
         assert wire.decode_peer_counters(wire.decode_datagram(datagrams[1])["payload"])["datagrams_sent"] == 4
     receiving.close()
     sending.close()
+
+
+def test_parity_replayed_after_a_restart_raises_no_false_alarm():
+    """Replayed parity the earlier run saw would reopen blocks that can never complete, and time them out as
+    unrecoverable: an alarm that says "raise the parity" for a link that lost nothing."""
+    from protocol_reference import sealed
+
+    data = [data_datagram(index, bytes([index]) * 50, frame_id=index, block=0, index=index, count=4,
+                          session_id=NEWER) for index in range(4)]
+    stream = [sealed(datagram, KEY, 3) for datagram in data + parity_for(data, 2, block=0, session_id=NEWER)]
+    first_run = keyed_receiver()
+    assert len(delivered(first_run, stream, 0)) == 4
+    assert first_run.saved_session() == (NEWER, 3, 1)
+    second_run = keyed_receiver()
+    second_run.restore_session(*first_run.saved_session())
+    assert delivered(second_run, stream, 0) == []
+    second_run.expire(everything=True)
+    counters = second_run.counters()
+    assert counters["dropped_too_old"] == 6 and counters["fec_blocks_unrecoverable"] == 0
+    assert counters["fec_bytes_in_flight"] == 0 and accounted(counters)

@@ -47,7 +47,7 @@ from ddc._core.fec cimport MAX_DATA_SYMBOLS, MAX_PARITY_SYMBOLS, recover
 from ddc._core.posix cimport (MSG_DONTWAIT, MSG_TRUNC, POLLIN, iovec, mmsghdr, monotonic_ns, poll, pollfd,
                               recvmmsg)
 from ddc._core.wire cimport (FLAG_AUTH_TAG, HEADER_SIZE, MAX_DATAGRAM_SIZE, PARSE_BAD_CHECKSUM, PARSE_BAD_MAGIC, PARSE_MALFORMED,
-                             PEER_OFFSET_DATAGRAMS_SENT,
+                             PARITY_SEQUENCE_BIT, PEER_OFFSET_DATAGRAMS_SENT,
                              PARSE_OK, PARSE_TRUNCATED, PARSE_UNKNOWN_TYPE, PARSE_UNKNOWN_VERSION,
                              SYMBOL_PREFIX_SIZE, TYPE_DATA, TYPE_HEARTBEAT, TYPE_PARITY, TYPE_SHUTDOWN, Header,
                              ParseResult,
@@ -255,7 +255,11 @@ cdef class LinkReceiver:
     cdef uint64_t floor_session_id
     cdef bint floor_has_sequence
     cdef uint64_t floor_sequence
+    cdef bint floor_has_parity
+    cdef uint64_t floor_parity
     cdef bint resuming_floor
+    cdef bint parity_seen
+    cdef uint64_t highest_parity
     # sequence window
     cdef uint64_t sequence_bits[SEQUENCE_WORDS]
     cdef uint64_t highest_sequence
@@ -437,6 +441,7 @@ cdef class LinkReceiver:
         self.session_id = session_id
         self.first_epoch_id = session_id
         self.previous_epoch_id = 0
+        self.parity_seen = False
         self.resuming_floor = self.has_floor and (session_id == self.floor_session_id or (
             same_session(session_id, self.floor_session_id) and session_id > self.floor_session_id))
         self.counters_[SESSIONS_STARTED] += 1
@@ -869,6 +874,7 @@ cdef class LinkReceiver:
         cdef ParseResult result
         cdef const uint8_t* payload = data + HEADER_SIZE
         cdef uint8_t* plain
+        cdef uint64_t parity_number
         cdef bint recovered = expected != NULL
         if recovered:
             self.counters_[DATAGRAMS_RECOVERED] += 1
@@ -926,6 +932,14 @@ cdef class LinkReceiver:
                 self.start_session(h.session_id)
         if h.type == TYPE_PARITY:
             # Parity has no sequence window to recognise a replay by, so it never counts as hearing the sender.
+            # After a restart, parity the earlier run saw would only reopen blocks that can never complete.
+            parity_number = h.sequence & ~PARITY_SEQUENCE_BIT
+            if self.resuming_floor and self.floor_has_parity and parity_number <= self.floor_parity:
+                self.counters_[DROPPED_TOO_OLD] += 1
+                return
+            if not self.parity_seen or parity_number > self.highest_parity:
+                self.parity_seen = True
+                self.highest_parity = parity_number
             self.take_parity(&h, payload, now)
             return
         if not self.track_sequence(h.sequence, recovered):
@@ -1017,16 +1031,19 @@ cdef class LinkReceiver:
         self.key_known[key_id] = True
         self.authenticated = True
 
-    def restore_session(self, uint64_t session_id, highest_sequence=None):
+    def restore_session(self, uint64_t session_id, highest_sequence=None, highest_parity=None):
         """What saved_session() returned in an earlier run of this egress. With keys, no older session is accepted;
-        datagrams of this one up to highest_sequence are refused as too old (delivered then, or replays of them),
-        and those it sent after it, while this egress was down, count as lost."""
+        datagrams of this one up to highest_sequence, and parity up to highest_parity, are refused as too old
+        (delivered then, or replays of them), and what it sent after them while this egress was down counts as
+        lost."""
         if self.has_session:
             raise ValueError("restore_session() comes before the first datagram")
         self.has_floor = True
         self.floor_session_id = session_id
         self.floor_has_sequence = highest_sequence is not None
         self.floor_sequence = highest_sequence or 0
+        self.floor_has_parity = highest_parity is not None
+        self.floor_parity = highest_parity or 0
 
     @property
     def batch_pending(self):
@@ -1034,16 +1051,20 @@ cdef class LinkReceiver:
         return self.batch_next < self.batch_received
 
     def saved_session(self):
-        """(newest session id, highest sequence seen of it or None) for restore_session() after a restart; None
-        before any session."""
+        """(newest session id, highest sequence and highest parity number seen of it, each None where there was
+        none) for restore_session() after a restart; None before any session."""
         if not self.has_session:
             if not self.has_floor:
                 return None
-            return self.floor_session_id, self.floor_sequence if self.floor_has_sequence else None
+            return (self.floor_session_id, self.floor_sequence if self.floor_has_sequence else None,
+                    self.floor_parity if self.floor_has_parity else None)
         sequence = self.floor_sequence if self.resuming_floor and self.floor_has_sequence else None
         if self.distinct_datagrams:
             sequence = self.highest_sequence if sequence is None else max(sequence, self.highest_sequence)
-        return self.session_id, sequence
+        parity = self.floor_parity if self.resuming_floor and self.floor_has_parity else None
+        if self.parity_seen:
+            parity = self.highest_parity if parity is None else max(parity, self.highest_parity)
+        return self.session_id, sequence, parity
 
     def feed(self, datagram, now_ns=None):
         """Processes one datagram given as bytes; returns the frames it completed."""
