@@ -543,3 +543,39 @@ def test_parity_replayed_after_a_restart_raises_no_false_alarm():
     counters = second_run.counters()
     assert counters["dropped_too_old"] == 6 and counters["fec_blocks_unrecoverable"] == 0
     assert counters["fec_bytes_in_flight"] == 0 and accounted(counters)
+
+
+def test_a_state_directory_that_stops_taking_writes_is_reported_not_fatal(tmp_path):
+    """A full disk or a read-only remount, hours after start: the ingress still rekeys, the egress says so."""
+    import os
+
+    from ddc.config import load_settings
+    from ddc.egress import EgressLink
+    from ddc.session_state import SessionState, next_epoch
+
+    def read_only(state):
+        os.close(state._descriptor)
+        state._descriptor = os.open(state.path, os.O_RDONLY)
+
+    state = SessionState(tmp_path / "ingress-state", "a", "ingress")
+    read_only(state)
+    assert next_epoch(state, OLDER) > OLDER
+    key = tmp_path / "link.key"
+    key.write_bytes(KEY)
+    key.chmod(0o600)
+    config = tmp_path / "egress.toml"
+    config.write_text(f"""
+role = "egress"
+[links.a.transport]
+listen = "127.0.0.1:7013"
+keys = [{{ id = 3, file = "{key}" }}]
+state_directory = "{tmp_path / 'egress-state'}"
+[links.a.sink]
+type = "udp"
+target = "127.0.0.1:9"
+""")
+    link = EgressLink("a", load_settings(config).links["a"])
+    read_only(link.session_state)
+    link.receiver.feed(authentic(NEWER, 0))
+    link._note_session()
+    assert any("cannot save the session state" in problem for problem in link.problems())
