@@ -31,7 +31,7 @@ SHUTDOWN_COPIES = 3
 # A session key seals at most this many datagrams (about 38 TB at 9 000 bytes), far inside AES-GCM's limits.
 REKEY_DATAGRAMS = 1 << 32
 # A wall clock that moves this far against the monotonic clock means a restored snapshot or a suspended host:
-# the session may be a copy that another instance already continued, so it is replaced at once.
+# the process may be a copy that another instance already continued, so it rekeys at once.
 CLOCK_JUMP_SECONDS = 60.0
 
 
@@ -228,7 +228,8 @@ class IngressLink(Link):
                                    "previous_session_id": f"{previous:016x}"}})
 
     def counters(self) -> dict:
-        merged = {"records_sent": self.records_sent, "sessions_rekeyed": self.rekeys, "records_too_large": self.records_too_large,
+        merged = {"records_sent": self.records_sent, "sessions_rekeyed": self.rekeys,
+                  "records_too_large": self.records_too_large,
                   "records_dropped": self.records_dropped, "frames_failed": self.frames_failed,
                   "frame_bytes_uncompressed": self.frame_bytes_uncompressed,
                   "compression_ratio": round(self.frame_bytes_uncompressed / self.frame_bytes_compressed, 3)

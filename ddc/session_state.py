@@ -12,8 +12,8 @@ within one disk sector is written whole or not at all.
 
 import fcntl
 import json
-import math
 import logging
+import math
 import os
 import secrets
 import time
