@@ -39,6 +39,7 @@ from ddc._core.receiver import COUNTER_NAMES, LinkReceiver  # noqa: E402
 from ddc._core.records import decode_batch, encode_batch  # noqa: E402
 from ddc.compression import FrameCompressor, decompress, is_compressed  # noqa: E402
 from protocol_reference import fragment_all, sealed  # noqa: E402
+from forge import with_checksum  # noqa: E402
 
 REGRESSIONS = HERE.parent / "tests" / "fuzz_regressions"
 KEY = bytes(range(32))
@@ -71,16 +72,6 @@ def mutate(data: bytes, chooser: random.Random, splice: bytes = b"") -> bytes:
             out[position:] = splice[start:start + chooser.randint(1, 200)]
         else:
             del out[position:position + chooser.randint(1, 16)]
-    return bytes(out)
-
-
-def reseal(datagram: bytes) -> bytes:
-    """The same bytes with a correct checksum, so that the parser behind the CRC is reached."""
-    if len(datagram) < wire.HEADER_BYTES:
-        return datagram
-    out = bytearray(datagram)
-    out[8:12] = bytes(4)
-    out[8:12] = wire.checksum(bytes(out)).to_bytes(4, "big")
     return bytes(out)
 
 
@@ -190,9 +181,9 @@ class DatagramTarget(Target):
             offset, width = chooser.choice(HEADER_FIELDS)
             value = chooser.choice(INTERESTING + (chooser.getrandbits(8 * width),)) & ((1 << (8 * width)) - 1)
             out[offset:offset + width] = value.to_bytes(width, "big")
-            return [reseal(self.seal_if_possible(bytes(out)))]
+            return [with_checksum(self.seal_if_possible(bytes(out)))]
         datagram = mutate(self.seal(chooser.choice(self.seeds)), chooser, chooser.choice(self.seeds))
-        return [reseal(datagram) if chooser.random() < 0.8 else datagram]
+        return [with_checksum(datagram) if chooser.random() < 0.8 else datagram]
 
     def seal_if_possible(self, datagram: bytes) -> bytes:
         """Sealed when the target seals and the broken header still parses; else as it is."""

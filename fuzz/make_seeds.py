@@ -12,8 +12,6 @@ a small scale. The output is deterministic: the same code writes the same files.
 
 import argparse
 import random
-import socket
-import struct
 import sys
 from pathlib import Path
 
@@ -24,44 +22,16 @@ from receiver_targets import (CORPUS, KEY, KEY_ID, RECEIVE, SESSION, SHORT_TIMEO
 
 sys.path.append(str(TESTS))
 import forge  # noqa: E402
+import traffic  # noqa: E402
 
 from ddc import crypto  # noqa: E402
 from ddc._core import kafka_metadata, wire  # noqa: E402
 from ddc._core.records import encode_batch  # noqa: E402
-from ddc._core.sender import DatagramSender  # noqa: E402
 from ddc.compression import FrameCompressor  # noqa: E402
 
 
 def sent_datagrams(items, datagram_size=512, protect=None, key=None) -> list[bytes]:
-    """What a DatagramSender puts on the wire for these frames (or (type, payload) control datagrams)."""
-    receiving = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    receiving.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 << 20)
-    receiving.bind(("127.0.0.1", 0))
-    sending = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    address = struct.pack("=HH4s8x", socket.AF_INET, socket.htons(receiving.getsockname()[1]),
-                          socket.inet_aton("127.0.0.1"))
-    sender = DatagramSender(sending.fileno(), address, SESSION, datagram_size)
-    if key:
-        sender.encrypt_with(key, KEY_ID)
-    if protect:
-        sender.protect_with(*protect)
-    out = []
-    receiving.setblocking(False)
-    for item in items:
-        if isinstance(item, tuple):
-            sender.send_control(*item)
-        else:
-            sender.send_frame(item)
-        while True:
-            try:
-                out.append(receiving.recv(65536))
-            except BlockingIOError:
-                break
-    receiving.close()
-    sending.close()
-    if len(out) != sender.counters()["datagrams_sent"]:
-        raise RuntimeError("the loopback socket lost datagrams of a seed")
-    return out
+    return traffic.sent_datagrams(items, datagram_size, protect, key, KEY_ID, SESSION)
 
 
 def records(chooser: random.Random, count: int, value_bytes: int = 120) -> list:

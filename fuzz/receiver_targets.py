@@ -32,7 +32,6 @@ edge value, datagrams dropped, replayed, swapped or moved, breaks and options ch
 byte mutations of the whole input.
 """
 
-import os
 import random
 import socket
 import sys
@@ -48,6 +47,7 @@ from ddc._core import kafka_metadata, wire  # noqa: E402
 from ddc._core.receiver import COUNTER_NAMES, LinkReceiver  # noqa: E402
 from ddc._core.records import decode_batch  # noqa: E402
 from ddc.compression import decompress, is_compressed  # noqa: E402
+from forge import with_checksum  # noqa: E402
 
 TARGETS = ("plain", "sealed", "fec")
 CORPUS = TESTS / "fuzz_corpus"
@@ -302,16 +302,6 @@ INTERESTING = (0, 1, 2, 3, 4, 0x7F, 0x80, 0xFF, 0x100, 0x7FFF, 0xFFFF, 0x10000, 
                1 << 63, 56, 58, 127, 128, 65451, 65507)
 
 
-def reseal(datagram: bytes) -> bytes:
-    """The same bytes with a correct CRC-32C, so the parser behind the checksum is reached."""
-    if len(datagram) < wire.HEADER_BYTES:
-        return datagram
-    out = bytearray(datagram)
-    out[8:12] = bytes(4)
-    out[8:12] = wire.checksum(bytes(out)).to_bytes(4, "big")
-    return bytes(out)
-
-
 def open_sealed(datagram: bytes) -> bytes | None:
     """The plain datagram inside one sealed with KEY, or None."""
     from cryptography.exceptions import InvalidTag
@@ -437,7 +427,7 @@ class Mutator:
         if not positions or action == 0:
             options ^= 1 << chooser.randrange(OPTION_BITS)
             if not positions:
-                items.append(reseal(wire.encode_datagram(wire.HEARTBEAT, SESSION, chooser.randrange(64), b"")))
+                items.append(with_checksum(wire.encode_datagram(wire.HEARTBEAT, SESSION, chooser.randrange(64), b"")))
             return options, items
         position = chooser.choice(positions)
         datagram = items[position]
@@ -446,9 +436,9 @@ class Mutator:
             base = opened if opened is not None else datagram
             mutated = self.byte_mutate(base, max(len(base), min(2 * len(base) + 64, 0xFFFE)))[:0xFFFE]
             if opened is not None:
-                mutated = seal(reseal(mutated)) if chooser.random() < 0.8 else reseal(mutated)
+                mutated = seal(with_checksum(mutated)) if chooser.random() < 0.8 else with_checksum(mutated)
             elif chooser.random() < 0.8:
-                mutated = reseal(mutated)
+                mutated = with_checksum(mutated)
             items[position] = mutated
         elif action == 4:  # one header field at an edge value
             opened = open_sealed(datagram) if self.target == "sealed" else None
@@ -457,7 +447,7 @@ class Mutator:
                 offset, width = chooser.choice(HEADER_FIELDS)
                 value = chooser.choice(INTERESTING + (chooser.getrandbits(8 * width),)) & ((1 << (8 * width)) - 1)
                 out[offset:offset + width] = value.to_bytes(width, "big")
-                out = bytearray(reseal(bytes(out)))
+                out = bytearray(with_checksum(bytes(out)))
                 if opened is not None:
                     out = bytearray(seal(bytes(out)))
             items[position] = bytes(out)

@@ -17,7 +17,7 @@ import time
 from ddc._core import wire
 from ddc._core.receiver import COUNTER_NAMES
 from conftest import free_udp_port, link_pair_configs, stop_pair, udp_receiver, where_it_went
-from forge import parity_for
+from forge import parity_for, with_checksum
 from protocol_reference import fragment_all, sealed
 from relay import FrameDroppingRelay
 from traffic import Collector, random_payloads, send_paced
@@ -40,12 +40,6 @@ def rss_bytes(pid: int) -> int:
 
 def is_parity(datagram: bytes) -> bool:
     return len(datagram) > 3 and datagram[3] == wire.PARITY
-
-
-def with_checksum(datagram: bytearray) -> bytes:
-    datagram[8:12] = bytes(4)
-    datagram[8:12] = wire.checksum(bytes(datagram)).to_bytes(4, "big")
-    return bytes(datagram)
 
 
 def attack_datagrams(replayable: list[bytes], chooser: random.Random, total: int) -> tuple[list[bytes], dict]:

@@ -2,7 +2,6 @@
 
 import os
 import random
-import socket
 import struct
 
 import pytest
@@ -11,9 +10,8 @@ from hypothesis import strategies as st
 
 from ddc._core import fec, wire
 from ddc._core.receiver import COUNTER_NAMES, LinkReceiver
-from ddc._core.sender import DatagramSender
-from ddc.crypto import load_sealing_library
 from protocol_reference import parity_symbols
+from traffic import sent_datagrams as sent_by_sender
 
 DROP_REASONS = [name for name in COUNTER_NAMES if name.startswith("dropped_")]
 KEY = bytes(range(32))
@@ -84,38 +82,8 @@ def test_too_few_symbols_are_refused_not_guessed():
 # ---- datagrams from the real sender ----
 
 def sent_datagrams(frames, datagram_size=1472, protect=(16, 4, 1), key=None) -> list[bytes]:
-    """What a DatagramSender puts on the wire for these frames (or (type, payload) control datagrams, or an int:
-    the key epoch to rekey to), read back from a loopback socket."""
-    receiving = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    receiving.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 << 20)
-    receiving.bind(("127.0.0.1", 0))
-    sending = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    address = struct.pack("=HH4s8x", socket.AF_INET, socket.htons(receiving.getsockname()[1]),
-                          socket.inet_aton("127.0.0.1"))
-    sender = DatagramSender(sending.fileno(), address, (1 << 32) | 5, datagram_size)
-    if key:
-        load_sealing_library()
-        sender.encrypt_with(key, 3)
-    if protect:
-        sender.protect_with(*protect)
-    out = []
-    receiving.setblocking(False)
-    for frame in frames:
-        if isinstance(frame, int):  # a rekey: the sender goes on under this key epoch
-            sender.rekey(frame, key)
-        elif isinstance(frame, tuple):
-            sender.send_control(*frame)
-        else:
-            sender.send_frame(frame)
-        while True:
-            try:
-                out.append(receiving.recv(65536))
-            except BlockingIOError:
-                break
-    receiving.close()
-    sending.close()
-    assert len(out) == sender.counters()["datagrams_sent"]
-    return out
+    """traffic.sent_datagrams, with FEC on unless told otherwise."""
+    return sent_by_sender(frames, datagram_size, protect, key)
 
 
 def is_parity(datagram: bytes) -> bool:

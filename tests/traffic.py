@@ -1,10 +1,12 @@
-"""Test traffic: paced UDP senders, payload generators and a collecting receiver."""
+"""Test traffic: paced UDP senders, payload generators, a collecting receiver, and what the real sender puts on
+the wire."""
 
 import collections
 import hashlib
 import os
 import random
 import socket
+import struct
 import threading
 import time
 
@@ -62,3 +64,42 @@ def random_payloads(count, max_size, seed):
         payload[:min(size, 8)] = index.to_bytes(8, "big")[:min(size, 8)]
         payloads.append(bytes(payload))
     return payloads
+
+
+def sent_datagrams(items, datagram_size=1472, protect=None, key=None, key_id=3, session_id=(1 << 32) | 5) -> list:
+    """What a DatagramSender puts on the wire for these items, read back from a loopback socket: frames, (type,
+    payload) control datagrams, or an int, the key epoch to rekey to."""
+    from ddc._core.sender import DatagramSender
+    from ddc.crypto import load_sealing_library
+
+    receiving = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    receiving.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 << 20)
+    receiving.bind(("127.0.0.1", 0))
+    sending = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    address = struct.pack("=HH4s8x", socket.AF_INET, socket.htons(receiving.getsockname()[1]),
+                          socket.inet_aton("127.0.0.1"))
+    sender = DatagramSender(sending.fileno(), address, session_id, datagram_size)
+    if key:
+        load_sealing_library()
+        sender.encrypt_with(key, key_id)
+    if protect:
+        sender.protect_with(*protect)
+    out = []
+    receiving.setblocking(False)
+    for item in items:
+        if isinstance(item, int):
+            sender.rekey(item, key)
+        elif isinstance(item, tuple):
+            sender.send_control(*item)
+        else:
+            sender.send_frame(item)
+        while True:
+            try:
+                out.append(receiving.recv(65536))
+            except BlockingIOError:
+                break
+    receiving.close()
+    sending.close()
+    if len(out) != sender.counters()["datagrams_sent"]:
+        raise RuntimeError("the loopback socket lost datagrams")
+    return out
