@@ -132,7 +132,6 @@ class EgressLink(Link):
         fsync never holds up reception."""
         try:
             self.session_state.sync()
-            self.session_save_error = None
         except OSError as error:
             self._state_failed(error)
 
@@ -147,6 +146,7 @@ class EgressLink(Link):
             try:
                 self.session_state.note({"session_id": saved[0], "highest_sequence": saved[1],
                                          "highest_parity": saved[2]})
+                self.session_save_error = None
             except OSError as error:
                 self._state_failed(error)
 

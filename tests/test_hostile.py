@@ -578,4 +578,5 @@ target = "127.0.0.1:9"
     read_only(link.session_state)
     link.receiver.feed(authentic(NEWER, 0))
     link._note_session()
+    link.save_session()  # the supervisor's tick: nothing it syncs may hide the failure
     assert any("cannot save the session state" in problem for problem in link.problems())
