@@ -111,7 +111,8 @@ def command_diode_sim(arguments) -> int:
             loss=parse_probability(arguments.loss), burst_rate=parse_probability(arguments.burst_rate),
             burst_length=arguments.burst_length, gilbert_enter=parse_probability(arguments.gilbert_enter),
             gilbert_leave=parse_probability(arguments.gilbert_leave), reorder=parse_probability(arguments.reorder),
-            reorder_depth=arguments.reorder_depth, duplicate=parse_probability(arguments.duplicate),
+            reorder_depth=arguments.reorder_depth,
+            reorder_delay=parse_duration(arguments.reorder_delay), duplicate=parse_probability(arguments.duplicate),
             corrupt=parse_probability(arguments.corrupt), rate=parse_rate(arguments.rate),
             queue_bytes=parse_size(arguments.queue), latency=parse_duration(arguments.latency), seed=arguments.seed)
         report_every = parse_duration(arguments.report_every)
@@ -167,6 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
     simulator.add_argument("--gilbert-leave", default="1", help="Gilbert-Elliott: chance to leave it (default 1)")
     simulator.add_argument("--reorder", default="0", help="chance a datagram is held back")
     simulator.add_argument("--reorder-depth", type=int, default=8, help="datagrams a held one waits (default 8)")
+    simulator.add_argument("--reorder-delay", default="5ms",
+                           help="the longest a held datagram waits when fewer datagrams follow it (default 5ms)")
     simulator.add_argument("--duplicate", default="0", help="chance a datagram is sent twice")
     simulator.add_argument("--corrupt", default="0", help="chance one bit of a datagram is flipped")
     simulator.add_argument("--rate", default="unlimited", help="bandwidth cap, such as 100Mbit/s (default unlimited)")

@@ -40,6 +40,7 @@ class Impairments:
     gilbert_leave: float = 1.0
     reorder: float = 0.0
     reorder_depth: int = 8
+    reorder_delay: float = 0.005  # the longest a reordered datagram waits when fewer than reorder_depth follow it
     duplicate: float = 0.0
     corrupt: float = 0.0
     rate: float = 0.0  # bytes per second; 0 is unlimited
@@ -55,8 +56,9 @@ class Impairments:
         if self.burst_length < 1 or self.reorder_depth < 1:
             raise ValueError(f"burst_length ({self.burst_length}) and reorder_depth ({self.reorder_depth}) "
                              "must be at least 1")
-        if self.rate < 0 or self.latency < 0 or self.queue_bytes < RECEIVE_BYTES:
-            raise ValueError(f"rate ({self.rate}) and latency ({self.latency}) must not be negative, queue_bytes "
+        if self.rate < 0 or self.latency < 0 or self.reorder_delay < 0 or self.queue_bytes < RECEIVE_BYTES:
+            raise ValueError(f"rate ({self.rate}), latency ({self.latency}) and reorder_delay ({self.reorder_delay}) "
+                             f"must not be negative, queue_bytes "
                              f"({self.queue_bytes}) must hold a largest datagram ({RECEIVE_BYTES})")
 
 
@@ -81,7 +83,7 @@ class HostileLink:
         set_buffer(self.sending, "send", 8 << 20)
         self.burst_left = 0
         self.bad_state = False
-        self.held: list[list] = []  # [datagrams still to pass, datagram]
+        self.held: list[list] = []  # [datagrams still to pass, latest release time, datagram]
         self.scheduled: list[tuple[float, int, bytes]] = []
         self.sequence = 0
         self.link_free_at = 0.0
@@ -128,11 +130,16 @@ class HostileLink:
                 waiting[0] -= 1
             if settings.reorder and draw() < settings.reorder:
                 self.counters["reordered"] += 1
-                self.held.append([settings.reorder_depth, datagram])
+                self.held.append([settings.reorder_depth, now + settings.reorder_delay, datagram])
             else:
                 self.schedule(datagram, now)
-            while self.held and self.held[0][0] <= 0:
-                self.schedule(self.held.pop(0)[1], now)
+            self.release_held(now)
+
+    def release_held(self, now: float) -> None:
+        """A reordered datagram is late, not lost: it goes once enough others have passed it or once it has
+        waited reorder_delay, so the last datagrams of a transfer are not held until the relay stops."""
+        while self.held and (self.held[0][0] <= 0 or self.held[0][1] <= now):
+            self.schedule(self.held.pop(0)[2], now)
 
     def schedule(self, datagram: bytes, now: float) -> None:
         """Queues a datagram behind the ones already on the capped link, plus the latency; a full queue drops."""
@@ -167,8 +174,11 @@ class HostileLink:
         self.socket.setblocking(False)
         while not self.stopping.is_set():
             now = time.monotonic()
+            self.release_held(now)
             self.send_due(now)
-            wait = 0.05 if not self.scheduled else max(0.0, min(0.05, self.scheduled[0][0] - now))
+            due = [self.scheduled[0][0]] if self.scheduled else []
+            due += [self.held[0][1]] if self.held else []
+            wait = max(0.0, min([now + 0.05, *due]) - now)
             ready, _, _ = select.select([self.socket], [], [], wait)
             if not ready:
                 continue
@@ -179,7 +189,7 @@ class HostileLink:
                     break
                 self.take(bytes(view[:length]), time.monotonic())
         for waiting in self.held:
-            self.schedule(waiting[1], time.monotonic())
+            self.schedule(waiting[2], time.monotonic())
         self.held.clear()
         while self.scheduled:
             self.send_due(time.monotonic())

@@ -38,6 +38,9 @@ from ddc.transport.sockets import KernelDrops, open_bound
 log = logging.getLogger("ddc.egress")
 
 RECEIVE_POLL_MS = 100
+# After a one-shot sender's shutdown: the quiet that ends the link, and the longest it waits for that quiet.
+SHUTDOWN_QUIET_MS = 50
+SHUTDOWN_LINGER_SECONDS = 1.0
 SINK_BATCH_BYTES = 1 << 20
 DEFAULT_HEARTBEAT_SECONDS = 1.0
 
@@ -60,6 +63,7 @@ class EgressLink(Link):
         self.session_state = SessionState(transport.state_directory if transport.key_configs else None, name,
                                           "egress")
         self.session_save_error: str | None = None
+        self._sender_shut_down_at: float | None = None
         saved = self.session_state.load("session_id", optional=("highest_sequence", "highest_parity"))
         if saved:
             self.receiver.restore_session(saved["session_id"], saved.get("highest_sequence"),
@@ -158,16 +162,24 @@ class EgressLink(Link):
 
     def _receive_loop(self) -> None:
         fd = self._socket.fileno()
-        # A one-shot link is finished once its sender has shut down: nothing more is coming to wait for.
+        heard = 0
         while not self.stopping.is_set() and not self.finished.is_set():
+            lingering = self._sender_shut_down_at is not None
             with self._receive_lock:
-                frames = self.receiver.receive(fd, RECEIVE_POLL_MS)
+                frames = self.receiver.receive(fd, SHUTDOWN_QUIET_MS if lingering else RECEIVE_POLL_MS)
                 events = self.receiver.take_events()
                 self._note_session()
             if frames:
                 self.buffer.put_many(frames)
             for event in events:
                 self._on_event(*event)
+            # A one-shot link is finished once its sender has shut down and the link has gone quiet: the
+            # shutdown's other copies, still on their way, would otherwise count as lost.
+            if lingering:
+                heard, before = self.receiver.counters()["datagrams_received"], heard
+                if (heard == before and not self.receiver.batch_pending
+                        or time.monotonic() - self._sender_shut_down_at > SHUTDOWN_LINGER_SECONDS):
+                    self._finish()
 
     def _deliver(self, frame) -> None:
         """Decodes a frame's batch, filters its records and writes them to the sink. A sink that takes whole
@@ -219,8 +231,8 @@ class EgressLink(Link):
             log.warning(f"link {self.name}: unreadable peer counters: {error}", extra={"fields": {"link": self.name}})
         if kind == core_receiver.SHUTDOWN_RECEIVED:
             self._set_state(INTERRUPTED, "sender shut down", session)
-            if self.sink.stops_after_sender_shutdown:
-                self._finish()
+            if self.sink.stops_after_sender_shutdown and self._sender_shut_down_at is None:
+                self._sender_shut_down_at = time.monotonic()
         else:
             self.last_heartbeat = time.monotonic()
             self._set_state(UP, "heartbeats arriving", session)

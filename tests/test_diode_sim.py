@@ -70,6 +70,26 @@ def test_reordering_duplication_and_corruption_are_what_they_say():
     assert 0 < damaged <= counters["corrupted"] * 2
 
 
+def test_a_datagram_held_back_at_the_end_of_a_transfer_arrives_while_the_relay_runs():
+    """Reordering delays, it does not lose: with nothing following, a held datagram goes after reorder_delay."""
+    receiving = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    receiving.bind(("127.0.0.1", 0))
+    link = HostileLink(("127.0.0.1", 0), receiving.getsockname(),
+                       Impairments(reorder=1.0, reorder_depth=1000, reorder_delay=0.05)).start()
+    sending = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    for number in range(3):
+        sending.sendto(number.to_bytes(4, "big"), ("127.0.0.1", link.port))
+    started = time.monotonic()
+    receiving.settimeout(2.0)
+    arrived = [receiving.recv(4) for _ in range(3)]
+    waited = time.monotonic() - started
+    assert link.counters["reordered"] == 3 and link.counters["forwarded"] == 3
+    assert sorted(numbers(arrived)) == [0, 1, 2] and 0.04 <= waited < 1.5
+    link.stop()
+    receiving.close()
+    sending.close()
+
+
 def test_a_bandwidth_cap_with_a_small_queue_drops_the_excess():
     arrived, counters = relay(Impairments(rate=64 * 2000, queue_bytes=65536 * 2, latency=0.01, seed=5))
     assert counters["lost_queue_full"] > 0

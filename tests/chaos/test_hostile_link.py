@@ -55,6 +55,29 @@ def test_a_file_crosses_a_lossy_reordering_duplicating_link_intact(start_ddc, di
     assert ingress.summary("bytes")["parity_sent"] > 0
 
 
+def test_a_one_shot_egress_waits_for_the_shutdown_copies_still_on_the_link(start_ddc, diode_sim, tmp_path):
+    """A slow link spaces the three shutdown copies tens of milliseconds apart: an egress that stopped at the
+    first would count the other two as lost."""
+    data = os.urandom(8 << 10)
+    (tmp_path / "in.bin").write_bytes(data)
+    link_port = free_udp_port()
+    simulator = diode_sim(link_port, "--rate", "100kbit/s")
+    ingress_config, egress_config = stream_configs(link_port, tmp_path / "in.bin", tmp_path / "out.bin")
+    ingress_config = ingress_config.replace(f"127.0.0.1:{link_port}", f"127.0.0.1:{simulator.port}")
+    ingress_config = with_transport(ingress_config.replace("datagram_size = 65507", "datagram_size = 1472"),
+                                    'fec = "25%"')
+    egress = start_ddc("egress", egress_config)
+    egress.wait_until_ready()
+    ingress = start_ddc("ingress", ingress_config)
+    assert ingress.process.wait(60) == 0
+    assert egress.process.wait(60) == 0
+    link = simulator.stop()
+    assert (tmp_path / "out.bin").read_bytes() == data
+    summary = egress.summary("bytes")
+    assert summary["shutdowns_received"] == 3 and summary["datagrams_lost"] == 0
+    assert summary["datagrams_received"] == link["forwarded"] == ingress.summary("bytes")["datagrams_sent"]
+
+
 @pytest.mark.timeout(600)
 def test_kafka_records_cross_a_lossy_corrupting_link_complete(start_ddc, kafka_clusters, diode_sim):
     source, destination = kafka_clusters
