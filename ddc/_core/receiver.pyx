@@ -330,14 +330,10 @@ cdef class LinkReceiver:
         self.session_takeover_ns = <int64_t>(session_takeover_seconds * 1e9)
         self.slots = <Slot*>calloc(max_frames_in_flight, sizeof(Slot))
         self.ready = <Ready*>calloc(READY_CAPACITY, sizeof(Ready))
-        self.buffers = <uint8_t*>malloc(BATCH_DATAGRAMS * RECEIVE_BUFFER_STRIDE)
         self.fec_blocks = <FecBlock*>calloc(FEC_BLOCKS, sizeof(FecBlock))
         self.max_fec_bytes = max_fec_bytes_in_flight
-        if self.slots == NULL or self.ready == NULL or self.buffers == NULL or self.fec_blocks == NULL:
+        if self.slots == NULL or self.ready == NULL or self.fec_blocks == NULL:
             raise MemoryError()
-        for i in range(BATCH_DATAGRAMS):
-            self.iov[i].iov_base = self.buffers + i * RECEIVE_BUFFER_STRIDE
-            self.iov[i].iov_len = RECEIVE_BUFFER_BYTES
         self.last_sweep_ns = monotonic_ns()
 
     def __dealloc__(self):
@@ -1081,6 +1077,13 @@ cdef class LinkReceiver:
         cdef pollfd waiter
         cdef int i, rounds = 0
         cdef int64_t now
+        if self.buffers == NULL:  # 4 MiB that only socket reception needs, not feed()
+            self.buffers = <uint8_t*>malloc(BATCH_DATAGRAMS * RECEIVE_BUFFER_STRIDE)
+            if self.buffers == NULL:
+                raise MemoryError()
+            for i in range(BATCH_DATAGRAMS):
+                self.iov[i].iov_base = self.buffers + i * RECEIVE_BUFFER_STRIDE
+                self.iov[i].iov_len = RECEIVE_BUFFER_BYTES
         with nogil:
             if self.batch_next < self.batch_received:
                 self.accept_batch(monotonic_ns())
