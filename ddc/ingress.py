@@ -14,6 +14,7 @@ import threading
 import time
 
 from ddc._core import wire
+from ddc._core.fec import rated_loss
 from ddc._core.records import BATCH_HEADER_BYTES, batch_header, decode_records, encode_batch, record_size
 from ddc._core.ring import RecordRing
 from ddc._core.sender import DatagramSender
@@ -86,7 +87,8 @@ class IngressLink(Link):
         log.info(f"link {self.name}: sending {self.config.source.type} records to {transport.destination} "
                  f"at {format_rate(transport.rate)}, session {self.session_id:016x}"
                  f"{f', sealed with key {self.keys[0][0]}' if self.keys else ', not encrypted'}"
-                 + (f", FEC {transport.fec.data}+{transport.fec.parity} interleave {transport.fec.interleave}"
+                 + (f", FEC {transport.fec.data}+{transport.fec.parity} interleave {transport.fec.interleave} "
+                    f"(rated for {rated_loss(transport.fec.data, transport.fec.parity):.1%} independent loss)"
                     if transport.fec else ", no FEC"),
                  extra={"fields": {"link": self.name, "session_id": f"{self.session_id:016x}",
                                    "destination": str(transport.destination), "rate_bytes": transport.rate,

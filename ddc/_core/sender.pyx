@@ -7,17 +7,21 @@ schedule with nanosecond clock reads, all with the GIL released. Where the kerne
 can segment UDP (udp_segmentation.h), each run of equal-size datagrams in a batch
 is one message, cut apart by the kernel: the datagrams on the wire are the same.
 
-With forward error correction on, a frame's datagrams go in groups of up to
-`interleave` x `data` datagrams, each group dealt round-robin into as few
-Reed-Solomon blocks as hold it (so a burst of consecutive losses is spread over
-the blocks); parity is accumulated once per batch, when the batch leaves (each
-parity row is then read and written once for all the batch's datagrams of its
-block, not once per datagram), and the blocks' parity datagrams follow the
-group's data, also interleaved.
+With forward error correction on, a frame's datagrams go in as few Reed-Solomon
+blocks of at most `data` datagrams as hold them, sized alike, and the blocks in
+as few groups of at most `interleave` as hold them; each group is dealt
+round-robin into its blocks (so a burst of consecutive losses is spread over
+them). Each block gets the parity that makes it as strong as a full block at the
+code's rated loss (fec.parity_by_block_size): a small frame's block gets a larger
+share, never a weak single parity datagram. Parity is accumulated once per
+batch, when the batch leaves (each parity row is then read and written once for
+all the batch's datagrams of its block, not once per datagram), and the blocks'
+parity datagrams follow the group's data, also interleaved.
 Blocks never span frames, so nothing waits for traffic that may not come.
-A control datagram (heartbeat, shutdown) is a block of its own with
-CONTROL_PARITY parity copies: it carries no bulk, so protecting it costs nothing,
-and an unprotected one lost on a lossy link would read as data lost.
+A control datagram (heartbeat, shutdown) is a block of its own with the parity
+copies a one-datagram block gets (at least MIN_CONTROL_PARITY): it carries no
+bulk, so protecting it costs nothing, and an unprotected one lost on a lossy
+link would read as data lost.
 
 Heartbeats are sent from here too, between batches, whenever one is due: a large
 frame at a low rate can take seconds to send, and heartbeats that waited for it
@@ -35,6 +39,7 @@ from ddc._core.aead cimport TAG_BYTES, SessionCipher
 from ddc._core.byteorder cimport put16, put64
 from ddc._core.fec cimport (MAX_DATA_SYMBOLS, MAX_PARITY_SYMBOLS, coefficient, multiply_add_rows,
                             multiply_add_sources)
+from ddc._core.fec import parity_by_block_size
 from ddc._core.wire cimport (FLAG_AUTH_TAG, HEADER_SIZE, MAX_CONTROL_PAYLOAD, MAX_DATAGRAM_SIZE, PEER_OFFSET_BYTES_SENT,
                              PARITY_SEQUENCE_BIT, PEER_OFFSET_DATAGRAMS_SENT, PEER_OFFSET_FRAMES_SENT, SYMBOL_PREFIX_SIZE,
                              TYPE_DATA, TYPE_HEARTBEAT, TYPE_PARITY, TYPE_SHUTDOWN, Header, fragment_chunk, fragment_count_for, seal, write_header)
@@ -49,7 +54,8 @@ cdef enum:
     BATCH_DATAGRAMS = 64
     MAX_SEND_RETRIES = 100
     MAX_INTERLEAVE = 64
-    CONTROL_PARITY = 3
+    MIN_CONTROL_PARITY = 3
+    MAX_CONTROL_PARITY = 16
     CONTROL_SYMBOL_SIZE = SYMBOL_PREFIX_SIZE + HEADER_SIZE + MAX_CONTROL_PAYLOAD + TAG_BYTES
     SYMBOL_HEAD_SIZE = SYMBOL_PREFIX_SIZE + HEADER_SIZE
     SEGMENTS_PER_SEND = 64
@@ -126,6 +132,9 @@ cdef class DatagramSender:
     cdef uint32_t block_data[MAX_INTERLEAVE]
     cdef uint32_t block_parity[MAX_INTERLEAVE]
     cdef uint32_t block_parity_first[MAX_INTERLEAVE]
+    cdef uint32_t block_share[MAX_INTERLEAVE]
+    cdef uint8_t parity_by_size[MAX_DATA_SYMBOLS + 1]
+    cdef uint32_t control_parity_count
     cdef uint32_t block_symbol_length[MAX_INTERLEAVE]
     # staged data datagrams whose parity is added when the batch leaves, and their symbols' first bytes
     cdef unsigned int pending_count
@@ -134,7 +143,8 @@ cdef class DatagramSender:
     cdef uint16_t pending_indexes[BATCH_DATAGRAMS]
     cdef uint8_t symbol_heads[BATCH_DATAGRAMS][SYMBOL_HEAD_SIZE]
     cdef readonly uint64_t parity_sent
-    cdef uint8_t control_parity[CONTROL_PARITY][CONTROL_SYMBOL_SIZE]
+    cdef readonly uint64_t parity_beyond_share_sent
+    cdef uint8_t control_parity[MAX_CONTROL_PARITY][CONTROL_SYMBOL_SIZE]
 
     def __cinit__(self):
         self.headers = <uint8_t*>malloc(BATCH_DATAGRAMS * HEADER_SIZE)
@@ -324,28 +334,28 @@ cdef class DatagramSender:
         wire_bytes = self.stage(0, &header, payload, length)
         if self.fec_data:
             wire_bytes += self.stage_control_parity(&header)
-            count += CONTROL_PARITY
+            count += self.control_parity_count
         self.pace(wire_bytes)
         self.transmit(count)
 
     cdef size_t stage_control_parity(self, const Header* control) noexcept nogil:
         """Stages the parity of the control datagram in slot 0 (a block of one) into the slots after it."""
         cdef Header header
-        cdef uint8_t* targets[CONTROL_PARITY]
-        cdef uint8_t factors[CONTROL_PARITY]
+        cdef uint8_t* targets[MAX_CONTROL_PARITY]
+        cdef uint8_t factors[MAX_CONTROL_PARITY]
         cdef uint32_t row
         cdef size_t symbol_length, wire_bytes = 0
         memset(&header, 0, sizeof(Header))
-        for row in range(CONTROL_PARITY):
+        for row in range(self.control_parity_count):
             targets[row] = self.control_parity[row]
             factors[row] = coefficient(row, 0)
         memset(self.control_parity, 0, sizeof(self.control_parity))
-        symbol_length = self.add_symbol(targets, factors, CONTROL_PARITY, 0)
+        symbol_length = self.add_symbol(targets, factors, self.control_parity_count, 0)
         header.type = TYPE_PARITY
         header.session_id = self.session_id
         header.fec_block = control.fec_block
         header.fec_count = 1
-        for row in range(CONTROL_PARITY):
+        for row in range(self.control_parity_count):
             header.sequence = PARITY_SEQUENCE_BIT | self.next_parity_sequence
             header.fec_index = <uint16_t>(1 + row)
             self.next_parity_sequence += 1
@@ -390,19 +400,20 @@ cdef class DatagramSender:
                 self.burst_bytes > 0 and self.batch_bytes + self.datagram_size > self.burst_bytes):
             self.flush()
 
-    cdef void start_group(self, uint32_t size) noexcept nogil:
-        """Deals the next size data datagrams round-robin into as few blocks as hold them (at most fec_data
-        each). A Reed-Solomon block rebuilds any losses up to its parity, bursts included, so more blocks only
-        help when one cannot hold the group; parity is the configured share of the group, rounded up."""
-        cdef uint32_t parity = <uint32_t>((<uint64_t>size * self.fec_parity + self.fec_data - 1) // self.fec_data)
-        cdef uint32_t blocks = (size + self.fec_data - 1) // self.fec_data, b, first = 0
+    cdef void start_group(self, uint32_t size, uint32_t blocks) noexcept nogil:
+        """Deals the next size data datagrams round-robin into blocks blocks (at most fec_data each), so that a
+        burst of losses is spread over them. Each block gets the parity its size needs (parity_by_size): a
+        small block needs a larger share than a full one to be as strong."""
+        cdef uint32_t b, first = 0
         for b in range(blocks):
             self.block_data[b] = (size - b + blocks - 1) // blocks
-            self.block_parity[b] = parity // blocks + (1 if b < parity % blocks else 0)
+            self.block_parity[b] = self.parity_by_size[self.block_data[b]]
+            self.block_share[b] = <uint32_t>((<uint64_t>self.block_data[b] * self.fec_parity + self.fec_data - 1)
+                                             // self.fec_data)
             self.block_parity_first[b] = first
             self.block_symbol_length[b] = 0
             first += self.block_parity[b]
-        memset(self.parity_buffers, 0, parity * self.symbol_capacity)
+        memset(self.parity_buffers, 0, first * self.symbol_capacity)
         self.group_size = size
         self.group_position = 0
         self.group_blocks = blocks
@@ -495,6 +506,8 @@ cdef class DatagramSender:
                 header.fec_index = <uint16_t>(self.block_data[block] + row)
                 self.next_parity_sequence += 1
                 self.parity_sent += 1
+                if row >= self.block_share[block]:
+                    self.parity_beyond_share_sent += 1
                 self.push(&header, self.parity_buffers + (self.block_parity_first[block] + row) * self.symbol_capacity,
                           self.block_symbol_length[block])
             row += 1
@@ -509,8 +522,13 @@ cdef class DatagramSender:
         cdef Header header
         cdef uint32_t count = fragment_count_for(length, self.payload_capacity)
         cdef uint32_t chunk = fragment_chunk(length, count)
-        cdef uint32_t index = 0, offset, piece, block
+        cdef uint32_t index = 0, offset, piece, block, blocks_left = 0, groups_left = 0, blocks
         cdef const uint8_t* payload
+        if self.fec_data:
+            # The frame's datagrams go in as few blocks as hold them, sized alike (never a full-size run and
+            # a tail of a few), in as few groups of at most fec_interleave blocks as hold those.
+            blocks_left = (count + self.fec_data - 1) // self.fec_data
+            groups_left = (blocks_left + self.fec_interleave - 1) // self.fec_interleave
         memset(&header, 0, sizeof(Header))
         header.type = TYPE_DATA
         header.session_id = self.session_id
@@ -520,7 +538,11 @@ cdef class DatagramSender:
         self.next_frame_id += 1
         while index < count:
             if self.fec_data and self.group_size == 0:
-                self.start_group(min(count - index, self.fec_data * self.fec_interleave))
+                blocks = (blocks_left + groups_left - 1) // groups_left
+                self.start_group(<uint32_t>((<uint64_t>(count - index) * blocks + blocks_left - 1) // blocks_left),
+                                 blocks)
+                blocks_left -= blocks
+                groups_left -= 1
             offset = index * chunk
             piece = chunk if length - offset > chunk else length - offset
             header.fragment_index = index
@@ -587,8 +609,8 @@ cdef class DatagramSender:
         self.session_id = session_id
 
     def protect_with(self, int data, int parity, int interleave=1):
-        """From now on each frame's datagrams go in Reed-Solomon blocks of up to data datagrams plus
-        parity parity datagrams (fewer in a frame's last blocks, in the same proportion), dealt over
+        """From now on each frame's datagrams go in Reed-Solomon blocks of up to data datagrams, a full block
+        with parity parity datagrams and a smaller one with what makes it as strong, dealt over up to
         interleave blocks at a time."""
         if self.next_sequence:
             raise ValueError("forward error correction must be set before the first datagram of a session")
@@ -605,6 +627,10 @@ cdef class DatagramSender:
         self.parity_buffers = <uint8_t*>malloc(<size_t>interleave * parity * self.symbol_capacity)
         if self.parity_buffers == NULL:
             raise MemoryError()
+        sizes = parity_by_block_size(data, parity)
+        for index in range(data + 1):
+            self.parity_by_size[index] = sizes[index]
+        self.control_parity_count = min(max(sizes[1], MIN_CONTROL_PARITY), MAX_CONTROL_PARITY)
         self.fec_data = data
         self.fec_parity = parity
         self.fec_interleave = interleave
@@ -688,5 +714,6 @@ cdef class DatagramSender:
             "heartbeats_sent": self.heartbeats_sent,
             "datagrams_unsealed": self.datagrams_unsealed,
             "parity_sent": self.parity_sent,
+            "parity_beyond_share_sent": self.parity_beyond_share_sent,
             "segmented_sends": self.segmented_sends,
         }

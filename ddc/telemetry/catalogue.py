@@ -91,6 +91,8 @@ CATALOGUE: tuple[Metric, ...] = (
     Metric("segmented_sends", COUNTER, "Sends that handed the kernel several datagrams at once (UDP segmentation "
            "offload)", "segmented_sends", INGRESS),
     Metric("fec_parity_sent", COUNTER, "Parity datagrams sent (forward error correction)", "parity_sent", INGRESS),
+    Metric("fec_parity_beyond_share_sent", COUNTER, "Parity datagrams sent beyond the configured share, so that "
+           "blocks smaller than a full one are as strong", "parity_beyond_share_sent", INGRESS),
     # the receiving side of the link
     Metric("datagrams_received", COUNTER, "Link datagrams received", "datagrams_received", EGRESS),
     Metric("link_bytes_received", COUNTER, "Link datagram bytes received", "bytes_received", EGRESS),
