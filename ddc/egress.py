@@ -115,7 +115,9 @@ class EgressLink(Link):
         with self._receive_lock:
             if self._socket is not None:
                 while self.receiver.batch_pending:  # the rest of a batch a receive() call stopped inside
-                    self.buffer.put_many(self.receiver.receive(self._socket.fileno(), 0))
+                    frames = self.receiver.receive(self._socket.fileno(), 0)
+                    self._note_session()  # before the sink has them, as in the receive loop
+                    self.buffer.put_many(frames)
             self.receiver.expire(everything=True)
             self._note_session()
         self.save_session()
@@ -231,8 +233,17 @@ class EgressLink(Link):
             log.warning(f"link {self.name}: unreadable peer counters: {error}", extra={"fields": {"link": self.name}})
         if kind == core_receiver.SHUTDOWN_RECEIVED:
             self._set_state(INTERRUPTED, "sender shut down", session)
+            # A one-shot link ends with the transfer it received: a session that delivered frames in this run,
+            # or a new one that says it sent none. A recorded shutdown of the transfer a previous run received,
+            # played back to an egress waiting for the next one, must not end it.
             if self.sink.stops_after_sender_shutdown and self._sender_shut_down_at is None:
-                self._sender_shut_down_at = time.monotonic()
+                if self.receiver.session_frames_completed or (
+                        self.peer.get("frames_sent") == 0 and not self.receiver.resuming_floor):
+                    self._sender_shut_down_at = time.monotonic()
+                else:
+                    log.warning(f"link {self.name}: session {session} shut down, but this run received none of "
+                                "its frames: not the end of a transfer received here; waiting for the next one",
+                                extra={"fields": {"link": self.name, "session_id": session}})
         else:
             self.last_heartbeat = time.monotonic()
             self._set_state(UP, "heartbeats arriving", session)

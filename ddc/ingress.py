@@ -29,6 +29,9 @@ from ddc.units import format_rate
 log = logging.getLogger("ddc.ingress")
 
 SHUTDOWN_COPIES = 3
+# While the kernel refuses a frame's datagrams: the pause before sending it again, doubling up to the last.
+FIRST_RESEND_PAUSE = 0.05
+LAST_RESEND_PAUSE = 5.0
 # A session key seals at most this many datagrams (about 38 TB at 9 000 bytes), far inside AES-GCM's limits.
 REKEY_DATAGRAMS = 1 << 32
 # A wall clock that moves this far against the monotonic clock means a restored snapshot or a suspended host:
@@ -57,6 +60,8 @@ class IngressLink(Link):
         self.records_sent = 0
         self.records_too_large = 0
         self.frames_failed = 0
+        self.frames_resent = 0
+        self.refusing_since: float | None = None
         self.compressor = None
         if config.transport.compression == "zstd":
             from ddc.compression import FrameCompressor  # loaded only when configured: start-up time
@@ -132,10 +137,13 @@ class IngressLink(Link):
     def records_dropped(self) -> int:
         return self.buffer.records_dropped + self.filters.records_dropped + self.records_too_large
 
-    def _send(self, frame, prefix: bytes | None, records: int) -> None:
-        """Sends one batch: frame alone, or prefix + frame, which the sender joins without copying frame."""
+    def _send(self, frame, prefix: bytes | None, records: int) -> bool:
+        """Sends one batch: frame alone, or prefix + frame, which the sender joins without copying frame.
+        Returns False when the kernel refused a datagram of it (a firewall, an interface down): the frame
+        did not cross whole, and a source that can wait sends it again (_send_until_it_leaves)."""
         length = len(frame) + (len(prefix) if prefix is not None else 0)
         self.frame_bytes_uncompressed += length
+        refused_before = self.sender.datagrams_failed
         try:
             if self.compressor is not None:
                 frame = self.compressor.compress(frame if prefix is None else prefix + frame)
@@ -153,8 +161,38 @@ class IngressLink(Link):
             self.frames_failed += 1
             log.error(f"link {self.name}: a frame of {records} records could not be sent: {error}",
                       extra={"fields": {"link": self.name, "records": records}})
-            return
+            return True  # nothing to gain from sending it again
+        if self.sender.datagrams_failed != refused_before:
+            self.frames_failed += 1
+            return False
         self.records_sent += records
+        return True
+
+    def _send_until_it_leaves(self, frame, prefix: bytes | None, records: int) -> bool:
+        """Sends a frame; while the kernel refuses its datagrams, a source that can wait (Kafka, a file) has
+        it sent again after a growing pause, and nothing after it is acknowledged (so never committed): the
+        records are late, never lost. Returns False only when the link stops first; a source that cannot wait
+        (UDP) goes on, the loss counted in datagrams_send_failed and, at the egress, frames_lost."""
+        pause = FIRST_RESEND_PAUSE
+        while not self._send(frame, prefix, records):
+            if not self.source.can_wait:
+                return True
+            if self.refusing_since is None:
+                self.refusing_since = time.monotonic()
+                log.error(f"link {self.name}: the kernel refused to send a frame's datagrams to "
+                          f"{self.config.transport.destination} ({self.sender.last_send_error}); sending it again "
+                          "until it leaves, and acknowledging nothing after it", extra={"fields": {
+                              "link": self.name, "records": records, "errno": self.sender.last_send_errno}})
+            if self._source_stopping.wait(pause):
+                return False
+            pause = min(pause * 2, LAST_RESEND_PAUSE)
+            self.frames_resent += 1
+        if self.refusing_since is not None:
+            log.warning(f"link {self.name}: the kernel takes datagrams again after "
+                        f"{time.monotonic() - self.refusing_since:.1f} s of refusals",
+                        extra={"fields": {"link": self.name}})
+            self.refusing_since = None
+        return True
 
     def _admitted(self, records: list, record_limit: int) -> list:
         """The records of a run that cross: filtered, and too large ones replaced by placeholders or dropped."""
@@ -191,12 +229,18 @@ class IngressLink(Link):
                     break
                 continue
             run, count, taken_in_ns = taken
+            self._rekey_if_due()  # take() may have waited across a snapshot's restore
             if in_place and len(run) <= record_limit:
-                self._send(run, batch_header(count, taken_in_ns), count)
+                sent = self._send_until_it_leaves(run, batch_header(count, taken_in_ns), count)
             else:
                 records = self._admitted(decode_records(run, count), record_limit)
-                if records:
-                    self._send(encode_batch(records, taken_in_ns), None, len(records))
+                sent = not records or self._send_until_it_leaves(encode_batch(records, taken_in_ns), None,
+                                                                  len(records))
+            if not sent:
+                log.error(f"link {self.name}: stopping while the kernel refuses to send; the records not sent "
+                          "stay unacknowledged (a Kafka source resends them after a restart)",
+                          extra={"fields": {"link": self.name}})
+                return
             self.buffer.free_taken()
             # Every record taken so far is now sent or settled, in order.
             self.source.acknowledge(count)
@@ -204,14 +248,18 @@ class IngressLink(Link):
         log.info(f"link {self.name}: drained and sent shutdown", extra={"fields": self.log_fields()})
 
     def _rekey_if_due(self) -> None:
-        """Goes on under a new key epoch, between two frames, once the key is old (rekey_interval), has sealed
-        REKEY_DATAGRAMS, or the wall clock jumped. Only the key changes: sequence numbers, frame ids and FEC
-        blocks go on, and the egress keeps its windows and frames across it."""
+        """Goes on under a new key epoch, between two frames, once the key is old (rekey_interval) or has sealed
+        REKEY_DATAGRAMS. Only the key changes: sequence numbers, frame ids and FEC blocks go on, and the egress
+        keeps its windows and frames across it. When the wall clock jumped (a snapshot restored, perhaps twice),
+        it starts a new session instead, with 32 fresh random bits: two copies of one snapshot must not go on
+        under one key with the same sequence numbers (AES-GCM nonce reuse). Called before every frame and
+        idle heartbeat; a heartbeat sent from inside a frame that a restore interrupted is the one exception."""
         if not self.keys:
             return
         now = time.monotonic()
         offset = time.time() - now
-        if abs(offset - self._clock_offset) > CLOCK_JUMP_SECONDS:
+        new_session = abs(offset - self._clock_offset) > CLOCK_JUMP_SECONDS
+        if new_session:
             reason = f"the wall clock moved {offset - self._clock_offset:+.0f} s against the monotonic clock"
         elif now - self._session_started >= self.config.transport.rekey_interval:
             reason = f"the session is {now - self._session_started:.0f} s old"
@@ -220,12 +268,16 @@ class IngressLink(Link):
         else:
             return
         previous = self.session_id
-        self.session_id = next_epoch(self.session_state, previous)
-        self.sender.rekey(self.session_id, self.keys[0][1])
+        if new_session:
+            self.session_id = next_session_id(self.session_state, keyed=True, after=previous)
+        else:
+            self.session_id = next_epoch(self.session_state, previous)
+        self.sender.rekey(self.session_id, self.keys[0][1], new_session)
         self.rekeys += 1
         self._session_started, self._clock_offset = now, offset
         self._session_first_datagram = self.sender.datagrams_sent
-        log.info(f"link {self.name}: rekeyed: session {previous:016x} goes on as {self.session_id:016x}: {reason}",
+        log.info(f"link {self.name}: rekeyed: session {previous:016x} goes on as "
+                 f"{'the new session ' if new_session else ''}{self.session_id:016x}: {reason}",
                  extra={"fields": {"link": self.name, "session_id": f"{self.session_id:016x}",
                                    "previous_session_id": f"{previous:016x}"}})
 
@@ -233,6 +285,7 @@ class IngressLink(Link):
         merged = {"records_sent": self.records_sent, "sessions_rekeyed": self.rekeys,
                   "records_too_large": self.records_too_large,
                   "records_dropped": self.records_dropped, "frames_failed": self.frames_failed,
+                  "frames_resent": self.frames_resent,
                   "frame_bytes_uncompressed": self.frame_bytes_uncompressed,
                   "compression_ratio": round(self.frame_bytes_uncompressed / self.frame_bytes_compressed, 3)
                   if self.frame_bytes_compressed else 1.0}

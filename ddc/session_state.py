@@ -95,28 +95,33 @@ class SessionState:
         self._written, self._dirty = dict(fields), True
 
     def sync(self) -> None:
-        """Makes what note() wrote survive a power cut."""
+        """Makes what note() wrote survive a power cut. A note() from another thread while fdatasync runs may
+        not be covered by it, so it leaves the record dirty for the next sync()."""
         if self._descriptor is not None and self._dirty:
-            os.fdatasync(self._descriptor)
             self._dirty = False
+            try:
+                os.fdatasync(self._descriptor)
+            except OSError:
+                self._dirty = True
+                raise
 
     def save(self, fields: dict) -> None:
         self.note(fields)
         self.sync()
 
 
-def next_session_id(state: SessionState, keyed: bool = False) -> int:
+def next_session_id(state: SessionState, keyed: bool = False, after: int | None = None) -> int:
     """The start second in the high 32 bits and 32 random bits below, larger than the last one this ingress
-    used (its state file): a keyed egress refuses sessions older than the newest it authenticated. With a state
-    file that holds even if the clock went back. Without one, a keyed ingress waits for the next whole second,
-    so that a restart within the second it started (a crash loop, a quick supervisor restart) still numbers
-    after it."""
+    used (its state file, or `after`): a keyed egress refuses sessions older than the newest it authenticated.
+    With a state file that holds even if the clock went back. Without one, a keyed ingress waits for the next
+    whole second, so that a restart within the second it started (a crash loop, a quick supervisor restart)
+    still numbers after it."""
     if keyed and state.path is None:
         started = time.time()
         time.sleep(math.floor(started) + 1 - started)
         while time.time() < math.floor(started) + 1:
             time.sleep(0.001)
-    last = state.load("session_id").get("session_id")
+    last = max(state.load("session_id").get("session_id") or 0, after or 0) or None
     session_id = _after(last, secrets.randbits(32))
     state.save({"session_id": session_id})
     return session_id
@@ -138,4 +143,7 @@ def _after(last: int | None, low: int) -> int:
     seconds = int(time.time()) & 0xFFFFFFFF
     if last is not None and seconds <= last >> 32:
         seconds = (last >> 32) + 1
-    return (seconds << 32 | low) & 0xFFFFFFFFFFFFFFFF or 1
+    if seconds > 0xFFFFFFFF:
+        raise ConfigError(f"session id {last:016x} is the last there is (its high half counts seconds to 2106): "
+                          "delete the link's state files on both sides to start again from the clock")
+    return seconds << 32 | low or 1

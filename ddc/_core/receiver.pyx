@@ -257,7 +257,7 @@ cdef class LinkReceiver:
     cdef uint64_t floor_sequence
     cdef bint floor_has_parity
     cdef uint64_t floor_parity
-    cdef bint resuming_floor
+    cdef readonly bint resuming_floor
     cdef bint parity_seen
     cdef uint64_t highest_parity
     # sequence window
@@ -270,7 +270,9 @@ cdef class LinkReceiver:
     cdef bint frames_started
     cdef uint64_t highest_frame_id
     cdef uint64_t lowest_frame_id
-    cdef uint64_t session_frames_completed
+    cdef readonly uint64_t session_frames_completed
+    cdef uint64_t announced_first  # sequences a shutdown said were sent, past the highest seen then
+    cdef uint64_t announced_last
     cdef uint64_t earlier_sessions_datagrams_lost
     cdef uint64_t earlier_sessions_frames_lost
     cdef readonly uint32_t frames_in_flight
@@ -437,9 +439,13 @@ cdef class LinkReceiver:
         self.session_id = session_id
         self.first_epoch_id = session_id
         self.previous_epoch_id = 0
+        self.announced_first = 1
+        self.announced_last = 0
         self.parity_seen = False
         self.resuming_floor = self.has_floor and (session_id == self.floor_session_id or (
             same_session(session_id, self.floor_session_id) and session_id > self.floor_session_id))
+        if self.resuming_floor and session_id != self.floor_session_id:
+            self.previous_epoch_id = self.floor_session_id  # its datagrams still in flight across the rekey
         self.counters_[SESSIONS_STARTED] += 1
         self.push_event(EVENT_SESSION_STARTED, previous, NULL, 0)
 
@@ -493,7 +499,7 @@ cdef class LinkReceiver:
             if self.sequence_bits[bit >> 6] & (1ULL << (bit & 63)):
                 self.counters_[DROPPED_DUPLICATE] += 1
                 return False
-            if not recovered:
+            if not recovered and not self.announced_first <= sequence <= self.announced_last:
                 self.counters_[DATAGRAMS_REORDERED] += 1
             if sequence < self.lowest_sequence:
                 self.lowest_sequence = sequence
@@ -510,6 +516,8 @@ cdef class LinkReceiver:
         if last <= self.highest_sequence or last - self.highest_sequence >= SEQUENCE_WINDOW:
             return
         s = self.highest_sequence + 1
+        self.announced_first = s
+        self.announced_last = last
         while s <= last:
             bit = s % SEQUENCE_WINDOW
             self.sequence_bits[bit >> 6] &= ~(1ULL << (bit & 63))

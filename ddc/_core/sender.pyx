@@ -28,6 +28,8 @@ frame at a low rate can take seconds to send, and heartbeats that waited for it
 would make the egress report a busy link as interrupted.
 """
 
+import os
+
 from libc.errno cimport EAGAIN, EINTR, EINVAL, EIO, ENOBUFS, EOPNOTSUPP, errno
 from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc
@@ -108,6 +110,7 @@ cdef class DatagramSender:
     cdef readonly uint64_t frames_sent
     cdef readonly uint64_t bytes_sent
     cdef readonly uint64_t datagrams_failed
+    cdef readonly int last_send_errno
     cdef readonly uint64_t pacing_sleeps
     cdef readonly uint64_t heartbeats_sent
     cdef uint8_t heartbeat_payload[MAX_CONTROL_PAYLOAD]
@@ -220,6 +223,7 @@ cdef class DatagramSender:
                 retries = 0
             elif not self.may_retry(&retries):
                 self.datagrams_failed += 1
+                self.last_send_errno = errno
                 done += 1
                 retries = 0
 
@@ -256,6 +260,7 @@ cdef class DatagramSender:
                 return
             else:
                 self.datagrams_failed += self.run_length[done]
+                self.last_send_errno = errno
                 done += 1
                 retries = 0
 
@@ -595,13 +600,16 @@ cdef class DatagramSender:
                 raise MemoryError()
         self.payload_capacity = self.datagram_size - self.overhead(self.fec_data != 0)
 
-    def rekey(self, uint64_t session_id, bytes master_key):
+    def rekey(self, uint64_t session_id, bytes master_key, bint new_session=False):
         """Goes on, between two frames, under a new key epoch: session_id keeps the low half of the current one
         and is larger. Only the key changes; sequence numbers (the nonces, unique under each key), frame ids and
-        FEC blocks go on, so the receiver keeps every frame and window across it (docs/security.md)."""
+        FEC blocks go on, so the receiver keeps every frame and window across it (docs/security.md). With
+        new_session, session_id is any larger one: the receiver starts a new session with it (a copy of this
+        sender restored from a snapshot must not share its next key)."""
         if self.cipher is None:
             raise ValueError("only an encrypting sender rekeys")
-        if session_id & 0xFFFFFFFF != self.session_id & 0xFFFFFFFF or session_id <= self.session_id:
+        if session_id <= self.session_id or (
+                not new_session and session_id & 0xFFFFFFFF != self.session_id & 0xFFFFFFFF):
             raise ValueError(f"session {session_id:016x} is not a later key epoch of {self.session_id:016x}")
         cipher = SessionCipher(True)
         cipher.set_key(master_key, self.cipher.key_id, session_id)
@@ -703,6 +711,11 @@ cdef class DatagramSender:
         body[PEER_OFFSET_DATAGRAMS_SENT:PEER_OFFSET_DATAGRAMS_SENT + 8] = (self.next_sequence + copies).to_bytes(8, "big")
         for _ in range(copies):
             self.send_control(TYPE_SHUTDOWN, bytes(body))
+
+    @property
+    def last_send_error(self):
+        """What the kernel said when it last refused a datagram, such as "Operation not permitted"."""
+        return os.strerror(self.last_send_errno) if self.last_send_errno else "no refusal"
 
     def counters(self):
         return {

@@ -44,6 +44,9 @@ class Source(RecordDescription, abc.ABC):
 
     #: What the link's buffer does when full, unless the config says otherwise.
     default_when_full = "drop"
+    #: Whether the source's data can wait while the link cannot send (Kafka, a file): then a frame the kernel
+    #: refused is sent again and nothing after it acknowledged; otherwise (UDP) the loss is counted.
+    can_wait = False
 
     def __init__(self, link_name: str, config):
         self.link_name = link_name

@@ -33,6 +33,7 @@ def open_stream(path: str, mode: str, standard):
 
 class FileSource(Source):
     default_when_full = "block"  # a file waits on disk; nothing is lost by pausing it
+    can_wait = True
 
     def open(self) -> None:
         self.stream, self.owns_stream = open_stream(self.config.path, "rb", sys.stdin.buffer)

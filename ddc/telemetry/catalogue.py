@@ -76,7 +76,10 @@ CATALOGUE: tuple[Metric, ...] = (
            "spool_frames_corrupt", EGRESS),
     # the sending side of the link
     Metric("frames_sent", COUNTER, "Frames sent across the link", "frames_sent", INGRESS),
-    Metric("frames_failed", COUNTER, "Frames that could not be sent", "frames_failed", INGRESS),
+    Metric("frames_failed", COUNTER, "Frames that could not be sent, or not whole (the kernel refused a datagram)",
+           "frames_failed", INGRESS),
+    Metric("frames_resent", COUNTER, "Frames sent again because the kernel refused a datagram of them (Kafka and "
+           "file sources; nothing after such a frame is acknowledged until it leaves)", "frames_resent", INGRESS),
     Metric("datagrams_sent", COUNTER, "Link datagrams sent: data, parity and control", "datagrams_sent", INGRESS),
     Metric("datagrams_send_failed", COUNTER, "Link datagrams the kernel refused to send", "datagrams_failed",
            INGRESS),

@@ -48,6 +48,7 @@ COMMIT_TIMEOUT_SECONDS = 10.0
 
 class KafkaSource(KafkaRecords, Source):
     default_when_full = "block"
+    can_wait = True
 
     def __init__(self, link_name: str, config):
         super().__init__(link_name, config)
@@ -125,6 +126,7 @@ class KafkaSource(KafkaRecords, Source):
         if self.consumer is None:
             return
         self._commit_acknowledged(force=True, synchronous=True)
+        self._output = None  # the link has sent all it will: the revoke in close() has nothing to wait for
         try:
             self.consumer.close()
         except (KafkaException, RuntimeError) as error:
@@ -280,7 +282,7 @@ class KafkaSource(KafkaRecords, Source):
             accepted = self._output.put_many(self._held, timeout=POLL_SECONDS)
             del self._held[:accepted]
         with self._acknowledged_changed:
-            while self._acknowledged < self._records_put and time.monotonic() < deadline:
+            while self._acknowledged < self._records_put and time.monotonic() < deadline and self._output is not None:
                 self._acknowledged_changed.wait(POLL_SECONDS)
             unsent = self._records_put - self._acknowledged
         if unsent or self._held:
