@@ -96,3 +96,26 @@ destination = "127.0.0.1:{free_udp_port()}"
     assert result.returncode == 1
     assert "cannot start logging: cannot resolve no-such-host.invalid:514" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_fatal_signal_leaves_its_name_and_every_threads_stack_in_the_log(start_ddc):
+    """Issue #21: librdkafka crashed by SIGSEGV when a topic was deleted under it, and the ingress died with
+    nothing in its log. A segmentation fault now names itself, with the stack of each thread, before the end."""
+    import signal
+
+    egress = start_ddc("egress", f"""
+role = "egress"
+[telemetry]
+log_format = "json"
+[links.logs.transport]
+listen = "127.0.0.1:{free_udp_port()}"
+[links.logs.sink]
+type = "udp"
+target = "127.0.0.1:{free_udp_port()}"
+""")
+    egress.wait_until_ready()
+    egress.process.send_signal(signal.SIGSEGV)
+    assert egress.process.wait(30) == -signal.SIGSEGV
+    log = egress.log_path.read_text()
+    assert "Fatal Python error: Segmentation fault" in log
+    assert "ddc-egress-logs-receive" in log or "_receive_loop" in log, log[-3000:]
