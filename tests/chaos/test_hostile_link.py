@@ -11,7 +11,7 @@ import time
 import pytest
 
 from conftest import free_udp_port
-from kafka_harness import KafkaPair, assert_reports_exact, assert_same_records, varied_records
+from kafka_harness import KafkaPair, SteadyProducer, assert_reports_exact, assert_same_records, varied_records
 from test_streams import stream_configs
 
 pytestmark = pytest.mark.timeout(300)
@@ -97,6 +97,38 @@ def test_kafka_records_cross_a_lossy_corrupting_link_complete(start_ddc, kafka_c
     assert sum(egress_summary[f"dropped_{reason}"] for reason in damaged) >= link["corrupted"]
     assert egress_summary["dropped_bad_checksum"] > 0
     assert egress_summary["kafka_records_written"] == len(records)
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("loss, seed", [("2%", 31), ("5%", 32)])
+def test_bursty_kafka_production_with_small_frames_crosses_random_loss_whole(start_ddc, kafka_clusters, diode_sim,
+                                                                             loss, seed):
+    """Issue #21: two bursts of production with a trickle between them make full frames, frame tails and
+    small frames; at 2 % and 5 % random loss with fec = "25%" no block may be the weak one."""
+    source, destination = kafka_clusters
+    topic = source.new_topic("bursty", partitions=4)
+    destination.create_topic(topic, partitions=4)
+    records = varied_records(20_000, 4, seed=seed)
+    for record in records[::1000]:
+        record["value"] = os.urandom(200_000)
+    link_port = free_udp_port()
+    simulator = diode_sim(link_port, "--loss", loss, "--seed", str(seed))
+    pair = KafkaPair(start_ddc, kafka_clusters, [topic], rate="30Mbit/s", link_port=link_port,
+                     send_to_port=simulator.port, transport_extra='fec = "25%"')
+    source.produce(topic, records[:9_000])
+    trickle = SteadyProducer(source, topic, records[9_000:9_400], seconds=3)
+    trickle.start()
+    trickle.join()
+    source.produce(topic, records[9_400:])
+    destination.wait_for_records(topic, len(records), timeout=240)
+    ingress_summary, egress_summary = pair.stop()
+    link = simulator.stop()
+    assert_same_records(source.read_all(topic), destination.read_all(topic), topic)
+    assert pair.missing_reports() == []
+    assert link["lost_random"] > 0 and egress_summary["datagrams_recovered"] > 0
+    assert egress_summary["fec_blocks_unrecoverable"] == 0 and egress_summary["datagrams_lost"] == 0
+    assert egress_summary["kafka_records_written"] == len(records)
+    assert ingress_summary["parity_beyond_share_sent"] > 0
 
 
 @pytest.mark.timeout(600)
