@@ -6,13 +6,18 @@ BIN := $(VENV)/bin
 CORE_SOURCES := $(wildcard ddc/_core/*.pyx ddc/_core/*.pxd ddc/_core/*.h) setup.py pyproject.toml
 PYTEST_ARGS ?=
 
-.PHONY: demo test bench build clean
+.PHONY: demo test bench build clean apache-kafka
 
 demo: $(VENV)/.built
 	$(BIN)/python -m ddc demo
 
-test: $(VENV)/.built-test
+test: $(VENV)/.built-test apache-kafka
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The jars of an Apache Kafka broker for the tests marked apache_kafka_too (Maven and Java 17 needed; without
+# them those tests are skipped, saying why).
+apache-kafka:
+	tests/apache_kafka/fetch.sh || echo "make: Apache Kafka's jars were not fetched; its tests will be skipped" >&2
 
 bench: $(VENV)/.built-test
 	$(BIN)/python -m pytest bench $(PYTEST_ARGS)

