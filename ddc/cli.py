@@ -35,8 +35,9 @@ def command_run(arguments) -> int:
         from ddc import supervisor
     except ImportError as error:
         return _core_missing(error)
-    # A fatal signal in native code (librdkafka, the core) would end the process without a word: Python's
-    # faulthandler writes "Fatal Python error: Segmentation fault" and every thread's stack to stderr first.
+    # A fatal signal would end the process without a word: Python's faulthandler writes "Fatal Python error:
+    # Segmentation fault" and every thread's stack to stderr first. (Not for librdkafka's threads: they block
+    # signals, so the kernel ends the process at once; docs/kafka.md.)
     import faulthandler
     faulthandler.enable(file=sys.stderr, all_threads=True)
     return supervisor.run(settings)

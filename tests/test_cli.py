@@ -99,8 +99,10 @@ destination = "127.0.0.1:{free_udp_port()}"
 
 
 def test_a_fatal_signal_leaves_its_name_and_every_threads_stack_in_the_log(start_ddc):
-    """Issue #21: librdkafka crashed by SIGSEGV when a topic was deleted under it, and the ingress died with
-    nothing in its log. A segmentation fault now names itself, with the stack of each thread, before the end."""
+    """Issue #21: a process that dies of a fatal signal must say so. A segmentation fault in a thread that takes
+    signals (every Python thread, the core's code) now names itself, with each thread's stack, before the end.
+    librdkafka's own threads block signals, so its crashes bypass any handler: docs/kafka.md says where their
+    trace is (the service manager, the kernel log)."""
     import signal
 
     egress = start_ddc("egress", f"""
