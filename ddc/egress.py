@@ -233,16 +233,16 @@ class EgressLink(Link):
             log.warning(f"link {self.name}: unreadable peer counters: {error}", extra={"fields": {"link": self.name}})
         if kind == core_receiver.SHUTDOWN_RECEIVED:
             self._set_state(INTERRUPTED, "sender shut down", session)
-            # A one-shot link ends with the transfer it received: a session that delivered frames in this run,
-            # or a new one that says it sent none. A recorded shutdown of the transfer a previous run received,
-            # played back to an egress waiting for the next one, must not end it.
+            # A one-shot link ends with its sender's shutdown, except the shutdown of the session a previous run
+            # received (the restored floor) before this run has delivered anything of it: played back to an
+            # egress waiting for the next transfer, it must not end it.
             if self.sink.stops_after_sender_shutdown and self._sender_shut_down_at is None:
-                if self.receiver.session_frames_completed or (
-                        self.peer.get("frames_sent") == 0 and not self.receiver.resuming_floor):
+                if self.receiver.session_frames_completed or not self.receiver.resuming_floor:
                     self._sender_shut_down_at = time.monotonic()
                 else:
-                    log.warning(f"link {self.name}: session {session} shut down, but this run received none of "
-                                "its frames: not the end of a transfer received here; waiting for the next one",
+                    log.warning(f"link {self.name}: session {session}, which a previous run received, shut down "
+                                "before this run received anything of it: a replay, not the end of a transfer "
+                                "received here; waiting for the next one",
                                 extra={"fields": {"link": self.name, "session_id": session}})
         else:
             self.last_heartbeat = time.monotonic()

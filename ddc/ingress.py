@@ -9,6 +9,7 @@ source learns which records were sent (acknowledge) so that a Kafka source can
 commit them. Stopping drains the buffer, then sends the shutdown datagrams.
 """
 
+import errno
 import logging
 import threading
 import time
@@ -32,6 +33,10 @@ SHUTDOWN_COPIES = 3
 # While the kernel refuses a frame's datagrams: the pause before sending it again, doubling up to the last.
 FIRST_RESEND_PAUSE = 0.05
 LAST_RESEND_PAUSE = 5.0
+# What the kernel says while a route or a firewall refuses for a time; anything else resending cannot cure.
+PASSING_REFUSALS = frozenset((errno.EPERM, errno.EACCES, errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ENETDOWN,
+                              errno.EHOSTDOWN, errno.ECONNREFUSED, errno.EADDRNOTAVAIL, errno.ENOBUFS,
+                              errno.EAGAIN))
 # A session key seals at most this many datagrams (about 38 TB at 9 000 bytes), far inside AES-GCM's limits.
 REKEY_DATAGRAMS = 1 << 32
 # A wall clock that moves this far against the monotonic clock means a restored snapshot or a suspended host:
@@ -62,6 +67,8 @@ class IngressLink(Link):
         self.frames_failed = 0
         self.frames_resent = 0
         self.refusing_since: float | None = None
+        self.left_unsent = False
+        self._abandoning = threading.Event()
         self.compressor = None
         if config.transport.compression == "zstd":
             from ddc.compression import FrameCompressor  # loaded only when configured: start-up time
@@ -101,12 +108,22 @@ class IngressLink(Link):
         self._spawn("source", self._source_loop)
         self._spawn("transport", self._transport_loop)
 
+    def abandon(self) -> None:
+        """An operator's stop: a frame the kernel refuses is given up (left unacknowledged) at once."""
+        self._abandoning.set()
+
     def stop(self, timeout: float = 30.0) -> bool:
-        """Stops the source, sends everything already buffered, then the shutdown datagrams."""
+        """Stops the source, sends everything already buffered, then the shutdown datagrams. A frame the kernel
+        refuses holds the drain up for at most timeout (a route that flaps while a file's last chunks leave),
+        then is given up; a stop that leaves records unsent is not clean."""
         self._source_stopping.set()
         clean = self._join(self._threads[:1], timeout)
         self.buffer.close()
-        clean = self._join(self._threads[1:], timeout) and clean
+        if not self._join(self._threads[1:], timeout):
+            self._abandoning.set()
+            self._join(self._threads[1:], timeout)
+            clean = False
+        clean = clean and not self.left_unsent
         self.source.close()
         if self._socket is not None:
             self._socket.close()
@@ -171,22 +188,30 @@ class IngressLink(Link):
     def _send_until_it_leaves(self, frame, prefix: bytes | None, records: int) -> bool:
         """Sends a frame; while the kernel refuses its datagrams, a source that can wait (Kafka, a file) has
         it sent again after a growing pause, and nothing after it is acknowledged (so never committed): the
-        records are late, never lost. Returns False only when the link stops first; a source that cannot wait
-        (UDP) goes on, the loss counted in datagrams_send_failed and, at the egress, frames_lost."""
+        records are late, never lost. Returns False only when the stop gives up on it (abandon(), or a drain
+        past stop's timeout); a source that cannot wait (UDP) goes on, the loss counted in
+        datagrams_send_failed and, at the egress, frames_lost. A refusal no resend can cure (a datagram the
+        route can never carry, a broken socket) fails the link instead of stalling it."""
         pause = FIRST_RESEND_PAUSE
         while not self._send(frame, prefix, records):
             if not self.source.can_wait:
                 return True
+            if self.sender.last_send_errno not in PASSING_REFUSALS:
+                raise OSError(self.sender.last_send_errno, f"the kernel refuses to send to "
+                              f"{self.config.transport.destination}: {self.sender.last_send_error}; resending cannot "
+                              "help (check datagram_size against the path MTU)")
             if self.refusing_since is None:
                 self.refusing_since = time.monotonic()
                 log.error(f"link {self.name}: the kernel refused to send a frame's datagrams to "
                           f"{self.config.transport.destination} ({self.sender.last_send_error}); sending it again "
                           "until it leaves, and acknowledging nothing after it", extra={"fields": {
                               "link": self.name, "records": records, "errno": self.sender.last_send_errno}})
-            if self._source_stopping.wait(pause):
+            if self._abandoning.wait(pause):
+                self.left_unsent = True
                 return False
             pause = min(pause * 2, LAST_RESEND_PAUSE)
             self.frames_resent += 1
+            self._rekey_if_due()  # a snapshot may have been restored during the pause
         if self.refusing_since is not None:
             log.warning(f"link {self.name}: the kernel takes datagrams again after "
                         f"{time.monotonic() - self.refusing_since:.1f} s of refusals",
@@ -238,8 +263,8 @@ class IngressLink(Link):
                                                                   len(records))
             if not sent:
                 log.error(f"link {self.name}: stopping while the kernel refuses to send; the records not sent "
-                          "stay unacknowledged (a Kafka source resends them after a restart)",
-                          extra={"fields": {"link": self.name}})
+                          "stay unacknowledged: a Kafka source sends them after a restart, a file transfer is "
+                          "incomplete", extra={"fields": {"link": self.name}})
                 return
             self.buffer.free_taken()
             # Every record taken so far is now sent or settled, in order.

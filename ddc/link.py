@@ -38,6 +38,10 @@ class Link:
         self._threads.append(thread)
         thread.start()
 
+    def abandon(self) -> None:
+        """The coming stop is an operator's (a signal, a failed link): work that cannot finish now is given up
+        at once rather than waited for."""
+
     def _finish(self) -> None:
         """The link's work is done; a one-shot transfer ends as soon as the supervisor sees it."""
         self.finished.set()

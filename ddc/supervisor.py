@@ -122,6 +122,9 @@ class Supervisor:
                 self.log_stats()
                 next_stats = now + self.stats_interval
         failed = self.failed_links()
+        if self.stop_requested.is_set() or failed:
+            for link in self.started_links:
+                link.abandon()
         clean = self.stop()
         for link in failed:
             log.error(f"link {link.name}: {link.failure}", extra={"fields": {"link": link.name}})

@@ -210,7 +210,7 @@ def test_redundant_links_write_each_record_once(start_ddc, kafka_clusters):
 def test_frames_the_kernel_refuses_are_never_committed_and_cross_once_it_takes_them(start_ddc, kafka_clusters):
     """Issue #21: a datagram refused by sendmmsg (a firewall's EPERM, an interface down) was counted and skipped,
     its frame acknowledged and its offsets committed: the ingress consumed into nothing. Here the kernel refuses
-    every datagram (a broadcast address without SO_BROADCAST: EACCES): the frame is sent again and again and
+    every datagram (loopback's broadcast address without SO_BROADCAST: EACCES): the frame is sent again and again and
     nothing is committed; an ingress of the same group with a destination that works then delivers all."""
     source, destination = kafka_clusters
     topic, records = replicated_topic(kafka_clusters, "refused", 2, 2_000, seed=13)
@@ -219,12 +219,12 @@ def test_frames_the_kernel_refuses_are_never_committed_and_cross_once_it_takes_t
     ingress_config, egress_config = kafka_pair_configs(source.bootstrap, destination.bootstrap, [topic], link_port,
                                                        group=group)
     refusing = start_ddc("refusing", ingress_config.replace(f'destination = "127.0.0.1:{link_port}"',
-                                                            f'destination = "255.255.255.255:{link_port}"'))
+                                                            f'destination = "127.255.255.255:{link_port}"'))
     refusal = refusing.wait_for(lambda line: "refused to send" in line.get("message", ""))
     assert refusal["errno"] == 13 and "Permission denied" in refusal["message"]
     stats = refusing.wait_for(lambda line: line.get("frames_resent", 0) >= 3)
     assert stats["records_sent"] == 0 and stats["datagrams_failed"] > 0
-    assert refusing.stop() == 0
+    assert refusing.stop() == 1, "a stop that leaves records unsent is not clean"
     assert all(offset < 0 for offset in source.committed(group, topic, 2).values()), "committed what never left"
     assert any("stay unacknowledged" in line.get("message", "") for line in refusing.lines())
 

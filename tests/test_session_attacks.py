@@ -10,9 +10,11 @@ import pytest
 
 from conftest import free_udp_port
 from ddc._core import wire
+from ddc._core.records import encode_batch
 from test_hostile import KEY, NEWER, OLDER, authentic, delivered, keyed_receiver
 
 TIME = time.time
+SENDING_SOCKETS: list = []
 
 
 def ingress_link(tmp_path, name="a"):
@@ -137,20 +139,23 @@ def test_two_copies_of_one_snapshot_never_rekey_to_the_same_key_epoch(tmp_path, 
 
 # ---- 2. a replayed shutdown ends a one-shot egress before its transfer ----
 
-def one_shot_egress(tmp_path, port):
+def one_shot_egress(tmp_path, port, keyed=True):
+    """An egress link writing a file that ends with its sender's shutdown; keyed, with a state directory."""
     from ddc.config import load_settings
     from ddc.egress import EgressLink
 
-    key = tmp_path / "link.key"
-    key.write_bytes(KEY)
-    key.chmod(0o600)
+    keys = ""
+    if keyed:
+        key = tmp_path / "link.key"
+        key.write_bytes(KEY)
+        key.chmod(0o600)
+        keys = f'keys = [{{ id = 3, file = "{key}" }}]\nstate_directory = "{tmp_path / "state"}"'
     config = tmp_path / "egress.toml"
     config.write_text(f"""
 role = "egress"
 [links.a.transport]
 listen = "127.0.0.1:{port}"
-keys = [{{ id = 3, file = "{key}" }}]
-state_directory = "{tmp_path / 'state'}"
+{keys}
 [links.a.sink]
 type = "file"
 path = "{tmp_path / 'out.bin'}"
@@ -317,3 +322,89 @@ def test_the_last_session_id_there_is_is_a_clear_error_not_a_smaller_one():
 
     with pytest.raises(ConfigError, match="ffffffff00001234 is the last there is"):
         _after(0xFFFFFFFF_00001234, 0x1234)
+
+
+# ---- one-shot transfers still end ----
+
+def capturing_sender(session_id: int, key: bool = False):
+    """A DatagramSender whose datagrams wait on a local socket, for the test to forward, drop or replay."""
+    from ddc._core.sender import DatagramSender
+
+    capture = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    capture.bind(("127.0.0.1", 0))
+    capture.setblocking(False)
+    sending = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    address = struct.pack("=HH4s8x", socket.AF_INET, socket.htons(capture.getsockname()[1]),
+                          socket.inet_aton("127.0.0.1"))
+    sender = DatagramSender(sending.fileno(), address, session_id, 1472)
+    if key:
+        from ddc.crypto import load_sealing_library
+
+        load_sealing_library()
+        sender.encrypt_with(KEY, 3)
+    SENDING_SOCKETS.append(sending)  # the sender's descriptor must outlive it
+    return sender, capture
+
+
+def captured(capture) -> list[bytes]:
+    out = []
+    while True:
+        try:
+            out.append(capture.recv(65536))
+        except BlockingIOError:
+            return out
+
+
+def shutdown_payload(frames_sent: int) -> bytes:
+    return wire.encode_peer_counters({"datagrams_sent": 1, "frames_sent": frames_sent, "records_sent": frames_sent})
+
+
+def test_a_one_shot_egress_ends_when_the_transfers_only_frame_was_lost(tmp_path):
+    """A one-frame transfer whose frame was lost, then its shutdown: the egress must end (and report the gap),
+    not wait for ever because it received nothing of the session (review of #21)."""
+    port = free_udp_port()
+    link = one_shot_egress(tmp_path, port, keyed=False)
+    link.start()
+    forward = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        sender, capture = capturing_sender(0x1234_5678_9ABC)
+        sender.send_frame(encode_batch([(struct.pack(">Q", 0), b"x" * 100)], 0))
+        captured(capture)  # the frame: lost on the way
+        sender.send_shutdown(shutdown_payload(1), 3)
+        for datagram in captured(capture):
+            forward.sendto(datagram, ("127.0.0.1", port))
+        assert link.finished.wait(5.0), (
+            f"the one-shot egress is still waiting {link.link_state!r} after its sender shut down; log says "
+            "'this run received none of its frames'")
+    finally:
+        link.stop()
+        forward.close()
+
+
+def test_a_one_shot_egress_ends_after_a_clock_jump_between_the_last_frame_and_the_shutdown(tmp_path):
+    """A clock jump after the last frame: the shutdown comes in a new session with no frame of its own and a
+    frames_sent that counts the earlier session's (review of #21): the transfer is whole and must end."""
+    from ddc.session_state import SessionState, next_session_id
+
+    port = free_udp_port()
+    link = one_shot_egress(tmp_path, port, keyed=True)
+    link.start()
+    forward = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        state = SessionState(tmp_path / "ingress-state", "a", "ingress")
+        first = next_session_id(state, keyed=True)
+        sender, capture = capturing_sender(first, key=True)
+        sender.send_frame(encode_batch([(struct.pack(">Q", 0), b"the whole file")], 0))
+        second = next_session_id(state, keyed=True, after=first)  # what _rekey_if_due does on a clock jump
+        sender.rekey(second, KEY, True)
+        sender.send_shutdown(shutdown_payload(1), 3)
+        for datagram in captured(capture):
+            forward.sendto(datagram, ("127.0.0.1", port))
+        finished = link.finished.wait(5.0)
+    finally:
+        link.stop()
+        forward.close()
+    assert (tmp_path / "out.bin").read_bytes() == b"the whole file"
+    assert finished, "the one-shot egress received the whole file and its sender's shutdown, and never finishes"
+
+

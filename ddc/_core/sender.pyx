@@ -30,7 +30,7 @@ would make the egress report a busy link as interrupted.
 
 import os
 
-from libc.errno cimport EAGAIN, EINTR, EINVAL, EIO, ENOBUFS, EOPNOTSUPP, errno
+from libc.errno cimport EAGAIN, EINTR, EINVAL, EIO, EMSGSIZE, ENOBUFS, EOPNOTSUPP, errno
 from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy, memset
@@ -254,7 +254,8 @@ cdef class DatagramSender:
                 retries = 0
             elif self.may_retry(&retries):
                 pass
-            elif self.run_length[done] > 1 and (errno == EINVAL or errno == EIO or errno == EOPNOTSUPP):
+            elif self.run_length[done] > 1 and (errno == EINVAL or errno == EIO or errno == EOPNOTSUPP
+                                                or errno == EMSGSIZE):
                 self.segmentation_offload = False
                 self.transmit_each(self.run_first[done], count)
                 return

@@ -214,6 +214,10 @@ class KafkaSource(KafkaRecords, Source):
         if not force and now - self._last_commit < self.config.commit_interval:
             return
         self._last_commit = now
+        # Only partitions this member owns: records of a revoked partition that the link sends after a revoke
+        # that timed out are the new owner's to commit, never this member's (it would move the owner's position).
+        for coordinate in [coordinate for coordinate in self._committable if coordinate not in self._assignments]:
+            del self._committable[coordinate]
         offsets = [TopicPartition(topic, partition, offset, metadata=self._start_metadata(topic, partition))
                    for (topic, partition), offset in self._committable.items()
                    if self._committed.get((topic, partition)) != offset]

@@ -1,0 +1,44 @@
+"""The Kafka source's bookkeeping, without a broker: what it commits, and for which partitions."""
+
+import types
+
+from ddc.handlers.kafka.source import KafkaSource
+
+
+class RecordingConsumer:
+    """Stands in for confluent_kafka.Consumer where the source commits and rebalances."""
+
+    def __init__(self):
+        self.commits = []
+
+    def commit(self, offsets, asynchronous):
+        self.commits.append({(offset.topic, offset.partition): offset.offset for offset in offsets})
+        return []
+
+    def committed(self, partitions, timeout):
+        return []
+
+
+def source_owning(*coordinates) -> KafkaSource:
+    config = types.SimpleNamespace(commit_interval=0.0, topics=["orders"], max_record_size=1 << 20,
+                                   max_poll_records=500, group_id="g", properties={})
+    source = KafkaSource("orders", config)
+    source.consumer = RecordingConsumer()
+    for coordinate in coordinates:
+        source._assignments[coordinate] = 1
+        source._start[coordinate] = 0
+    return source
+
+
+def test_records_of_a_revoked_partition_sent_after_the_revoke_are_never_committed_by_this_member():
+    """Issue #21: a revoke that timed out left records of the revoked partitions in the link, which sent them
+    later; their acknowledgement then committed offsets of a partition another member owned."""
+    source = source_owning(("orders", 0), ("orders", 1))
+    source._records_put = 10
+    source._chunks.append((10, {("orders", 0): 50, ("orders", 1): 70}))
+    partition = types.SimpleNamespace(topic="orders", partition=1)
+    source._on_revoke(source.consumer, [partition])  # nothing acknowledged yet; no output, so no wait
+    source.acknowledge(10)  # the link sends them after all
+    source._commit_acknowledged(force=True, synchronous=True)
+    assert source.consumer.commits[-1] == {("orders", 0): 50}
+    assert all(("orders", 1) not in commit for commit in source.consumer.commits)
