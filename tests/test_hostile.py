@@ -428,51 +428,6 @@ target = "127.0.0.1:9"
     assert link.session_state.path is None
 
 
-def test_a_wall_clock_jump_starts_a_new_session_at_once(tmp_path, monkeypatch):
-    """A restored snapshot of a running ingress would go on with nonces another copy may already have used."""
-    import time
-
-    from ddc._core.sender import DatagramSender
-    from ddc.config import load_settings
-    from ddc.crypto import load_sealing_library
-    from ddc.ingress import IngressLink
-
-    load_sealing_library()
-    key = tmp_path / "link.key"
-    key.write_bytes(bytes(range(32)))
-    key.chmod(0o600)
-    config = tmp_path / "ingress.toml"
-    config.write_text(f"""
-role = "ingress"
-[links.a.source]
-type = "udp"
-listen = "127.0.0.1:7004"
-[links.a.transport]
-destination = "127.0.0.1:7005"
-key = {{ id = 1, file = "{key}" }}
-state_directory = "{tmp_path / 'state'}"
-""")
-    link = IngressLink("a", load_settings(config).links["a"])
-    receiving = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    receiving.bind(("127.0.0.1", 0))
-    address = struct.pack("=HH4s8x", socket.AF_INET, socket.htons(receiving.getsockname()[1]),
-                          socket.inet_aton("127.0.0.1"))
-    link.sender = DatagramSender(receiving.fileno(), address, link.session_id, 1472)
-    link.sender.encrypt_with(bytes(range(32)), 1)
-    first = link.session_id
-    link._rekey_if_due()
-    assert link.session_id == first and link.rekeys == 0
-    real_time = time.time
-    monkeypatch.setattr(time, "time", lambda: real_time() + 3600)  # NTP corrects a restored clock
-    link._rekey_if_due()
-    assert link.rekeys == 1 and link.session_id > first and link.sender.session_id == link.session_id
-    # a new session, not the next key epoch: two copies of one snapshot would derive that same epoch
-    assert link.session_id & 0xFFFFFFFF != first & 0xFFFFFFFF
-    link._rekey_if_due()
-    assert link.rekeys == 1, "one jump, one rekey"
-    receiving.close()
-
-
 def test_one_key_copied_into_two_files_is_refused_too(tmp_path):
     from conftest import run_ddc
 

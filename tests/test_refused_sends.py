@@ -17,8 +17,8 @@ from ddc._core.receiver import LinkReceiver
 from ddc._core.records import decode_batch, encode_batch
 from ddc._core.sender import DatagramSender
 from ddc.config import load_settings
+from test_session_attacks import KEY, ingress_link
 
-KEY = bytes(range(32))
 KEEP: list = []  # sockets whose descriptors a DatagramSender uses
 
 
@@ -85,26 +85,8 @@ def test_a_segment_above_the_path_mtu_falls_back_to_a_datagram_per_message():
 def test_a_frame_resent_after_a_clock_jump_is_not_sealed_under_the_old_key(tmp_path, monkeypatch):
     """A snapshot restored during the resend pause (up to 5 s per attempt) must not have the frame resent under
     the old key epoch (AES-GCM nonce reuse with the other copy): the clock is checked again before the resend."""
-    from ddc.crypto import load_sealing_library
-    from ddc.ingress import IngressLink
-
-    load_sealing_library()
-    key = tmp_path / "link.key"
-    key.write_bytes(KEY)
-    key.chmod(0o600)
     (tmp_path / "in.bin").write_bytes(b"")
-    config = tmp_path / "ingress.toml"
-    config.write_text(f"""
-role = "ingress"
-[links.a.source]
-type = "file"
-path = "{tmp_path / 'in.bin'}"
-[links.a.transport]
-destination = "127.0.0.1:9"
-key = {{ id = 3, file = "{key}" }}
-state_directory = "{tmp_path / 'state'}"
-""")
-    link = IngressLink("a", load_settings(config).links["a"])
+    link, _ = ingress_link(tmp_path, file_source=tmp_path / "in.bin")
     listening = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     listening.bind(("0.0.0.0", 0))
     listening.setblocking(False)
@@ -113,7 +95,6 @@ state_directory = "{tmp_path / 'state'}"
                           socket.inet_aton("127.255.255.255"))
     link.sender = DatagramSender(sending.fileno(), address, link.session_id, 1472)
     link.sender.encrypt_with(KEY, 3)
-    link.started = time.monotonic()
     first = link.session_id
     real_time = time.time
 

@@ -17,8 +17,9 @@ TIME = time.time
 SENDING_SOCKETS: list = []
 
 
-def ingress_link(tmp_path, name="a"):
-    """A keyed ingress link with a state directory, whose sender sends to a local socket we read."""
+def ingress_link(tmp_path, name="a", file_source=None):
+    """A keyed ingress link with a state directory, whose sender sends to a local socket we read; its source
+    listens for UDP, or reads file_source (a source that can wait)."""
     from ddc._core.sender import DatagramSender
     from ddc.config import load_settings
     from ddc.crypto import load_sealing_library
@@ -29,12 +30,13 @@ def ingress_link(tmp_path, name="a"):
     if not key.exists():
         key.write_bytes(KEY)
         key.chmod(0o600)
+    source = (f'type = "file"\npath = "{file_source}"' if file_source
+              else f'type = "udp"\nlisten = "127.0.0.1:{free_udp_port()}"')
     config = tmp_path / f"ingress-{name}.toml"
     config.write_text(f"""
 role = "ingress"
 [links.a.source]
-type = "udp"
-listen = "127.0.0.1:{free_udp_port()}"
+{source}
 [links.a.transport]
 destination = "127.0.0.1:9"
 key = {{ id = 3, file = "{key}" }}
@@ -64,6 +66,21 @@ def arrived(receiving) -> list[dict]:
 
 
 # ---- 1. a restored snapshot reuses (key, nonce) ----
+
+def test_a_wall_clock_jump_starts_a_new_session_at_once(tmp_path, monkeypatch):
+    """A restored snapshot of a running ingress would go on with nonces another copy may already have used."""
+    link, _ = ingress_link(tmp_path)
+    first = link.session_id
+    link._rekey_if_due()
+    assert link.session_id == first and link.rekeys == 0
+    monkeypatch.setattr(time, "time", lambda: TIME() + 3600)  # NTP corrects a restored clock
+    link._rekey_if_due()
+    assert link.rekeys == 1 and link.session_id > first and link.sender.session_id == link.session_id
+    # a new session, not the next key epoch: two copies of one snapshot would derive that same epoch
+    assert link.session_id & 0xFFFFFFFF != first & 0xFFFFFFFF
+    link._rekey_if_due()
+    assert link.rekeys == 1, "one jump, one rekey"
+
 
 def test_a_frame_taken_while_the_clock_jumped_is_not_sealed_under_the_old_key(tmp_path, monkeypatch):
     """docs/security.md: "A restored snapshot of a running ingress is caught when its wall clock jumps ... and it

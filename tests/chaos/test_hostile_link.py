@@ -31,16 +31,17 @@ def with_transport(config: str, extra: str) -> str:
     return config.replace("[links.bytes.transport]\n", "[links.bytes.transport]\n" + extra + "\n")
 
 
-def test_a_file_crosses_a_lossy_reordering_duplicating_link_intact(start_ddc, diode_sim, tmp_path):
-    data = os.urandom(12 << 20)
+def file_across_the_simulator(start_ddc, diode_sim, tmp_path, size: int, rate: str, *impairments: str):
+    """A one-shot file transfer (1 472-byte datagrams, fec = "25%") through `ddc diode-sim` with these
+    impairments; both proxies must exit 0 and the file arrive whole. Returns (ingress, egress, relay counters)."""
+    data = os.urandom(size)
     (tmp_path / "in.bin").write_bytes(data)
     link_port = free_udp_port()
-    simulator = diode_sim(link_port, "--loss", "5%", "--reorder", "2%", "--duplicate", "1%", "--seed", "5")
+    simulator = diode_sim(link_port, *impairments)
     ingress_config, egress_config = stream_configs(link_port, tmp_path / "in.bin", tmp_path / "out.bin")
     ingress_config = ingress_config.replace(f"127.0.0.1:{link_port}", f"127.0.0.1:{simulator.port}")
     ingress_config = ingress_config.replace("datagram_size = 65507", "datagram_size = 1472")
-    ingress_config = with_transport(ingress_config.replace('rate = "2Gbit/s"', 'rate = "100Mbit/s"'),
-                                    'fec = "25%"')
+    ingress_config = with_transport(ingress_config.replace('rate = "2Gbit/s"', f'rate = "{rate}"'), 'fec = "25%"')
     egress = start_ddc("egress", egress_config)
     egress.wait_until_ready()
     ingress = start_ddc("ingress", ingress_config)
@@ -48,6 +49,13 @@ def test_a_file_crosses_a_lossy_reordering_duplicating_link_intact(start_ddc, di
     assert egress.process.wait(60) == 0
     link = simulator.stop()
     assert (tmp_path / "out.bin").read_bytes() == data
+    return ingress, egress, link
+
+
+def test_a_file_crosses_a_lossy_reordering_duplicating_link_intact(start_ddc, diode_sim, tmp_path):
+    ingress, egress, link = file_across_the_simulator(start_ddc, diode_sim, tmp_path, 12 << 20, "100Mbit/s",
+                                                      "--loss", "5%", "--reorder", "2%", "--duplicate", "1%",
+                                                      "--seed", "5")
     summary = egress.summary("bytes")
     assert link["lost_random"] > 100 and link["reordered"] > 0 and link["duplicated"] > 0
     assert summary["datagrams_recovered"] > 0 and summary["fec_blocks_unrecoverable"] == 0
@@ -59,21 +67,8 @@ def test_a_file_crosses_a_lossy_reordering_duplicating_link_intact(start_ddc, di
 def test_a_one_shot_egress_waits_for_the_shutdown_copies_still_on_the_link(start_ddc, diode_sim, tmp_path):
     """A slow link spaces the three shutdown copies tens of milliseconds apart: an egress that stopped at the
     first would count the other two as lost."""
-    data = os.urandom(8 << 10)
-    (tmp_path / "in.bin").write_bytes(data)
-    link_port = free_udp_port()
-    simulator = diode_sim(link_port, "--rate", "100kbit/s")
-    ingress_config, egress_config = stream_configs(link_port, tmp_path / "in.bin", tmp_path / "out.bin")
-    ingress_config = ingress_config.replace(f"127.0.0.1:{link_port}", f"127.0.0.1:{simulator.port}")
-    ingress_config = with_transport(ingress_config.replace("datagram_size = 65507", "datagram_size = 1472"),
-                                    'fec = "25%"')
-    egress = start_ddc("egress", egress_config)
-    egress.wait_until_ready()
-    ingress = start_ddc("ingress", ingress_config)
-    assert ingress.process.wait(60) == 0
-    assert egress.process.wait(60) == 0
-    link = simulator.stop()
-    assert (tmp_path / "out.bin").read_bytes() == data
+    ingress, egress, link = file_across_the_simulator(start_ddc, diode_sim, tmp_path, 8 << 10, "2Gbit/s",
+                                                      "--rate", "100kbit/s")
     summary = egress.summary("bytes")
     assert summary["shutdowns_received"] == 3 and summary["datagrams_lost"] == 0
     assert summary["datagrams_received"] == link["forwarded"] == ingress.summary("bytes")["datagrams_sent"]
