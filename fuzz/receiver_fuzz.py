@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """The atheris (libFuzzer) entry point for the egress receiver; the targets live in fuzz/receiver_targets.py.
 
     fuzz/run.sh TARGET [libFuzzer options]            # sanitized build, seeds, crashers kept: docs/fuzzing.md
@@ -8,6 +9,7 @@ libFuzzer's coverage counters; on the normal build only the Python around it gui
 """
 
 import ctypes
+import os
 import sys
 from pathlib import Path
 
@@ -15,9 +17,14 @@ import atheris
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-if len(sys.argv) < 2 or sys.argv[1] not in ("plain", "sealed", "fec"):
+# libFuzzer's -jobs/-workers run this file again with the same options (minus the target, which atheris must not
+# see), so fuzz/run.sh also passes the target in DDC_FUZZ_TARGET and puts the virtualenv first on PATH.
+if os.environ.get("DDC_FUZZ_TARGET") and (len(sys.argv) < 2 or sys.argv[1] not in ("plain", "sealed", "fec")):
+    TARGET = os.environ["DDC_FUZZ_TARGET"]
+elif len(sys.argv) >= 2 and sys.argv[1] in ("plain", "sealed", "fec"):
+    TARGET = sys.argv.pop(1)
+else:
     sys.exit(__doc__)
-TARGET = sys.argv.pop(1)
 
 with atheris.instrument_imports(include=["ddc"]):
     import receiver_targets

@@ -8,6 +8,10 @@ cd "$(dirname "$0")/.."
 TARGET=${1:?usage: fuzz/run.sh plain|sealed|fec [libFuzzer options]}
 shift
 . fuzz/env.sh sanitized
+# For -jobs/-workers: libFuzzer runs fuzz/receiver_fuzz.py itself, through its shebang.
+export DDC_FUZZ_TARGET=$TARGET
+PATH="$(cd "$(dirname "${PYTHON:-.venv/bin/python}")" && pwd):$PATH"
+export PATH
 mkdir -p "build/fuzz/corpus/$TARGET" "tests/fuzz_regressions/$TARGET"
 exec nice -n "${NICE:-10}" "${PYTHON:-.venv/bin/python}" fuzz/receiver_fuzz.py "$TARGET" \
     -max_len=131072 -timeout=20 -rss_limit_mb=4096 -print_final_stats=1 -reload=0 \
