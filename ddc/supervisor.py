@@ -9,6 +9,7 @@ also the proxy's clock: it samples rates, checks heartbeats, and logs stats.
 import gc
 import logging
 import os
+import faulthandler
 import signal
 import threading
 import time
@@ -23,6 +24,7 @@ EXIT_OK = 0
 EXIT_FAILURE = 1
 TICK_SECONDS = 0.2
 SAMPLE_SECONDS = 1.0
+STOP_STACKS_AFTER_SECONDS = 20.0
 GC_FIRST_GENERATION_THRESHOLD = 50_000
 
 
@@ -125,7 +127,10 @@ class Supervisor:
         if self.stop_requested.is_set() or failed:
             for link in self.started_links:
                 link.abandon()
+        # A stop that hangs says where: every thread's stack on stderr after STOP_STACKS_AFTER_SECONDS.
+        faulthandler.dump_traceback_later(STOP_STACKS_AFTER_SECONDS, exit=False)
         clean = self.stop()
+        faulthandler.cancel_dump_traceback_later()
         for link in failed:
             log.error(f"link {link.name}: {link.failure}", extra={"fields": {"link": link.name}})
         return EXIT_OK if clean and not failed else EXIT_FAILURE
