@@ -1,19 +1,27 @@
 """The Kafka sink's thread alone: the egress's per-record cost without the link or a source cluster.
 
-    python bench/kafka_sink.py [--records 200000] [--rounds 3]
+    python bench/kafka_sink.py [--records 200000] [--rounds 3] [--write-ahead DIRECTORY ...]
 
 Writes records as the egress's sink thread receives them (batches of 4 000, 200-byte
 values, a key and one header, 3 partitions) through KafkaSink.write into a Tansu
 broker started here (or DDC_TEST_KAFKA_BOOTSTRAP), and reports the CPU time of the
-writing thread per record (librdkafka's own threads excluded) and the rate until
+writing thread per record, delivery reports served included (librdkafka's own
+threads excluded) and the rate until
 the broker has acknowledged everything. In bench/kafka_copy.py this thread is the
 egress's slowest stage, so this is where its per-record work is measured. No
 gate: it prints figures for docs/performance.md.
+
+With --write-ahead, each round is also run with the egress's write-ahead log in
+each DIRECTORY given (for example /dev/shm and a directory on disk), rounds
+alternated: every batch becomes a frame appended to the log (the receive
+thread's part, counted here in the same thread), every delivery is reported, and
+frames are released as their records are acknowledged, as ddc/egress.py does.
 """
 
 import argparse
 import gc
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -26,6 +34,8 @@ sys.path[:0] = [str(HERE.parent), str(HERE.parent / "tests")]
 from ddc._core import kafka_metadata  # noqa: E402
 from ddc.config import KafkaSinkConfig  # noqa: E402
 from ddc.handlers.kafka.sink import KafkaSink  # noqa: E402
+from ddc.spool import DiskSpool, SpooledBuffer, SpooledFrame  # noqa: E402
+from ddc.stage_buffer import StageBuffer  # noqa: E402
 from ddc.supervisor import settle_garbage_collector  # noqa: E402
 from kafka_harness import Cluster, TansuBroker, tansu_binary  # noqa: E402
 
@@ -41,10 +51,21 @@ def batches(topic: str, count: int) -> list:
     return [records[start:start + BATCH] for start in range(0, count, BATCH)]
 
 
-def one_round(cluster: Cluster, count: int) -> tuple[float, float]:
+def one_round(cluster: Cluster, count: int, log_directory: str | None) -> tuple[float, float]:
     topic = cluster.new_topic(f"sink-bench-{uuid.uuid4().hex[:6]}", PARTITIONS)
     work = batches(topic, count)
     sink = KafkaSink("bench", KafkaSinkConfig(type="kafka", properties={"bootstrap.servers": cluster.bootstrap}))
+    buffer = None
+    if log_directory:
+        sink.track_deliveries()
+        directory = tempfile.mkdtemp(prefix="ddc-log-bench-", dir=log_directory)
+        buffer = SpooledBuffer(StageBuffer(64 << 20, "block"), DiskSpool(directory, 4 << 30), "bench",
+                               lambda frame: BATCH, write_ahead=True)
+        frames = []
+        for number, batch in enumerate(work):
+            frame = SpooledFrame(os.urandom(sum(len(metadata) + len(value) for metadata, value in batch)))
+            frame.frame_id = number
+            frames.append(frame)
     sink.open()
     try:
         sink.write(work[0][:PARTITIONS])  # routes and the first destination read, outside the timing
@@ -53,12 +74,24 @@ def one_round(cluster: Cluster, count: int) -> tuple[float, float]:
         gc.collect()
         settle_garbage_collector()
         started, cpu_started = time.monotonic(), time.thread_time()
-        for batch in work:
+        for number, batch in enumerate(work):
+            if buffer is None:
+                sink.write(batch)
+                continue
+            buffer.put_many([frames[number]])
+            [frame] = buffer.get_many(1 << 30, 0)
+            sink.start_frame(frame.log_position)
             sink.write(batch)
+            buffer.settle(sink.delivered())
+        sink.destination.producer.flush(120)  # serves the last delivery reports, in this thread
         cpu = time.thread_time() - cpu_started
-        sink.destination.producer.flush(120)
         seconds = time.monotonic() - started
         assert sink.counters()["kafka_records_delivered"] == count, sink.counters()
+        if buffer is not None:
+            buffer.settle(sink.delivered())
+            assert buffer.counters()["spool_frames"] == 0, buffer.counters()
+            buffer.finish()
+            shutil.rmtree(directory)
     finally:
         sink.close()
         gc.unfreeze()
@@ -69,7 +102,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--records", type=int, default=200_000)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--write-ahead", nargs="*", default=[], metavar="DIRECTORY",
+                        help="also measure with the write-ahead log in each of these directories")
     arguments = parser.parse_args()
+    modes = [None] + arguments.write_ahead
     broker = None
     external = os.environ.get("DDC_TEST_KAFKA_BOOTSTRAP")
     if external:
@@ -81,15 +117,23 @@ def main() -> int:
             return 2
         broker = TansuBroker(binary, Path(tempfile.mkdtemp(prefix="ddc-sink-bench-")) / "broker.log")
         cluster = Cluster(broker.bootstrap)
+    results = {mode: [] for mode in modes}
     try:
-        results = [one_round(cluster, arguments.records) for _ in range(arguments.rounds)]
+        for _ in range(arguments.rounds):
+            for mode in modes:
+                results[mode].append(one_round(cluster, arguments.records, mode))
     finally:
         if broker is not None:
             broker.stop()
-    for number, (cpu, rate) in enumerate(results, 1):
-        print(f"round {number}: sink thread {cpu:.2f} µs CPU per record, {rate:,.0f} records/s acknowledged")
-    print(f"median: {statistics.median(cpu for cpu, _ in results):.2f} µs per record, "
-          f"{statistics.median(rate for _, rate in results):,.0f} records/s")
+    baseline = statistics.median(rate for _, rate in results[None])
+    for mode, measured in results.items():
+        name = f"write-ahead log in {mode}" if mode else "no log"
+        for number, (cpu, rate) in enumerate(measured, 1):
+            print(f"{name}, round {number}: sink thread {cpu:.2f} µs CPU per record, {rate:,.0f} records/s "
+                  "acknowledged")
+        rate = statistics.median(rate for _, rate in measured)
+        print(f"{name}, median: {statistics.median(cpu for cpu, _ in measured):.2f} µs per record, "
+              f"{rate:,.0f} records/s ({rate / baseline:.2f} of no log)")
     return 0
 
 

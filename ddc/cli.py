@@ -1,4 +1,4 @@
-"""The `ddc` command: run, check, keygen, status, doctor, demo, diode-sim, version.
+"""The `ddc` command: run, check, keygen, status, doctor, repair, demo, diode-sim, version.
 
 Exit codes: 0 success, 1 a runtime failure (a link failed, a port could not be
 bound), 2 a usage or configuration error. Errors are one line each on stderr,
@@ -79,6 +79,29 @@ def command_doctor(arguments) -> int:
     problems = sum(not finding.ok for finding in findings)
     print(f"{problems} problem(s) found" if problems else "no problems found")
     return 1 if problems else 0
+
+
+def command_repair(arguments) -> int:
+    settings = load_settings(arguments.file)
+    from ddc.handlers.kafka.repair import RepairError, repair
+    from ddc.units import parse_duration
+    try:
+        files = []
+        for name in arguments.reports:
+            try:
+                files.append((name, sys.stdin.read() if name == "-" else open(name, encoding="utf-8",
+                                                                              errors="replace").read()))
+            except OSError as error:
+                raise RepairError(f"cannot read report {name}: {error.strerror}", usage=True) from None
+        repair(settings, files, arguments.link, arguments.report_link, arguments.dry_run, print,
+               parse_duration(arguments.timeout))
+    except RepairError as error:
+        print(f"ddc repair: {error}", file=sys.stderr)
+        return EXIT_USAGE if error.usage else 1
+    except ValueError as error:
+        print(f"ddc repair: --timeout: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    return 0
 
 
 def command_version(arguments) -> int:
@@ -192,6 +215,19 @@ def build_parser() -> argparse.ArgumentParser:
     doctor = commands.add_parser("doctor", help="check this machine against a config and print fixes")
     doctor.add_argument("file", nargs="?", help="the proxy's TOML config file (general checks without it)")
     doctor.set_defaults(handler=command_doctor)
+
+    repair = commands.add_parser(
+        "repair", help="rewind an ingress's consumer group to resend what the egress reported missing",
+        description="Reads the egress's missing-range reports (the JSON records of missing_records_topic, or its "
+                    "log lines), checks them against the ingress's config and the source cluster, and rewinds each "
+                    "affected partition of the stopped ingress's consumer group to its first missing offset.")
+    repair.add_argument("file", help="the ingress's TOML config file")
+    repair.add_argument("reports", nargs="+", metavar="REPORT", help="files of reports ('-': standard input)")
+    repair.add_argument("--link", help="the ingress link to repair (default: the config's only Kafka link)")
+    repair.add_argument("--report-link", help="the link name the reports carry, if the egress names it otherwise")
+    repair.add_argument("--dry-run", action="store_true", help="show the plan and change nothing")
+    repair.add_argument("--timeout", default="30s", help="how long to wait for the source cluster (default 30s)")
+    repair.set_defaults(handler=command_repair)
 
     version = commands.add_parser("version", help="print the version")
     version.set_defaults(handler=command_version)

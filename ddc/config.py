@@ -148,6 +148,8 @@ class SpoolConfig(Section):
 
     path: Annotated[str, Field(min_length=1)]
     max_size: Annotated[Size, Field(ge=1 << 20)] = "1GiB"
+    # Every frame on disk before the sink sees it, released once delivered; None: on for a Kafka sink.
+    write_ahead: bool | None = None
 
 
 FilterName = Annotated[str, Field(pattern=r"^[a-z0-9_]{1,40}$")]
@@ -583,6 +585,18 @@ class EgressLinkConfig(Section):
         _check_filters(self.filters, self.sink.type)
         return self
 
+    @model_validator(mode="after")
+    def resolve_write_ahead(self):
+        """By default the spool of a Kafka sink, whose deliveries are confirmed after write() returns, is a
+        write-ahead log; resolved here so that `ddc check` shows it."""
+        if self.spool is not None and self.spool.write_ahead is None:
+            self.spool.write_ahead = self.sink.type == "kafka"
+        return self
+
+    @property
+    def write_ahead(self) -> bool:
+        return self.spool is not None and bool(self.spool.write_ahead)
+
 
 def _check_link_names(links: dict) -> None:
     if not links:
@@ -665,7 +679,22 @@ class EgressSettings(_ProxySettings):
         _check_unique(links, "listen address", lambda link: str(link.transport.listen))
         _check_unique(links, "spool path", lambda link: os.path.abspath(link.spool.path) if link.spool else None)
         _check_unique(links, "the key from", _key_sources)
+        _check_shared_destinations(links)
         return links
+
+
+def _check_shared_destinations(links: dict) -> None:
+    """Kafka sinks with the same properties share one producer (and what it knows the cluster holds), and a
+    write-ahead log needs that producer to report every delivery: the links must agree."""
+    seen = {}
+    for name, link in links.items():
+        if link.sink.type != "kafka":
+            continue
+        properties = tuple(sorted((str(key), str(value)) for key, value in link.sink.properties.items()))
+        other = seen.setdefault(properties, (name, link.write_ahead))
+        if other[1] != link.write_ahead:
+            raise ValueError(f"links {other[0]!r} and {name!r} write to the same Kafka cluster with the same "
+                             "properties, but only one keeps a write-ahead log; set spool.write_ahead alike on both")
 
 
 Settings = IngressSettings | EgressSettings

@@ -69,6 +69,8 @@ class EgressLink(Link):
             self.receiver.restore_session(saved["session_id"], saved.get("highest_sequence"),
                                           saved.get("highest_parity"))
         self.sink = build_sink(name, config.sink)
+        # With a write-ahead log and a sink that confirms delivery later, frames are released as it confirms them.
+        self._tracking = config.write_ahead and self.sink.confirms_later
         self.filters = FilterChain(name, config.filters, self.sink.coordinates, self.sink.placeholder,
                                    self.sink.describe)
         self._value_views = self.sink.takes_value_views and not self.filters.filters  # filters read values
@@ -90,10 +92,12 @@ class EgressLink(Link):
 
     def start(self) -> None:
         transport = self.config.transport
+        if self._tracking:
+            self.sink.track_deliveries()
         self.sink.open()
         if self.config.spool:
             spool = DiskSpool(self.config.spool.path, self.config.spool.max_size)
-            self.buffer = SpooledBuffer(self.buffer, spool, self.name, batch_record_count)
+            self.buffer = SpooledBuffer(self.buffer, spool, self.name, batch_record_count, self.config.write_ahead)
         self._socket = open_bound(transport.listen, receive_buffer=transport.receive_buffer)
         self.kernel_drops = KernelDrops(self._socket)
         keys = [key.id for key in transport.key_configs]
@@ -126,6 +130,9 @@ class EgressLink(Link):
         clean = self._join(self._threads[1:], timeout) and clean
         self.buffer.release()
         self.sink.close()
+        if self._tracking:
+            self.buffer.settle(self.sink.delivered())  # what the sink's last flush delivered
+        self.buffer.finish()
         if self._socket is not None:
             self.kernel_drops.read()
             self._socket.close()
@@ -315,13 +322,17 @@ class EgressLink(Link):
                     if session_id is not None:
                         self.sink.sender_restarted()
                     session_id = frame_session
+                if self._tracking:
+                    self.sink.start_frame(frame.log_position)
                 self._deliver(frame)
-            if frames:
-                self.buffer.settle()
-            elif self.buffer.drained:
-                return
-            else:
+            if not frames:
+                if self.buffer.drained:
+                    return
                 self.sink.idle()
+            if self._tracking:
+                self.buffer.settle(self.sink.delivered())
+            elif frames:
+                self.buffer.settle()
 
     def counters(self) -> dict:
         merged = {"records_received": self.records_received, "frames_undecodable": self.frames_undecodable,

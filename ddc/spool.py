@@ -17,6 +17,14 @@ restart replays at most one batch (which Kafka's deduplication drops). The
 files are not fsync'd: a crash of the process loses nothing, a power cut may
 lose the last frames written, which are then reported as missing.
 
+As a write-ahead log (`spool.write_ahead`, the default for a Kafka sink), every
+frame is appended before the sink sees it, and memory only spares reading it
+back. A frame is released once the sink says it is delivered: for Kafka, once
+librdkafka has reported on every record produced from it, not when write()
+merely queued them. An egress killed with records in its buffer or in
+librdkafka's queue then replays them at the next start, and the destination's
+deduplication drops what had been delivered after all.
+
 No library was used: the queue needs exactly this format (length, frame id and
 CRC per entry, whole-segment deletion) and is a hundred lines; persistent-queue
 packages store pickles or SQLite rows and add a copy per frame.
@@ -29,22 +37,35 @@ import struct
 import threading
 import zlib
 from pathlib import Path
+from typing import NamedTuple
 
-from ddc.stage_buffer import StageBuffer
+from ddc.stage_buffer import EVERYTHING, StageBuffer
 
 log = logging.getLogger("ddc.spool")
 
 ENTRY = struct.Struct("<IQI")  # frame length, frame id, CRC-32 of the frame
 SEGMENT_BYTES = 64 << 20
+SEGMENTS_AT_LEAST = 8  # a small spool still has several segments, so released ones can be deleted
 SEGMENT_SUFFIX = ".spool"
 QUEUE_FILE = "queue"
 OPEN_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
 
 
 class SpooledFrame(bytes):
-    """A frame read back from disk: its bytes and the frame id it arrived with."""
+    """A frame read back from disk: its bytes, the frame id it arrived with and where the log holds it."""
 
     frame_id: int = 0
+    log_position = None
+
+
+class LogPosition(NamedTuple):
+    """Where the write-ahead log holds a frame: its segment, where its entry starts and ends, and its place in the
+    log since the spool was opened (frames read back at the start come first)."""
+
+    segment: int
+    start: int
+    end: int
+    ordinal: int
 
 
 def _segment_name(number: int) -> str:
@@ -69,16 +90,21 @@ class DiskSpool:
             raise OSError(f"spool directory {str(self.directory)!r} is not writable ({error.strerror}); "
                           "create it for the user DDC runs as, or set spool.path elsewhere") from None
         self.max_bytes = max_bytes
-        self.segment_bytes = segment_bytes
-        self.frames = 0
+        self.segment_bytes = min(segment_bytes, max(max_bytes // SEGMENTS_AT_LEAST, 64 << 10))
+        self.frames = 0  # not yet read; as a write-ahead log, not yet released
         self.frames_corrupt = 0
         self.disk_bytes = 0
         self.queue: list[list[int]] = []  # [segment number, offset of its first unread frame], reading order
         self._read_index = 0  # the queue entry being read; those before it are read, not yet settled
         self._writer: int | None = None  # file descriptor of the segment being appended to
+        self._writer_number = 0
         self._writer_size = 0
         self._reader = None
+        self._log_reader = None  # the write-ahead log's reader, apart from read()'s
+        self._log_reader_number = 0
         self._load()
+        # Ordinals of the write-ahead log: frames appended and released since the spool was opened, loaded included.
+        self._appended, self._released = self.frames, 0
 
     # ---- state on disk ----
 
@@ -137,12 +163,15 @@ class DiskSpool:
     def has_room(self, length: int) -> bool:
         return self.disk_bytes + ENTRY.size + length <= self.max_bytes
 
-    def append(self, frame, frame_id: int) -> None:
+    def append(self, frame, frame_id: int) -> LogPosition:
         """Writes straight to the file (no user-space buffer, so a killed process loses nothing); on an
         error, such as a full disk, the segment is left as it was and OSError raised."""
         if self._writer is None or self._writer_size + ENTRY.size + len(frame) > self.segment_bytes:
             self._open_writer(self._new_segment(at_front=False))
-        self._writer_size = self._write(self._writer, self._writer_size, frame, frame_id)
+        start = self._writer_size
+        self._writer_size = self._write(self._writer, start, frame, frame_id)
+        self._appended += 1
+        return LogPosition(self._writer_number, start, self._writer_size, self._appended - 1)
 
     def save_before_stop(self, frames) -> None:
         """Puts frames older than everything spooled (the ones still in memory at shutdown) in front of it,
@@ -183,6 +212,7 @@ class DiskSpool:
         if self._writer is not None:
             os.close(self._writer)
         self._writer = os.open(self._path(number), OPEN_FLAGS, 0o600)
+        self._writer_number = number
         self._writer_size = 0
 
     # ---- reading ----
@@ -212,12 +242,16 @@ class DiskSpool:
             else:
                 self.frames = 0  # the count disagreed with the files; what is on disk wins
             return None
-        length, frame_id, checksum = ENTRY.unpack(header)
-        data = self._reader.read(length)
         self.frames -= 1
+        return self._entry(self._reader, header)
+
+    def _entry(self, reader, header: bytes) -> SpooledFrame | None:
+        """The frame after its entry header, or None (counted) if it fails its checksum."""
+        length, frame_id, checksum = ENTRY.unpack(header)
+        data = reader.read(length)
         if len(data) < length or zlib.crc32(data) != checksum:
             self.frames_corrupt += 1
-            log.error(f"spool segment {self._reader.name}: a frame failed its checksum and was dropped; its "
+            log.error(f"spool segment {reader.name}: a frame failed its checksum and was dropped; its "
                       "records are reported missing", extra={"fields": {"frame_id": frame_id}})
             return None
         frame = SpooledFrame(data)
@@ -242,52 +276,174 @@ class DiskSpool:
             self.disk_bytes -= path.stat().st_size
             path.unlink()
 
+    # ---- as a write-ahead log ----
+
+    def first_unreleased(self) -> LogPosition | None:
+        """Where reading the log starts after a restart: its oldest frame not yet released."""
+        if not self.frames:
+            return None
+        number, offset = self.queue[0]
+        return LogPosition(number, offset, offset, self._released)
+
+    def read_at(self, cursor: LogPosition, max_bytes: int) -> tuple[list, LogPosition | None]:
+        """The log's frames from cursor on (its segment, start and ordinal), up to max_bytes (at least one if
+        any), each with its log_position; and where the next read starts, None at the end of the log."""
+        taken, taken_bytes = [], 0
+        number, offset, ordinal = cursor.segment, cursor.start, cursor.ordinal
+        while not taken or taken_bytes < max_bytes:
+            if self._log_reader is None or self._log_reader_number != number:
+                if self._log_reader is not None:
+                    self._log_reader.close()
+                self._log_reader, self._log_reader_number = open(self._path(number), "rb"), number
+            self._log_reader.seek(offset)
+            header = self._log_reader.read(ENTRY.size)
+            if len(header) < ENTRY.size:
+                # The next segment in reading order: a spool left by a run without the log may have put one
+                # in front.
+                index = next((index for index, entry in enumerate(self.queue) if entry[0] == number), None)
+                if number == self._writer_number or index is None or index + 1 == len(self.queue):
+                    return taken, None
+                number, offset = self.queue[index + 1]
+                continue
+            frame = self._entry(self._log_reader, header)
+            end = offset + ENTRY.size + ENTRY.unpack(header)[0]
+            if frame is not None:
+                frame.log_position = LogPosition(number, offset, end, ordinal)
+                taken.append(frame)
+                taken_bytes += len(frame)
+            offset, ordinal = end, ordinal + 1
+        if number == self._writer_number and offset >= self._writer_size:
+            return taken, None
+        return taken, LogPosition(number, offset, offset, ordinal)
+
+    def release(self, position: LogPosition) -> None:
+        """The frame at position and every frame before it are delivered: the log forgets them."""
+        if position.ordinal < self._released:
+            return
+        self.frames -= position.ordinal + 1 - self._released
+        self._released = position.ordinal + 1
+        finished = []
+        while self.queue and self.queue[0][0] != position.segment:
+            finished.append(self.queue.pop(0)[0])
+        if self.frames <= 0:
+            # Empty: start afresh, so the directory does not keep a fully released segment.
+            self.frames = 0
+            self.close()
+            finished += [number for number, _ in self.queue]
+            self.queue = []
+        elif self.queue:
+            self.queue[0][1] = position.end
+        self._save_queue()
+        for number in finished:
+            path = self._path(number)
+            self.disk_bytes -= path.stat().st_size
+            path.unlink()
+
     def close(self) -> None:
         if self._writer is not None:
             os.close(self._writer)
-        if self._reader is not None:
-            self._reader.close()
-        self._writer = self._reader = None
+        for reader in (self._reader, self._log_reader):
+            if reader is not None:
+                reader.close()
+        self._writer = self._reader = self._log_reader = None
+        self._writer_number = 0
 
 
 class SpooledBuffer:
-    """The egress's frame buffer with a disk spool behind it; the same interface as StageBuffer."""
+    """The egress's frame buffer with a disk spool behind it; the same interface as StageBuffer.
 
-    def __init__(self, memory: StageBuffer, spool: DiskSpool, link_name: str, records_in):
+    As a write-ahead log, every frame is appended to the spool and, while the sink keeps up, also kept in memory;
+    once memory refuses one, the sink reads the log from that frame on until it has caught up."""
+
+    def __init__(self, memory: StageBuffer, spool: DiskSpool, link_name: str, records_in, write_ahead=False):
         self.memory = memory
         self.spool = spool
         self.link_name = link_name
         self.records_in_item = records_in
+        self.write_ahead = write_ahead
         self._lock = threading.Lock()
         self._closed = False
         self._unsettled = 0
         self.frames_spooled = 0
         self.frames_unspooled = 0
+        self.frames_unlogged = 0
         self.records_dropped = 0
         self.bytes_dropped = 0
+        # As a write-ahead log: where the sink reads the log from while memory does not hold the next frame, and
+        # the newest log position handed to the sink.
+        self._log_cursor = spool.first_unreleased() if write_ahead else None
+        self._handed_out: LogPosition | None = None
         self._spooling = spool.frames > 0
         self._reported_full = False
+        self._reported_unlogged = False
         if self._spooling:
             log.warning(f"link {link_name}: {spool.frames} frames left in the spool at {spool.directory} are "
                         "delivered first", extra={"fields": {"link": link_name, "frames": spool.frames}})
 
+    @property
+    def capacity_bytes(self) -> int:
+        return self.memory.capacity_bytes
+
     def put_many(self, frames) -> int:
         with self._lock:
+            if self.write_ahead:
+                return self._log_many(frames)
             start = 0 if self.spool.frames else self.memory.put_many(frames, timeout=0)
             accepted = start
             for frame in frames[start:]:
-                if not self.spool.has_room(len(frame)):
-                    self._drop(frame, "is full")
-                    continue
-                try:
-                    self.spool.append(frame, frame.frame_id)
-                except OSError as error:
-                    self._drop(frame, f"cannot be written ({error.strerror or error})")
-                    continue
-                self.frames_spooled += 1
-                accepted += 1
-                self._announce(True)
+                if self._append(frame) is not None:
+                    accepted += 1
+                    self._announce(True)
             return accepted
+
+    def _append(self, frame) -> LogPosition | None:
+        """Appends a frame to the spool; None (counted as dropped) when it is full or cannot be written."""
+        if not self.spool.has_room(len(frame)):
+            self._drop(frame, "is full")
+            return None
+        try:
+            position = self.spool.append(frame, frame.frame_id)
+        except OSError as error:
+            self._drop(frame, f"cannot be written ({error.strerror or error})")
+            return None
+        self.frames_spooled += 1
+        return position
+
+    def _log_many(self, frames) -> int:
+        """Every frame goes to the log first, then to memory unless the sink is reading the log. A frame the log
+        cannot take still goes to memory when it can, unlogged: delivered, unless the egress dies first."""
+        if self._log_cursor is not None:
+            return sum(self._append(frame) is not None for frame in frames)
+        why = None
+        for frame in frames:
+            if not self.spool.has_room(len(frame)):
+                why = "is full"
+                continue
+            try:
+                frame.log_position = self.spool.append(frame, frame.frame_id)
+                self.frames_spooled += 1
+            except OSError as error:
+                why = f"cannot be written ({error.strerror or error})"
+        accepted = self.memory.put_many(frames, timeout=0)
+        for frame in frames[:accepted] if why else ():
+            if frame.log_position is None:
+                self._unlogged(why)
+        for frame in frames[accepted:]:
+            if frame.log_position is None:
+                self._drop(frame, why)
+            elif self._log_cursor is None:
+                self._log_cursor = frame.log_position
+                self._announce(True)
+        return accepted + sum(frame.log_position is not None for frame in frames[accepted:])
+
+    def _unlogged(self, why: str) -> None:
+        self.frames_unlogged += 1
+        if not self._reported_unlogged:
+            self._reported_unlogged = True
+            log.error(f"link {self.link_name}: write-ahead log at {self.spool.directory} {why} (its limit is "
+                      f"{self.spool.max_bytes} bytes); frames go to the sink from memory only, and are lost if the "
+                      "egress dies before they are delivered (spool_frames_unlogged)",
+                      extra={"fields": {"link": self.link_name, "max_bytes": self.spool.max_bytes}})
 
     def _drop(self, frame, why: str) -> None:
         self.records_dropped += self.records_in_item(frame)
@@ -308,26 +464,51 @@ class SpooledBuffer:
             log.warning(f"link {self.link_name}: the sink is not keeping up; spooling frames to "
                         f"{self.spool.directory}", extra={"fields": fields})
         else:
-            self._reported_full = False
+            self._reported_full = self._reported_unlogged = False
             log.warning(f"link {self.link_name}: spool drained; frames go straight to the sink again",
                         extra={"fields": fields})
 
     def get_many(self, max_bytes: int, timeout: float) -> list:
         """Memory first (it holds only frames older than the spool's), then the spool; once closed, memory
         only: what is left in the spool stays there for the next start."""
-        frames = self.memory.get_many(max_bytes, 0 if self.spool.frames and not self._closed else timeout)
+        reading_disk = self._log_cursor is not None if self.write_ahead else self.spool.frames
+        frames = self.memory.get_many(max_bytes, 0 if reading_disk and not self._closed else timeout)
         if frames or self._closed:
+            self._hand_out(frames)
             return frames
         with self._lock:
-            frames = self.spool.read(max_bytes)
+            if self.write_ahead:
+                if self._log_cursor is None:
+                    return []
+                frames, self._log_cursor = self.spool.read_at(self._log_cursor, max_bytes)
+                if self._log_cursor is None:
+                    self._announce(False)
+            else:
+                frames = self.spool.read(max_bytes)
+                self._unsettled += len(frames)
             self.frames_unspooled += len(frames)
-            self._unsettled += len(frames)
+            self._hand_out(frames)
             return frames
 
-    def settle(self) -> None:
-        """The sink has written everything taken so far: the spool may forget it."""
+    def _hand_out(self, frames: list) -> None:
+        if self.write_ahead:
+            for frame in reversed(frames):
+                if frame.log_position is not None:
+                    self._handed_out = frame.log_position
+                    break
+
+    def settle(self, delivered=EVERYTHING) -> None:
+        """The sink has delivered what it took, or as a write-ahead log, every frame up to the one with log
+        position `delivered` (None: nothing new): the spool may forget it."""
         with self._lock:
-            if self._unsettled:
+            if self.write_ahead:
+                position = self._handed_out if delivered is EVERYTHING else delivered
+                if position is not None:
+                    self.spool.release(position)
+                if not self.spool.frames and self._log_cursor is not None:
+                    self._log_cursor = None  # all released, so all read: its files are gone
+                    self._announce(False)
+            elif self._unsettled:
                 self._unsettled = 0
                 self.spool.settle()
                 if not self.spool.frames:
@@ -339,9 +520,15 @@ class SpooledBuffer:
 
     def release(self) -> None:
         """After the sink stopped (or its stop timed out): frames still in memory go to the spool, so a
-        destination that is down at shutdown loses nothing."""
+        destination that is down at shutdown loses nothing. A write-ahead log holds them already (unless it
+        could not take them); it stays open for a last settle() once the sink has closed."""
         left = self.memory.get_many(1 << 62, 0)
         with self._lock:
+            if self.write_ahead:
+                for frame in left:
+                    if frame.log_position is None:
+                        self._drop(frame, "could not take it")
+                return
             kept, kept_bytes = [], 0
             for frame in left:
                 if self.spool.has_room(kept_bytes + len(frame)):
@@ -360,6 +547,11 @@ class SpooledBuffer:
             log.warning(f"link {self.link_name}: {len(left)} frames not yet delivered were saved to the spool; "
                         "they are delivered first at the next start", extra={"fields": {"link": self.link_name}})
 
+    def finish(self) -> None:
+        """Closes the spool's files; what it holds stays for the next start."""
+        with self._lock:
+            self.spool.close()
+
     @property
     def drained(self) -> bool:
         return self.memory.drained
@@ -371,6 +563,6 @@ class SpooledBuffer:
                 "spool_frames_in": self.frames_spooled, "spool_frames_out": self.frames_unspooled,
                 "spool_frames": self.spool.frames, "spool_bytes": self.spool.disk_bytes,
                 "spool_records_dropped": self.records_dropped, "spool_bytes_dropped": self.bytes_dropped,
-                "spool_frames_corrupt": self.spool.frames_corrupt,
+                "spool_frames_corrupt": self.spool.frames_corrupt, "spool_frames_unlogged": self.frames_unlogged,
             })
         return counters

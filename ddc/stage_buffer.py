@@ -17,6 +17,8 @@ import time
 
 from ddc._core.ring import buffer_counters
 
+EVERYTHING = object()  # settle(): everything the consumer took is delivered
+
 
 class StageBuffer:
     def __init__(self, capacity_bytes: int, when_full: str, size_of=len, records_in=lambda item: 1):
@@ -119,11 +121,15 @@ class StageBuffer:
             self._readable.notify_all()
             self._writable.notify_all()
 
-    def settle(self) -> None:
-        """The consumer has delivered what it took; only the disk spool (ddc/spool.py) keeps a position."""
+    def settle(self, delivered=EVERYTHING) -> None:
+        """The consumer has delivered what it took (or up to a frame); only the disk spool (ddc/spool.py) keeps a
+        position."""
 
     def release(self) -> None:
         """The consumer has stopped; only the disk spool keeps what is left."""
+
+    def finish(self) -> None:
+        """The link has stopped; only the disk spool has files to close."""
 
     @property
     def drained(self) -> bool:

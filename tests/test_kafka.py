@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 
-from conftest import free_udp_port
+from conftest import free_udp_port, run_ddc
 from kafka_harness import (KafkaPair, assert_reports_exact, assert_same_records, kafka_pair_configs, offsets_in,
                            source_of, varied_records)
 from relay import FrameDroppingRelay
@@ -64,7 +64,7 @@ def test_sigkilled_paused_ingress_restarts_without_loss_or_duplicates(start_ddc,
 
 
 @pytest.mark.apache_kafka_too
-def test_sigkilled_egress_reports_the_gap_and_a_rewind_repairs_it(start_ddc, kafka_clusters):
+def test_sigkilled_egress_reports_the_gap_and_ddc_repair_repairs_it(start_ddc, kafka_clusters, tmp_path):
     source, destination = kafka_clusters
     topic, records = replicated_topic(kafka_clusters, "egress-kill", 3, 60_000, seed=12)
     missing_topic = destination.new_topic("missing")
@@ -78,6 +78,9 @@ def test_sigkilled_egress_reports_the_gap_and_a_rewind_repairs_it(start_ddc, kaf
     pair.ingress.wait_for(lambda line: line.get("kafka_records_consumed") == len(records)
                           and line.get("kafka_records_unacknowledged") == 0, timeout=180)
     time.sleep(3)  # position announcements reveal losses at the end of each partition
+    ingress_config = pair.ingress.config_path
+    live = run_ddc("repair", str(ingress_config), str(pair.egress.log_path))
+    assert live.returncode == 1 and "stop every ingress of the group" in live.stderr, live.stderr
     ingress_summary, egress_summary = pair.stop()
     source_messages = source.read_all(topic)
     arrived = destination.read_all(topic)
@@ -85,15 +88,29 @@ def test_sigkilled_egress_reports_the_gap_and_a_rewind_repairs_it(start_ddc, kaf
     assert reports, "killing the egress mid-stream lost nothing; was it killed?"
     assert len(arrived) < len(records)
     assert_reports_exact(source_messages, arrived, reports, topic)
-    written = [json.loads(message.value()) for message in destination.read_all(missing_topic)]
-    assert sorted((r["topic"], r["partition"], r["first_offset"], r["last_offset"]) for r in written
+    written = [message.value().decode() for message in destination.read_all(missing_topic)]
+    assert sorted((r["topic"], r["partition"], r["first_offset"], r["last_offset"]) for r in map(json.loads, written)
                   if r["event"] == "missing") == sorted(reports)
 
-    # The documented repair: rewind the stopped ingress's group to the first missing offset of each partition.
+    # The repair: `ddc repair` rewinds the stopped ingress's group to the first missing offset of each partition,
+    # from the records of the missing-records topic or from the egress's log alike.
     rewind = {}
     for _, partition, first, _ in reports:
         rewind[partition] = min(first, rewind.get(partition, first))
-    source.commit(pair.group, topic, rewind)
+    committed = source.committed(pair.group, topic, 3)
+    (tmp_path / "missing.jsonl").write_text("\n".join(written) + "\n")
+    planned = run_ddc("repair", str(ingress_config), str(tmp_path / "missing.jsonl"), "--dry-run")
+    assert planned.returncode == 0, planned.stderr
+    assert "dry run: nothing was changed" in planned.stdout
+    for partition, first in rewind.items():
+        assert f"{topic}[{partition}]: " in planned.stdout and f"to {first}:" in planned.stdout, planned.stdout
+    assert source.committed(pair.group, topic, 3) == committed, "a dry run changed the group's offsets"
+    repaired = run_ddc("repair", str(ingress_config), str(pair.egress.log_path))
+    assert repaired.returncode == 0, repaired.stderr
+    assert repaired.stdout.splitlines()[:-1] == planned.stdout.splitlines()[:-1], \
+        "the log and the topic's records gave different plans"
+    after = source.committed(pair.group, topic, 3)
+    assert after == {partition: rewind.get(partition, offset) for partition, offset in committed.items()}
     pair.egress = pair.start_egress()
     pair.ingress = pair.start_ingress()
     destination.wait_for_records(topic, len(records), timeout=180)
@@ -103,8 +120,8 @@ def test_sigkilled_egress_reports_the_gap_and_a_rewind_repairs_it(start_ddc, kaf
     assert_same_records(source_messages, destination.read_all(topic), topic, order_kept=False)
     assert egress_summary["kafka_missing_ranges_open"] == 0
     assert egress_summary["kafka_records_duplicate"] > 0, "the rewind resent records already delivered"
-    repaired = [json.loads(message.value()) for message in destination.read_all(missing_topic)]
-    assert any(report["event"] == "repaired" for report in repaired)
+    reported = [json.loads(message.value()) for message in destination.read_all(missing_topic)]
+    assert any(report["event"] == "repaired" for report in reported)
     assert first_egress.unparsed_or_tracebacks() == [] and pair.egress.unparsed_or_tracebacks() == []
 
 

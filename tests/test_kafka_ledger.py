@@ -252,3 +252,41 @@ def test_packing_a_batch_chains_each_partitions_previous_offsets(consumed, known
     assert [entry[:3] for entry in skipped] == [entry[1:4] for entry in expected if entry[0] == kafka_metadata.SKIPPED]
     assert previous_offsets == previous and packed_starts == starts
     assert next_offsets == {coordinate: offset + 1 for coordinate, offset in previous.items() if coordinate in starts}
+
+
+def test_a_frame_counts_as_delivered_once_every_record_of_it_and_of_every_frame_before_is_reported_on():
+    """The write-ahead log's release point: delivery reports arrive in any order across partitions, failures
+    count as reported (they are reported missing), and a frame with nothing produced is delivered at once."""
+    from ddc.config import KafkaSinkConfig
+    from ddc.handlers.kafka.ledger import Ledger
+    from ddc.handlers.kafka.sink import KafkaSink
+
+    sink = KafkaSink("test", KafkaSinkConfig(type="kafka", properties={"bootstrap.servers": "localhost:1"}))
+    sink.track_deliveries()
+    ledger, callbacks, failed = Ledger(), [], []
+
+    def route_for(topic, partition):
+        return (topic, partition, "target", partition, ledger[(topic, partition)], topic.encode(), b"0")
+
+    def write(offsets: list[tuple[int, int]]) -> None:
+        records = [(kafka_metadata.pack(kafka_metadata.RECORD, "t", partition, offset, offset - 1, 0, 1, 0, b"k",
+                                        [], True, 0), b"v") for partition, offset in offsets]
+        kafka_metadata.write_records(
+            records, {}, {}, route_for, lambda route, *rest: True,
+            lambda *arguments: callbacks.append(arguments[4]), lambda *arguments: failed.append(arguments[:3]),
+            lambda *arguments: None, lambda: None, 1, sink._frame)
+
+    sink.start_frame("first")
+    write([(0, 0), (1, 0), (0, 1)])
+    sink.start_frame("filtered away")  # its records were all dropped by a filter: nothing to wait for
+    sink.start_frame("third")
+    write([(1, 1)])
+    assert sink.delivered() is None
+    callbacks[3](None, None)  # the third frame's record, first
+    callbacks[0](None, None)
+    callbacks[2](None, None)
+    assert sink.delivered() is None, "one record of the first frame has no report yet"
+    callbacks[1]("broker said no", None)
+    assert failed == [("t", 1, 0)], "a failed delivery is still reported missing"
+    assert sink.delivered() == "third"
+    assert sink.delivered() is None, "nothing new since"

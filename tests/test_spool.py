@@ -114,14 +114,19 @@ def test_a_frame_torn_by_a_crash_is_cut_off_and_the_rest_is_kept(tmp_path):
     assert drain(again) == list(range(65, 79)) + [80]
 
 
+def corrupt(directory, index: int) -> None:
+    """Flips a byte of the index-th frame of the only segment, as a bad disk would."""
+    [segment] = segment_files(directory)
+    with open(directory / segment, "r+b") as file:
+        file.seek(index * (1000 + ENTRY.size) + ENTRY.size + 500)
+        file.write(b"\xff")
+
+
 def test_a_corrupt_frame_is_counted_and_skipped(tmp_path):
     buffer = spooled(tmp_path, segment_bytes=1 << 20)
     buffer.put_many([frame(n) for n in range(70)])
     killed(buffer)
-    [segment] = segment_files(tmp_path)
-    with open(tmp_path / segment, "r+b") as file:
-        file.seek(2 * (1000 + ENTRY.size) + ENTRY.size + 500)
-        file.write(b"\xff")
+    corrupt(tmp_path, 2)
     again = spooled(tmp_path)
     assert drain(again) == [65, 66, 68, 69]
     assert again.counters()["spool_frames_corrupt"] == 1
@@ -150,3 +155,142 @@ def test_an_unwritable_spool_directory_is_a_clear_error(tmp_path):
         assert "spool directory" in str(error) and "spool.path" in str(error)
     else:
         raise AssertionError("no error")
+
+
+# ---- the spool as a write-ahead log ----
+
+def logged(directory, memory_bytes=64 * 1024, max_bytes=1 << 20, segment_bytes=16 * 1024) -> SpooledBuffer:
+    memory = StageBuffer(memory_bytes, "block")
+    return SpooledBuffer(memory, DiskSpool(directory, max_bytes, segment_bytes), "test", lambda item: 1,
+                         write_ahead=True)
+
+
+def take(buffer, max_bytes=10_000) -> list:
+    frames = buffer.get_many(max_bytes, 0.01)
+    numbers(frames)
+    return frames
+
+
+def deliver_all(buffer, max_bytes=10_000) -> list[int]:
+    """What a sink that confirms each batch gets: the frame ids, in order."""
+    delivered = []
+    while frames := take(buffer, max_bytes):
+        delivered += [taken.frame_id for taken in frames]
+        buffer.settle(frames[-1].log_position)
+    return delivered
+
+
+def test_every_frame_is_logged_before_the_sink_sees_it_and_kept_until_delivered(tmp_path):
+    buffer = logged(tmp_path)
+    assert buffer.put_many([frame(n) for n in range(20)]) == 20
+    counters = buffer.counters()
+    assert counters["spool_frames_in"] == 20 and counters["spool_frames"] == 20
+    assert counters["spool_frames_out"] == 0, "memory held every frame: nothing was read back"
+    first = take(buffer)
+    assert [f.frame_id for f in first] == list(range(10))
+    buffer.settle(first[3].log_position)  # the sink confirmed frames 0..3 only
+    assert buffer.counters()["spool_frames"] == 16
+    buffer.settle(None)  # nothing new confirmed
+    assert buffer.counters()["spool_frames"] == 16
+    killed(buffer)  # frames 4..9 were handed to the sink, 10..19 still in memory: none delivered
+
+    again = logged(tmp_path)
+    assert again.counters()["spool_frames"] == 16
+    again.put_many([frame(20)])
+    assert deliver_all(again) == list(range(4, 21))
+    assert again.counters()["spool_frames"] == 0 and segment_files(tmp_path) == []
+
+
+def test_a_write_ahead_log_reads_back_from_the_first_frame_memory_refused_then_uses_memory_again(tmp_path):
+    buffer = logged(tmp_path, memory_bytes=8 * 1000)
+    assert buffer.put_many([frame(n) for n in range(30)]) == 30
+    assert buffer.counters()["buffer_bytes"] == 8 * 1000
+    taken, late = [], [frame(30), frame(31)]
+    while frames := take(buffer, 3000):
+        taken += frames
+        buffer.settle()  # a sink that delivers as it writes
+        if len(taken) > 8 and late:
+            buffer.put_many(late)  # arrive while the sink reads the log: behind it, in order
+            late = []
+    assert [f.frame_id for f in taken] == list(range(32))
+    assert buffer.counters()["spool_frames_out"] == 24
+    buffer.put_many([frame(32)])
+    assert [f.frame_id for f in take(buffer)] == [32]
+    assert buffer.counters()["spool_frames_out"] == 24, "caught up: frames come from memory again"
+    buffer.settle()
+    assert buffer.counters()["spool_frames"] == 0
+
+
+def test_released_segments_are_deleted_so_a_busy_log_stays_within_its_size(tmp_path):
+    buffer = logged(tmp_path, max_bytes=1 << 20)
+    for round_number in range(40):  # 40 × 100 KB through a 1 MiB log
+        buffer.put_many([frame(round_number * 100 + n) for n in range(100)])
+        assert deliver_all(buffer, 50_000) == [round_number * 100 + n for n in range(100)]
+        assert buffer.counters()["spool_bytes"] <= 1 << 20
+    counters = buffer.counters()
+    assert counters["spool_records_dropped"] == 0 and counters["spool_frames_unlogged"] == 0
+    assert counters["spool_frames"] == 0
+
+
+def test_a_full_log_still_delivers_from_memory_and_says_those_frames_are_unprotected(tmp_path):
+    buffer = logged(tmp_path, memory_bytes=64 * 1024, max_bytes=1 << 20)
+    buffer.put_many([frame(n, 10_000) for n in range(110)])  # 1.1 MB: memory refuses from the 7th on
+    counters = buffer.counters()
+    assert counters["spool_frames_unlogged"] == 0
+    assert counters["spool_records_dropped"] == 110 - 104, "what neither memory nor the log took is dropped"
+    assert deliver_all(buffer, 100_000) == list(range(104))
+    assert buffer.counters()["spool_frames"] == 0
+
+
+def test_frames_a_full_log_cannot_take_still_go_to_memory_counted_as_unprotected(tmp_path):
+    buffer = logged(tmp_path, memory_bytes=4 << 20, max_bytes=1 << 20)
+    buffer.put_many([frame(n, 10_000) for n in range(110)])  # 1.1 MB: the log takes 104, memory all
+    counters = buffer.counters()
+    assert counters["spool_frames_unlogged"] == 6 and counters["spool_records_dropped"] == 0
+    taken = take(buffer, 4 << 20)
+    assert [f.frame_id for f in taken] == list(range(110))
+    assert [f.frame_id for f in taken if f.log_position is None] == list(range(104, 110))
+    buffer.settle(taken[103].log_position)
+    assert buffer.counters()["spool_frames"] == 0
+    buffer.put_many([frame(110, 10_000)])
+    assert take(buffer)[0].log_position is not None, "the emptied log takes frames again"
+
+
+def test_a_write_ahead_log_replays_around_a_corrupt_frame(tmp_path):
+    buffer = logged(tmp_path, segment_bytes=1 << 20)
+    buffer.put_many([frame(n) for n in range(10)])
+    killed(buffer)
+    corrupt(tmp_path, 4)
+    again = logged(tmp_path)
+    assert deliver_all(again) == [0, 1, 2, 3, 5, 6, 7, 8, 9]
+    assert again.counters()["spool_frames_corrupt"] == 1 and again.counters()["spool_frames"] == 0
+
+
+def test_a_spool_left_without_the_log_is_replayed_whole_by_one_with_it(tmp_path):
+    buffer = spooled(tmp_path, segment_bytes=8 * 1024)
+    buffer.put_many([frame(n) for n in range(100)])
+    assert numbers(buffer.get_many(60_000, 0)) == list(range(60))
+    buffer.settle()
+    buffer.close()
+    buffer.release()  # frames 60..64 saved in front of the spooled 65..99, in a segment numbered after theirs
+    again = logged(tmp_path)
+    assert deliver_all(again) == list(range(60, 100))
+    assert again.counters()["spool_frames"] == 0 and segment_files(tmp_path) == []
+
+
+def test_the_status_of_an_egress_with_a_spool_shows_its_buffer_fill(tmp_path):
+    from ddc.config import settings_from_mapping
+    from ddc.egress import EgressLink
+    from conftest import free_udp_port
+
+    settings = settings_from_mapping({"role": "egress", "links": {"logs": {
+        "transport": {"listen": f"127.0.0.1:{free_udp_port()}"},
+        "sink": {"type": "udp", "target": f"127.0.0.1:{free_udp_port()}"},
+        "spool": {"path": str(tmp_path / "spool"), "write_ahead": True}}}})
+    link = EgressLink("logs", settings.links["logs"])
+    link.start()
+    try:
+        status = link.status()
+        assert status["buffer_fill"] == 0 and status["counters"]["spool_frames"] == 0
+    finally:
+        assert link.stop(5)

@@ -414,30 +414,47 @@ cdef bytes decimal(int64_t number):
     return PyBytes_FromStringAndSize(text + position, 24 - position)
 
 
+cdef class PendingFrame:
+    """A frame the sink has produced records of: how many of them librdkafka has not yet reported on. The egress
+    keeps the frame in its write-ahead log (ddc/spool.py) until this is zero for it and every frame before it."""
+    cdef readonly object position
+    cdef public Py_ssize_t outstanding
+
+    def __init__(self, position):
+        self.position = position
+        self.outstanding = 0
+
+
 @cython.freelist(1024)
-cdef class DeliveryFailure:
+cdef class DeliveryReport:
     """One record's delivery callback: failed(topic, partition, offset, error, message) with the record's source
-    coordinates. Called only when delivery fails (delivery.report.only.error); librdkafka gives a failed record
-    back without its headers, so its coordinates must travel beside it. One small object from a free list costs
-    less than a functools.partial with its argument tuple."""
+    coordinates when delivery fails, and the record's frame counted down when one is tracked (then every delivery
+    is reported, not only failures). librdkafka gives a failed record back without its headers, so its coordinates
+    must travel beside it. One small object from a free list costs less than a functools.partial with its
+    argument tuple."""
     cdef object failed
     cdef object route
     cdef int64_t offset
+    cdef PendingFrame frame
 
     def __call__(self, error, message):
-        self.failed(self.route[0], self.route[1], self.offset, error, message)
+        if self.frame is not None:
+            self.frame.outstanding -= 1
+        if error is not None:
+            self.failed(self.route[0], self.route[1], self.offset, error, message)
 
 
-cdef DeliveryFailure delivery_failure(object failed, object route, int64_t offset):
-    cdef DeliveryFailure callback = DeliveryFailure.__new__(DeliveryFailure)
+cdef DeliveryReport delivery_report(object failed, object route, int64_t offset, PendingFrame frame):
+    cdef DeliveryReport callback = DeliveryReport.__new__(DeliveryReport)
     callback.failed = failed
     callback.route = route
     callback.offset = offset
+    callback.frame = frame
     return callback
 
 
 def write_records(list records, dict routes, dict assignments, route_for, admit_out_of_order, produce, failed,
-                  undeliverable, wait_for_room, uint8_t timestamp_create):
+                  undeliverable, wait_for_room, uint8_t timestamp_create, PendingFrame frame=None):
     """The egress's per-record loop, compiled: unpack, route, the in-order fast path, the source headers, produce.
 
     Everything that is not the next record of its partition, or comes with an assignment byte other than the
@@ -446,7 +463,8 @@ def write_records(list records, dict routes, dict assignments, route_for, admit_
     topic bytes, partition bytes); route_for(topic, partition) makes a missing one. produce is the producer's
     produce(), called with positional arguments (topic, value, key, partition, callback, on_delivery,
     timestamp, headers); failed(topic, partition, offset, error, message) is each record's delivery callback,
-    through a DeliveryFailure; undeliverable(topic, partition, offset, reason) is called
+    through a DeliveryReport, which also counts frame's outstanding records down when a frame is given (each
+    produced record counts it up); undeliverable(topic, partition, offset, reason) is called
     when produce() refuses a record; wait_for_room() when the producer's queue is full. Returns (records
     produced, records with malformed metadata).
 
@@ -512,7 +530,7 @@ def write_records(list records, dict routes, dict assignments, route_for, admit_
         while True:
             try:
                 produce(route[2], value if data[1] & VALUE_PRESENT else None, key, route[3],
-                        delivery_failure(failed, route, offset), None, timestamp, headers)
+                        delivery_report(failed, route, offset, frame), None, timestamp, headers)
             except BufferError:
                 wait_for_room()
                 continue
@@ -520,5 +538,7 @@ def write_records(list records, dict routes, dict assignments, route_for, admit_
                 undeliverable(route[0], route[1], offset, str(error))
             else:
                 produced += 1
+                if frame is not None:
+                    frame.outstanding += 1
             break
     return produced, refused

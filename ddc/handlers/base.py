@@ -112,6 +112,23 @@ class Sink(RecordDescription, abc.ABC):
     def idle(self) -> None:
         """No records came for a moment: serve what asynchronous delivery has pending (reports, errors)."""
 
+    #: Whether delivery is confirmed after write() returns (Kafka's delivery reports). With a write-ahead log the
+    #: egress then calls track_deliveries() before open(), start_frame() before writing each frame's records, and
+    #: releases frames from the log up to delivered(); otherwise a frame is delivered once written.
+    confirms_later = False
+
+    def track_deliveries(self) -> None:
+        """From now on, follow each frame's records until their delivery is confirmed."""
+
+    def start_frame(self, position) -> None:
+        """The records written next come from the frame the write-ahead log holds at position (None: it does
+        not hold it)."""
+
+    def delivered(self):
+        """The log position of the newest frame that is delivered, with every frame started before it; None if
+        no frame was completed since the last call."""
+        return None
+
     def sender_restarted(self) -> None:
         """The records that follow come from a new ingress process (a new link session)."""
 

@@ -66,14 +66,16 @@ CATALOGUE: tuple[Metric, ...] = (
     Metric("buffer_peak_bytes", GAUGE, "Most bytes the stage buffer has held", "buffer_peak_bytes"),
     Metric("buffer_full_events", COUNTER, "Times a record met a full stage buffer", "buffer_full_events"),
     Metric("records_dropped", COUNTER, RECORDS_DROPPED, "spool_records_dropped", EGRESS, {"reason": "spool_full"}),
-    Metric("spool_frames_in", COUNTER, "Frames written to the disk spool (the sink was not keeping up)",
-           "spool_frames_in", EGRESS),
+    Metric("spool_frames_in", COUNTER, "Frames written to the disk spool (every frame with a write-ahead log, "
+           "else those the sink was not keeping up with)", "spool_frames_in", EGRESS),
     Metric("spool_frames_out", COUNTER, "Frames read back from the disk spool for the sink", "spool_frames_out",
            EGRESS),
-    Metric("spool_frames", GAUGE, "Frames waiting in the disk spool", "spool_frames", EGRESS),
+    Metric("spool_frames", GAUGE, "Frames in the disk spool not yet delivered", "spool_frames", EGRESS),
     Metric("spool_bytes", GAUGE, "Bytes the disk spool takes on disk", "spool_bytes", EGRESS),
     Metric("spool_frames_corrupt", COUNTER, "Spooled frames that failed their checksum when read back (dropped)",
            "spool_frames_corrupt", EGRESS),
+    Metric("spool_frames_unlogged", COUNTER, "Frames the full write-ahead log could not take, sent to the sink from "
+           "memory only (lost if the egress dies before delivering them)", "spool_frames_unlogged", EGRESS),
     # the sending side of the link
     Metric("frames_sent", COUNTER, "Frames sent across the link", "frames_sent", INGRESS),
     Metric("frames_failed", COUNTER, "Frames that could not be sent, or not whole (the kernel refused a datagram)",

@@ -6,7 +6,9 @@ for a client anyway (requests hang instead of being refused). The egress must
 ride the outage out on its disk spool and deliver everything, in order, once
 the broker answers again; with a spool too small for the outage, exactly the
 records it could not hold are reported missing; an egress SIGKILLed during the
-outage leaves its spool on disk for the next one.
+outage leaves its spool on disk for the next one, and with it every record it
+had received: its spool is a write-ahead log that keeps each frame until the
+destination has acknowledged its records.
 """
 
 import collections
@@ -50,7 +52,8 @@ def frozen_destination(tmp_path):
     broker.stop()
 
 
-def start_pair(start_ddc, kafka_clusters, destination, tmp_path, count: int, seconds: float, spool_size: str):
+def start_pair(start_ddc, kafka_clusters, destination, tmp_path, count: int, seconds: float, spool_size: str,
+               write_ahead: bool = True):
     source = kafka_clusters[0]
     topic = source.new_topic("outage", partitions=3)
     destination.create_topic(topic, partitions=3)
@@ -59,7 +62,8 @@ def start_pair(start_ddc, kafka_clusters, destination, tmp_path, count: int, sec
     pair = KafkaPair(start_ddc, (source, destination), [topic],
                      sink_properties={"queue.buffering.max.messages": 1000},
                      egress_tables=f'[links.kafka.buffer]\nsize = "64KiB"\n'
-                                   f'[links.kafka.spool]\npath = "{tmp_path / "spool"}"\nmax_size = "{spool_size}"\n')
+                                   f'[links.kafka.spool]\npath = "{tmp_path / "spool"}"\nmax_size = "{spool_size}"\n'
+                                   f'write_ahead = {str(write_ahead).lower()}\n')
     producer = SteadyProducer(source, topic, records, seconds)
     producer.start()
     return pair, topic, producer
@@ -91,7 +95,7 @@ def test_a_destination_down_for_60_s_is_ridden_out_on_the_spool(start_ddc, kafka
     arrived = destination.read_all(topic)
     assert_same_records(kafka_clusters[0].read_all(topic), arrived, topic)
     assert pair.missing_reports() == []
-    assert egress_summary["spool_frames_in"] == egress_summary["spool_frames_out"] > 0
+    assert egress_summary["spool_frames_in"] >= egress_summary["spool_frames_out"] > 0
     assert egress_summary["spool_records_dropped"] == 0 and egress_summary["spool_frames"] == 0
     assert egress_summary["buffer_records_dropped"] == 0 and egress_summary["kafka_delivery_failures"] == 0
     assert not [name for name in os.listdir(tmp_path / "spool") if name.endswith(".spool")]
@@ -120,8 +124,8 @@ def test_a_spool_too_small_for_the_outage_reports_exactly_what_it_dropped(start_
 @pytest.mark.timeout(300)
 def test_an_egress_sigkilled_while_spooling_leaves_its_spool_to_the_next(start_ddc, kafka_clusters,
                                                                           frozen_destination, tmp_path):
-    """What the killed egress held in memory (its buffer, the producer's queue) and what crossed the link while
-    no egress listened is lost, and reported exactly; what it had spooled is delivered by the next one."""
+    """What crossed the link while no egress listened is lost, and reported exactly; what the killed egress had
+    received (spooled, in its buffer or in the producer's queue) is delivered by the next one, once."""
     destination, freeze = frozen_destination
     pair, topic, producer = start_pair(start_ddc, kafka_clusters, destination, tmp_path, 20_000, 30, "1GiB")
     wait_for_stats(pair.egress, lambda stats: stats.get("kafka_records_delivered", 0) >= 1000, 60)
@@ -138,7 +142,48 @@ def test_an_egress_sigkilled_while_spooling_leaves_its_spool_to_the_next(start_d
     twice = [coordinate for coordinate, seen in collections.Counter(map(source_of, arrived)).items() if seen > 1]
     assert not twice, f"{len(twice)} records written twice, such as {twice[:5]}"
     assert egress_summary["spool_frames_out"] >= spooled, "the spool of the killed egress was not replayed"
-    assert reports, "the kill lost nothing; was the egress holding records?"
+    assert reports, "nothing crossed while no egress listened; was the egress killed?"
     assert egress_summary["kafka_missing_offsets_reported"] == len(records) - len(arrived)
     assert_reports_exact(kafka_clusters[0].read_all(topic), arrived, reports, topic)
+    assert killed.unparsed_or_tracebacks() == [] and pair.egress.unparsed_or_tracebacks() == []
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("write_ahead", [True, False], ids=["write-ahead", "spool-only"])
+def test_an_egress_sigkilled_with_records_in_flight_loses_none_of_them(start_ddc, kafka_clusters, frozen_destination,
+                                                                         tmp_path, write_ahead):
+    """Every record that reached the egress before a SIGKILL — in its buffer, its spool or librdkafka's queue — is
+    delivered once by the next egress. The ingress is paused around the kill, so nothing crosses while no egress
+    listens: with a write-ahead log nothing is missing; with a spool that only takes overflow, what the killed
+    egress held in memory is lost and reported."""
+    destination, freeze = frozen_destination
+    pair, topic, producer = start_pair(start_ddc, kafka_clusters, destination, tmp_path, 20_000, 20, "1GiB",
+                                       write_ahead)
+    wait_for_stats(pair.egress, lambda stats: stats.get("kafka_records_delivered", 0) >= 1000, 60)
+    thaw = freeze()
+    held = wait_for_stats(pair.egress, lambda stats: stats.get("spool_frames_in", 0) >= 20
+                          and stats.get("kafka_records_written", 0) > stats.get("kafka_records_delivered", 0), 60)
+    os.kill(pair.ingress.process.pid, signal.SIGSTOP)
+    try:
+        time.sleep(1.5)  # the egress reads what is still on its way, then the link is quiet
+        killed = pair.egress
+        killed.kill()
+        thaw()
+        time.sleep(2)  # the broker takes what the killed producer had sent before it died
+        pair.egress = pair.start_egress()
+    finally:
+        os.kill(pair.ingress.process.pid, signal.SIGCONT)
+    producer.join()
+    records = producer.records
+    egress_summary, arrived, reports = stop_when_all_crossed(pair, destination, topic, records)
+    twice = [coordinate for coordinate, seen in collections.Counter(map(source_of, arrived)).items() if seen > 1]
+    assert not twice, f"{len(twice)} records written twice, such as {twice[:5]}"
+    assert_reports_exact(kafka_clusters[0].read_all(topic), arrived, reports, topic)
+    if write_ahead:
+        assert reports == [], (f"records the killed egress held were lost (it had written "
+                               f"{held['kafka_records_written']}, {held['kafka_records_delivered']} delivered)")
+        assert_same_records(kafka_clusters[0].read_all(topic), arrived, topic)
+        assert egress_summary["spool_frames_out"] > 0, "the killed egress's log was not replayed"
+    else:
+        assert reports, "the killed egress held nothing in memory; the test shows nothing"
     assert killed.unparsed_or_tracebacks() == [] and pair.egress.unparsed_or_tracebacks() == []

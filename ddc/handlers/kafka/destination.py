@@ -55,12 +55,15 @@ class Destination:
     _shared_lock = threading.Lock()
 
     @classmethod
-    def acquire(cls, properties: dict, link_name: str) -> "Destination":
-        key = tuple(sorted((str(k), str(v)) for k, v in properties.items()))
+    def acquire(cls, properties: dict, link_name: str, report_deliveries: bool = False) -> "Destination":
+        """The destination for these producer properties, shared; report_deliveries asks librdkafka to report
+        every delivery, not only failures (a write-ahead log releases frames by them). Links sharing a
+        destination agree on it (ddc/config.py checks)."""
+        key = tuple(sorted((str(k), str(v)) for k, v in properties.items())) + (report_deliveries,)
         with cls._shared_lock:
             destination = cls._shared.get(key)
             if destination is None:
-                destination = cls._shared[key] = Destination(properties, link_name)
+                destination = cls._shared[key] = Destination(properties, link_name, report_deliveries)
             destination.users += 1
             return destination
 
@@ -75,13 +78,16 @@ class Destination:
             log.error(f"{remaining} records were still undelivered to Kafka at shutdown; their offsets are "
                       "reported missing when the egress restarts", extra={"fields": {"records": remaining}})
 
-    def __init__(self, properties: dict, link_name: str):
+    def __init__(self, properties: dict, link_name: str, report_deliveries: bool = False):
         self.properties = properties
         self.users = 0
         self.lock = threading.RLock()  # held around ledger decisions and produce calls, so order is kept
         self.ledger = Ledger()
         self.health = ClientHealth(link_name, "producer", log)
-        self.producer = Producer(client_config(properties, PRODUCER_DEFAULTS, self.health, leave_out=CONSUMER_ONLY))
+        config = client_config(properties, PRODUCER_DEFAULTS, self.health, leave_out=CONSUMER_ONLY)
+        if report_deliveries:
+            config["delivery.report.only.error"] = False
+        self.producer = Producer(config)
         self._loaded_topics: set[str] = set()
         self.missing_topic_replayed = False
 

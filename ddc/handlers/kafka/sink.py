@@ -20,6 +20,7 @@ Missing ranges and repairs are logged, counted, and written as JSON records to
 `missing_records_topic` when it is set (key "topic:partition").
 """
 
+import collections
 import json
 import logging
 import time
@@ -28,7 +29,7 @@ from typing import NamedTuple
 from confluent_kafka import KafkaException
 
 from ddc._core import kafka_metadata
-from ddc._core.kafka_metadata import FILTERED, POSITION, RECORD, SKIPPED
+from ddc._core.kafka_metadata import FILTERED, POSITION, RECORD, SKIPPED, PendingFrame
 from ddc.handlers.base import Sink
 from ddc.handlers.kafka.description import KafkaRecords
 from ddc.handlers.kafka.destination import Destination, DestinationUnavailable
@@ -57,6 +58,8 @@ class Route(NamedTuple):
 
 
 class KafkaSink(KafkaRecords, Sink):
+    confirms_later = True
+
     def __init__(self, link_name: str, config):
         super().__init__(link_name, config)
         self.mapping = TopicMapping(config.topic_prefix, config.topic_rename, config.topic_rewrite)
@@ -79,10 +82,29 @@ class KafkaSink(KafkaRecords, Sink):
         self._partition_counts: dict = {}  # destination topic -> partitions, rebuilt with the routes
         self._known_partition_counts: dict = {}  # the last counts the cluster gave, for when it cannot
         self._routes_built = 0.0
+        self._tracking = False
+        self._frames: collections.deque = collections.deque()  # PendingFrame, oldest first
+        self._frame: PendingFrame | None = None
+
+    def track_deliveries(self) -> None:
+        self._tracking = True
+
+    def start_frame(self, position) -> None:
+        self._frame = PendingFrame(position)
+        self._frames.append(self._frame)
+
+    def delivered(self):
+        """Delivery reports arrive in any order across partitions: a frame counts once it and all before it are
+        reported on, failures included (those are reported missing)."""
+        frames, position = self._frames, None
+        while frames and frames[0].outstanding <= 0:
+            done = frames.popleft().position
+            position = done if done is not None else position
+        return position
 
     def open(self) -> None:
         try:
-            self.destination = Destination.acquire(self.config.properties, self.link_name)
+            self.destination = Destination.acquire(self.config.properties, self.link_name, self._tracking)
         except KafkaException as error:
             raise OSError(f"link {self.link_name}: Kafka producer settings rejected: {error.args[0].str()}") from None
         except (TypeError, ValueError) as error:
@@ -103,7 +125,7 @@ class KafkaSink(KafkaRecords, Sink):
             written, malformed = kafka_metadata.write_records(
                 records, self._current_routes(), self._assignments, self._route, self._admit_out_of_order,
                 destination.producer.produce, self._failed, self._undeliverable, self._wait_for_room,
-                TIMESTAMP_CREATE)
+                TIMESTAMP_CREATE, self._frame)
             self.records_written += written
             destination.producer.poll(0)
         if malformed:
@@ -232,7 +254,8 @@ class KafkaSink(KafkaRecords, Sink):
         return source_partition if count is not None and source_partition < count else UNASSIGNED_PARTITION
 
     def _failed(self, topic: str, partition: int, offset: int, error, message) -> None:
-        """Called for failed deliveries only (delivery.report.only.error)."""
+        """Every record's delivery report; without a write-ahead log, only failures come
+        (delivery.report.only.error)."""
         if error is None:
             return
         self._undeliverable(topic, partition, offset, f"delivery failed: {error.str()}")
