@@ -290,3 +290,55 @@ def test_a_frame_counts_as_delivered_once_every_record_of_it_and_of_every_frame_
     assert failed == [("t", 1, 0)], "a failed delivery is still reported missing"
     assert sink.delivered() == "third"
     assert sink.delivered() is None, "nothing new since"
+
+
+def test_a_missing_range_report_is_in_its_topic_before_the_record_that_revealed_it_is_produced():
+    """Otherwise an egress killed between the two would come back with the record in the destination, the report
+    lost, and a later repair of the range dropped as duplicates."""
+    import threading
+
+    from ddc.config import KafkaSinkConfig
+    from ddc.handlers.kafka.client import ClientHealth
+    from ddc.handlers.kafka.ledger import Ledger
+    from ddc.handlers.kafka.sink import KafkaSink
+
+    calls = []
+
+    class Producer:
+        def produce(self, topic, value=None, key=None, partition=-1, callback=None, on_delivery=None, timestamp=0,
+                    headers=None):
+            calls.append(("produce", topic, dict(headers or ()).get("sourceOffset")))
+
+        def flush(self, timeout):
+            calls.append(("flush",))
+            return 0
+
+        def poll(self, timeout):
+            return 0
+
+        def __len__(self):
+            return 0
+
+    class Destination:
+        lock = threading.RLock()
+        ledger = Ledger()
+        producer = Producer()
+        missing_topic_replayed = True
+        health = ClientHealth("test", "producer", __import__("logging").getLogger("test"))
+
+        def load_topic(self, topic, lookback):
+            return False
+
+        def read_tail(self, topic, partitions, lookback):
+            return 0
+
+        def partition_count(self, topic):
+            return 1
+
+    sink = KafkaSink("test", KafkaSinkConfig(type="kafka", properties={"bootstrap.servers": "localhost:1"},
+                                             missing_records_topic="missing"))
+    sink.destination = Destination()
+    sink.write([(kafka_metadata.pack(kafka_metadata.RECORD, "t", 0, offset, previous, 0, 1, 0, b"k", [], True, 0),
+                 b"v") for offset, previous in ((0, -1), (5, 4))])
+    assert calls == [("produce", "t", b"0"), ("produce", "missing", None), ("flush",), ("produce", "t", b"5")]
+    assert sink.counters()["kafka_missing_offsets_reported"] == 4

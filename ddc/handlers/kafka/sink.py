@@ -40,6 +40,7 @@ log = logging.getLogger("ddc.handlers.kafka")
 
 QUEUE_FULL_WAIT_SECONDS = 0.05
 RETRY_SECONDS = 2.0
+REPORT_WAIT_SECONDS = 10.0
 ROUTE_REFRESH_SECONDS = 30.0
 TIMESTAMP_CREATE = 1
 UNASSIGNED_PARTITION = -1
@@ -258,17 +259,18 @@ class KafkaSink(KafkaRecords, Sink):
         (delivery.report.only.error)."""
         if error is None:
             return
-        self._undeliverable(topic, partition, offset, f"delivery failed: {error.str()}")
+        # Inside librdkafka's callback: the report cannot be waited for here (no flush from a callback).
+        self._undeliverable(topic, partition, offset, f"delivery failed: {error.str()}", wait=False)
 
-    def _undeliverable(self, topic: str, partition: int, offset: int, reason: str) -> None:
+    def _undeliverable(self, topic: str, partition: int, offset: int, reason: str, wait: bool = True) -> None:
         self.delivery_failures += 1
         self.destination.ledger[(topic, partition)].note_missing(offset, offset)
-        self._report("missing", topic, partition, offset, offset, reason=reason)
+        self._report("missing", topic, partition, offset, offset, reason=reason, wait=wait)
 
     # ---- reports ----
 
     def _report(self, event: str, topic: str, partition: int, first: int, last: int,
-                reason: str = "offsets never arrived over the link") -> None:
+                reason: str = "offsets never arrived over the link", wait: bool = True) -> None:
         fields = {"link": self.link_name, "event": f"records {event}", "topic": topic, "partition": partition,
                   "first_offset": first, "last_offset": last}
         if event == "missing":
@@ -291,6 +293,19 @@ class KafkaSink(KafkaRecords, Sink):
             except (BufferError, KafkaException) as error:
                 log.error(f"link {self.link_name}: could not write a {event} report to "
                           f"{self.config.missing_records_topic}: {error}", extra={"fields": fields})
+                return
+            if wait:
+                self._await_report(fields)
+
+    def _await_report(self, fields: dict) -> None:
+        """A report is in the topic before the record that revealed it is produced: a restart rebuilds the
+        ledger from the destination, and a range whose report died in the producer's queue while the records
+        after it were delivered would be lost, a later repair dropped as duplicates. Reports are rare (a loss
+        beyond what FEC repairs), so waiting for everything queued costs little."""
+        while self.destination.producer.flush(REPORT_WAIT_SECONDS):
+            log.error(f"link {self.link_name}: waiting for the destination to take a report for "
+                      f"{self.config.missing_records_topic}; records after it wait too",
+                      extra={"fields": fields})
 
     def _in_flight(self) -> int:
         return len(self.destination.producer) if self.destination else 0
