@@ -16,7 +16,7 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal, NamedTuple
 
-from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, ValidationError,
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, PrivateAttr, ValidationError,
                       field_validator, model_validator)
 
 from ddc._core.wire import HEADER_BYTES, MAX_DATAGRAM_BYTES as MAX_UDP_PAYLOAD
@@ -362,6 +362,8 @@ class KafkaSinkConfig(Section):
     partitioning: Literal["auto", "source", "key_hash"] = "auto"
     missing_records_topic: TopicName | None = None
     deduplication_lookback: Annotated[int, Field(ge=1, le=10_000_000)] = 10000
+    # Whether the producer it shares reports every delivery (a link writing to it keeps a write-ahead log).
+    _report_deliveries: bool = PrivateAttr(default=False)
 
     @field_validator("properties")
     @classmethod
@@ -679,22 +681,25 @@ class EgressSettings(_ProxySettings):
         _check_unique(links, "listen address", lambda link: str(link.transport.listen))
         _check_unique(links, "spool path", lambda link: os.path.abspath(link.spool.path) if link.spool else None)
         _check_unique(links, "the key from", _key_sources)
-        _check_shared_destinations(links)
+        _share_delivery_reports(links)
         return links
 
 
-def _check_shared_destinations(links: dict) -> None:
-    """Kafka sinks with the same properties share one producer (and what it knows the cluster holds), and a
-    write-ahead log needs that producer to report every delivery: the links must agree."""
-    seen = {}
-    for name, link in links.items():
-        if link.sink.type != "kafka":
-            continue
-        properties = tuple(sorted((str(key), str(value)) for key, value in link.sink.properties.items()))
-        other = seen.setdefault(properties, (name, link.write_ahead))
-        if other[1] != link.write_ahead:
-            raise ValueError(f"links {other[0]!r} and {name!r} write to the same Kafka cluster with the same "
-                             "properties, but only one keeps a write-ahead log; set spool.write_ahead alike on both")
+def _share_delivery_reports(links: dict) -> None:
+    """Kafka sinks with the same properties share one producer (and what it knows the cluster holds); a
+    write-ahead log needs that producer to report every delivery, so it does for all of them if one has a log."""
+    reporting = {}
+    for link in links.values():
+        if link.sink.type == "kafka":
+            key = _producer_key(link.sink.properties)
+            reporting[key] = reporting.get(key, False) or link.write_ahead
+    for link in links.values():
+        if link.sink.type == "kafka":
+            link.sink._report_deliveries = reporting[_producer_key(link.sink.properties)]
+
+
+def _producer_key(properties: dict) -> tuple:
+    return tuple(sorted((str(key), str(value)) for key, value in properties.items()))
 
 
 Settings = IngressSettings | EgressSettings

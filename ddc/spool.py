@@ -102,6 +102,7 @@ class DiskSpool:
         self._reader = None
         self._log_reader = None  # the write-ahead log's reader, apart from read()'s
         self._log_reader_number = 0
+        self.save_error: OSError | None = None
         self._load()
         # Ordinals of the write-ahead log: frames appended and released since the spool was opened, loaded included.
         self._appended, self._released = self.frames, 0
@@ -167,7 +168,13 @@ class DiskSpool:
         """Writes straight to the file (no user-space buffer, so a killed process loses nothing); on an
         error, such as a full disk, the segment is left as it was and OSError raised."""
         if self._writer is None or self._writer_size + ENTRY.size + len(frame) > self.segment_bytes:
-            self._open_writer(self._new_segment(at_front=False))
+            number = self._new_segment(at_front=False)
+            try:
+                self._open_writer(number)
+            except OSError:
+                self._writer = None
+                self.queue.remove([number, 0])
+                raise
         start = self._writer_size
         self._writer_size = self._write(self._writer, start, frame, frame_id)
         self._appended += 1
@@ -201,16 +208,22 @@ class DiskSpool:
 
     def _new_segment(self, at_front: bool) -> int:
         number, self._next_number = self._next_number, self._next_number + 1
+        entry = [number, 0]
         if at_front:
-            self.queue.insert(0, [number, 0])
+            self.queue.insert(0, entry)
         else:
-            self.queue.append([number, 0])
-        self._save_queue()  # before the file exists: a segment on disk but not queued is deleted at start
+            self.queue.append(entry)
+        try:
+            self._save_queue()  # before the file exists: a segment on disk but not queued is deleted at start
+        except OSError:
+            self.queue.remove(entry)
+            raise
         return number
 
     def _open_writer(self, number: int) -> None:
         if self._writer is not None:
             os.close(self._writer)
+            self._writer = None
         self._writer = os.open(self._path(number), OPEN_FLAGS, 0o600)
         self._writer_number = number
         self._writer_size = 0
@@ -285,39 +298,50 @@ class DiskSpool:
         number, offset = self.queue[0]
         return LogPosition(number, offset, offset, self._released)
 
-    def read_at(self, cursor: LogPosition, max_bytes: int) -> tuple[list, LogPosition | None]:
+    def read_at(self, cursor: LogPosition, max_bytes: int) -> tuple[list, LogPosition | None, LogPosition | None]:
         """The log's frames from cursor on (its segment, start and ordinal), up to max_bytes (at least one if
-        any), each with its log_position; and where the next read starts, None at the end of the log."""
-        taken, taken_bytes = [], 0
+        any), each with its log_position; where the next read starts, None at the end of the log; and the
+        position of a corrupt entry skipped after the last frame taken, which nothing later would release."""
+        taken, taken_bytes, skipped = [], 0, None
         number, offset, ordinal = cursor.segment, cursor.start, cursor.ordinal
         while not taken or taken_bytes < max_bytes:
             if self._log_reader is None or self._log_reader_number != number:
                 if self._log_reader is not None:
                     self._log_reader.close()
-                self._log_reader, self._log_reader_number = open(self._path(number), "rb"), number
-            self._log_reader.seek(offset)
-            header = self._log_reader.read(ENTRY.size)
+                    self._log_reader = None
+                try:
+                    self._log_reader, self._log_reader_number = open(self._path(number), "rb"), number
+                except FileNotFoundError:
+                    header = b""  # deleted by hand: read on from the next segment
+            if self._log_reader is not None and self._log_reader_number == number:
+                self._log_reader.seek(offset)
+                header = self._log_reader.read(ENTRY.size)
             if len(header) < ENTRY.size:
                 # The next segment in reading order: a spool left by a run without the log may have put one
                 # in front.
                 index = next((index for index, entry in enumerate(self.queue) if entry[0] == number), None)
                 if number == self._writer_number or index is None or index + 1 == len(self.queue):
-                    return taken, None
+                    return taken, None, skipped
                 number, offset = self.queue[index + 1]
                 continue
             frame = self._entry(self._log_reader, header)
             end = offset + ENTRY.size + ENTRY.unpack(header)[0]
-            if frame is not None:
+            if frame is None:
+                skipped = LogPosition(number, offset, end, ordinal)
+            else:
                 frame.log_position = LogPosition(number, offset, end, ordinal)
                 taken.append(frame)
                 taken_bytes += len(frame)
+                skipped = None
             offset, ordinal = end, ordinal + 1
         if number == self._writer_number and offset >= self._writer_size:
-            return taken, None
-        return taken, LogPosition(number, offset, offset, ordinal)
+            return taken, None, skipped
+        return taken, LogPosition(number, offset, offset, ordinal), skipped
 
     def release(self, position: LogPosition) -> None:
-        """The frame at position and every frame before it are delivered: the log forgets them."""
+        """The frame at position and every frame before it are delivered: the log forgets them. A queue file
+        that cannot be saved (a full disk) only means more to replay after a restart, so it is logged, and the
+        next release saves it again."""
         if position.ordinal < self._released:
             return
         self.frames -= position.ordinal + 1 - self._released
@@ -333,11 +357,22 @@ class DiskSpool:
             self.queue = []
         elif self.queue:
             self.queue[0][1] = position.end
-        self._save_queue()
+        try:
+            self._save_queue()
+            self.save_error = None
+        except OSError as error:
+            if self.save_error is None:
+                log.error(f"spool at {self.directory}: cannot save where delivery has got to ({error.strerror}); "
+                          "a restart now would replay more than it needs (the destination drops what it holds)")
+            self.save_error = error
         for number in finished:
             path = self._path(number)
-            self.disk_bytes -= path.stat().st_size
-            path.unlink()
+            try:
+                size = path.stat().st_size
+                path.unlink()
+            except FileNotFoundError:
+                continue
+            self.disk_bytes -= size
 
     def close(self) -> None:
         if self._writer is not None:
@@ -373,6 +408,7 @@ class SpooledBuffer:
         # the newest log position handed to the sink.
         self._log_cursor = spool.first_unreleased() if write_ahead else None
         self._handed_out: LogPosition | None = None
+        self._skipped_after = None  # (the position handed out before a trailing corrupt entry, the entry's)
         self._spooling = spool.frames > 0
         self._reported_full = False
         self._reported_unlogged = False
@@ -471,24 +507,35 @@ class SpooledBuffer:
     def get_many(self, max_bytes: int, timeout: float) -> list:
         """Memory first (it holds only frames older than the spool's), then the spool; once closed, memory
         only: what is left in the spool stays there for the next start."""
-        reading_disk = self._log_cursor is not None if self.write_ahead else self.spool.frames
-        frames = self.memory.get_many(max_bytes, 0 if reading_disk and not self._closed else timeout)
+        if self.write_ahead:
+            return self._get_logged(max_bytes, timeout)
+        frames = self.memory.get_many(max_bytes, 0 if self.spool.frames and not self._closed else timeout)
         if frames or self._closed:
-            self._hand_out(frames)
             return frames
         with self._lock:
-            if self.write_ahead:
-                if self._log_cursor is None:
-                    return []
-                frames, self._log_cursor = self.spool.read_at(self._log_cursor, max_bytes)
+            frames = self.spool.read(max_bytes)
+            self._unsettled += len(frames)
+            self.frames_unspooled += len(frames)
+            return frames
+
+    def _get_logged(self, max_bytes: int, timeout: float) -> list:
+        """Memory and the log are looked at under the lock that put_many() holds, so a frame memory refused meanwhile
+        cannot be read from the log before the older frames still in memory."""
+        with self._lock:
+            frames = self.memory.get_many(max_bytes, 0)
+            if not frames and self._log_cursor is not None and not self._closed:
+                frames, self._log_cursor, skipped = self.spool.read_at(self._log_cursor, max_bytes)
+                self.frames_unspooled += len(frames)
+                if skipped is not None:
+                    self._skipped_after = (frames[-1].log_position if frames else self._handed_out, skipped)
                 if self._log_cursor is None:
                     self._announce(False)
-            else:
-                frames = self.spool.read(max_bytes)
-                self._unsettled += len(frames)
-            self.frames_unspooled += len(frames)
-            self._hand_out(frames)
-            return frames
+            reading = self._log_cursor is not None
+        if not frames and not reading:
+            # Waiting on memory alone: while the log is not being read, new frames go to memory first.
+            frames = self.memory.get_many(max_bytes, timeout)
+        self._hand_out(frames)
+        return frames
 
     def _hand_out(self, frames: list) -> None:
         if self.write_ahead:
@@ -505,6 +552,9 @@ class SpooledBuffer:
                 position = self._handed_out if delivered is EVERYTHING else delivered
                 if position is not None:
                     self.spool.release(position)
+                if self._skipped_after is not None and position == self._skipped_after[0]:
+                    self.spool.release(self._skipped_after[1])  # a corrupt entry after the last frame delivered
+                    self._skipped_after = None
                 if not self.spool.frames and self._log_cursor is not None:
                     self._log_cursor = None  # all released, so all read: its files are gone
                     self._announce(False)

@@ -294,3 +294,69 @@ def test_the_status_of_an_egress_with_a_spool_shows_its_buffer_fill(tmp_path):
         assert status["buffer_fill"] == 0 and status["counters"]["spool_frames"] == 0
     finally:
         assert link.stop(5)
+
+
+def test_frames_memory_refuses_while_the_sink_waits_are_not_read_before_the_older_ones_in_memory(tmp_path):
+    """The receive thread's put_many lands between the sink's empty wait on memory and its look at the log (as a
+    thread switch there does): the sink must still get the frames in memory first."""
+    import threading
+
+    memory = StageBuffer(4000, "block")
+    buffer = SpooledBuffer(memory, DiskSpool(tmp_path, 1 << 20, 64 << 10), "test", lambda item: 1, write_ahead=True)
+    waiting, put = threading.Event(), threading.Event()
+    real_get = memory.get_many
+
+    def get_then_let_the_receiver_in(max_bytes, timeout):
+        taken = real_get(max_bytes, timeout)
+        if not taken and not waiting.is_set():
+            waiting.set()
+            put.wait(5)
+        return taken
+
+    memory.get_many = get_then_let_the_receiver_in
+
+    def receive():
+        waiting.wait(5)
+        buffer.put_many([frame(n) for n in range(6)])  # memory takes 0..3, the log alone 4 and 5
+        put.set()
+
+    receiver = threading.Thread(target=receive)
+    receiver.start()
+    first = buffer.get_many(1 << 20, 0.05)
+    receiver.join()
+    assert [f.frame_id for f in first + take(buffer, 1 << 20) + take(buffer, 1 << 20)] == list(range(6))
+
+
+def test_a_full_disk_while_saving_the_logs_place_neither_stops_the_sink_nor_leaves_a_segment_without_file(
+        tmp_path, monkeypatch):
+    import errno
+    from pathlib import Path
+
+    real_write_text = Path.write_text
+
+    def disk_full(full: bool) -> None:
+        def refuse(*arguments, **options):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        monkeypatch.setattr(Path, "write_text", refuse if full else real_write_text)
+
+    buffer = logged(tmp_path, memory_bytes=3000, segment_bytes=8000)
+    buffer.put_many([frame(n) for n in range(7)])  # fills the first segment; memory holds two
+    disk_full(True)
+    assert buffer.put_many([frame(7)]) == 0, "a new segment cannot be queued: the frame is dropped, counted"
+    assert buffer.counters()["spool_records_dropped"] == 1
+    taken = take(buffer)
+    buffer.settle(taken[-1].log_position)  # the queue file cannot be saved: logged, not raised
+    disk_full(False)
+    assert buffer.put_many([frame(8), frame(9)]) == 2
+    assert [f.frame_id for f in taken] + deliver_all(buffer) == [0, 1, 2, 3, 4, 5, 6, 8, 9]
+    assert buffer.counters()["spool_frames"] == 0 and segment_files(tmp_path) == []
+
+
+def test_a_corrupt_last_entry_of_the_log_is_released_with_the_frames_before_it(tmp_path):
+    buffer = logged(tmp_path, segment_bytes=1 << 20)
+    buffer.put_many([frame(n) for n in range(5)])
+    killed(buffer)
+    corrupt(tmp_path, 4)
+    again = logged(tmp_path)
+    assert deliver_all(again) == [0, 1, 2, 3]
+    assert again.counters()["spool_frames"] == 0 and segment_files(tmp_path) == []

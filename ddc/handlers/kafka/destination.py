@@ -58,7 +58,7 @@ class Destination:
     def acquire(cls, properties: dict, link_name: str, report_deliveries: bool = False) -> "Destination":
         """The destination for these producer properties, shared; report_deliveries asks librdkafka to report
         every delivery, not only failures (a write-ahead log releases frames by them). Links sharing a
-        destination agree on it (ddc/config.py checks)."""
+        destination ask alike (ddc/config.py sees to it)."""
         key = tuple(sorted((str(k), str(v)) for k, v in properties.items())) + (report_deliveries,)
         with cls._shared_lock:
             destination = cls._shared.get(key)

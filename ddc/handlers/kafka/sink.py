@@ -105,7 +105,8 @@ class KafkaSink(KafkaRecords, Sink):
 
     def open(self) -> None:
         try:
-            self.destination = Destination.acquire(self.config.properties, self.link_name, self._tracking)
+            self.destination = Destination.acquire(self.config.properties, self.link_name,
+                                                   self._tracking or self.config._report_deliveries)
         except KafkaException as error:
             raise OSError(f"link {self.link_name}: Kafka producer settings rejected: {error.args[0].str()}") from None
         except (TypeError, ValueError) as error:
