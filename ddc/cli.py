@@ -86,22 +86,44 @@ def command_repair(arguments) -> int:
     from ddc.handlers.kafka.repair import RepairError, repair
     from ddc.units import parse_duration
     try:
-        files = []
-        for name in arguments.reports:
-            try:
-                files.append((name, sys.stdin.read() if name == "-" else open(name, encoding="utf-8",
-                                                                              errors="replace").read()))
-            except OSError as error:
-                raise RepairError(f"cannot read report {name}: {error.strerror}", usage=True) from None
-        repair(settings, files, arguments.link, arguments.report_link, arguments.dry_run, print,
-               parse_duration(arguments.timeout))
-    except RepairError as error:
-        print(f"ddc repair: {error}", file=sys.stderr)
-        return EXIT_USAGE if error.usage else 1
+        timeout = parse_duration(arguments.timeout)
     except ValueError as error:
         print(f"ddc repair: --timeout: {error}", file=sys.stderr)
         return EXIT_USAGE
+    opened = []
+    try:
+        for name in arguments.reports:
+            try:
+                opened.append(sys.stdin if name == "-" else open(name, "rb"))
+            except OSError as error:
+                raise RepairError(f"cannot read report {name}: {error.strerror}", usage=True) from None
+        files = [(name, _text_lines(file)) for name, file in zip(arguments.reports, opened)]
+        repair(settings, files, arguments.link, arguments.report_link, arguments.dry_run, print, timeout,
+               arguments.force)
+    except RepairError as error:
+        print(f"ddc repair: {error}", file=sys.stderr)
+        return EXIT_USAGE if error.usage else 1
+    finally:
+        for file in opened:
+            if file is not sys.stdin:
+                file.close()
     return 0
+
+
+def _text_lines(file, longest: int = 1 << 20):
+    """Lines read one at a time (a report file may be a whole log), undecodable bytes replaced, stdin too; a line
+    longer than any report (such as /dev/zero's) ends the reading with an error."""
+    from ddc.handlers.kafka.repair import RepairError
+    source = sys.stdin.buffer if file is sys.stdin else file
+    name = "standard input" if file is sys.stdin else file.name
+    try:
+        while line := source.readline(longest):
+            if len(line) == longest and not line.endswith(b"\n"):
+                raise RepairError(f"{name}: a line longer than {longest} bytes: not a file of reports or log lines",
+                                  usage=True)
+            yield line.decode("utf-8", "replace")
+    except OSError as error:
+        raise RepairError(f"cannot read report {name}: {error.strerror}", usage=True) from None
 
 
 def command_version(arguments) -> int:
@@ -227,6 +249,9 @@ def build_parser() -> argparse.ArgumentParser:
     repair.add_argument("--report-link", help="the link name the reports carry, if the egress names it otherwise")
     repair.add_argument("--dry-run", action="store_true", help="show the plan and change nothing")
     repair.add_argument("--timeout", default="30s", help="how long to wait for the source cluster (default 30s)")
+    repair.add_argument("--force", action="store_true",
+                        help="set the offsets even if the group has none for any reported partition, or the "
+                             "reports go beyond the end the cluster states")
     repair.set_defaults(handler=command_repair)
 
     version = commands.add_parser("version", help="print the version")

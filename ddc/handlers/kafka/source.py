@@ -79,7 +79,7 @@ class KafkaSource(KafkaRecords, Source):
     # ---- lifecycle ----
 
     def open(self) -> None:
-        defaults = {"group.id": self.config.group_id or f"ddc-{self.link_name}", "auto.offset.reset": "earliest"}
+        defaults = {"group.id": consumer_group(self.link_name, self.config), "auto.offset.reset": "earliest"}
         config = client_config(self.config.properties, defaults, self.health, leave_out=PRODUCER_ONLY)
         # DDC commits what the link has sent; librdkafka must neither commit nor store offsets by itself.
         config.update({"enable.auto.commit": "false", "enable.auto.offset.store": "false",
@@ -316,6 +316,12 @@ class KafkaSource(KafkaRecords, Source):
                 "kafka_commits": self.commits, "kafka_commit_failures": self.commit_failures,
                 "kafka_rebalances": self.rebalances, "kafka_client_errors": self.health.errors,
                 "kafka_records_unacknowledged": self._records_put - self._acknowledged}
+
+
+def consumer_group(link_name: str, config) -> str:
+    """The group a link's consumer joins: group.id among the properties wins over group_id, as librdkafka sees
+    the properties over DDC's defaults."""
+    return str(config.properties.get("group.id") or config.group_id or f"ddc-{link_name}")
 
 
 def _describe(partitions) -> str:
