@@ -149,10 +149,10 @@ def test_the_compiled_write_loop_routes_deduplicates_and_reports():
     full_once = {"pending": True}
 
     def route_for(topic, partition):
-        routes[(topic, partition)] = (topic, partition, "target", 7, ledger[(topic, partition)], b"t", b"0")
+        routes[(topic, partition)] = (topic, partition, "target", 7, ledger[(topic, partition)], b"t", b"0", 0)
         return routes[(topic, partition)]
 
-    def admit(route, kind, offset, previous, start, assignment):
+    def admit(route, kind, offset, previous, start, assignment, target_partition):
         slow.append((kind, offset))
         assignments[route[:2]] = assignment
         admission = route[4].admit(offset, previous, start)
@@ -266,7 +266,7 @@ def test_a_frame_counts_as_delivered_once_every_record_of_it_and_of_every_frame_
     ledger, callbacks, failed = Ledger(), [], []
 
     def route_for(topic, partition):
-        return (topic, partition, "target", partition, ledger[(topic, partition)], topic.encode(), b"0")
+        return (topic, partition, "target", partition, ledger[(topic, partition)], topic.encode(), b"0", 0)
 
     def write(offsets: list[tuple[int, int]]) -> None:
         records = [(kafka_metadata.pack(kafka_metadata.RECORD, "t", partition, offset, offset - 1, 0, 1, 0, b"k",
@@ -342,3 +342,17 @@ def test_a_missing_range_report_is_in_its_topic_before_the_record_that_revealed_
                  b"v") for offset, previous in ((0, -1), (5, 4))])
     assert calls == [("produce", "t", b"0"), ("produce", "missing", None), ("flush",), ("produce", "t", b"5")]
     assert sink.counters()["kafka_missing_offsets_reported"] == 4
+
+
+def test_a_source_partition_spread_over_destination_partitions_is_judged_per_destination_partition():
+    ledger = PartitionLedger()
+    for offset, partition in ((10, 0), (11, 1), (12, 0), (13, 2)):
+        ledger.note_delivered(offset, partition)  # what the destination's tail holds after a crash
+    assert ledger.high == 13
+    assert ledger.admit(11, 10, spread_to=1).deliver is False, "partition 1 holds 11"
+    assert ledger.admit(12, 11, spread_to=1).deliver is True, "partition 1 never got 12 (it went to 0 before?)"
+    assert ledger.admit(12, 11, spread_to=1).deliver is False, "now it holds it"
+    assert ledger.admit(9, 8, spread_to=2).deliver is False, "partition 2 holds 13, so everything it got before"
+    assert ledger.admit(12, 11).deliver is False, "without spreading, below high is a duplicate"
+    admission = ledger.admit(20, 15, spread_to=0)
+    assert admission.deliver and admission.missing == (14, 15), "gaps are still found across partitions"

@@ -425,6 +425,49 @@ cdef class PendingFrame:
         self.outstanding = 0
 
 
+cdef uint32_t murmur2(const uint8_t* data, Py_ssize_t length) noexcept nogil:
+    """Kafka's murmur2 (the Java client's Utils.murmur2, librdkafka's rd_murmur2), so that keys land where a Java
+    producer or librdkafka's murmur2 partitioner puts them."""
+    cdef uint32_t m = 0x5bd1e995
+    cdef uint32_t h = (<uint32_t>0x9747b28c) ^ <uint32_t>length
+    cdef uint32_t k
+    cdef Py_ssize_t i, tail = length & ~3
+    for i in range(0, tail, 4):
+        k = data[i] | (<uint32_t>data[i + 1] << 8) | (<uint32_t>data[i + 2] << 16) | (<uint32_t>data[i + 3] << 24)
+        k *= m
+        k ^= k >> 24
+        k *= m
+        h *= m
+        h ^= k
+    if length & 3 == 3:
+        h ^= <uint32_t>data[tail + 2] << 16
+    if length & 3 >= 2:
+        h ^= <uint32_t>data[tail + 1] << 8
+    if length & 3 >= 1:
+        h ^= data[tail]
+        h *= m
+    h ^= h >> 13
+    h *= m
+    h ^= h >> 15
+    return h
+
+
+cdef inline int32_t hashed_partition(const uint8_t* key, Py_ssize_t length, bint has_key, int64_t offset,
+                                     int32_t partitions) noexcept nogil:
+    """A keyed record's partition by murmur2, as Kafka's clients choose it; a record without a key goes by its
+    source offset, so that a resent record lands where it went the first time (librdkafka would pick at random)."""
+    if has_key:
+        return <int32_t>((murmur2(key, length) & 0x7fffffff) % <uint32_t>partitions)
+    return <int32_t>(<uint64_t>offset % <uint64_t>partitions)
+
+
+def key_partition(key, int64_t offset, int32_t partitions) -> int:
+    """hashed_partition() for Python (tests): key is bytes or None."""
+    if key is None:
+        return hashed_partition(NULL, 0, False, offset, partitions)
+    return hashed_partition(<const uint8_t*>PyBytes_AS_STRING(key), PyBytes_GET_SIZE(key), True, offset, partitions)
+
+
 @cython.freelist(1024)
 cdef class DeliveryReport:
     """One record's delivery callback: failed(topic, partition, offset, error, message) with the record's source
@@ -459,8 +502,11 @@ def write_records(list records, dict routes, dict assignments, route_for, admit_
 
     Everything that is not the next record of its partition, or comes with an assignment byte other than the
     one in assignments for its partition, goes to admit_out_of_order(route, kind, offset, previous, start,
-    assignment) -> bool. Routes are (source topic, source partition, target, target partition, ledger,
-    topic bytes, partition bytes); route_for(topic, partition) makes a missing one. produce is the producer's
+    assignment, target partition) -> bool. Routes are (source topic, source partition, target, target partition,
+    ledger, topic bytes, partition bytes, partitions to hash keys over); route_for(topic, partition) makes a missing
+    one. A route whose target partition is -1 with partitions to hash over puts each record in the partition of
+    hashed_partition() and notes it in the ledger's `highs`, per destination partition: the records of one source
+    partition are then spread over several destination partitions, each in order. produce is the producer's
     produce(), called with positional arguments (topic, value, key, partition, callback, on_delivery,
     timestamp, headers); failed(topic, partition, offset, error, message) is each record's delivery callback,
     through a DeliveryReport, which also counts frame's outstanding records down when a frame is given (each
@@ -475,7 +521,8 @@ def write_records(list records, dict routes, dict assignments, route_for, admit_
     cdef const uint8_t* data
     cdef Py_ssize_t length
     cdef uint8_t kind, assignment
-    cdef int32_t partition, cached_partition = 0
+    cdef int32_t partition, cached_partition = 0, target_partition
+    cdef bint hashed
     cdef int64_t offset, previous, timestamp
     cdef bytes metadata, cached_topic = None
     cdef object route, cached = None
@@ -512,12 +559,20 @@ def write_records(list records, dict routes, dict assignments, route_for, admit_
         route = cached
         ledger = route[4]
         high = ledger.high
+        target_partition = route[3]
+        hashed = target_partition == -1 and route[7] > 0
+        if hashed:
+            target_partition = hashed_partition(data + layout.key_at, layout.key_length,
+                                                (data[1] & KEY_PRESENT) != 0, offset, route[7])
         if kind == RECORD_KIND and high is not None and previous <= high and high < offset and (
                 assignment == 0 or cached_assignment == assignment):
             ledger.high = offset
+            if hashed:
+                ledger.highs[target_partition] = offset
         else:
             cached = None  # the slow path may change the partition's assignment
-            if not admit_out_of_order(route, kind, offset, previous, <int64_t>get64(data + 32), assignment):
+            if not admit_out_of_order(route, kind, offset, previous, <int64_t>get64(data + 32), assignment,
+                                      target_partition):
                 continue
         headers.append((SOURCE_TOPIC_HEADER, route[5]))
         headers.append((SOURCE_PARTITION_HEADER, route[6]))
@@ -529,7 +584,7 @@ def write_records(list records, dict routes, dict assignments, route_for, admit_
                if data[1] & KEY_PRESENT else None)
         while True:
             try:
-                produce(route[2], value if data[1] & VALUE_PRESENT else None, key, route[3],
+                produce(route[2], value if data[1] & VALUE_PRESENT else None, key, target_partition,
                         delivery_report(failed, route, offset, frame), None, timestamp, headers)
             except BufferError:
                 wait_for_room()

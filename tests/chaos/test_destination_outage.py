@@ -53,14 +53,14 @@ def frozen_destination(tmp_path):
 
 
 def start_pair(start_ddc, kafka_clusters, destination, tmp_path, count: int, seconds: float, spool_size: str,
-               write_ahead: bool = True):
+               write_ahead: bool = True, sink_extra: str = ""):
     source = kafka_clusters[0]
     topic = source.new_topic("outage", partitions=3)
     destination.create_topic(topic, partitions=3)
     records = varied_records(count, 3, seed=count)
     # A small producer queue and egress buffer, so the spool is reached within a second of the outage.
     pair = KafkaPair(start_ddc, (source, destination), [topic],
-                     sink_properties={"queue.buffering.max.messages": 1000},
+                     sink_properties={"queue.buffering.max.messages": 1000}, sink_extra=sink_extra,
                      egress_tables=f'[links.kafka.buffer]\nsize = "64KiB"\n'
                                    f'[links.kafka.spool]\npath = "{tmp_path / "spool"}"\nmax_size = "{spool_size}"\n'
                                    f'write_ahead = {str(write_ahead).lower()}\n')
@@ -149,9 +149,10 @@ def test_an_egress_sigkilled_while_spooling_leaves_its_spool_to_the_next(start_d
 
 
 @pytest.mark.timeout(300)
-@pytest.mark.parametrize("write_ahead", [True, False], ids=["write-ahead", "spool-only"])
+@pytest.mark.parametrize("write_ahead, partitioning", [(True, "auto"), (False, "auto"), (True, "key_hash")],
+                         ids=["write-ahead", "spool-only", "write-ahead-by-key"])
 def test_an_egress_sigkilled_with_records_in_flight_loses_none_of_them(start_ddc, kafka_clusters, frozen_destination,
-                                                                         tmp_path, write_ahead):
+                                                                         tmp_path, write_ahead, partitioning):
     """Every record that reached the egress before a SIGKILL — in its buffer, its spool or librdkafka's queue — is
     delivered once by the next egress. The ingress is paused around the kill, so nothing crosses while no egress
     listens: with a write-ahead log nothing is missing; with a spool that only takes overflow, what the killed
@@ -182,7 +183,7 @@ def test_an_egress_sigkilled_with_records_in_flight_loses_none_of_them(start_ddc
     if write_ahead:
         assert reports == [], (f"records the killed egress held were lost (it had written "
                                f"{held['kafka_records_written']}, {held['kafka_records_delivered']} delivered)")
-        assert_same_records(kafka_clusters[0].read_all(topic), arrived, topic)
+        assert_same_records(kafka_clusters[0].read_all(topic), arrived, topic, order_kept=partitioning != "key_hash")
         assert egress_summary["spool_frames_out"] > 0, "the killed egress's log was not replayed"
     else:
         assert reports, "the killed egress held nothing in memory; the test shows nothing"

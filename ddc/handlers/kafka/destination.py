@@ -177,7 +177,7 @@ class Destination:
     def _note_delivered(self, message) -> None:
         source = source_coordinates(message.headers())
         if source is not None:
-            self.ledger[source[:2]].note_delivered(source[2])
+            self.ledger[source[:2]].note_delivered(source[2], message.partition())
 
     def replay_missing(self, topic: str) -> None:
         """Rebuilds the open missing ranges from the reports written before a restart."""

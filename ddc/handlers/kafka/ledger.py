@@ -12,6 +12,15 @@ the start of the group's stream up to that previous offset. Offsets that never e
 a record and its previous offset and so are never reported. A position
 announcement from the ingress ("sent everything up to offset N") reveals losses
 at the end of a stream, where no later record would.
+
+When the records of one source partition are spread over several destination
+partitions by key (`key_hash`), each destination partition holds them in order,
+but the highest offset across them says nothing about the others: a record at or
+below it may never have reached its own partition (it was in the producer's
+queue when the egress died, and comes again from the write-ahead log or a
+resend). The ledger then also keeps the highest offset per destination
+partition (`highs`), and a record below `high` that its partition does not hold
+yet is delivered.
 """
 
 from dataclasses import dataclass, field
@@ -34,6 +43,7 @@ class PartitionLedger:
     high: int | None = None
     missing: list[list[int]] = field(default_factory=list)  # sorted, disjoint [first, last] ranges
     checked_at: object = NEVER  # the value of `high` when the destination was last read for this partition
+    highs: dict[int, int] = field(default_factory=dict)  # destination partition -> highest offset in it
 
     def is_discontinuous(self, kind_is_position: bool, offset: int, previous_offset: int) -> bool:
         """Whether this record (or position) does not follow what this process delivered: a partition it has
@@ -46,7 +56,13 @@ class PartitionLedger:
             return True
         return (offset if kind_is_position else previous_offset) > self.high
 
-    def admit(self, offset: int, previous_offset: int, stream_start: int = UNKNOWN) -> Admission:
+    def admit(self, offset: int, previous_offset: int, stream_start: int = UNKNOWN,
+              spread_to: int | None = None) -> Admission:
+        """spread_to: the destination partition of a record whose source partition is spread over several."""
+        if spread_to is not None and offset > self.highs.get(spread_to, UNKNOWN):
+            self.highs[spread_to] = offset
+        elif spread_to is not None:
+            spread_to = None  # its partition holds it: a duplicate, unless it repairs a missing range
         if self.high is None:
             # Nothing of this partition is in the destination: what the stream held before this record is missing.
             self.high = offset
@@ -61,7 +77,10 @@ class PartitionLedger:
                 self.missing.append(list(gap))
             self.high = offset
             return Admission(True, missing=gap)
-        return self._repair(offset, previous_offset)
+        admission = self._repair(offset, previous_offset)
+        if not admission.deliver and spread_to is not None:
+            return Admission(True)  # below `high`, but its own partition does not hold it yet
+        return admission
 
     def admit_position(self, offset: int, stream_start: int = UNKNOWN) -> Admission:
         """The ingress has sent every record up to `offset`: whatever above `high` did not arrive is missing."""
@@ -86,9 +105,11 @@ class PartitionLedger:
         self.note_repaired(settled_from, offset)
         return Admission(True, repaired=(reported_from, offset))
 
-    def note_delivered(self, offset: int) -> None:
-        """An offset found in the destination (at start-up)."""
+    def note_delivered(self, offset: int, partition: int | None = None) -> None:
+        """An offset found in the destination (at start-up), in that destination partition."""
         self.high = offset if self.high is None else max(self.high, offset)
+        if partition is not None:
+            self.highs[partition] = max(self.highs.get(partition, UNKNOWN), offset)
 
     def note_missing(self, first: int, last: int) -> None:
         """A range reported missing earlier (replayed from the missing-records topic at start-up)."""

@@ -56,6 +56,7 @@ class Route(NamedTuple):
     ledger: PartitionLedger
     topic_bytes: bytes
     partition_bytes: bytes
+    partitions: int  # with target_partition -1: the destination topic's partitions, keys hashed over them (0: unknown)
 
 
 class KafkaSink(KafkaRecords, Sink):
@@ -151,7 +152,7 @@ class KafkaSink(KafkaRecords, Sink):
         self._assignments.clear()
 
     def _admit_out_of_order(self, route, kind: int, offset: int, previous: int, start: int,
-                            assignment: int) -> bool:
+                            assignment: int, target_partition: int) -> bool:
         """Everything but the next record in order: placeholders, positions, gaps, duplicates, repairs, and the
         first record after the ingress was given the partition."""
         ledger = route.ledger
@@ -166,7 +167,8 @@ class KafkaSink(KafkaRecords, Sink):
         if kind == POSITION:
             admission = ledger.admit_position(offset, start)
         else:
-            admission = ledger.admit(offset, previous, start)
+            spread = route.target_partition == UNASSIGNED_PARTITION and route.partitions
+            admission = ledger.admit(offset, previous, start, target_partition if spread else None)
         if admission.missing:
             self._report("missing", route.source_topic, route.source_partition, *admission.missing)
         if admission.repaired:
@@ -218,8 +220,10 @@ class KafkaSink(KafkaRecords, Sink):
                 break
             except DestinationUnavailable as error:
                 self._retry_later(error)
-        route = Route(topic, partition, target, self._partition(target, partition),
-                      self.destination.ledger[(topic, partition)], topic.encode(), str(partition).encode())
+        target_partition, count = self._partition(target, partition)
+        route = Route(topic, partition, target, target_partition, self.destination.ledger[(topic, partition)],
+                      topic.encode(), str(partition).encode(),
+                      count or 0 if target_partition == UNASSIGNED_PARTITION else 0)
         if target in self._topics_read_now:
             route.ledger.checked_at = route.ledger.high  # the destination was read for this very batch
         self._routes[(topic, partition)] = route
@@ -239,13 +243,12 @@ class KafkaSink(KafkaRecords, Sink):
                   "egress buffer meanwhile)", extra={"fields": {"link": self.link_name}})
         time.sleep(RETRY_SECONDS)
 
-    def _partition(self, target: str, source_partition: int) -> int:
-        """The destination partition, or -1 to let the key decide (librdkafka's murmur2, as Kafka's tools)."""
+    def _partition(self, target: str, source_partition: int) -> tuple[int, int | None]:
+        """The destination partition, or -1 to let the key decide (murmur2, as Kafka's clients), with the
+        destination topic's partition count (None: it does not exist yet, librdkafka's partitioner decides)."""
         mode = self.config.partitioning
-        if mode == "key_hash":
-            return UNASSIGNED_PARTITION
         if mode == "source":
-            return source_partition
+            return source_partition, None
         if target not in self._partition_counts:
             try:
                 self._partition_counts[target] = self.destination.partition_count(target)
@@ -253,7 +256,9 @@ class KafkaSink(KafkaRecords, Sink):
                 # A cluster that is down must not move records to other partitions: keep what it said last.
                 self._partition_counts[target] = self._known_partition_counts.get(target)
         count = self._partition_counts[target]
-        return source_partition if count is not None and source_partition < count else UNASSIGNED_PARTITION
+        if mode == "auto" and count is not None and source_partition < count:
+            return source_partition, count
+        return UNASSIGNED_PARTITION, count
 
     def _failed(self, topic: str, partition: int, offset: int, error, message) -> None:
         """Every record's delivery report; without a write-ahead log, only failures come
