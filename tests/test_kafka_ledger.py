@@ -342,17 +342,47 @@ def test_a_missing_range_report_is_in_its_topic_before_the_record_that_revealed_
                  b"v") for offset, previous in ((0, -1), (5, 4))])
     assert calls == [("produce", "t", b"0"), ("produce", "missing", None), ("flush",), ("produce", "t", b"5")]
     assert sink.counters()["kafka_missing_offsets_reported"] == 4
+    calls.clear()
+    sink.write([(kafka_metadata.pack(kafka_metadata.RECORD, "t", 0, 2, 1, 0, 1, 0, b"k", [], True, 0), b"v")])
+    assert calls == [("produce", "missing", None), ("produce", "t", b"2")], \
+        "a repair's report is not waited for: it must not close the range before its record is delivered"
 
 
 def test_a_source_partition_spread_over_destination_partitions_is_judged_per_destination_partition():
     ledger = PartitionLedger()
     for offset, partition in ((10, 0), (11, 1), (12, 0), (13, 2)):
-        ledger.note_delivered(offset, partition)  # what the destination's tail holds after a crash
+        ledger.note_delivered(offset, partition, 3)  # what the destination's tail holds after a crash
     assert ledger.high == 13
-    assert ledger.admit(11, 10, spread_to=1).deliver is False, "partition 1 holds 11"
-    assert ledger.admit(12, 11, spread_to=1).deliver is True, "partition 1 never got 12 (it went to 0 before?)"
-    assert ledger.admit(12, 11, spread_to=1).deliver is False, "now it holds it"
-    assert ledger.admit(9, 8, spread_to=2).deliver is False, "partition 2 holds 13, so everything it got before"
-    assert ledger.admit(12, 11).deliver is False, "without spreading, below high is a duplicate"
-    admission = ledger.admit(20, 15, spread_to=0)
+    assert ledger.admit(11, 10, spread_to=1, spread_over=3).deliver is False, "partition 1 holds 11"
+    assert ledger.admit(12, 11, spread_to=1, spread_over=3).deliver is True, "partition 1 never got 12"
+    assert ledger.admit(12, 11, spread_to=1, spread_over=3).deliver is False, "now it holds it"
+    assert ledger.admit(9, 8, spread_to=2, spread_over=3).deliver is False, "2 holds 13, so all it got before"
+    admission = ledger.admit(20, 15, spread_to=0, spread_over=3)
     assert admission.deliver and admission.missing == (14, 15), "gaps are still found across partitions"
+    assert ledger.admit(14, 13, spread_to=1, spread_over=3).deliver, "a repair"
+    assert ledger.admit(14, 13, spread_to=1, spread_over=3).deliver is False, "a repair only once"
+
+
+def test_records_replayed_below_the_highest_offset_do_not_vouch_for_older_ones_of_their_partition():
+    """Two links' write-ahead logs replay interleaved: link A's offset 2 reaching partition 1 says nothing about
+    link B's offset 1, which partition 1 never got either."""
+    ledger = PartitionLedger()
+    for offset, partition in ((0, 0), (3, 0)):
+        ledger.note_delivered(offset, partition, 2)
+    assert ledger.admit(2, 1, spread_to=1, spread_over=2).deliver
+    assert ledger.admit(1, 0, spread_to=1, spread_over=2).deliver
+    assert not ledger.admit(1, 0, spread_to=1, spread_over=2).deliver and not ledger.admit(2, 1, spread_to=1,
+                                                                                          spread_over=2).deliver
+
+
+def test_a_ledger_written_without_spreading_or_under_another_count_takes_everything_below_high_as_held():
+    """A redundant link that placed records by librdkafka's choice (before the topic existed), or saw another
+    partition count: `highs` no longer describe the destination, so a copy below `high` is a duplicate, as it was
+    before spreading was known."""
+    ledger = PartitionLedger()
+    ledger.note_delivered(5, 0, 2)
+    ledger.admit(6, 5)  # written without spreading: no destination partition noted
+    assert not ledger.admit(6, 5, spread_to=1, spread_over=2).deliver
+    ledger.deliver_spread(7, 1, 2)
+    assert not ledger.admit(7, 6, spread_to=3, spread_over=4).deliver, "under another count"
+    assert ledger.admit(8, 7, spread_to=3, spread_over=4).deliver, "above high: written"

@@ -463,6 +463,8 @@ cdef inline int32_t hashed_partition(const uint8_t* key, Py_ssize_t length, bint
 
 def key_partition(key, int64_t offset, int32_t partitions) -> int:
     """hashed_partition() for Python (tests): key is bytes or None."""
+    if partitions <= 0:
+        raise ValueError(f"a topic has at least one partition, not {partitions}")
     if key is None:
         return hashed_partition(NULL, 0, False, offset, partitions)
     return hashed_partition(<const uint8_t*>PyBytes_AS_STRING(key), PyBytes_GET_SIZE(key), True, offset, partitions)
@@ -566,9 +568,10 @@ def write_records(list records, dict routes, dict assignments, route_for, admit_
                                                 (data[1] & KEY_PRESENT) != 0, offset, route[7])
         if kind == RECORD_KIND and high is not None and previous <= high and high < offset and (
                 assignment == 0 or cached_assignment == assignment):
-            ledger.high = offset
             if hashed:
-                ledger.highs[target_partition] = offset
+                ledger.deliver_spread(offset, target_partition, route[7])
+            else:
+                ledger.high = offset
         else:
             cached = None  # the slow path may change the partition's assignment
             if not admit_out_of_order(route, kind, offset, previous, <int64_t>get64(data + 32), assignment,

@@ -186,6 +186,8 @@ CATALOGUE: tuple[Metric, ...] = (
     _kafka("kafka_missing_ranges_reported", COUNTER, "Ranges of source offsets reported missing", EGRESS),
     _kafka("kafka_missing_offsets_reported", COUNTER, "Source offsets in the ranges reported missing", EGRESS),
     _kafka("kafka_missing_ranges_open", GAUGE, "Missing ranges not yet repaired", EGRESS),
+    _kafka("kafka_report_failures", COUNTER, "Missing-range or repair reports that could not be written to "
+           "missing_records_topic (the log line is their only record)", EGRESS),
     _kafka("kafka_producer_queue_full_waits", COUNTER, "Times the producer queue was full and the sink waited", EGRESS),
     _kafka("kafka_destination_checks", COUNTER,
            "Times a source partition did not follow what this egress wrote and the destination was read first",

@@ -165,19 +165,22 @@ class Destination:
         """Notes the source offsets in the last `lookback` records of some partitions of `topic` (all: None)."""
         reader = self._reader()
         try:
-            if partitions is None:
+            every = partitions is None
+            if every:
                 partitions = self._partitions(reader, topic) or []
-            return self._read(reader, topic, partitions, lookback, self._note_delivered)
+            count = len(partitions) if every else 0  # reading them all tells what each holds
+
+            def note(message) -> None:
+                source = source_coordinates(message.headers())
+                if source is not None:
+                    self.ledger[source[:2]].note_delivered(source[2], message.partition(), count)
+
+            return self._read(reader, topic, partitions, lookback, note)
         except KafkaException as error:
             raise DestinationUnavailable(f"cannot read the tail of destination topic {topic!r}: "
                                          f"{error.args[0].str()}") from None
         finally:
             reader.close()
-
-    def _note_delivered(self, message) -> None:
-        source = source_coordinates(message.headers())
-        if source is not None:
-            self.ledger[source[:2]].note_delivered(source[2], message.partition())
 
     def replay_missing(self, topic: str) -> None:
         """Rebuilds the open missing ranges from the reports written before a restart."""

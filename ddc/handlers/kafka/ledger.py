@@ -18,14 +18,23 @@ partitions by key (`key_hash`), each destination partition holds them in order,
 but the highest offset across them says nothing about the others: a record at or
 below it may never have reached its own partition (it was in the producer's
 queue when the egress died, and comes again from the write-ahead log or a
-resend). The ledger then also keeps the highest offset per destination
-partition (`highs`), and a record below `high` that its partition does not hold
-yet is delivered.
+resend). The ledger then also keeps the highest offset each destination
+partition holds in order (`highs`, from the destination's tail and from writes
+above `high`), and the offsets written below `high` since (`below`, which never
+raise `highs`: replays of two links' logs arrive interleaved). A record below
+`high` that its partition holds by neither is delivered. `highs` describe the
+destination only while every write went through them under one partition count
+(`highs_count`, and `spread_high`, the `high` they last accounted for): a write
+without spreading (another link, before the topic existed) or under another
+count makes them take everything up to `high` as held everywhere, as before
+spreading was known.
 """
 
+import bisect
 from dataclasses import dataclass, field
 
 UNKNOWN = -1
+MAX_OFFSET = (1 << 63) - 1
 
 
 @dataclass
@@ -43,7 +52,10 @@ class PartitionLedger:
     high: int | None = None
     missing: list[list[int]] = field(default_factory=list)  # sorted, disjoint [first, last] ranges
     checked_at: object = NEVER  # the value of `high` when the destination was last read for this partition
-    highs: dict[int, int] = field(default_factory=dict)  # destination partition -> highest offset in it
+    highs: dict[int, int] = field(default_factory=dict)  # destination partition -> highest offset, held in order
+    highs_count: int = 0  # the partition count `highs` describe
+    spread_high: int | None = None  # `high` when `highs` last accounted for every write
+    below: list[list[int]] = field(default_factory=list)  # [first, last] ranges written below `high` while spreading
 
     def is_discontinuous(self, kind_is_position: bool, offset: int, previous_offset: int) -> bool:
         """Whether this record (or position) does not follow what this process delivered: a partition it has
@@ -57,12 +69,57 @@ class PartitionLedger:
         return (offset if kind_is_position else previous_offset) > self.high
 
     def admit(self, offset: int, previous_offset: int, stream_start: int = UNKNOWN,
-              spread_to: int | None = None) -> Admission:
-        """spread_to: the destination partition of a record whose source partition is spread over several."""
-        if spread_to is not None and offset > self.highs.get(spread_to, UNKNOWN):
-            self.highs[spread_to] = offset
-        elif spread_to is not None:
-            spread_to = None  # its partition holds it: a duplicate, unless it repairs a missing range
+              spread_to: int | None = None, spread_over: int = 0) -> Admission:
+        """spread_to: the destination partition of a record whose source partition is spread over spread_over."""
+        if spread_to is not None:
+            self._follow(spread_over)
+        admission = self._admit(offset, previous_offset, stream_start)
+        if spread_to is None:
+            return admission
+        if admission.deliver:
+            if admission.repaired is not None:
+                self._note_below(offset)
+            else:
+                self.highs[spread_to] = max(self.highs.get(spread_to, UNKNOWN), offset)
+        elif offset > self.highs.get(spread_to, UNKNOWN) and not self._is_below(offset):
+            self._note_below(offset)  # below `high`, but its own partition does not hold it yet
+            admission = Admission(True)
+        self.spread_high = self.high
+        return admission
+
+    def deliver_spread(self, offset: int, partition: int, count: int) -> None:
+        """The next record in order, written to destination partition `partition` of `count` (the fast path)."""
+        self._follow(count)
+        self.high = self.spread_high = offset
+        if offset > self.highs.get(partition, UNKNOWN):
+            self.highs[partition] = offset
+
+    def _is_below(self, offset: int) -> bool:
+        index = bisect.bisect_right(self.below, [offset, MAX_OFFSET]) - 1
+        return index >= 0 and self.below[index][0] <= offset <= self.below[index][1]
+
+    def _note_below(self, offset: int) -> None:
+        """Ranges, not offsets: a rewind repairs long runs, which must not cost memory per record."""
+        index = bisect.bisect_right(self.below, [offset, MAX_OFFSET])
+        if index and self.below[index - 1][1] >= offset - 1:
+            index -= 1
+            self.below[index][1] = max(self.below[index][1], offset)
+        else:
+            self.below.insert(index, [offset, offset])
+        if index + 1 < len(self.below) and self.below[index][1] + 1 >= self.below[index + 1][0]:
+            self.below[index][1] = max(self.below[index][1], self.below.pop(index + 1)[1])
+
+    def _follow(self, count: int) -> None:
+        if count == self.highs_count and self.spread_high == self.high:
+            return
+        # Written without spreading, or under another partition count: take everything up to `high` as held in
+        # every partition, as if the spreading were not known.
+        if self.high is not None:
+            for partition in range(count):
+                self.highs[partition] = max(self.highs.get(partition, UNKNOWN), self.high)
+        self.highs_count, self.spread_high = count, self.high
+
+    def _admit(self, offset: int, previous_offset: int, stream_start: int) -> Admission:
         if self.high is None:
             # Nothing of this partition is in the destination: what the stream held before this record is missing.
             self.high = offset
@@ -77,13 +134,18 @@ class PartitionLedger:
                 self.missing.append(list(gap))
             self.high = offset
             return Admission(True, missing=gap)
-        admission = self._repair(offset, previous_offset)
-        if not admission.deliver and spread_to is not None:
-            return Admission(True)  # below `high`, but its own partition does not hold it yet
-        return admission
+        return self._repair(offset, previous_offset)
 
     def admit_position(self, offset: int, stream_start: int = UNKNOWN) -> Admission:
-        """The ingress has sent every record up to `offset`: whatever above `high` did not arrive is missing."""
+        """The ingress has sent every record up to `offset`: whatever above `high` did not arrive is missing (and
+        noted so: `highs` stay as exact as they were)."""
+        following = self.spread_high == self.high
+        admission = self._admit_position(offset, stream_start)
+        if following:
+            self.spread_high = self.high
+        return admission
+
+    def _admit_position(self, offset: int, stream_start: int) -> Admission:
         if self.high is None and not UNKNOWN < stream_start <= offset:
             self.high = offset
             return Admission(False)
@@ -105,11 +167,14 @@ class PartitionLedger:
         self.note_repaired(settled_from, offset)
         return Admission(True, repaired=(reported_from, offset))
 
-    def note_delivered(self, offset: int, partition: int | None = None) -> None:
-        """An offset found in the destination (at start-up), in that destination partition."""
+    def note_delivered(self, offset: int, partition: int | None = None, count: int = 0) -> None:
+        """An offset found in destination partition `partition` of `count` (at start-up, or re-reading)."""
+        following = self.spread_high == self.high and self.highs_count in (0, count)
         self.high = offset if self.high is None else max(self.high, offset)
         if partition is not None:
             self.highs[partition] = max(self.highs.get(partition, UNKNOWN), offset)
+        if following and count:
+            self.spread_high, self.highs_count = self.high, count
 
     def note_missing(self, first: int, last: int) -> None:
         """A range reported missing earlier (replayed from the missing-records topic at start-up)."""

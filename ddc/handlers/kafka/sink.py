@@ -75,6 +75,7 @@ class KafkaSink(KafkaRecords, Sink):
         self.delivery_failures = 0
         self.missing_ranges_reported = 0
         self.missing_offsets_reported = 0
+        self.report_failures = 0
         self.undecodable = 0
         self.queue_full_waits = 0
         self.destination_checks = 0
@@ -168,7 +169,7 @@ class KafkaSink(KafkaRecords, Sink):
             admission = ledger.admit_position(offset, start)
         else:
             spread = route.target_partition == UNASSIGNED_PARTITION and route.partitions
-            admission = ledger.admit(offset, previous, start, target_partition if spread else None)
+            admission = ledger.admit(offset, previous, start, target_partition if spread else None, route.partitions)
         if admission.missing:
             self._report("missing", route.source_topic, route.source_partition, *admission.missing)
         if admission.repaired:
@@ -293,25 +294,41 @@ class KafkaSink(KafkaRecords, Sink):
             report = {"event": event, "topic": topic, "partition": partition, "first_offset": first,
                       "last_offset": last, "link": self.link_name, "reason": reason if event == "missing" else "",
                       "reported_at_ms": int(time.time() * 1000)}
-            try:
-                self.destination.producer.produce(self.config.missing_records_topic, key=f"{topic}:{partition}",
-                                                  value=json.dumps(report).encode())
-            except (BufferError, KafkaException) as error:
-                log.error(f"link {self.link_name}: could not write a {event} report to "
-                          f"{self.config.missing_records_topic}: {error}", extra={"fields": fields})
-                return
-            if wait:
-                self._await_report(fields)
+            # A missing range is in the topic before the record that revealed it is produced (wait). A repair is
+            # not waited for: its record is not delivered yet, and the report must not close the range before.
+            self._write_report(event, report, fields, wait and event == "missing")
 
-    def _await_report(self, fields: dict) -> None:
-        """A report is in the topic before the record that revealed it is produced: a restart rebuilds the
-        ledger from the destination, and a range whose report died in the producer's queue while the records
-        after it were delivered would be lost, a later repair dropped as duplicates. Reports are rare (a loss
-        beyond what FEC repairs), so waiting for everything queued costs little."""
-        while self.destination.producer.flush(REPORT_WAIT_SECONDS):
+    def _write_report(self, event: str, report: dict, fields: dict, wait: bool) -> None:
+        """A restart rebuilds the ledger from the destination, so a range whose report died in the producer's queue
+        while the records after it were delivered would be lost, and a later repair dropped as duplicates.
+        Reports are rare (a loss beyond what FEC repairs), so waiting for everything queued costs little."""
+        failed = []
+
+        def reported(error, message) -> None:
+            if error is not None:
+                failed.append(error)
+                self._report_failed(event, error, fields)
+
+        while True:
+            try:
+                self.destination.producer.produce(
+                    self.config.missing_records_topic, key=f"{report['topic']}:{report['partition']}",
+                    value=json.dumps(report).encode(), on_delivery=reported)
+                break
+            except BufferError:
+                self._wait_for_room()
+            except KafkaException as error:
+                self._report_failed(event, error.args[0], fields)
+                return
+        while wait and not failed and self.destination.producer.flush(REPORT_WAIT_SECONDS):
             log.error(f"link {self.link_name}: waiting for the destination to take a report for "
-                      f"{self.config.missing_records_topic}; records after it wait too",
-                      extra={"fields": fields})
+                      f"{self.config.missing_records_topic}; records after it wait too", extra={"fields": fields})
+
+    def _report_failed(self, event: str, error, fields: dict) -> None:
+        self.report_failures += 1
+        log.error(f"link {self.link_name}: could not write a {event} report to {self.config.missing_records_topic}: "
+                  f"{error}; the log line above is the only record of it (kafka_report_failures)",
+                  extra={"fields": fields})
 
     def _in_flight(self) -> int:
         return len(self.destination.producer) if self.destination else 0
@@ -327,6 +344,7 @@ class KafkaSink(KafkaRecords, Sink):
             "kafka_missing_ranges_reported": self.missing_ranges_reported,
             "kafka_missing_offsets_reported": self.missing_offsets_reported,
             "kafka_missing_ranges_open": ledger.open_ranges() if ledger else 0,
+            "kafka_report_failures": self.report_failures,
             "kafka_records_undecodable": self.undecodable, "kafka_producer_queue_full_waits": self.queue_full_waits,
             "kafka_destination_checks": self.destination_checks,
             "kafka_client_errors": self.destination.health.errors if self.destination else 0,
