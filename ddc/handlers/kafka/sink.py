@@ -266,7 +266,7 @@ class KafkaSink(KafkaRecords, Sink):
         (delivery.report.only.error)."""
         if error is None:
             return
-        # Inside librdkafka's callback: the report cannot be waited for here (no flush from a callback).
+        # Inside librdkafka's callback: the report is neither waited for nor given room (no flush or poll here).
         self._undeliverable(topic, partition, offset, f"delivery failed: {error.str()}", wait=False)
 
     def _undeliverable(self, topic: str, partition: int, offset: int, reason: str, wait: bool = True) -> None:
@@ -296,9 +296,9 @@ class KafkaSink(KafkaRecords, Sink):
                       "reported_at_ms": int(time.time() * 1000)}
             # A missing range is in the topic before the record that revealed it is produced (wait). A repair is
             # not waited for: its record is not delivered yet, and the report must not close the range before.
-            self._write_report(event, report, fields, wait and event == "missing")
+            self._write_report(event, report, fields, wait and event == "missing", may_poll=wait)
 
-    def _write_report(self, event: str, report: dict, fields: dict, wait: bool) -> None:
+    def _write_report(self, event: str, report: dict, fields: dict, wait: bool, may_poll: bool) -> None:
         """A restart rebuilds the ledger from the destination, so a range whose report died in the producer's queue
         while the records after it were delivered would be lost, and a later repair dropped as duplicates.
         Reports are rare (a loss beyond what FEC repairs), so waiting for everything queued costs little."""
@@ -315,7 +315,10 @@ class KafkaSink(KafkaRecords, Sink):
                     self.config.missing_records_topic, key=f"{report['topic']}:{report['partition']}",
                     value=json.dumps(report).encode(), on_delivery=reported)
                 break
-            except BufferError:
+            except BufferError as error:
+                if not may_poll:  # inside librdkafka's callback, which must not serve others
+                    self._report_failed(event, f"the producer's queue is full ({error})", fields)
+                    return
                 self._wait_for_room()
             except KafkaException as error:
                 self._report_failed(event, error.args[0], fields)
