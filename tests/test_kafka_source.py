@@ -42,3 +42,39 @@ def test_records_of_a_revoked_partition_sent_after_the_revoke_are_never_committe
     source._commit_acknowledged(force=True, synchronous=True)
     assert source.consumer.commits[-1] == {("orders", 0): 50}
     assert all(("orders", 1) not in commit for commit in source.consumer.commits)
+
+
+def test_records_of_a_revoked_partition_still_held_when_the_revoke_wait_ends_are_dropped_not_sent(monkeypatch):
+    """Issue #21: the link's buffer stayed full through the revoke wait, so records taken from the revoked
+    partition were still held; offered later, they would cross through this member's link after another member
+    owns the partition. They are dropped, and the records kept still commit."""
+    import time
+
+    from ddc._core import kafka_metadata
+    from ddc.handlers.kafka import source as source_module
+
+    monkeypatch.setattr(source_module, "REVOKE_WAIT_SECONDS", 0.3)
+
+    class FullLink:
+        def put_many(self, records, timeout):
+            time.sleep(min(timeout, 0.05))
+            return 0
+
+    def record(partition: int, offset: int):
+        return (kafka_metadata.pack(kafka_metadata.RECORD, "orders", partition, offset, offset - 1, 0, 1, 0, b"k", [],
+                                    True, 1), b"v")
+
+    source = source_owning(("orders", 0), ("orders", 1))
+    source._output = FullLink()
+    source._records_put = 4  # in the link already, not yet sent
+    source._chunks.append((4, {("orders", 0): 10, ("orders", 1): 20}))
+    source._held = [record(partition, offset) for offset in range(3) for partition, offset in
+                    ((0, 10 + offset), (1, 20 + offset))]
+    source._records_put = 10
+    source._chunks.append((10, {("orders", 0): 13, ("orders", 1): 23}))
+    source._on_revoke(source.consumer, [types.SimpleNamespace(topic="orders", partition=1)])
+    assert [kafka_metadata.coordinates(metadata)[1:] for metadata, _ in source._held] == [(0, 10), (0, 11), (0, 12)]
+    assert source.counters()["kafka_records_unacknowledged"] == 7
+    source.acknowledge(7)  # the link sends the four, then the three kept
+    source._commit_acknowledged(force=True, synchronous=True)
+    assert source.consumer.commits[-1] == {("orders", 0): 13}

@@ -289,12 +289,14 @@ class KafkaSource(KafkaRecords, Source):
             while self._acknowledged < self._records_put and time.monotonic() < deadline and self._output is not None:
                 self._acknowledged_changed.wait(POLL_SECONDS)
             unsent = self._records_put - self._acknowledged
-        if unsent or self._held:
-            log.warning(f"link {self.link_name}: {unsent + len(self._held)} records were not sent before the "
-                        "rebalance; the new owner of their partitions sends them again",
-                        extra={"fields": {"link": self.link_name}})
+        revoked = {(partition.topic, partition.partition) for partition in partitions}
+        dropped = self._drop_held(revoked) if self._held else 0
+        if unsent or self._held or dropped:
+            log.warning(f"link {self.link_name}: {unsent + len(self._held) + dropped} records were not sent before "
+                        f"the rebalance ({dropped} of the revoked partitions were dropped, not sent); the new owner of "
+                        "their partitions sends them again", extra={"fields": {"link": self.link_name}})
         self._commit_acknowledged(force=True, synchronous=True)
-        for coordinate in {(partition.topic, partition.partition) for partition in partitions}:
+        for coordinate in revoked:
             self._previous.pop(coordinate, None)
             self._start.pop(coordinate, None)
             self._assignments.pop(coordinate, None)
@@ -302,6 +304,25 @@ class KafkaSource(KafkaRecords, Source):
             self._committed.pop(coordinate, None)
         log.info(f"link {self.link_name}: revoked {_describe(partitions)}",
                  extra={"fields": {"link": self.link_name, "partitions": len(partitions)}})
+
+    def _drop_held(self, revoked: set) -> int:
+        """Records of revoked partitions still held (the link's buffer stayed full through the revoke wait) are
+        another member's to send now: sent later, through this member's link, they would reach the destination
+        beside the new owner's. They are the newest taken, so the chunk counts after the ones already in the
+        link are re-based on what is kept."""
+        base = self._records_put - len(self._held)
+        kept_before = [0]
+        for metadata, _ in self._held:
+            kept_before.append(kept_before[-1] + (kafka_metadata.coordinates(metadata)[:2] not in revoked))
+        dropped = len(self._held) - kept_before[-1]
+        if not dropped:
+            return 0
+        self._held = [record for index, record in enumerate(self._held)
+                      if kept_before[index + 1] > kept_before[index]]
+        self._chunks = collections.deque((end if end <= base else base + kept_before[end - base], offsets)
+                                         for end, offsets in self._chunks)
+        self._records_put = base + len(self._held)
+        return dropped
 
     def _on_lost(self, consumer, partitions) -> None:
         log.warning(f"link {self.link_name}: lost {_describe(partitions)} without a clean revoke; "
