@@ -78,3 +78,48 @@ def test_records_of_a_revoked_partition_still_held_when_the_revoke_wait_ends_are
     source.acknowledge(7)  # the link sends the four, then the three kept
     source._commit_acknowledged(force=True, synchronous=True)
     assert source.consumer.commits[-1] == {("orders", 0): 13}
+
+
+def held_records(*coordinates):
+    from ddc._core import kafka_metadata
+
+    return [(kafka_metadata.pack(kafka_metadata.RECORD, "orders", partition, offset, offset - 1, 0, 1, 0, b"k", [],
+                                 True, 1), b"v") for partition, offset in coordinates]
+
+
+def test_dropping_held_records_at_close_never_commits_past_them():
+    """close() revokes with the link done: the chunk of the dropped records must not commit their partition."""
+    source = source_owning(("orders", 0), ("orders", 1))
+    source._records_put = 4
+    source._chunks.append((4, {("orders", 0): 10}))
+    source._held = held_records((1, 20), (1, 21))
+    source._records_put = 6
+    source._chunks.append((6, {("orders", 1): 22}))
+    source.acknowledge(4)
+    source._output = None  # as close() does
+    source._on_revoke(source.consumer, [types.SimpleNamespace(topic="orders", partition=p) for p in (0, 1)])
+    assert source.consumer.commits == [{("orders", 0): 10}], "offsets 20 and 21 were never sent"
+
+
+def test_a_partition_given_back_after_its_held_records_were_dropped_commits_only_what_is_sent_again(monkeypatch):
+    from ddc.handlers.kafka import source as source_module
+
+    monkeypatch.setattr(source_module, "REVOKE_WAIT_SECONDS", 0.05)
+
+    class FullLink:
+        def put_many(self, records, timeout):
+            return 0
+
+    source = source_owning(("orders", 0), ("orders", 1))
+    source._output = FullLink()
+    source._records_put = 4
+    source._chunks.append((4, {("orders", 0): 10}))
+    source._held = held_records((0, 10), (1, 20), (1, 21))
+    source._records_put = 7
+    source._chunks.extend([(5, {("orders", 0): 11}), (7, {("orders", 1): 22})])
+    source._on_revoke(source.consumer, [types.SimpleNamespace(topic="orders", partition=1)])
+    source._assignments[("orders", 1)] = 2  # the group gives it back; consumption resumes at the committed 20
+    source.acknowledge(5)  # the four in the link and the kept record of partition 0
+    source._commit_acknowledged(force=True, synchronous=True)
+    assert all(("orders", 1) not in commit for commit in source.consumer.commits), source.consumer.commits
+    assert source.consumer.commits[-1] == {("orders", 0): 11}

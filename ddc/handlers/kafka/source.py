@@ -291,10 +291,10 @@ class KafkaSource(KafkaRecords, Source):
             unsent = self._records_put - self._acknowledged
         revoked = {(partition.topic, partition.partition) for partition in partitions}
         dropped = self._drop_held(revoked) if self._held else 0
-        if unsent or self._held or dropped:
-            log.warning(f"link {self.link_name}: {unsent + len(self._held) + dropped} records were not sent before "
-                        f"the rebalance ({dropped} of the revoked partitions were dropped, not sent); the new owner of "
-                        "their partitions sends them again", extra={"fields": {"link": self.link_name}})
+        if unsent:
+            log.warning(f"link {self.link_name}: {unsent} records were not sent before the rebalance ({dropped} "
+                        "of the revoked partitions, still held, were dropped); the new owner of their partitions "
+                        "sends them again", extra={"fields": {"link": self.link_name}})
         self._commit_acknowledged(force=True, synchronous=True)
         for coordinate in revoked:
             self._previous.pop(coordinate, None)
@@ -319,8 +319,13 @@ class KafkaSource(KafkaRecords, Source):
             return 0
         self._held = [record for index, record in enumerate(self._held)
                       if kept_before[index + 1] > kept_before[index]]
-        self._chunks = collections.deque((end if end <= base else base + kept_before[end - base], offsets)
-                                         for end, offsets in self._chunks)
+        # A chunk that ended among the held records no longer vouches for the revoked partitions: its end may now
+        # fall on records already in the link, and committing its offsets would skip the dropped ones.
+        self._chunks = collections.deque(
+            (end, offsets) if end <= base else
+            (base + kept_before[end - base], {coordinate: offset for coordinate, offset in offsets.items()
+                                              if coordinate not in revoked})
+            for end, offsets in self._chunks)
         self._records_put = base + len(self._held)
         return dropped
 
@@ -328,9 +333,12 @@ class KafkaSource(KafkaRecords, Source):
         log.warning(f"link {self.link_name}: lost {_describe(partitions)} without a clean revoke; "
                     "records not yet committed will be sent again by their new owner",
                     extra={"fields": {"link": self.link_name}})
-        for partition in partitions:
-            self._previous.pop((partition.topic, partition.partition), None)
-            self._assignments.pop((partition.topic, partition.partition), None)
+        lost = {(partition.topic, partition.partition) for partition in partitions}
+        if self._held:
+            self._drop_held(lost)  # another member has them already
+        for coordinate in lost:
+            self._previous.pop(coordinate, None)
+            self._assignments.pop(coordinate, None)
 
     def counters(self) -> dict:
         return {"kafka_records_consumed": self.records_consumed, "kafka_records_skipped": self.records_skipped,
