@@ -425,41 +425,42 @@ class SpooledBuffer:
             if self.write_ahead:
                 return self._log_many(frames)
             start = 0 if self.spool.frames else self.memory.put_many(frames, timeout=0)
-            accepted = start
-            for frame in frames[start:]:
-                if self._append(frame) is not None:
-                    accepted += 1
-                    self._announce(True)
+            accepted = start + self._append_or_drop(frames[start:])
+            if accepted > start:
+                self._announce(True)
             return accepted
 
-    def _append(self, frame) -> LogPosition | None:
-        """Appends a frame to the spool; None (counted as dropped) when it is full or cannot be written."""
+    def _append(self, frame) -> tuple[LogPosition | None, str | None]:
+        """Appends a frame to the spool: its position, or None and why (full, or it cannot be written)."""
         if not self.spool.has_room(len(frame)):
-            self._drop(frame, "is full")
-            return None
+            return None, "is full"
         try:
             position = self.spool.append(frame, frame.frame_id)
         except OSError as error:
-            self._drop(frame, f"cannot be written ({error.strerror or error})")
-            return None
+            return None, f"cannot be written ({error.strerror or error})"
         self.frames_spooled += 1
-        return position
+        return position, None
+
+    def _append_or_drop(self, frames) -> int:
+        """Appends frames to the spool, dropping (counted) those it cannot take; returns how many it took."""
+        taken = 0
+        for frame in frames:
+            position, why = self._append(frame)
+            if position is None:
+                self._drop(frame, why)
+            else:
+                taken += 1
+        return taken
 
     def _log_many(self, frames) -> int:
         """Every frame goes to the log first, then to memory unless the sink is reading the log. A frame the log
         cannot take still goes to memory when it can, unlogged: delivered, unless the egress dies first."""
         if self._log_cursor is not None:
-            return sum(self._append(frame) is not None for frame in frames)
+            return self._append_or_drop(frames)
         why = None
         for frame in frames:
-            if not self.spool.has_room(len(frame)):
-                why = "is full"
-                continue
-            try:
-                frame.log_position = self.spool.append(frame, frame.frame_id)
-                self.frames_spooled += 1
-            except OSError as error:
-                why = f"cannot be written ({error.strerror or error})"
+            frame.log_position, reason = self._append(frame)
+            why = reason or why
         accepted = self.memory.put_many(frames, timeout=0)
         for frame in frames[:accepted] if why else ():
             if frame.log_position is None:
