@@ -31,7 +31,7 @@ from pathlib import Path
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from kafka_harness import _free_port
+from ddc.transport.sockets import free_tcp_port
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_LIB = ROOT / "build" / "apache-kafka" / "lib"
@@ -111,10 +111,10 @@ class ApacheKafkaBroker:
                  port: int | None = None, controller_port: int | None = None, heap: str = "512m",
                  properties: dict | None = None, start_timeout: float = 120.0):
         self.lib, self.log_path = Path(lib), Path(log_path)
-        self.port = port or _free_port()
-        self.controller_port = controller_port or _free_port()
+        self.port = port or free_tcp_port()
+        self.controller_port = controller_port or free_tcp_port()
         while self.controller_port == self.port:
-            self.controller_port = _free_port()
+            self.controller_port = free_tcp_port()
         self.bootstrap = f"127.0.0.1:{self.port}"
         self.data_dir = Path(data_dir) if data_dir else self.log_path.parent / f"kafka-{self.port}"
         self.config_dir = self.data_dir.parent / f"{self.data_dir.name}-config"

@@ -24,7 +24,7 @@ from pathlib import Path
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from ddc.transport.sockets import free_udp_port
+from ddc.transport.sockets import free_tcp_port, free_udp_port
 
 # Tansu waits about half the session timeout before it completes a group join; 6 s keeps tests quick.
 GROUP_PROPERTIES = {"session.timeout.ms": 6000, "heartbeat.interval.ms": 1000}
@@ -39,12 +39,6 @@ def tansu_binary() -> str | None:
     return str(binary) if binary.exists() else None
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 class TansuBroker:
     """A Tansu process; with `storage` an s3:// URL (and `environment` naming the S3 server) its data
     outlives the process, so a test can SIGKILL it and start it again on the same port."""
@@ -53,7 +47,7 @@ class TansuBroker:
                  storage: str = "memory://tansu/", environment: dict | None = None):
         self.binary, self.log_path, self.arguments = binary, log_path, arguments
         self.storage, self.environment = storage, environment
-        self.port = port or _free_port()
+        self.port = port or free_tcp_port()
         self.bootstrap = f"127.0.0.1:{self.port}"
         self.start()
 
@@ -95,7 +89,7 @@ class ObjectStore:
                    "AWS_ALLOW_HTTP": "true", "AWS_CONDITIONAL_PUT": "etag"}
 
     def __init__(self, log_path: Path):
-        self.port = _free_port()
+        self.port = free_tcp_port()
         self.log_file = open(log_path, "ab")
         self.process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
                                         stdin=subprocess.DEVNULL, stdout=self.log_file, stderr=self.log_file)

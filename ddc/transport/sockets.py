@@ -9,8 +9,10 @@ warn with the exact command that lifts the cap.
 
 import logging
 import os
+import random
 import socket
 import struct
+from pathlib import Path
 
 log = logging.getLogger("ddc.transport")
 
@@ -90,12 +92,41 @@ def open_sending(endpoint, *, send_buffer: int):
     return sock, address, socket_address_bytes(family, address)
 
 
+_handed_out_ports: set[int] = set()
+_port_chooser = random.Random()
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_udp_port(host: str = "127.0.0.1", kind: int = socket.SOCK_DGRAM) -> int:
     """A UDP port (a TCP port with kind=SOCK_STREAM) nothing is bound to right now, for demos, benchmarks and
-    tests on loopback."""
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, kind) as probe:
-        probe.bind((host, 0))
-        return probe.getsockname()[1]
+    tests on loopback.
+
+    Chosen below the kernel's ephemeral range and never twice in one process: a port the kernel itself
+    handed out (bind to port 0) is free again once the probe closes, and the next unbound `sendto` of any
+    process may take it before the test's proxy binds it, which fails that proxy with "Address already in
+    use".
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    low = min(_ephemeral_low(), 32768)
+    for _ in range(200):
+        port = _port_chooser.randrange(max(1024, low - 12000), low)
+        if port in _handed_out_ports:
+            continue
+        try:
+            for probe_kind in {kind, socket.SOCK_DGRAM, socket.SOCK_STREAM}:
+                with socket.socket(family, probe_kind) as probe:
+                    probe.bind((host, port))
+        except OSError:
+            continue
+        _handed_out_ports.add(port)
+        return port
+    raise AddressError(f"no free port found below {low} on {host}; free some ports or widen the range")
 
 
 def free_tcp_port(host: str = "127.0.0.1") -> int:
