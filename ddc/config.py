@@ -425,11 +425,13 @@ def percent_of(value, whole: int, what: str) -> int:
 
 class FecConfig(Section):
     """Forward error correction (docs/protocol.md): Reed-Solomon blocks of `data` datagrams plus `parity`
-    datagrams, dealt over `interleave` blocks at a time against bursts of loss."""
+    datagrams, dealt over `interleave` blocks at a time against bursts of loss; every block, a small frame's
+    too, survives two bursts of `loss_burst` consecutive lost datagrams (0: random loss only)."""
 
     data: Annotated[int, Field(ge=1, le=128)] = 64
     parity: Annotated[int, Field(ge=1, le=127)] = 16
     interleave: Annotated[int, Field(ge=1, le=64)] = 4
+    loss_burst: Annotated[int, Field(ge=0, le=31)] = 10
 
     @model_validator(mode="before")
     @classmethod

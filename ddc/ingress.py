@@ -90,7 +90,8 @@ class IngressLink(Link):
         for key_id, key in self.keys:
             self.sender.encrypt_with(key, key_id)
         if transport.fec is not None:
-            self.sender.protect_with(transport.fec.data, transport.fec.parity, transport.fec.interleave)
+            self.sender.protect_with(transport.fec.data, transport.fec.parity, transport.fec.interleave,
+                                     transport.fec.loss_burst)
         self._segmenting = self.sender.segmentation_offload
         if transport.segmentation_offload and not self._segmenting:
             log.info(f"link {self.name}: this kernel has no UDP segmentation offload (Linux 4.18 or newer); "
@@ -100,7 +101,8 @@ class IngressLink(Link):
                  f"at {format_rate(transport.rate)}, session {self.session_id:016x}"
                  f"{f', sealed with key {self.keys[0][0]}' if self.keys else ', not encrypted'}"
                  + (f", FEC {transport.fec.data}+{transport.fec.parity} interleave {transport.fec.interleave} "
-                    f"(rated for {rated_loss(transport.fec.data, transport.fec.parity):.1%} independent loss)"
+                    f"(rated for {rated_loss(transport.fec.data, transport.fec.parity):.1%} independent loss"
+                    f"{f' and two bursts of {transport.fec.loss_burst} per block' if transport.fec.loss_burst else ''})"
                     if transport.fec else ", no FEC"),
                  extra={"fields": {"link": self.name, "session_id": f"{self.session_id:016x}",
                                    "destination": str(transport.destination), "rate_bytes": transport.rate,

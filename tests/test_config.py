@@ -89,6 +89,8 @@ BROKEN = [
      "'(' is not a regular expression"),
     ("fec not a share", GOOD_INGRESS + 'fec = "lots"\n', "fec parity 'lots' is neither a count nor a percentage"),
     ("fec block too large", GOOD_INGRESS + "fec = { data = 200, parity = 4 }\n", "links.logs.transport.fec.data"),
+    ("fec loss burst too long", GOOD_INGRESS + "fec = { parity = 16, loss_burst = 40 }\n",
+     "links.logs.transport.fec.loss_burst"),
     ("fec in a tiny datagram", GOOD_INGRESS + 'datagram_size = 100\nfec = "10%"\n',
      "datagram_size (100) leaves no room for a payload beside the 56-byte header and the 58 bytes forward "
      "error correction adds; use at least 115"),
@@ -223,15 +225,15 @@ def test_kafka_examples_are_valid():
 
 
 @pytest.mark.parametrize("value, expected", [
-    ('"25%"', (64, 16, 4)),
-    ('"10%"', (64, 7, 4)),
-    ('{ data = 16, parity = "25%", interleave = 1 }', (16, 4, 1)),
-    ("{ data = 32, parity = 3 }", (32, 3, 4)),
+    ('"25%"', (64, 16, 4, 10)),
+    ('"10%"', (64, 7, 4, 10)),
+    ('{ data = 16, parity = "25%", interleave = 1, loss_burst = 0 }', (16, 4, 1, 0)),
+    ("{ data = 32, parity = 3, loss_burst = 31 }", (32, 3, 4, 31)),
 ])
 def test_fec_is_a_share_or_explicit_counts(value, expected):
     settings = settings_from_mapping(tomllib.loads(GOOD_INGRESS + f"fec = {value}\n"))
     fec = settings.links["logs"].transport.fec
-    assert (fec.data, fec.parity, fec.interleave) == expected
+    assert (fec.data, fec.parity, fec.interleave, fec.loss_burst) == expected
     off = settings_from_mapping(tomllib.loads(GOOD_INGRESS + 'fec = "off"\n'))
     assert off.links["logs"].transport.fec is None
 

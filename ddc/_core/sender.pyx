@@ -13,13 +13,18 @@ as few groups of at most `interleave` as hold them; each group is dealt
 round-robin into its blocks (so a burst of consecutive losses is spread over
 them). Each block gets the parity that makes it as strong as a full block at the
 code's rated loss (fec.parity_by_block_size): a small frame's block gets a larger
-share, never a weak single parity datagram. Parity is accumulated once per
+share, never a weak single parity datagram. With loss_burst set, a group's blocks
+all get at least the parity with which each survives two bursts of that many
+consecutive losses anywhere in the group: dealt over B blocks, a burst costs a
+block at most ceil(burst / B) + 1 datagrams (B > 1; the last round of data can be
+short, so one gap is shorter than B), and a lone block the whole burst. Parity is accumulated once per
 batch, when the batch leaves (each parity row is then read and written once for
 all the batch's datagrams of its block, not once per datagram), and the blocks'
 parity datagrams follow the group's data, also interleaved.
 Blocks never span frames, so nothing waits for traffic that may not come.
 A control datagram (heartbeat, shutdown) is a block of its own with the parity
-copies a one-datagram block gets (at least MIN_CONTROL_PARITY): it carries no
+copies a one-datagram block gets (at least MIN_CONTROL_PARITY, and two bursts'
+worth with loss_burst): it carries no
 bulk, so protecting it costs nothing, and an unprotected one lost on a lossy
 link would read as data lost.
 
@@ -57,7 +62,8 @@ cdef enum:
     MAX_SEND_RETRIES = 100
     MAX_INTERLEAVE = 64
     MIN_CONTROL_PARITY = 3
-    MAX_CONTROL_PARITY = 16
+    MAX_CONTROL_PARITY = BATCH_DATAGRAMS - 1  # a control datagram and its parity leave in one batch
+    MAX_LOSS_BURST = MAX_CONTROL_PARITY // 2
     CONTROL_SYMBOL_SIZE = SYMBOL_PREFIX_SIZE + HEADER_SIZE + MAX_CONTROL_PAYLOAD + TAG_BYTES
     SYMBOL_HEAD_SIZE = SYMBOL_PREFIX_SIZE + HEADER_SIZE
     SEGMENTS_PER_SEND = 64
@@ -124,6 +130,7 @@ cdef class DatagramSender:
     cdef readonly uint32_t fec_data
     cdef readonly uint32_t fec_parity
     cdef readonly uint32_t fec_interleave
+    cdef readonly uint32_t fec_loss_burst
     cdef uint8_t* parity_buffers
     cdef size_t symbol_capacity
     cdef uint32_t next_block
@@ -410,10 +417,13 @@ cdef class DatagramSender:
         """Deals the next size data datagrams round-robin into blocks blocks (at most fec_data each), so that a
         burst of losses is spread over them. Each block gets the parity its size needs (parity_by_size): a
         small block needs a larger share than a full one to be as strong."""
-        cdef uint32_t b, first = 0
+        cdef uint32_t b, first = 0, least = 0
+        if self.fec_loss_burst:
+            least = 2 * (self.fec_loss_burst if blocks == 1 else (self.fec_loss_burst + blocks - 1) // blocks + 1)
+            least = max(least, self.parity_by_size[(size + blocks - 1) // blocks])
         for b in range(blocks):
             self.block_data[b] = (size - b + blocks - 1) // blocks
-            self.block_parity[b] = self.parity_by_size[self.block_data[b]]
+            self.block_parity[b] = max(self.parity_by_size[self.block_data[b]], least)
             self.block_share[b] = <uint32_t>((<uint64_t>self.block_data[b] * self.fec_parity + self.fec_data - 1)
                                              // self.fec_data)
             self.block_parity_first[b] = first
@@ -617,10 +627,11 @@ cdef class DatagramSender:
         self.cipher = cipher
         self.session_id = session_id
 
-    def protect_with(self, int data, int parity, int interleave=1):
+    def protect_with(self, int data, int parity, int interleave=1, int loss_burst=0):
         """From now on each frame's datagrams go in Reed-Solomon blocks of up to data datagrams, a full block
         with parity parity datagrams and a smaller one with what makes it as strong, dealt over up to
-        interleave blocks at a time."""
+        interleave blocks at a time; with loss_burst, every block also survives two bursts of that many
+        consecutive losses."""
         if self.next_sequence:
             raise ValueError("forward error correction must be set before the first datagram of a session")
         if not 1 <= data <= MAX_DATA_SYMBOLS or not 1 <= parity <= MAX_PARITY_SYMBOLS:
@@ -628,21 +639,25 @@ cdef class DatagramSender:
                              f"datagrams, not {data} and {parity}")
         if not 1 <= interleave <= MAX_INTERLEAVE:
             raise ValueError(f"FEC interleave {interleave} is outside 1..{MAX_INTERLEAVE}")
+        if not 0 <= loss_burst <= MAX_LOSS_BURST:
+            raise ValueError(f"FEC loss burst {loss_burst} is outside 0..{MAX_LOSS_BURST}")
         if self.datagram_size <= self.overhead(True):
             raise ValueError(f"datagram size {self.datagram_size} leaves no room for a payload with FEC; "
                              f"use at least {self.overhead(True) + 1}")
         self.symbol_capacity = self.datagram_size
         free(self.parity_buffers)
-        self.parity_buffers = <uint8_t*>malloc(<size_t>interleave * parity * self.symbol_capacity)
+        self.parity_buffers = <uint8_t*>malloc(<size_t>interleave * max(parity, 2 * loss_burst + 2)
+                                               * self.symbol_capacity)
         if self.parity_buffers == NULL:
             raise MemoryError()
         sizes = parity_by_block_size(data, parity)
         for index in range(data + 1):
             self.parity_by_size[index] = sizes[index]
-        self.control_parity_count = min(max(sizes[1], MIN_CONTROL_PARITY), MAX_CONTROL_PARITY)
+        self.control_parity_count = min(max(sizes[1], MIN_CONTROL_PARITY, 2 * loss_burst), MAX_CONTROL_PARITY)
         self.fec_data = data
         self.fec_parity = parity
         self.fec_interleave = interleave
+        self.fec_loss_burst = loss_burst
         self.payload_capacity = self.datagram_size - self.overhead(True)
 
     def send_frame(self, frame, bytes prefix=None):

@@ -98,11 +98,14 @@ def test_kafka_records_cross_a_lossy_corrupting_link_complete(start_ddc, kafka_c
 
 @pytest.mark.apache_kafka_too
 @pytest.mark.timeout(600)
-@pytest.mark.parametrize("loss, seed", [("2%", 31), ("5%", 32)])
-def test_bursty_kafka_production_with_small_frames_crosses_random_loss_whole(start_ddc, kafka_clusters, diode_sim,
-                                                                             loss, seed):
+@pytest.mark.parametrize("loss, seed", [(["--loss", "2%"], 31), (["--loss", "5%"], 32),
+                                        (["--burst-rate", "0.2%", "--burst-length", "10"], 33)],
+                         ids=["2%", "5%", "2% in bursts of 10"])
+def test_bursty_kafka_production_with_small_frames_crosses_lossy_link_whole(start_ddc, kafka_clusters, diode_sim,
+                                                                            loss, seed):
     """Issue #21: two bursts of production with a trickle between them make full frames, frame tails and
-    small frames; at 2 % and 5 % random loss with fec = "25%" no block may be the weak one."""
+    small frames; at 2 % and 5 % random loss, and 2 % in bursts of 10 consecutive datagrams, with
+    fec = "25%" no block may be the weak one."""
     source, destination = kafka_clusters
     topic = source.new_topic("bursty", partitions=4)
     destination.create_topic(topic, partitions=4)
@@ -110,7 +113,7 @@ def test_bursty_kafka_production_with_small_frames_crosses_random_loss_whole(sta
     for record in records[::1000]:
         record["value"] = os.urandom(200_000)
     link_port = free_udp_port()
-    simulator = diode_sim(link_port, "--loss", loss, "--seed", str(seed))
+    simulator = diode_sim(link_port, *loss, "--seed", str(seed))
     pair = KafkaPair(start_ddc, kafka_clusters, [topic], rate="30Mbit/s", link_port=link_port,
                      send_to_port=simulator.port, transport_extra='fec = "25%"')
     source.produce(topic, records[:9_000])
@@ -123,7 +126,7 @@ def test_bursty_kafka_production_with_small_frames_crosses_random_loss_whole(sta
     link = simulator.stop()
     assert_same_records(source.read_all(topic), destination.read_all(topic), topic)
     assert pair.missing_reports() == []
-    assert link["lost_random"] > 0 and egress_summary["datagrams_recovered"] > 0
+    assert link["lost_random"] + link["lost_burst"] > 0 and egress_summary["datagrams_recovered"] > 0
     assert egress_summary["fec_blocks_unrecoverable"] == 0 and egress_summary["datagrams_lost"] == 0
     assert egress_summary["kafka_records_written"] == len(records)
     assert ingress_summary["parity_beyond_share_sent"] > 0
