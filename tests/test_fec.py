@@ -464,7 +464,7 @@ def expected_failures_under_bursts(datagrams, rate: float, length: int, runs: in
 
 def test_kafka_shaped_traffic_loses_no_frame_to_bursts_of_ten_at_two_percent():
     """Issue #21's shape under bursts of 10 consecutive losses at 2 % loss: a small frame's lone block (4 + 6)
-    fell to one burst, 0.8 blocks per run with loss_burst = 0. With the default loss_burst = 10 the expected
+    fell to one burst, about one block per run with loss_burst = 0. With the default loss_burst = 10 the expected
     number per run is far below one (the estimate over 300 runs of the layout), and 40 seeded runs through
     the receiver deliver every frame."""
     frames = kafka_shaped_frames(21)
@@ -479,3 +479,40 @@ def test_kafka_shaped_traffic_loses_no_frame_to_bursts_of_ten_at_two_percent():
         delivered, counters = deliver(datagrams, lambda position, _: position in dropped)
         assert counters["fec_blocks_unrecoverable"] == 0 and counters["datagrams_lost"] == 0, seed
         assert delivered == frames and accounted(counters)
+
+
+def test_a_control_datagram_with_more_parity_than_the_burst_leaves_paced():
+    """With loss_burst = 31 a heartbeat is 63 datagrams; at 1 Mbit/s the sender's burst (two datagrams) is a
+    quarter of that, and the rest must follow at the rate, not back-to-back in one sendmmsg."""
+    import threading
+    import time
+
+    from ddc._core.sender import DatagramSender
+
+    receiving = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    receiving.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+    receiving.bind(("127.0.0.1", 0))
+    receiving.settimeout(5)
+    arrivals = []
+
+    def receive():
+        for _ in range(63):
+            arrivals.append((time.monotonic(), len(receiving.recv(65536))))
+
+    receiver = threading.Thread(target=receive)
+    receiver.start()
+    sending = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    address = struct.pack("=HH4s8x", socket.AF_INET, socket.htons(receiving.getsockname()[1]),
+                          socket.inet_aton("127.0.0.1"))
+    rate = 125_000.0
+    sender = DatagramSender(sending.fileno(), address, 7, 1472, rate, 0.0, 0.0, False)
+    sender.protect_with(64, 16, 4, 31)
+    sender.send_control(wire.HEARTBEAT, b"h" * 400)
+    receiver.join(10)
+    receiving.close()
+    sending.close()
+    assert len(arrivals) == 63 == sender.counters()["datagrams_sent"]
+    block = sum(length for _, length in arrivals)
+    assert block > 4 * 2 * 1472
+    spread = arrivals[-1][0] - arrivals[0][0]
+    assert spread > 0.5 * (block - 2 * 1472) / rate, f"{block} bytes left within {spread * 1000:.1f} ms"

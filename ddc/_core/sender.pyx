@@ -348,8 +348,30 @@ cdef class DatagramSender:
         if self.fec_data:
             wire_bytes += self.stage_control_parity(&header)
             count += self.control_parity_count
-        self.pace(wire_bytes)
-        self.transmit(count)
+        if self.burst_bytes <= 0 or wire_bytes <= self.burst_bytes:
+            self.pace(wire_bytes)
+            self.transmit(count)
+        else:
+            self.transmit_within_burst(count)
+
+    cdef void transmit_within_burst(self, unsigned int count) noexcept nogil:
+        """Sends messages[0:count] in runs of at most the burst, each paced: at a low rate, a control datagram and
+        its parity (up to 63 datagrams with loss_burst) can exceed what may leave back-to-back."""
+        cdef unsigned int first = 0, end
+        cdef size_t run_bytes, length
+        while first < count:
+            end = first
+            run_bytes = 0
+            while end < count:
+                length = self.iov[2 * end].iov_len + self.iov[2 * end + 1].iov_len
+                if end > first and run_bytes + length > self.burst_bytes:
+                    break
+                run_bytes += length
+                end += 1
+            self.pace(run_bytes)
+            self.transmit_each(first, end)
+            self.datagrams_sent += end - first
+            first = end
 
     cdef size_t stage_control_parity(self, const Header* control) noexcept nogil:
         """Stages the parity of the control datagram in slot 0 (a block of one) into the slots after it."""
