@@ -688,13 +688,14 @@ class EgressSettings(_ProxySettings):
 
 
 def _share_delivery_reports(links: dict) -> None:
-    """Kafka sinks with the same properties share one producer (and what it knows the cluster holds); a
-    write-ahead log needs that producer to report every delivery, so it does for all of them if one has a log."""
+    """Kafka sinks with the same properties share one producer (and what it knows the cluster holds). A
+    write-ahead log needs that producer to report every delivery, and so does a `missing_records_topic` (a
+    repair's report is written once its record is delivered), so it does for all of them if one needs it."""
     reporting = {}
     for link in links.values():
         if link.sink.type == "kafka":
             key = _producer_key(link.sink.properties)
-            reporting[key] = reporting.get(key, False) or link.write_ahead
+            reporting[key] = reporting.get(key, False) or link.write_ahead or bool(link.sink.missing_records_topic)
     for link in links.values():
         if link.sink.type == "kafka":
             link.sink._report_deliveries = reporting[_producer_key(link.sink.properties)]

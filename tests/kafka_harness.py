@@ -111,6 +111,18 @@ class ObjectStore:
 @dataclass
 class Cluster:
     bootstrap: str
+    broker: object = None  # the TansuBroker or ApacheKafkaBroker behind it, None for an external cluster
+
+    def replace_with_an_empty_broker(self) -> None:
+        """Stops this cluster's broker and starts an empty one of the same kind at the same address: a source
+        cluster rebuilt from scratch, whose topics get new ids and whose offsets start again."""
+        old = self.broker
+        old.stop()
+        if isinstance(old, TansuBroker):
+            self.broker = TansuBroker(old.binary, old.log_path, *old.arguments, port=old.port)
+        else:
+            self.broker = type(old)(old.lib, old.log_path, old.data_dir.with_name(old.data_dir.name + "-rebuilt"),
+                                    port=old.port, controller_port=old.controller_port)
 
     def admin(self) -> AdminClient:
         return AdminClient({"bootstrap.servers": self.bootstrap})
@@ -185,11 +197,26 @@ class Cluster:
         return {partition.partition: partition.offset for partition in found}
 
 
+SOURCE_HEADERS = ("sourceTopic", "sourcePartition", "sourceOffset", "sourceTopicId")
+
+
+def topic_id_text(cluster, topic: str) -> str:
+    """The topic's id as Kafka's tools print it (URL-safe base64), asked of the cluster."""
+    from confluent_kafka import TopicCollection
+
+    from ddc.handlers.kafka.description import topic_id_bytes
+    from ddc.handlers.kafka.description import topic_id_text as text
+
+    admin = cluster.admin()
+    description = admin.describe_topics(TopicCollection([topic]))[topic].result(30)
+    return text(topic_id_bytes(description.topic_id))
+
+
 def comparable(message, with_source: bool = False) -> tuple:
     """What must survive the trip: key, value, headers (in order), timestamp type and value."""
     headers = tuple(message.headers() or ())
     if not with_source:
-        headers = tuple(h for h in headers if h[0] not in ("sourceTopic", "sourcePartition", "sourceOffset"))
+        headers = tuple(h for h in headers if h[0] not in SOURCE_HEADERS)
     return (message.key(), message.value(), headers, message.timestamp())
 
 
@@ -203,11 +230,12 @@ def kafka_pair_configs(source_bootstrap: str, destination_bootstrap: str, topics
                        transport_extra: str = "", send_to_port: int | None = None,
                        rate: str = "2Gbit/s", buffer_size: str = "64MiB", commit_interval: str = "200ms",
                        stats_interval: str = "1s", egress_telemetry: str = "", egress_tables: str = "",
-                       sink_properties: dict | None = None) -> tuple[str, str]:
+                       sink_properties: dict | None = None, source_properties: dict | None = None) -> tuple[str, str]:
     """Config texts for a Kafka link pair; send_to_port puts a relay between ingress and egress,
     egress_telemetry is whole telemetry sub-tables (such as [telemetry.http]), egress_tables whole link
     sub-tables (such as [links.kafka.spool])."""
-    group_properties = "\n".join(f'"{key}" = {value}' for key, value in GROUP_PROPERTIES.items())
+    group_properties = "\n".join(f'"{key}" = {json.dumps(value)}'
+                                 for key, value in {**GROUP_PROPERTIES, **(source_properties or {})}.items())
     producer_properties = "\n".join(f'"{key}" = {json.dumps(value)}' for key, value in (sink_properties or {}).items())
     ingress = f"""
 role = "ingress"

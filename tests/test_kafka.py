@@ -8,7 +8,7 @@ import pytest
 
 from conftest import free_udp_port, run_ddc
 from kafka_harness import (KafkaPair, assert_reports_exact, assert_same_records, kafka_pair_configs, offsets_in,
-                           source_of, varied_records)
+                           source_of, topic_id_text, varied_records)
 from relay import FrameDroppingRelay
 
 pytestmark = pytest.mark.timeout(600)
@@ -33,10 +33,13 @@ def test_records_cross_complete_with_fidelity_and_source_headers(start_ddc, kafk
     ingress_summary, egress_summary = pair.stop()
     arrived = destination.read_all(topic)
     assert_same_records(source.read_all(topic), arrived, topic)
+    topic_id = topic_id_text(source, topic).encode()
     for message in arrived:
         assert message.partition() == source_of(message)[1], "source partition not kept"
         headers = message.headers()
-        assert [name for name, _ in headers[-3:]] == ["sourceTopic", "sourcePartition", "sourceOffset"]
+        assert [name for name, _ in headers[-4:]] == ["sourceTopic", "sourcePartition", "sourceOffset",
+                                                      "sourceTopicId"]
+        assert headers[-1][1] == topic_id, "the source topic's id, as Kafka's tools print it"
     assert pair.missing_reports() == []
     assert egress_summary["kafka_records_written"] == len(records)
     assert egress_summary["kafka_records_duplicate"] == 0
@@ -127,6 +130,44 @@ def test_sigkilled_egress_reports_the_gap_and_ddc_repair_repairs_it(start_ddc, k
     assert any(report["event"] == "repaired" for report in reported)
     assert egress_summary["spool_frames"] == 0
     assert first_egress.unparsed_or_tracebacks() == [] and pair.egress.unparsed_or_tracebacks() == []
+
+
+@pytest.mark.apache_kafka_too
+@pytest.mark.timeout(400)
+def test_a_rebuilt_source_cluster_whose_offsets_start_again_is_delivered_not_dropped(start_ddc, kafka_clusters):
+    """Issue #21: 1 000 records across a running link, then the source broker replaced by an empty one at the
+    same address and 500 new records produced under the same topic name: the egress took all 500 for
+    duplicates of the old topic's offsets 0..499 and wrote none, without a word. Records carry the source topic's
+    id now, and a new id is a new topic to the egress."""
+    source, destination = kafka_clusters
+    topic = source.new_topic("rebuilt", 2)
+    destination.create_topic(topic, 2)
+    first = varied_records(1_000, 2, seed=51)
+    source.produce(topic, first)
+    old_id = topic_id_text(source, topic)
+    # librdkafka looks for a subscribed topic that did not exist at its last rebalance every 5 min by default
+    pair = KafkaPair(start_ddc, kafka_clusters, [topic], source_properties={"topic.metadata.refresh.interval.ms": 2000})
+    destination.wait_for_records(topic, len(first))
+    source.replace_with_an_empty_broker()
+    source.create_topic(topic, 2)
+    new_id = topic_id_text(source, topic)
+    assert new_id != old_id
+    second = varied_records(500, 2, seed=52)
+    source.produce(topic, second)
+    arrived = destination.wait_for_records(topic, len(first) + len(second), timeout=240)
+    pair.egress.wait_for(lambda line: line.get("kafka_source_topic_id_changes", 0) == 2, timeout=30)
+    ingress_summary, egress_summary = pair.stop()
+    by_id = {}
+    for message in arrived:
+        by_id.setdefault(dict(message.headers())["sourceTopicId"].decode(), []).append(message)
+    assert {key: len(messages) for key, messages in by_id.items()} == {old_id: 1_000, new_id: 500}
+    assert_same_records(source.read_all(topic), by_id[new_id], topic)
+    assert egress_summary["kafka_records_duplicate"] == 0 and pair.missing_reports() == []
+    assert egress_summary["kafka_source_topic_id_changes"] == 2, "one warning per source partition"
+    assert ingress_summary["kafka_source_topic_id_changes"] == 1
+    warnings = [line for line in pair.egress.lines() if "comes with topic id" in line.get("message", "")]
+    assert len(warnings) == 2 and all(new_id in line["message"] and old_id in line["message"] for line in warnings)
+    assert pair.ingress.unparsed_or_tracebacks() == [] and pair.egress.unparsed_or_tracebacks() == []
 
 
 @pytest.mark.apache_kafka_too

@@ -1,11 +1,13 @@
 """The egress ledger and the record metadata codec, checked against every loss pattern Hypothesis finds."""
 
 import pytest
+from confluent_kafka import KafkaError
 from hypothesis import given
 from hypothesis import strategies as st
 
 from ddc._core import kafka_metadata
-from ddc.handlers.kafka.ledger import UNKNOWN, PartitionLedger
+from ddc.handlers.kafka.description import topic_id_from_text, topic_id_text
+from ddc.handlers.kafka.ledger import UNKNOWN, Ledger, PartitionLedger
 from ddc.handlers.kafka.topics import TopicMapping
 
 
@@ -103,12 +105,13 @@ def test_rebuilt_state_from_reports_and_repairs():
        st.one_of(st.none(), st.binary(max_size=50)),
        st.one_of(st.none(), st.lists(st.tuples(st.text(max_size=10), st.one_of(st.none(), st.binary(max_size=20))),
                                      max_size=5)),
-       st.booleans(), st.sampled_from(kafka_metadata.KINDS), st.integers(0, 255))
-def test_metadata_round_trips(topic, partition, offset, key, headers, value_present, kind, assignment):
+       st.booleans(), st.sampled_from(kafka_metadata.KINDS), st.integers(0, 255),
+       st.one_of(st.none(), st.binary(min_size=16, max_size=16)))
+def test_metadata_round_trips(topic, partition, offset, key, headers, value_present, kind, assignment, topic_id):
     packed = kafka_metadata.pack(kind, topic, partition, offset, offset - 1, 3, 1, 1_700_000_000_000, key, headers,
-                                 value_present, assignment)
+                                 value_present, assignment, topic_id)
     assert kafka_metadata.unpack(packed) == (kind, topic, partition, offset, offset - 1, 3, 1, 1_700_000_000_000,
-                                             key, list(headers or []), value_present, assignment)
+                                             key, list(headers or []), value_present, assignment, topic_id)
     assert kafka_metadata.coordinates(packed) == (topic, partition, offset)
 
 
@@ -121,10 +124,24 @@ def test_garbage_metadata_is_refused_cleanly(data):
 
 
 def test_truncated_metadata_is_refused_at_every_length():
-    packed = kafka_metadata.pack(0, "topic", 1, 2, 1, 0, 1, 5, b"key", [("h", b"v"), ("n", None)], True)
-    for length in range(len(packed)):
-        with pytest.raises(ValueError):
-            kafka_metadata.unpack(packed[:length])
+    for topic_id in (None, bytes(range(16))):
+        packed = kafka_metadata.pack(0, "topic", 1, 2, 1, 0, 1, 5, b"key", [("h", b"v"), ("n", None)], True, 0,
+                                     topic_id)
+        for length in range(len(packed)):
+            with pytest.raises(ValueError):
+                kafka_metadata.unpack(packed[:length])
+
+
+def test_a_topic_id_is_sixteen_bytes_and_unknown_flags_are_refused():
+    with pytest.raises(ValueError, match="a topic id has 16 bytes, not 15"):
+        kafka_metadata.pack(0, "topic", 1, 2, 1, 0, 1, 5, b"key", [], True, 0, bytes(15))
+    packed = bytearray(kafka_metadata.pack(0, "topic", 1, 2, 1, 0, 1, 5, b"key", [], True))
+    packed[1] |= 8
+    with pytest.raises(ValueError, match="unknown flags 0x0b"):
+        kafka_metadata.unpack(bytes(packed))
+    packed[1] = 4 | 1 | 2  # a topic id announced, none there: the key length is read as part of it
+    with pytest.raises(ValueError):
+        kafka_metadata.unpack(bytes(packed))
 
 
 def test_topic_mapping_order_and_validation():
@@ -148,9 +165,10 @@ def test_the_compiled_write_loop_routes_deduplicates_and_reports():
     routes, assignments, produced, slow, undeliverable, waits = {}, {}, [], [], [], []
     full_once = {"pending": True}
 
-    def route_for(topic, partition):
-        routes[(topic, partition)] = (topic, partition, "target", 7, ledger[(topic, partition)], b"t", b"0", 0)
-        return routes[(topic, partition)]
+    def route_for(topic, partition, topic_id):
+        routes[(topic, partition, topic_id)] = (topic, partition, "target", 7, ledger[(topic, partition)], b"t", b"0",
+                                                0, topic_id, None)
+        return routes[(topic, partition, topic_id)]
 
     def admit(route, kind, offset, previous, start, assignment, target_partition):
         slow.append((kind, offset))
@@ -182,7 +200,8 @@ def test_the_compiled_write_loop_routes_deduplicates_and_reports():
                                                    for offset in (0, 1, 5, 6, 7, 8, 9)]
     assert produced[3][5] == 0 and produced[0][5] == 1000  # LogAppendTime is not copied; CreateTime is
     assert produced[4][1] is None  # a tombstone stays a tombstone
-    assert undeliverable == [("t", 0, 4, "too big for the producer")]
+    assert [(route[:2], offset, reason) for route, offset, reason in undeliverable] == [
+        (("t", 0), 4, "too big for the producer")]
     # The first record, the duplicate, the one after a gap, and the first of a new assignment.
     assert slow == [(0, 0), (0, 1), (0, 4), (0, 8)]
     assert ledger[("t", 0)].missing == [[2, 3]]
@@ -241,12 +260,13 @@ def test_packing_a_batch_chains_each_partitions_previous_offsets(consumed, known
         expected.append((kind, topic, partition, offset, previous.get(coordinate, -1), starts[coordinate], 1,
                          1_700_000_000_000 + offset, None if kind == kafka_metadata.SKIPPED else b"k",
                          [] if kind == kafka_metadata.SKIPPED else list(headers or []),
-                         kind == kafka_metadata.RECORD, 4))
+                         kind == kafka_metadata.RECORD, 4, None))
         previous[coordinate] = offset
     previous_offsets, packed_starts, next_offsets = dict(known_previous), {}, {}
     assignments = {coordinate: 4 for coordinate in previous} | {coordinate: 4 for coordinate in starts}
-    records, errors, skipped = kafka_metadata.pack_messages(messages, previous_offsets, packed_starts, assignments,
-                                                            next_offsets, 50)
+    records, errors, skipped, handled = kafka_metadata.pack_messages(messages, previous_offsets, packed_starts,
+                                                                     assignments, next_offsets, 50)
+    assert handled == len(messages), "offsets only go up here: nothing stops the batch"
     assert [kafka_metadata.unpack(metadata) for metadata, _ in records] == expected
     assert errors == ["broker down"] * sum(shape == "error" for *_, shape in consumed)
     assert [entry[:3] for entry in skipped] == [entry[1:4] for entry in expected if entry[0] == kafka_metadata.SKIPPED]
@@ -265,15 +285,16 @@ def test_a_frame_counts_as_delivered_once_every_record_of_it_and_of_every_frame_
     sink.track_deliveries()
     ledger, callbacks, failed = Ledger(), [], []
 
-    def route_for(topic, partition):
-        return (topic, partition, "target", partition, ledger[(topic, partition)], topic.encode(), b"0", 0)
+    def route_for(topic, partition, topic_id):
+        return (topic, partition, "target", partition, ledger[(topic, partition)], topic.encode(), b"0", 0, None, None)
 
     def write(offsets: list[tuple[int, int]]) -> None:
         records = [(kafka_metadata.pack(kafka_metadata.RECORD, "t", partition, offset, offset - 1, 0, 1, 0, b"k",
                                         [], True, 0), b"v") for partition, offset in offsets]
         kafka_metadata.write_records(
             records, {}, {}, route_for, lambda route, *rest: True,
-            lambda *arguments: callbacks.append(arguments[4]), lambda *arguments: failed.append(arguments[:3]),
+            lambda *arguments: callbacks.append(arguments[4]),
+            lambda route, offset, *_: failed.append((*route[:2], offset)),
             lambda *arguments: None, lambda: None, 1, sink._frame)
 
     sink.start_frame("first")
@@ -295,57 +316,25 @@ def test_a_frame_counts_as_delivered_once_every_record_of_it_and_of_every_frame_
 def test_a_missing_range_report_is_in_its_topic_before_the_record_that_revealed_it_is_produced():
     """Otherwise an egress killed between the two would come back with the record in the destination, the report
     lost, and a later repair of the range dropped as duplicates."""
-    import threading
-
-    from ddc.config import KafkaSinkConfig
-    from ddc.handlers.kafka.client import ClientHealth
-    from ddc.handlers.kafka.ledger import Ledger
-    from ddc.handlers.kafka.sink import KafkaSink
-
-    calls = []
-
-    class Producer:
-        def produce(self, topic, value=None, key=None, partition=-1, callback=None, on_delivery=None, timestamp=0,
-                    headers=None):
-            calls.append(("produce", topic, dict(headers or ()).get("sourceOffset")))
-
-        def flush(self, timeout):
-            calls.append(("flush",))
-            return 0
-
-        def poll(self, timeout):
-            return 0
-
-        def __len__(self):
-            return 0
-
-    class Destination:
-        lock = threading.RLock()
-        ledger = Ledger()
-        producer = Producer()
-        missing_topic_replayed = True
-        health = ClientHealth("test", "producer", __import__("logging").getLogger("test"))
-
-        def load_topic(self, topic, lookback):
-            return False
-
-        def read_tail(self, topic, partitions, lookback):
-            return 0
-
-        def partition_count(self, topic):
-            return 1
-
-    sink = KafkaSink("test", KafkaSinkConfig(type="kafka", properties={"bootstrap.servers": "localhost:1"},
-                                             missing_records_topic="missing"))
-    sink.destination = Destination()
+    sink, calls, _, callbacks = recording_sink()
     sink.write([(kafka_metadata.pack(kafka_metadata.RECORD, "t", 0, offset, previous, 0, 1, 0, b"k", [], True, 0),
                  b"v") for offset, previous in ((0, -1), (5, 4))])
-    assert calls == [("produce", "t", b"0"), ("produce", "missing", None), ("flush",), ("produce", "t", b"5")]
+    assert [call[:3] for call in calls] == [("produce", "t", b"0"), ("produce", "missing", None), ("flush",),
+                                            ("produce", "t", b"5")]
     assert sink.counters()["kafka_missing_offsets_reported"] == 4
     calls.clear()
-    sink.write([(kafka_metadata.pack(kafka_metadata.RECORD, "t", 0, 2, 1, 0, 1, 0, b"k", [], True, 0), b"v")])
-    assert calls == [("produce", "missing", None), ("produce", "t", b"2")], \
-        "a repair's report is not waited for: it must not close the range before its record is delivered"
+    callbacks.clear()
+    sink.write([(kafka_metadata.pack(kafka_metadata.RECORD, "t", 0, offset, offset - 1, 0, 1, 0, b"k", [], True, 0),
+                 b"v") for offset in (2, 3)])
+    assert [call[:3] for call in calls] == [("produce", "t", b"2"), ("produce", "t", b"3")], \
+        "a repair's report must not close its range before its record is delivered: a kill between would lose it"
+    callbacks[1](None, None)
+    assert [call[:3] for call in calls[2:]] == [("produce", "missing", None)], "offset 3 is in: its report goes"
+    callbacks[0](KafkaError(KafkaError._MSG_TIMED_OUT), None)
+    assert [call[:3] for call in calls[3:]] == [("produce", "missing", None)], \
+        "offset 2 failed: it is reported missing again"
+    assert sink.destination.ledger[("t", 0)].missing == [[1, 1], [2, 2], [4, 4]]
+    assert sink.counters()["kafka_records_repaired"] == 1
 
 
 def test_a_source_partition_spread_over_destination_partitions_is_judged_per_destination_partition():
@@ -386,3 +375,134 @@ def test_a_ledger_written_without_spreading_or_under_another_count_takes_everyth
     ledger.deliver_spread(7, 1, 2)
     assert not ledger.admit(7, 6, spread_to=3, spread_over=4).deliver, "under another count"
     assert ledger.admit(8, 7, spread_to=3, spread_over=4).deliver, "above high: written"
+
+
+TOPIC_A, TOPIC_B = bytes(range(16)), bytes(range(1, 17))
+
+
+def test_packing_stops_where_a_partitions_offsets_go_back_and_carries_each_partitions_topic_id():
+    """The ingress asks for the topic's id again before a record below its partition's last one is packed: the
+    topic may have been created again, and its records must not go out under the old id."""
+    messages = [ConsumedMessage("t", 0, 998), ConsumedMessage("t", 1, 50), ConsumedMessage("t", 0, 999),
+                ConsumedMessage("t", 0, 0), ConsumedMessage("t", 0, 1)]
+    previous, starts, next_offsets = {}, {}, {}
+    ids = {("t", 0): TOPIC_A, ("t", 1): TOPIC_A}
+    records, _, _, handled = kafka_metadata.pack_messages(messages, previous, starts, {}, next_offsets, 1000, ids)
+    assert handled == 3 and previous == {("t", 0): 999, ("t", 1): 50}
+    assert [kafka_metadata.unpack(metadata)[12] for metadata, _ in records] == [TOPIC_A] * 3
+    ids[("t", 0)], previous[("t", 0)] = TOPIC_B, -1  # what the source does when the id changed
+    del starts[("t", 0)]
+    records, _, _, handled = kafka_metadata.pack_messages(messages[3:], previous, starts, {}, next_offsets, 1000,
+                                                          ids, True)
+    assert handled == 2
+    assert [kafka_metadata.unpack(metadata)[3:6] + (kafka_metadata.unpack(metadata)[12],)
+            for metadata, _ in records] == [(0, -1, 0, TOPIC_B), (1, 0, 0, TOPIC_B)]
+    records, _, _, handled = kafka_metadata.pack_messages([ConsumedMessage("t", 0, 1)], previous, starts, {},
+                                                          next_offsets, 1000, ids, True)
+    assert handled == 1, "a rewind under the same id goes through once the source has looked"
+
+
+def test_each_incarnation_of_a_source_topic_has_its_own_ledger():
+    ledger = Ledger()
+    old = ledger[("t", 0, None)]
+    old.note_delivered(999)
+    assert ledger[("t", 0, TOPIC_A)] is old, "the first id seen takes over a ledger built without ids"
+    assert ledger[("t", 0)] is old and ledger[("t", 0, None)] is old, "no id: the one known incarnation"
+    new = ledger[("t", 0, TOPIC_B)]
+    assert new is not old and new.high is None and ledger.topic_ids("t", 0) == [TOPIC_A, TOPIC_B]
+    assert new.admit(0, -1, 0).deliver, "offset 0 of the new topic is not a duplicate of the old one's"
+    assert not old.admit(5, 4, 0).deliver, "the old topic's records are still judged by what it delivered"
+    unknown = ledger[("t", 0, None)]
+    assert unknown is not old and unknown is not new, "two incarnations known: a record without an id is neither"
+    assert ledger[("t", 1, TOPIC_B)] is not new
+
+
+def test_a_record_of_a_new_topic_id_is_delivered_reported_and_counted():
+    """Issue #21: a source topic created again (or a rebuilt source cluster) starts its offsets again; its records
+    were all dropped as duplicates of the old topic's, silently."""
+    sink, calls, _, _ = recording_sink()
+    first = [(kafka_metadata.pack(kafka_metadata.RECORD, "t", 0, offset, offset - 1, 0, 1, 0, b"k", [], True, 0,
+                                  TOPIC_A), b"old") for offset in range(1000)]
+    sink.write(first)
+    calls.clear()
+    again = [(kafka_metadata.pack(kafka_metadata.RECORD, "t", 0, offset, offset - 1, 0, 1, 0, b"k", [], True, 0,
+                                  TOPIC_B), b"new") for offset in range(500)]
+    sink.write(again)
+    assert [call[2] for call in calls] == [str(offset).encode() for offset in range(500)]
+    assert {call[1] for call in calls} == {"t"}
+    assert {call[3] for call in calls} == {topic_id_text(TOPIC_B).encode()}
+    counters = sink.counters()
+    assert counters["kafka_records_duplicate"] == 0 and counters["kafka_source_topic_id_changes"] == 1
+    sink.write(again[:10] + first[-10:])
+    assert counters["kafka_records_duplicate"] == 0 and sink.counters()["kafka_records_duplicate"] == 20, \
+        "a resend of either topic's records is a duplicate of its own"
+    assert sink.counters()["kafka_source_topic_id_changes"] == 1
+
+
+def test_a_missing_range_report_names_its_topic_id_and_is_replayed_into_that_incarnation():
+    import json
+
+    from ddc.handlers.kafka.destination import source_coordinates
+
+    sink, calls, reports, _ = recording_sink()
+    sink.write([(kafka_metadata.pack(kafka_metadata.RECORD, "t", 0, offset, previous, 0, 1, 0, b"k", [], True, 0,
+                                     TOPIC_A), b"v") for offset, previous in ((0, -1), (5, 4))])
+    report = json.loads(reports[0])
+    assert report["topic_id"] == topic_id_text(TOPIC_A) and (report["first_offset"], report["last_offset"]) == (1, 4)
+    assert source_coordinates([("sourceTopic", b"t"), ("sourcePartition", b"0"), ("sourceOffset", b"5"),
+                               ("sourceTopicId", topic_id_text(TOPIC_A).encode())]) == ("t", 0, 5, TOPIC_A)
+    assert source_coordinates([("sourceTopic", b"t"), ("sourcePartition", b"0"), ("sourceOffset", b"5"),
+                               ("sourceTopicId", b"not an id")]) == ("t", 0, 5, None)
+    assert topic_id_from_text(topic_id_text(TOPIC_B)) == TOPIC_B and topic_id_from_text("x" * 22 + "=") is None
+
+
+def recording_sink():
+    """A Kafka sink whose producer records what it is given: ("produce", topic, sourceOffset, sourceTopicId) per
+    record and ("flush",), the values produced to the missing-records topic, and each record's delivery callback."""
+    import threading
+
+    from ddc.config import KafkaSinkConfig
+    from ddc.handlers.kafka.client import ClientHealth
+    from ddc.handlers.kafka.sink import KafkaSink
+
+    calls, reports, callbacks = [], [], []
+
+    class Producer:
+        def produce(self, topic, value=None, key=None, partition=-1, callback=None, on_delivery=None, timestamp=0,
+                    headers=None):
+            found = dict(headers or ())
+            calls.append(("produce", topic, found.get("sourceOffset"), found.get("sourceTopicId")))
+            callbacks.append(callback or on_delivery)
+            if topic == "missing":
+                reports.append(value)
+
+        def flush(self, timeout):
+            calls.append(("flush",))
+            return 0
+
+        def poll(self, timeout):
+            return 0
+
+        def __len__(self):
+            return 0
+
+    class Destination:
+        lock = threading.RLock()
+        ledger = Ledger()
+        producer = Producer()
+        missing_topic_replayed = True
+        health = ClientHealth("test", "producer", __import__("logging").getLogger("test"))
+
+        def load_topic(self, topic, lookback):
+            return False
+
+        def read_tail(self, topic, partitions, lookback):
+            return 0
+
+        def partition_count(self, topic):
+            return 1
+
+    sink = KafkaSink("test", KafkaSinkConfig(type="kafka", properties={"bootstrap.servers": "localhost:1"},
+                                             missing_records_topic="missing"))
+    sink.destination = Destination()
+    return sink, calls, reports, callbacks

@@ -8,7 +8,8 @@ import tomllib
 import pytest
 
 from conftest import run_ddc
-from ddc.handlers.kafka.repair import RepairError, open_ranges, read_reports
+from kafka_harness import topic_id_text
+from ddc.handlers.kafka.repair import RepairError, by_partition, open_ranges, read_reports
 
 INGRESS = """
 role = "ingress"
@@ -22,9 +23,19 @@ topics = ["orders", "^audit\\\\..*"]
 """
 
 
-def missing(topic="orders", partition=0, first=10, last=19, link="orders", event="missing") -> str:
+def missing(topic="orders", partition=0, first=10, last=19, link="orders", event="missing", topic_id=None) -> str:
     return json.dumps({"event": event, "topic": topic, "partition": partition, "first_offset": first,
-                       "last_offset": last, "link": link, "reason": "", "reported_at_ms": 1})
+                       "last_offset": last, "link": link, "reason": "", "reported_at_ms": 1,
+                       **({"topic_id": topic_id} if topic_id else {})})
+
+
+def test_a_repair_of_a_topic_created_again_does_not_close_the_old_topics_range():
+    old, new = "AAECAwQFBgcICQoLDA0ODw", "AQIDBAUGBwgJCgsMDQ4PEA"
+    reports = read_reports("r", [missing(first=10, last=19, topic_id=old), missing(first=10, last=19, topic_id=new),
+                                 missing(first=10, last=19, topic_id=new, event="repaired"),
+                                 missing(first=30, last=30, topic_id="not an id")])
+    assert open_ranges(reports) == {("orders", 0, old): [[10, 19]], ("orders", 0, None): [[30, 30]]}
+    assert by_partition(open_ranges(reports)) == {("orders", 0): [[10, 19], [30, 30]]}
 
 
 def test_reports_are_read_from_topic_records_json_log_lines_and_text_log_lines_alike():
@@ -43,7 +54,7 @@ def test_a_range_repaired_since_needs_no_rewind_and_a_part_repaired_leaves_the_r
         missing(first=10, last=19), missing(first=40, last=49), missing(first=12, last=15, event="repaired"),
         missing(first=40, last=49, event="repaired"), missing(partition=3, first=0, last=0),
         missing(partition=3, first=0, last=0, event="repaired")])
-    assert open_ranges(reports) == {("orders", 0): [[10, 11], [16, 19]]}
+    assert open_ranges(reports) == {("orders", 0, None): [[10, 11], [16, 19]]}
 
 
 def test_reports_are_applied_in_the_order_they_were_made_when_they_all_say():
@@ -155,8 +166,8 @@ def test_ddc_repair_refuses_what_the_source_does_not_hold_and_changes_nothing(ka
                       .replace('type = "kafka"', f'type = "kafka"\ngroup_id = "{group}"'))
     report = tmp_path / "report"
 
-    def repair(first: int, last: int, *options, partition: int = 0):
-        report.write_text(missing(topic=topic, partition=partition, first=first, last=last) + "\n")
+    def repair(first: int, last: int, *options, partition: int = 0, topic_id=None):
+        report.write_text(missing(topic=topic, partition=partition, first=first, last=last, topic_id=topic_id) + "\n")
         return run_ddc("repair", str(config), str(report), *options)
 
     result = repair(55, 60)
@@ -168,6 +179,11 @@ def test_ddc_repair_refuses_what_the_source_does_not_hold_and_changes_nothing(ka
     assert result.returncode == 2 and "has 1 partition(s); the reports name partition(s) 3" in result.stderr
     result = repair(90, 150)
     assert result.returncode == 1 and "offsets up to 150 are beyond the partition's end (100)" in result.stderr
+    result = repair(55, 60, topic_id="AAECAwQFBgcICQoLDA0ODw")
+    assert result.returncode == 1 and "went missing from topic id AAECAwQFBgcICQoLDA0ODw" in result.stderr
+    assert f"now has id {topic_id_text(source, topic)}" in result.stderr and "nothing was changed" in result.stderr
+    result = repair(55, 60, "--dry-run", topic_id=topic_id_text(source, topic))
+    assert result.returncode == 0 and "rewind from 100 to 55" in result.stdout, result.stderr
     assert source.committed(group, topic, 1) == {0: 100}
     admin = source.admin()
     try:

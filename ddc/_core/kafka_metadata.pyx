@@ -12,18 +12,22 @@ so that an egress whose destination holds nothing of a partition yet can still
 say what it lacks. The assignment byte changes each time the ingress is given the
 partition by its consumer group: another ingress may have sent part of it in
 between, through another egress, so the egress reads the destination again
-before trusting what it knows of the partition. A placeholder (kind SKIPPED or FILTERED) stands for a
+before trusting what it knows of the partition. The source topic's id (Kafka's
+16-byte topic UUID, where the broker has one) tells incarnations of a topic
+apart: a topic deleted and created again, or a source cluster rebuilt, starts its
+offsets again, and the egress must deliver those records, not drop them as
+duplicates of the old topic's. A placeholder (kind SKIPPED or FILTERED) stands for a
 record the ingress did not send, so that the egress counts it instead of
 reporting it missing. A POSITION says every record of the partition up to its
 offset has been sent: without it, records lost at the end of a stream would go
 unnoticed until the partition's next record. Written in Cython because it runs
 once per record.
 
-Layout (big-endian): u8 kind, u8 flags (bit 0 key present, bit 1 value present),
+Layout (big-endian): u8 kind, u8 flags (bit 0 key present, bit 1 value present, bit 2 topic id present),
 u8 timestamp type, u8 assignment (0: unknown), i32 partition, i64 offset, i64 previous offset
 (-1: unknown), i64 timestamp (ms), i64 stream start (the first offset of the
-partition this consumer group replicates; -1: unknown), u16 topic length, topic (UTF-8), u32 key
-length, key, u32 header count, then per header u16 name length, name (UTF-8),
+partition this consumer group replicates; -1: unknown), u16 topic length, topic (UTF-8), the
+topic id (16 bytes, with flag bit 2), u32 key length, key, u32 header count, then per header u16 name length, name (UTF-8),
 u32 value length (0xFFFFFFFF: null), value.
 """
 
@@ -42,6 +46,8 @@ cdef extern from "Python.h":
 SOURCE_TOPIC_HEADER = "sourceTopic"
 SOURCE_PARTITION_HEADER = "sourcePartition"
 SOURCE_OFFSET_HEADER = "sourceOffset"
+SOURCE_TOPIC_ID_HEADER = "sourceTopicId"
+TOPIC_ID_BYTES = 16
 
 cdef enum Kind:
     RECORD_KIND = 0
@@ -60,15 +66,18 @@ cdef enum:
     FIXED_BYTES = 40
     KEY_PRESENT = 1
     VALUE_PRESENT = 2
+    TOPIC_ID_PRESENT = 4
+    TOPIC_ID_SIZE = 16
     NULL_LENGTH = 0xFFFFFFFF
 
 
 def pack(uint8_t kind, str topic, int32_t partition, int64_t offset, int64_t previous_offset,
          int64_t stream_start, uint8_t timestamp_type, int64_t timestamp, key, headers, bint value_present,
-         uint8_t assignment=0):
-    """Metadata for one record; key is bytes or None, headers a list of (str, bytes | None) or None."""
+         uint8_t assignment=0, bytes topic_id=None):
+    """Metadata for one record; key is bytes or None, headers a list of (str, bytes | None) or None, topic_id
+    the topic's 16-byte id or None."""
     return pack_encoded(kind, topic.encode("utf-8"), partition, offset, previous_offset, stream_start,
-                        timestamp_type, timestamp, key, headers, value_present, assignment)
+                        timestamp_type, timestamp, key, headers, value_present, assignment, topic_id)
 
 
 cdef bint plain_headers(list headers):
@@ -106,28 +115,32 @@ cdef inline const char* header_name(object name, Py_ssize_t* length) except NULL
 
 cdef bytes pack_encoded(uint8_t kind, bytes topic_bytes, int32_t partition, int64_t offset, int64_t previous_offset,
                         int64_t stream_start, uint8_t timestamp_type, int64_t timestamp, key, headers,
-                        bint value_present, uint8_t assignment):
+                        bint value_present, uint8_t assignment, bytes topic_id):
     cdef bytes key_bytes = key if key is not None else b""
+    cdef Py_ssize_t id_length = 0 if topic_id is None else TOPIC_ID_SIZE
     cdef list header_list
     cdef Py_ssize_t total, position, name_length
     cdef const char* name_text
     cdef char* out
     if len(topic_bytes) > 0xFFFF:
         raise ValueError(f"topic name of {len(topic_bytes)} bytes is longer than Kafka allows")
+    if topic_id is not None and len(topic_id) != TOPIC_ID_SIZE:
+        raise ValueError(f"a topic id has {TOPIC_ID_SIZE} bytes, not {len(topic_id)}")
     if not headers:
         header_list = []
     elif type(headers) is list and plain_headers(<list>headers):
         header_list = <list>headers
     else:
         header_list = normalized_headers(headers)
-    total = FIXED_BYTES + 2 + len(topic_bytes) + 4 + len(key_bytes) + 4
+    total = FIXED_BYTES + 2 + len(topic_bytes) + id_length + 4 + len(key_bytes) + 4
     for name, header_value in header_list:
         header_name(name, &name_length)
         total += 2 + name_length + 4 + (0 if header_value is None else PyBytes_GET_SIZE(header_value))
     result = PyBytes_FromStringAndSize(NULL, total)
     out = PyBytes_AS_STRING(result)
     out[0] = kind
-    out[1] = (KEY_PRESENT if key is not None else 0) | (VALUE_PRESENT if value_present else 0)
+    out[1] = ((KEY_PRESENT if key is not None else 0) | (VALUE_PRESENT if value_present else 0)
+              | (TOPIC_ID_PRESENT if id_length else 0))
     out[2] = timestamp_type
     out[3] = assignment
     put32(<uint8_t*>out + 4, <uint32_t>partition)
@@ -139,6 +152,9 @@ cdef bytes pack_encoded(uint8_t kind, bytes topic_bytes, int32_t partition, int6
     put16(<uint8_t*>out + position, <uint16_t>len(topic_bytes))
     memcpy(out + position + 2, PyBytes_AS_STRING(topic_bytes), len(topic_bytes))
     position += 2 + len(topic_bytes)
+    if id_length:
+        memcpy(out + position, PyBytes_AS_STRING(topic_id), TOPIC_ID_SIZE)
+        position += TOPIC_ID_SIZE
     put32(<uint8_t*>out + position, <uint32_t>len(key_bytes))
     memcpy(out + position + 4, PyBytes_AS_STRING(key_bytes), len(key_bytes))
     position += 4 + len(key_bytes)
@@ -164,6 +180,8 @@ cdef enum Malformation:
     SHORTER_THAN_FIXED_PART
     UNKNOWN_KIND
     INSIDE_TOPIC
+    INSIDE_TOPIC_ID
+    UNKNOWN_FLAGS
     INSIDE_KEY_LENGTH
     INSIDE_KEY
     INSIDE_HEADER_COUNT
@@ -178,6 +196,7 @@ cdef struct Layout:
     # Where the variable parts of one metadata field are, found once without creating an object.
     Py_ssize_t topic_at
     uint16_t topic_length
+    Py_ssize_t topic_id_at  # 0: no topic id
     Py_ssize_t key_at
     uint32_t key_length
     Py_ssize_t headers_at
@@ -198,12 +217,20 @@ cdef Malformation locate(const uint8_t* data, Py_ssize_t length, Layout* layout)
         return SHORTER_THAN_FIXED_PART
     if data[0] > POSITION_KIND:
         return UNKNOWN_KIND
+    if data[1] & ~(KEY_PRESENT | VALUE_PRESENT | TOPIC_ID_PRESENT):
+        return UNKNOWN_FLAGS
     position = FIXED_BYTES
     layout.topic_length = get16(data + position)
     layout.topic_at = position + 2
     if short(position + 2, layout.topic_length, length):
         return INSIDE_TOPIC
     position += 2 + layout.topic_length
+    layout.topic_id_at = 0
+    if data[1] & TOPIC_ID_PRESENT:
+        if short(position, TOPIC_ID_SIZE, length):
+            return INSIDE_TOPIC_ID
+        layout.topic_id_at = position
+        position += TOPIC_ID_SIZE
     if short(position, 4, length):
         return INSIDE_KEY_LENGTH
     layout.key_length = get32(data + position)
@@ -243,12 +270,14 @@ cdef int refuse(Malformation malformation, const uint8_t* data, Py_ssize_t lengt
         raise ValueError(f"Kafka metadata of {length} bytes is shorter than its fixed part")
     if malformation == UNKNOWN_KIND:
         raise ValueError(f"Kafka metadata has unknown kind {data[0]}")
+    if malformation == UNKNOWN_FLAGS:
+        raise ValueError(f"Kafka metadata has unknown flags {data[1]:#04x}")
     if malformation == TOO_MANY_HEADERS:
         raise ValueError(f"Kafka metadata announces {layout.header_count} headers in "
                          f"{length - layout.stopped_at} bytes")
     if malformation == TRAILING_BYTES:
         raise ValueError(f"Kafka metadata has {length - layout.stopped_at} trailing bytes")
-    part = {INSIDE_TOPIC: "topic", INSIDE_KEY_LENGTH: "key length", INSIDE_KEY: "key",
+    part = {INSIDE_TOPIC: "topic", INSIDE_TOPIC_ID: "topic id", INSIDE_KEY_LENGTH: "key length", INSIDE_KEY: "key",
             INSIDE_HEADER_COUNT: "header count", INSIDE_HEADER_NAME_LENGTH: "header name length",
             INSIDE_HEADER_NAME: "header name", INSIDE_HEADER_VALUE: "header value"}[malformation]
     raise ValueError(f"Kafka metadata of {length} bytes ends inside its {part}")
@@ -283,18 +312,20 @@ cdef tuple unpack_raw(const uint8_t* data, Py_ssize_t length, object value, bint
     key = (PyBytes_FromStringAndSize(<const char*>data + layout.key_at, layout.key_length)
            if data[1] & KEY_PRESENT else None)
     headers = located_headers(data, &layout)
+    topic_id = (PyBytes_FromStringAndSize(<const char*>data + layout.topic_id_at, TOPIC_ID_SIZE)
+                if layout.topic_id_at else None)
     if with_value:
         return (data[0], topic, <int32_t>get32(data + 4), <int64_t>get64(data + 8), <int64_t>get64(data + 16),
                 <int64_t>get64(data + 32), data[2], <int64_t>get64(data + 24), key, headers,
-                (data[1] & VALUE_PRESENT) != 0, data[3], value)
+                (data[1] & VALUE_PRESENT) != 0, data[3], topic_id, value)
     return (data[0], topic, <int32_t>get32(data + 4), <int64_t>get64(data + 8), <int64_t>get64(data + 16),
             <int64_t>get64(data + 32), data[2], <int64_t>get64(data + 24), key, headers,
-            (data[1] & VALUE_PRESENT) != 0, data[3])
+            (data[1] & VALUE_PRESENT) != 0, data[3], topic_id)
 
 
 def unpack(metadata):
     """(kind, topic, partition, offset, previous_offset, stream_start, timestamp_type, timestamp, key,
-    headers, value_present, assignment); ValueError for anything malformed."""
+    headers, value_present, assignment, topic_id); ValueError for anything malformed."""
     cdef const uint8_t[:] view
     if isinstance(metadata, bytes):
         return unpack_raw(<const uint8_t*>PyBytes_AS_STRING(metadata), PyBytes_GET_SIZE(metadata), None, False)
@@ -320,14 +351,19 @@ def coordinates(metadata):
 
 
 def pack_messages(messages, dict previous_offsets, dict starts, dict assignments, dict next_offsets,
-                  Py_ssize_t max_record_size):
+                  Py_ssize_t max_record_size, dict topic_ids=None, bint first_may_go_back=False):
     """Records for a batch of consumed messages, in one compiled loop (the ingress's per-record work).
 
     `messages` are consumer messages (topic(), partition(), offset(), key(), value(), headers(),
     timestamp(), error()). Updates previous_offsets, starts and next_offsets per (topic, partition);
-    assignments gives each partition's assignment byte.
-    Returns (records, errors, skipped): errors are the messages' error objects, skipped the
-    (topic, partition, offset, size) of records over max_record_size, sent as SKIPPED placeholders."""
+    assignments gives each partition's assignment byte, topic_ids the topic id its records carry (16 bytes;
+    absent or None: none).
+    Stops before a message whose offset is not above the previous one of its partition (but the first with
+    first_may_go_back): its topic may have been created again, and the caller asks for its id before the
+    records of the new topic go out under the old one's.
+    Returns (records, errors, skipped, handled): errors are the messages' error objects, skipped the
+    (topic, partition, offset, size) of records over max_record_size, sent as SKIPPED placeholders, handled
+    how many messages were read (all of them unless it stopped)."""
     cdef list records = []
     cdef list errors = []
     cdef list skipped = []
@@ -336,9 +372,11 @@ def pack_messages(messages, dict previous_offsets, dict starts, dict assignments
     cdef uint8_t kind, assignment = 0
     cdef str topic, run_topic = None
     cdef object partition, run_partition = None, run = None, start = None
-    cdef bytes topic_bytes = None
+    cdef bytes topic_bytes = None, topic_id = None
+    cdef Py_ssize_t handled = -1
     # Messages of one partition come in runs: its dictionaries are read when a run starts and written when it ends.
     for message in messages:
+        handled += 1
         error = message.error()
         if error is not None:
             errors.append(error)
@@ -357,7 +395,11 @@ def pack_messages(messages, dict previous_offsets, dict starts, dict assignments
             if start is None:
                 start = starts[run] = offset
             topic_bytes = topic.encode("utf-8")
+            topic_id = topic_ids.get(run) if topic_ids else None
             assignment = assignments.get(run, 0)
+        if offset <= previous and (handled > 0 or not first_may_go_back):
+            handled -= 1
+            break
         key = message.key()
         value = message.value()
         headers = message.headers()
@@ -372,19 +414,19 @@ def pack_messages(messages, dict previous_offsets, dict starts, dict assignments
             skipped.append((topic, partition, offset, size))
             key = headers = value = None
         records.append((pack_encoded(kind, topic_bytes, partition, offset, previous, start, timestamp_type,
-                                     timestamp, key, headers, value is not None, assignment),
+                                     timestamp, key, headers, value is not None, assignment, topic_id),
                         value if value is not None else b""))
         previous = offset
     if run is not None:
         previous_offsets[run] = previous
         next_offsets[run] = previous + 1
-    return records, errors, skipped
+    return records, errors, skipped, handled + 1
 
 
 def unpack_records(records):
     """unpack() applied to a batch's (metadata, value) records in one compiled loop: a list of
     (kind, topic, partition, offset, previous_offset, stream_start, timestamp_type, timestamp, key, headers,
-    value_present, assignment, value), and the number of records whose metadata was malformed (left out)."""
+    value_present, assignment, topic_id, value), and the number of records whose metadata was malformed (left out)."""
     cdef list unpacked = []
     cdef Py_ssize_t refused = 0
     cdef bytes metadata
@@ -472,29 +514,35 @@ def key_partition(key, int64_t offset, int32_t partitions) -> int:
 
 @cython.freelist(1024)
 cdef class DeliveryReport:
-    """One record's delivery callback: failed(topic, partition, offset, error, message) with the record's source
-    coordinates when delivery fails, and the record's frame counted down when one is tracked (then every delivery
-    is reported, not only failures). librdkafka gives a failed record back without its headers, so its coordinates
+    """One record's delivery callback: failed(route, offset, error, message) with the record's route and source
+    offset when delivery fails, delivered() when it succeeds and one was given (a repair's report, which
+    must not close its range before the record is in), and the record's frame counted down when one is tracked
+    (then every delivery is reported, not only failures). librdkafka gives a failed record back without its headers, so its coordinates
     must travel beside it. One small object from a free list costs less than a functools.partial with its
     argument tuple."""
     cdef object failed
     cdef object route
     cdef int64_t offset
     cdef PendingFrame frame
+    cdef object delivered
 
     def __call__(self, error, message):
         if self.frame is not None:
             self.frame.outstanding -= 1
         if error is not None:
-            self.failed(self.route[0], self.route[1], self.offset, error, message)
+            self.failed(self.route, self.offset, error, message)
+        elif self.delivered is not None:
+            self.delivered()
 
 
-cdef DeliveryReport delivery_report(object failed, object route, int64_t offset, PendingFrame frame):
+cdef DeliveryReport delivery_report(object failed, object route, int64_t offset, PendingFrame frame,
+                                    object delivered):
     cdef DeliveryReport callback = DeliveryReport.__new__(DeliveryReport)
     callback.failed = failed
     callback.route = route
     callback.offset = offset
     callback.frame = frame
+    callback.delivered = delivered
     return callback
 
 
@@ -504,15 +552,17 @@ def write_records(list records, dict routes, dict assignments, route_for, admit_
 
     Everything that is not the next record of its partition, or comes with an assignment byte other than the
     one in assignments for its partition, goes to admit_out_of_order(route, kind, offset, previous, start,
-    assignment, target partition) -> bool. Routes are (source topic, source partition, target, target partition,
-    ledger, topic bytes, partition bytes, partitions to hash keys over); route_for(topic, partition) makes a missing
-    one. A route whose target partition is -1 with partitions to hash over puts each record in the partition of
+    assignment, target partition), which returns whether to write the record: False, True, or a callable to
+    call once the record is delivered. Routes are (source topic, source partition, target, target partition,
+    ledger, topic bytes, partition bytes, partitions to hash keys over, topic id, topic id header value), keyed
+    by (topic, partition, topic id); route_for(topic, partition, topic id) makes a missing one (topic id: 16
+    bytes or None). A route whose target partition is -1 with partitions to hash over puts each record in the partition of
     hashed_partition() and notes it in the ledger's `highs`, per destination partition: the records of one source
     partition are then spread over several destination partitions, each in order. produce is the producer's
     produce(), called with positional arguments (topic, value, key, partition, callback, on_delivery,
-    timestamp, headers); failed(topic, partition, offset, error, message) is each record's delivery callback,
+    timestamp, headers); failed(route, offset, error, message) is each record's failed delivery,
     through a DeliveryReport, which also counts frame's outstanding records down when a frame is given (each
-    produced record counts it up); undeliverable(topic, partition, offset, reason) is called
+    produced record counts it up); undeliverable(route, offset, reason) is called
     when produce() refuses a record; wait_for_room() when the producer's queue is full. Returns (records
     produced, records with malformed metadata).
 
@@ -526,10 +576,11 @@ def write_records(list records, dict routes, dict assignments, route_for, admit_
     cdef int32_t partition, cached_partition = 0, target_partition
     cdef bint hashed
     cdef int64_t offset, previous, timestamp
-    cdef bytes metadata, cached_topic = None
+    cdef bytes metadata, cached_topic = None, cached_topic_id = None
     cdef object route, cached = None
     cdef list headers
     cdef object cached_assignment = None
+    cdef object admitted, delivered
     for metadata, value in records:
         data = <const uint8_t*>PyBytes_AS_STRING(metadata)
         length = PyBytes_GET_SIZE(metadata)
@@ -544,7 +595,9 @@ def write_records(list records, dict routes, dict assignments, route_for, admit_
         try:
             headers = located_headers(data, &layout)
             if cached is None or partition != cached_partition or layout.topic_length != len(cached_topic) or memcmp(
-                    data + layout.topic_at, PyBytes_AS_STRING(cached_topic), layout.topic_length) != 0:
+                    data + layout.topic_at, PyBytes_AS_STRING(cached_topic), layout.topic_length) != 0 or (
+                    (layout.topic_id_at == 0) != (cached_topic_id is None)) or (layout.topic_id_at and memcmp(
+                    data + layout.topic_id_at, PyBytes_AS_STRING(cached_topic_id), TOPIC_ID_SIZE) != 0):
                 topic = PyUnicode_DecodeUTF8(<const char*>data + layout.topic_at, layout.topic_length, NULL)
             else:
                 topic = None
@@ -552,12 +605,14 @@ def write_records(list records, dict routes, dict assignments, route_for, admit_
             refused += 1
             continue
         if topic is not None:
-            coordinate = (topic, partition)
+            topic_id = (PyBytes_FromStringAndSize(<const char*>data + layout.topic_id_at, TOPIC_ID_SIZE)
+                        if layout.topic_id_at else None)
+            coordinate = (topic, partition, topic_id)
             cached = routes.get(coordinate)
             if cached is None:
-                cached = route_for(topic, partition)
-            cached_topic, cached_partition = cached[5], partition
-            cached_assignment = assignments.get(coordinate)
+                cached = route_for(topic, partition, topic_id)
+            cached_topic, cached_topic_id, cached_partition = cached[5], topic_id, partition
+            cached_assignment = assignments.get(coordinate[:2])
         route = cached
         ledger = route[4]
         high = ledger.high
@@ -566,6 +621,7 @@ def write_records(list records, dict routes, dict assignments, route_for, admit_
         if hashed:
             target_partition = hashed_partition(data + layout.key_at, layout.key_length,
                                                 (data[1] & KEY_PRESENT) != 0, offset, route[7])
+        delivered = None
         if kind == RECORD_KIND and high is not None and previous <= high and high < offset and (
                 assignment == 0 or cached_assignment == assignment):
             if hashed:
@@ -574,12 +630,17 @@ def write_records(list records, dict routes, dict assignments, route_for, admit_
                 ledger.high = offset
         else:
             cached = None  # the slow path may change the partition's assignment
-            if not admit_out_of_order(route, kind, offset, previous, <int64_t>get64(data + 32), assignment,
-                                      target_partition):
+            admitted = admit_out_of_order(route, kind, offset, previous, <int64_t>get64(data + 32), assignment,
+                                          target_partition)
+            if not admitted:
                 continue
+            if admitted is not True:
+                delivered = admitted
         headers.append((SOURCE_TOPIC_HEADER, route[5]))
         headers.append((SOURCE_PARTITION_HEADER, route[6]))
         headers.append((SOURCE_OFFSET_HEADER, decimal(offset)))
+        if route[9] is not None:
+            headers.append((SOURCE_TOPIC_ID_HEADER, route[9]))
         timestamp = <int64_t>get64(data + 24)
         if data[2] != timestamp_create or timestamp < 0:
             timestamp = 0
@@ -588,12 +649,12 @@ def write_records(list records, dict routes, dict assignments, route_for, admit_
         while True:
             try:
                 produce(route[2], value if data[1] & VALUE_PRESENT else None, key, target_partition,
-                        delivery_report(failed, route, offset, frame), None, timestamp, headers)
+                        delivery_report(failed, route, offset, frame, delivered), None, timestamp, headers)
             except BufferError:
                 wait_for_room()
                 continue
             except Exception as error:
-                undeliverable(route[0], route[1], offset, str(error))
+                undeliverable(route, offset, str(error))
             else:
                 produced += 1
                 if frame is not None:

@@ -174,6 +174,8 @@ CATALOGUE: tuple[Metric, ...] = (
     _kafka("kafka_rebalances", COUNTER, "Partition assignments and revocations", INGRESS),
     _kafka("kafka_records_unacknowledged", GAUGE, "Records consumed but not yet sent, so not yet committable", INGRESS),
     _kafka("kafka_client_errors", COUNTER, "Errors librdkafka reported (broker down, authentication, ...)"),
+    _kafka("kafka_source_topic_id_changes", COUNTER, "Source topics (ingress) or source partitions (egress) that "
+           "came back with a new topic id: created again, or their cluster rebuilt; their offsets start again"),
     # Kafka sink (egress)
     _kafka("kafka_records_written", COUNTER, "Records handed to the producer", EGRESS),
     _kafka("kafka_records_delivered", COUNTER, "Records the destination cluster acknowledged", EGRESS),

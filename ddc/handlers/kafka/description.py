@@ -1,4 +1,6 @@
-"""How Kafka records look to filters and log lines, on either side of the link."""
+"""How Kafka records look to filters and log lines, on either side of the link, and how a topic id is written."""
+
+import base64
 
 from ddc._core import kafka_metadata
 from ddc._core.kafka_metadata import FILTERED, RECORD, SKIPPED
@@ -11,7 +13,7 @@ class KafkaRecords(RecordDescription):
         instead of reporting it missing."""
         kind = FILTERED if reason == "filtered" else SKIPPED
         fields = kafka_metadata.unpack(record[0])
-        return kafka_metadata.pack(kind, *fields[1:6], 0, -1, None, None, False, fields[11]), b""
+        return kafka_metadata.pack(kind, *fields[1:6], 0, -1, None, None, False, fields[11], fields[12]), b""
 
     def coordinates(self, metadata: bytes) -> dict:
         topic, partition, offset = kafka_metadata.coordinates(metadata)
@@ -20,3 +22,27 @@ class KafkaRecords(RecordDescription):
     def describe(self, metadata: bytes) -> RecordView:
         fields = kafka_metadata.unpack(metadata)
         return RecordView(fields[0] == RECORD, fields[1], tuple(fields[9] or ()))
+
+
+def topic_id_bytes(uuid) -> bytes | None:
+    """A confluent_kafka Uuid as the 16 bytes records carry; None for the zero id of a broker without topic ids."""
+    mask = (1 << 64) - 1
+    raw = ((uuid.get_most_significant_bits() & mask).to_bytes(8, "big")
+           + (uuid.get_least_significant_bits() & mask).to_bytes(8, "big"))
+    return raw if any(raw) else None
+
+
+def topic_id_text(raw: bytes | None) -> str | None:
+    """As Kafka's tools print a topic id (URL-safe base64 without padding), for headers, reports and logs."""
+    return None if raw is None else base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+def topic_id_from_text(text) -> bytes | None:
+    """topic_id_text() read back; None for anything that is not one (a report from before topic ids)."""
+    if not isinstance(text, str) or len(text) != 22:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(text + "==")
+    except ValueError:
+        return None
+    return raw if len(raw) == kafka_metadata.TOPIC_ID_BYTES and topic_id_text(raw) == text else None

@@ -26,8 +26,10 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 from ddc._core.kafka_metadata import SOURCE_OFFSET_HEADER as SOURCE_OFFSET
 from ddc._core.kafka_metadata import SOURCE_PARTITION_HEADER as SOURCE_PARTITION
 from ddc._core.kafka_metadata import SOURCE_TOPIC_HEADER as SOURCE_TOPIC
+from ddc._core.kafka_metadata import SOURCE_TOPIC_ID_HEADER as SOURCE_TOPIC_ID
 
 from ddc.handlers.kafka.client import CONSUMER_ONLY, PRODUCER_ONLY, ClientHealth, client_config
+from ddc.handlers.kafka.description import topic_id_from_text
 from ddc.handlers.kafka.ledger import Ledger
 
 log = logging.getLogger("ddc.handlers.kafka")
@@ -173,7 +175,8 @@ class Destination:
             def note(message) -> None:
                 source = source_coordinates(message.headers())
                 if source is not None:
-                    self.ledger[source[:2]].note_delivered(source[2], message.partition(), count)
+                    self.ledger[(source[0], source[1], source[3])].note_delivered(source[2], message.partition(),
+                                                                                  count)
 
             return self._read(reader, topic, partitions, lookback, note)
         except KafkaException as error:
@@ -189,7 +192,8 @@ class Destination:
         def apply(message):
             try:
                 report = json.loads(message.value())
-                ledger = self.ledger[(report["topic"], int(report["partition"]))]
+                ledger = self.ledger[(report["topic"], int(report["partition"]),
+                                      topic_id_from_text(report.get("topic_id")))]
                 first, last = int(report["first_offset"]), int(report["last_offset"])
             except (TypeError, ValueError, KeyError):
                 return
@@ -224,13 +228,16 @@ class Destination:
         return len(metadata.partitions)
 
 
-def source_coordinates(headers) -> tuple[str, int, int] | None:
-    """(sourceTopic, sourcePartition, sourceOffset) from a destination record's headers; the last of each wins."""
+def source_coordinates(headers) -> tuple[str, int, int, bytes | None] | None:
+    """(sourceTopic, sourcePartition, sourceOffset, sourceTopicId as bytes or None) from a destination record's
+    headers; the last of each wins."""
     found = {}
     for name, value in headers or ():
-        if name in (SOURCE_TOPIC, SOURCE_PARTITION, SOURCE_OFFSET) and value is not None:
+        if name in (SOURCE_TOPIC, SOURCE_PARTITION, SOURCE_OFFSET, SOURCE_TOPIC_ID) and value is not None:
             found[name] = value
     try:
-        return (found[SOURCE_TOPIC].decode("utf-8"), int(found[SOURCE_PARTITION]), int(found[SOURCE_OFFSET]))
+        topic_id = found.get(SOURCE_TOPIC_ID)
+        return (found[SOURCE_TOPIC].decode("utf-8"), int(found[SOURCE_PARTITION]), int(found[SOURCE_OFFSET]),
+                topic_id_from_text(topic_id.decode("ascii")) if topic_id is not None else None)
     except (KeyError, ValueError, UnicodeDecodeError):
         return None

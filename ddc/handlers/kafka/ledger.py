@@ -199,16 +199,40 @@ class PartitionLedger:
 
 
 class Ledger:
-    """All source partitions one destination cluster has seen."""
+    """All source partitions one destination cluster has seen, each incarnation of its topic apart.
+
+    A topic deleted and created again, or a rebuilt source cluster, starts its offsets again under a new topic id:
+    its records are judged against a ledger of their own, not taken as duplicates of the old topic's. A record
+    or report without a topic id (a broker that has none, or written before DDC carried them) belongs to the
+    partition's one known incarnation, and the first id seen for a partition known only without one takes its
+    ledger over (an upgrade keeps what the destination holds).
+    """
 
     def __init__(self):
-        self.partitions: dict[tuple[str, int], PartitionLedger] = {}
+        self.partitions: dict[tuple[str, int, bytes | None], PartitionLedger] = {}
+        self._topic_ids: dict[tuple[str, int], list] = {}  # the ids each partition has a ledger for, oldest first
 
-    def __getitem__(self, source: tuple[str, int]) -> PartitionLedger:
-        ledger = self.partitions.get(source)
-        if ledger is None:
-            ledger = self.partitions[source] = PartitionLedger()
+    def __getitem__(self, source: tuple) -> PartitionLedger:
+        """source is (topic, partition) or (topic, partition, topic id)."""
+        topic, partition, topic_id = source if len(source) == 3 else (*source, None)
+        ledger = self.partitions.get((topic, partition, topic_id))
+        if ledger is not None:
+            return ledger
+        known = self._topic_ids.setdefault((topic, partition), [])
+        if topic_id is None and len(known) == 1:
+            return self.partitions[(topic, partition, known[0])]
+        if topic_id is not None and known == [None]:
+            ledger = self.partitions.pop((topic, partition, None))
+            known[0] = topic_id
+        else:
+            ledger = PartitionLedger()
+            known.append(topic_id)
+        self.partitions[(topic, partition, topic_id)] = ledger
         return ledger
+
+    def topic_ids(self, topic: str, partition: int) -> list:
+        """The topic ids this partition has a ledger for, oldest first (None: records without one)."""
+        return list(self._topic_ids.get((topic, partition), ()))
 
     def open_ranges(self) -> int:
         return sum(len(ledger.missing) for ledger in self.partitions.values())

@@ -25,10 +25,12 @@ import logging
 import re
 from dataclasses import dataclass
 
-from confluent_kafka import ConsumerGroupState, ConsumerGroupTopicPartitions, KafkaException, TopicPartition
+from confluent_kafka import (ConsumerGroupState, ConsumerGroupTopicPartitions, KafkaException, TopicCollection,
+                             TopicPartition)
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from ddc.handlers.kafka.client import CONSUMER_ONLY, PRODUCER_ONLY, as_librdkafka
+from ddc.handlers.kafka.description import topic_id_bytes, topic_id_from_text, topic_id_text
 from ddc.handlers.kafka.source import consumer_group
 
 TIMEOUT_SECONDS = 30.0
@@ -63,6 +65,7 @@ class Report:
     first_offset: int
     last_offset: int
     made_at_ms: int | None  # None: the report does not say (text log lines)
+    topic_id: str | None = None  # the source topic's id when the range went missing; None: not said
 
 
 def read_reports(name: str, lines) -> list[Report]:
@@ -95,11 +98,12 @@ def _report(line: str) -> Report | None:
         if event is None:
             return None
         made_at = _milliseconds(fields.get("reported_at_ms"), fields.get("time"))
+        topic_id = fields.get("topic_id") if topic_id_from_text(fields.get("topic_id")) else None
     else:
         found = TEXT_REPORT.search(line)
         if found is None:
             return None
-        fields, event = found.groupdict(), found["event"]
+        fields, event, topic_id = found.groupdict(), found["event"], None
     partition, first, last = (_whole(fields[key], key) for key in ("partition", "first_offset", "last_offset"))
     if partition > MAX_PARTITION:
         raise ValueError(f"partition {partition} is beyond what Kafka has")
@@ -107,7 +111,7 @@ def _report(line: str) -> Report | None:
         raise ValueError(f"offsets {first}..{last} are not a range of Kafka offsets")
     if not isinstance(fields["topic"], str) or not isinstance(fields["link"], str):
         raise TypeError("topic and link must be text")
-    return Report(event, fields["link"], fields["topic"], partition, first, last, made_at)
+    return Report(event, fields["link"], fields["topic"], partition, first, last, made_at, topic_id)
 
 
 def _whole(value, key: str) -> int:
@@ -129,14 +133,16 @@ def _milliseconds(reported_at_ms, time) -> int | None:
     return None
 
 
-def open_ranges(reports: list[Report]) -> dict[tuple[str, int], list[list[int]]]:
-    """Per (topic, partition), the offset ranges reported missing and not repaired since."""
+def open_ranges(reports: list[Report]) -> dict[tuple[str, int, str | None], list[list[int]]]:
+    """Per (topic, partition, topic id), the offset ranges reported missing and not repaired since: a topic
+    created again has offsets of its own."""
     if all(report.made_at_ms is not None for report in reports):
         reports = sorted(reports, key=lambda report: report.made_at_ms)
-    ranges: dict[tuple[str, int], list[list[int]]] = {}
+    ranges: dict[tuple[str, int, str | None], list[list[int]]] = {}
     for report in reports:
+        key = (report.topic, report.partition, report.topic_id)
         kept = []
-        for first, last in ranges.get((report.topic, report.partition), []):  # cut the report's range out
+        for first, last in ranges.get(key, []):  # cut the report's range out
             if last < report.first_offset or first > report.last_offset:
                 kept.append([first, last])
                 continue
@@ -146,8 +152,16 @@ def open_ranges(reports: list[Report]) -> dict[tuple[str, int], list[list[int]]]
                 kept.append([report.last_offset + 1, last])
         if report.event == "missing":
             kept.append([report.first_offset, report.last_offset])
-        ranges[report.topic, report.partition] = sorted(kept)
+        ranges[key] = sorted(kept)
     return {coordinate: spans for coordinate, spans in ranges.items() if spans}
+
+
+def by_partition(ranges: dict) -> dict[tuple[str, int], list[list[int]]]:
+    """open_ranges() per (topic, partition), once the topic ids are checked."""
+    merged: dict[tuple[str, int], list[list[int]]] = {}
+    for (topic, partition, _), spans in ranges.items():
+        merged.setdefault((topic, partition), []).extend(spans)
+    return {coordinate: sorted(spans) for coordinate, spans in merged.items()}
 
 
 @dataclass
@@ -236,6 +250,24 @@ class GroupRewind:
             raise RepairError(f"consumer group {self.group!r} is {description.state.name.lower()}"
                               + (f" with {members} member(s)" if members else "")
                               + ": stop every ingress of the group (and wait for its session to end), then repair")
+
+    def check_topic_ids(self, ranges: dict, force: bool) -> None:
+        """A range reported under another topic id than the topic's now went missing from a topic since deleted
+        (or a cluster since rebuilt): its records are gone, and rewinding the new topic would resend others."""
+        topics = sorted({topic for topic, _, topic_id in ranges if topic_id is not None})
+        if not topics or force:
+            return
+        described = self.admin.describe_topics(TopicCollection(topics),
+                                               request_timeout=max(1, int(self.timeout * 1000)) / 1000)
+        current = {topic: topic_id_text(topic_id_bytes(self._wait(future, f"describe topic {topic!r}").topic_id))
+                   for topic, future in described.items()}
+        stale = [f"{topic}[{partition}] offsets {spans[0][0]}..{spans[-1][1]} went missing from topic id {topic_id}, "
+                 f"and {topic} now has id {current.get(topic)}" for (topic, partition, topic_id), spans in ranges.items()
+                 if topic_id is not None and current.get(topic) not in (None, topic_id)]
+        if stale:
+            raise RepairError("; ".join(stale) + ": the topic was created again or its cluster rebuilt since, so those "
+                              "records are gone, and rewinding would resend other records (--force rewinds anyway); "
+                              "nothing was changed")
 
     def check_partitions(self, ranges: dict) -> None:
         """Every reported topic and partition exists in the source."""
@@ -329,6 +361,8 @@ def repair(settings, report_files: list[tuple[str, object]], link: str | None, r
         say(f"link {link_name}: every range reported missing was repaired since; nothing to do")
         return
     rewind = GroupRewind(source.properties, group, timeout)
+    rewind.check_topic_ids(ranges, force)
+    ranges = by_partition(ranges)
     rewind.check_partitions(ranges)
     rewind.check_idle()
     plans = rewind.plan(ranges, force)

@@ -2,7 +2,9 @@
 
 Records keep key, value, headers, timestamp and timestamp type; each also gets
 the headers sourceTopic, sourcePartition and sourceOffset (UTF-8, as Confluent's
-connector writes them), appended after its own. The producer is idempotent
+connector writes them), and sourceTopicId where the source has topic ids,
+appended after its own. Each topic id of a source partition is judged on its
+own: a topic created again starts its offsets again. The producer is idempotent
 (acks=all), so librdkafka's retries never write twice; a record whose delivery
 still fails is logged with its coordinates and reported missing, so that a
 rewind of the ingress repairs it. When the producer's queue is full, the sink
@@ -17,10 +19,13 @@ first record after each new assignment is judged, and whenever the ingress
 restarted.
 
 Missing ranges and repairs are logged, counted, and written as JSON records to
-`missing_records_topic` when it is set (key "topic:partition").
+`missing_records_topic` when it is set (key "topic:partition"); a repair once its
+record is delivered, so that the report never closes a range whose record a kill
+could still lose.
 """
 
 import collections
+import functools
 import json
 import logging
 import time
@@ -31,7 +36,7 @@ from confluent_kafka import KafkaException
 from ddc._core import kafka_metadata
 from ddc._core.kafka_metadata import FILTERED, POSITION, RECORD, SKIPPED, PendingFrame
 from ddc.handlers.base import Sink
-from ddc.handlers.kafka.description import KafkaRecords
+from ddc.handlers.kafka.description import KafkaRecords, topic_id_text
 from ddc.handlers.kafka.destination import Destination, DestinationUnavailable
 from ddc.handlers.kafka.ledger import PartitionLedger
 from ddc.handlers.kafka.topics import TopicMapping
@@ -57,6 +62,8 @@ class Route(NamedTuple):
     topic_bytes: bytes
     partition_bytes: bytes
     partitions: int  # with target_partition -1: the destination topic's partitions, keys hashed over them (0: unknown)
+    topic_id: bytes | None  # the source topic's id, None where the source gives none
+    topic_id_header: bytes | None  # its sourceTopicId header value
 
 
 class KafkaSink(KafkaRecords, Sink):
@@ -79,6 +86,7 @@ class KafkaSink(KafkaRecords, Sink):
         self.undecodable = 0
         self.queue_full_waits = 0
         self.destination_checks = 0
+        self.topic_id_changes = 0
         self._topics_read_now: set = set()  # destination topics whose tail was read during this write()
         self._assignments: dict = {}  # (source topic, partition) -> the assignment byte its records last carried
         self._routes: dict = {}
@@ -108,7 +116,8 @@ class KafkaSink(KafkaRecords, Sink):
     def open(self) -> None:
         try:
             self.destination = Destination.acquire(self.config.properties, self.link_name,
-                                                   self._tracking or self.config._report_deliveries)
+                                                   self._tracking or self.config._report_deliveries
+                                                   or bool(self.config.missing_records_topic))
         except KafkaException as error:
             raise OSError(f"link {self.link_name}: Kafka producer settings rejected: {error.args[0].str()}") from None
         except (TypeError, ValueError) as error:
@@ -153,9 +162,11 @@ class KafkaSink(KafkaRecords, Sink):
         self._assignments.clear()
 
     def _admit_out_of_order(self, route, kind: int, offset: int, previous: int, start: int,
-                            assignment: int, target_partition: int) -> bool:
+                            assignment: int, target_partition: int):
         """Everything but the next record in order: placeholders, positions, gaps, duplicates, repairs, and the
-        first record after the ingress was given the partition."""
+        first record after the ingress was given the partition. Returns whether to write the record, or for a
+        record that repairs a reported range, what to call once it is delivered: the repair's report, which
+        written before would close the range in the topic while a kill could still lose the record."""
         ledger = route.ledger
         coordinate = (route.source_topic, route.source_partition)
         reassigned = assignment != 0 and self._assignments.get(coordinate) != assignment
@@ -171,16 +182,19 @@ class KafkaSink(KafkaRecords, Sink):
             spread = route.target_partition == UNASSIGNED_PARTITION and route.partitions
             admission = ledger.admit(offset, previous, start, target_partition if spread else None, route.partitions)
         if admission.missing:
-            self._report("missing", route.source_topic, route.source_partition, *admission.missing)
-        if admission.repaired:
-            self._report("repaired", route.source_topic, route.source_partition, *admission.repaired)
+            self._report("missing", route, *admission.missing)
         if kind == SKIPPED:
             self.records_skipped += 1
         elif kind == FILTERED:
             self.records_filtered += 1
         elif kind == RECORD and not admission.deliver:
             self.records_duplicate += 1
-        return kind == RECORD and admission.deliver
+        delivers = kind == RECORD and admission.deliver
+        if admission.repaired and delivers and self.config.missing_records_topic:
+            return functools.partial(self._report, "repaired", route, *admission.repaired, wait=False)
+        if admission.repaired:  # a position or a placeholder settles the range itself; a log line can go now
+            self._report("repaired", route, *admission.repaired)
+        return delivers
 
     def _check_destination(self, route, reason: str) -> None:
         """Reads the tail of the destination partition(s) the source partition maps to, so that records another
@@ -209,8 +223,9 @@ class KafkaSink(KafkaRecords, Sink):
             self._routes, self._partition_counts, self._routes_built = {}, {}, now
         return self._routes
 
-    def _route(self, topic: str, partition: int):
-        """Where records of one source partition go, worked out once: the per-record path only looks it up."""
+    def _route(self, topic: str, partition: int, topic_id: bytes | None):
+        """Where records of one source partition (of one incarnation of its topic) go, worked out once: the
+        per-record path only looks it up."""
         # An invalid mapped name is a configuration error: it stops the proxy (exit 1) with the names in the
         # message, and the records not written are reported missing once the mapping is fixed.
         target = self.mapping.destination(topic)
@@ -222,12 +237,23 @@ class KafkaSink(KafkaRecords, Sink):
             except DestinationUnavailable as error:
                 self._retry_later(error)
         target_partition, count = self._partition(target, partition)
-        route = Route(topic, partition, target, target_partition, self.destination.ledger[(topic, partition)],
+        ledgers = self.destination.ledger
+        before = ledgers.topic_ids(topic, partition)
+        id_text = topic_id_text(topic_id)
+        route = Route(topic, partition, target, target_partition, ledgers[(topic, partition, topic_id)],
                       topic.encode(), str(partition).encode(),
-                      count or 0 if target_partition == UNASSIGNED_PARTITION else 0)
+                      count or 0 if target_partition == UNASSIGNED_PARTITION else 0,
+                      topic_id, id_text.encode() if id_text else None)
+        if topic_id is not None and topic_id not in before and any(before):
+            self.topic_id_changes += 1
+            log.warning(f"link {self.link_name}: {topic}[{partition}] comes with topic id {id_text}, not "
+                        f"{topic_id_text([known for known in before if known][-1])}: the source topic was created "
+                        "again or its cluster replaced; its offsets start again, and its records are judged as a new "
+                        "topic's, not as duplicates", extra={"fields": {"link": self.link_name, "topic": topic,
+                                                                        "partition": partition, "topic_id": id_text}})
         if target in self._topics_read_now:
             route.ledger.checked_at = route.ledger.high  # the destination was read for this very batch
-        self._routes[(topic, partition)] = route
+        self._routes[(topic, partition, topic_id)] = route
         return route
 
     def _prepare(self) -> None:
@@ -261,25 +287,25 @@ class KafkaSink(KafkaRecords, Sink):
             return source_partition, count
         return UNASSIGNED_PARTITION, count
 
-    def _failed(self, topic: str, partition: int, offset: int, error, message) -> None:
-        """Every record's delivery report; without a write-ahead log, only failures come
-        (delivery.report.only.error)."""
-        if error is None:
-            return
-        # Inside librdkafka's callback: the report is neither waited for nor given room (no flush or poll here).
-        self._undeliverable(topic, partition, offset, f"delivery failed: {error.str()}", wait=False)
+    def _failed(self, route: Route, offset: int, error, message) -> None:
+        """A record's failed delivery, in librdkafka's callback: the report is neither waited for nor given room
+        (no flush or poll here)."""
+        self._undeliverable(route, offset, f"delivery failed: {error.str()}", wait=False)
 
-    def _undeliverable(self, topic: str, partition: int, offset: int, reason: str, wait: bool = True) -> None:
+    def _undeliverable(self, route: Route, offset: int, reason: str, wait: bool = True) -> None:
         self.delivery_failures += 1
-        self.destination.ledger[(topic, partition)].note_missing(offset, offset)
-        self._report("missing", topic, partition, offset, offset, reason=reason, wait=wait)
+        route.ledger.note_missing(offset, offset)
+        self._report("missing", route, offset, offset, reason=reason, wait=wait)
 
     # ---- reports ----
 
-    def _report(self, event: str, topic: str, partition: int, first: int, last: int,
+    def _report(self, event: str, route: Route, first: int, last: int,
                 reason: str = "offsets never arrived over the link", wait: bool = True) -> None:
+        topic, partition = route.source_topic, route.source_partition
         fields = {"link": self.link_name, "event": f"records {event}", "topic": topic, "partition": partition,
                   "first_offset": first, "last_offset": last}
+        if route.topic_id is not None:
+            fields["topic_id"] = topic_id_text(route.topic_id)
         if event == "missing":
             self.missing_ranges_reported += 1
             self.missing_offsets_reported += last - first + 1
@@ -293,7 +319,8 @@ class KafkaSink(KafkaRecords, Sink):
         if self.config.missing_records_topic:
             report = {"event": event, "topic": topic, "partition": partition, "first_offset": first,
                       "last_offset": last, "link": self.link_name, "reason": reason if event == "missing" else "",
-                      "reported_at_ms": int(time.time() * 1000)}
+                      "reported_at_ms": int(time.time() * 1000), **({"topic_id": fields["topic_id"]}
+                                                                     if "topic_id" in fields else {})}
             # A missing range is in the topic before the record that revealed it is produced (wait). A repair is
             # not waited for: its record is not delivered yet, and the report must not close the range before.
             self._write_report(event, report, fields, wait and event == "missing", may_poll=wait)
@@ -350,5 +377,6 @@ class KafkaSink(KafkaRecords, Sink):
             "kafka_report_failures": self.report_failures,
             "kafka_records_undecodable": self.undecodable, "kafka_producer_queue_full_waits": self.queue_full_waits,
             "kafka_destination_checks": self.destination_checks,
+            "kafka_source_topic_id_changes": self.topic_id_changes,
             "kafka_client_errors": self.destination.health.errors if self.destination else 0,
         }

@@ -20,6 +20,18 @@ changes, the egress knows another ingress may have sent part of the partition
 through another egress and reads the destination before trusting its ledger.
 It starts at a random value, so a restarted ingress is unlikely (1 in 255) to
 repeat the last byte its egress saw.
+
+Every record carries its topic's id too (DescribeTopics, asked at each
+assignment), so that a topic deleted and created again, or a source cluster
+rebuilt, whose offsets start again, is a new topic at the egress rather than a
+run of duplicates of the old one. When a partition's offsets go back, the id is
+asked again before any record of it is packed: the records of the new topic go
+out under the new id, those of a plain rewind under the old one. The ids of the
+topics read so far are also asked every TOPIC_ID_CHECK_SECONDS: librdkafka (2.16)
+keeps the old topic's leader epochs when a topic comes back with a new id and
+ignores the new topic's metadata, so its consumer waits forever (librdkafka issue
+#4898, seen against Apache Kafka); a changed id replaces the consumer with a new
+one, which starts from the new topic's committed offsets.
 """
 
 import collections
@@ -28,13 +40,14 @@ import random
 import threading
 import time
 
-from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException, TopicCollection, TopicPartition
+from confluent_kafka.admin import AdminClient
 
 from ddc._core import kafka_metadata
 from ddc._core.kafka_metadata import POSITION, UNKNOWN_OFFSET
 from ddc.handlers.base import Source
-from ddc.handlers.kafka.description import KafkaRecords
-from ddc.handlers.kafka.client import PRODUCER_ONLY, ClientHealth, client_config
+from ddc.handlers.kafka.client import CONSUMER_ONLY, PRODUCER_ONLY, ClientHealth, client_config
+from ddc.handlers.kafka.description import KafkaRecords, topic_id_bytes, topic_id_text
 
 log = logging.getLogger("ddc.handlers.kafka")
 
@@ -44,6 +57,8 @@ POSITION_INTERVAL_SECONDS = 2.0
 PROBE_INTERVAL_SECONDS = 5.0
 START_METADATA = "ddc-start="
 COMMIT_TIMEOUT_SECONDS = 10.0
+TOPIC_ID_TIMEOUT_SECONDS = 10.0
+TOPIC_ID_CHECK_SECONDS = 10.0
 
 
 class KafkaSource(KafkaRecords, Source):
@@ -59,6 +74,11 @@ class KafkaSource(KafkaRecords, Source):
         self._start: dict = {}               # (topic, partition) -> first offset of the group's stream
         self._assignments: dict = {}         # (topic, partition) -> assignment byte
         self._assignment = random.randint(1, 255)
+        self._topic_ids: dict = {}           # (topic, partition) -> the topic id its records carry (None: none)
+        self._known_topic_ids: dict = {}     # topic -> its id when last asked, kept across rebalances
+        self._topic_ids_checked = time.monotonic()
+        self._consumer_stale = False         # a topic it reads has a new id: librdkafka's consumer would wait forever
+        self._admin: AdminClient | None = None
         self._chunks = collections.deque()   # (records put when this chunk ends, {(topic, partition): next offset})
         self._records_put = 0
         self._acknowledged = 0
@@ -75,6 +95,7 @@ class KafkaSource(KafkaRecords, Source):
         self.commits = 0
         self.commit_failures = 0
         self.rebalances = 0
+        self.topic_id_changes = 0
 
     # ---- lifecycle ----
 
@@ -90,6 +111,8 @@ class KafkaSource(KafkaRecords, Source):
             raise OSError(f"link {self.link_name}: Kafka consumer settings rejected: {error.args[0].str()}") from None
         except (TypeError, ValueError) as error:
             raise OSError(f"link {self.link_name}: Kafka consumer settings rejected: {error}") from None
+        self._admin = AdminClient(client_config(self.config.properties, {}, self.health,
+                                                leave_out=PRODUCER_ONLY | CONSUMER_ONLY))
         self.consumer.subscribe(list(self.config.topics), on_assign=self._on_assign, on_revoke=self._on_revoke,
                                 on_lost=self._on_lost)
 
@@ -97,6 +120,11 @@ class KafkaSource(KafkaRecords, Source):
         self._output = output
         while not stopping.is_set():
             self._commit_acknowledged()
+            if time.monotonic() - self._topic_ids_checked >= TOPIC_ID_CHECK_SECONDS:
+                self._check_topic_ids()
+            if self._consumer_stale:
+                self._renew_consumer()
+                continue
             if self._held:
                 self._offer_held(output)
                 continue
@@ -140,10 +168,19 @@ class KafkaSource(KafkaRecords, Source):
     # ---- taking records in ----
 
     def _take(self, messages) -> None:
-        offsets = {}
-        records, errors, skipped = kafka_metadata.pack_messages(messages, self._previous, self._start,
-                                                                self._assignments, offsets,
-                                                                self.config.max_record_size)
+        offsets, records, errors, skipped = {}, [], [], []
+        went_back = False
+        while messages:
+            packed, failed, too_large, handled = kafka_metadata.pack_messages(
+                messages, self._previous, self._start, self._assignments, offsets, self.config.max_record_size,
+                self._topic_ids, went_back)
+            records += packed
+            errors += failed
+            skipped += too_large
+            messages = messages[handled:]
+            if messages:
+                self._offsets_went_back(messages[0])
+                went_back = True
         for error in errors:
             if error.code() != KafkaError._PARTITION_EOF:
                 self.health.on_error(error)
@@ -155,6 +192,97 @@ class KafkaSource(KafkaRecords, Source):
             self._records_put += len(records)
             self._chunks.append((self._records_put, offsets))
             self._held = records
+
+    def _offsets_went_back(self, message) -> None:
+        """A partition's next record is at or below the last one taken: a rewind of the same topic (its records
+        are duplicates the egress drops), or a new topic of the same name, or a new cluster, whose offsets
+        started again: those records must go out under the new topic id, as a new stream."""
+        topic, partition, offset = message.topic(), message.partition(), message.offset()
+        coordinate = (topic, partition)
+        current = self._current_topic_ids({topic}).get(topic)
+        carried = self._topic_ids.get(coordinate)
+        fields = {"link": self.link_name, "topic": topic, "partition": partition, "offset": offset,
+                  "previous_offset": self._previous.get(coordinate), "topic_id": topic_id_text(current)}
+        if current is None or current == carried:
+            log.warning(f"link {self.link_name}: {topic}[{partition}] went back from offset "
+                        f"{self._previous.get(coordinate)} to {offset} under the same topic id "
+                        f"({topic_id_text(carried) or 'the cluster gives none'}); records the destination holds "
+                        "are dropped as duplicates", extra={"fields": fields})
+            return
+        self._note_topic_ids({topic: current}, renew=False)
+        log.info(f"link {self.link_name}: {topic}[{partition}] went back from offset {self._previous.get(coordinate)} "
+                 f"to {offset} under topic id {topic_id_text(current)}, not {topic_id_text(carried)}: its records "
+                 "go out as the new topic's", extra={"fields": fields})
+        self._topic_ids[coordinate] = current
+        self._previous[coordinate] = UNKNOWN_OFFSET
+        self._start.pop(coordinate, None)
+        self._forget_offsets(coordinate)
+
+    def _check_topic_ids(self) -> None:
+        """A topic read so far that now has another id was created again, or its cluster rebuilt: librdkafka's
+        consumer would wait for the old topic's leaders forever (module docstring), so a new one takes over."""
+        self._topic_ids_checked = time.monotonic()
+        if not self._known_topic_ids:
+            return
+        changed = self._note_topic_ids(self._current_topic_ids(set(self._known_topic_ids), warn=False))
+        for coordinate in [coordinate for coordinate in self._topic_ids if coordinate[0] in changed]:
+            self._forget_offsets(coordinate)
+
+    def _renew_consumer(self) -> None:
+        """A new consumer in place of one whose metadata of a topic with a new id librdkafka will not update."""
+        log.info(f"link {self.link_name}: a new Kafka consumer takes over (librdkafka issue #4898: the old one would "
+                 "wait for the old topic's leaders); it reads from the committed offsets",
+                 extra={"fields": {"link": self.link_name}})
+        self._consumer_stale = False
+        output = self._output
+        self.close()
+        self.open()
+        self._output = output
+
+    def _note_topic_ids(self, ids: dict, renew: bool = True) -> dict:
+        """Remembers the ids the cluster gave; logs and counts those that changed, and returns them. The consumer
+        is then renewed (module docstring), unless it is reading the new topic already."""
+        changed = {topic: topic_id for topic, topic_id in ids.items()
+                   if topic_id is not None and self._known_topic_ids.get(topic, topic_id) != topic_id}
+        if changed:
+            self.topic_id_changes += len(changed)
+            described = ", ".join(f"{topic} now has topic id {topic_id_text(topic_id)}, not "
+                                  f"{topic_id_text(self._known_topic_ids[topic])}" for topic, topic_id in changed.items())
+            log.warning(f"link {self.link_name}: {described}: created again or its cluster replaced; its records "
+                        "go out as a new topic's", extra={"fields": {"link": self.link_name, "topics": sorted(changed)}})
+            self._consumer_stale = self._consumer_stale or renew
+        self._known_topic_ids.update({topic: topic_id for topic, topic_id in ids.items() if topic_id is not None})
+        return changed
+
+    def _forget_offsets(self, coordinate) -> None:
+        """Offsets of a partition's old topic must never be committed for the new one (its records below them
+        would be skipped)."""
+        self._committable.pop(coordinate, None)
+        self._committed.pop(coordinate, None)
+        for _, offsets in self._chunks:
+            offsets.pop(coordinate, None)
+
+    def _current_topic_ids(self, topics: set, warn: bool = True) -> dict:
+        """Each topic's id as the cluster says now; None where it has none or cannot say (then records go without
+        one, and the egress takes them as the topic it knows)."""
+        ids = dict.fromkeys(topics)
+        try:
+            futures = self._admin.describe_topics(TopicCollection(sorted(topics)),
+                                                   request_timeout=TOPIC_ID_TIMEOUT_SECONDS)
+        except (KafkaException, TypeError, ValueError) as error:
+            futures, failure = {}, error
+        else:
+            failure = None
+        for topic, future in futures.items():
+            try:
+                ids[topic] = topic_id_bytes(future.result(TOPIC_ID_TIMEOUT_SECONDS).topic_id)
+            except Exception as error:  # librdkafka's timeouts come as other types, often without text
+                failure = error
+        if failure is not None and warn:
+            log.warning(f"link {self.link_name}: cannot learn the topic ids of {', '.join(sorted(topics))}: "
+                        f"{failure or 'no answer'}; records go without one until the next assignment",
+                        extra={"fields": {"link": self.link_name}})
+        return ids
 
     def _skipped(self, topic: str, partition: int, offset: int, size: int) -> None:
         self.records_skipped += 1
@@ -169,7 +297,8 @@ class KafkaSource(KafkaRecords, Source):
         self._positions_announced = time.monotonic()
         positions = [kafka_metadata.pack(POSITION, topic, partition, offset, offset,
                                          self._start.get((topic, partition), UNKNOWN_OFFSET), 0, -1, None, None,
-                                         False, self._assignments.get((topic, partition), 0))
+                                         False, self._assignments.get((topic, partition), 0),
+                                         self._topic_ids.get((topic, partition)))
                      for (topic, partition), offset in self._previous.items() if offset != UNKNOWN_OFFSET]
         if positions:
             self._records_put += len(positions)
@@ -262,6 +391,13 @@ class KafkaSource(KafkaRecords, Source):
             committed = consumer.committed(partitions, timeout=COMMIT_TIMEOUT_SECONDS)
         except KafkaException:
             committed = []
+        ids = self._current_topic_ids({partition.topic for partition in partitions}) if partitions else {}
+        for partition in partitions:
+            coordinate = (partition.topic, partition.partition)
+            topic_id = self._topic_ids[coordinate] = ids.get(partition.topic)
+            if topic_id is not None and self._known_topic_ids.get(partition.topic, topic_id) != topic_id:
+                self._forget_offsets(coordinate)
+        self._note_topic_ids(ids)
         for partition in committed:
             coordinate = (partition.topic, partition.partition)
             self._assignments[coordinate] = self._assignment
@@ -300,6 +436,7 @@ class KafkaSource(KafkaRecords, Source):
             self._previous.pop(coordinate, None)
             self._start.pop(coordinate, None)
             self._assignments.pop(coordinate, None)
+            self._topic_ids.pop(coordinate, None)
             self._committable.pop(coordinate, None)
             self._committed.pop(coordinate, None)
         log.info(f"link {self.link_name}: revoked {_describe(partitions)}",
@@ -339,11 +476,13 @@ class KafkaSource(KafkaRecords, Source):
         for coordinate in lost:
             self._previous.pop(coordinate, None)
             self._assignments.pop(coordinate, None)
+            self._topic_ids.pop(coordinate, None)
 
     def counters(self) -> dict:
         return {"kafka_records_consumed": self.records_consumed, "kafka_records_skipped": self.records_skipped,
                 "kafka_commits": self.commits, "kafka_commit_failures": self.commit_failures,
                 "kafka_rebalances": self.rebalances, "kafka_client_errors": self.health.errors,
+                "kafka_source_topic_id_changes": self.topic_id_changes,
                 "kafka_records_unacknowledged": self._records_put - self._acknowledged}
 
 
