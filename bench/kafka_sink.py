@@ -1,9 +1,10 @@
 """The Kafka sink's thread alone: the egress's per-record cost without the link or a source cluster.
 
     python bench/kafka_sink.py [--records 200000] [--rounds 3] [--write-ahead DIRECTORY ...]
+                               [--without-topic-id]
 
 Writes records as the egress's sink thread receives them (batches of 4 000, 200-byte
-values, a key and one header, 3 partitions) through KafkaSink.write into a Tansu
+values, a key and one header, 3 partitions, the source topic id) through KafkaSink.write into a Tansu
 broker started here (or DDC_TEST_KAFKA_BOOTSTRAP), and reports the CPU time of the
 writing thread per record, delivery reports served included (librdkafka's own
 threads excluded) and the rate until
@@ -16,6 +17,8 @@ each DIRECTORY given (for example /dev/shm and a directory on disk), rounds
 alternated: every batch becomes a frame appended to the log (the receive
 thread's part, counted here in the same thread), every delivery is reported, and
 frames are released as their records are acknowledged, as ddc/egress.py does.
+With --without-topic-id, each round is also run with records that carry no topic
+id (a source cluster without ids: no sourceTopicId header, no id to compare).
 """
 
 import argparse
@@ -43,17 +46,17 @@ PARTITIONS = 3
 BATCH = 4000
 
 
-def batches(topic: str, count: int) -> list:
+def batches(topic: str, count: int, topic_id: bytes | None) -> list:
     value = os.urandom(200)
     records = [(kafka_metadata.pack(kafka_metadata.RECORD, topic, index % PARTITIONS, index // PARTITIONS,
                                     index // PARTITIONS - 1, 0, 1, 1_700_000_000_000 + index, b"key-%d" % index,
-                                    [("trace", b"x" * 16)], True, 9), value) for index in range(count)]
+                                    [("trace", b"x" * 16)], True, 9, topic_id), value) for index in range(count)]
     return [records[start:start + BATCH] for start in range(0, count, BATCH)]
 
 
-def one_round(cluster: Cluster, count: int, log_directory: str | None) -> tuple[float, float]:
+def one_round(cluster: Cluster, count: int, log_directory: str | None, topic_id: bool) -> tuple[float, float]:
     topic = cluster.new_topic(f"sink-bench-{uuid.uuid4().hex[:6]}", PARTITIONS)
-    work = batches(topic, count)
+    work = batches(topic, count, os.urandom(16) if topic_id else None)
     sink = KafkaSink("bench", KafkaSinkConfig(type="kafka", properties={"bootstrap.servers": cluster.bootstrap}))
     buffer = None
     if log_directory:
@@ -104,8 +107,12 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--write-ahead", nargs="*", default=[], metavar="DIRECTORY",
                         help="also measure with the write-ahead log in each of these directories")
+    parser.add_argument("--without-topic-id", action="store_true",
+                        help="also measure records that carry no source topic id")
     arguments = parser.parse_args()
-    modes = [None] + arguments.write_ahead
+    modes = [(None, True)] + [(directory, True) for directory in arguments.write_ahead]
+    if arguments.without_topic_id:
+        modes.append((None, False))
     broker = None
     external = os.environ.get("DDC_TEST_KAFKA_BOOTSTRAP")
     if external:
@@ -121,13 +128,13 @@ def main() -> int:
     try:
         for _ in range(arguments.rounds):
             for mode in modes:
-                results[mode].append(one_round(cluster, arguments.records, mode))
+                results[mode].append(one_round(cluster, arguments.records, *mode))
     finally:
         if broker is not None:
             broker.stop()
-    baseline = statistics.median(rate for _, rate in results[None])
-    for mode, measured in results.items():
-        name = f"write-ahead log in {mode}" if mode else "no log"
+    baseline = statistics.median(rate for _, rate in results[(None, True)])
+    for (directory, topic_id), measured in results.items():
+        name = f"write-ahead log in {directory}" if directory else "no log" if topic_id else "no log, no topic id"
         for number, (cpu, rate) in enumerate(measured, 1):
             print(f"{name}, round {number}: sink thread {cpu:.2f} µs CPU per record, {rate:,.0f} records/s "
                   "acknowledged")

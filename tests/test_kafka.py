@@ -134,12 +134,19 @@ def test_sigkilled_egress_reports_the_gap_and_ddc_repair_repairs_it(start_ddc, k
 
 @pytest.mark.apache_kafka_too
 @pytest.mark.timeout(400)
-def test_a_rebuilt_source_cluster_whose_offsets_start_again_is_delivered_not_dropped(start_ddc, kafka_clusters):
+@pytest.mark.parametrize("recreated", ["cluster rebuilt", "topic deleted"])
+def test_a_rebuilt_source_cluster_whose_offsets_start_again_is_delivered_not_dropped(start_ddc, kafka_clusters,
+                                                                                     recreated):
     """Issue #21: 1 000 records across a running link, then the source broker replaced by an empty one at the
     same address and 500 new records produced under the same topic name: the egress took all 500 for
     duplicates of the old topic's offsets 0..499 and wrote none, without a word. Records carry the source topic's
-    id now, and a new id is a new topic to the egress."""
+    id now, and a new id is a new topic to the egress. The same for the topic deleted and created again in the
+    same cluster (on Apache Kafka: Tansu's deletion crashes librdkafka's consumer, docs/kafka.md)."""
+    from kafka_harness import TansuBroker
+
     source, destination = kafka_clusters
+    if recreated == "topic deleted" and isinstance(source.broker, TansuBroker):
+        pytest.skip("librdkafka 2.16's consumer segfaults when a topic it reads is deleted on Tansu (docs/kafka.md)")
     topic = source.new_topic("rebuilt", 2)
     destination.create_topic(topic, 2)
     first = varied_records(1_000, 2, seed=51)
@@ -148,7 +155,12 @@ def test_a_rebuilt_source_cluster_whose_offsets_start_again_is_delivered_not_dro
     # librdkafka looks for a subscribed topic that did not exist at its last rebalance every 5 min by default
     pair = KafkaPair(start_ddc, kafka_clusters, [topic], source_properties={"topic.metadata.refresh.interval.ms": 2000})
     destination.wait_for_records(topic, len(first))
-    source.replace_with_an_empty_broker()
+    if recreated == "cluster rebuilt":
+        source.replace_with_an_empty_broker()
+    else:
+        admin = source.admin()
+        admin.delete_topics([topic])[topic].result(30)
+        time.sleep(2)
     source.create_topic(topic, 2)
     new_id = topic_id_text(source, topic)
     assert new_id != old_id

@@ -412,8 +412,7 @@ def test_each_incarnation_of_a_source_topic_has_its_own_ledger():
     assert new is not old and new.high is None and ledger.topic_ids("t", 0) == [TOPIC_A, TOPIC_B]
     assert new.admit(0, -1, 0).deliver, "offset 0 of the new topic is not a duplicate of the old one's"
     assert not old.admit(5, 4, 0).deliver, "the old topic's records are still judged by what it delivered"
-    unknown = ledger[("t", 0, None)]
-    assert unknown is not old and unknown is not new, "two incarnations known: a record without an id is neither"
+    assert ledger[("t", 0, None)] is new, "two incarnations known: a record without an id is the newest's"
     assert ledger[("t", 1, TOPIC_B)] is not new
 
 
@@ -453,7 +452,11 @@ def test_a_missing_range_report_names_its_topic_id_and_is_replayed_into_that_inc
                                ("sourceTopicId", topic_id_text(TOPIC_A).encode())]) == ("t", 0, 5, TOPIC_A)
     assert source_coordinates([("sourceTopic", b"t"), ("sourcePartition", b"0"), ("sourceOffset", b"5"),
                                ("sourceTopicId", b"not an id")]) == ("t", 0, 5, None)
+    assert source_coordinates([("sourceTopic", b"t"), ("sourcePartition", b"0"), ("sourceOffset", b"5"),
+                               ("sourceTopicId", "é".encode() * 11)]) == ("t", 0, 5, None), \
+        "a header that is no id leaves the record's coordinates"
     assert topic_id_from_text(topic_id_text(TOPIC_B)) == TOPIC_B and topic_id_from_text("x" * 22 + "=") is None
+    assert topic_id_from_text("A" * 22) is None, "the zero id is a broker's way of saying it has none"
 
 
 def recording_sink():

@@ -554,7 +554,7 @@ def write_records(list records, dict routes, dict assignments, route_for, admit_
     one in assignments for its partition, goes to admit_out_of_order(route, kind, offset, previous, start,
     assignment, target partition), which returns whether to write the record: False, True, or a callable to
     call once the record is delivered. Routes are (source topic, source partition, target, target partition,
-    ledger, topic bytes, partition bytes, partitions to hash keys over, topic id, topic id header value), keyed
+    ledger, topic bytes, partition bytes, partitions to hash keys over, topic id, its sourceTopicId header), keyed
     by (topic, partition, topic id); route_for(topic, partition, topic id) makes a missing one (topic id: 16
     bytes or None). A route whose target partition is -1 with partitions to hash over puts each record in the partition of
     hashed_partition() and notes it in the ledger's `highs`, per destination partition: the records of one source
@@ -640,7 +640,7 @@ def write_records(list records, dict routes, dict assignments, route_for, admit_
         headers.append((SOURCE_PARTITION_HEADER, route[6]))
         headers.append((SOURCE_OFFSET_HEADER, decimal(offset)))
         if route[9] is not None:
-            headers.append((SOURCE_TOPIC_ID_HEADER, route[9]))
+            headers.append(route[9])
         timestamp = <int64_t>get64(data + 24)
         if data[2] != timestamp_create or timestamp < 0:
             timestamp = 0

@@ -45,4 +45,4 @@ def topic_id_from_text(text) -> bytes | None:
         raw = base64.urlsafe_b64decode(text + "==")
     except ValueError:
         return None
-    return raw if len(raw) == kafka_metadata.TOPIC_ID_BYTES and topic_id_text(raw) == text else None
+    return raw if len(raw) == kafka_metadata.TOPIC_ID_BYTES and any(raw) and topic_id_text(raw) == text else None

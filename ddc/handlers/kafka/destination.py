@@ -238,6 +238,6 @@ def source_coordinates(headers) -> tuple[str, int, int, bytes | None] | None:
     try:
         topic_id = found.get(SOURCE_TOPIC_ID)
         return (found[SOURCE_TOPIC].decode("utf-8"), int(found[SOURCE_PARTITION]), int(found[SOURCE_OFFSET]),
-                topic_id_from_text(topic_id.decode("ascii")) if topic_id is not None else None)
+                topic_id_from_text(topic_id.decode("ascii", "replace")) if topic_id is not None else None)
     except (KeyError, ValueError, UnicodeDecodeError):
         return None

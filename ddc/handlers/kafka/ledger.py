@@ -203,9 +203,9 @@ class Ledger:
 
     A topic deleted and created again, or a rebuilt source cluster, starts its offsets again under a new topic id:
     its records are judged against a ledger of their own, not taken as duplicates of the old topic's. A record
-    or report without a topic id (a broker that has none, or written before DDC carried them) belongs to the
-    partition's one known incarnation, and the first id seen for a partition known only without one takes its
-    ledger over (an upgrade keeps what the destination holds).
+    or report without a topic id (a broker that has none, an ingress that could not ask, or written before DDC
+    carried them) belongs to the partition's newest known incarnation, and the first id seen for a partition
+    known only without one takes its ledger over (an upgrade keeps what the destination holds).
     """
 
     def __init__(self):
@@ -219,8 +219,8 @@ class Ledger:
         if ledger is not None:
             return ledger
         known = self._topic_ids.setdefault((topic, partition), [])
-        if topic_id is None and len(known) == 1:
-            return self.partitions[(topic, partition, known[0])]
+        if topic_id is None and known:
+            return self.partitions[(topic, partition, known[-1])]
         if topic_id is not None and known == [None]:
             ledger = self.partitions.pop((topic, partition, None))
             known[0] = topic_id

@@ -34,7 +34,7 @@ from typing import NamedTuple
 from confluent_kafka import KafkaException
 
 from ddc._core import kafka_metadata
-from ddc._core.kafka_metadata import FILTERED, POSITION, RECORD, SKIPPED, PendingFrame
+from ddc._core.kafka_metadata import FILTERED, POSITION, RECORD, SKIPPED, SOURCE_TOPIC_ID_HEADER, PendingFrame
 from ddc.handlers.base import Sink
 from ddc.handlers.kafka.description import KafkaRecords, topic_id_text
 from ddc.handlers.kafka.destination import Destination, DestinationUnavailable
@@ -63,7 +63,7 @@ class Route(NamedTuple):
     partition_bytes: bytes
     partitions: int  # with target_partition -1: the destination topic's partitions, keys hashed over them (0: unknown)
     topic_id: bytes | None  # the source topic's id, None where the source gives none
-    topic_id_header: bytes | None  # its sourceTopicId header value
+    topic_id_header: tuple | None  # its sourceTopicId header, made once
 
 
 class KafkaSink(KafkaRecords, Sink):
@@ -243,7 +243,7 @@ class KafkaSink(KafkaRecords, Sink):
         route = Route(topic, partition, target, target_partition, ledgers[(topic, partition, topic_id)],
                       topic.encode(), str(partition).encode(),
                       count or 0 if target_partition == UNASSIGNED_PARTITION else 0,
-                      topic_id, id_text.encode() if id_text else None)
+                      topic_id, (SOURCE_TOPIC_ID_HEADER, id_text.encode()) if id_text else None)
         if topic_id is not None and topic_id not in before and any(before):
             self.topic_id_changes += 1
             log.warning(f"link {self.link_name}: {topic}[{partition}] comes with topic id {id_text}, not "

@@ -59,6 +59,8 @@ START_METADATA = "ddc-start="
 COMMIT_TIMEOUT_SECONDS = 10.0
 TOPIC_ID_TIMEOUT_SECONDS = 10.0
 TOPIC_ID_CHECK_SECONDS = 10.0
+TOPIC_ID_RETRIES = 3
+TOPIC_ID_METADATA = "ddc-topic-id="
 
 
 class KafkaSource(KafkaRecords, Source):
@@ -178,9 +180,12 @@ class KafkaSource(KafkaRecords, Source):
             errors += failed
             skipped += too_large
             messages = messages[handled:]
-            if messages:
-                self._offsets_went_back(messages[0])
-                went_back = True
+            if messages and self._offsets_went_back(messages[0]):
+                # The new consumer reads the rest again; the old topic's offsets are not to be committed for it.
+                for coordinate in [coordinate for coordinate in offsets if coordinate[0] == messages[0].topic()]:
+                    del offsets[coordinate]
+                break
+            went_back = True
         for error in errors:
             if error.code() != KafkaError._PARTITION_EOF:
                 self.health.on_error(error)
@@ -193,30 +198,35 @@ class KafkaSource(KafkaRecords, Source):
             self._chunks.append((self._records_put, offsets))
             self._held = records
 
-    def _offsets_went_back(self, message) -> None:
+    def _offsets_went_back(self, message) -> bool:
         """A partition's next record is at or below the last one taken: a rewind of the same topic (its records
         are duplicates the egress drops), or a new topic of the same name, or a new cluster, whose offsets
-        started again: those records must go out under the new topic id, as a new stream."""
+        started again. Returns True for a new topic: then the consumer is renewed and reads every partition of it
+        again as the new topic's (another partition's records still in flight may be the old topic's)."""
         topic, partition, offset = message.topic(), message.partition(), message.offset()
         coordinate = (topic, partition)
-        current = self._current_topic_ids({topic}).get(topic)
         carried = self._topic_ids.get(coordinate)
+        current = self._current_topic_ids({topic}).get(topic)
+        for _ in range(TOPIC_ID_RETRIES):
+            if current is not None or carried is None:
+                break
+            time.sleep(1.0)  # records of a new topic must not go out under the old id for want of an answer
+            current = self._current_topic_ids({topic}).get(topic)
         fields = {"link": self.link_name, "topic": topic, "partition": partition, "offset": offset,
                   "previous_offset": self._previous.get(coordinate), "topic_id": topic_id_text(current)}
         if current is None or current == carried:
             log.warning(f"link {self.link_name}: {topic}[{partition}] went back from offset "
                         f"{self._previous.get(coordinate)} to {offset} under the same topic id "
-                        f"({topic_id_text(carried) or 'the cluster gives none'}); records the destination holds "
-                        "are dropped as duplicates", extra={"fields": fields})
-            return
-        self._note_topic_ids({topic: current}, renew=False)
+                        f"({topic_id_text(carried) or 'unknown'}); records the destination holds are dropped as "
+                        "duplicates", extra={"fields": fields})
+            return False
         log.info(f"link {self.link_name}: {topic}[{partition}] went back from offset {self._previous.get(coordinate)} "
-                 f"to {offset} under topic id {topic_id_text(current)}, not {topic_id_text(carried)}: its records "
-                 "go out as the new topic's", extra={"fields": fields})
-        self._topic_ids[coordinate] = current
-        self._previous[coordinate] = UNKNOWN_OFFSET
-        self._start.pop(coordinate, None)
-        self._forget_offsets(coordinate)
+                 f"to {offset} under topic id {topic_id_text(current)}, not {topic_id_text(carried)}",
+                 extra={"fields": fields})
+        self._note_topic_ids({topic: current})
+        for known in [known for known in self._topic_ids if known[0] == topic]:
+            self._forget_offsets(known)
+        return True
 
     def _check_topic_ids(self) -> None:
         """A topic read so far that now has another id was created again, or its cluster rebuilt: librdkafka's
@@ -229,19 +239,25 @@ class KafkaSource(KafkaRecords, Source):
             self._forget_offsets(coordinate)
 
     def _renew_consumer(self) -> None:
-        """A new consumer in place of one whose metadata of a topic with a new id librdkafka will not update."""
+        """A new consumer in place of one that read a topic now under a new id: librdkafka would not update its
+        metadata (module docstring), and what it fetched ahead may be the old topic's."""
         log.info(f"link {self.link_name}: a new Kafka consumer takes over (librdkafka issue #4898: the old one would "
                  "wait for the old topic's leaders); it reads from the committed offsets",
                  extra={"fields": {"link": self.link_name}})
         self._consumer_stale = False
-        output = self._output
-        self.close()
+        self._commit_acknowledged(force=True, synchronous=True)
+        try:
+            self.consumer.close()  # its revoke sends what is held, as any rebalance does
+        except (KafkaException, RuntimeError) as error:
+            log.warning(f"link {self.link_name}: the Kafka consumer did not close cleanly: {error}",
+                        extra={"fields": {"link": self.link_name}})
+        self.consumer = None
+        self._paused = False  # the new consumer's partitions start unpaused unless something is still held
         self.open()
-        self._output = output
 
-    def _note_topic_ids(self, ids: dict, renew: bool = True) -> dict:
+    def _note_topic_ids(self, ids: dict) -> dict:
         """Remembers the ids the cluster gave; logs and counts those that changed, and returns them. The consumer
-        is then renewed (module docstring), unless it is reading the new topic already."""
+        is then renewed (module docstring)."""
         changed = {topic: topic_id for topic, topic_id in ids.items()
                    if topic_id is not None and self._known_topic_ids.get(topic, topic_id) != topic_id}
         if changed:
@@ -250,7 +266,7 @@ class KafkaSource(KafkaRecords, Source):
                                   f"{topic_id_text(self._known_topic_ids[topic])}" for topic, topic_id in changed.items())
             log.warning(f"link {self.link_name}: {described}: created again or its cluster replaced; its records "
                         "go out as a new topic's", extra={"fields": {"link": self.link_name, "topics": sorted(changed)}})
-            self._consumer_stale = self._consumer_stale or renew
+            self._consumer_stale = True
         self._known_topic_ids.update({topic: topic_id for topic, topic_id in ids.items() if topic_id is not None})
         return changed
 
@@ -371,8 +387,12 @@ class KafkaSource(KafkaRecords, Source):
             self.commits += 1
 
     def _start_metadata(self, topic: str, partition: int) -> str | None:
+        """Commit metadata: where the group's stream of the partition starts, and the topic id it belongs to."""
         start = self._start.get((topic, partition))
-        return None if start is None else f"{START_METADATA}{start}"
+        topic_id = topic_id_text(self._topic_ids.get((topic, partition)))
+        if start is None:
+            return None
+        return f"{START_METADATA}{start}" + (f" {TOPIC_ID_METADATA}{topic_id}" if topic_id else "")
 
     def _on_commit(self, error, partitions) -> None:
         if error is None:
@@ -405,14 +425,34 @@ class KafkaSource(KafkaRecords, Source):
                 self._previous[coordinate] = UNKNOWN_OFFSET
                 continue
             self._previous[coordinate] = partition.offset - 1
-            metadata = partition.metadata or ""
-            start = int(metadata[len(START_METADATA):]) if (
-                metadata.startswith(START_METADATA) and metadata[len(START_METADATA):].isdigit()) else partition.offset
+            fields = dict(field.partition("=")[::2] for field in (partition.metadata or "").split())
+            start = fields.get(START_METADATA[:-1], "")
+            start = int(start) if start.isascii() and start.isdigit() else partition.offset
+            committed_for = fields.get(TOPIC_ID_METADATA[:-1])
+            current = topic_id_text(self._topic_ids.get(coordinate))
+            if committed_for and current and committed_for != current:
+                start = self._committed_for_another_topic(consumer, partition, committed_for, current)
             self._start[coordinate] = min(start, partition.offset)
         if self._paused:
             consumer.pause(partitions)
         log.info(f"link {self.link_name}: assigned {_describe(partitions)}",
                  extra={"fields": {"link": self.link_name, "partitions": len(partitions)}})
+
+    def _committed_for_another_topic(self, consumer, partition, committed_for: str, current: str) -> int:
+        """The group's offset was committed for the topic of the same name before it was created again: the
+        consumer starts there all the same, so everything below it in the new topic is announced as the stream
+        (and reported missing by the egress, for `ddc repair`) rather than skipped without a word."""
+        try:
+            low, _ = consumer.get_watermark_offsets(TopicPartition(partition.topic, partition.partition),
+                                                    timeout=COMMIT_TIMEOUT_SECONDS, cached=False)
+        except KafkaException:
+            low = 0
+        log.warning(f"link {self.link_name}: {partition.topic}[{partition.partition}]: the group's offset "
+                    f"{partition.offset} was committed for topic id {committed_for}, not {current}: the new topic's "
+                    f"records from {low} up to it are reported missing; `ddc repair` resends them",
+                    extra={"fields": {"link": self.link_name, "topic": partition.topic,
+                                      "partition": partition.partition, "offset": partition.offset}})
+        return low
 
     def _on_revoke(self, consumer, partitions) -> None:
         """Sends and commits everything taken from the revoked partitions before they go."""
@@ -477,6 +517,7 @@ class KafkaSource(KafkaRecords, Source):
             self._previous.pop(coordinate, None)
             self._assignments.pop(coordinate, None)
             self._topic_ids.pop(coordinate, None)
+            self._forget_offsets(coordinate)  # nothing of them is this member's to commit any more
 
     def counters(self) -> dict:
         return {"kafka_records_consumed": self.records_consumed, "kafka_records_skipped": self.records_skipped,
