@@ -243,3 +243,40 @@ def test_an_offset_committed_for_the_topic_before_it_was_created_again_is_announ
     assert source._start == {("orders", 0): 3, ("orders", 1): 5, ("orders", 2): 7}
     assert source._previous == {("orders", 0): 699, ("orders", 1): 299, ("orders", 2): 199}
     assert source._start_metadata("orders", 1) == f"ddc-start=5 ddc-topic-id={topic_id_text(NEW_ID)}"
+
+
+def test_offsets_going_back_to_a_first_known_id_renew_the_consumer_too():
+    """From the second review: with no id known before (the describe at the assignment had failed), a new id
+    broke the batch off without renewing the consumer, whose position was past the records dropped."""
+    source = source_owning(("orders", 0))
+    source._admin = Described({"orders": NEW_ID})
+    source._topic_ids = {("orders", 0): None}
+    source._previous = {("orders", 0): 99}
+    source._take([Consumed("orders", 0, 100), Consumed("orders", 0, 0)])
+    assert len(source._held) == 1 and source._consumer_stale
+
+
+def test_an_assignment_whose_describe_fails_keeps_the_id_last_learned():
+    """From the second review: a renewed consumer whose describe timed out took the group's offset for the old
+    topic as its own, and sent the new topic's records without an id."""
+    from confluent_kafka import TopicPartition
+
+    from ddc.handlers.kafka.description import topic_id_text
+
+    class Failing:
+        def describe_topics(self, topics, request_timeout):
+            raise ValueError("no answer")
+
+    class Assigning(RecordingConsumer):
+        def committed(self, partitions, timeout):
+            return [TopicPartition("orders", 0, 10, metadata=f"ddc-start=4 ddc-topic-id={topic_id_text(OLD_ID)}")]
+
+        def get_watermark_offsets(self, partition, timeout, cached):
+            return 0, 5
+
+    source = source_owning()
+    source._admin = Failing()
+    source._known_topic_ids = {"orders": NEW_ID}
+    consumer = source.consumer = Assigning()
+    source._on_assign(consumer, [types.SimpleNamespace(topic="orders", partition=0)])
+    assert source._topic_ids == {("orders", 0): NEW_ID} and source._start == {("orders", 0): 0}

@@ -80,6 +80,7 @@ class KafkaSource(KafkaRecords, Source):
         self._known_topic_ids: dict = {}     # topic -> its id when last asked, kept across rebalances
         self._topic_ids_checked = time.monotonic()
         self._consumer_stale = False         # a topic it reads has a new id: librdkafka's consumer would wait forever
+        self._described_now: dict = {}       # topic -> its id, asked during this batch
         self._admin: AdminClient | None = None
         self._chunks = collections.deque()   # (records put when this chunk ends, {(topic, partition): next offset})
         self._records_put = 0
@@ -172,6 +173,7 @@ class KafkaSource(KafkaRecords, Source):
     def _take(self, messages) -> None:
         offsets, records, errors, skipped = {}, [], [], []
         went_back = False
+        self._described_now = {}
         while messages:
             packed, failed, too_large, handled = kafka_metadata.pack_messages(
                 messages, self._previous, self._start, self._assignments, offsets, self.config.max_record_size,
@@ -206,12 +208,15 @@ class KafkaSource(KafkaRecords, Source):
         topic, partition, offset = message.topic(), message.partition(), message.offset()
         coordinate = (topic, partition)
         carried = self._topic_ids.get(coordinate)
-        current = self._current_topic_ids({topic}).get(topic)
-        for _ in range(TOPIC_ID_RETRIES):
-            if current is not None or carried is None:
-                break
-            time.sleep(1.0)  # records of a new topic must not go out under the old id for want of an answer
+        if topic not in self._described_now:  # once per topic and batch: the id is the topic's, not a partition's
             current = self._current_topic_ids({topic}).get(topic)
+            for _ in range(TOPIC_ID_RETRIES):
+                if current is not None or carried is None:
+                    break
+                time.sleep(1.0)  # records of a new topic must not go out under the old id for want of an answer
+                current = self._current_topic_ids({topic}).get(topic)
+            self._described_now[topic] = current
+        current = self._described_now[topic]
         fields = {"link": self.link_name, "topic": topic, "partition": partition, "offset": offset,
                   "previous_offset": self._previous.get(coordinate), "topic_id": topic_id_text(current)}
         if current is None or current == carried:
@@ -224,6 +229,7 @@ class KafkaSource(KafkaRecords, Source):
                  f"to {offset} under topic id {topic_id_text(current)}, not {topic_id_text(carried)}",
                  extra={"fields": fields})
         self._note_topic_ids({topic: current})
+        self._consumer_stale = True  # also when no id was known before: what follows is read again
         for known in [known for known in self._topic_ids if known[0] == topic]:
             self._forget_offsets(known)
         return True
@@ -414,7 +420,9 @@ class KafkaSource(KafkaRecords, Source):
         ids = self._current_topic_ids({partition.topic for partition in partitions}) if partitions else {}
         for partition in partitions:
             coordinate = (partition.topic, partition.partition)
-            topic_id = self._topic_ids[coordinate] = ids.get(partition.topic)
+            # A describe that failed now keeps the id last learned (a renewal's reason, at least).
+            topic_id = self._topic_ids[coordinate] = ids.get(partition.topic) or self._known_topic_ids.get(
+                partition.topic)
             if topic_id is not None and self._known_topic_ids.get(partition.topic, topic_id) != topic_id:
                 self._forget_offsets(coordinate)
         self._note_topic_ids(ids)
@@ -427,7 +435,7 @@ class KafkaSource(KafkaRecords, Source):
             self._previous[coordinate] = partition.offset - 1
             fields = dict(field.partition("=")[::2] for field in (partition.metadata or "").split())
             start = fields.get(START_METADATA[:-1], "")
-            start = int(start) if start.isascii() and start.isdigit() else partition.offset
+            start = int(start) if start.isascii() and start.isdigit() and len(start) <= 19 else partition.offset
             committed_for = fields.get(TOPIC_ID_METADATA[:-1])
             current = topic_id_text(self._topic_ids.get(coordinate))
             if committed_for and current and committed_for != current:
