@@ -230,8 +230,7 @@ class KafkaSource(KafkaRecords, Source):
                  extra={"fields": fields})
         self._note_topic_ids({topic: current})
         self._consumer_stale = True  # also when no id was known before: what follows is read again
-        for known in [known for known in self._topic_ids if known[0] == topic]:
-            self._forget_offsets(known)
+        self._forget_topics({topic})
         return True
 
     def _check_topic_ids(self) -> None:
@@ -240,9 +239,7 @@ class KafkaSource(KafkaRecords, Source):
         self._topic_ids_checked = time.monotonic()
         if not self._known_topic_ids:
             return
-        changed = self._note_topic_ids(self._current_topic_ids(set(self._known_topic_ids), warn=False))
-        for coordinate in [coordinate for coordinate in self._topic_ids if coordinate[0] in changed]:
-            self._forget_offsets(coordinate)
+        self._note_topic_ids(self._current_topic_ids(set(self._known_topic_ids), warn=False))
 
     def _renew_consumer(self) -> None:
         """A new consumer in place of one that read a topic now under a new id: librdkafka would not update its
@@ -261,9 +258,9 @@ class KafkaSource(KafkaRecords, Source):
         self._paused = False  # the new consumer's partitions start unpaused unless something is still held
         self.open()
 
-    def _note_topic_ids(self, ids: dict) -> dict:
-        """Remembers the ids the cluster gave; logs and counts those that changed, and returns them. The consumer
-        is then renewed (module docstring)."""
+    def _note_topic_ids(self, ids: dict) -> None:
+        """Remembers the ids the cluster gave; logs and counts those that changed. No offset of the old topics is
+        committed any more, and the consumer is renewed (module docstring)."""
         changed = {topic: topic_id for topic, topic_id in ids.items()
                    if topic_id is not None and self._known_topic_ids.get(topic, topic_id) != topic_id}
         if changed:
@@ -273,8 +270,12 @@ class KafkaSource(KafkaRecords, Source):
             log.warning(f"link {self.link_name}: {described}: created again or its cluster replaced; its records "
                         "go out as a new topic's", extra={"fields": {"link": self.link_name, "topics": sorted(changed)}})
             self._consumer_stale = True
+            self._forget_topics(set(changed))
         self._known_topic_ids.update({topic: topic_id for topic, topic_id in ids.items() if topic_id is not None})
-        return changed
+
+    def _forget_topics(self, topics: set) -> None:
+        for coordinate in [coordinate for coordinate in self._topic_ids if coordinate[0] in topics]:
+            self._forget_offsets(coordinate)
 
     def _forget_offsets(self, coordinate) -> None:
         """Offsets of a partition's old topic must never be committed for the new one (its records below them
@@ -421,10 +422,7 @@ class KafkaSource(KafkaRecords, Source):
         for partition in partitions:
             coordinate = (partition.topic, partition.partition)
             # A describe that failed now keeps the id last learned (a renewal's reason, at least).
-            topic_id = self._topic_ids[coordinate] = ids.get(partition.topic) or self._known_topic_ids.get(
-                partition.topic)
-            if topic_id is not None and self._known_topic_ids.get(partition.topic, topic_id) != topic_id:
-                self._forget_offsets(coordinate)
+            self._topic_ids[coordinate] = ids.get(partition.topic) or self._known_topic_ids.get(partition.topic)
         self._note_topic_ids(ids)
         for partition in committed:
             coordinate = (partition.topic, partition.partition)
