@@ -140,8 +140,8 @@ class DatagramTarget(Target):
             sample_records(chooser, 8))), chooser.randbytes(3000), b""]
         seeds = [d for datagrams in fragment_all(self.frames, session_id=self.session_id, datagram_size=300)
                  for d in datagrams]
-        seeds += [wire.encode_datagram(wire.HEARTBEAT, self.session_id, 999, wire.encode_peer_counters({})),
-                  wire.encode_datagram(wire.SHUTDOWN, self.session_id, 1000, b"")]
+        seeds += [wire.encode_datagram(wire.TYPE_HEARTBEAT, self.session_id, 999, wire.encode_peer_counters({})),
+                  wire.encode_datagram(wire.TYPE_SHUTDOWN, self.session_id, 1000, b"")]
         return seeds
 
     def __init__(self, chooser):

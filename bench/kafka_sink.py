@@ -35,7 +35,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent), str(HERE.parent / "tests")]
 from ddc._core import kafka_metadata  # noqa: E402
-from ddc.config import KafkaSinkConfig  # noqa: E402
+from ddc.handlers.kafka.config import KafkaSinkConfig  # noqa: E402
 from ddc.handlers.kafka.sink import KafkaSink  # noqa: E402
 from ddc.spool import DiskSpool, SpooledBuffer, SpooledFrame  # noqa: E402
 from ddc.stage_buffer import StageBuffer  # noqa: E402

@@ -33,7 +33,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 from harness import DrainingReceiver, GateTable, free_udp_port  # noqa: E402
 
-from ddc.config import IngressTransportConfig  # noqa: E402
+from ddc.config.transport import IngressTransportConfig  # noqa: E402
 
 FRAME_BYTES = 1 << 20
 

@@ -31,10 +31,7 @@ def command_run(arguments) -> int:
     except OSError as error:
         print(f"ddc: cannot start logging: {error}", file=sys.stderr)
         return 1
-    try:
-        from ddc import supervisor
-    except ImportError as error:
-        return _core_missing(error)
+    from ddc import supervisor
     # A fatal signal would end the process without a word: Python's faulthandler writes "Fatal Python error:
     # Segmentation fault" and every thread's stack to stderr first. (Not for librdkafka's threads: they block
     # signals, so the kernel ends the process at once; docs/kafka.md.)
@@ -128,17 +125,13 @@ def _text_lines(file, longest: int = 1 << 20):
 
 def command_version(arguments) -> int:
     from ddc._core import wire
-    print(f"ddc {ddc.__version__} (wire protocol v{wire.VERSION}, Python {platform.python_version()}, "
+    print(f"ddc {ddc.__version__} (wire protocol v{wire.PROTOCOL_VERSION}, Python {platform.python_version()}, "
           f"{platform.machine()})")
     return 0
 
 
 def command_demo(arguments) -> int:
-    try:
-        from ddc import demo
-    except ImportError as error:
-        return _core_missing(error)
-    from ddc.config import ConfigError
+    from ddc import demo
     try:
         demo.check_options(arguments.rate, arguments.link_rate, arguments.loss, arguments.burst_rate, arguments.fec)
     except (ConfigError, ValueError) as error:
@@ -266,5 +259,9 @@ def main(argv=None) -> int:
     except ConfigError as error:
         print(f"ddc: {error}".replace("\n", "\nddc: "), file=sys.stderr)
         return EXIT_USAGE
+    except ImportError as error:
+        if (error.name or "").startswith("ddc._core"):
+            return _core_missing(error)
+        raise
     except KeyboardInterrupt:
         return 130

@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 
 from ddc._core import aead
-from ddc.config import ConfigError
+from ddc.errors import ConfigError
 
 log = logging.getLogger("ddc.crypto")
 

@@ -26,11 +26,11 @@ from ddc._core.records import batch_record_count, batch_taken_in_ns, decode_batc
 from ddc.compression import decompress, is_compressed
 from ddc.crypto import link_keys
 from ddc.filters import FilterChain
-from ddc.handlers import build_sink
+from ddc.handlers import build_handler
 from ddc.link import Link
 from ddc.session_state import SessionState
 from ddc.spool import DiskSpool, SpooledBuffer
-from ddc.stage_buffer import StageBuffer
+from ddc.stage_buffer import FrameBuffer, StageBuffer
 from ddc.telemetry.catalogue import LATENCY_BUCKETS
 from ddc.telemetry.histogram import Histogram
 from ddc.transport.sockets import KernelDrops, open_bound
@@ -49,6 +49,7 @@ WAITING, UP, INTERRUPTED = "waiting", "up", "interrupted"
 
 class EgressLink(Link):
     role = "egress"
+    starts_first = True
 
     def __init__(self, name: str, config):
         super().__init__(name)
@@ -68,7 +69,7 @@ class EgressLink(Link):
         if saved:
             self.receiver.restore_session(saved["session_id"], saved.get("highest_sequence"),
                                           saved.get("highest_parity"))
-        self.sink = build_sink(name, config.sink)
+        self.sink = build_handler(name, config.sink)
         # With a write-ahead log and a sink that confirms delivery later, frames are released as it confirms them.
         self._tracking = config.write_ahead and self.sink.confirms_later
         self.filters = FilterChain(name, config.filters, self.sink.coordinates, self.sink.placeholder,
@@ -76,7 +77,7 @@ class EgressLink(Link):
         self._value_views = self.sink.takes_value_views and not self.filters.filters  # filters read values
         self._whole_batches = self.sink.takes_batches and not self.filters.filters
         # With a spool, frames that do not fit in memory go to disk, so memory must refuse, never drop.
-        self.buffer = StageBuffer(config.buffer.size, "block" if config.spool else (config.buffer.when_full or "drop"),
+        self.buffer: FrameBuffer = StageBuffer(config.buffer.size, "block" if config.spool else (config.buffer.when_full or "drop"),
                                   records_in=batch_record_count)
         self.latency = Histogram(LATENCY_BUCKETS)
         self.records_received = 0
@@ -277,6 +278,10 @@ class EgressLink(Link):
     def heartbeat_interval(self) -> float:
         announced = self.peer.get("heartbeat_interval_ms", 0)
         return announced / 1000 if announced else DEFAULT_HEARTBEAT_SECONDS
+
+    def tick(self, now: float) -> None:
+        self.check_heartbeats(now)
+        self.save_session()
 
     def check_heartbeats(self, now: float) -> None:
         """Raises the link-down alarm once too many heartbeat intervals have passed without one."""

@@ -21,7 +21,7 @@ from ddc._core.ring import RecordRing
 from ddc._core.sender import DatagramSender
 from ddc.crypto import link_keys
 from ddc.filters import FilterChain
-from ddc.handlers import build_source
+from ddc.handlers import build_handler
 from ddc.link import Link
 from ddc.session_state import SessionState, next_epoch, next_session_id
 from ddc.transport.sockets import open_sending
@@ -50,7 +50,7 @@ class IngressLink(Link):
     def __init__(self, name: str, config):
         super().__init__(name)
         self.config = config
-        self.source = build_source(name, config.source)
+        self.source = build_handler(name, config.source)
         self.filters = FilterChain(name, config.filters, self.source.coordinates, self.source.placeholder,
                                    self.source.describe)
         self.buffer = RecordRing(config.buffer.size, config.buffer.when_full or self.source.default_when_full)

@@ -13,6 +13,9 @@ RATE_KEYS = {"records_in": ("source_datagrams_received", "records_received"),
 
 class Link:
     role = "link"
+    #: Whether the link starts before the proxy's others: a receiving link, so that a proxy running both roles
+    #: never sends before it listens.
+    starts_first = False
 
     def __init__(self, name: str):
         self.name = name
@@ -37,6 +40,9 @@ class Link:
         thread = threading.Thread(target=guarded, name=f"ddc-{self.role}-{self.name}-{stage}", daemon=True)
         self._threads.append(thread)
         thread.start()
+
+    def tick(self, now: float) -> None:
+        """The supervisor's periodic call (a few times a second), for work no data arrival triggers."""
 
     def abandon(self) -> None:
         """The coming stop is an operator's (a signal, a failed link): work that cannot finish now is given up

@@ -19,7 +19,7 @@ import secrets
 import time
 from pathlib import Path
 
-from ddc.config import ConfigError
+from ddc.errors import ConfigError
 
 log = logging.getLogger("ddc.session")
 

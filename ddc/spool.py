@@ -385,7 +385,7 @@ class DiskSpool:
 
 
 class SpooledBuffer:
-    """The egress's frame buffer with a disk spool behind it; the same interface as StageBuffer.
+    """The egress's frame buffer with a disk spool behind it: a FrameBuffer, as StageBuffer is.
 
     As a write-ahead log, every frame is appended to the spool and, while the sink keeps up, also kept in memory;
     once memory refuses one, the sink reads the log from that frame on until it has caught up."""

@@ -14,10 +14,38 @@ ddc/_core/ring.pyx instead, laid out as the wire batch they become.
 import collections
 import threading
 import time
+from typing import Protocol, runtime_checkable
 
 from ddc._core.ring import buffer_counters
 
 EVERYTHING = object()  # settle(): everything the consumer took is delivered
+
+
+@runtime_checkable
+class FrameBuffer(Protocol):
+    """What the egress's stages ask of the buffer between them: StageBuffer below, or SpooledBuffer
+    (ddc/spool.py) with a disk spool behind it. Either may stand in for the other."""
+
+    capacity_bytes: int
+
+    def put_many(self, frames: list) -> int:
+        """Takes frames in order; returns how many it took (the rest are counted dropped, or it waited)."""
+
+    def get_many(self, max_bytes: int, timeout: float) -> list:
+        """Up to max_bytes of frames in order (at least one if any), waiting at most timeout for the first."""
+
+    def close(self) -> None: ...
+
+    def settle(self, delivered=EVERYTHING) -> None: ...
+
+    def release(self) -> None: ...
+
+    def finish(self) -> None: ...
+
+    @property
+    def drained(self) -> bool: ...
+
+    def counters(self) -> dict: ...
 
 
 class StageBuffer:
@@ -45,19 +73,19 @@ class StageBuffer:
     def _has_room(self, size: int) -> bool:
         return self._bytes + size <= self.capacity_bytes or not self._items
 
-    def put_many(self, items: list, timeout: float | None = None) -> int:
-        """Adds items in order; returns how many were accepted (the rest were dropped, the buffer closed, or
-        with `block`, the timeout passed first: then the accepted items are always a prefix)."""
-        sizes = list(map(self.size_of, items))
+    def put_many(self, frames: list, timeout: float | None = None) -> int:
+        """Adds frames in order; returns how many were accepted (the rest were dropped, the buffer closed, or
+        with `block`, the timeout passed first: then the accepted frames are always a prefix)."""
+        sizes = list(map(self.size_of, frames))
         total = sum(sizes)
         with self._lock:
             if not self._closed and self._bytes + total <= self.capacity_bytes:
                 # The common case, with room for all: one step for the whole batch, nothing per item.
-                self._items.extend(items)
+                self._items.extend(frames)
                 self._sizes.extend(sizes)
                 self._bytes += total
-                return self._accepted(len(items))
-            return self._put_each(items, sizes, timeout)
+                return self._accepted(len(frames))
+            return self._put_each(frames, sizes, timeout)
 
     def _put_each(self, items: list, sizes: list, timeout: float | None) -> int:
         accepted = 0

@@ -7,6 +7,7 @@ also the proxy's clock: it samples rates, checks heartbeats, and logs stats.
 """
 
 import gc
+import importlib
 import logging
 import os
 import faulthandler
@@ -15,7 +16,6 @@ import threading
 import time
 
 import ddc
-from ddc.config import IngressSettings
 from ddc.crypto import check_one_key_per_link
 
 log = logging.getLogger("ddc.supervisor")
@@ -26,21 +26,19 @@ TICK_SECONDS = 0.2
 SAMPLE_SECONDS = 1.0
 STOP_STACKS_AFTER_SECONDS = 20.0
 GC_FIRST_GENERATION_THRESHOLD = 50_000
+LINK_CLASSES = {"ingress": "IngressLink", "egress": "EgressLink"}
 
 
 def build_links(settings) -> list:
     check_one_key_per_link(settings.links)
     # A proxy imports only its own role's link module (the other's is start-up time for nothing).
-    if isinstance(settings, IngressSettings):
-        from ddc.ingress import IngressLink as link_class
-    else:
-        from ddc.egress import EgressLink as link_class
+    link_class = getattr(importlib.import_module(f"ddc.{settings.role}"), LINK_CLASSES[settings.role])
     return [link_class(name, config) for name, config in settings.links.items()]
 
 
 class Supervisor:
     def __init__(self, links: list, telemetry=None):
-        self.links = sorted(links, key=lambda link: link.role != "egress")
+        self.links = sorted(links, key=lambda link: not link.starts_first)
         self.telemetry = telemetry
         self.stats_interval = telemetry.stats_interval if telemetry else 10.0
         self.stop_requested = threading.Event()
@@ -89,9 +87,7 @@ class Supervisor:
 
     def tick(self, now: float) -> None:
         for link in self.started_links:
-            if link.role == "egress":
-                link.check_heartbeats(now)
-                link.save_session()
+            link.tick(now)
 
     def run_until_stopped(self) -> int:
         """Starts, then blocks until stop_requested is set or a link fails; returns the exit code."""
@@ -184,6 +180,5 @@ def settle_garbage_collector() -> None:
 def run(settings) -> int:
     supervisor = Supervisor(build_links(settings), settings.telemetry)
     install_signal_handlers(supervisor)
-    role = "ingress" if isinstance(settings, IngressSettings) else "egress"
-    log.info(f"ddc {role} starting with {len(supervisor.links)} link(s)")
+    log.info(f"ddc {settings.role} starting with {len(supervisor.links)} link(s)")
     return supervisor.run_until_stopped()

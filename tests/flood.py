@@ -39,7 +39,7 @@ def rss_bytes(pid: int) -> int:
 
 
 def is_parity(datagram: bytes) -> bool:
-    return len(datagram) > 3 and datagram[3] == wire.PARITY
+    return len(datagram) > 3 and datagram[3] == wire.TYPE_PARITY
 
 
 def attack_datagrams(replayable: list[bytes], chooser: random.Random, total: int) -> tuple[list[bytes], dict]:
@@ -48,7 +48,7 @@ def attack_datagrams(replayable: list[bytes], chooser: random.Random, total: int
     old_session = (now_seconds - 3600) * SECOND + 1
     template = sealed_stream([b"t" * 120], old_session)[0]
     unsealed = fragment_all([b"u" * 120], session_id=old_session)[0][0]
-    data = [wire.encode_datagram(wire.DATA, old_session, index, bytes([index]) * 90, frame_id=index, fec_block=7,
+    data = [wire.encode_datagram(wire.TYPE_DATA, old_session, index, bytes([index]) * 90, frame_id=index, fec_block=7,
                                  fec_index=index, fec_count=4) for index in range(4)]
     unsealed_parity = parity_for(data, 2, block=7, session_id=old_session)
     sealed_parity = [sealed(datagram, KEY, 1) for datagram in unsealed_parity]

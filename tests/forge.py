@@ -19,7 +19,7 @@ def with_checksum(datagram: bytes) -> bytes:
 def data_datagram(sequence: int, payload: bytes, *, frame_id: int, block: int = 0, index: int = 0, count: int = 0,
                   session_id: int = SESSION) -> bytes:
     """A one-fragment frame, placed in FEC block `block` at `index` of `count` when count is set."""
-    return wire.encode_datagram(wire.DATA, session_id, sequence, payload, frame_id=frame_id,
+    return wire.encode_datagram(wire.TYPE_DATA, session_id, sequence, payload, frame_id=frame_id,
                                 fec_block=block, fec_index=index, fec_count=count)
 
 
@@ -33,7 +33,7 @@ def parity_for(datagrams: list[bytes], parity_count: int, *, block: int, first_r
         symbols = [symbol.ljust(symbol_length, b"\0") for symbol in symbols]
     rows = fec.encode(symbols, first_row + parity_count)[first_row:]
     count = len(datagrams)
-    return [wire.encode_datagram(wire.PARITY, session_id, wire.PARITY_SEQUENCE | (block << 8) | (first_row + row),
+    return [wire.encode_datagram(wire.TYPE_PARITY, session_id, wire.PARITY_SEQUENCE | (block << 8) | (first_row + row),
                                  symbol, fec_block=block, fec_index=count + first_row + row, fec_count=count)
             for row, symbol in enumerate(rows)]
 

@@ -8,7 +8,7 @@ def fragment(frame: bytes, *, session_id: int, frame_id: int, first_sequence: in
     count = max(1, -(-len(frame) // capacity))
     chunk = -(-len(frame) // count) if frame else 0
     return [
-        wire.encode_datagram(wire.DATA, session_id, first_sequence + index,
+        wire.encode_datagram(wire.TYPE_DATA, session_id, first_sequence + index,
                              frame[index * chunk:(index + 1) * chunk], frame_id=frame_id,
                              fragment_index=index, fragment_count=count, frame_length=len(frame))
         for index in range(count)

@@ -38,7 +38,7 @@ class FrameDroppingRelay(threading.Thread):
                 header = wire.decode_datagram(data)
             except ValueError:
                 header = None
-            if header and header["type"] == wire.DATA and self.should_drop(header["frame_id"]):
+            if header and header["type"] == wire.TYPE_DATA and self.should_drop(header["frame_id"]):
                 self.dropped_frames.add(header["frame_id"])
                 continue
             self.sending.sendto(data, self.target)

@@ -121,3 +121,30 @@ target = "127.0.0.1:{free_udp_port()}"
     log = egress.log_path.read_text()
     assert "Fatal Python error: Segmentation fault" in log
     assert "ddc-egress-logs-receive" in log or "_receive_loop" in log, log[-3000:]
+
+
+def test_without_the_compiled_core_the_config_loads_and_ddc_says_what_is_missing(tmp_path):
+    """A source tree never built, or a wheel for another Python: the config still loads, and every command
+    that needs the core says so in one line instead of a traceback."""
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    shutil.copytree(root / "ddc", tmp_path / "ddc", ignore=shutil.ignore_patterns("*.so", "*.c", "__pycache__"))
+    environment = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(tmp_path)}
+
+    def run(*arguments):
+        return subprocess.run([sys.executable, *arguments], cwd=tmp_path, env=environment, capture_output=True,
+                              text=True, timeout=60)
+
+    loaded = run("-c", "import ddc.config, ddc.handlers.kafka.config; print(sorted(ddc.config.__all__)[0])")
+    assert loaded.returncode == 0 and loaded.stdout.strip() == "ConfigError", loaded.stderr
+    assert run("-c", "import ddc._core.wire").returncode == 1, "the copy must really lack the core"
+    for command in (["check", str(root / "examples" / "ingress.toml")], ["run", str(root / "examples" / "egress.toml")],
+                    ["version"], ["demo", "--seconds", "1"]):
+        result = run("-m", "ddc", *command)
+        assert result.returncode == 1, (command, result.stderr)
+        assert result.stderr.startswith("ddc: the compiled core is missing"), (command, result.stderr)
+        assert "Traceback" not in result.stderr

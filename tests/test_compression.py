@@ -80,7 +80,7 @@ def test_a_forged_bomb_over_the_wire_is_counted_and_the_egress_carries_on(start_
     egress.wait_until_ready()
     bomb = bytes([ZSTD_FORMAT]) + bytes(BATCH_HEADER_BYTES - 1) + zstandard.ZstdCompressor().compress(bytes(1 << 30))
     sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sender.sendto(wire.encode_datagram(wire.DATA, 0xB0B, 0, bomb, fragment_count=1), ("127.0.0.1", link_port))
+    sender.sendto(wire.encode_datagram(wire.TYPE_DATA, 0xB0B, 0, bomb, fragment_count=1), ("127.0.0.1", link_port))
     sender.close()
     egress.wait_for(lambda line: "past max_frame_size" in line.get("message", ""))
     assert egress.stop() == 0

@@ -16,7 +16,7 @@ from ddc import crypto
 from ddc._core import aead, wire
 from ddc._core.receiver import COUNTER_NAMES, LinkReceiver
 from ddc._core.sender import DatagramSender
-from ddc.config import KeyConfig
+from ddc.config.transport import KeyConfig
 from ddc.transport.sockets import socket_address_bytes
 from conftest import run_ddc, udp_receiver
 from protocol_reference import fragment_all, sealed, session_key

@@ -54,7 +54,7 @@ def test_100k_random_datagrams_arrive_exactly(link_pair):
 
 
 def garbage_datagrams(session_id_seen_never):
-    valid = wire.encode_datagram(wire.DATA, session_id_seen_never, 0, b"0123456789" * 10, fragment_count=1)
+    valid = wire.encode_datagram(wire.TYPE_DATA, session_id_seen_never, 0, b"0123456789" * 10, fragment_count=1)
     chooser = random.Random(5)
     kinds = collections.Counter()
     datagrams = []
@@ -71,7 +71,7 @@ def garbage_datagrams(session_id_seen_never):
         flipped = bytearray(valid)
         flipped[chooser.randrange(12, len(valid))] ^= 1 << chooser.randrange(8)
         add("dropped_bad_checksum", bytes(flipped))
-        add("dropped_malformed", wire.encode_datagram(wire.DATA, session_id_seen_never, 1, b"ab", fragment_index=3,
+        add("dropped_malformed", wire.encode_datagram(wire.TYPE_DATA, session_id_seen_never, 1, b"ab", fragment_index=3,
                                                       fragment_count=2, frame_length=4))
         add("dropped_unknown_type", wire.encode_datagram(77, session_id_seen_never, 2, b""))
     chooser.shuffle(datagrams)
@@ -236,5 +236,5 @@ def test_a_restarted_egress_refuses_replays_of_what_it_delivered_before(start_dd
         target.close()
     expected = collections.Counter(hashlib.blake2b(p, digest_size=16).digest() for p in first + second)
     assert collector.digests == expected
-    data_replays = sum(1 for datagram in recorded if datagram[3] != wire.PARITY)
+    data_replays = sum(1 for datagram in recorded if datagram[3] != wire.TYPE_PARITY)
     assert egress_summary["dropped_too_old"] >= data_replays and egress_summary["sessions_started"] == 1

@@ -88,7 +88,7 @@ def sent_datagrams(frames, datagram_size=1472, protect=(16, 4, 1), key=None) -> 
 
 
 def is_parity(datagram: bytes) -> bool:
-    return datagram[3] == wire.PARITY
+    return datagram[3] == wire.TYPE_PARITY
 
 
 def deliver(datagrams, drop=lambda position, datagram: False, key=None, **receiver_options):
@@ -199,7 +199,7 @@ def test_no_block_is_weaker_than_a_full_one_whatever_the_frame_sizes(protect):
     full = fec.block_failure_probability(data, parity, loss)
     payload = 1472 - 2 * (56 + 0) - 2
     sizes = [1, 10, 3000, payload * 4, payload * data + 1, payload * (data * interleave + 4), 1 << 20, 1 << 20]
-    frames = [os.urandom(size) for size in sizes] + [(wire.HEARTBEAT, b"h" * 40)]
+    frames = [os.urandom(size) for size in sizes] + [(wire.TYPE_HEARTBEAT, b"h" * 40)]
     blocks = fec_blocks(sent_datagrams(frames, protect=protect))
     assert (4, 1) not in blocks.values() and len(blocks) > 2 * len(frames)
     for data_count, parity_count in blocks.values():
@@ -237,12 +237,12 @@ def test_parity_beyond_the_configured_share_is_counted():
 
 
 def test_control_datagrams_and_empty_frames_are_protected_too():
-    heartbeat = (wire.HEARTBEAT, b"h" * 40)
-    datagrams = sent_datagrams([os.urandom(3000), heartbeat, b"", (wire.SHUTDOWN, b"bye")], protect=(64, 16, 4))
+    heartbeat = (wire.TYPE_HEARTBEAT, b"h" * 40)
+    datagrams = sent_datagrams([os.urandom(3000), heartbeat, b"", (wire.TYPE_SHUTDOWN, b"bye")], protect=(64, 16, 4))
     types = [wire.decode_datagram(datagram)["type"] for datagram in datagrams]
     # 64 + 16 is rated for 5.4 % loss: a block of one datagram needs 4 parity to be as strong as 64 + 16 there
-    assert types == [wire.DATA] * 3 + [wire.PARITY] * 5 + [wire.HEARTBEAT] + [wire.PARITY] * 4 + [
-        wire.DATA] + [wire.PARITY] * 4 + [wire.SHUTDOWN] + [wire.PARITY] * 4
+    assert types == [wire.TYPE_DATA] * 3 + [wire.TYPE_PARITY] * 5 + [wire.TYPE_HEARTBEAT] + [wire.TYPE_PARITY] * 4 + [
+        wire.TYPE_DATA] + [wire.TYPE_PARITY] * 4 + [wire.TYPE_SHUTDOWN] + [wire.TYPE_PARITY] * 4
     unprotected = {8, 13, 18}
     delivered, counters = deliver(datagrams, lambda position, _: position in unprotected)
     assert delivered[1] == b"" and len(delivered) == 2
@@ -304,13 +304,13 @@ def test_parity_for_a_block_that_lost_nothing_is_accepted_and_dropped_from_memor
 def test_inconsistent_fec_fields_are_malformed():
     session = 1 << 32
     cases = [
-        wire.encode_datagram(wire.PARITY, session, wire.PARITY_SEQUENCE, b"x" * 100, fec_count=4, fec_index=2),
-        wire.encode_datagram(wire.PARITY, session, 5, b"x" * 100, fec_count=4, fec_index=4),
-        wire.encode_datagram(wire.PARITY, session, wire.PARITY_SEQUENCE, b"x" * 100, fec_count=0, fec_index=4),
-        wire.encode_datagram(wire.PARITY, session, wire.PARITY_SEQUENCE, b"x" * 20, fec_count=4, fec_index=4),
-        wire.encode_datagram(wire.PARITY, session, wire.PARITY_SEQUENCE, b"x" * 100, fec_count=129, fec_index=200),
-        wire.encode_datagram(wire.DATA, session, 0, b"abc", fec_count=4, fec_index=4),
-        wire.encode_datagram(wire.DATA, session, wire.PARITY_SEQUENCE, b"abc"),
+        wire.encode_datagram(wire.TYPE_PARITY, session, wire.PARITY_SEQUENCE, b"x" * 100, fec_count=4, fec_index=2),
+        wire.encode_datagram(wire.TYPE_PARITY, session, 5, b"x" * 100, fec_count=4, fec_index=4),
+        wire.encode_datagram(wire.TYPE_PARITY, session, wire.PARITY_SEQUENCE, b"x" * 100, fec_count=0, fec_index=4),
+        wire.encode_datagram(wire.TYPE_PARITY, session, wire.PARITY_SEQUENCE, b"x" * 20, fec_count=4, fec_index=4),
+        wire.encode_datagram(wire.TYPE_PARITY, session, wire.PARITY_SEQUENCE, b"x" * 100, fec_count=129, fec_index=200),
+        wire.encode_datagram(wire.TYPE_DATA, session, 0, b"abc", fec_count=4, fec_index=4),
+        wire.encode_datagram(wire.TYPE_DATA, session, wire.PARITY_SEQUENCE, b"abc"),
     ]
     for datagram in cases:
         with pytest.raises(ValueError, match="malformed"):
@@ -439,7 +439,7 @@ def test_every_block_survives_two_bursts_of_the_configured_length_anywhere(prote
     payload = 1472 - 2 * 56 - 2
     frames = [os.urandom(size) for size in [1, 10, payload * 3, payload * protect[0] - 5, payload * 5 * protect[0],
                                             1 << 20] + [generator.randint(1, 200_000) for _ in range(30)]]
-    items = [item for frame in frames for item in (frame, (wire.HEARTBEAT, b"h" * 40))]
+    items = [item for frame in frames for item in (frame, (wire.TYPE_HEARTBEAT, b"h" * 40))]
     datagrams = sent_datagrams(items, protect=protect)
     blocks = fec_blocks(datagrams)
     for block, positions in block_positions(datagrams).items():
@@ -468,7 +468,7 @@ def test_kafka_shaped_traffic_loses_no_frame_to_bursts_of_ten_at_two_percent():
     number per run is far below one (the estimate over 300 runs of the layout), and 40 seeded runs through
     the receiver deliver every frame."""
     frames = kafka_shaped_frames(21)
-    heartbeats = [(wire.HEARTBEAT, b"h" * 40)] * 20
+    heartbeats = [(wire.TYPE_HEARTBEAT, b"h" * 40)] * 20
     items = frames[:20] + heartbeats[:10] + frames[20:50] + heartbeats[10:] + frames[50:]
     rate = 0.02 / 10
     assert expected_failures_under_bursts(sent_datagrams(items, protect=(64, 16, 4, 0)), rate, 10, 300) > 0.3
@@ -507,7 +507,7 @@ def test_a_control_datagram_with_more_parity_than_the_burst_leaves_paced():
     rate = 125_000.0
     sender = DatagramSender(sending.fileno(), address, 7, 1472, rate, 0.0, 0.0, False)
     sender.protect_with(64, 16, 4, 31)
-    sender.send_control(wire.HEARTBEAT, b"h" * 400)
+    sender.send_control(wire.TYPE_HEARTBEAT, b"h" * 400)
     receiver.join(10)
     receiving.close()
     sending.close()

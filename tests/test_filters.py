@@ -9,7 +9,8 @@ from hypothesis import strategies as st
 
 from ddc._core import kafka_metadata
 from ddc._core.kafka_metadata import FILTERED, POSITION, RECORD
-from ddc.config import ConfigError, IngressLinkConfig, settings_from_mapping
+from ddc.config import ConfigError, settings_from_mapping
+from ddc.config.links import IngressLinkConfig
 from ddc.filters import FilterChain
 from ddc.filters.builtin import trie_pattern
 from ddc.handlers.kafka.description import KafkaRecords

@@ -128,7 +128,7 @@ def test_a_data_symbol_the_budget_refused_is_rebuilt_not_counted():
     """With a small FEC budget a large data datagram is delivered but not kept for its block. Counting it anyway
     once made the rebuild buffer one symbol short of what recover() wrote."""
     receiver = LinkReceiver(max_fec_bytes_in_flight=65536)
-    parity = [wire.encode_datagram(wire.PARITY, 1 << 32, wire.PARITY_SEQUENCE | row, bytes(range(100)),
+    parity = [wire.encode_datagram(wire.TYPE_PARITY, 1 << 32, wire.PARITY_SEQUENCE | row, bytes(range(100)),
                                    fec_block=0, fec_index=4 + row, fec_count=4) for row in range(4)]
     for datagram in parity[:3]:
         receiver.feed(datagram)
@@ -167,7 +167,7 @@ def test_counters_read_during_receive_are_never_torn():
         for frame_id in range(20_000):
             # every other frame in two fragments, the second sent first: frames open and close all the time
             if frame_id % 2:
-                halves = [wire.encode_datagram(wire.DATA, 1 << 32, 2 * frame_id + i, b"ab"[i:i + 1], frame_id=frame_id,
+                halves = [wire.encode_datagram(wire.TYPE_DATA, 1 << 32, 2 * frame_id + i, b"ab"[i:i + 1], frame_id=frame_id,
                                                fragment_index=i, fragment_count=2, frame_length=2) for i in (1, 0)]
             else:
                 halves = [data_datagram(2 * frame_id, b"x", frame_id=frame_id, session_id=1 << 32)]
@@ -367,7 +367,7 @@ def test_what_the_sender_sent_while_the_egress_was_down_counts_as_lost():
 def test_frames_completed_in_one_call_keep_the_session_they_belong_to():
     receiver = LinkReceiver()
     older = [data_datagram(0, b"A0", frame_id=0, session_id=OLDER)]
-    halves = [wire.encode_datagram(wire.DATA, OLDER, 1 + i, b"A1"[i:i + 1], frame_id=1, fragment_index=i,
+    halves = [wire.encode_datagram(wire.TYPE_DATA, OLDER, 1 + i, b"A1"[i:i + 1], frame_id=1, fragment_index=i,
                                    fragment_count=2, frame_length=2) for i in (0, 1)]
     newer = [data_datagram(0, b"B0", frame_id=0, session_id=NEWER)]
     receiving = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)

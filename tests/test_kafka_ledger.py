@@ -277,7 +277,7 @@ def test_packing_a_batch_chains_each_partitions_previous_offsets(consumed, known
 def test_a_frame_counts_as_delivered_once_every_record_of_it_and_of_every_frame_before_is_reported_on():
     """The write-ahead log's release point: delivery reports arrive in any order across partitions, failures
     count as reported (they are reported missing), and a frame with nothing produced is delivered at once."""
-    from ddc.config import KafkaSinkConfig
+    from ddc.handlers.kafka.config import KafkaSinkConfig
     from ddc.handlers.kafka.ledger import Ledger
     from ddc.handlers.kafka.sink import KafkaSink
 
@@ -464,7 +464,7 @@ def recording_sink():
     record and ("flush",), the values produced to the missing-records topic, and each record's delivery callback."""
     import threading
 
-    from ddc.config import KafkaSinkConfig
+    from ddc.handlers.kafka.config import KafkaSinkConfig
     from ddc.handlers.kafka.client import ClientHealth
     from ddc.handlers.kafka.sink import KafkaSink
 

@@ -10,7 +10,7 @@ import pytest
 
 from ddc._core import kafka_metadata
 from ddc._core.kafka_metadata import RECORD
-from ddc.config import KafkaSinkConfig
+from ddc.handlers.kafka.config import KafkaSinkConfig
 from ddc.handlers.kafka.sink import KafkaSink
 from kafka_harness import Cluster, TansuBroker, source_of, tansu_binary
 

@@ -110,7 +110,7 @@ def test_partial_frames_time_out_and_late_fragments_are_counted():
 
 def test_oversized_frames_are_refused_before_allocation():
     receiver = LinkReceiver(max_frame_bytes=2048, max_bytes_in_flight=4096)
-    huge = wire.encode_datagram(wire.DATA, 1, 0, b"x" * 100, fragment_index=0, fragment_count=40_000_000,
+    huge = wire.encode_datagram(wire.TYPE_DATA, 1, 0, b"x" * 100, fragment_index=0, fragment_count=40_000_000,
                                 frame_length=4_000_000_000)
     assert receiver.feed(huge) == []
     assert receiver.counters()["dropped_oversized_frame"] == 1
@@ -142,7 +142,7 @@ def test_heartbeats_carry_counters_and_reveal_trailing_loss():
     feed_all(receiver, data)
     counters = {name: 7 for name in wire.PEER_COUNTER_FIELDS}
     # Three datagrams after the frame were sent and lost; the heartbeat's sequence reveals them while idle.
-    receiver.feed(wire.encode_datagram(wire.HEARTBEAT, 3, len(data) + 3, wire.encode_peer_counters(counters)))
+    receiver.feed(wire.encode_datagram(wire.TYPE_HEARTBEAT, 3, len(data) + 3, wire.encode_peer_counters(counters)))
     assert receiver.counters()["datagrams_lost"] == 3
     kind, session, _, payload = receiver.take_events()[-1]
     assert kind == 2 and session == 3 and wire.decode_peer_counters(payload) == counters
@@ -150,11 +150,11 @@ def test_heartbeats_carry_counters_and_reveal_trailing_loss():
 
 def test_sequence_window_recognises_duplicates_and_too_old_datagrams():
     receiver = LinkReceiver()
-    first = wire.encode_datagram(wire.HEARTBEAT, 4, 0, wire.encode_peer_counters({}))
+    first = wire.encode_datagram(wire.TYPE_HEARTBEAT, 4, 0, wire.encode_peer_counters({}))
     receiver.feed(first)
     receiver.feed(first)
-    receiver.feed(wire.encode_datagram(wire.HEARTBEAT, 4, 70_000, wire.encode_peer_counters({})))
-    receiver.feed(wire.encode_datagram(wire.HEARTBEAT, 4, 1, wire.encode_peer_counters({})))
+    receiver.feed(wire.encode_datagram(wire.TYPE_HEARTBEAT, 4, 70_000, wire.encode_peer_counters({})))
+    receiver.feed(wire.encode_datagram(wire.TYPE_HEARTBEAT, 4, 1, wire.encode_peer_counters({})))
     counters = receiver.counters()
     assert counters["dropped_duplicate"] == 1
     assert counters["dropped_too_old"] == 1

@@ -119,7 +119,7 @@ def test_a_frame_resent_after_a_clock_jump_is_not_sealed_under_the_old_key(tmp_p
             datagram = wire.decode_datagram(listening.recv(65536))
         except BlockingIOError:
             break
-        if datagram["type"] == wire.DATA:
+        if datagram["type"] == wire.TYPE_DATA:
             data.append(datagram)
     listening.close()
     sending.close()

@@ -12,8 +12,13 @@ from hypothesis import strategies as st
 
 from ddc._core.records import batch_header, decode_records, encode_batch, record_size
 from ddc._core.ring import RecordRing
-from ddc.handlers.udp import format_address
+from ddc.config import Endpoint
 from ddc.stage_buffer import StageBuffer
+
+
+def format_address(address) -> bytes:
+    """What the ring's C formats as a datagram's sender: the config's host:port notation."""
+    return str(Endpoint(*address[:2])).encode("ascii")
 
 
 def take_all(ring: RecordRing, max_bytes: int = 1 << 30) -> list:

@@ -114,7 +114,7 @@ def test_a_frame_taken_while_the_clock_jumped_is_not_sealed_under_the_old_key(tm
     link.source.open()
     link._transport_loop()
     link.source.close()
-    data = [d for d in arrived(receiving) if d["type"] == wire.DATA]
+    data = [d for d in arrived(receiving) if d["type"] == wire.TYPE_DATA]
     assert link.rekeys == 1 and link.session_id > first
     assert data[0]["session_id"] == link.session_id, (
         f"the first frame after the jump went out under the old key epoch {data[0]['session_id']:016x} "
@@ -197,7 +197,7 @@ def test_a_replayed_shutdown_of_the_remembered_session_does_not_end_the_next_one
     link = one_shot_egress(tmp_path, port)
     link.start()
     try:
-        recorded_shutdown = sealed(wire.encode_datagram(wire.SHUTDOWN, OLDER, 10, wire.encode_peer_counters(
+        recorded_shutdown = sealed(wire.encode_datagram(wire.TYPE_SHUTDOWN, OLDER, 10, wire.encode_peer_counters(
             {"datagrams_sent": 11})), KEY, 3)
         attacker = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         attacker.sendto(recorded_shutdown, ("127.0.0.1", port))
@@ -322,7 +322,7 @@ def test_shutdown_copies_arriving_in_order_are_not_counted_as_reordered():
     from protocol_reference import sealed
 
     counters = wire.encode_peer_counters({"datagrams_sent": 8})
-    shutdowns = [sealed(wire.encode_datagram(wire.SHUTDOWN, NEWER, sequence, counters), KEY, 3)
+    shutdowns = [sealed(wire.encode_datagram(wire.TYPE_SHUTDOWN, NEWER, sequence, counters), KEY, 3)
                  for sequence in (5, 6, 7)]
     receiver = keyed_receiver()
     delivered(receiver, [authentic(NEWER, sequence) for sequence in range(5)] + shutdowns, 0)

@@ -296,6 +296,28 @@ def test_the_status_of_an_egress_with_a_spool_shows_its_buffer_fill(tmp_path):
         assert link.stop(5)
 
 
+def test_both_frame_buffers_offer_the_whole_frame_buffer_protocol(tmp_path):
+    """The egress holds either; a member one of them lacks (as capacity_bytes once was) fails here, not in a
+    running proxy's /status."""
+    import inspect
+    from ddc.stage_buffer import FrameBuffer
+
+    memory = StageBuffer(1 << 20, "block")
+    buffers = (memory, SpooledBuffer(memory, DiskSpool(tmp_path, 1 << 20, 64 << 10), "test", lambda item: 1))
+    members = [name for name in dir(FrameBuffer) if not name.startswith("_")]
+    assert "capacity_bytes" in FrameBuffer.__annotations__ and len(members) >= 8
+    for buffer in buffers:
+        assert isinstance(buffer, FrameBuffer), type(buffer).__name__
+        assert buffer.capacity_bytes == 1 << 20
+        for name in members:
+            wanted = getattr(FrameBuffer, name)
+            offered = getattr(type(buffer), name)
+            assert isinstance(offered, property) == isinstance(wanted, property), (type(buffer).__name__, name)
+            if callable(wanted):
+                assert list(inspect.signature(offered).parameters)[:len(inspect.signature(wanted).parameters)] \
+                    == list(inspect.signature(wanted).parameters), (type(buffer).__name__, name)
+
+
 def test_frames_memory_refuses_while_the_sink_waits_are_not_read_before_the_older_ones_in_memory(tmp_path):
     """The receive thread's put_many lands between the sink's empty wait on memory and its look at the log (as a
     thread switch there does): the sink must still get the frames in memory first."""

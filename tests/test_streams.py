@@ -13,7 +13,7 @@ import pytest
 
 from ddc._core.records import decode_records
 from ddc._core.ring import RecordRing
-from ddc.handlers.stream import OFFSET, FileSink, FileSource
+from ddc.handlers.stream.handler import OFFSET, FileSink, FileSource
 from conftest import free_udp_port
 
 

@@ -318,7 +318,7 @@ def test_a_failing_request_is_logged_as_json_not_as_a_raw_traceback(capfd):
     import io
     import logging
 
-    from ddc.config import HttpConfig
+    from ddc.telemetry.config import HttpConfig
     from ddc.telemetry.http import TelemetryServer
     from ddc.telemetry.logs import JsonFormatter
 
@@ -403,7 +403,7 @@ def certificate_authority(directory, name):
 
 
 def test_the_http_server_bounds_idle_connections_and_times_them_out():
-    from ddc.config import HttpConfig
+    from ddc.telemetry.config import HttpConfig
     from ddc.telemetry.http import TelemetryServer
 
     port = free_tcp_port()
@@ -431,7 +431,7 @@ def test_the_http_server_bounds_idle_connections_and_times_them_out():
 def test_the_http_server_speaks_tls_and_asks_for_client_certificates(tmp_path):
     import ssl
 
-    from ddc.config import HttpConfig
+    from ddc.telemetry.config import HttpConfig
     from ddc.telemetry.http import TelemetryServer
 
     server_ca, certificate, key = certificate_authority(tmp_path, "server")
@@ -462,7 +462,7 @@ def test_the_http_server_speaks_tls_and_asks_for_client_certificates(tmp_path):
 def test_half_a_tls_setting_is_a_clear_config_error():
     from pydantic import ValidationError
 
-    from ddc.config import HttpConfig
+    from ddc.telemetry.config import HttpConfig
 
     with pytest.raises(ValidationError, match="certificate and private_key go together"):
         HttpConfig(listen="127.0.0.1:9180", certificate="/etc/ddc/http.pem")
@@ -471,7 +471,7 @@ def test_half_a_tls_setting_is_a_clear_config_error():
 
 
 def test_a_client_that_trickles_its_request_is_cut_off_at_the_deadline():
-    from ddc.config import HttpConfig
+    from ddc.telemetry.config import HttpConfig
     from ddc.telemetry.http import TelemetryServer
 
     port = free_tcp_port()
@@ -503,7 +503,7 @@ def test_a_client_that_trickles_its_request_is_cut_off_at_the_deadline():
 def test_a_client_that_trickles_over_tls_is_cut_off_at_the_deadline(tmp_path):
     import ssl
 
-    from ddc.config import HttpConfig
+    from ddc.telemetry.config import HttpConfig
     from ddc.telemetry.http import TelemetryServer
 
     server_ca, certificate, key = certificate_authority(tmp_path, "server")

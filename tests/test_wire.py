@@ -51,11 +51,11 @@ def test_the_crc32c_implementation_is_named():
 
 
 def test_header_layout_is_the_documented_one():
-    datagram = wire.encode_datagram(wire.DATA, 0x1122334455667788, 9, b"abc", frame_id=5,
+    datagram = wire.encode_datagram(wire.TYPE_DATA, 0x1122334455667788, 9, b"abc", frame_id=5,
                                     fragment_index=1, fragment_count=2, frame_length=5)
     assert len(datagram) == wire.HEADER_BYTES + 3 == 59
     magic, version, kind, flags, key_id, payload_length = struct.unpack_from(">HBBBBH", datagram)
-    assert (magic, version, kind, flags, key_id, payload_length) == (0xDD1C, 2, wire.DATA, 0, 0, 3)
+    assert (magic, version, kind, flags, key_id, payload_length) == (0xDD1C, 2, wire.TYPE_DATA, 0, 0, 3)
     session, sequence, frame_id, index, count, length = struct.unpack_from(">QQQIII", datagram, 16)
     assert (session, sequence, frame_id, index, count, length) == (0x1122334455667788, 9, 5, 1, 2, 5)
     assert datagram[56:] == b"abc"
@@ -64,14 +64,14 @@ def test_header_layout_is_the_documented_one():
 
 
 def test_decode_round_trip():
-    datagram = wire.encode_datagram(wire.DATA, 7, 8, b"hello", frame_id=3, fragment_index=0,
+    datagram = wire.encode_datagram(wire.TYPE_DATA, 7, 8, b"hello", frame_id=3, fragment_index=0,
                                     fragment_count=1, frame_length=5)
     decoded = wire.decode_datagram(datagram)
     assert decoded["session_id"] == 7 and decoded["sequence"] == 8 and decoded["frame_id"] == 3
     assert decoded["payload"] == b"hello"
 
 
-VALID = wire.encode_datagram(wire.DATA, 7, 8, b"hello", frame_id=3, fragment_index=0, fragment_count=1)
+VALID = wire.encode_datagram(wire.TYPE_DATA, 7, 8, b"hello", frame_id=3, fragment_index=0, fragment_count=1)
 
 
 @pytest.mark.parametrize("datagram, reason", [
@@ -83,10 +83,10 @@ VALID = wire.encode_datagram(wire.DATA, 7, 8, b"hello", frame_id=3, fragment_ind
     (VALID[:2] + b"\x03" + VALID[3:], "unknown_version"),
     (VALID[:-1] + bytes([VALID[-1] ^ 1]), "bad_checksum"),
     (wire.encode_datagram(9, 7, 8, b""), "unknown_type"),
-    (wire.encode_datagram(wire.DATA, 7, 8, b"ab", fragment_index=2, fragment_count=2, frame_length=4), "malformed"),
-    (wire.encode_datagram(wire.DATA, 7, 8, b"abc", fragment_index=0, fragment_count=2, frame_length=4), "malformed"),
-    (wire.encode_datagram(wire.DATA, 7, 8, b"a", fragment_index=0, fragment_count=0, frame_length=1), "malformed"),
-    (wire.encode_datagram(wire.DATA, 7, 8, b"", fragment_index=0, fragment_count=2, frame_length=0), "malformed"),
+    (wire.encode_datagram(wire.TYPE_DATA, 7, 8, b"ab", fragment_index=2, fragment_count=2, frame_length=4), "malformed"),
+    (wire.encode_datagram(wire.TYPE_DATA, 7, 8, b"abc", fragment_index=0, fragment_count=2, frame_length=4), "malformed"),
+    (wire.encode_datagram(wire.TYPE_DATA, 7, 8, b"a", fragment_index=0, fragment_count=0, frame_length=1), "malformed"),
+    (wire.encode_datagram(wire.TYPE_DATA, 7, 8, b"", fragment_index=0, fragment_count=2, frame_length=0), "malformed"),
 ])
 def test_every_bad_datagram_has_a_reason(datagram, reason):
     with pytest.raises(ValueError, match=reason):
@@ -103,7 +103,7 @@ def test_random_bytes_never_parse(data):
 @settings(max_examples=200)
 @given(st.integers(0, wire.HEADER_BYTES + 40), st.integers(0, 255))
 def test_any_single_byte_corruption_is_rejected(position, flip):
-    datagram = bytearray(wire.encode_datagram(wire.DATA, 99, 1, b"0123456789" * 4, frame_id=1, fragment_count=1))
+    datagram = bytearray(wire.encode_datagram(wire.TYPE_DATA, 99, 1, b"0123456789" * 4, frame_id=1, fragment_count=1))
     position %= len(datagram)
     if flip == 0:
         flip = 0x80
@@ -220,7 +220,7 @@ def test_a_slow_link_starts_at_its_rate_with_the_default_burst(datagram_path, bu
     no 20 ms holds more than 5 444 bytes, 3.7 datagrams, however late the sender wakes; 64 KiB lets the whole
     20 KB frame out at once (the busiest 20 ms: fewest to most datagrams). Kernel arrival stamps make this
     independent of when the test reads."""
-    from ddc.config import IngressTransportConfig
+    from ddc.config.transport import IngressTransportConfig
     transport = IngressTransportConfig(destination="127.0.0.1:9", rate="1Mbit/s", burst=burst)
     receiver, sending, address = datagram_path()
     receiver.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
@@ -291,7 +291,7 @@ def test_heartbeats_interleave_with_a_slow_frame_and_count_exactly(datagram_path
     heartbeats, data = [], 0
     for _ in range(sender.counters()["datagrams_sent"]):
         decoded = wire.decode_datagram(receiving.recv(65535))
-        if decoded["type"] == wire.HEARTBEAT:
+        if decoded["type"] == wire.TYPE_HEARTBEAT:
             heartbeats.append(decoded)
         else:
             data += 1

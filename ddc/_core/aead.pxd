@@ -2,7 +2,6 @@ from libc.stdint cimport uint8_t, uint64_t
 
 cdef enum:
     KEY_BYTES = 32
-    TAG_BYTES = 16
     NONCE_BYTES = 12
 
 cdef enum:

@@ -26,6 +26,7 @@ from libc.string cimport memcpy, memset
 from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
 
 from ddc._core.byteorder cimport put64
+from ddc._core.wire cimport HEADER_BYTES, TAG_BYTES
 
 
 cdef extern from "<dlfcn.h>" nogil:
@@ -227,18 +228,18 @@ def library_in_use():
 def sealing_seconds(str name, size_t datagram_bytes, unsigned int count):
     """Seconds this library takes to seal count datagrams of datagram_bytes, measured in C without the GIL."""
     cdef SessionCipher cipher = SessionCipher(True, name)
-    cdef uint8_t header[56]
+    cdef uint8_t header[HEADER_BYTES]
     cdef bytearray buffer = bytearray(2 * datagram_bytes + TAG_BYTES)
     cdef uint8_t* data = <uint8_t*><char*>buffer
     cdef timespec start, end
     cdef unsigned int i
     cdef bint ok = True
-    memset(header, 0, 56)
+    memset(header, 0, HEADER_BYTES)
     cipher.set_key(bytes(KEY_BYTES), 0, 1)
     with nogil:
         clock_gettime(CLOCK_MONOTONIC, &start)
         for i in range(count):
-            ok = cipher.seal(header, 56, data, datagram_bytes, i, data + datagram_bytes) and ok
+            ok = cipher.seal(header, HEADER_BYTES, data, datagram_bytes, i, data + datagram_bytes) and ok
         clock_gettime(CLOCK_MONOTONIC, &end)
     if not ok:
         raise ValueError(f"{name} failed to seal")

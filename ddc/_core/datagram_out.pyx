@@ -14,7 +14,7 @@ from libc.stdint cimport uint8_t, uint32_t
 from libc.stdlib cimport calloc, free
 
 from ddc._core.posix cimport POLLOUT, iovec, mmsghdr, poll, pollfd, sendmmsg
-from ddc._core.records cimport HEADER_BYTES, checked_batch, next_value
+from ddc._core.records cimport BATCH_HEADER_BYTES, checked_batch, next_value
 
 cdef enum:
     BATCH = 64
@@ -132,7 +132,7 @@ def send_batch_values(int fd, batch, bytes address, Py_ssize_t max_payload):
     cdef Py_buffer view
     cdef Outbox* out = NULL
     cdef uint32_t count, index, value_length
-    cdef Py_ssize_t position = HEADER_BYTES
+    cdef Py_ssize_t position = BATCH_HEADER_BYTES
     cdef const uint8_t* data
     cdef const uint8_t* value
     PyObject_GetBuffer(batch, &view, PyBUF_SIMPLE)

@@ -47,7 +47,6 @@ SOURCE_TOPIC_HEADER = "sourceTopic"
 SOURCE_PARTITION_HEADER = "sourcePartition"
 SOURCE_OFFSET_HEADER = "sourceOffset"
 SOURCE_TOPIC_ID_HEADER = "sourceTopicId"
-TOPIC_ID_BYTES = 16
 
 cdef enum Kind:
     RECORD_KIND = 0
@@ -62,12 +61,12 @@ POSITION = POSITION_KIND
 KINDS = (RECORD, SKIPPED, FILTERED, POSITION)
 UNKNOWN_OFFSET = -1
 
-cdef enum:
+cpdef enum:
     FIXED_BYTES = 40
     KEY_PRESENT = 1
     VALUE_PRESENT = 2
     TOPIC_ID_PRESENT = 4
-    TOPIC_ID_SIZE = 16
+    TOPIC_ID_BYTES = 16
     NULL_LENGTH = 0xFFFFFFFF
 
 
@@ -117,15 +116,15 @@ cdef bytes pack_encoded(uint8_t kind, bytes topic_bytes, int32_t partition, int6
                         int64_t stream_start, uint8_t timestamp_type, int64_t timestamp, key, headers,
                         bint value_present, uint8_t assignment, bytes topic_id):
     cdef bytes key_bytes = key if key is not None else b""
-    cdef Py_ssize_t id_length = 0 if topic_id is None else TOPIC_ID_SIZE
+    cdef Py_ssize_t id_length = 0 if topic_id is None else TOPIC_ID_BYTES
     cdef list header_list
     cdef Py_ssize_t total, position, name_length
     cdef const char* name_text
     cdef char* out
     if len(topic_bytes) > 0xFFFF:
         raise ValueError(f"topic name of {len(topic_bytes)} bytes is longer than Kafka allows")
-    if topic_id is not None and len(topic_id) != TOPIC_ID_SIZE:
-        raise ValueError(f"a topic id has {TOPIC_ID_SIZE} bytes, not {len(topic_id)}")
+    if topic_id is not None and len(topic_id) != TOPIC_ID_BYTES:
+        raise ValueError(f"a topic id has {TOPIC_ID_BYTES} bytes, not {len(topic_id)}")
     if not headers:
         header_list = []
     elif type(headers) is list and plain_headers(<list>headers):
@@ -153,8 +152,8 @@ cdef bytes pack_encoded(uint8_t kind, bytes topic_bytes, int32_t partition, int6
     memcpy(out + position + 2, PyBytes_AS_STRING(topic_bytes), len(topic_bytes))
     position += 2 + len(topic_bytes)
     if id_length:
-        memcpy(out + position, PyBytes_AS_STRING(topic_id), TOPIC_ID_SIZE)
-        position += TOPIC_ID_SIZE
+        memcpy(out + position, PyBytes_AS_STRING(topic_id), TOPIC_ID_BYTES)
+        position += TOPIC_ID_BYTES
     put32(<uint8_t*>out + position, <uint32_t>len(key_bytes))
     memcpy(out + position + 4, PyBytes_AS_STRING(key_bytes), len(key_bytes))
     position += 4 + len(key_bytes)
@@ -227,10 +226,10 @@ cdef Malformation locate(const uint8_t* data, Py_ssize_t length, Layout* layout)
     position += 2 + layout.topic_length
     layout.topic_id_at = 0
     if data[1] & TOPIC_ID_PRESENT:
-        if short(position, TOPIC_ID_SIZE, length):
+        if short(position, TOPIC_ID_BYTES, length):
             return INSIDE_TOPIC_ID
         layout.topic_id_at = position
-        position += TOPIC_ID_SIZE
+        position += TOPIC_ID_BYTES
     if short(position, 4, length):
         return INSIDE_KEY_LENGTH
     layout.key_length = get32(data + position)
@@ -312,7 +311,7 @@ cdef tuple unpack_raw(const uint8_t* data, Py_ssize_t length, object value, bint
     key = (PyBytes_FromStringAndSize(<const char*>data + layout.key_at, layout.key_length)
            if data[1] & KEY_PRESENT else None)
     headers = located_headers(data, &layout)
-    topic_id = (PyBytes_FromStringAndSize(<const char*>data + layout.topic_id_at, TOPIC_ID_SIZE)
+    topic_id = (PyBytes_FromStringAndSize(<const char*>data + layout.topic_id_at, TOPIC_ID_BYTES)
                 if layout.topic_id_at else None)
     if with_value:
         return (data[0], topic, <int32_t>get32(data + 4), <int64_t>get64(data + 8), <int64_t>get64(data + 16),
@@ -597,7 +596,7 @@ def write_records(list records, dict routes, dict assignments, route_for, admit_
             if cached is None or partition != cached_partition or layout.topic_length != len(cached_topic) or memcmp(
                     data + layout.topic_at, PyBytes_AS_STRING(cached_topic), layout.topic_length) != 0 or (
                     (layout.topic_id_at == 0) != (cached_topic_id is None)) or (layout.topic_id_at and memcmp(
-                    data + layout.topic_id_at, PyBytes_AS_STRING(cached_topic_id), TOPIC_ID_SIZE) != 0):
+                    data + layout.topic_id_at, PyBytes_AS_STRING(cached_topic_id), TOPIC_ID_BYTES) != 0):
                 topic = PyUnicode_DecodeUTF8(<const char*>data + layout.topic_at, layout.topic_length, NULL)
             else:
                 topic = None
@@ -605,7 +604,7 @@ def write_records(list records, dict routes, dict assignments, route_for, admit_
             refused += 1
             continue
         if topic is not None:
-            topic_id = (PyBytes_FromStringAndSize(<const char*>data + layout.topic_id_at, TOPIC_ID_SIZE)
+            topic_id = (PyBytes_FromStringAndSize(<const char*>data + layout.topic_id_at, TOPIC_ID_BYTES)
                         if layout.topic_id_at else None)
             coordinate = (topic, partition, topic_id)
             cached = routes.get(coordinate)

@@ -46,10 +46,10 @@ from ddc._core.byteorder cimport get16, get64, put16
 from ddc._core.fec cimport MAX_DATA_SYMBOLS, MAX_PARITY_SYMBOLS, recover
 from ddc._core.posix cimport (MSG_DONTWAIT, MSG_TRUNC, POLLIN, iovec, mmsghdr, monotonic_ns, poll, pollfd,
                               recvmmsg)
-from ddc._core.wire cimport (FLAG_AUTH_TAG, HEADER_SIZE, MAX_DATAGRAM_SIZE, PARSE_BAD_CHECKSUM, PARSE_BAD_MAGIC, PARSE_MALFORMED,
+from ddc._core.wire cimport (FLAG_AUTH_TAG, HEADER_BYTES, MAX_DATAGRAM_BYTES, PARSE_BAD_CHECKSUM, PARSE_BAD_MAGIC, PARSE_MALFORMED,
                              PARITY_SEQUENCE_BIT, PEER_OFFSET_DATAGRAMS_SENT,
                              PARSE_OK, PARSE_TRUNCATED, PARSE_UNKNOWN_TYPE, PARSE_UNKNOWN_VERSION,
-                             SYMBOL_PREFIX_SIZE, TYPE_DATA, TYPE_HEARTBEAT, TYPE_PARITY, TYPE_SHUTDOWN, Header,
+                             SYMBOL_PREFIX_BYTES, TYPE_DATA, TYPE_HEARTBEAT, TYPE_PARITY, TYPE_SHUTDOWN, Header,
                              ParseResult,
                              checksum_matches, fragment_chunk, parse_header)
 
@@ -682,7 +682,7 @@ cdef class LinkReceiver:
     cdef bint keep_symbol(self, FecBlock* block, uint32_t index, const uint8_t* data, size_t length,
                           bint prefixed) noexcept nogil:
         """Copies a symbol into the block (a data datagram behind its u16 length prefix), within the budget."""
-        cdef size_t size = length + (SYMBOL_PREFIX_SIZE if prefixed else 0)
+        cdef size_t size = length + (SYMBOL_PREFIX_BYTES if prefixed else 0)
         cdef uint8_t* copy = self.take_symbol_buffer(size)
         cdef uint32_t i
         cdef FecBlock* oldest
@@ -700,7 +700,7 @@ cdef class LinkReceiver:
             self.close_block(oldest)
         if prefixed:
             put16(copy, <uint16_t>length)
-        memcpy(copy + (SYMBOL_PREFIX_SIZE if prefixed else 0), data, length)
+        memcpy(copy + (SYMBOL_PREFIX_BYTES if prefixed else 0), data, length)
         block.symbols[index] = copy
         block.lengths[index] = size
         self.fec_bytes_in_flight += self.symbol_capacity(copy)
@@ -795,9 +795,9 @@ cdef class LinkReceiver:
         self.rebuilt_count = 0
         for i in range(count):
             datagram_length = get16(rebuilt + i * symbol_length)
-            if datagram_length + SYMBOL_PREFIX_SIZE > symbol_length:
-                datagram_length = symbol_length - SYMBOL_PREFIX_SIZE
-            self.process(rebuilt + i * symbol_length + SYMBOL_PREFIX_SIZE, datagram_length, now,
+            if datagram_length + SYMBOL_PREFIX_BYTES > symbol_length:
+                datagram_length = symbol_length - SYMBOL_PREFIX_BYTES
+            self.process(rebuilt + i * symbol_length + SYMBOL_PREFIX_BYTES, datagram_length, now,
                          &self.rebuilt_expected[i])
         free(rebuilt)
 
@@ -818,10 +818,10 @@ cdef class LinkReceiver:
 
     cdef bint unseal(self, const Header* h, const uint8_t* data, uint8_t* plain) noexcept nogil:
         """Authenticates and decrypts a sealed datagram's payload into plain."""
-        cdef uint8_t associated[HEADER_SIZE]
+        cdef uint8_t associated[HEADER_BYTES]
         cdef const uint8_t* master_key
         cdef bint use_a
-        memcpy(associated, data, HEADER_SIZE)
+        memcpy(associated, data, HEADER_BYTES)
         memset(associated + 8, 0, 4)  # the checksum field, zero when sealed
         if self.cipher_a.holds(h.session_id, h.key_id):
             use_a = True
@@ -835,9 +835,9 @@ cdef class LinkReceiver:
                     else self.cipher_b.rekey(master_key, h.key_id, h.session_id)):
                 return False
         if use_a:
-            return self.cipher_a.unseal(associated, HEADER_SIZE, data + HEADER_SIZE, h.payload_length, h.sequence,
+            return self.cipher_a.unseal(associated, HEADER_BYTES, data + HEADER_BYTES, h.payload_length, h.sequence,
                                         plain)
-        return self.cipher_b.unseal(associated, HEADER_SIZE, data + HEADER_SIZE, h.payload_length, h.sequence, plain)
+        return self.cipher_b.unseal(associated, HEADER_BYTES, data + HEADER_BYTES, h.payload_length, h.sequence, plain)
 
     cdef bint replaces_session(self, uint64_t session_id, int64_t now) noexcept nogil:
         """Whether a datagram of another session may start it. Session ids begin with the sender's start time
@@ -862,8 +862,8 @@ cdef class LinkReceiver:
         """The drop counter for a failed datagram: DROPPED_BAD_CHECKSUM if it is one whose checksum
         parse_header skipped (sealed, on a keyed receiver, with a consistent length) and the checksum fails,
         so link damage is counted as damage rather than as forgery; else reason."""
-        if (self.authenticated and length >= HEADER_SIZE and data[4] & FLAG_AUTH_TAG
-                and get16(data + 6) + HEADER_SIZE == length and not checksum_matches(data, length)):
+        if (self.authenticated and length >= HEADER_BYTES and data[4] & FLAG_AUTH_TAG
+                and get16(data + 6) + HEADER_BYTES == length and not checksum_matches(data, length)):
             return DROPPED_BAD_CHECKSUM
         return reason
 
@@ -877,7 +877,7 @@ cdef class LinkReceiver:
         """A received datagram (expected NULL) or a rebuilt one (expected: the place its block lost)."""
         cdef Header h
         cdef ParseResult result
-        cdef const uint8_t* payload = data + HEADER_SIZE
+        cdef const uint8_t* payload = data + HEADER_BYTES
         cdef uint8_t* plain
         cdef uint64_t parity_number
         cdef bint recovered = expected != NULL
@@ -1029,7 +1029,7 @@ cdef class LinkReceiver:
         if self.cipher_a is None:
             self.cipher_a = SessionCipher(False)
             self.cipher_b = SessionCipher(False)
-            self.plain = <uint8_t*>malloc(MAX_DATAGRAM_SIZE)
+            self.plain = <uint8_t*>malloc(MAX_DATAGRAM_BYTES)
             if self.plain == NULL:
                 raise MemoryError()
         memcpy(self.master_keys + key_id * KEY_BYTES, <const char*>master_key, KEY_BYTES)

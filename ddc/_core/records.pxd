@@ -3,9 +3,9 @@ from libc.stdint cimport uint8_t, uint32_t
 
 from ddc._core.byteorder cimport get32
 
-cdef enum:
+cpdef enum:
     FORMAT = 1
-    HEADER_BYTES = 16
+    BATCH_HEADER_BYTES = 16
     OVERHEAD_BYTES = 8
 
 cdef uint32_t checked_batch(const uint8_t* data, Py_ssize_t length) except? 0xFFFFFFFF

@@ -17,7 +17,6 @@ from libc.string cimport memcpy
 from ddc._core.byteorder cimport get32, get64, put32, put64
 
 BATCH_FORMAT = FORMAT
-BATCH_HEADER_BYTES = HEADER_BYTES
 RECORD_OVERHEAD_BYTES = OVERHEAD_BYTES
 
 
@@ -29,7 +28,7 @@ def record_size(record):
 
 def encoded_size(records):
     """Bytes a batch of these records takes on the wire."""
-    cdef uint64_t total = HEADER_BYTES
+    cdef uint64_t total = BATCH_HEADER_BYTES
     for metadata, value in records:
         total += OVERHEAD_BYTES + len(metadata) + len(value)
     return total
@@ -46,7 +45,7 @@ cdef inline void write_header(uint8_t* out, uint32_t count, uint64_t taken_in_ns
 
 def batch_header(uint32_t count, uint64_t taken_in_ns=0):
     """The 16 bytes that make a run of encoded records (a record ring's take()) a batch."""
-    result = PyBytes_FromStringAndSize(NULL, HEADER_BYTES)
+    result = PyBytes_FromStringAndSize(NULL, BATCH_HEADER_BYTES)
     write_header(<uint8_t*>PyBytes_AS_STRING(result), count, taken_in_ns)
     return result
 
@@ -57,7 +56,7 @@ def encode_batch(records, uint64_t taken_in_ns=0):
     cdef Py_ssize_t count = len(records)
     cdef bytes meta, value
     cdef char* out
-    cdef Py_ssize_t position = HEADER_BYTES
+    cdef Py_ssize_t position = BATCH_HEADER_BYTES
     if total > 0xFFFFFFFF or count > 0xFFFFFFFF:
         raise ValueError(f"a batch of {count} records and {total} bytes exceeds the 4 GiB frame limit")
     result = PyBytes_FromStringAndSize(NULL, total)
@@ -77,7 +76,7 @@ def encode_batch(records, uint64_t taken_in_ns=0):
 def batch_record_count(frame):
     """How many records a batch announces, read from its header without decoding it."""
     cdef const uint8_t[:] view
-    if len(frame) < HEADER_BYTES:
+    if len(frame) < BATCH_HEADER_BYTES:
         return 0
     view = memoryview(frame).cast("B")
     return get32(&view[4])
@@ -86,8 +85,8 @@ def batch_record_count(frame):
 def batch_taken_in_ns(frame):
     """The batch's taken-in time (ns since the epoch; 0 if the sender did not set it)."""
     cdef const uint8_t[:] view
-    if len(frame) < HEADER_BYTES:
-        raise ValueError(f"batch of {len(frame)} bytes is shorter than its {HEADER_BYTES}-byte header")
+    if len(frame) < BATCH_HEADER_BYTES:
+        raise ValueError(f"batch of {len(frame)} bytes is shorter than its {BATCH_HEADER_BYTES}-byte header")
     view = memoryview(frame).cast("B")
     return get64(&view[8])
 
@@ -101,7 +100,7 @@ def decode_batch(frame, bint value_views=False):
     frame_view = memoryview(frame).cast("B")
     view = frame_view
     count = checked_batch(&view[0] if len(frame_view) else NULL, len(frame_view))
-    return decode_body(frame_view, HEADER_BYTES, count, value_views)
+    return decode_body(frame_view, BATCH_HEADER_BYTES, count, value_views)
 
 
 def decode_records(body, uint32_t count):
@@ -116,12 +115,12 @@ def decode_records(body, uint32_t count):
 cdef uint32_t checked_batch(const uint8_t* data, Py_ssize_t length) except? 0xFFFFFFFF:
     """The record count of a whole, well-formed batch; ValueError naming the first fault otherwise."""
     cdef uint32_t count
-    if length < HEADER_BYTES:
-        raise ValueError(f"batch of {length} bytes is shorter than its {HEADER_BYTES}-byte header")
+    if length < BATCH_HEADER_BYTES:
+        raise ValueError(f"batch of {length} bytes is shorter than its {BATCH_HEADER_BYTES}-byte header")
     if data[0] != FORMAT:
         raise ValueError(f"unknown batch format {data[0]} (this build reads format {FORMAT})")
     count = get32(data + 4)
-    check_records(data, length, HEADER_BYTES, count)
+    check_records(data, length, BATCH_HEADER_BYTES, count)
     return count
 
 

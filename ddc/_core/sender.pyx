@@ -42,14 +42,15 @@ from libc.string cimport memcpy, memset
 
 from ddc._core.posix cimport (CLOCK_MONOTONIC, POLLOUT, clock_nanosleep, iovec, mmsghdr, monotonic_ns, msghdr,
                               poll, pollfd, sendmmsg, sockaddr_storage, socklen_t, timespec)
-from ddc._core.aead cimport TAG_BYTES, SessionCipher
+from ddc._core.aead cimport SessionCipher
 from ddc._core.byteorder cimport put16, put64
 from ddc._core.fec cimport (MAX_DATA_SYMBOLS, MAX_PARITY_SYMBOLS, coefficient, multiply_add_rows,
                             multiply_add_sources)
 from ddc._core.fec import parity_by_block_size
-from ddc._core.wire cimport (FLAG_AUTH_TAG, HEADER_SIZE, MAX_CONTROL_PAYLOAD, MAX_DATAGRAM_SIZE, PEER_OFFSET_BYTES_SENT,
-                             PARITY_SEQUENCE_BIT, PEER_OFFSET_DATAGRAMS_SENT, PEER_OFFSET_FRAMES_SENT, SYMBOL_PREFIX_SIZE,
-                             TYPE_DATA, TYPE_HEARTBEAT, TYPE_PARITY, TYPE_SHUTDOWN, Header, fragment_chunk, fragment_count_for, seal, write_header)
+from ddc._core.wire cimport (FLAG_AUTH_TAG, HEADER_BYTES, MAX_CONTROL_PAYLOAD, MAX_DATAGRAM_BYTES, PARITY_SEQUENCE_BIT,
+                             PEER_OFFSET_BYTES_SENT, PEER_OFFSET_DATAGRAMS_SENT, PEER_OFFSET_FRAMES_SENT,
+                             SYMBOL_PREFIX_BYTES, TAG_BYTES, TYPE_DATA, TYPE_HEARTBEAT, TYPE_PARITY, TYPE_SHUTDOWN,
+                             Header, datagram_overhead, fragment_chunk, fragment_count_for, seal, write_header)
 
 cdef extern from "udp_segmentation.h" nogil:
     enum: DDC_SEGMENT_CONTROL_WORDS
@@ -64,8 +65,8 @@ cdef enum:
     MIN_CONTROL_PARITY = 3
     MAX_CONTROL_PARITY = BATCH_DATAGRAMS - 1  # a control datagram and its parity leave in one batch
     MAX_LOSS_BURST = MAX_CONTROL_PARITY // 2
-    CONTROL_SYMBOL_SIZE = SYMBOL_PREFIX_SIZE + HEADER_SIZE + MAX_CONTROL_PAYLOAD + TAG_BYTES
-    SYMBOL_HEAD_SIZE = SYMBOL_PREFIX_SIZE + HEADER_SIZE
+    CONTROL_SYMBOL_SIZE = SYMBOL_PREFIX_BYTES + HEADER_BYTES + MAX_CONTROL_PAYLOAD + TAG_BYTES
+    SYMBOL_HEAD_SIZE = SYMBOL_PREFIX_BYTES + HEADER_BYTES
     SEGMENTS_PER_SEND = 64
     SEGMENTED_SEND_BYTES = 65507
 
@@ -157,7 +158,7 @@ cdef class DatagramSender:
     cdef uint8_t control_parity[MAX_CONTROL_PARITY][CONTROL_SYMBOL_SIZE]
 
     def __cinit__(self):
-        self.headers = <uint8_t*>malloc(BATCH_DATAGRAMS * HEADER_SIZE)
+        self.headers = <uint8_t*>malloc(BATCH_DATAGRAMS * HEADER_BYTES)
         if self.headers == NULL:
             raise MemoryError()
 
@@ -170,9 +171,9 @@ cdef class DatagramSender:
     def __init__(self, int fd, bytes socket_address, uint64_t session_id, uint32_t datagram_size,
                  double rate_bytes_per_second=0.0, double burst_bytes=0.0, double heartbeat_interval=0.0,
                  bint segmentation_offload=True):
-        if datagram_size <= HEADER_SIZE or datagram_size > MAX_DATAGRAM_SIZE:
+        if datagram_size <= HEADER_BYTES or datagram_size > MAX_DATAGRAM_BYTES:
             raise ValueError(
-                f"datagram size {datagram_size} must be between {HEADER_SIZE + 1} and {MAX_DATAGRAM_SIZE} bytes")
+                f"datagram size {datagram_size} must be between {HEADER_BYTES + 1} and {MAX_DATAGRAM_BYTES} bytes")
         if len(socket_address) > sizeof(sockaddr_storage):
             raise ValueError("socket address is larger than sockaddr_storage")
         self.fd = fd
@@ -181,7 +182,7 @@ cdef class DatagramSender:
         self.destination_length = len(socket_address)
         self.session_id = session_id
         self.datagram_size = datagram_size
-        self.payload_capacity = datagram_size - HEADER_SIZE
+        self.payload_capacity = datagram_size - HEADER_BYTES
         self.rate_bytes_per_ns = rate_bytes_per_second / 1e9
         if rate_bytes_per_second > 0:
             self.burst_bytes = max(burst_bytes, 2.0 * datagram_size)
@@ -302,15 +303,15 @@ cdef class DatagramSender:
 
     cdef unsigned int stage(self, unsigned int slot, Header* header,
                             const uint8_t* payload, size_t payload_length) noexcept nogil:
-        cdef uint8_t* header_bytes = self.headers + slot * HEADER_SIZE
+        cdef uint8_t* header_bytes = self.headers + slot * HEADER_BYTES
         cdef uint8_t* sealed
         if self.cipher is not None:
-            sealed = self.sealed + slot * MAX_DATAGRAM_SIZE
+            sealed = self.sealed + slot * MAX_DATAGRAM_BYTES
             header.flags = FLAG_AUTH_TAG
             header.key_id = <uint8_t>self.cipher.key_id
             header.payload_length = <uint16_t>(payload_length + TAG_BYTES)
             write_header(header_bytes, header)
-            if not self.cipher.seal(header_bytes, HEADER_SIZE, payload, payload_length, header.sequence, sealed):
+            if not self.cipher.seal(header_bytes, HEADER_BYTES, payload, payload_length, header.sequence, sealed):
                 self.datagrams_unsealed += 1
             payload = sealed
             payload_length += TAG_BYTES
@@ -319,7 +320,7 @@ cdef class DatagramSender:
             write_header(header_bytes, header)
         seal(header_bytes, payload, payload_length)
         self.iov[2 * slot].iov_base = header_bytes
-        self.iov[2 * slot].iov_len = HEADER_SIZE
+        self.iov[2 * slot].iov_len = HEADER_BYTES
         self.iov[2 * slot + 1].iov_base = <void*>payload
         self.iov[2 * slot + 1].iov_len = payload_length
         memset(&self.messages[slot], 0, sizeof(mmsghdr))
@@ -327,7 +328,7 @@ cdef class DatagramSender:
         self.messages[slot].msg_hdr.msg_namelen = self.destination_length
         self.messages[slot].msg_hdr.msg_iov = &self.iov[2 * slot]
         self.messages[slot].msg_hdr.msg_iovlen = 2
-        return HEADER_SIZE + payload_length
+        return HEADER_BYTES + payload_length
 
     cdef void send_control_now(self, int datagram_type, const uint8_t* payload, size_t length) noexcept nogil:
         cdef Header header
@@ -475,14 +476,14 @@ cdef class DatagramSender:
             return
         for block in range(self.group_blocks):
             count = 0
-            shortest = MAX_DATAGRAM_SIZE
+            shortest = MAX_DATAGRAM_BYTES
             for position in range(self.pending_count):
                 if self.pending_blocks[position] != block:
                     continue
                 slot = self.pending_slots[position]
                 length = self.iov[2 * slot + 1].iov_len
-                put16(self.symbol_heads[slot], <uint16_t>(HEADER_SIZE + length))
-                memcpy(&self.symbol_heads[slot][SYMBOL_PREFIX_SIZE], self.iov[2 * slot].iov_base, HEADER_SIZE)
+                put16(self.symbol_heads[slot], <uint16_t>(HEADER_BYTES + length))
+                memcpy(&self.symbol_heads[slot][SYMBOL_PREFIX_BYTES], self.iov[2 * slot].iov_base, HEADER_BYTES)
                 heads[count] = self.symbol_heads[slot]
                 payloads[count] = <const uint8_t*>self.iov[2 * slot + 1].iov_base
                 lengths[count] = length
@@ -513,15 +514,15 @@ cdef class DatagramSender:
                            unsigned int slot) noexcept nogil:
         """Adds the datagram staged in slot, as symbol [u16 length][datagram], times each factor into its
         target row; returns the symbol's length."""
-        cdef size_t wire_length = HEADER_SIZE + self.iov[2 * slot + 1].iov_len
-        cdef uint8_t prefix[SYMBOL_PREFIX_SIZE]
+        cdef size_t wire_length = HEADER_BYTES + self.iov[2 * slot + 1].iov_len
+        cdef uint8_t prefix[SYMBOL_PREFIX_BYTES]
         put16(prefix, <uint16_t>wire_length)
-        multiply_add_rows(targets, 0, factors, rows, prefix, SYMBOL_PREFIX_SIZE)
-        multiply_add_rows(targets, SYMBOL_PREFIX_SIZE, factors, rows, <const uint8_t*>self.iov[2 * slot].iov_base,
-                          HEADER_SIZE)
-        multiply_add_rows(targets, SYMBOL_PREFIX_SIZE + HEADER_SIZE, factors, rows,
+        multiply_add_rows(targets, 0, factors, rows, prefix, SYMBOL_PREFIX_BYTES)
+        multiply_add_rows(targets, SYMBOL_PREFIX_BYTES, factors, rows, <const uint8_t*>self.iov[2 * slot].iov_base,
+                          HEADER_BYTES)
+        multiply_add_rows(targets, SYMBOL_PREFIX_BYTES + HEADER_BYTES, factors, rows,
                           <const uint8_t*>self.iov[2 * slot + 1].iov_base, self.iov[2 * slot + 1].iov_len)
-        return SYMBOL_PREFIX_SIZE + wire_length
+        return SYMBOL_PREFIX_BYTES + wire_length
 
     cdef void send_parity(self) noexcept nogil:
         """Sends the group's parity, row by row across blocks, then the batch, before the buffers are reused."""
@@ -608,12 +609,6 @@ cdef class DatagramSender:
         self.frames_sent += 1
         self.bytes_sent += length
 
-    cdef uint32_t overhead(self, bint protected) noexcept nogil:
-        """Bytes of a datagram that carry no frame: header and tag, and with FEC also a data symbol's prefix,
-        header and tag, so that a parity datagram (whose payload is a whole symbol) fits too."""
-        cdef uint32_t per_datagram = HEADER_SIZE + (TAG_BYTES if self.cipher is not None else 0)
-        return per_datagram + (SYMBOL_PREFIX_SIZE + per_datagram if protected else 0)
-
     def encrypt_with(self, bytes master_key, int key_id):
         """From now on every datagram is AES-256-GCM sealed with this session's key derived from master_key."""
         if self.next_sequence:
@@ -621,17 +616,17 @@ cdef class DatagramSender:
         cipher = SessionCipher(True)
         cipher.set_key(master_key, key_id, self.session_id)
         previous, self.cipher = self.cipher, cipher
-        needed = self.overhead(self.fec_data != 0) + 1
+        needed = datagram_overhead(self.cipher is not None, self.fec_data != 0) + 1
         if self.datagram_size < needed:
             self.cipher = previous
             raise ValueError(f"datagram size {self.datagram_size} leaves no room for a payload and its "
                              f"{TAG_BYTES}-byte tag; use at least {needed}")
         if self.sealed == NULL:
-            self.sealed = <uint8_t*>malloc(BATCH_DATAGRAMS * MAX_DATAGRAM_SIZE)
+            self.sealed = <uint8_t*>malloc(BATCH_DATAGRAMS * MAX_DATAGRAM_BYTES)
             if self.sealed == NULL:
                 self.cipher = previous
                 raise MemoryError()
-        self.payload_capacity = self.datagram_size - self.overhead(self.fec_data != 0)
+        self.payload_capacity = self.datagram_size - datagram_overhead(self.cipher is not None, self.fec_data != 0)
 
     def rekey(self, uint64_t session_id, bytes master_key, bint new_session=False):
         """Goes on, between two frames, under a new key epoch: session_id keeps the low half of the current one
@@ -663,9 +658,9 @@ cdef class DatagramSender:
             raise ValueError(f"FEC interleave {interleave} is outside 1..{MAX_INTERLEAVE}")
         if not 0 <= loss_burst <= MAX_LOSS_BURST:
             raise ValueError(f"FEC loss burst {loss_burst} is outside 0..{MAX_LOSS_BURST}")
-        if self.datagram_size <= self.overhead(True):
+        if self.datagram_size <= datagram_overhead(self.cipher is not None, True):
             raise ValueError(f"datagram size {self.datagram_size} leaves no room for a payload with FEC; "
-                             f"use at least {self.overhead(True) + 1}")
+                             f"use at least {datagram_overhead(self.cipher is not None, True) + 1}")
         self.symbol_capacity = self.datagram_size
         free(self.parity_buffers)
         self.parity_buffers = <uint8_t*>malloc(<size_t>interleave * max(parity, 2 * loss_burst + 2)
@@ -680,7 +675,7 @@ cdef class DatagramSender:
         self.fec_parity = parity
         self.fec_interleave = interleave
         self.fec_loss_burst = loss_burst
-        self.payload_capacity = self.datagram_size - self.overhead(True)
+        self.payload_capacity = self.datagram_size - datagram_overhead(self.cipher is not None, True)
 
     def send_frame(self, frame, bytes prefix=None):
         """Fragments and sends one frame (any buffer of at most 4 GiB); returns its frame id.
@@ -700,7 +695,7 @@ cdef class DatagramSender:
             if len(prefix) > fragment_chunk(total, fragment_count_for(total, self.payload_capacity)):
                 return self.send_frame(prefix + bytes(frame))
             if self.first_piece == NULL:
-                self.first_piece = <uint8_t*>malloc(MAX_DATAGRAM_SIZE)
+                self.first_piece = <uint8_t*>malloc(MAX_DATAGRAM_BYTES)
                 if self.first_piece == NULL:
                     raise MemoryError()
             head = <const uint8_t*><const char*>prefix

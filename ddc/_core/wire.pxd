@@ -1,9 +1,9 @@
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 
-cdef enum:
-    HEADER_SIZE = 56
-    MAX_DATAGRAM_SIZE = 65507
-    MAX_PAYLOAD_SIZE = 65451
+cpdef enum:
+    HEADER_BYTES = 56
+    MAX_DATAGRAM_BYTES = 65507
+    MAX_PAYLOAD_BYTES = 65451
     MAGIC = 0xDD1C
     PROTOCOL_VERSION = 2
     TYPE_DATA = 1
@@ -11,14 +11,14 @@ cdef enum:
     TYPE_SHUTDOWN = 3
     TYPE_PARITY = 4
     FLAG_AUTH_TAG = 1
-    AUTH_TAG_SIZE = 16
+    TAG_BYTES = 16
     # byte offsets of fields the sender refreshes in a heartbeat payload (u16 count, then u64s)
     PEER_OFFSET_DATAGRAMS_SENT = 2 + 8 * 2
     PEER_OFFSET_FRAMES_SENT = 2 + 8 * 3
     PEER_OFFSET_BYTES_SENT = 2 + 8 * 5
     MAX_CONTROL_PAYLOAD = 512
     # an FEC data symbol is [u16 datagram length][datagram], zero-padded to the block's parity length
-    SYMBOL_PREFIX_SIZE = 2
+    SYMBOL_PREFIX_BYTES = 2
 
 cdef extern from *:
     """
@@ -61,3 +61,4 @@ cdef ParseResult parse_header(const uint8_t* data, size_t length, Header* header
 cdef bint checksum_matches(const uint8_t* data, size_t length) noexcept nogil
 cdef uint32_t fragment_chunk(uint32_t frame_length, uint32_t fragment_count) noexcept nogil
 cdef uint32_t fragment_count_for(uint32_t frame_length, uint32_t payload_capacity) noexcept nogil
+cpdef uint32_t datagram_overhead(bint sealed, bint protected) noexcept nogil

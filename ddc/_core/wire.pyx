@@ -62,19 +62,19 @@ cdef void write_header(uint8_t* out, const Header* h) noexcept nogil:
 cdef void seal(uint8_t* datagram_header, const uint8_t* payload, size_t payload_length) noexcept nogil:
     cdef uint32_t crc
     put32(datagram_header + CHECKSUM_OFFSET, 0)
-    crc = ddc_crc32c_update(0, datagram_header, HEADER_SIZE)
+    crc = ddc_crc32c_update(0, datagram_header, HEADER_BYTES)
     crc = ddc_crc32c_update(crc, payload, payload_length)
     put32(datagram_header + CHECKSUM_OFFSET, crc)
 
 
 cdef bint checksum_matches(const uint8_t* data, size_t length) noexcept nogil:
-    """Whether a datagram of at least HEADER_SIZE bytes carries the CRC-32C of its header and payload."""
-    cdef uint8_t scratch[HEADER_SIZE]
+    """Whether a datagram of at least HEADER_BYTES bytes carries the CRC-32C of its header and payload."""
+    cdef uint8_t scratch[HEADER_BYTES]
     cdef uint32_t crc
-    memcpy(scratch, data, HEADER_SIZE)
+    memcpy(scratch, data, HEADER_BYTES)
     memset(scratch + CHECKSUM_OFFSET, 0, 4)
-    crc = ddc_crc32c_update(0, scratch, HEADER_SIZE)
-    crc = ddc_crc32c_update(crc, data + HEADER_SIZE, length - HEADER_SIZE)
+    crc = ddc_crc32c_update(0, scratch, HEADER_BYTES)
+    crc = ddc_crc32c_update(crc, data + HEADER_BYTES, length - HEADER_BYTES)
     return crc == get32(data + CHECKSUM_OFFSET)
 
 
@@ -83,7 +83,7 @@ cdef ParseResult parse_header(const uint8_t* data, size_t length, Header* h, bin
     receiver holding its keys authenticates every byte anyway, and verifies the checksum only to name the
     reason when a datagram fails."""
     cdef uint32_t chunk, offset, expected
-    if length < HEADER_SIZE:
+    if length < HEADER_BYTES:
         return PARSE_TRUNCATED
     if get16(data) != MAGIC:
         return PARSE_BAD_MAGIC
@@ -94,9 +94,9 @@ cdef ParseResult parse_header(const uint8_t* data, size_t length, Header* h, bin
     h.flags = data[4]
     h.key_id = data[5]
     h.payload_length = get16(data + 6)
-    if <size_t>h.payload_length + HEADER_SIZE > length:
+    if <size_t>h.payload_length + HEADER_BYTES > length:
         return PARSE_TRUNCATED
-    if <size_t>h.payload_length + HEADER_SIZE < length:
+    if <size_t>h.payload_length + HEADER_BYTES < length:
         return PARSE_MALFORMED
     h.checksum = get32(data + CHECKSUM_OFFSET)
     if not (sealed_unchecked and h.flags & FLAG_AUTH_TAG) and not checksum_matches(data, length):
@@ -112,9 +112,9 @@ cdef ParseResult parse_header(const uint8_t* data, size_t length, Header* h, bin
     h.fec_count = get16(data + 54)
     h.content_length = h.payload_length
     if h.flags & FLAG_AUTH_TAG:
-        if h.payload_length < AUTH_TAG_SIZE:
+        if h.payload_length < TAG_BYTES:
             return PARSE_MALFORMED
-        h.content_length = h.payload_length - AUTH_TAG_SIZE
+        h.content_length = h.payload_length - TAG_BYTES
     if h.type < TYPE_DATA or h.type > TYPE_PARITY:
         return PARSE_UNKNOWN_TYPE
     if h.fec_count:
@@ -128,7 +128,7 @@ cdef ParseResult parse_header(const uint8_t* data, size_t length, Header* h, bin
     if (h.sequence & PARITY_SEQUENCE_BIT) != (PARITY_SEQUENCE_BIT if h.type == TYPE_PARITY else 0):
         return PARSE_MALFORMED
     if h.type == TYPE_PARITY:
-        if h.fec_count == 0 or h.content_length < SYMBOL_PREFIX_SIZE + HEADER_SIZE:
+        if h.fec_count == 0 or h.content_length < SYMBOL_PREFIX_BYTES + HEADER_BYTES:
             return PARSE_MALFORMED
         return PARSE_OK
     if h.type == TYPE_DATA:
@@ -151,15 +151,15 @@ cdef ParseResult parse_header(const uint8_t* data, size_t length, Header* h, bin
     return PARSE_UNKNOWN_TYPE
 
 
+cpdef uint32_t datagram_overhead(bint sealed, bint protected) noexcept nogil:
+    """Bytes of a datagram that carry no frame: the header and, sealed, the tag; with FEC also a data symbol's
+    prefix, header and tag, so that a parity datagram (whose payload is a whole symbol) fits too."""
+    cdef uint32_t per_datagram = HEADER_BYTES + (TAG_BYTES if sealed else 0)
+    return per_datagram + (SYMBOL_PREFIX_BYTES + per_datagram if protected else 0)
+
+
 # ---- Python-facing helpers (tests, tools, control datagrams) ----
 
-HEADER_BYTES = HEADER_SIZE
-MAX_DATAGRAM_BYTES = MAX_DATAGRAM_SIZE
-VERSION = PROTOCOL_VERSION
-DATA = TYPE_DATA
-HEARTBEAT = TYPE_HEARTBEAT
-SHUTDOWN = TYPE_SHUTDOWN
-PARITY = TYPE_PARITY
 PARITY_SEQUENCE = PARITY_SEQUENCE_BIT
 
 PARSE_ERRORS = {
@@ -215,8 +215,8 @@ def encode_datagram(int type, uint64_t session_id, uint64_t sequence, payload=b"
     """Builds one sealed datagram. For tests and tools; the sender builds its own in C."""
     cdef Header h
     cdef const uint8_t[:] view = memoryview(bytes(payload)).cast("B")
-    if len(payload) > MAX_PAYLOAD_SIZE:
-        raise ValueError(f"payload of {len(payload)} bytes exceeds the maximum of {MAX_PAYLOAD_SIZE}")
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        raise ValueError(f"payload of {len(payload)} bytes exceeds the maximum of {MAX_PAYLOAD_BYTES}")
     memset(&h, 0, sizeof(h))
     h.type = type
     h.flags = flags
@@ -231,11 +231,11 @@ def encode_datagram(int type, uint64_t session_id, uint64_t sequence, payload=b"
     h.fec_block = fec_block
     h.fec_index = fec_index
     h.fec_count = fec_count
-    out = bytearray(HEADER_SIZE + len(payload))
+    out = bytearray(HEADER_BYTES + len(payload))
     cdef uint8_t[:] out_view = out
     write_header(&out_view[0], &h)
-    out[HEADER_SIZE:] = payload
-    seal(&out_view[0], &out_view[HEADER_SIZE] if len(payload) else NULL, len(payload))
+    out[HEADER_BYTES:] = payload
+    seal(&out_view[0], &out_view[HEADER_BYTES] if len(payload) else NULL, len(payload))
     out[2] = version
     return bytes(out)
 
@@ -254,7 +254,7 @@ def decode_datagram(data):
         "type": h.type, "flags": h.flags, "key_id": h.key_id,
         "session_id": h.session_id, "sequence": h.sequence, "frame_id": h.frame_id,
         "fragment_index": h.fragment_index, "fragment_count": h.fragment_count,
-        "frame_length": h.frame_length, "payload": raw[HEADER_SIZE:],
+        "frame_length": h.frame_length, "payload": raw[HEADER_BYTES:],
         "fec_block": h.fec_block, "fec_index": h.fec_index, "fec_count": h.fec_count,
     }
 

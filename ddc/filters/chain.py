@@ -11,7 +11,7 @@ is dropped and counted (fail closed); `on_error = "keep"` lets it through.
 import logging
 import time
 from importlib.metadata import entry_points
-from ddc.config import ConfigError
+from ddc.errors import ConfigError
 from ddc.handlers.base import PLAIN_DATA, RecordView
 
 log = logging.getLogger("ddc.filters")

@@ -1,28 +1,39 @@
 """Protocol handlers: sources on the ingress (data in), sinks on the egress (data out).
 
-A handler is chosen by the `type` key of its config table; add new ones to the
-registries below.
+A handler is a package here holding its config models, source, sink and metric entries; its
+`__init__` names them (SOURCE_CONFIG, SINK_CONFIG, and METRICS where it has its own). The link config
+composes the registered handlers' models, chosen by the `type` key of a `source` or `sink` table. To add a
+handler, add its package and register it below.
 """
 
+import functools
 import importlib
 
-from ddc.handlers.base import Sink, Source
-
-# Imported on first use: the Kafka handlers load librdkafka, which UDP-only proxies need not pay for at start-up.
-SOURCES = {"udp": "ddc.handlers.udp:UdpSource", "file": "ddc.handlers.stream:FileSource",
-           "kafka": "ddc.handlers.kafka.source:KafkaSource"}
-SINKS = {"udp": "ddc.handlers.udp:UdpSink", "file": "ddc.handlers.stream:FileSink",
-         "kafka": "ddc.handlers.kafka.sink:KafkaSink"}
+REGISTERED = (
+    "ddc.handlers.udp",
+    "ddc.handlers.stream",
+    "ddc.handlers.kafka",
+)
 
 
-def _load(location: str):
-    module, name = location.split(":")
-    return getattr(importlib.import_module(module), name)
+@functools.cache
+def _packages() -> tuple:
+    return tuple(importlib.import_module(name) for name in REGISTERED)
 
 
-def build_source(link_name: str, config) -> Source:
-    return _load(SOURCES[config.type])(link_name, config)
+def source_configs() -> tuple[type, ...]:
+    return tuple(package.SOURCE_CONFIG for package in _packages() if getattr(package, "SOURCE_CONFIG", None))
 
 
-def build_sink(link_name: str, config) -> Sink:
-    return _load(SINKS[config.type])(link_name, config)
+def sink_configs() -> tuple[type, ...]:
+    return tuple(package.SINK_CONFIG for package in _packages() if getattr(package, "SINK_CONFIG", None))
+
+
+def handler_metrics() -> tuple:
+    return tuple(metric for package in _packages() for metric in getattr(package, "METRICS", ()))
+
+
+def build_handler(link_name: str, config):
+    """The source or sink a link's `source` or `sink` config describes."""
+    module, name = config.implementation.split(":")
+    return getattr(importlib.import_module(module), name)(link_name, config)

@@ -6,9 +6,10 @@ the handler type, which lets the transport stay ignorant of what it carries.
 
 import abc
 import threading
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
-from ddc._core.ring import RecordRing
+if TYPE_CHECKING:
+    from ddc._core.ring import RecordRing
 
 
 class RecordView(NamedTuple):
@@ -56,7 +57,7 @@ class Source(RecordDescription, abc.ABC):
         """Acquires sockets or connections; raises OSError with a clear message if it cannot."""
 
     @abc.abstractmethod
-    def run(self, output: RecordRing, stopping: threading.Event) -> None:
+    def run(self, output: "RecordRing", stopping: threading.Event) -> None:
         """Puts records into the link's ring until stopping is set, then returns: put_many() for records made
         in Python, reserve()/commit() or receive_datagrams() to write them in place."""
 

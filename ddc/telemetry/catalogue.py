@@ -1,4 +1,5 @@
-"""The metric catalogue: every metric DDC exposes, defined once.
+"""The metric catalogue: every metric DDC exposes, defined once: the link's here, each handler's in its
+own package (ddc/handlers/<name>/metrics.py), gathered through the handler registry.
 
 Each entry maps a key of a link's counters() to a metric name, a kind, fixed
 labels and help text. Prometheus (prometheus.py) and StatsD (statsd.py) both
@@ -7,37 +8,13 @@ three agree. Names follow Prometheus conventions: counters end in `_total`
 there, StatsD uses the name without the suffix.
 """
 
-from dataclasses import dataclass, field
-
-COUNTER = "counter"
-GAUGE = "gauge"
-BOTH = ("ingress", "egress")
-INGRESS = ("ingress",)
-EGRESS = ("egress",)
-
-
-@dataclass(frozen=True)
-class Metric:
-    name: str
-    kind: str
-    help: str
-    key: str
-    roles: tuple = BOTH
-    labels: dict = field(default_factory=dict)
-    scale: float = 1.0
-    handler: str | None = None  # exposed only by links with this source or sink type
-
+from ddc.handlers import handler_metrics
+from ddc.telemetry.metric import BOTH, COUNTER, EGRESS, GAUGE, INGRESS, RECORDS_DROPPED, Metric
 
 RECORDS_IN = "Records taken in: from the source (ingress) or rebuilt from frames (egress)"
 RECORDS_OUT = "Records sent: packed into frames (ingress) or delivered by the sink (egress)"
-RECORDS_DROPPED = "Records dropped, by reason"
 KERNEL_DROPS = "Datagrams the kernel dropped on a full socket receive buffer"
 FRAMES_DISCARDED = "Partial frames discarded, by reason"
-
-
-def _kafka(name: str, kind: str, help_text: str, roles: tuple = BOTH) -> Metric:
-    """A Kafka handler's metric, read from the counter of the same name."""
-    return Metric(name, kind, help_text, name, roles, handler="kafka")
 
 
 def _drops(reason: str, help_text: str) -> Metric:
@@ -57,8 +34,6 @@ CATALOGUE: tuple[Metric, ...] = (
     Metric("records_dropped", COUNTER, RECORDS_DROPPED, "records_too_large", INGRESS, {"reason": "too_large"}),
     Metric("records_dropped", COUNTER, RECORDS_DROPPED, "sink_records_too_large", EGRESS, {"reason": "too_large"}),
     Metric("records_dropped", COUNTER, RECORDS_DROPPED, "sink_send_errors", EGRESS, {"reason": "sink_error"}),
-    Metric("records_dropped", COUNTER, RECORDS_DROPPED, "kafka_records_undecodable", EGRESS,
-           {"reason": "undecodable"}, handler="kafka"),
     Metric("kernel_receive_drops", COUNTER, KERNEL_DROPS, "source_kernel_drops", INGRESS, {"socket": "source"}),
     Metric("kernel_receive_drops", COUNTER, KERNEL_DROPS, "kernel_receive_drops", EGRESS, {"socket": "link"}),
     # stage buffers
@@ -165,36 +140,7 @@ CATALOGUE: tuple[Metric, ...] = (
     Metric("peer_uptime_seconds", GAUGE, "Uptime the ingress reports", "peer_uptime_ms", EGRESS, scale=0.001),
     Metric("peer_heartbeat_age_seconds", GAUGE, "Seconds since the last heartbeat arrived",
            "peer_last_heartbeat_age_seconds", EGRESS),
-    # Kafka source (ingress)
-    _kafka("kafka_records_consumed", COUNTER, "Records consumed from the source cluster", INGRESS),
-    _kafka("kafka_records_skipped", COUNTER, "Records larger than max_record_size, announced instead of sent "
-           "(ingress) or counted from the announcement (egress)"),
-    _kafka("kafka_commits", COUNTER, "Offset commits that succeeded", INGRESS),
-    _kafka("kafka_commit_failures", COUNTER, "Offset commits that failed (retried with the next)", INGRESS),
-    _kafka("kafka_rebalances", COUNTER, "Partition assignments and revocations", INGRESS),
-    _kafka("kafka_records_unacknowledged", GAUGE, "Records consumed but not yet sent, so not yet committable", INGRESS),
-    _kafka("kafka_client_errors", COUNTER, "Errors librdkafka reported (broker down, authentication, ...)"),
-    _kafka("kafka_source_topic_id_changes", COUNTER, "Source topics (ingress) or source partitions (egress) that "
-           "came back with a new topic id: created again, or their cluster rebuilt; their offsets start again"),
-    # Kafka sink (egress)
-    _kafka("kafka_records_written", COUNTER, "Records handed to the producer", EGRESS),
-    _kafka("kafka_records_delivered", COUNTER, "Records the destination cluster acknowledged", EGRESS),
-    _kafka("kafka_records_duplicate", COUNTER,
-           "Records not written because the destination already holds them", EGRESS),
-    _kafka("kafka_records_filtered", COUNTER,
-           "Records a filter dropped (ingress or egress), counted as filtered, not missing", EGRESS),
-    _kafka("kafka_records_repaired", COUNTER, "Offsets of missing ranges settled by a resend", EGRESS),
-    _kafka("kafka_delivery_failures", COUNTER, "Records the producer could not deliver (reported missing)", EGRESS),
-    _kafka("kafka_missing_ranges_reported", COUNTER, "Ranges of source offsets reported missing", EGRESS),
-    _kafka("kafka_missing_offsets_reported", COUNTER, "Source offsets in the ranges reported missing", EGRESS),
-    _kafka("kafka_missing_ranges_open", GAUGE, "Missing ranges not yet repaired", EGRESS),
-    _kafka("kafka_report_failures", COUNTER, "Missing-range or repair reports that could not be written to "
-           "missing_records_topic (the log line is their only record)", EGRESS),
-    _kafka("kafka_producer_queue_full_waits", COUNTER, "Times the producer queue was full and the sink waited", EGRESS),
-    _kafka("kafka_destination_checks", COUNTER,
-           "Times a source partition did not follow what this egress wrote and the destination was read first",
-           EGRESS),
-)
+) + handler_metrics()
 
 FILTER_METRICS = (  # (metric, counter key suffix): one series per filter, labelled by its name
     (Metric("filter_records_dropped", COUNTER, "Records dropped by a filter", "", BOTH), "_dropped"),

@@ -236,6 +236,3 @@ class Ledger:
 
     def open_ranges(self) -> int:
         return sum(len(ledger.missing) for ledger in self.partitions.values())
-
-    def open_offsets(self) -> int:
-        return sum(ledger.missing_offsets for ledger in self.partitions.values())

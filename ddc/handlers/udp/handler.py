@@ -10,18 +10,13 @@ import os
 import socket
 
 from ddc._core.datagram_out import send_batch_values, send_each
+from ddc._core.wire import MAX_DATAGRAM_BYTES as MAX_PAYLOAD
 from ddc.handlers.base import Sink, Source
 from ddc.transport.sockets import KernelDrops, open_bound, resolve, set_buffer, socket_address_bytes
 
 log = logging.getLogger("ddc.handlers.udp")
 
-MAX_PAYLOAD = 65507  # the most a UDP datagram over IPv4 carries
 POLL_SECONDS = 0.1  # how often a quiet source looks at whether it should stop
-
-
-def format_address(address) -> bytes:
-    host, port = address[0], address[1]
-    return (f"[{host}]:{port}" if ":" in host else f"{host}:{port}").encode("ascii")
 
 
 class UdpSource(Source):
