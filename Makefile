@@ -3,7 +3,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-CORE_SOURCES := $(wildcard ddc/_core/*.pyx ddc/_core/*.pxd ddc/_core/*.h) setup.py pyproject.toml
+CORE_SOURCES := $(wildcard ddc/_core/*.pyx ddc/_core/*.pxd ddc/_core/*.h ddc/handlers/*/*.pyx ddc/handlers/*/*.pxd) setup.py pyproject.toml
 PYTEST_ARGS ?=
 
 .PHONY: demo test bench build clean apache-kafka
@@ -48,7 +48,7 @@ $(VENV)/.built-test: $(VENV)/bin/python $(CORE_SOURCES)
 	touch $@ $(VENV)/.built
 
 clean:
-	rm -rf $(VENV) build ddc/_core/*.c ddc/_core/*.so *.egg-info
+	rm -rf $(VENV) build ddc/_core/*.c ddc/_core/*.so ddc/handlers/*/*.c ddc/handlers/*/*.so *.egg-info
 
 # Coverage-guided fuzzing of the egress receiver under ASan/UBSan (docs/fuzzing.md). fuzz/build.sh installs
 # clang and atheris when they are missing; FUZZ_SECONDS is how long each target runs.

@@ -1,22 +1,24 @@
-"""Builds the Cython hot path in ddc/_core; all other metadata lives in pyproject.toml."""
+"""Builds the Cython hot path (ddc/_core, and a handler's own codec beside its Python); all other metadata lives
+in pyproject.toml."""
 
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 
-CORE_MODULES = ["wire", "aead", "fec", "records", "ring", "sender", "receiver", "datagram_out", "kafka_metadata"]
+EXTENSIONS = ["ddc._core.wire", "ddc._core.aead", "ddc._core.fec", "ddc._core.records", "ddc._core.ring",
+              "ddc._core.sender", "ddc._core.receiver", "ddc._core.datagram_out", "ddc.handlers.kafka.codec"]
 # aead opens libcrypto at run time (docs/security.md); older glibc keeps dlopen in libdl.
-LIBRARIES = {"aead": ["dl"]}
+LIBRARIES = {"ddc._core.aead": ["dl"]}
 
 extensions = [
     Extension(
-        f"ddc._core.{name}",
-        [f"ddc/_core/{name}.pyx"],
+        name,
+        [name.replace(".", "/") + ".pyx"],
         include_dirs=["ddc/_core"],
         define_macros=[("_GNU_SOURCE", None)],
         extra_compile_args=["-O3"],
         libraries=LIBRARIES.get(name, []),
     )
-    for name in CORE_MODULES
+    for name in EXTENSIONS
 ]
 
 setup(

@@ -13,7 +13,7 @@ covers the batch and Kafka metadata decoders on their own.
 Targets:
 - datagram: LinkReceiver.feed, the header parser, sequence window and reassembly;
 - batch: decode_batch and zstd decompress of frames (records.pyx, compression.py);
-- kafka: kafka_metadata.unpack / unpack_records / coordinates;
+- kafka: codec.unpack / unpack_records / coordinates;
 - sealed: a keyed LinkReceiver, then decompress and decode of what it completes.
 
 Every input must end in a result or a ValueError, and the receiver's counters
@@ -34,7 +34,8 @@ sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE.parent / "tests"))
 
 from ddc import crypto  # noqa: E402
-from ddc._core import kafka_metadata, wire  # noqa: E402
+from ddc._core import wire  # noqa: E402
+from ddc.handlers.kafka import codec  # noqa: E402
 from ddc._core.receiver import COUNTER_NAMES, LinkReceiver  # noqa: E402
 from ddc._core.records import decode_batch, encode_batch  # noqa: E402
 from ddc.compression import FrameCompressor, decompress, is_compressed  # noqa: E402
@@ -78,7 +79,7 @@ def mutate(data: bytes, chooser: random.Random, splice: bytes = b"") -> bytes:
 def sample_records(chooser: random.Random, count: int) -> list:
     records = []
     for index in range(count):
-        metadata = kafka_metadata.pack(chooser.randrange(4), "topic-" + str(chooser.randrange(3)), chooser.randrange(8),
+        metadata = codec.pack(chooser.randrange(4), "topic-" + str(chooser.randrange(3)), chooser.randrange(8),
                                        index, index - 1, 0, 1, 1_700_000_000_000 + index,
                                        chooser.choice((None, b"", b"key")),
                                        [("h", b"v"), ("h", None)] if chooser.random() < 0.5 else None, True)
@@ -101,10 +102,10 @@ def decode_frame(frame) -> None:
         records = decode_batch(batch)
     except ValueError:
         return
-    kafka_metadata.unpack_records(records)
+    codec.unpack_records(records)
     for metadata, _ in records[:4]:
         try:
-            kafka_metadata.coordinates(metadata)
+            codec.coordinates(metadata)
         except ValueError:
             pass
 
@@ -237,12 +238,12 @@ class KafkaTarget(Target):
 
     def run(self, inputs: list[bytes]) -> None:
         for data in inputs:
-            for decoder in (kafka_metadata.unpack, kafka_metadata.coordinates):
+            for decoder in (codec.unpack, codec.coordinates):
                 try:
                     decoder(data)
                 except ValueError:
                     pass
-            kafka_metadata.unpack_records([(data, b"value"), (data, b"")])
+            codec.unpack_records([(data, b"value"), (data, b"")])
 
 
 TARGETS = {target.name: target for target in (DatagramTarget, SealedTarget, BatchTarget, KafkaTarget)}

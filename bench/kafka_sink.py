@@ -34,7 +34,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent), str(HERE.parent / "tests")]
-from ddc._core import kafka_metadata  # noqa: E402
+from ddc.handlers.kafka import codec  # noqa: E402
 from ddc.handlers.kafka.config import KafkaSinkConfig  # noqa: E402
 from ddc.handlers.kafka.sink import KafkaSink  # noqa: E402
 from ddc.spool import DiskSpool, SpooledBuffer, SpooledFrame  # noqa: E402
@@ -48,7 +48,7 @@ BATCH = 4000
 
 def batches(topic: str, count: int, topic_id: bytes | None) -> list:
     value = os.urandom(200)
-    records = [(kafka_metadata.pack(kafka_metadata.RECORD, topic, index % PARTITIONS, index // PARTITIONS,
+    records = [(codec.pack(codec.RECORD, topic, index % PARTITIONS, index // PARTITIONS,
                                     index // PARTITIONS - 1, 0, 1, 1_700_000_000_000 + index, b"key-%d" % index,
                                     [("trace", b"x" * 16)], True, 9, topic_id), value) for index in range(count)]
     return [records[start:start + BATCH] for start in range(0, count, BATCH)]

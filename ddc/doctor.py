@@ -11,7 +11,7 @@ import socket
 import subprocess
 from pathlib import Path
 
-from ddc.config import IngressSettings
+from ddc.config.links import IngressSettings
 
 GOOD_CLOCKSOURCES = ("tsc", "arch_sys_counter", "kvm-clock")
 IP_UDP_OVERHEAD = {socket.AF_INET: 28, socket.AF_INET6: 48}

@@ -3,10 +3,10 @@
     python fuzz/build_core.py sanitized   # clang, ASan + UBSan + libFuzzer coverage counters
     python fuzz/build_core.py coverage    # clang, source-based coverage (-fprofile-instr-generate)
 
-The modules are the ones setup.py lists (CORE_MODULES, read from setup.py without running it). Cython
-writes its C into build/VARIANT/c/ (the in-tree ddc/_core/*.c of the normal build are never touched), clang
-compiles it, and the extensions land in build/VARIANT/ddc/_core/. Beside them, build/VARIANT/ddc/ mirrors
-the package with symbolic links to the real sources, so that with build/VARIANT first on PYTHONPATH
+The modules are the ones setup.py lists (EXTENSIONS, read from setup.py without running it). Cython
+writes its C into build/VARIANT/c/ (the in-tree *.c of the normal build are never touched), clang compiles
+it, and the extensions land in build/VARIANT/ beside their package's mirror (ddc/_core/, ddc/handlers/kafka/):
+build/VARIANT/ddc/ mirrors the package with symbolic links to the real sources, so that with build/VARIANT first on PYTHONPATH
 `import ddc` is the checkout's Python code over these extensions (fuzz/env.sh sets that up).
 
 Only what changed is rebuilt: Cython skips a module whose C is newer than its .pyx and .pxd files, and an
@@ -44,26 +44,30 @@ VARIANTS = {
 
 
 def setup_lists() -> tuple[list[str], dict[str, list[str]]]:
-    """CORE_MODULES and LIBRARIES as setup.py assigns them."""
+    """EXTENSIONS and LIBRARIES as setup.py assigns them: dotted module names, and libraries by module."""
     found = {}
     for node in ast.parse((REPOSITORY / "setup.py").read_text()).body:
         if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
-            if node.targets[0].id in ("CORE_MODULES", "LIBRARIES"):
+            if node.targets[0].id in ("EXTENSIONS", "LIBRARIES"):
                 found[node.targets[0].id] = ast.literal_eval(node.value)
-    return found["CORE_MODULES"], found.get("LIBRARIES", {})
+    return found["EXTENSIONS"], found.get("LIBRARIES", {})
 
 
-def mirror_package(root: Path) -> None:
-    """root/ddc: links to every entry of ddc/ and ddc/_core/ except the extensions built in place."""
-    package = root / "ddc"
-    core = package / "_core"
-    core.mkdir(parents=True, exist_ok=True)
-    for folder, target in ((package, SOURCE), (core, SOURCE / "_core")):
+def mirror_package(root: Path, modules: list[str]) -> None:
+    """root/ddc: links to every entry of ddc/, except that the folders holding extensions (and the folders above
+    them) are real folders, without the extensions built in place, so that this build's land there."""
+    holders = {Path(*module.split(".")[:-1]) for module in modules}
+    real = {parent for holder in holders for parent in (holder, *holder.parents) if parent != Path(".")}
+    for relative in sorted(real):
+        folder, target = root / relative, REPOSITORY / relative
+        if folder.is_symlink():  # an earlier build linked the whole folder: never write through it
+            folder.unlink()
+        folder.mkdir(parents=True, exist_ok=True)
         wanted = set()
         for entry in target.iterdir():
-            if entry.name == "__pycache__" or (folder is package and entry.name == "_core"):
+            if entry.name == "__pycache__" or relative / entry.name in real:
                 continue
-            if folder is core and entry.suffix in (".so", ".c"):
+            if relative in holders and entry.suffix in (".so", ".c"):
                 continue
             wanted.add(entry.name)
             link = folder / entry.name
@@ -91,7 +95,7 @@ def compile_module(clang: str, name: str, c_file: Path, root: Path, variant: str
     include = [f"-I{sysconfig.get_paths()['include']}", f"-I{SOURCE / '_core'}"]
     compile_command = [clang, "-fPIC", "-D_GNU_SOURCE", "-DNDEBUG", *include, *flags["cflags"], "-c", str(c_file)]
     suffix = sysconfig.get_config_var("EXT_SUFFIX")
-    target = root / "ddc" / "_core" / f"{name}{suffix}"
+    target = root / Path(*name.split(".")).with_name(name.split(".")[-1] + suffix)
     objects = root / "obj"
     objects.mkdir(exist_ok=True)
     obj = objects / f"{name}.o"
@@ -126,10 +130,10 @@ def build(variant: str, jobs: int) -> Path:
     clang = require_clang()
     root = REPOSITORY / "build" / variant
     modules, libraries = setup_lists()
-    mirror_package(root)
+    mirror_package(root, modules)
     os.chdir(REPOSITORY)  # Cython names sources relative to here in the C comments ("ddc/_core/x.pyx":N)
     extensions = cythonize(
-        [Extension(f"ddc._core.{name}", [f"ddc/_core/{name}.pyx"], include_dirs=["ddc/_core"]) for name in modules],
+        [Extension(name, [name.replace(".", "/") + ".pyx"], include_dirs=["ddc/_core"]) for name in modules],
         build_dir=str(root / "c"), language_level=3, compiler_directives=DIRECTIVES, quiet=True)
     with ThreadPoolExecutor(jobs) as pool:
         results = pool.map(lambda pair: compile_module(clang, pair[0], Path(pair[1].sources[0]), root, variant,

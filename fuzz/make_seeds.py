@@ -25,7 +25,8 @@ import forge  # noqa: E402
 import traffic  # noqa: E402
 
 from ddc import crypto  # noqa: E402
-from ddc._core import kafka_metadata, wire  # noqa: E402
+from ddc._core import wire  # noqa: E402
+from ddc.handlers.kafka import codec  # noqa: E402
 from ddc._core.records import encode_batch  # noqa: E402
 from ddc.compression import FrameCompressor  # noqa: E402
 
@@ -38,7 +39,7 @@ def records(chooser: random.Random, count: int, value_bytes: int = 120) -> list:
     """Records as the Kafka source packs them: metadata (topic, partition, offset, key, headers) and value."""
     out = []
     for index in range(count):
-        metadata = kafka_metadata.pack(chooser.randrange(4), f"topic-{chooser.randrange(3)}", chooser.randrange(8),
+        metadata = codec.pack(chooser.randrange(4), f"topic-{chooser.randrange(3)}", chooser.randrange(8),
                                        1000 + index, 999 + index, 0, 1, 1_700_000_000_000 + index,
                                        chooser.choice((None, b"", b"key")),
                                        [("h", b"v"), ("n", None)] if chooser.random() < 0.5 else None, True)

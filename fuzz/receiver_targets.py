@@ -43,7 +43,8 @@ TESTS = REPOSITORY / "tests"
 if str(TESTS) not in sys.path:
     sys.path.append(str(TESTS))  # protocol_reference (the independent sealing); appended: ddc stays as found
 
-from ddc._core import kafka_metadata, wire  # noqa: E402
+from ddc._core import wire  # noqa: E402
+from ddc.handlers.kafka import codec  # noqa: E402
 from ddc._core.receiver import COUNTER_NAMES, LinkReceiver  # noqa: E402
 from ddc._core.records import decode_batch  # noqa: E402
 from ddc.compression import decompress, is_compressed  # noqa: E402
@@ -135,12 +136,12 @@ def decode_frame(frame, limit: int) -> None:
     except ValueError:
         return
     try:
-        kafka_metadata.unpack_records(records)
+        codec.unpack_records(records)
     except ValueError:
         pass
     for metadata, _ in records[:4]:
         try:
-            kafka_metadata.coordinates(metadata)
+            codec.coordinates(metadata)
         except ValueError:
             pass
 

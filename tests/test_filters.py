@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ddc._core import kafka_metadata
-from ddc._core.kafka_metadata import FILTERED, POSITION, RECORD
+from ddc.handlers.kafka import codec
+from ddc.handlers.kafka.codec import FILTERED, POSITION, RECORD
 from ddc.config import ConfigError, settings_from_mapping
 from ddc.config.links import IngressLinkConfig
 from ddc.filters import FilterChain
@@ -66,7 +66,7 @@ def test_json_schema_inline_and_from_a_file(tmp_path):
 
 
 def kafka_record(topic="orders", headers=None, value=b"v", kind=RECORD, offset=5):
-    return kafka_metadata.pack(kind, topic, 0, offset, offset - 1, 0, 1, 1, None, headers, True), value
+    return codec.pack(kind, topic, 0, offset, offset - 1, 0, 1, 1, None, headers, True), value
 
 
 def test_topic_and_header_lists_judge_kafka_records_and_leave_control_records_alone():
@@ -81,10 +81,10 @@ def test_topic_and_header_lists_judge_kafka_records_and_leave_control_records_al
                kafka_record("payroll", kind=POSITION, value=b""), kafka_record("orders", [("ok", None)])]
     out = chain.apply(records)
     assert len(out) == len(records), "every dropped Kafka record leaves a placeholder"
-    kinds = [kafka_metadata.unpack(metadata)[0] for metadata, _ in out]
+    kinds = [codec.unpack(metadata)[0] for metadata, _ in out]
     assert kinds == [RECORD, RECORD, FILTERED, FILTERED, FILTERED, FILTERED, POSITION, RECORD]
     assert all(value == b"" for (metadata, value), kind in zip(out, kinds) if kind == FILTERED)
-    assert [kafka_metadata.unpack(metadata)[3] for metadata, _ in out] == [5] * len(records)
+    assert [codec.unpack(metadata)[3] for metadata, _ in out] == [5] * len(records)
     assert chain.records_dropped == 4
 
 

@@ -5,7 +5,7 @@ from confluent_kafka import KafkaError
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ddc._core import kafka_metadata
+from ddc.handlers.kafka import codec
 from ddc.handlers.kafka.description import topic_id_from_text, topic_id_text
 from ddc.handlers.kafka.ledger import UNKNOWN, Ledger, PartitionLedger
 from ddc.handlers.kafka.topics import TopicMapping
@@ -105,43 +105,43 @@ def test_rebuilt_state_from_reports_and_repairs():
        st.one_of(st.none(), st.binary(max_size=50)),
        st.one_of(st.none(), st.lists(st.tuples(st.text(max_size=10), st.one_of(st.none(), st.binary(max_size=20))),
                                      max_size=5)),
-       st.booleans(), st.sampled_from(kafka_metadata.KINDS), st.integers(0, 255),
+       st.booleans(), st.sampled_from(codec.KINDS), st.integers(0, 255),
        st.one_of(st.none(), st.binary(min_size=16, max_size=16)))
 def test_metadata_round_trips(topic, partition, offset, key, headers, value_present, kind, assignment, topic_id):
-    packed = kafka_metadata.pack(kind, topic, partition, offset, offset - 1, 3, 1, 1_700_000_000_000, key, headers,
+    packed = codec.pack(kind, topic, partition, offset, offset - 1, 3, 1, 1_700_000_000_000, key, headers,
                                  value_present, assignment, topic_id)
-    assert kafka_metadata.unpack(packed) == (kind, topic, partition, offset, offset - 1, 3, 1, 1_700_000_000_000,
+    assert codec.unpack(packed) == (kind, topic, partition, offset, offset - 1, 3, 1, 1_700_000_000_000,
                                              key, list(headers or []), value_present, assignment, topic_id)
-    assert kafka_metadata.coordinates(packed) == (topic, partition, offset)
+    assert codec.coordinates(packed) == (topic, partition, offset)
 
 
 @given(st.binary(max_size=200))
 def test_garbage_metadata_is_refused_cleanly(data):
     try:
-        kafka_metadata.unpack(data)
+        codec.unpack(data)
     except ValueError:
         pass
 
 
 def test_truncated_metadata_is_refused_at_every_length():
     for topic_id in (None, bytes(range(16))):
-        packed = kafka_metadata.pack(0, "topic", 1, 2, 1, 0, 1, 5, b"key", [("h", b"v"), ("n", None)], True, 0,
+        packed = codec.pack(0, "topic", 1, 2, 1, 0, 1, 5, b"key", [("h", b"v"), ("n", None)], True, 0,
                                      topic_id)
         for length in range(len(packed)):
             with pytest.raises(ValueError):
-                kafka_metadata.unpack(packed[:length])
+                codec.unpack(packed[:length])
 
 
 def test_a_topic_id_is_sixteen_bytes_and_unknown_flags_are_refused():
     with pytest.raises(ValueError, match="a topic id has 16 bytes, not 15"):
-        kafka_metadata.pack(0, "topic", 1, 2, 1, 0, 1, 5, b"key", [], True, 0, bytes(15))
-    packed = bytearray(kafka_metadata.pack(0, "topic", 1, 2, 1, 0, 1, 5, b"key", [], True))
+        codec.pack(0, "topic", 1, 2, 1, 0, 1, 5, b"key", [], True, 0, bytes(15))
+    packed = bytearray(codec.pack(0, "topic", 1, 2, 1, 0, 1, 5, b"key", [], True))
     packed[1] |= 8
     with pytest.raises(ValueError, match="unknown flags 0x0b"):
-        kafka_metadata.unpack(bytes(packed))
+        codec.unpack(bytes(packed))
     packed[1] = 4 | 1 | 2  # a topic id announced, none there: the key length is read as part of it
     with pytest.raises(ValueError):
-        kafka_metadata.unpack(bytes(packed))
+        codec.unpack(bytes(packed))
 
 
 def test_topic_mapping_order_and_validation():
@@ -166,15 +166,15 @@ def test_the_compiled_write_loop_routes_deduplicates_and_reports():
     full_once = {"pending": True}
 
     def route_for(topic, partition, topic_id):
-        routes[(topic, partition, topic_id)] = (topic, partition, "target", 7, ledger[(topic, partition)], b"t", b"0",
-                                                0, topic_id, None)
+        routes[(topic, partition, topic_id)] = codec.Route(topic, partition, "target", 7, ledger[(topic, partition)],
+                                                           0, topic_id)
         return routes[(topic, partition, topic_id)]
 
     def admit(route, kind, offset, previous, start, assignment, target_partition):
         slow.append((kind, offset))
-        assignments[route[:2]] = assignment
-        admission = route[4].admit(offset, previous, start)
-        return kind == kafka_metadata.RECORD and admission.deliver
+        assignments[(route.source_topic, route.source_partition)] = assignment
+        admission = route.ledger.admit(offset, previous, start)
+        return kind == codec.RECORD and admission.deliver
 
     def produce(topic, value, key, partition, callback, on_delivery, timestamp, headers):
         if full_once.pop("pending", False):
@@ -183,16 +183,16 @@ def test_the_compiled_write_loop_routes_deduplicates_and_reports():
             raise ValueError("too big for the producer")
         produced.append((topic, value, key, partition, headers[-3:], timestamp))
 
-    def record(offset, previous, key=b"k", value=b"v", kind=kafka_metadata.RECORD, timestamp_type=1, assignment=0):
-        return (kafka_metadata.pack(kind, "t", 0, offset, previous, 0, timestamp_type, 1000 + offset, key, [],
+    def record(offset, previous, key=b"k", value=b"v", kind=codec.RECORD, timestamp_type=1, assignment=0):
+        return (codec.pack(kind, "t", 0, offset, previous, 0, timestamp_type, 1000 + offset, key, [],
                                     value is not None, assignment), value or b"")
 
     batch = [record(0, -1), record(1, 0), record(1, 0), record(4, 3, key=b"refused"), record(5, 4),
              record(6, 5, timestamp_type=2), record(7, 6, value=None), (b"garbage", b""),
              record(8, 7, assignment=2), record(9, 8, assignment=2)]
-    written, malformed = kafka_metadata.write_records(
-        batch, routes, assignments, route_for, admit, produce, lambda *a: None,
-        lambda *arguments: undeliverable.append(arguments), lambda: waits.append(1), 1)
+    writer = codec.RecordWriter(assignments, route_for, admit, produce, lambda *a: None,
+                                lambda *arguments: undeliverable.append(arguments), lambda: waits.append(1), 1)
+    written, malformed = writer.write(batch, routes)
     assert malformed == 1 and waits == [1]
     assert written == 7
     assert [entry[2] for entry in produced] == [b"k"] * 7
@@ -200,7 +200,8 @@ def test_the_compiled_write_loop_routes_deduplicates_and_reports():
                                                    for offset in (0, 1, 5, 6, 7, 8, 9)]
     assert produced[3][5] == 0 and produced[0][5] == 1000  # LogAppendTime is not copied; CreateTime is
     assert produced[4][1] is None  # a tombstone stays a tombstone
-    assert [(route[:2], offset, reason) for route, offset, reason in undeliverable] == [
+    assert [((route.source_topic, route.source_partition), offset, reason)
+            for route, offset, reason in undeliverable] == [
         (("t", 0), 4, "too big for the producer")]
     # The first record, the duplicate, the one after a gap, and the first of a new assignment.
     assert slow == [(0, 0), (0, 1), (0, 4), (0, 8)]
@@ -256,20 +257,20 @@ def test_packing_a_batch_chains_each_partitions_previous_offsets(consumed, known
         value = b"v" * (100 if shape == "large" else 3)
         messages.append(ConsumedMessage(topic, partition, offset, value=value, headers=headers))
         starts.setdefault(coordinate, offset)
-        kind = kafka_metadata.SKIPPED if shape == "large" else kafka_metadata.RECORD
+        kind = codec.SKIPPED if shape == "large" else codec.RECORD
         expected.append((kind, topic, partition, offset, previous.get(coordinate, -1), starts[coordinate], 1,
-                         1_700_000_000_000 + offset, None if kind == kafka_metadata.SKIPPED else b"k",
-                         [] if kind == kafka_metadata.SKIPPED else list(headers or []),
-                         kind == kafka_metadata.RECORD, 4, None))
+                         1_700_000_000_000 + offset, None if kind == codec.SKIPPED else b"k",
+                         [] if kind == codec.SKIPPED else list(headers or []),
+                         kind == codec.RECORD, 4, None))
         previous[coordinate] = offset
     previous_offsets, packed_starts, next_offsets = dict(known_previous), {}, {}
     assignments = {coordinate: 4 for coordinate in previous} | {coordinate: 4 for coordinate in starts}
-    records, errors, skipped, handled = kafka_metadata.pack_messages(messages, previous_offsets, packed_starts,
+    records, errors, skipped, handled = codec.pack_messages(messages, previous_offsets, packed_starts,
                                                                      assignments, next_offsets, 50)
     assert handled == len(messages), "offsets only go up here: nothing stops the batch"
-    assert [kafka_metadata.unpack(metadata) for metadata, _ in records] == expected
+    assert [codec.unpack(metadata) for metadata, _ in records] == expected
     assert errors == ["broker down"] * sum(shape == "error" for *_, shape in consumed)
-    assert [entry[:3] for entry in skipped] == [entry[1:4] for entry in expected if entry[0] == kafka_metadata.SKIPPED]
+    assert [entry[:3] for entry in skipped] == [entry[1:4] for entry in expected if entry[0] == codec.SKIPPED]
     assert previous_offsets == previous and packed_starts == starts
     assert next_offsets == {coordinate: offset + 1 for coordinate, offset in previous.items() if coordinate in starts}
 
@@ -286,16 +287,17 @@ def test_a_frame_counts_as_delivered_once_every_record_of_it_and_of_every_frame_
     ledger, callbacks, failed = Ledger(), [], []
 
     def route_for(topic, partition, topic_id):
-        return (topic, partition, "target", partition, ledger[(topic, partition)], topic.encode(), b"0", 0, None, None)
+        return codec.Route(topic, partition, "target", partition, ledger[(topic, partition)])
+
+    writer = codec.RecordWriter({}, route_for, lambda route, *rest: True, lambda *arguments: callbacks.append(arguments[4]),
+                                lambda route, offset, *_: failed.append((route.source_topic, route.source_partition,
+                                                                         offset)),
+                                lambda *arguments: None, lambda: None, 1)
 
     def write(offsets: list[tuple[int, int]]) -> None:
-        records = [(kafka_metadata.pack(kafka_metadata.RECORD, "t", partition, offset, offset - 1, 0, 1, 0, b"k",
+        records = [(codec.pack(codec.RECORD, "t", partition, offset, offset - 1, 0, 1, 0, b"k",
                                         [], True, 0), b"v") for partition, offset in offsets]
-        kafka_metadata.write_records(
-            records, {}, {}, route_for, lambda route, *rest: True,
-            lambda *arguments: callbacks.append(arguments[4]),
-            lambda route, offset, *_: failed.append((*route[:2], offset)),
-            lambda *arguments: None, lambda: None, 1, sink._frame)
+        writer.write(records, {}, sink._frame)
 
     sink.start_frame("first")
     write([(0, 0), (1, 0), (0, 1)])
@@ -317,14 +319,14 @@ def test_a_missing_range_report_is_in_its_topic_before_the_record_that_revealed_
     """Otherwise an egress killed between the two would come back with the record in the destination, the report
     lost, and a later repair of the range dropped as duplicates."""
     sink, calls, _, callbacks = recording_sink()
-    sink.write([(kafka_metadata.pack(kafka_metadata.RECORD, "t", 0, offset, previous, 0, 1, 0, b"k", [], True, 0),
+    sink.write([(codec.pack(codec.RECORD, "t", 0, offset, previous, 0, 1, 0, b"k", [], True, 0),
                  b"v") for offset, previous in ((0, -1), (5, 4))])
     assert [call[:3] for call in calls] == [("produce", "t", b"0"), ("produce", "missing", None), ("flush",),
                                             ("produce", "t", b"5")]
     assert sink.counters()["kafka_missing_offsets_reported"] == 4
     calls.clear()
     callbacks.clear()
-    sink.write([(kafka_metadata.pack(kafka_metadata.RECORD, "t", 0, offset, offset - 1, 0, 1, 0, b"k", [], True, 0),
+    sink.write([(codec.pack(codec.RECORD, "t", 0, offset, offset - 1, 0, 1, 0, b"k", [], True, 0),
                  b"v") for offset in (2, 3)])
     assert [call[:3] for call in calls] == [("produce", "t", b"2"), ("produce", "t", b"3")], \
         "a repair's report must not close its range before its record is delivered: a kill between would lose it"
@@ -387,17 +389,17 @@ def test_packing_stops_where_a_partitions_offsets_go_back_and_carries_each_parti
                 ConsumedMessage("t", 0, 0), ConsumedMessage("t", 0, 1)]
     previous, starts, next_offsets = {}, {}, {}
     ids = {("t", 0): TOPIC_A, ("t", 1): TOPIC_A}
-    records, _, _, handled = kafka_metadata.pack_messages(messages, previous, starts, {}, next_offsets, 1000, ids)
+    records, _, _, handled = codec.pack_messages(messages, previous, starts, {}, next_offsets, 1000, ids)
     assert handled == 3 and previous == {("t", 0): 999, ("t", 1): 50}
-    assert [kafka_metadata.unpack(metadata)[12] for metadata, _ in records] == [TOPIC_A] * 3
+    assert [codec.unpack(metadata)[12] for metadata, _ in records] == [TOPIC_A] * 3
     ids[("t", 0)], previous[("t", 0)] = TOPIC_B, -1  # what the source does when the id changed
     del starts[("t", 0)]
-    records, _, _, handled = kafka_metadata.pack_messages(messages[3:], previous, starts, {}, next_offsets, 1000,
+    records, _, _, handled = codec.pack_messages(messages[3:], previous, starts, {}, next_offsets, 1000,
                                                           ids, True)
     assert handled == 2
-    assert [kafka_metadata.unpack(metadata)[3:6] + (kafka_metadata.unpack(metadata)[12],)
+    assert [codec.unpack(metadata)[3:6] + (codec.unpack(metadata)[12],)
             for metadata, _ in records] == [(0, -1, 0, TOPIC_B), (1, 0, 0, TOPIC_B)]
-    records, _, _, handled = kafka_metadata.pack_messages([ConsumedMessage("t", 0, 1)], previous, starts, {},
+    records, _, _, handled = codec.pack_messages([ConsumedMessage("t", 0, 1)], previous, starts, {},
                                                           next_offsets, 1000, ids, True)
     assert handled == 1, "a rewind under the same id goes through once the source has looked"
 
@@ -420,11 +422,11 @@ def test_a_record_of_a_new_topic_id_is_delivered_reported_and_counted():
     """Issue #21: a source topic created again (or a rebuilt source cluster) starts its offsets again; its records
     were all dropped as duplicates of the old topic's, silently."""
     sink, calls, _, _ = recording_sink()
-    first = [(kafka_metadata.pack(kafka_metadata.RECORD, "t", 0, offset, offset - 1, 0, 1, 0, b"k", [], True, 0,
+    first = [(codec.pack(codec.RECORD, "t", 0, offset, offset - 1, 0, 1, 0, b"k", [], True, 0,
                                   TOPIC_A), b"old") for offset in range(1000)]
     sink.write(first)
     calls.clear()
-    again = [(kafka_metadata.pack(kafka_metadata.RECORD, "t", 0, offset, offset - 1, 0, 1, 0, b"k", [], True, 0,
+    again = [(codec.pack(codec.RECORD, "t", 0, offset, offset - 1, 0, 1, 0, b"k", [], True, 0,
                                   TOPIC_B), b"new") for offset in range(500)]
     sink.write(again)
     assert [call[2] for call in calls] == [str(offset).encode() for offset in range(500)]
@@ -444,7 +446,7 @@ def test_a_missing_range_report_names_its_topic_id_and_is_replayed_into_that_inc
     from ddc.handlers.kafka.destination import source_coordinates
 
     sink, calls, reports, _ = recording_sink()
-    sink.write([(kafka_metadata.pack(kafka_metadata.RECORD, "t", 0, offset, previous, 0, 1, 0, b"k", [], True, 0,
+    sink.write([(codec.pack(codec.RECORD, "t", 0, offset, previous, 0, 1, 0, b"k", [], True, 0,
                                      TOPIC_A), b"v") for offset, previous in ((0, -1), (5, 4))])
     report = json.loads(reports[0])
     assert report["topic_id"] == topic_id_text(TOPIC_A) and (report["first_offset"], report["last_offset"]) == (1, 4)

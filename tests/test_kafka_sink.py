@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from ddc._core import kafka_metadata
-from ddc._core.kafka_metadata import RECORD
+from ddc.handlers.kafka import codec
+from ddc.handlers.kafka.codec import RECORD
 from ddc.handlers.kafka.config import KafkaSinkConfig
 from ddc.handlers.kafka.sink import KafkaSink
 from kafka_harness import Cluster, TansuBroker, source_of, tansu_binary
@@ -18,7 +18,7 @@ pytestmark = pytest.mark.timeout(120)
 
 
 def records(topic: str, offsets: range, assignment: int, partition: int = 0) -> list:
-    return [(kafka_metadata.pack(RECORD, topic, partition, offset, offset - 1, 0, 1, 1_700_000_000_000 + offset,
+    return [(codec.pack(RECORD, topic, partition, offset, offset - 1, 0, 1, 1_700_000_000_000 + offset,
                                  b"key", [("trace", b"t")], True, assignment), b"value-%d" % offset)
             for offset in offsets]
 
@@ -135,11 +135,11 @@ def test_keys_land_where_kafkas_murmur2_partitioner_puts_them(kafka_clusters):
                          placed.__setitem__(index, message.partition()))
     assert producer.flush(30) == 0
     assert [placed[index] for index in range(len(keys))] == [
-        kafka_metadata.key_partition(key, 0, 7) for key in keys]
+        codec.key_partition(key, 0, 7) for key in keys]
 
 
 def keyed(topic: str, offsets) -> list:
-    return [(kafka_metadata.pack(RECORD, topic, 0, offset, offset - 1, 0, 1, 1_700_000_000_000 + offset,
+    return [(codec.pack(RECORD, topic, 0, offset, offset - 1, 0, 1, 1_700_000_000_000 + offset,
                                  b"key-%d" % offset, [], True, 5), b"value-%d" % offset) for offset in offsets]
 
 
@@ -160,11 +160,11 @@ def test_a_record_spread_by_key_that_its_own_partition_lacks_is_written_after_a_
         first.close()
     producer = Producer({"bootstrap.servers": destination.bootstrap})
     for offset in range(100, 200):
-        partition = kafka_metadata.key_partition(b"key-%d" % offset, offset, 3)
+        partition = codec.key_partition(b"key-%d" % offset, offset, 3)
         if partition != 1:
             producer.produce(topic, b"value-%d" % offset, b"key-%d" % offset, partition=partition, headers=[
-                (kafka_metadata.SOURCE_TOPIC_HEADER, topic.encode()), (kafka_metadata.SOURCE_PARTITION_HEADER, b"0"),
-                (kafka_metadata.SOURCE_OFFSET_HEADER, str(offset).encode())])
+                (codec.SOURCE_TOPIC_HEADER, topic.encode()), (codec.SOURCE_PARTITION_HEADER, b"0"),
+                (codec.SOURCE_OFFSET_HEADER, str(offset).encode())])
     assert producer.flush(30) == 0
     again = open_sink("spread-again", destination.bootstrap)  # another client.id: a new producer and ledger
     again.config.partitioning = "key_hash"
@@ -176,6 +176,6 @@ def test_a_record_spread_by_key_that_its_own_partition_lacks_is_written_after_a_
         again.close()
     arrived = destination.read_all(topic)
     assert sorted(source_of(message)[2] for message in arrived) == list(range(220))
-    assert all(message.partition() == kafka_metadata.key_partition(message.key(), 0, 3) for message in arrived)
-    lacking = sum(kafka_metadata.key_partition(b"key-%d" % offset, 0, 3) == 1 for offset in range(100, 200))
+    assert all(message.partition() == codec.key_partition(message.key(), 0, 3) for message in arrived)
+    lacking = sum(codec.key_partition(b"key-%d" % offset, 0, 3) == 1 for offset in range(100, 200))
     assert counters["kafka_records_duplicate"] == 100 - lacking and counters["kafka_missing_offsets_reported"] == 0

@@ -50,7 +50,7 @@ def test_records_of_a_revoked_partition_still_held_when_the_revoke_wait_ends_are
     owns the partition. They are dropped, and the records kept still commit."""
     import time
 
-    from ddc._core import kafka_metadata
+    from ddc.handlers.kafka import codec
     from ddc.handlers.kafka import source as source_module
 
     monkeypatch.setattr(source_module, "REVOKE_WAIT_SECONDS", 0.3)
@@ -61,7 +61,7 @@ def test_records_of_a_revoked_partition_still_held_when_the_revoke_wait_ends_are
             return 0
 
     def record(partition: int, offset: int):
-        return (kafka_metadata.pack(kafka_metadata.RECORD, "orders", partition, offset, offset - 1, 0, 1, 0, b"k", [],
+        return (codec.pack(codec.RECORD, "orders", partition, offset, offset - 1, 0, 1, 0, b"k", [],
                                     True, 1), b"v")
 
     source = source_owning(("orders", 0), ("orders", 1))
@@ -73,7 +73,7 @@ def test_records_of_a_revoked_partition_still_held_when_the_revoke_wait_ends_are
     source._records_put = 10
     source._chunks.append((10, {("orders", 0): 13, ("orders", 1): 23}))
     source._on_revoke(source.consumer, [types.SimpleNamespace(topic="orders", partition=1)])
-    assert [kafka_metadata.coordinates(metadata)[1:] for metadata, _ in source._held] == [(0, 10), (0, 11), (0, 12)]
+    assert [codec.coordinates(metadata)[1:] for metadata, _ in source._held] == [(0, 10), (0, 11), (0, 12)]
     assert source.counters()["kafka_records_unacknowledged"] == 7
     source.acknowledge(7)  # the link sends the four, then the three kept
     source._commit_acknowledged(force=True, synchronous=True)
@@ -81,9 +81,9 @@ def test_records_of_a_revoked_partition_still_held_when_the_revoke_wait_ends_are
 
 
 def held_records(*coordinates):
-    from ddc._core import kafka_metadata
+    from ddc.handlers.kafka import codec
 
-    return [(kafka_metadata.pack(kafka_metadata.RECORD, "orders", partition, offset, offset - 1, 0, 1, 0, b"k", [],
+    return [(codec.pack(codec.RECORD, "orders", partition, offset, offset - 1, 0, 1, 0, b"k", [],
                                  True, 1), b"v") for partition, offset in coordinates]
 
 
@@ -168,7 +168,7 @@ def test_offsets_going_back_under_a_new_topic_id_renew_the_consumer_for_every_pa
     the old id, from the old position, its new records below it never read. Now nothing past the first record of
     the new topic is packed, no offset of the topic is committed from the old one, and a new consumer reads the
     topic again."""
-    from ddc._core import kafka_metadata
+    from ddc.handlers.kafka import codec
 
     source = source_owning(("orders", 0), ("orders", 1), ("audit", 0))
     source._admin = Described({"orders": NEW_ID, "audit": OLD_ID})
@@ -178,7 +178,7 @@ def test_offsets_going_back_under_a_new_topic_id_renew_the_consumer_for_every_pa
     source._chunks.append((5, {("orders", 1): 50, ("audit", 0): 10}))
     source._take([Consumed("orders", 1, 50), Consumed("audit", 0, 10), Consumed("orders", 0, 1000),
                   Consumed("orders", 0, 0), Consumed("orders", 1, 51)])
-    packed = [kafka_metadata.unpack(metadata) for metadata, _ in source._held]
+    packed = [codec.unpack(metadata) for metadata, _ in source._held]
     assert [(fields[1], fields[2], fields[3], fields[12]) for fields in packed] == [
         ("orders", 1, 50, OLD_ID), ("audit", 0, 10, OLD_ID), ("orders", 0, 1000, OLD_ID)]
     assert source._consumer_stale and source.topic_id_changes == 1

@@ -2,8 +2,8 @@
 
 import base64
 
-from ddc._core import kafka_metadata
-from ddc._core.kafka_metadata import FILTERED, RECORD, SKIPPED
+from ddc.handlers.kafka import codec
+from ddc.handlers.kafka.codec import FILTERED, RECORD, SKIPPED
 from ddc.handlers.base import RecordDescription, RecordView
 
 
@@ -12,15 +12,15 @@ class KafkaRecords(RecordDescription):
         """The record's coordinates without its content, so the egress counts it (filtered or skipped)
         instead of reporting it missing."""
         kind = FILTERED if reason == "filtered" else SKIPPED
-        fields = kafka_metadata.unpack(record[0])
-        return kafka_metadata.pack(kind, *fields[1:6], 0, -1, None, None, False, fields[11], fields[12]), b""
+        fields = codec.unpack(record[0])
+        return codec.pack(kind, *fields[1:6], 0, -1, None, None, False, fields[11], fields[12]), b""
 
     def coordinates(self, metadata: bytes) -> dict:
-        topic, partition, offset = kafka_metadata.coordinates(metadata)
+        topic, partition, offset = codec.coordinates(metadata)
         return {"topic": topic, "partition": partition, "offset": offset}
 
     def describe(self, metadata: bytes) -> RecordView:
-        fields = kafka_metadata.unpack(metadata)
+        fields = codec.unpack(metadata)
         return RecordView(fields[0] == RECORD, fields[1], tuple(fields[9] or ()))
 
 
@@ -45,4 +45,4 @@ def topic_id_from_text(text) -> bytes | None:
         raw = base64.urlsafe_b64decode(text + "==")
     except ValueError:
         return None
-    return raw if len(raw) == kafka_metadata.TOPIC_ID_BYTES and any(raw) and topic_id_text(raw) == text else None
+    return raw if len(raw) == codec.TOPIC_ID_BYTES and any(raw) and topic_id_text(raw) == text else None

@@ -23,10 +23,10 @@ import time
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
-from ddc._core.kafka_metadata import SOURCE_OFFSET_HEADER as SOURCE_OFFSET
-from ddc._core.kafka_metadata import SOURCE_PARTITION_HEADER as SOURCE_PARTITION
-from ddc._core.kafka_metadata import SOURCE_TOPIC_HEADER as SOURCE_TOPIC
-from ddc._core.kafka_metadata import SOURCE_TOPIC_ID_HEADER as SOURCE_TOPIC_ID
+from ddc.handlers.kafka.codec import SOURCE_OFFSET_HEADER as SOURCE_OFFSET
+from ddc.handlers.kafka.codec import SOURCE_PARTITION_HEADER as SOURCE_PARTITION
+from ddc.handlers.kafka.codec import SOURCE_TOPIC_HEADER as SOURCE_TOPIC
+from ddc.handlers.kafka.codec import SOURCE_TOPIC_ID_HEADER as SOURCE_TOPIC_ID
 
 from ddc.handlers.kafka.client import CONSUMER_ONLY, PRODUCER_ONLY, ClientHealth, client_config
 from ddc.handlers.kafka.description import topic_id_from_text

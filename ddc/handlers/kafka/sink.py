@@ -29,16 +29,13 @@ import functools
 import json
 import logging
 import time
-from typing import NamedTuple
 
 from confluent_kafka import KafkaException
 
-from ddc._core import kafka_metadata
-from ddc._core.kafka_metadata import FILTERED, POSITION, RECORD, SKIPPED, SOURCE_TOPIC_ID_HEADER, PendingFrame
+from ddc.handlers.kafka.codec import FILTERED, POSITION, RECORD, SKIPPED, PendingFrame, RecordWriter, Route
 from ddc.handlers.base import Sink
 from ddc.handlers.kafka.description import KafkaRecords, topic_id_text
 from ddc.handlers.kafka.destination import Destination, DestinationUnavailable
-from ddc.handlers.kafka.ledger import PartitionLedger
 from ddc.handlers.kafka.topics import TopicMapping
 
 log = logging.getLogger("ddc.handlers.kafka")
@@ -49,21 +46,6 @@ REPORT_WAIT_SECONDS = 10.0
 ROUTE_REFRESH_SECONDS = 30.0
 TIMESTAMP_CREATE = 1
 UNASSIGNED_PARTITION = -1
-
-
-class Route(NamedTuple):
-    """Field order is read by kafka_metadata.write_records."""
-
-    source_topic: str
-    source_partition: int
-    target: str
-    target_partition: int
-    ledger: PartitionLedger
-    topic_bytes: bytes
-    partition_bytes: bytes
-    partitions: int  # with target_partition -1: the destination topic's partitions, keys hashed over them (0: unknown)
-    topic_id: bytes | None  # the source topic's id, None where the source gives none
-    topic_id_header: tuple | None  # its sourceTopicId header, made once
 
 
 class KafkaSink(KafkaRecords, Sink):
@@ -96,6 +78,7 @@ class KafkaSink(KafkaRecords, Sink):
         self._tracking = False
         self._frames: collections.deque = collections.deque()  # PendingFrame, oldest first
         self._frame: PendingFrame | None = None
+        self._writer: RecordWriter | None = None
 
     def track_deliveries(self) -> None:
         self._tracking = True
@@ -126,7 +109,7 @@ class KafkaSink(KafkaRecords, Sink):
     def close(self) -> None:
         if self.destination is not None:
             self.destination.release()
-            self.destination = None
+            self.destination = self._writer = None
 
     # ---- writing ----
 
@@ -135,10 +118,11 @@ class KafkaSink(KafkaRecords, Sink):
         with destination.lock:
             self._topics_read_now = set()
             self._prepare()
-            written, malformed = kafka_metadata.write_records(
-                records, self._current_routes(), self._assignments, self._route, self._admit_out_of_order,
-                destination.producer.produce, self._failed, self._undeliverable, self._wait_for_room,
-                TIMESTAMP_CREATE, self._frame)
+            if self._writer is None:  # made with the producer it writes to
+                self._writer = RecordWriter(self._assignments, self._route, self._admit_out_of_order,
+                                            destination.producer.produce, self._failed, self._undeliverable,
+                                            self._wait_for_room, TIMESTAMP_CREATE)
+            written, malformed = self._writer.write(records, self._current_routes(), self._frame)
             self.records_written += written
             destination.producer.poll(0)
         if malformed:
@@ -241,9 +225,7 @@ class KafkaSink(KafkaRecords, Sink):
         before = ledgers.topic_ids(topic, partition)
         id_text = topic_id_text(topic_id)
         route = Route(topic, partition, target, target_partition, ledgers[(topic, partition, topic_id)],
-                      topic.encode(), str(partition).encode(),
-                      count or 0 if target_partition == UNASSIGNED_PARTITION else 0,
-                      topic_id, (SOURCE_TOPIC_ID_HEADER, id_text.encode()) if id_text else None)
+                      count or 0 if target_partition == UNASSIGNED_PARTITION else 0, topic_id, id_text)
         if topic_id is not None and topic_id not in before and any(before):
             self.topic_id_changes += 1
             log.warning(f"link {self.link_name}: {topic}[{partition}] comes with topic id {id_text}, not "

@@ -43,8 +43,8 @@ import time
 from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException, TopicCollection, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from ddc._core import kafka_metadata
-from ddc._core.kafka_metadata import POSITION, UNKNOWN_OFFSET
+from ddc.handlers.kafka import codec
+from ddc.handlers.kafka.codec import POSITION, UNKNOWN_OFFSET
 from ddc.handlers.base import Source
 from ddc.handlers.kafka.client import CONSUMER_ONLY, PRODUCER_ONLY, ClientHealth, client_config
 from ddc.handlers.kafka.description import KafkaRecords, topic_id_bytes, topic_id_text
@@ -175,7 +175,7 @@ class KafkaSource(KafkaRecords, Source):
         went_back = False
         self._described_now = {}
         while messages:
-            packed, failed, too_large, handled = kafka_metadata.pack_messages(
+            packed, failed, too_large, handled = codec.pack_messages(
                 messages, self._previous, self._start, self._assignments, offsets, self.config.max_record_size,
                 self._topic_ids, went_back)
             records += packed
@@ -318,7 +318,7 @@ class KafkaSource(KafkaRecords, Source):
     def _announce_positions(self) -> None:
         """Tells the egress how far each partition has been sent, so losses at a stream's end are reported too."""
         self._positions_announced = time.monotonic()
-        positions = [kafka_metadata.pack(POSITION, topic, partition, offset, offset,
+        positions = [codec.pack(POSITION, topic, partition, offset, offset,
                                          self._start.get((topic, partition), UNKNOWN_OFFSET), 0, -1, None, None,
                                          False, self._assignments.get((topic, partition), 0),
                                          self._topic_ids.get((topic, partition)))
@@ -496,7 +496,7 @@ class KafkaSource(KafkaRecords, Source):
         base = self._records_put - len(self._held)
         kept_before = [0]
         for metadata, _ in self._held:
-            kept_before.append(kept_before[-1] + (kafka_metadata.coordinates(metadata)[:2] not in revoked))
+            kept_before.append(kept_before[-1] + (codec.coordinates(metadata)[:2] not in revoked))
         dropped = len(self._held) - kept_before[-1]
         if not dropped:
             return 0

@@ -48,26 +48,8 @@ SOURCE_PARTITION_HEADER = "sourcePartition"
 SOURCE_OFFSET_HEADER = "sourceOffset"
 SOURCE_TOPIC_ID_HEADER = "sourceTopicId"
 
-cdef enum Kind:
-    RECORD_KIND = 0
-    SKIPPED_KIND = 1
-    FILTERED_KIND = 2
-    POSITION_KIND = 3
-
-RECORD = RECORD_KIND
-SKIPPED = SKIPPED_KIND
-FILTERED = FILTERED_KIND
-POSITION = POSITION_KIND
 KINDS = (RECORD, SKIPPED, FILTERED, POSITION)
 UNKNOWN_OFFSET = -1
-
-cpdef enum:
-    FIXED_BYTES = 40
-    KEY_PRESENT = 1
-    VALUE_PRESENT = 2
-    TOPIC_ID_PRESENT = 4
-    TOPIC_ID_BYTES = 16
-    NULL_LENGTH = 0xFFFFFFFF
 
 
 def pack(uint8_t kind, str topic, int32_t partition, int64_t offset, int64_t previous_offset,
@@ -214,7 +196,7 @@ cdef Malformation locate(const uint8_t* data, Py_ssize_t length, Layout* layout)
     layout.stopped_at = 0
     if length < FIXED_BYTES + 10:
         return SHORTER_THAN_FIXED_PART
-    if data[0] > POSITION_KIND:
+    if data[0] > POSITION:
         return UNKNOWN_KIND
     if data[1] & ~(KEY_PRESENT | VALUE_PRESENT | TOPIC_ID_PRESENT):
         return UNKNOWN_FLAGS
@@ -407,9 +389,9 @@ def pack_messages(messages, dict previous_offsets, dict starts, dict assignments
             for name, data in headers:
                 size += len(name) + (len(data) if data is not None else 0)
         timestamp_type, timestamp = message.timestamp()
-        kind = RECORD_KIND
+        kind = RECORD
         if size > max_record_size:
-            kind = SKIPPED_KIND
+            kind = SKIPPED
             skipped.append((topic, partition, offset, size))
             key = headers = value = None
         records.append((pack_encoded(kind, topic_bytes, partition, offset, previous, start, timestamp_type,
@@ -455,11 +437,32 @@ cdef bytes decimal(int64_t number):
     return PyBytes_FromStringAndSize(text + position, 24 - position)
 
 
+cdef class Route:
+    """Where the records of one source partition (of one incarnation of its topic) go, worked out once by the sink
+    (KafkaSink._route): the per-record loop only reads it. target_partition -1 with partitions > 0: each record
+    goes to the partition its key hashes to (murmur2), over that many."""
+
+    def __init__(self, str source_topic, source_partition, str target, int32_t target_partition, ledger,
+                 int32_t partitions=0, bytes topic_id=None, str topic_id_text=None):
+        self.source_topic = source_topic
+        self.source_partition = source_partition
+        self.target = target
+        self.target_partition = target_partition
+        self.ledger = ledger
+        self.topic_bytes = source_topic.encode("utf-8")
+        self.partition_bytes = str(source_partition).encode()
+        self.partitions = partitions
+        self.topic_id = topic_id
+        self.topic_id_header = (SOURCE_TOPIC_ID_HEADER, topic_id_text.encode()) if topic_id_text else None
+
+    def __repr__(self):
+        return (f"Route({self.source_topic!r}[{self.source_partition}] -> {self.target!r}"
+                f"[{self.target_partition}], topic id {self.topic_id!r})")
+
+
 cdef class PendingFrame:
     """A frame the sink has produced records of: how many of them librdkafka has not yet reported on. The egress
     keeps the frame in its write-ahead log (ddc/spool.py) until this is zero for it and every frame before it."""
-    cdef readonly object position
-    cdef public Py_ssize_t outstanding
 
     def __init__(self, position):
         self.position = position
@@ -519,11 +522,6 @@ cdef class DeliveryReport:
     (then every delivery is reported, not only failures). librdkafka gives a failed record back without its headers, so its coordinates
     must travel beside it. One small object from a free list costs less than a functools.partial with its
     argument tuple."""
-    cdef object failed
-    cdef object route
-    cdef int64_t offset
-    cdef PendingFrame frame
-    cdef object delivered
 
     def __call__(self, error, message):
         if self.frame is not None:
@@ -534,7 +532,7 @@ cdef class DeliveryReport:
             self.delivered()
 
 
-cdef DeliveryReport delivery_report(object failed, object route, int64_t offset, PendingFrame frame,
+cdef DeliveryReport delivery_report(object failed, Route route, int64_t offset, PendingFrame frame,
                                     object delivered):
     cdef DeliveryReport callback = DeliveryReport.__new__(DeliveryReport)
     callback.failed = failed
@@ -545,118 +543,132 @@ cdef DeliveryReport delivery_report(object failed, object route, int64_t offset,
     return callback
 
 
-def write_records(list records, dict routes, dict assignments, route_for, admit_out_of_order, produce, failed,
-                  undeliverable, wait_for_room, uint8_t timestamp_create, PendingFrame frame=None):
+cdef class RecordWriter:
     """The egress's per-record loop, compiled: unpack, route, the in-order fast path, the source headers, produce.
 
-    Everything that is not the next record of its partition, or comes with an assignment byte other than the
-    one in assignments for its partition, goes to admit_out_of_order(route, kind, offset, previous, start,
-    assignment, target partition), which returns whether to write the record: False, True, or a callable to
-    call once the record is delivered. Routes are (source topic, source partition, target, target partition,
-    ledger, topic bytes, partition bytes, partitions to hash keys over, topic id, its sourceTopicId header), keyed
-    by (topic, partition, topic id); route_for(topic, partition, topic id) makes a missing one (topic id: 16
-    bytes or None). A route whose target partition is -1 with partitions to hash over puts each record in the partition of
-    hashed_partition() and notes it in the ledger's `highs`, per destination partition: the records of one source
-    partition are then spread over several destination partitions, each in order. produce is the producer's
-    produce(), called with positional arguments (topic, value, key, partition, callback, on_delivery,
-    timestamp, headers); failed(route, offset, error, message) is each record's failed delivery,
-    through a DeliveryReport, which also counts frame's outstanding records down when a frame is given (each
-    produced record counts it up); undeliverable(route, offset, reason) is called
-    when produce() refuses a record; wait_for_room() when the producer's queue is full. Returns (records
-    produced, records with malformed metadata).
+    Built once per sink with the sink's hooks, named (the asyncpg way: the state machine here, the I/O in the
+    sink): route_for(topic, partition, topic id) makes the Route of a partition not in the routes given to
+    write() (topic id: 16 bytes or None); admit_out_of_order(route, kind, offset, previous, start, assignment,
+    target partition) judges everything that is not the next record of its partition, or comes with an
+    assignment byte other than the one in assignments for its partition, and returns whether to write the
+    record: False, True, or a callable to call once the record is delivered; produce is the producer's produce(),
+    called with positional arguments (topic, value, key, partition, callback, on_delivery, timestamp, headers);
+    failed(route, offset, error, message) is a record's failed delivery, through a DeliveryReport;
+    undeliverable(route, offset, reason) a record produce() refused; wait_for_room() is called while the
+    producer's queue is full. A route whose target partition is -1 with partitions to hash over puts each
+    record in the partition of hashed_partition() and notes it in the ledger's `highs`, per destination
+    partition: the records of one source partition are then spread over several destination partitions, each in
+    order."""
 
-    Records of one partition come in runs, so the route of the previous record is kept and compared with the
-    raw topic bytes: neither the topic name nor the dictionary key is made again for each record."""
-    cdef Py_ssize_t produced = 0, refused = 0
-    cdef Layout layout
-    cdef const uint8_t* data
-    cdef Py_ssize_t length
-    cdef uint8_t kind, assignment
-    cdef int32_t partition, cached_partition = 0, target_partition
-    cdef bint hashed
-    cdef int64_t offset, previous, timestamp
-    cdef bytes metadata, cached_topic = None, cached_topic_id = None
-    cdef object route, cached = None
-    cdef list headers
-    cdef object cached_assignment = None
-    cdef object admitted, delivered
-    for metadata, value in records:
-        data = <const uint8_t*>PyBytes_AS_STRING(metadata)
-        length = PyBytes_GET_SIZE(metadata)
-        if locate(data, length, &layout) != WELL_FORMED:
-            refused += 1
-            continue
-        kind = data[0]
-        assignment = data[3]
-        partition = <int32_t>get32(data + 4)
-        offset = <int64_t>get64(data + 8)
-        previous = <int64_t>get64(data + 16)
-        try:
-            headers = located_headers(data, &layout)
-            if cached is None or partition != cached_partition or layout.topic_length != len(cached_topic) or memcmp(
-                    data + layout.topic_at, PyBytes_AS_STRING(cached_topic), layout.topic_length) != 0 or (
-                    (layout.topic_id_at == 0) != (cached_topic_id is None)) or (layout.topic_id_at and memcmp(
-                    data + layout.topic_id_at, PyBytes_AS_STRING(cached_topic_id), TOPIC_ID_BYTES) != 0):
-                topic = PyUnicode_DecodeUTF8(<const char*>data + layout.topic_at, layout.topic_length, NULL)
-            else:
-                topic = None
-        except ValueError:  # names that are not UTF-8
-            refused += 1
-            continue
-        if topic is not None:
-            topic_id = (PyBytes_FromStringAndSize(<const char*>data + layout.topic_id_at, TOPIC_ID_BYTES)
-                        if layout.topic_id_at else None)
-            coordinate = (topic, partition, topic_id)
-            cached = routes.get(coordinate)
-            if cached is None:
-                cached = route_for(topic, partition, topic_id)
-            cached_topic, cached_topic_id, cached_partition = cached[5], topic_id, partition
-            cached_assignment = assignments.get(coordinate[:2])
-        route = cached
-        ledger = route[4]
-        high = ledger.high
-        target_partition = route[3]
-        hashed = target_partition == -1 and route[7] > 0
-        if hashed:
-            target_partition = hashed_partition(data + layout.key_at, layout.key_length,
-                                                (data[1] & KEY_PRESENT) != 0, offset, route[7])
-        delivered = None
-        if kind == RECORD_KIND and high is not None and previous <= high and high < offset and (
-                assignment == 0 or cached_assignment == assignment):
-            if hashed:
-                ledger.deliver_spread(offset, target_partition, route[7])
-            else:
-                ledger.high = offset
-        else:
-            cached = None  # the slow path may change the partition's assignment
-            admitted = admit_out_of_order(route, kind, offset, previous, <int64_t>get64(data + 32), assignment,
-                                          target_partition)
-            if not admitted:
+    def __init__(self, dict assignments, route_for, admit_out_of_order, produce, failed, undeliverable,
+                 wait_for_room, uint8_t timestamp_create):
+        self.assignments = assignments
+        self.route_for = route_for
+        self.admit_out_of_order = admit_out_of_order
+        self.produce = produce
+        self.failed = failed
+        self.undeliverable = undeliverable
+        self.wait_for_room = wait_for_room
+        self.timestamp_create = timestamp_create
+
+    def write(self, list records, dict routes, PendingFrame frame=None):
+        """Writes a batch's (metadata, value) records, routes keyed by (topic, partition, topic id); counts each
+        produced record up in frame's outstanding ones, when given (its DeliveryReport counts it down). Returns
+        (records produced, records with malformed metadata).
+
+        Records of one partition come in runs, so the route of the previous record is kept and compared with the
+        raw topic bytes: neither the topic name nor the dictionary key is made again for each record."""
+        cdef Py_ssize_t produced = 0, refused = 0
+        cdef Layout layout
+        cdef const uint8_t* data
+        cdef Py_ssize_t length
+        cdef uint8_t kind, assignment
+        cdef int32_t partition, cached_partition = 0, target_partition
+        cdef bint hashed
+        cdef int64_t offset, previous, timestamp
+        cdef bytes metadata, cached_topic = None, cached_topic_id = None
+        cdef Route route, cached = None
+        cdef list headers
+        cdef object cached_assignment = None
+        cdef object admitted, delivered
+        for metadata, value in records:
+            data = <const uint8_t*>PyBytes_AS_STRING(metadata)
+            length = PyBytes_GET_SIZE(metadata)
+            if locate(data, length, &layout) != WELL_FORMED:
+                refused += 1
                 continue
-            if admitted is not True:
-                delivered = admitted
-        headers.append((SOURCE_TOPIC_HEADER, route[5]))
-        headers.append((SOURCE_PARTITION_HEADER, route[6]))
-        headers.append((SOURCE_OFFSET_HEADER, decimal(offset)))
-        if route[9] is not None:
-            headers.append(route[9])
-        timestamp = <int64_t>get64(data + 24)
-        if data[2] != timestamp_create or timestamp < 0:
-            timestamp = 0
-        key = (PyBytes_FromStringAndSize(<const char*>data + layout.key_at, layout.key_length)
-               if data[1] & KEY_PRESENT else None)
-        while True:
+            kind = data[0]
+            assignment = data[3]
+            partition = <int32_t>get32(data + 4)
+            offset = <int64_t>get64(data + 8)
+            previous = <int64_t>get64(data + 16)
             try:
-                produce(route[2], value if data[1] & VALUE_PRESENT else None, key, target_partition,
-                        delivery_report(failed, route, offset, frame, delivered), None, timestamp, headers)
-            except BufferError:
-                wait_for_room()
+                headers = located_headers(data, &layout)
+                if cached is None or partition != cached_partition or layout.topic_length != len(cached_topic) or (
+                        memcmp(data + layout.topic_at, PyBytes_AS_STRING(cached_topic), layout.topic_length) != 0) or (
+                        (layout.topic_id_at == 0) != (cached_topic_id is None)) or (layout.topic_id_at and memcmp(
+                        data + layout.topic_id_at, PyBytes_AS_STRING(cached_topic_id), TOPIC_ID_BYTES) != 0):
+                    topic = PyUnicode_DecodeUTF8(<const char*>data + layout.topic_at, layout.topic_length, NULL)
+                else:
+                    topic = None
+            except ValueError:  # names that are not UTF-8
+                refused += 1
                 continue
-            except Exception as error:
-                undeliverable(route, offset, str(error))
+            if topic is not None:
+                topic_id = (PyBytes_FromStringAndSize(<const char*>data + layout.topic_id_at, TOPIC_ID_BYTES)
+                            if layout.topic_id_at else None)
+                coordinate = (topic, partition, topic_id)
+                cached = routes.get(coordinate)
+                if cached is None:
+                    cached = self.route_for(topic, partition, topic_id)
+                cached_topic, cached_topic_id, cached_partition = cached.topic_bytes, topic_id, partition
+                cached_assignment = self.assignments.get(coordinate[:2])
+            route = cached
+            ledger = route.ledger
+            high = ledger.high
+            target_partition = route.target_partition
+            hashed = target_partition == -1 and route.partitions > 0
+            if hashed:
+                target_partition = hashed_partition(data + layout.key_at, layout.key_length,
+                                                    (data[1] & KEY_PRESENT) != 0, offset, route.partitions)
+            delivered = None
+            if kind == RECORD and high is not None and previous <= high and high < offset and (
+                    assignment == 0 or cached_assignment == assignment):
+                if hashed:
+                    ledger.deliver_spread(offset, target_partition, route.partitions)
+                else:
+                    ledger.high = offset
             else:
-                produced += 1
-                if frame is not None:
-                    frame.outstanding += 1
-            break
-    return produced, refused
+                cached = None  # the slow path may change the partition's assignment
+                admitted = self.admit_out_of_order(route, kind, offset, previous, <int64_t>get64(data + 32),
+                                                   assignment, target_partition)
+                if not admitted:
+                    continue
+                if admitted is not True:
+                    delivered = admitted
+            headers.append((SOURCE_TOPIC_HEADER, route.topic_bytes))
+            headers.append((SOURCE_PARTITION_HEADER, route.partition_bytes))
+            headers.append((SOURCE_OFFSET_HEADER, decimal(offset)))
+            if route.topic_id_header is not None:
+                headers.append(route.topic_id_header)
+            timestamp = <int64_t>get64(data + 24)
+            if data[2] != self.timestamp_create or timestamp < 0:
+                timestamp = 0
+            key = (PyBytes_FromStringAndSize(<const char*>data + layout.key_at, layout.key_length)
+                   if data[1] & KEY_PRESENT else None)
+            while True:
+                try:
+                    self.produce(route.target, value if data[1] & VALUE_PRESENT else None, key, target_partition,
+                                 delivery_report(self.failed, route, offset, frame, delivered), None, timestamp,
+                                 headers)
+                except BufferError:
+                    self.wait_for_room()
+                    continue
+                except Exception as error:
+                    self.undeliverable(route, offset, str(error))
+                else:
+                    produced += 1
+                    if frame is not None:
+                        frame.outstanding += 1
+                break
+        return produced, refused
