@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from ddc._core.records import batch_header, decode_records, encode_batch, record_size
 from ddc._core.ring import RecordRing
+from ddc.handlers.udp.datagrams import DatagramReceiver
 from ddc.config import Endpoint
 from ddc.stage_buffer import StageBuffer
 
@@ -255,16 +256,17 @@ def test_datagrams_are_received_straight_into_the_ring_with_their_senders_addres
     for payload in payloads:
         sender.sendto(payload, receiver.getsockname())
     ring = RecordRing(16 << 20, "drop")
+    inbox = DatagramReceiver()
     received = size = 0
     while received < len(payloads):
         if not select.select([receiver], [], [], 5)[0]:
             break
-        datagrams, length, dropped = ring.receive_datagrams(receiver.fileno())
+        datagrams, length, dropped = inbox.receive(ring, receiver.fileno())
         assert dropped == 0
         received += datagrams
         size += length
     assert (received, size) == (len(payloads), sum(map(len, payloads)))
-    assert ring.receive_datagrams(receiver.fileno()) == (0, 0, 0)  # nothing waiting: no error
+    assert inbox.receive(ring, receiver.fileno()) == (0, 0, 0)  # nothing waiting: no error
     address = format_address(sender.getsockname())
     assert take_all(ring) == [(address, payload) for payload in payloads]
 
@@ -282,7 +284,8 @@ def test_each_datagram_is_named_by_its_own_sender_when_senders_interleave():
         expected.append((format_address(sender.getsockname()), b"%d" % number))
     time.sleep(0.05)
     ring = RecordRing(1 << 16, "drop")
-    assert ring.receive_datagrams(receiver.fileno(), 1.0)[0] == 30
+    inbox = DatagramReceiver()
+    assert inbox.receive(ring, receiver.fileno(), 1.0)[0] == 30
     assert take_all(ring) == expected
 
 
@@ -294,7 +297,8 @@ def test_datagrams_that_find_the_ring_full_are_counted_dropped():
         sender.sendto(b"d" * 400, receiver.getsockname())
     time.sleep(0.05)
     ring = RecordRing(1024, "drop")
-    assert ring.receive_datagrams(receiver.fileno())[::2] == (5, 3)
+    inbox = DatagramReceiver()
+    assert inbox.receive(ring, receiver.fileno())[::2] == (5, 3)
     assert ring.counters()["buffer_records_dropped"] == 3
     with pytest.raises(OSError):
-        ring.receive_datagrams(10_000)  # not a socket: a clear error, not a crash
+        inbox.receive(ring, 10_000)  # not a socket: a clear error, not a crash

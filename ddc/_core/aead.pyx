@@ -21,11 +21,11 @@ a session id (docs/security.md). The 56-byte header, with its checksum field
 zero, is the additional authenticated data; the 16-byte tag follows the payload.
 """
 
-from libc.stdint cimport uint8_t, uint64_t
+from libc.stdint cimport int64_t, uint8_t, uint64_t
 from libc.string cimport memcpy, memset
-from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
 
 from ddc._core.byteorder cimport put64
+from ddc._core.posix cimport monotonic_ns
 from ddc._core.wire cimport HEADER_BYTES, TAG_BYTES
 
 
@@ -231,19 +231,19 @@ def sealing_seconds(str name, size_t datagram_bytes, unsigned int count):
     cdef uint8_t header[HEADER_BYTES]
     cdef bytearray buffer = bytearray(2 * datagram_bytes + TAG_BYTES)
     cdef uint8_t* data = <uint8_t*><char*>buffer
-    cdef timespec start, end
+    cdef int64_t start, end
     cdef unsigned int i
     cdef bint ok = True
     memset(header, 0, HEADER_BYTES)
     cipher.set_key(bytes(KEY_BYTES), 0, 1)
     with nogil:
-        clock_gettime(CLOCK_MONOTONIC, &start)
+        start = monotonic_ns()
         for i in range(count):
             ok = cipher.seal(header, HEADER_BYTES, data, datagram_bytes, i, data + datagram_bytes) and ok
-        clock_gettime(CLOCK_MONOTONIC, &end)
+        end = monotonic_ns()
     if not ok:
         raise ValueError(f"{name} failed to seal")
-    return (end.tv_sec - start.tv_sec) + (end.tv_nsec - start.tv_nsec) * 1e-9
+    return (end - start) * 1e-9
 
 
 cdef class SessionCipher:

@@ -44,8 +44,8 @@ from libc.string cimport memcpy, memset
 from ddc._core.aead cimport KEY_BYTES, SessionCipher
 from ddc._core.byteorder cimport get16, get64, put16
 from ddc._core.fec cimport MAX_DATA_SYMBOLS, MAX_PARITY_SYMBOLS, recover
-from ddc._core.posix cimport (MSG_DONTWAIT, MSG_TRUNC, POLLIN, iovec, mmsghdr, monotonic_ns, poll, pollfd,
-                              recvmmsg)
+from ddc._core.datagram_io cimport Inbox, close_inbox, open_inbox, receive_into, wait_readable
+from ddc._core.posix cimport MSG_TRUNC, monotonic_ns
 from ddc._core.wire cimport (FLAG_AUTH_TAG, HEADER_BYTES, MAX_DATAGRAM_BYTES, PARSE_BAD_CHECKSUM, PARSE_BAD_MAGIC, PARSE_MALFORMED,
                              PARITY_SEQUENCE_BIT, PEER_OFFSET_DATAGRAMS_SENT,
                              PARSE_OK, PARSE_TRUNCATED, PARSE_UNKNOWN_TYPE, PARSE_UNKNOWN_VERSION,
@@ -312,10 +312,7 @@ cdef class LinkReceiver:
     cdef readonly uint64_t fec_bytes_in_flight
     cdef SpareSymbol* spare_symbols
     cdef size_t spare_symbol_bytes
-    # receive buffers
-    cdef uint8_t* buffers
-    cdef iovec iov[BATCH_DATAGRAMS]
-    cdef mmsghdr messages[BATCH_DATAGRAMS]
+    cdef Inbox inbox  # socket reception's slots, made by the first receive() (feed() needs none)
 
     def __cinit__(self, uint32_t max_frame_bytes=64 * 1024 * 1024, uint32_t max_frames_in_flight=1024,
                   uint64_t max_bytes_in_flight=256 * 1024 * 1024, double frame_timeout_seconds=5.0,
@@ -360,7 +357,7 @@ cdef class LinkReceiver:
             spare = self.spare_symbols
             self.spare_symbols = spare.next
             free(spare)
-        free(self.buffers)
+        close_inbox(&self.inbox)
         free(self.plain)
         memset(self.master_keys, 0, sizeof(self.master_keys))
 
@@ -1083,30 +1080,18 @@ cdef class LinkReceiver:
 
         A call returns once it has frames; it stops inside a batch when the frames waiting could not take
         another datagram's worst case, or hold max_frame_bytes, and the next call goes on from there."""
-        cdef pollfd waiter
-        cdef int i, rounds = 0
+        cdef int rounds = 0
         cdef int64_t now
-        if self.buffers == NULL:  # 4 MiB that only socket reception needs, not feed()
-            self.buffers = <uint8_t*>malloc(BATCH_DATAGRAMS * RECEIVE_BUFFER_STRIDE)
-            if self.buffers == NULL:
-                raise MemoryError()
-            for i in range(BATCH_DATAGRAMS):
-                self.iov[i].iov_base = self.buffers + i * RECEIVE_BUFFER_STRIDE
-                self.iov[i].iov_len = RECEIVE_BUFFER_BYTES
+        if self.inbox.slots == NULL:
+            open_inbox(&self.inbox, BATCH_DATAGRAMS, RECEIVE_BUFFER_BYTES, RECEIVE_BUFFER_STRIDE, False)
         with nogil:
             if self.batch_next < self.batch_received:
                 self.accept_batch(monotonic_ns())
             else:
-                waiter.fd = fd
-                waiter.events = POLLIN
-                if poll(&waiter, 1, timeout_ms) > 0:
+                if wait_readable(fd, timeout_ms):
                     while rounds < 16 and self.ready_count == 0:
                         rounds += 1
-                        for i in range(BATCH_DATAGRAMS):
-                            memset(&self.messages[i], 0, sizeof(mmsghdr))
-                            self.messages[i].msg_hdr.msg_iov = &self.iov[i]
-                            self.messages[i].msg_hdr.msg_iovlen = 1
-                        self.batch_received = recvmmsg(fd, self.messages, BATCH_DATAGRAMS, MSG_DONTWAIT, NULL)
+                        self.batch_received = receive_into(&self.inbox, fd)
                         self.batch_next = 0
                         if self.batch_received <= 0:
                             self.batch_received = 0
@@ -1126,11 +1111,11 @@ cdef class LinkReceiver:
                 return
             i = self.batch_next
             self.batch_next += 1
-            if self.messages[i].msg_hdr.msg_flags & MSG_TRUNC:
+            if self.inbox.messages[i].msg_hdr.msg_flags & MSG_TRUNC:
                 self.counters_[DATAGRAMS_RECEIVED] += 1
                 self.counters_[DROPPED_TRUNCATED] += 1
                 continue
-            self.accept(self.buffers + i * RECEIVE_BUFFER_STRIDE, self.messages[i].msg_len, now)
+            self.accept(self.inbox.slots + i * RECEIVE_BUFFER_STRIDE, self.inbox.messages[i].msg_len, now)
 
     def expire(self, now_ns=None, bint everything=False):
         """Discards partial frames older than the timeout (all of them with everything=True)."""

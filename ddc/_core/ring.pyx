@@ -5,8 +5,8 @@ length, u32 value length, metadata, value), one after another in one block of
 memory. A run of entries is therefore a batch body: the transport writes a
 16-byte batch header and sends header and run as they lie, and no record is
 copied between the source and the socket. A UDP source receives straight into
-the ring with recvmmsg (no Python object per datagram) and a file source reads
-into it in place (reserve/commit).
+the ring (put_entries, from ddc/handlers/udp/datagrams.pyx: no Python object
+per datagram) and a file source reads into it in place (reserve/commit).
 
 One producer (the source thread) and one consumer (the transport thread). The
 producer copies outside the lock into space only it owns; the lock guards the
@@ -27,136 +27,31 @@ out as DDC's wire batches; that layout is what lets the sender skip a copy.
 
 cimport cython
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_FillInfo, PyBuffer_Release, PyObject_GetBuffer
-from libc.errno cimport EAGAIN, EINTR, errno
 from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free, malloc
-from libc.string cimport memcmp, memcpy
+from libc.string cimport memcpy
 
 from ddc._core.byteorder cimport get32, put32
-from ddc._core.posix cimport (MSG_DONTWAIT, POLLIN, iovec, mmsghdr, msghdr, poll, pollfd, recvmmsg, socklen_t,
-                              sockaddr_storage, timespec)
-
-cdef extern from "<pthread.h>" nogil:
-    ctypedef struct pthread_mutex_t:
-        pass
-    ctypedef struct pthread_cond_t:
-        pass
-    ctypedef struct pthread_condattr_t:
-        pass
-    int pthread_mutex_init(pthread_mutex_t*, void*)
-    int pthread_mutex_destroy(pthread_mutex_t*)
-    int pthread_mutex_lock(pthread_mutex_t*)
-    int pthread_mutex_unlock(pthread_mutex_t*)
-    int pthread_condattr_init(pthread_condattr_t*)
-    int pthread_condattr_setclock(pthread_condattr_t*, int)
-    int pthread_cond_init(pthread_cond_t*, pthread_condattr_t*)
-    int pthread_cond_destroy(pthread_cond_t*)
-    int pthread_cond_wait(pthread_cond_t*, pthread_mutex_t*)
-    int pthread_cond_timedwait(pthread_cond_t*, pthread_mutex_t*, const timespec*)
-    int pthread_cond_signal(pthread_cond_t*)
-    int pthread_cond_broadcast(pthread_cond_t*)
-
-cdef extern from "<time.h>" nogil:
-    int CLOCK_MONOTONIC
-    int CLOCK_REALTIME
-    int clock_gettime(int clock, timespec* now)
-
-cdef extern from *:
-    """
-    #include <arpa/inet.h>
-    #include <netinet/in.h>
-    #include <stdio.h>
-    #include <sys/socket.h>
-
-    /* "host:port" or "[host]:port", as ddc.handlers.udp.format_address writes it. */
-    static int ddc_format_address(const struct sockaddr_storage* address, char* out, size_t capacity) {
-        char host[INET6_ADDRSTRLEN];
-        if (address->ss_family == AF_INET) {
-            const struct sockaddr_in* v4 = (const struct sockaddr_in*)address;
-            if (!inet_ntop(AF_INET, &v4->sin_addr, host, sizeof host)) return 0;
-            return snprintf(out, capacity, "%s:%u", host, (unsigned)ntohs(v4->sin_port));
-        }
-        if (address->ss_family == AF_INET6) {
-            const struct sockaddr_in6* v6 = (const struct sockaddr_in6*)address;
-            if (!inet_ntop(AF_INET6, &v6->sin6_addr, host, sizeof host)) return 0;
-            return snprintf(out, capacity, "[%s]:%u", host, (unsigned)ntohs(v6->sin6_port));
-        }
-        return 0;
-    }
-    """
-    int ddc_format_address(const sockaddr_storage* address, char* out, size_t capacity) nogil
-
-
-cdef enum:
-    OVERHEAD_BYTES = 8               # as in records.pyx: u32 metadata length, u32 value length
-    RECEIVE_BATCH = 32               # datagrams per recvmmsg
-    RECEIVE_SLOT_BYTES = 65536
-    ADDRESS_BYTES = 64               # "[" + 45-character IPv6 + "]:" + port, with room to spare
-
-cdef struct Entry:
-    const uint8_t* metadata
-    size_t metadata_length
-    const uint8_t* value
-    size_t value_length
+from ddc._core.posix cimport (CLOCK_MONOTONIC, CLOCK_REALTIME, clock_ns, pthread_cond_broadcast, pthread_cond_destroy,
+                              pthread_cond_init, pthread_cond_signal, pthread_cond_t, pthread_cond_timedwait,
+                              pthread_cond_wait, pthread_condattr_init, pthread_condattr_setclock,
+                              pthread_condattr_t, pthread_mutex_destroy, pthread_mutex_init, pthread_mutex_lock,
+                              pthread_mutex_unlock, timespec, timespec_of)
 
 
 cdef inline size_t entry_size(const Entry* entry) noexcept nogil:
     return OVERHEAD_BYTES + entry.metadata_length + entry.value_length
 
 
-cdef enum Wait:
-    READY = 0
-    TIMED_OUT = 1
-    CLOSED = 2
-
-
-cdef inline int64_t now_ns(int clock) noexcept nogil:
-    cdef timespec now
-    clock_gettime(clock, &now)
-    return <int64_t>now.tv_sec * 1000000000 + now.tv_nsec
-
-
-cdef inline timespec deadline_at(int64_t deadline_ns) noexcept nogil:
-    cdef timespec at
-    at.tv_sec = deadline_ns // 1000000000
-    at.tv_nsec = deadline_ns % 1000000000
-    return at
-
-
 cdef int64_t deadline_after(object seconds) except? -2:
     """-1 is no deadline (wait as long as it takes)."""
     if seconds is None:
         return -1
-    return now_ns(CLOCK_MONOTONIC) + <int64_t>(max(<double>seconds, 0.0) * 1e9)
+    return clock_ns(CLOCK_MONOTONIC) + <int64_t>(max(<double>seconds, 0.0) * 1e9)
 
 
 @cython.final
 cdef class RecordRing:
-    cdef uint8_t* memory
-    cdef readonly Py_ssize_t capacity_bytes
-    cdef readonly str when_full
-    cdef bint block
-    cdef pthread_mutex_t lock
-    cdef pthread_cond_t readable
-    cdef pthread_cond_t writable
-    # Guarded by lock. Data is [read_at, write_at), or when wrapped [read_at, wrap_at) then [0, write_at).
-    cdef size_t read_at, write_at, wrap_at, used
-    cdef bint wrapped, closed, consumer_waiting, producer_waiting
-    cdef size_t consumer_wants  # bytes lying together that make a waiting consumer worth waking
-    cdef size_t taken_bytes, taken_count
-    cdef readonly uint64_t items_in, items_out, records_dropped, bytes_dropped, full_events, peak_bytes
-    # The producer's reservation (reserve → commit) and its receive scratch, touched by the producer only.
-    cdef size_t reserved_at, reserved_metadata, reserved_value
-    cdef uint8_t* receive_slots
-    cdef mmsghdr* receive_messages
-    cdef iovec* receive_vectors
-    cdef sockaddr_storage* receive_names
-    cdef sockaddr_storage last_name
-    cdef socklen_t last_name_length
-    cdef char address[ADDRESS_BYTES]
-    cdef int address_length
-    cdef char addresses[RECEIVE_BATCH * ADDRESS_BYTES]
-
     def __cinit__(self, Py_ssize_t capacity_bytes, str when_full):
         cdef pthread_condattr_t attributes
         if when_full not in ("block", "drop"):
@@ -177,10 +72,6 @@ cdef class RecordRing:
 
     def __dealloc__(self):
         free(self.memory)
-        free(self.receive_slots)
-        free(self.receive_messages)
-        free(self.receive_vectors)
-        free(self.receive_names)
         pthread_cond_destroy(&self.readable)
         pthread_cond_destroy(&self.writable)
         pthread_mutex_destroy(&self.lock)
@@ -197,9 +88,9 @@ cdef class RecordRing:
         if deadline_ns < 0:
             pthread_cond_wait(condition, &self.lock)
         else:
-            if now_ns(CLOCK_MONOTONIC) >= deadline_ns:
+            if clock_ns(CLOCK_MONOTONIC) >= deadline_ns:
                 return TIMED_OUT
-            at = deadline_at(deadline_ns)
+            at = timespec_of(deadline_ns)
             pthread_cond_timedwait(condition, &self.lock, &at)
         return CLOSED if self.closed else READY
 
@@ -375,73 +266,6 @@ cdef class RecordRing:
             self.publish(self.reserved_at + OVERHEAD_BYTES + self.reserved_metadata + value_bytes, 1)
             pthread_mutex_unlock(&self.lock)
 
-    def receive_datagrams(self, int fd, double timeout=0.0):
-        """Waits up to timeout for datagrams on a UDP socket, then receives what is waiting (up to 32, one
-        recvmmsg) into the ring, each a record whose metadata is the sender's "host:port". Returns
-        (datagrams, bytes, dropped): (0, 0, 0) when nothing came. Raises OSError for a socket error."""
-        cdef int received = 0, index
-        cdef int error = 0
-        cdef size_t total_bytes = 0
-        cdef Py_ssize_t accepted = 0
-        cdef Entry entries[RECEIVE_BATCH]
-        cdef pollfd waiting
-        waiting.fd = fd
-        waiting.events = POLLIN
-        if self.receive_slots == NULL:
-            self.allocate_receive_slots()
-        with nogil:
-            if timeout <= 0 or poll(&waiting, 1, <int>(timeout * 1000)) > 0:
-                received = recvmmsg(fd, self.receive_messages, RECEIVE_BATCH, MSG_DONTWAIT, NULL)
-            if received < 0:
-                error = errno
-                received = 0
-            for index in range(received):
-                entries[index].metadata_length = self.sender_address(index)
-                entries[index].metadata = <const uint8_t*>self.addresses + index * ADDRESS_BYTES
-                entries[index].value = self.receive_slots + <size_t>index * RECEIVE_SLOT_BYTES
-                entries[index].value_length = self.receive_messages[index].msg_len
-                total_bytes += entries[index].value_length
-            if received:
-                accepted = self.put_entries(entries, received, -1)
-        if error and error != EAGAIN and error != EINTR:
-            raise OSError(error, f"UDP source receive failed on descriptor {fd}")
-        return received, total_bytes, received - accepted
-
-    cdef int sender_address(self, int index) noexcept nogil:
-        """Writes the sender's "host:port" into the slot's address and returns its length; formatted anew only
-        when the sender is not the previous datagram's."""
-        cdef msghdr* message = &self.receive_messages[index].msg_hdr
-        if message.msg_namelen != self.last_name_length or memcmp(&self.receive_names[index], &self.last_name,
-                                                                  message.msg_namelen) != 0:
-            memcpy(&self.last_name, &self.receive_names[index], message.msg_namelen)
-            self.last_name_length = message.msg_namelen
-            self.address_length = ddc_format_address(&self.last_name, self.address, ADDRESS_BYTES)
-            if self.address_length <= 0 or self.address_length >= ADDRESS_BYTES:
-                self.address_length = 0
-        message.msg_namelen = sizeof(sockaddr_storage)
-        memcpy(self.addresses + index * ADDRESS_BYTES, self.address, self.address_length)
-        return self.address_length
-
-    cdef void allocate_receive_slots(self) except *:
-        cdef int index
-        self.receive_slots = <uint8_t*>malloc(<size_t>RECEIVE_BATCH * RECEIVE_SLOT_BYTES)
-        self.receive_messages = <mmsghdr*>malloc(RECEIVE_BATCH * sizeof(mmsghdr))
-        self.receive_vectors = <iovec*>malloc(RECEIVE_BATCH * sizeof(iovec))
-        self.receive_names = <sockaddr_storage*>malloc(RECEIVE_BATCH * sizeof(sockaddr_storage))
-        if (self.receive_slots == NULL or self.receive_messages == NULL or self.receive_vectors == NULL
-                or self.receive_names == NULL):
-            raise MemoryError("cannot allocate the UDP source's receive buffers")
-        for index in range(RECEIVE_BATCH):
-            self.receive_vectors[index].iov_base = self.receive_slots + <size_t>index * RECEIVE_SLOT_BYTES
-            self.receive_vectors[index].iov_len = RECEIVE_SLOT_BYTES
-            self.receive_messages[index].msg_hdr.msg_name = &self.receive_names[index]
-            self.receive_messages[index].msg_hdr.msg_namelen = sizeof(sockaddr_storage)
-            self.receive_messages[index].msg_hdr.msg_iov = &self.receive_vectors[index]
-            self.receive_messages[index].msg_hdr.msg_iovlen = 1
-            self.receive_messages[index].msg_hdr.msg_control = NULL
-            self.receive_messages[index].msg_hdr.msg_controllen = 0
-            self.receive_messages[index].msg_hdr.msg_flags = 0
-
     def count_dropped(self, Py_ssize_t records, Py_ssize_t size):
         """Records a producer refused itself (a read it could not place), counted with the ring's own drops."""
         with nogil:
@@ -483,8 +307,8 @@ cdef class RecordRing:
                 waited = self.wait_on(&self.readable, deadline_ns)
                 self.consumer_waiting = False
             if self.data_end() != self.read_at:
-                seen_ns = now_ns(CLOCK_REALTIME)
-                full_ns = now_ns(CLOCK_MONOTONIC) + linger_ns
+                seen_ns = clock_ns(CLOCK_REALTIME)
+                full_ns = clock_ns(CLOCK_MONOTONIC) + linger_ns
                 self.consumer_wants = max_bytes
                 while (linger_ns and self.data_end() - self.read_at < <size_t>max_bytes and not self.closed
                        and not self.producer_waiting and not (self.wrapped and self.data_end() == self.wrap_at)):

@@ -35,13 +35,13 @@ would make the egress report a busy link as interrupted.
 
 import os
 
-from libc.errno cimport EAGAIN, EINTR, EINVAL, EIO, EMSGSIZE, ENOBUFS, EOPNOTSUPP, errno
+from libc.errno cimport EINVAL, EIO, EMSGSIZE, EOPNOTSUPP, errno
 from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy, memset
 
-from ddc._core.posix cimport (CLOCK_MONOTONIC, POLLOUT, clock_nanosleep, iovec, mmsghdr, monotonic_ns, msghdr,
-                              poll, pollfd, sendmmsg, sockaddr_storage, socklen_t, timespec)
+from ddc._core.datagram_io cimport SendTally, send_each, wait_to_retry
+from ddc._core.posix cimport iovec, mmsghdr, monotonic_ns, msghdr, sendmmsg, sleep_ns, sockaddr_storage, socklen_t
 from ddc._core.aead cimport SessionCipher
 from ddc._core.byteorder cimport put16, put64
 from ddc._core.fec cimport (MAX_DATA_SYMBOLS, MAX_PARITY_SYMBOLS, coefficient, multiply_add_rows,
@@ -60,7 +60,7 @@ cdef extern from "udp_segmentation.h" nogil:
 
 cdef enum:
     BATCH_DATAGRAMS = 64
-    MAX_SEND_RETRIES = 100
+    SEND_WAIT_MS = 1  # a full send buffer is waited for in steps of this
     MAX_INTERLEAVE = 64
     MIN_CONTROL_PARITY = 3
     MAX_CONTROL_PARITY = BATCH_DATAGRAMS - 1  # a control datagram and its parity leave in one batch
@@ -69,15 +69,6 @@ cdef enum:
     SYMBOL_HEAD_SIZE = SYMBOL_PREFIX_BYTES + HEADER_BYTES
     SEGMENTS_PER_SEND = 64
     SEGMENTED_SEND_BYTES = 65507
-
-
-cdef inline void sleep_ns(int64_t duration) noexcept nogil:
-    cdef timespec request
-    if duration <= 0:
-        return
-    request.tv_sec = duration // 1000000000
-    request.tv_nsec = duration % 1000000000
-    clock_nanosleep(CLOCK_MONOTONIC, 0, &request, NULL)
 
 
 cdef class DatagramSender:
@@ -222,31 +213,12 @@ cdef class DatagramSender:
 
     cdef void transmit_each(self, unsigned int first, unsigned int count) noexcept nogil:
         """Sends messages[first:count], a datagram each; one the kernel refuses is counted, not retried forever."""
-        cdef unsigned int done = first
-        cdef int sent, retries = 0
-        while done < count:
-            sent = sendmmsg(self.fd, &self.messages[done], count - done, 0)
-            if sent > 0:
-                done += sent
-                retries = 0
-            elif not self.may_retry(&retries):
-                self.datagrams_failed += 1
-                self.last_send_errno = errno
-                done += 1
-                retries = 0
-
-    cdef bint may_retry(self, int* retries) noexcept nogil:
-        """After a failed send: whether to try again (interrupted, or the send buffer full for a moment)."""
-        cdef pollfd waiter
-        if errno == EINTR:
-            return True
-        if (errno == EAGAIN or errno == ENOBUFS) and retries[0] < MAX_SEND_RETRIES:
-            retries[0] += 1
-            waiter.fd = self.fd
-            waiter.events = POLLOUT
-            poll(&waiter, 1, 1)
-            return True
-        return False
+        cdef SendTally tally
+        memset(&tally, 0, sizeof(SendTally))
+        send_each(self.fd, &self.messages[first], count - first, SEND_WAIT_MS, &tally)
+        if tally.failed:
+            self.datagrams_failed += tally.failed
+            self.last_send_errno = tally.last_error
 
     cdef void transmit_segmented(self, unsigned int count) noexcept nogil:
         """Sends messages[0:count] as runs of equal-size datagrams, one message per run. If the kernel
@@ -260,7 +232,7 @@ cdef class DatagramSender:
                     self.segmented_sends += self.run_length[run] > 1
                 done += sent
                 retries = 0
-            elif self.may_retry(&retries):
+            elif wait_to_retry(self.fd, &retries, SEND_WAIT_MS):
                 pass
             elif self.run_length[done] > 1 and (errno == EINVAL or errno == EIO or errno == EOPNOTSUPP
                                                 or errno == EMSGSIZE):

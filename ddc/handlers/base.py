@@ -59,7 +59,7 @@ class Source(RecordDescription, abc.ABC):
     @abc.abstractmethod
     def run(self, output: "RecordRing", stopping: threading.Event) -> None:
         """Puts records into the link's ring until stopping is set, then returns: put_many() for records made
-        in Python, reserve()/commit() or receive_datagrams() to write them in place."""
+        in Python, reserve()/commit(), or in C (put_entries, ddc/_core/ring.pxd), to write them in place."""
 
     def close(self) -> None:
         """Releases what open acquired."""

@@ -9,9 +9,9 @@ import logging
 import os
 import socket
 
-from ddc._core.datagram_out import send_batch_values, send_each
 from ddc._core.wire import MAX_DATAGRAM_BYTES as MAX_PAYLOAD
 from ddc.handlers.base import Sink, Source
+from ddc.handlers.udp.datagrams import DatagramReceiver, send_batch_values, send_values
 from ddc.transport.sockets import KernelDrops, open_bound, resolve, set_buffer, socket_address_bytes
 
 log = logging.getLogger("ddc.handlers.udp")
@@ -29,13 +29,14 @@ class UdpSource(Source):
         self.bytes_received = 0
         self.datagrams_dropped = 0
         self.kernel_drops = KernelDrops(self.socket)
+        self.receiver = DatagramReceiver()
 
     def run(self, output, stopping) -> None:
-        """Drains the socket straight into the link's ring (poll and recvmmsg in ddc/_core/ring.pyx)."""
+        """Drains the socket straight into the link's ring (recvmmsg in datagrams.pyx)."""
         descriptor = self.socket.fileno()
         while not stopping.is_set():
             try:
-                datagrams, size, dropped = output.receive_datagrams(descriptor, POLL_SECONDS)
+                datagrams, size, dropped = self.receiver.receive(output, descriptor, POLL_SECONDS)
             except OSError as error:
                 log.warning(f"link {self.link_name}: UDP source receive failed: {error.strerror}",
                             extra={"fields": {"link": self.link_name, "errno": error.errno}})
@@ -63,7 +64,7 @@ class UdpSource(Source):
 
 
 class UdpSink(Sink):
-    takes_value_views = True  # values go out from the received frame with sendmmsg (ddc/_core/datagram_out.pyx)
+    takes_value_views = True  # values go out from the received frame with sendmmsg (datagrams.pyx)
     takes_batches = True
 
     def open(self) -> None:
@@ -77,7 +78,7 @@ class UdpSink(Sink):
         self.records_too_large = 0
 
     def write(self, records) -> None:
-        self._account(*send_each(self.socket.fileno(), [value for _, value in records], self.address,
+        self._account(*send_values(self.socket.fileno(), [value for _, value in records], self.address,
                                  MAX_PAYLOAD))
 
     def write_batch(self, batch) -> int:

@@ -1,4 +1,4 @@
-"""The UDP sink's sendmmsg path (ddc/_core/datagram_out.pyx), against real sockets."""
+"""The UDP handler's sendmmsg path (ddc/handlers/udp/datagrams.pyx), against real sockets."""
 
 import errno
 import socket
@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings, strategies as strategies
 
 from conftest import drain
-from ddc._core.datagram_out import send_batch_values, send_each
+from ddc.handlers.udp.datagrams import send_batch_values, send_values
 from ddc._core.records import encode_batch
 from ddc.transport.sockets import socket_address_bytes
 
@@ -28,7 +28,7 @@ def test_each_value_leaves_as_one_datagram_in_order_even_from_views_into_one_fra
         values.append(memoryview(frame)[position:position + n * 37])
         position += n * 37
     sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    result = send_each(sender.fileno(), values, socket_address_bytes(socket.AF_INET, receiver.getsockname()), 65507)
+    result = send_values(sender.fileno(), values, socket_address_bytes(socket.AF_INET, receiver.getsockname()), 65507)
     assert result == (150, len(frame), 0, 0, 0)
     assert [receiver.recv(65535) for _ in range(150)] == [bytes(value) for value in values]
 
@@ -37,7 +37,7 @@ def test_values_too_large_for_a_datagram_are_counted_and_the_rest_still_go():
     receiver = receiving_socket()
     sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     values = [b"a", b"b" * 2000, b"c", b"d" * 1001]
-    sent, size, too_large, failed, error = send_each(
+    sent, size, too_large, failed, error = send_values(
         sender.fileno(), values, socket_address_bytes(socket.AF_INET, receiver.getsockname()), 1000)
     assert (sent, size, too_large, failed, error) == (2, 2, 2, 0, 0)
     assert [receiver.recv(65535), receiver.recv(65535)] == [b"a", b"c"]
@@ -46,7 +46,7 @@ def test_values_too_large_for_a_datagram_are_counted_and_the_rest_still_go():
 def test_a_destination_the_socket_cannot_reach_fails_each_datagram_without_raising():
     sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     ipv6_address = socket_address_bytes(socket.AF_INET6, ("::1", 9, 0, 0))
-    sent, size, too_large, failed, error = send_each(sender.fileno(), [b"x"] * 3, ipv6_address, 65507)
+    sent, size, too_large, failed, error = send_values(sender.fileno(), [b"x"] * 3, ipv6_address, 65507)
     assert (sent, size, too_large, failed) == (0, 0, 0, 3)
     assert error in (errno.EAFNOSUPPORT, errno.EINVAL)
 
@@ -59,12 +59,12 @@ def test_a_whole_batch_sends_the_very_datagrams_its_decoded_values_would(records
     sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     address = socket_address_bytes(socket.AF_INET, receiver.getsockname())
     values = [value for _, value in records]
-    assert send_each(sender.fileno(), values, address, 1000)[:3] == (
+    assert send_values(sender.fileno(), values, address, 1000)[:3] == (
         sum(len(value) <= 1000 for value in values), sum(len(value) for value in values if len(value) <= 1000),
         sum(len(value) > 1000 for value in values))
     one_by_one = drain(receiver)
     result = send_batch_values(sender.fileno(), encode_batch(records, 7), address, 1000)
-    assert result == (len(records),) + send_each(sender.fileno(), values, address, 1000)
+    assert result == (len(records),) + send_values(sender.fileno(), values, address, 1000)
     assert drain(receiver) == one_by_one * 2
     assert one_by_one == [value for value in values if len(value) <= 1000]
 
