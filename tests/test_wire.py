@@ -302,3 +302,23 @@ def test_heartbeats_interleave_with_a_slow_frame_and_count_exactly(datagram_path
         assert counters["datagrams_sent"] == heartbeat["sequence"]
         assert counters["heartbeat_interval_ms"] == 50
     assert data == -(-500_000 // (1472 - wire.HEADER_BYTES))
+
+
+def test_the_pacing_schedule_lets_a_burst_through_and_holds_the_long_run_rate_exactly():
+    """The sender's schedule (ddc/_core/pacing.pxd), driven without a socket or a clock: a burst leaves at
+    once, then each batch waits its share of the rate, and late wake-ups shorten the next wait, never the rate."""
+    from ddc._core.pacing import PacingSchedule
+
+    schedule = PacingSchedule(1e9, 64_000, least_burst_bytes=2 * 8972)  # 1 GB/s: a byte a nanosecond
+    schedule.start_at(0.0)
+    assert schedule.burst_bytes == 64_000
+    assert [schedule.delay_ns(8_000, 0.0) <= 0 for _ in range(8)] == [True] * 8, "a whole burst leaves at once"
+    assert schedule.delay_ns(8_000, 0.0) == 8_000, "beyond the burst, a batch waits its bytes at the rate"
+    now, sent = 0.0, 0
+    for batch in range(10_000):
+        delay = schedule.delay_ns(8_000, now)
+        now += max(delay, 0.0) + (3_000 if batch % 7 == 0 else 0)  # some wake-ups come 3 µs late
+        sent += 8_000
+    assert abs((sent - 72_000) / now - 1.0) < 1e-3, "the long-run rate stays exact"
+    assert PacingSchedule(1e9, 1_000, least_burst_bytes=2 * 8972).burst_bytes == 2 * 8972
+    assert PacingSchedule(0.0, 64_000).delay_ns(10**9, 0.0) == 0, "no rate: never a wait"

@@ -54,82 +54,6 @@ from ddc._core.wire cimport (FLAG_AUTH_TAG, HEADER_BYTES, MAX_DATAGRAM_BYTES, PA
                              checksum_matches, fragment_chunk, parse_header)
 
 
-cdef enum:
-    BATCH_DATAGRAMS = 64
-    RECEIVE_BUFFER_BYTES = 65536
-    # Receive buffers 64 KiB apart would all start in the same cache sets, and a batch of jumbo datagrams would
-    # evict itself before it is checked and copied; an odd number of extra cache lines spreads them out.
-    RECEIVE_BUFFER_STRIDE = RECEIVE_BUFFER_BYTES + 23 * 64
-    SEQUENCE_WINDOW = 65536
-    SEQUENCE_WORDS = SEQUENCE_WINDOW // 64
-    RETIRED_SESSIONS = 8
-    MAX_EVENTS = 32
-    EVENT_PAYLOAD_BYTES = 256
-    SWEEP_INTERVAL_NS = 10000000
-    FEC_BLOCKS = 256
-    # the most frames one received datagram can complete: its own, and each datagram its block rebuilds
-    FRAMES_PER_DATAGRAM = 1 + MAX_PARITY_SYMBOLS
-    READY_CAPACITY = 8 * FRAMES_PER_DATAGRAM
-    FEC_SYMBOLS = MAX_DATA_SYMBOLS + MAX_PARITY_SYMBOLS
-    SPARE_SYMBOL_HEAD = 16
-    MAX_SPARE_SYMBOL_BYTES = 8 * 1024 * 1024
-
-cdef enum BlockState:
-    BLOCK_EMPTY = 0
-    BLOCK_OPEN = 1
-    BLOCK_DONE = 2
-
-cdef enum SlotState:
-    SLOT_EMPTY = 0
-    SLOT_PARTIAL = 1
-    SLOT_DONE = 2
-
-cdef enum:
-    DATAGRAMS_RECEIVED
-    BYTES_RECEIVED
-    DATAGRAMS_ACCEPTED
-    DATAGRAMS_REORDERED
-    DROPPED_TRUNCATED
-    DROPPED_BAD_MAGIC
-    DROPPED_UNKNOWN_VERSION
-    DROPPED_BAD_CHECKSUM
-    DROPPED_MALFORMED
-    DROPPED_UNKNOWN_TYPE
-    DROPPED_OVERSIZED_FRAME
-    DROPPED_STALE_SESSION
-    DROPPED_DUPLICATE
-    DROPPED_TOO_OLD
-    DROPPED_LATE_FRAGMENT
-    DROPPED_UNAUTHENTICATED
-    DROPPED_UNKNOWN_KEY
-    DROPPED_FORGED
-    DROPPED_INCONSISTENT_REBUILD
-    FRAMES_COMPLETED
-    FRAMES_TIMED_OUT
-    FRAMES_EVICTED
-    FRAMES_ABANDONED
-    FRAGMENTS_MISSING
-    HEARTBEATS_RECEIVED
-    SHUTDOWNS_RECEIVED
-    SESSIONS_STARTED
-    EVENTS_DROPPED
-    PARITY_RECEIVED
-    DATAGRAMS_RECOVERED
-    FEC_BLOCKS_RECOVERED
-    FEC_BLOCKS_UNRECOVERABLE
-    SESSIONS_REKEYED
-    COUNTER_COUNT
-
-cdef enum:
-    GAUGE_DATAGRAMS_LOST
-    GAUGE_FRAMES_LOST
-    GAUGE_FRAMES_IN_FLIGHT
-    GAUGE_BYTES_IN_FLIGHT
-    GAUGE_PEAK_BYTES_IN_FLIGHT
-    GAUGE_FEC_BYTES_IN_FLIGHT
-    GAUGE_HIGHEST_SEQUENCE
-    GAUGE_COUNT
-
 GAUGE_NAMES = ("datagrams_lost", "frames_lost", "frames_in_flight", "bytes_in_flight", "peak_bytes_in_flight",
                "fec_bytes_in_flight", "highest_sequence")
 
@@ -144,16 +68,7 @@ COUNTER_NAMES = (
     "parity_received", "datagrams_recovered", "fec_blocks_recovered", "fec_blocks_unrecoverable", "sessions_rekeyed",
 )
 
-cdef enum:
-    EVENT_SESSION_STARTED = 1
-    EVENT_HEARTBEAT = 2
-    EVENT_SHUTDOWN = 3
-    EVENT_REKEYED = 4
 
-SESSION_STARTED = EVENT_SESSION_STARTED
-HEARTBEAT_RECEIVED = EVENT_HEARTBEAT
-SHUTDOWN_RECEIVED = EVENT_SHUTDOWN
-REKEYED = EVENT_REKEYED
 EPOCH_MASK = 0xFFFFFFFF  # the low half of a session id, which a rekey keeps
 
 
@@ -162,62 +77,8 @@ cdef inline bint same_session(uint64_t epoch, uint64_t other) noexcept nogil:
     return (epoch & <uint64_t>0xFFFFFFFF) == (other & <uint64_t>0xFFFFFFFF)
 
 
-cdef struct Slot:
-    uint64_t frame_id
-    SlotState state
-    uint32_t fragment_count
-    uint32_t fragments_received
-    uint32_t frame_length
-    uint32_t chunk
-    uint8_t* bitmap
-    uint8_t* data
-    int64_t first_seen_ns
-
-cdef struct FecBlock:
-    uint32_t block_id
-    uint64_t session_id  # the key epoch its datagrams were sealed in
-    BlockState state
-    uint32_t data_count
-    uint32_t data_received
-    uint32_t parity_received
-    uint32_t parity_length
-    int64_t first_seen_ns
-    uint8_t* symbols[FEC_SYMBOLS]
-    size_t lengths[FEC_SYMBOLS]
-
-cdef struct SpareSymbol:
-    SpareSymbol* next
-    size_t capacity
-
-cdef struct Event:
-    int kind
-    uint64_t session_id
-    uint64_t previous_session_id
-    uint32_t payload_length
-    uint8_t payload[EVENT_PAYLOAD_BYTES]
-
-cdef struct Ready:
-    uint8_t* data
-    uint32_t length
-    uint64_t frame_id
-    uint64_t session_id
-
-cdef struct Expected:
-    # what a rebuilt datagram must say about itself: the place its block lost
-    uint64_t session_id
-    uint32_t fec_block
-    uint16_t fec_index
-    uint16_t fec_count
-
-
 cdef class Frame:
     """A reassembled frame; owns its bytes and lends them through the buffer protocol."""
-    cdef uint8_t* data
-    cdef Py_ssize_t length
-    cdef readonly uint64_t frame_id
-    cdef readonly uint64_t session_id
-    cdef public object log_position  # where the egress's write-ahead log (ddc/spool.py) holds it, if it does
-
     def __dealloc__(self):
         free(self.data)
 
@@ -239,81 +100,6 @@ cdef class Frame:
 
 cdef class LinkReceiver:
     """Sequence tracking and reassembly for one link; see the module docstring."""
-    cdef readonly uint32_t max_frame_bytes
-    cdef readonly uint32_t max_frames_in_flight
-    cdef readonly uint64_t max_bytes_in_flight
-    cdef readonly int64_t frame_timeout_ns
-    cdef uint64_t counters_[COUNTER_COUNT]
-    # session
-    cdef readonly bint has_session
-    cdef readonly uint64_t session_id
-    cdef uint64_t first_epoch_id  # the session as it started: what its frames are labelled with across rekeys
-    cdef uint64_t previous_epoch_id  # the key epoch the last rekey replaced, whose datagrams may still arrive
-    cdef uint64_t retired[RETIRED_SESSIONS]
-    cdef int retired_count
-    # with keys: the newest session an earlier run of this egress authenticated, and its highest sequence
-    cdef bint has_floor
-    cdef uint64_t floor_session_id
-    cdef bint floor_has_sequence
-    cdef uint64_t floor_sequence
-    cdef bint floor_has_parity
-    cdef uint64_t floor_parity
-    cdef readonly bint resuming_floor
-    cdef bint parity_seen
-    cdef uint64_t highest_parity
-    # sequence window
-    cdef uint64_t sequence_bits[SEQUENCE_WORDS]
-    cdef uint64_t highest_sequence
-    cdef uint64_t lowest_sequence
-    cdef uint64_t distinct_datagrams
-    # frames
-    cdef Slot* slots
-    cdef bint frames_started
-    cdef uint64_t highest_frame_id
-    cdef uint64_t lowest_frame_id
-    cdef readonly uint64_t session_frames_completed
-    cdef uint64_t announced_first  # sequences a shutdown said were sent, past the highest seen then
-    cdef uint64_t announced_last
-    cdef uint64_t earlier_sessions_datagrams_lost
-    cdef uint64_t earlier_sessions_frames_lost
-    cdef readonly uint32_t frames_in_flight
-    cdef readonly uint64_t bytes_in_flight
-    cdef readonly uint64_t peak_bytes_in_flight
-    cdef int64_t last_sweep_ns
-    # hand-off to Python
-    cdef Ready* ready
-    cdef uint32_t ready_count
-    cdef uint64_t ready_bytes
-    # the rest of a received batch, when a call stopped before its end
-    cdef int batch_received
-    cdef int batch_next
-    # the work queue: datagrams one block rebuilt, accepted after the datagram that completed it
-    cdef uint8_t* rebuilt
-    cdef size_t rebuilt_symbol_length
-    cdef uint32_t rebuilt_count
-    cdef Expected rebuilt_expected[MAX_DATA_SYMBOLS]
-    # what counters() reads: a copy made with the GIL held, never torn by a receive() running without it
-    cdef uint64_t published[COUNTER_COUNT]
-    cdef uint64_t published_gauges[GAUGE_COUNT]
-    cdef Event events[MAX_EVENTS]
-    cdef int event_count
-    cdef int64_t session_takeover_ns
-    cdef int64_t last_heard_ns
-    # authentication: up to 256 master keys by key id; two session ciphers, one always the current session's
-    cdef readonly bint authenticated
-    cdef uint8_t master_keys[256 * KEY_BYTES]
-    cdef bint key_known[256]
-    cdef SessionCipher cipher_a
-    cdef SessionCipher cipher_b
-    cdef uint8_t* plain
-    # forward error correction
-    cdef FecBlock* fec_blocks
-    cdef readonly uint64_t max_fec_bytes
-    cdef readonly uint64_t fec_bytes_in_flight
-    cdef SpareSymbol* spare_symbols
-    cdef size_t spare_symbol_bytes
-    cdef Inbox inbox  # socket reception's slots, made by the first receive() (feed() needs none)
-
     def __cinit__(self, uint32_t max_frame_bytes=64 * 1024 * 1024, uint32_t max_frames_in_flight=1024,
                   uint64_t max_bytes_in_flight=256 * 1024 * 1024, double frame_timeout_seconds=5.0,
                   double session_takeover_seconds=10.0, uint64_t max_fec_bytes_in_flight=64 * 1024 * 1024):
@@ -445,7 +231,7 @@ cdef class LinkReceiver:
         if self.resuming_floor and session_id != self.floor_session_id:
             self.previous_epoch_id = self.floor_session_id  # its datagrams still in flight across the rekey
         self.counters_[SESSIONS_STARTED] += 1
-        self.push_event(EVENT_SESSION_STARTED, previous, NULL, 0)
+        self.push_event(SESSION_STARTED, previous, NULL, 0)
 
     cdef uint64_t session_datagrams_lost(self) noexcept nogil:
         if self.distinct_datagrams == 0:
@@ -926,7 +712,7 @@ cdef class LinkReceiver:
                 self.previous_epoch_id = self.session_id
                 self.session_id = h.session_id
                 self.counters_[SESSIONS_REKEYED] += 1
-                self.push_event(EVENT_REKEYED, self.previous_epoch_id, NULL, 0)
+                self.push_event(REKEYED, self.previous_epoch_id, NULL, 0)
             elif not self.replaces_session(h.session_id, now):
                 self.counters_[DROPPED_STALE_SESSION] += 1
                 return
@@ -953,12 +739,12 @@ cdef class LinkReceiver:
             self.counters_[DATAGRAMS_ACCEPTED] += 1
             if h.type == TYPE_HEARTBEAT:
                 self.counters_[HEARTBEATS_RECEIVED] += 1
-                self.push_event(EVENT_HEARTBEAT, 0, payload, h.content_length)
+                self.push_event(HEARTBEAT_RECEIVED, 0, payload, h.content_length)
             elif h.type == TYPE_SHUTDOWN:
                 self.counters_[SHUTDOWNS_RECEIVED] += 1
                 if h.content_length >= PEER_OFFSET_DATAGRAMS_SENT + 8:
                     self.reach_sequence(get64(payload + PEER_OFFSET_DATAGRAMS_SENT) - 1)
-                self.push_event(EVENT_SHUTDOWN, 0, payload, h.content_length)
+                self.push_event(SHUTDOWN_RECEIVED, 0, payload, h.content_length)
         # A rebuilt datagram's block is already closed.
         if h.fec_count and not recovered:
             self.take_data(&h, data, length, now)

@@ -41,7 +41,8 @@ from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy, memset
 
 from ddc._core.datagram_io cimport SendTally, send_each, wait_to_retry
-from ddc._core.posix cimport iovec, mmsghdr, monotonic_ns, msghdr, sendmmsg, sleep_ns, sockaddr_storage, socklen_t
+from ddc._core.pacing cimport pace, start_pacer
+from ddc._core.posix cimport iovec, mmsghdr, monotonic_ns, msghdr, sendmmsg, sockaddr_storage, socklen_t
 from ddc._core.aead cimport SessionCipher
 from ddc._core.byteorder cimport put16, put64
 from ddc._core.fec cimport (MAX_DATA_SYMBOLS, MAX_PARITY_SYMBOLS, coefficient, multiply_add_rows,
@@ -52,24 +53,6 @@ from ddc._core.wire cimport (FLAG_AUTH_TAG, HEADER_BYTES, MAX_CONTROL_PAYLOAD, M
                              SYMBOL_PREFIX_BYTES, TAG_BYTES, TYPE_DATA, TYPE_HEARTBEAT, TYPE_PARITY, TYPE_SHUTDOWN,
                              Header, datagram_overhead, fragment_chunk, fragment_count_for, seal, write_header)
 
-cdef extern from "udp_segmentation.h" nogil:
-    enum: DDC_SEGMENT_CONTROL_WORDS
-    int ddc_segmentation_supported(int fd)
-    void ddc_segmentation_control(msghdr* message, uint64_t* control, uint16_t segment_size)
-
-
-cdef enum:
-    BATCH_DATAGRAMS = 64
-    SEND_WAIT_MS = 1  # a full send buffer is waited for in steps of this
-    MAX_INTERLEAVE = 64
-    MIN_CONTROL_PARITY = 3
-    MAX_CONTROL_PARITY = BATCH_DATAGRAMS - 1  # a control datagram and its parity leave in one batch
-    MAX_LOSS_BURST = MAX_CONTROL_PARITY // 2
-    CONTROL_SYMBOL_SIZE = SYMBOL_PREFIX_BYTES + HEADER_BYTES + MAX_CONTROL_PAYLOAD + TAG_BYTES
-    SYMBOL_HEAD_SIZE = SYMBOL_PREFIX_BYTES + HEADER_BYTES
-    SEGMENTS_PER_SEND = 64
-    SEGMENTED_SEND_BYTES = 65507
-
 
 cdef class DatagramSender:
     """Owns a link's sequence space: session id, datagram sequence and frame ids.
@@ -78,76 +61,6 @@ cdef class DatagramSender:
     the configured rate a batch may go, so a receiver never sees more than that
     many bytes at line speed.
     """
-    cdef int fd
-    cdef sockaddr_storage destination
-    cdef socklen_t destination_length
-    cdef readonly uint64_t session_id
-    cdef uint64_t next_sequence
-    cdef uint64_t next_frame_id
-    cdef readonly uint32_t datagram_size
-    cdef uint32_t payload_capacity
-    cdef double rate_bytes_per_ns
-    cdef double burst_bytes
-    cdef double burst_ns
-    cdef double send_at_ns
-    cdef uint8_t* headers
-    cdef uint8_t* sealed
-    cdef uint8_t* first_piece  # a frame's first datagram payload when the frame comes as prefix + body
-    cdef SessionCipher cipher
-    cdef readonly uint64_t datagrams_unsealed
-    cdef iovec iov[BATCH_DATAGRAMS * 2]
-    cdef mmsghdr messages[BATCH_DATAGRAMS]
-    # the same batch as runs of equal-size datagrams, one send each (UDP segmentation offload)
-    cdef readonly bint segmentation_offload
-    cdef readonly uint64_t segmented_sends
-    cdef mmsghdr runs[BATCH_DATAGRAMS]
-    cdef unsigned int run_first[BATCH_DATAGRAMS]
-    cdef unsigned int run_length[BATCH_DATAGRAMS]
-    cdef uint64_t run_control[BATCH_DATAGRAMS][DDC_SEGMENT_CONTROL_WORDS]
-    cdef readonly uint64_t datagrams_sent
-    cdef readonly uint64_t frames_sent
-    cdef readonly uint64_t bytes_sent
-    cdef readonly uint64_t datagrams_failed
-    cdef readonly int last_send_errno
-    cdef readonly uint64_t pacing_sleeps
-    cdef readonly uint64_t heartbeats_sent
-    cdef uint8_t heartbeat_payload[MAX_CONTROL_PAYLOAD]
-    cdef size_t heartbeat_length
-    cdef int64_t heartbeat_interval_ns
-    cdef int64_t next_heartbeat_ns
-    # the batch being staged
-    cdef unsigned int slot
-    cdef size_t batch_bytes
-    # forward error correction: configuration, then the group of blocks being built
-    cdef readonly uint32_t fec_data
-    cdef readonly uint32_t fec_parity
-    cdef readonly uint32_t fec_interleave
-    cdef readonly uint32_t fec_loss_burst
-    cdef uint8_t* parity_buffers
-    cdef size_t symbol_capacity
-    cdef uint32_t next_block
-    cdef uint64_t next_parity_sequence
-    cdef uint32_t group_size
-    cdef uint32_t group_position
-    cdef uint32_t group_blocks
-    cdef uint32_t group_base
-    cdef uint32_t block_data[MAX_INTERLEAVE]
-    cdef uint32_t block_parity[MAX_INTERLEAVE]
-    cdef uint32_t block_parity_first[MAX_INTERLEAVE]
-    cdef uint32_t block_share[MAX_INTERLEAVE]
-    cdef uint8_t parity_by_size[MAX_DATA_SYMBOLS + 1]
-    cdef uint32_t control_parity_count
-    cdef uint32_t block_symbol_length[MAX_INTERLEAVE]
-    # staged data datagrams whose parity is added when the batch leaves, and their symbols' first bytes
-    cdef unsigned int pending_count
-    cdef unsigned int pending_slots[BATCH_DATAGRAMS]
-    cdef uint32_t pending_blocks[BATCH_DATAGRAMS]
-    cdef uint16_t pending_indexes[BATCH_DATAGRAMS]
-    cdef uint8_t symbol_heads[BATCH_DATAGRAMS][SYMBOL_HEAD_SIZE]
-    cdef readonly uint64_t parity_sent
-    cdef readonly uint64_t parity_beyond_share_sent
-    cdef uint8_t control_parity[MAX_CONTROL_PARITY][CONTROL_SYMBOL_SIZE]
-
     def __cinit__(self):
         self.headers = <uint8_t*>malloc(BATCH_DATAGRAMS * HEADER_BYTES)
         if self.headers == NULL:
@@ -174,35 +87,10 @@ cdef class DatagramSender:
         self.session_id = session_id
         self.datagram_size = datagram_size
         self.payload_capacity = datagram_size - HEADER_BYTES
-        self.rate_bytes_per_ns = rate_bytes_per_second / 1e9
-        if rate_bytes_per_second > 0:
-            self.burst_bytes = max(burst_bytes, 2.0 * datagram_size)
-        else:
-            self.burst_bytes = 0
-        self.burst_ns = self.burst_bytes / self.rate_bytes_per_ns if rate_bytes_per_second > 0 else 0
-        self.send_at_ns = monotonic_ns()
+        start_pacer(&self.pacer, rate_bytes_per_second, burst_bytes, 2.0 * datagram_size)
         self.heartbeat_interval_ns = <int64_t>(heartbeat_interval * 1e9)
-        self.next_heartbeat_ns = <int64_t>self.send_at_ns
+        self.next_heartbeat_ns = <int64_t>self.pacer.send_at_ns
         self.segmentation_offload = segmentation_offload and ddc_segmentation_supported(fd)
-
-    cdef void pace(self, size_t batch_bytes) noexcept nogil:
-        """Waits until batch_bytes may leave: a virtual schedule (GCRA) rather than a token count.
-
-        Each batch advances the schedule by exactly batch_bytes / rate; the sender may run
-        at most burst ahead of it. Oversleeping only shortens the next wait, so the long-run
-        rate stays exact however coarse the sleeps are, and idle time earns at most a burst.
-        """
-        cdef double now, wait
-        if self.rate_bytes_per_ns <= 0:
-            return
-        now = <double>monotonic_ns()
-        if self.send_at_ns < now - self.burst_ns:
-            self.send_at_ns = now - self.burst_ns
-        self.send_at_ns += batch_bytes / self.rate_bytes_per_ns
-        wait = self.send_at_ns - self.burst_ns - now
-        if wait > 0:
-            self.pacing_sleeps += 1
-            sleep_ns(<int64_t>wait)
 
     cdef void transmit(self, unsigned int count) noexcept nogil:
         if self.segmentation_offload and count > 1:
@@ -321,8 +209,8 @@ cdef class DatagramSender:
         if self.fec_data:
             wire_bytes += self.stage_control_parity(&header)
             count += self.control_parity_count
-        if self.burst_bytes <= 0 or wire_bytes <= self.burst_bytes:
-            self.pace(wire_bytes)
+        if self.pacer.burst_bytes <= 0 or wire_bytes <= self.pacer.burst_bytes:
+            pace(&self.pacer, wire_bytes)
             self.transmit(count)
         else:
             self.transmit_within_burst(count)
@@ -337,11 +225,11 @@ cdef class DatagramSender:
             run_bytes = 0
             while end < count:
                 length = self.iov[2 * end].iov_len + self.iov[2 * end + 1].iov_len
-                if end > first and run_bytes + length > self.burst_bytes:
+                if end > first and run_bytes + length > self.pacer.burst_bytes:
                     break
                 run_bytes += length
                 end += 1
-            self.pace(run_bytes)
+            pace(&self.pacer, run_bytes)
             self.transmit_each(first, end)
             self.datagrams_sent += end - first
             first = end
@@ -389,7 +277,7 @@ cdef class DatagramSender:
         if self.slot == 0:
             return
         self.absorb_pending()
-        self.pace(self.batch_bytes)
+        pace(&self.pacer, self.batch_bytes)
         self.transmit(self.slot)
         self.slot = 0
         self.batch_bytes = 0
@@ -405,7 +293,7 @@ cdef class DatagramSender:
             self.pending_count += 1
         self.slot += 1
         if self.slot == BATCH_DATAGRAMS or (
-                self.burst_bytes > 0 and self.batch_bytes + self.datagram_size > self.burst_bytes):
+                self.pacer.burst_bytes > 0 and self.batch_bytes + self.datagram_size > self.pacer.burst_bytes):
             self.flush()
 
     cdef void start_group(self, uint32_t size, uint32_t blocks) noexcept nogil:
@@ -728,7 +616,7 @@ cdef class DatagramSender:
             "datagrams_failed": self.datagrams_failed,
             "frames_sent": self.frames_sent,
             "bytes_sent": self.bytes_sent,
-            "pacing_sleeps": self.pacing_sleeps,
+            "pacing_sleeps": self.pacer.sleeps,
             "heartbeats_sent": self.heartbeats_sent,
             "datagrams_unsealed": self.datagrams_unsealed,
             "parity_sent": self.parity_sent,

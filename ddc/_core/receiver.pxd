@@ -1,0 +1,257 @@
+# The receiving half of a link (receiver.pyx): its tables, its counters and the LinkReceiver that composes them.
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
+
+from ddc._core.aead cimport KEY_BYTES, SessionCipher
+from ddc._core.datagram_io cimport Inbox
+from ddc._core.fec cimport MAX_DATA_SYMBOLS, MAX_PARITY_SYMBOLS
+from ddc._core.wire cimport Header
+
+cdef enum:
+    BATCH_DATAGRAMS = 64
+    RECEIVE_BUFFER_BYTES = 65536
+    # Receive buffers 64 KiB apart would all start in the same cache sets, and a batch of jumbo datagrams would
+    # evict itself before it is checked and copied; an odd number of extra cache lines spreads them out.
+    RECEIVE_BUFFER_STRIDE = RECEIVE_BUFFER_BYTES + 23 * 64
+    SEQUENCE_WINDOW = 65536
+    SEQUENCE_WORDS = SEQUENCE_WINDOW // 64
+    RETIRED_SESSIONS = 8
+    MAX_EVENTS = 32
+    EVENT_PAYLOAD_BYTES = 256
+    SWEEP_INTERVAL_NS = 10000000
+    FEC_BLOCKS = 256
+    # the most frames one received datagram can complete: its own, and each datagram its block rebuilds
+    FRAMES_PER_DATAGRAM = 1 + MAX_PARITY_SYMBOLS
+    READY_CAPACITY = 8 * FRAMES_PER_DATAGRAM
+    FEC_SYMBOLS = MAX_DATA_SYMBOLS + MAX_PARITY_SYMBOLS
+    SPARE_SYMBOL_HEAD = 16
+    MAX_SPARE_SYMBOL_BYTES = 8 * 1024 * 1024
+
+cdef enum BlockState:
+    BLOCK_EMPTY = 0
+    BLOCK_OPEN = 1
+    BLOCK_DONE = 2
+
+cdef enum SlotState:
+    SLOT_EMPTY = 0
+    SLOT_PARTIAL = 1
+    SLOT_DONE = 2
+
+cdef enum:
+    DATAGRAMS_RECEIVED
+    BYTES_RECEIVED
+    DATAGRAMS_ACCEPTED
+    DATAGRAMS_REORDERED
+    DROPPED_TRUNCATED
+    DROPPED_BAD_MAGIC
+    DROPPED_UNKNOWN_VERSION
+    DROPPED_BAD_CHECKSUM
+    DROPPED_MALFORMED
+    DROPPED_UNKNOWN_TYPE
+    DROPPED_OVERSIZED_FRAME
+    DROPPED_STALE_SESSION
+    DROPPED_DUPLICATE
+    DROPPED_TOO_OLD
+    DROPPED_LATE_FRAGMENT
+    DROPPED_UNAUTHENTICATED
+    DROPPED_UNKNOWN_KEY
+    DROPPED_FORGED
+    DROPPED_INCONSISTENT_REBUILD
+    FRAMES_COMPLETED
+    FRAMES_TIMED_OUT
+    FRAMES_EVICTED
+    FRAMES_ABANDONED
+    FRAGMENTS_MISSING
+    HEARTBEATS_RECEIVED
+    SHUTDOWNS_RECEIVED
+    SESSIONS_STARTED
+    EVENTS_DROPPED
+    PARITY_RECEIVED
+    DATAGRAMS_RECOVERED
+    FEC_BLOCKS_RECOVERED
+    FEC_BLOCKS_UNRECOVERABLE
+    SESSIONS_REKEYED
+    COUNTER_COUNT
+
+cdef enum:
+    GAUGE_DATAGRAMS_LOST
+    GAUGE_FRAMES_LOST
+    GAUGE_FRAMES_IN_FLIGHT
+    GAUGE_BYTES_IN_FLIGHT
+    GAUGE_PEAK_BYTES_IN_FLIGHT
+    GAUGE_FEC_BYTES_IN_FLIGHT
+    GAUGE_HIGHEST_SEQUENCE
+    GAUGE_COUNT
+
+cpdef enum:
+    # what receive() reports beside frames (LinkReceiver.events())
+    SESSION_STARTED = 1
+    HEARTBEAT_RECEIVED = 2
+    SHUTDOWN_RECEIVED = 3
+    REKEYED = 4
+
+cdef struct Slot:
+    uint64_t frame_id
+    SlotState state
+    uint32_t fragment_count
+    uint32_t fragments_received
+    uint32_t frame_length
+    uint32_t chunk
+    uint8_t* bitmap
+    uint8_t* data
+    int64_t first_seen_ns
+
+cdef struct FecBlock:
+    uint32_t block_id
+    uint64_t session_id  # the key epoch its datagrams were sealed in
+    BlockState state
+    uint32_t data_count
+    uint32_t data_received
+    uint32_t parity_received
+    uint32_t parity_length
+    int64_t first_seen_ns
+    uint8_t* symbols[FEC_SYMBOLS]
+    size_t lengths[FEC_SYMBOLS]
+
+cdef struct SpareSymbol:
+    SpareSymbol* next
+    size_t capacity
+
+cdef struct Event:
+    int kind
+    uint64_t session_id
+    uint64_t previous_session_id
+    uint32_t payload_length
+    uint8_t payload[EVENT_PAYLOAD_BYTES]
+
+cdef struct Ready:
+    uint8_t* data
+    uint32_t length
+    uint64_t frame_id
+    uint64_t session_id
+
+cdef struct Expected:
+    # what a rebuilt datagram must say about itself: the place its block lost
+    uint64_t session_id
+    uint32_t fec_block
+    uint16_t fec_index
+    uint16_t fec_count
+
+
+cdef class Frame:
+    cdef uint8_t* data
+    cdef Py_ssize_t length
+    cdef readonly uint64_t frame_id
+    cdef readonly uint64_t session_id
+    cdef public object log_position  # where the egress's write-ahead log (ddc/spool.py) holds it, if it does
+
+
+cdef class LinkReceiver:
+    cdef readonly uint32_t max_frame_bytes
+    cdef readonly uint32_t max_frames_in_flight
+    cdef readonly uint64_t max_bytes_in_flight
+    cdef readonly int64_t frame_timeout_ns
+    cdef uint64_t counters_[COUNTER_COUNT]
+    # session
+    cdef readonly bint has_session
+    cdef readonly uint64_t session_id
+    cdef uint64_t first_epoch_id  # the session as it started: what its frames are labelled with across rekeys
+    cdef uint64_t previous_epoch_id  # the key epoch the last rekey replaced, whose datagrams may still arrive
+    cdef uint64_t retired[RETIRED_SESSIONS]
+    cdef int retired_count
+    # with keys: the newest session an earlier run of this egress authenticated, and its highest sequence
+    cdef bint has_floor
+    cdef uint64_t floor_session_id
+    cdef bint floor_has_sequence
+    cdef uint64_t floor_sequence
+    cdef bint floor_has_parity
+    cdef uint64_t floor_parity
+    cdef readonly bint resuming_floor
+    cdef bint parity_seen
+    cdef uint64_t highest_parity
+    # sequence window
+    cdef uint64_t sequence_bits[SEQUENCE_WORDS]
+    cdef uint64_t highest_sequence
+    cdef uint64_t lowest_sequence
+    cdef uint64_t distinct_datagrams
+    # frames
+    cdef Slot* slots
+    cdef bint frames_started
+    cdef uint64_t highest_frame_id
+    cdef uint64_t lowest_frame_id
+    cdef readonly uint64_t session_frames_completed
+    cdef uint64_t announced_first  # sequences a shutdown said were sent, past the highest seen then
+    cdef uint64_t announced_last
+    cdef uint64_t earlier_sessions_datagrams_lost
+    cdef uint64_t earlier_sessions_frames_lost
+    cdef readonly uint32_t frames_in_flight
+    cdef readonly uint64_t bytes_in_flight
+    cdef readonly uint64_t peak_bytes_in_flight
+    cdef int64_t last_sweep_ns
+    # hand-off to Python
+    cdef Ready* ready
+    cdef uint32_t ready_count
+    cdef uint64_t ready_bytes
+    # the rest of a received batch, when a call stopped before its end
+    cdef int batch_received
+    cdef int batch_next
+    # the work queue: datagrams one block rebuilt, accepted after the datagram that completed it
+    cdef uint8_t* rebuilt
+    cdef size_t rebuilt_symbol_length
+    cdef uint32_t rebuilt_count
+    cdef Expected rebuilt_expected[MAX_DATA_SYMBOLS]
+    # what counters() reads: a copy made with the GIL held, never torn by a receive() running without it
+    cdef uint64_t published[COUNTER_COUNT]
+    cdef uint64_t published_gauges[GAUGE_COUNT]
+    cdef Event events[MAX_EVENTS]
+    cdef int event_count
+    cdef int64_t session_takeover_ns
+    cdef int64_t last_heard_ns
+    # authentication: up to 256 master keys by key id; two session ciphers, one always the current session's
+    cdef readonly bint authenticated
+    cdef uint8_t master_keys[256 * KEY_BYTES]
+    cdef bint key_known[256]
+    cdef SessionCipher cipher_a
+    cdef SessionCipher cipher_b
+    cdef uint8_t* plain
+    # forward error correction
+    cdef FecBlock* fec_blocks
+    cdef readonly uint64_t max_fec_bytes
+    cdef readonly uint64_t fec_bytes_in_flight
+    cdef SpareSymbol* spare_symbols
+    cdef size_t spare_symbol_bytes
+    cdef Inbox inbox  # socket reception's slots, made by the first receive() (feed() needs none)
+    cdef void push_event(self, int kind, uint64_t previous, const uint8_t* payload, uint32_t length) noexcept nogil
+    cdef void release_slot(self, Slot* slot, SlotState new_state) noexcept nogil
+    cdef void discard_partial(self, Slot* slot, int reason) noexcept nogil
+    cdef void discard_all_partials(self, int reason) noexcept nogil
+    cdef bint evict_oldest_partial(self) noexcept nogil
+    cdef void start_session(self, uint64_t session_id) noexcept nogil
+    cdef uint64_t session_datagrams_lost(self) noexcept nogil
+    cdef uint64_t session_frames_lost(self) noexcept nogil
+    cdef bint is_retired(self, uint64_t session_id) noexcept nogil
+    cdef bint track_sequence(self, uint64_t sequence, bint recovered) noexcept nogil
+    cdef void reach_sequence(self, uint64_t last) noexcept nogil
+    cdef void refuse_late(self, uint64_t frame_id) noexcept nogil
+    cdef void accept_fragment(self, const Header* h, const uint8_t* payload, int64_t now) noexcept nogil
+    cdef uint8_t* take_symbol_buffer(self, size_t size) noexcept nogil
+    cdef size_t symbol_capacity(self, uint8_t* symbol) noexcept nogil
+    cdef void give_symbol_buffer(self, uint8_t* symbol) noexcept nogil
+    cdef void free_symbols(self, FecBlock* block) noexcept nogil
+    cdef void close_block(self, FecBlock* block) noexcept nogil
+    cdef FecBlock* open_block(self, const Header* h, int64_t now) noexcept nogil
+    cdef bint keep_symbol(self, FecBlock* block, uint32_t index, const uint8_t* data, size_t length,
+                          bint prefixed) noexcept nogil
+    cdef void take_data(self, const Header* h, const uint8_t* datagram, size_t length, int64_t now) noexcept nogil
+    cdef void take_parity(self, const Header* h, const uint8_t* payload, int64_t now) noexcept nogil
+    cdef void try_recover(self, FecBlock* block, int64_t now) noexcept nogil
+    cdef void accept_rebuilt(self, int64_t now) noexcept nogil
+    cdef uint8_t* unfilled_fragment(self, const Header* h) noexcept nogil
+    cdef bint unseal(self, const Header* h, const uint8_t* data, uint8_t* plain) noexcept nogil
+    cdef bint replaces_session(self, uint64_t session_id, int64_t now) noexcept nogil
+    cdef int damaged_or(self, const uint8_t* data, size_t length, int reason) noexcept nogil
+    cdef void accept(self, const uint8_t* data, size_t length, int64_t now) noexcept nogil
+    cdef void process(self, const uint8_t* data, size_t length, int64_t now, const Expected* expected) noexcept nogil
+    cdef void sweep(self, int64_t now, bint everything) noexcept nogil
+    cdef list take_frames(self)
+    cdef void publish(self) noexcept
+    cdef void accept_batch(self, int64_t now) noexcept nogil
