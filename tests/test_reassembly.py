@@ -159,3 +159,71 @@ def test_sequence_window_recognises_duplicates_and_too_old_datagrams():
     assert counters["dropped_duplicate"] == 1
     assert counters["dropped_too_old"] == 1
     assert_every_datagram_accounted_for(counters)
+
+
+class SequenceModel:
+    """What the receiver's sequence window must answer, written plainly: every sequence ever seen, no window."""
+
+    WINDOW = 65536
+
+    def __init__(self):
+        self.seen, self.highest, self.lowest = set(), None, None
+
+    def see(self, sequence):
+        if self.highest is None:
+            self.highest = self.lowest = sequence
+            self.seen.add(sequence)
+            return "in_order"
+        if sequence > self.highest:
+            self.highest = sequence
+            self.seen.add(sequence)
+            return "in_order"
+        if self.highest - sequence >= self.WINDOW:
+            return "too_old"
+        if sequence in self.seen:
+            return "duplicate"
+        self.seen.add(sequence)
+        self.lowest = min(self.lowest, sequence)
+        return "late"
+
+    def reach(self, last):
+        if self.highest is not None and self.highest < last and last - self.highest < self.WINDOW:
+            self.highest = last
+
+    @property
+    def lost(self):
+        return 0 if self.highest is None else self.highest - self.lowest + 1 - len(self.seen)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(0, 2**64 - 1), st.lists(st.tuples(st.sampled_from(["see", "see", "see", "jump", "reach"]),
+                                                   st.integers(-70_000, 70_000)), max_size=300))
+def test_the_sequence_window_answers_as_a_set_of_every_sequence_would(base, steps):
+    """ddc/_core/sequence_window.pxd, driven alone: duplicates, reordering, loss, the window's edge, jumps beyond
+    it and a shutdown's announced end, anywhere in the 64-bit space (its top included)."""
+    from ddc._core.sequence_window import SequenceTracker
+
+    tracker, model = SequenceTracker(), SequenceModel()
+    base = min(base, 2**64 - 1 - 200_000)
+    for action, offset in steps:
+        sequence = min(max(base + offset, 0), 2**64 - 1)
+        if action == "jump":
+            base += abs(offset) * 3
+            continue
+        if action == "reach":
+            tracker.reach(sequence)
+            model.reach(sequence)
+        else:
+            assert tracker.see(sequence) == model.see(sequence), (sequence, model.highest)
+        if model.highest is not None:
+            assert (tracker.highest, tracker.lowest, tracker.lost) == (model.highest, model.lowest, model.lost)
+
+
+def test_a_shutdown_announcing_the_last_sequence_of_the_space_ends_at_once():
+    from ddc._core.sequence_window import SequenceTracker
+
+    tracker = SequenceTracker()
+    assert tracker.see(2**64 - 10) == "in_order"
+    tracker.reach(2**64 - 1)  # once looped forever: last + 1 wraps to 0
+    assert (tracker.highest, tracker.lost) == (2**64 - 1, 9) and tracker.was_announced(2**64 - 1)
+    assert tracker.see(2**64 - 1) == "late" and tracker.lost == 8

@@ -231,7 +231,7 @@ static inline void ddc_gf_dot_tile_gfni(uint8_t **targets, size_t offset, const 
 
 /* The same on 64 bytes at a time, and the tail under a byte mask instead of a padded copy. The multiplies
  * share their ports with the additions, so two sources' products go into a row with one three-way XOR
- * (VPTERNLOGQ, truth table 0x96) instead of two XORs: 12-19 % faster on cached data (docs/performance.md). */
+ * (VPTERNLOGQ, truth table 0x96) instead of two XORs: 12-19 % faster on cached data (docs/performance-history.md, session 13). */
 __attribute__((target("gfni,avx512f,avx512bw"), always_inline))
 static inline void ddc_gf_dot_tile_gfni_avx512(uint8_t **targets, size_t offset, const __m512i *factor,
                                                const unsigned int ROWS, const uint8_t *const *sources,

@@ -4,6 +4,7 @@ from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from ddc._core.aead cimport KEY_BYTES, SessionCipher
 from ddc._core.datagram_io cimport Inbox
 from ddc._core.fec cimport MAX_DATA_SYMBOLS, MAX_PARITY_SYMBOLS
+from ddc._core.sequence_window cimport SequenceWindow
 from ddc._core.wire cimport Header
 
 cdef enum:
@@ -12,8 +13,6 @@ cdef enum:
     # Receive buffers 64 KiB apart would all start in the same cache sets, and a batch of jumbo datagrams would
     # evict itself before it is checked and copied; an odd number of extra cache lines spreads them out.
     RECEIVE_BUFFER_STRIDE = RECEIVE_BUFFER_BYTES + 23 * 64
-    SEQUENCE_WINDOW = 65536
-    SEQUENCE_WORDS = SEQUENCE_WINDOW // 64
     RETIRED_SESSIONS = 8
     MAX_EVENTS = 32
     EVENT_PAYLOAD_BYTES = 256
@@ -169,18 +168,13 @@ cdef class LinkReceiver:
     cdef bint parity_seen
     cdef uint64_t highest_parity
     # sequence window
-    cdef uint64_t sequence_bits[SEQUENCE_WORDS]
-    cdef uint64_t highest_sequence
-    cdef uint64_t lowest_sequence
-    cdef uint64_t distinct_datagrams
+    cdef SequenceWindow window
     # frames
     cdef Slot* slots
     cdef bint frames_started
     cdef uint64_t highest_frame_id
     cdef uint64_t lowest_frame_id
     cdef readonly uint64_t session_frames_completed
-    cdef uint64_t announced_first  # sequences a shutdown said were sent, past the highest seen then
-    cdef uint64_t announced_last
     cdef uint64_t earlier_sessions_datagrams_lost
     cdef uint64_t earlier_sessions_frames_lost
     cdef readonly uint32_t frames_in_flight
@@ -230,7 +224,6 @@ cdef class LinkReceiver:
     cdef uint64_t session_frames_lost(self) noexcept nogil
     cdef bint is_retired(self, uint64_t session_id) noexcept nogil
     cdef bint track_sequence(self, uint64_t sequence, bint recovered) noexcept nogil
-    cdef void reach_sequence(self, uint64_t last) noexcept nogil
     cdef void refuse_late(self, uint64_t frame_id) noexcept nogil
     cdef void accept_fragment(self, const Header* h, const uint8_t* payload, int64_t now) noexcept nogil
     cdef uint8_t* take_symbol_buffer(self, size_t size) noexcept nogil

@@ -46,6 +46,8 @@ from ddc._core.byteorder cimport get16, get64, put16
 from ddc._core.fec cimport MAX_DATA_SYMBOLS, MAX_PARITY_SYMBOLS, recover
 from ddc._core.datagram_io cimport Inbox, close_inbox, open_inbox, receive_into, wait_readable
 from ddc._core.posix cimport MSG_TRUNC, monotonic_ns
+from ddc._core.sequence_window cimport (SEEN_BEFORE, SEEN_LATE, SEEN_TOO_OLD, Sighting, datagrams_lost,
+                                       reach_sequence, reset_window, see_sequence, was_announced)
 from ddc._core.wire cimport (FLAG_AUTH_TAG, HEADER_BYTES, MAX_DATAGRAM_BYTES, PARSE_BAD_CHECKSUM, PARSE_BAD_MAGIC, PARSE_MALFORMED,
                              PARITY_SEQUENCE_BIT, PEER_OFFSET_DATAGRAMS_SENT,
                              PARSE_OK, PARSE_TRUNCATED, PARSE_UNKNOWN_TYPE, PARSE_UNKNOWN_VERSION,
@@ -211,10 +213,7 @@ cdef class LinkReceiver:
             self.retired_count += 1
         for i in range(self.max_frames_in_flight):
             self.slots[i].state = SLOT_EMPTY
-        memset(self.sequence_bits, 0, sizeof(self.sequence_bits))
-        self.highest_sequence = 0
-        self.lowest_sequence = 0
-        self.distinct_datagrams = 0
+        reset_window(&self.window)
         self.frames_started = False
         self.highest_frame_id = 0
         self.lowest_frame_id = 0
@@ -223,8 +222,6 @@ cdef class LinkReceiver:
         self.session_id = session_id
         self.first_epoch_id = session_id
         self.previous_epoch_id = 0
-        self.announced_first = 1
-        self.announced_last = 0
         self.parity_seen = False
         self.resuming_floor = self.has_floor and (session_id == self.floor_session_id or (
             same_session(session_id, self.floor_session_id) and session_id > self.floor_session_id))
@@ -234,9 +231,7 @@ cdef class LinkReceiver:
         self.push_event(SESSION_STARTED, previous, NULL, 0)
 
     cdef uint64_t session_datagrams_lost(self) noexcept nogil:
-        if self.distinct_datagrams == 0:
-            return 0
-        return self.highest_sequence - self.lowest_sequence + 1 - self.distinct_datagrams
+        return datagrams_lost(&self.window)
 
     cdef uint64_t session_frames_lost(self) noexcept nogil:
         if not self.frames_started:
@@ -253,60 +248,23 @@ cdef class LinkReceiver:
 
     cdef bint track_sequence(self, uint64_t sequence, bint recovered) noexcept nogil:
         """Records a datagram's sequence; False when it is a duplicate or too old to judge."""
-        cdef uint64_t distance, s
-        cdef uint32_t bit
+        cdef bint first = self.window.distinct == 0
+        cdef Sighting sighting
         if self.resuming_floor and self.floor_has_sequence and sequence <= self.floor_sequence:
             self.counters_[DROPPED_TOO_OLD] += 1  # delivered before this egress restarted, or a replay of it
             return False
-        if self.distinct_datagrams == 0:
-            self.highest_sequence = sequence
-            self.lowest_sequence = sequence
-            if self.resuming_floor and self.floor_has_sequence:
-                self.lowest_sequence = self.floor_sequence + 1  # what was sent while this egress was down is lost
-        elif sequence > self.highest_sequence:
-            distance = sequence - self.highest_sequence
-            if distance >= SEQUENCE_WINDOW:
-                memset(self.sequence_bits, 0, sizeof(self.sequence_bits))
-            else:
-                s = self.highest_sequence + 1
-                while s < sequence:
-                    bit = s % SEQUENCE_WINDOW
-                    self.sequence_bits[bit >> 6] &= ~(1ULL << (bit & 63))
-                    s += 1
-            self.highest_sequence = sequence
-        elif self.highest_sequence - sequence >= SEQUENCE_WINDOW:
-            # Too old to tell from a duplicate, or from a replay: refused, and it proves nothing about loss.
+        sighting = see_sequence(&self.window, sequence)
+        if sighting == SEEN_TOO_OLD:
             self.counters_[DROPPED_TOO_OLD] += 1
             return False
-        else:
-            bit = sequence % SEQUENCE_WINDOW
-            if self.sequence_bits[bit >> 6] & (1ULL << (bit & 63)):
-                self.counters_[DROPPED_DUPLICATE] += 1
-                return False
-            if not recovered and not self.announced_first <= sequence <= self.announced_last:
-                self.counters_[DATAGRAMS_REORDERED] += 1
-            if sequence < self.lowest_sequence:
-                self.lowest_sequence = sequence
-        bit = sequence % SEQUENCE_WINDOW
-        self.sequence_bits[bit >> 6] |= 1ULL << (bit & 63)
-        self.distinct_datagrams += 1
+        if sighting == SEEN_BEFORE:
+            self.counters_[DROPPED_DUPLICATE] += 1
+            return False
+        if sighting == SEEN_LATE and not recovered and not was_announced(&self.window, sequence):
+            self.counters_[DATAGRAMS_REORDERED] += 1
+        if first and self.resuming_floor and self.floor_has_sequence:
+            self.window.lowest = self.floor_sequence + 1  # what was sent while this egress was down is lost
         return True
-
-    cdef void reach_sequence(self, uint64_t last) noexcept nogil:
-        """The sender says its session ended at sequence `last`: what is missing beyond the highest seen counts as
-        lost (within one window, so a wild value cannot make a wild figure)."""
-        cdef uint64_t s
-        cdef uint32_t bit
-        if last <= self.highest_sequence or last - self.highest_sequence >= SEQUENCE_WINDOW:
-            return
-        s = self.highest_sequence + 1
-        self.announced_first = s
-        self.announced_last = last
-        while s <= last:
-            bit = s % SEQUENCE_WINDOW
-            self.sequence_bits[bit >> 6] &= ~(1ULL << (bit & 63))
-            s += 1
-        self.highest_sequence = last
 
     cdef void refuse_late(self, uint64_t frame_id) noexcept nogil:
         # A late fragment proves its frame was sent; if the frame never started it must still count as lost.
@@ -743,7 +701,7 @@ cdef class LinkReceiver:
             elif h.type == TYPE_SHUTDOWN:
                 self.counters_[SHUTDOWNS_RECEIVED] += 1
                 if h.content_length >= PEER_OFFSET_DATAGRAMS_SENT + 8:
-                    self.reach_sequence(get64(payload + PEER_OFFSET_DATAGRAMS_SENT) - 1)
+                    reach_sequence(&self.window, get64(payload + PEER_OFFSET_DATAGRAMS_SENT) - 1)
                 self.push_event(SHUTDOWN_RECEIVED, 0, payload, h.content_length)
         # A rebuilt datagram's block is already closed.
         if h.fec_count and not recovered:
@@ -789,7 +747,7 @@ cdef class LinkReceiver:
         self.published_gauges[GAUGE_BYTES_IN_FLIGHT] = self.bytes_in_flight
         self.published_gauges[GAUGE_PEAK_BYTES_IN_FLIGHT] = self.peak_bytes_in_flight
         self.published_gauges[GAUGE_FEC_BYTES_IN_FLIGHT] = self.fec_bytes_in_flight
-        self.published_gauges[GAUGE_HIGHEST_SEQUENCE] = self.highest_sequence
+        self.published_gauges[GAUGE_HIGHEST_SEQUENCE] = self.window.highest
 
     def take_events(self):
         """Session starts, heartbeats and shutdowns seen since the last call, oldest first.
@@ -847,8 +805,8 @@ cdef class LinkReceiver:
             return (self.floor_session_id, self.floor_sequence if self.floor_has_sequence else None,
                     self.floor_parity if self.floor_has_parity else None)
         sequence = self.floor_sequence if self.resuming_floor and self.floor_has_sequence else None
-        if self.distinct_datagrams:
-            sequence = self.highest_sequence if sequence is None else max(sequence, self.highest_sequence)
+        if self.window.distinct:
+            sequence = self.window.highest if sequence is None else max(sequence, self.window.highest)
         parity = self.floor_parity if self.resuming_floor and self.floor_has_parity else None
         if self.parity_seen:
             parity = self.highest_parity if parity is None else max(parity, self.highest_parity)
