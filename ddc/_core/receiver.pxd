@@ -4,6 +4,7 @@ from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from ddc._core.aead cimport KEY_BYTES, SessionCipher
 from ddc._core.datagram_io cimport Inbox
 from ddc._core.fec cimport MAX_DATA_SYMBOLS, MAX_PARITY_SYMBOLS
+from ddc._core.fec_blocks cimport BlockStore, FecBlock
 from ddc._core.sequence_window cimport SequenceWindow
 from ddc._core.wire cimport Header
 
@@ -17,18 +18,9 @@ cdef enum:
     MAX_EVENTS = 32
     EVENT_PAYLOAD_BYTES = 256
     SWEEP_INTERVAL_NS = 10000000
-    FEC_BLOCKS = 256
     # the most frames one received datagram can complete: its own, and each datagram its block rebuilds
     FRAMES_PER_DATAGRAM = 1 + MAX_PARITY_SYMBOLS
     READY_CAPACITY = 8 * FRAMES_PER_DATAGRAM
-    FEC_SYMBOLS = MAX_DATA_SYMBOLS + MAX_PARITY_SYMBOLS
-    SPARE_SYMBOL_HEAD = 16
-    MAX_SPARE_SYMBOL_BYTES = 8 * 1024 * 1024
-
-cdef enum BlockState:
-    BLOCK_EMPTY = 0
-    BLOCK_OPEN = 1
-    BLOCK_DONE = 2
 
 cdef enum SlotState:
     SLOT_EMPTY = 0
@@ -98,22 +90,6 @@ cdef struct Slot:
     uint8_t* bitmap
     uint8_t* data
     int64_t first_seen_ns
-
-cdef struct FecBlock:
-    uint32_t block_id
-    uint64_t session_id  # the key epoch its datagrams were sealed in
-    BlockState state
-    uint32_t data_count
-    uint32_t data_received
-    uint32_t parity_received
-    uint32_t parity_length
-    int64_t first_seen_ns
-    uint8_t* symbols[FEC_SYMBOLS]
-    size_t lengths[FEC_SYMBOLS]
-
-cdef struct SpareSymbol:
-    SpareSymbol* next
-    size_t capacity
 
 cdef struct Event:
     int kind
@@ -208,11 +184,7 @@ cdef class LinkReceiver:
     cdef SessionCipher cipher_b
     cdef uint8_t* plain
     # forward error correction
-    cdef FecBlock* fec_blocks
-    cdef readonly uint64_t max_fec_bytes
-    cdef readonly uint64_t fec_bytes_in_flight
-    cdef SpareSymbol* spare_symbols
-    cdef size_t spare_symbol_bytes
+    cdef BlockStore fec
     cdef Inbox inbox  # socket reception's slots, made by the first receive() (feed() needs none)
     cdef void push_event(self, int kind, uint64_t previous, const uint8_t* payload, uint32_t length) noexcept nogil
     cdef void release_slot(self, Slot* slot, SlotState new_state) noexcept nogil
@@ -226,14 +198,6 @@ cdef class LinkReceiver:
     cdef bint track_sequence(self, uint64_t sequence, bint recovered) noexcept nogil
     cdef void refuse_late(self, uint64_t frame_id) noexcept nogil
     cdef void accept_fragment(self, const Header* h, const uint8_t* payload, int64_t now) noexcept nogil
-    cdef uint8_t* take_symbol_buffer(self, size_t size) noexcept nogil
-    cdef size_t symbol_capacity(self, uint8_t* symbol) noexcept nogil
-    cdef void give_symbol_buffer(self, uint8_t* symbol) noexcept nogil
-    cdef void free_symbols(self, FecBlock* block) noexcept nogil
-    cdef void close_block(self, FecBlock* block) noexcept nogil
-    cdef FecBlock* open_block(self, const Header* h, int64_t now) noexcept nogil
-    cdef bint keep_symbol(self, FecBlock* block, uint32_t index, const uint8_t* data, size_t length,
-                          bint prefixed) noexcept nogil
     cdef void take_data(self, const Header* h, const uint8_t* datagram, size_t length, int64_t now) noexcept nogil
     cdef void take_parity(self, const Header* h, const uint8_t* payload, int64_t now) noexcept nogil
     cdef void try_recover(self, FecBlock* block, int64_t now) noexcept nogil

@@ -45,6 +45,8 @@ from ddc._core.aead cimport KEY_BYTES, SessionCipher
 from ddc._core.byteorder cimport get16, get64, put16
 from ddc._core.fec cimport MAX_DATA_SYMBOLS, MAX_PARITY_SYMBOLS, recover
 from ddc._core.datagram_io cimport Inbox, close_inbox, open_inbox, receive_into, wait_readable
+from ddc._core.fec_blocks cimport (BLOCK_OPEN, FEC_SYMBOLS, FecBlock, close_block, close_store, empty_store,
+                                  expire_blocks, keep_symbol, open_block, open_store)
 from ddc._core.posix cimport MSG_TRUNC, monotonic_ns
 from ddc._core.sequence_window cimport (SEEN_BEFORE, SEEN_LATE, SEEN_TOO_OLD, Sighting, datagrams_lost,
                                        reach_sequence, reset_window, see_sequence, was_announced)
@@ -118,15 +120,13 @@ cdef class LinkReceiver:
         self.session_takeover_ns = <int64_t>(session_takeover_seconds * 1e9)
         self.slots = <Slot*>calloc(max_frames_in_flight, sizeof(Slot))
         self.ready = <Ready*>calloc(READY_CAPACITY, sizeof(Ready))
-        self.fec_blocks = <FecBlock*>calloc(FEC_BLOCKS, sizeof(FecBlock))
-        self.max_fec_bytes = max_fec_bytes_in_flight
-        if self.slots == NULL or self.ready == NULL or self.fec_blocks == NULL:
+        if self.slots == NULL or self.ready == NULL:
             raise MemoryError()
+        open_store(&self.fec, max_fec_bytes_in_flight)
         self.last_sweep_ns = monotonic_ns()
 
     def __dealloc__(self):
         cdef uint32_t i
-        cdef SpareSymbol* spare
         if self.slots != NULL:
             for i in range(self.max_frames_in_flight):
                 free(self.slots[i].data)
@@ -137,14 +137,7 @@ cdef class LinkReceiver:
                 free(self.ready[i].data)
             free(self.ready)
         free(self.rebuilt)
-        if self.fec_blocks != NULL:
-            for i in range(FEC_BLOCKS):
-                self.free_symbols(&self.fec_blocks[i])
-            free(self.fec_blocks)
-        while self.spare_symbols != NULL:
-            spare = self.spare_symbols
-            self.spare_symbols = spare.next
-            free(spare)
+        close_store(&self.fec)
         close_inbox(&self.inbox)
         free(self.plain)
         memset(self.master_keys, 0, sizeof(self.master_keys))
@@ -202,9 +195,7 @@ cdef class LinkReceiver:
     cdef void start_session(self, uint64_t session_id) noexcept nogil:
         cdef uint64_t previous = self.session_id
         cdef uint32_t i
-        for i in range(FEC_BLOCKS):
-            self.close_block(&self.fec_blocks[i])
-            self.fec_blocks[i].state = BLOCK_EMPTY
+        empty_store(&self.fec)
         if self.has_session:
             self.discard_all_partials(FRAMES_ABANDONED)
             self.earlier_sessions_datagrams_lost += self.session_datagrams_lost()
@@ -352,117 +343,22 @@ cdef class LinkReceiver:
 
     # ---- forward error correction (nogil) ----
 
-    cdef uint8_t* take_symbol_buffer(self, size_t size) noexcept nogil:
-        """A buffer for a kept symbol: a spare one when it fits (at most twice the size), else a new one. A
-        block's symbols are mostly one size and are all given back when it closes, so in a steady stream every
-        buffer is reused, instead of a malloc, a free and fresh pages for each datagram. The budget is charged
-        the buffer's capacity (symbol_capacity), so small symbols in large spares cannot hide memory."""
-        cdef SpareSymbol* spare = self.spare_symbols
-        if spare != NULL:
-            self.spare_symbols = spare.next
-            self.spare_symbol_bytes -= spare.capacity
-            if size <= spare.capacity <= 2 * size:
-                return <uint8_t*>spare + SPARE_SYMBOL_HEAD
-            free(spare)
-        spare = <SpareSymbol*>malloc(SPARE_SYMBOL_HEAD + size)
-        if spare == NULL:
-            return NULL
-        spare.capacity = size
-        return <uint8_t*>spare + SPARE_SYMBOL_HEAD
-
-    cdef size_t symbol_capacity(self, uint8_t* symbol) noexcept nogil:
-        return (<SpareSymbol*>(symbol - SPARE_SYMBOL_HEAD)).capacity
-
-    cdef void give_symbol_buffer(self, uint8_t* symbol) noexcept nogil:
-        """Keeps a symbol's buffer for reuse, up to MAX_SPARE_SYMBOL_BYTES of them."""
-        cdef SpareSymbol* spare = <SpareSymbol*>(symbol - SPARE_SYMBOL_HEAD)
-        if self.spare_symbol_bytes + spare.capacity > MAX_SPARE_SYMBOL_BYTES:
-            free(spare)
-            return
-        spare.next = self.spare_symbols
-        self.spare_symbols = spare
-        self.spare_symbol_bytes += spare.capacity
-
-    cdef void free_symbols(self, FecBlock* block) noexcept nogil:
-        cdef uint32_t i
-        for i in range(FEC_SYMBOLS):
-            if block.symbols[i] != NULL:
-                self.fec_bytes_in_flight -= self.symbol_capacity(block.symbols[i])
-                self.give_symbol_buffer(block.symbols[i])
-                block.symbols[i] = NULL
-
-    cdef void close_block(self, FecBlock* block) noexcept nogil:
-        """Ends a block; one that still misses data after all its parity had its chance is unrecoverable."""
-        if block.state == BLOCK_OPEN and block.data_received < block.data_count:
-            self.counters_[FEC_BLOCKS_UNRECOVERABLE] += 1
-        self.free_symbols(block)
-        block.state = BLOCK_DONE
-
-    cdef FecBlock* open_block(self, const Header* h, int64_t now) noexcept nogil:
-        """The block a datagram belongs to, opened if new; NULL when a newer block holds its place or
-        the datagram disagrees with its block about the data count."""
-        cdef FecBlock* block = &self.fec_blocks[h.fec_block % FEC_BLOCKS]
-        if block.state != BLOCK_EMPTY and block.block_id != h.fec_block:
-            if <int32_t>(h.fec_block - block.block_id) < 0:
-                return NULL
-            self.close_block(block)
-            block.state = BLOCK_EMPTY
-        if block.state == BLOCK_EMPTY:
-            block.state = BLOCK_OPEN
-            block.block_id = h.fec_block
-            block.session_id = h.session_id
-            block.data_count = h.fec_count
-            block.data_received = 0
-            block.parity_received = 0
-            block.parity_length = 0
-            block.first_seen_ns = now
-        elif block.data_count != h.fec_count or block.session_id != h.session_id:
-            return NULL
-        return block
-
-    cdef bint keep_symbol(self, FecBlock* block, uint32_t index, const uint8_t* data, size_t length,
-                          bint prefixed) noexcept nogil:
-        """Copies a symbol into the block (a data datagram behind its u16 length prefix), within the budget."""
-        cdef size_t size = length + (SYMBOL_PREFIX_BYTES if prefixed else 0)
-        cdef uint8_t* copy = self.take_symbol_buffer(size)
-        cdef uint32_t i
-        cdef FecBlock* oldest
-        if copy == NULL:
-            return False
-        while self.fec_bytes_in_flight + self.symbol_capacity(copy) > self.max_fec_bytes:
-            oldest = NULL
-            for i in range(FEC_BLOCKS):
-                if (self.fec_blocks[i].state == BLOCK_OPEN and &self.fec_blocks[i] != block
-                        and (oldest == NULL or self.fec_blocks[i].first_seen_ns < oldest.first_seen_ns)):
-                    oldest = &self.fec_blocks[i]
-            if oldest == NULL:
-                self.give_symbol_buffer(copy)
-                return False
-            self.close_block(oldest)
-        if prefixed:
-            put16(copy, <uint16_t>length)
-        memcpy(copy + (SYMBOL_PREFIX_BYTES if prefixed else 0), data, length)
-        block.symbols[index] = copy
-        block.lengths[index] = size
-        self.fec_bytes_in_flight += self.symbol_capacity(copy)
-        return True
-
     cdef void take_data(self, const Header* h, const uint8_t* datagram, size_t length, int64_t now) noexcept nogil:
         """Keeps a data datagram for its block. Only a kept symbol counts as received: one the budget refused
         is missing, and parity may rebuild it later (the sequence window then drops the copy as a duplicate)."""
-        cdef FecBlock* block = self.open_block(h, now)
+        cdef FecBlock* block = open_block(&self.fec, h, now)
         if block == NULL or block.state != BLOCK_OPEN or block.symbols[h.fec_index] != NULL:
             return
         if block.data_received + 1 == block.data_count:
             block.data_received += 1
-            self.close_block(block)
+            close_block(&self.fec, block)
             return
-        if self.keep_symbol(block, h.fec_index, datagram, length, True):
+        if keep_symbol(&self.fec, block, h.fec_index, datagram, length, True):
             block.data_received += 1
             self.try_recover(block, now)
 
     cdef void take_parity(self, const Header* h, const uint8_t* payload, int64_t now) noexcept nogil:
-        cdef FecBlock* block = self.open_block(h, now)
+        cdef FecBlock* block = open_block(&self.fec, h, now)
         if block != NULL and block.state == BLOCK_OPEN:
             if block.symbols[h.fec_index] != NULL:
                 self.counters_[DROPPED_DUPLICATE] += 1
@@ -474,7 +370,7 @@ cdef class LinkReceiver:
         self.counters_[PARITY_RECEIVED] += 1
         if block == NULL or block.state != BLOCK_OPEN:
             return
-        if self.keep_symbol(block, h.fec_index, payload, h.content_length, False):
+        if keep_symbol(&self.fec, block, h.fec_index, payload, h.content_length, False):
             block.parity_length = h.content_length
             block.parity_received += 1
             self.try_recover(block, now)
@@ -517,10 +413,10 @@ cdef class LinkReceiver:
             return
         if not recover(block.data_count, data, lengths, parity, rows, parity_count, symbol_length, rebuilt, missing):
             free(rebuilt)
-            self.close_block(block)
+            close_block(&self.fec, block)
             return
         block.data_received = block.data_count
-        self.close_block(block)
+        close_block(&self.fec, block)
         self.counters_[FEC_BLOCKS_RECOVERED] += 1
         self.rebuilt = rebuilt
         self.rebuilt_symbol_length = symbol_length
@@ -710,10 +606,7 @@ cdef class LinkReceiver:
     cdef void sweep(self, int64_t now, bint everything) noexcept nogil:
         cdef uint32_t i
         self.last_sweep_ns = now
-        for i in range(FEC_BLOCKS):
-            if self.fec_blocks[i].state == BLOCK_OPEN and (
-                    everything or now - self.fec_blocks[i].first_seen_ns >= self.frame_timeout_ns):
-                self.close_block(&self.fec_blocks[i])
+        expire_blocks(&self.fec, now, self.frame_timeout_ns, everything)
         for i in range(self.max_frames_in_flight):
             if self.slots[i].state == SLOT_PARTIAL and (
                     everything or now - self.slots[i].first_seen_ns >= self.frame_timeout_ns):
@@ -739,6 +632,7 @@ cdef class LinkReceiver:
 
     cdef void publish(self) noexcept:
         """Copies the counters for counters(); called with the GIL, which counters() also holds."""
+        self.counters_[FEC_BLOCKS_UNRECOVERABLE] = self.fec.unrecoverable
         memcpy(self.published, self.counters_, sizeof(self.counters_))
         self.published_gauges[GAUGE_DATAGRAMS_LOST] = (self.earlier_sessions_datagrams_lost
                                                        + self.session_datagrams_lost())
@@ -746,8 +640,16 @@ cdef class LinkReceiver:
         self.published_gauges[GAUGE_FRAMES_IN_FLIGHT] = self.frames_in_flight
         self.published_gauges[GAUGE_BYTES_IN_FLIGHT] = self.bytes_in_flight
         self.published_gauges[GAUGE_PEAK_BYTES_IN_FLIGHT] = self.peak_bytes_in_flight
-        self.published_gauges[GAUGE_FEC_BYTES_IN_FLIGHT] = self.fec_bytes_in_flight
+        self.published_gauges[GAUGE_FEC_BYTES_IN_FLIGHT] = self.fec.bytes_in_flight
         self.published_gauges[GAUGE_HIGHEST_SEQUENCE] = self.window.highest
+
+    @property
+    def max_fec_bytes(self):
+        return self.fec.max_bytes
+
+    @property
+    def fec_bytes_in_flight(self):
+        return self.fec.bytes_in_flight
 
     def take_events(self):
         """Session starts, heartbeats and shutdowns seen since the last call, oldest first.
