@@ -7,7 +7,7 @@ the receive thread would let a burst of small records stall it until the kernel
 drops datagrams. Between the two a bounded buffer of frames, which drops and
 counts by default: blocking the receive thread would only move the loss into
 the kernel, where it is harder to see. With a spool configured, what does not
-fit in memory waits on disk instead (ddc/spool.py).
+fit in memory waits on disk instead (ddc/spool/).
 
 The link is *up* while heartbeats arrive. It starts *waiting* for the first one;
 a clean shutdown of the sender, or `alarm_after_missed_heartbeats` heartbeat

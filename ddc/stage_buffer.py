@@ -24,7 +24,7 @@ EVERYTHING = object()  # settle(): everything the consumer took is delivered
 @runtime_checkable
 class FrameBuffer(Protocol):
     """What the egress's stages ask of the buffer between them: StageBuffer below, or SpooledBuffer
-    (ddc/spool.py) with a disk spool behind it. Either may stand in for the other."""
+    (ddc/spool/) with a disk spool behind it. Either may stand in for the other."""
 
     capacity_bytes: int
 
@@ -150,7 +150,7 @@ class StageBuffer:
             self._writable.notify_all()
 
     def settle(self, delivered=EVERYTHING) -> None:
-        """The consumer has delivered what it took (or up to a frame); only the disk spool (ddc/spool.py) keeps a
+        """The consumer has delivered what it took (or up to a frame); only the disk spool (ddc/spool/) keeps a
         position."""
 
     def release(self) -> None:

@@ -117,7 +117,7 @@ cdef class Frame:
     cdef Py_ssize_t length
     cdef readonly uint64_t frame_id
     cdef readonly uint64_t session_id
-    cdef public object log_position  # where the egress's write-ahead log (ddc/spool.py) holds it, if it does
+    cdef public object log_position  # where the egress's write-ahead log (ddc/spool/) holds it, if it does
 
 
 cdef class LinkReceiver:

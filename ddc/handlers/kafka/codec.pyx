@@ -462,7 +462,7 @@ cdef class Route:
 
 cdef class PendingFrame:
     """A frame the sink has produced records of: how many of them librdkafka has not yet reported on. The egress
-    keeps the frame in its write-ahead log (ddc/spool.py) until this is zero for it and every frame before it."""
+    keeps the frame in its write-ahead log (ddc/spool/) until this is zero for it and every frame before it."""
 
     def __init__(self, position):
         self.position = position
