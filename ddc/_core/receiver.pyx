@@ -33,6 +33,12 @@ drop counter. State is bounded by construction:
   epoch) and goes on with its sequence numbers, frame ids and FEC blocks: the
   receiver keeps every window and frame across it, and still accepts the
   previous epoch's datagrams in flight, so a rekey loses nothing.
+
+The units it composes live apart: datagram_io (recvmmsg), wire (parsing), aead
+(unsealing), sequence_window, fec_blocks and fec (the block store and the code).
+What stays here, over 400 lines, is the path every datagram takes in one order
+(parse, authenticate, session, sequence, reassembly, rebuild queue), which shares
+the session's state and the counters every drop must end in.
 """
 
 from cpython.buffer cimport PyBuffer_FillInfo

@@ -31,6 +31,12 @@ link would read as data lost.
 Heartbeats are sent from here too, between batches, whenever one is due: a large
 frame at a low rate can take seconds to send, and heartbeats that waited for it
 would make the egress report a busy link as interrupted.
+
+The units it composes live apart: pacing.pxd (the schedule), datagram_io (sendmmsg
+and its retry policy), wire (headers), aead (sealing), fec and gf256.h (the code).
+What stays here, over 400 lines, is the staging of one batch: headers, sealed
+copies, FEC symbols and segmentation runs all index the same batch slots, filled
+and sent together.
 """
 
 import os

@@ -32,6 +32,11 @@ keeps the old topic's leader epochs when a topic comes back with a new id and
 ignores the new topic's metadata, so its consumer waits forever (librdkafka issue
 #4898, seen against Apache Kafka); a changed id replaces the consumer with a new
 one, which starts from the new topic's committed offsets.
+
+One module, over 400 lines: the consumer's callbacks (assign, revoke, lost,
+commit), the records held back and the topic-id checks all read and change the
+same per-partition positions, under one lock and in one consumer thread; apart,
+each part would reach into the others' state.
 """
 
 import collections
