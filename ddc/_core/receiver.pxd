@@ -5,6 +5,7 @@ from ddc._core.aead cimport KEY_BYTES, SessionCipher
 from ddc._core.datagram_io cimport Inbox
 from ddc._core.fec cimport MAX_DATA_SYMBOLS, MAX_PARITY_SYMBOLS
 from ddc._core.fec_blocks cimport BlockStore, FecBlock
+from ddc._core.reassembly cimport FrameTable
 from ddc._core.sequence_window cimport SequenceWindow
 from ddc._core.wire cimport Header
 
@@ -21,11 +22,6 @@ cdef enum:
     # the most frames one received datagram can complete: its own, and each datagram its block rebuilds
     FRAMES_PER_DATAGRAM = 1 + MAX_PARITY_SYMBOLS
     READY_CAPACITY = 8 * FRAMES_PER_DATAGRAM
-
-cdef enum SlotState:
-    SLOT_EMPTY = 0
-    SLOT_PARTIAL = 1
-    SLOT_DONE = 2
 
 cdef enum:
     DATAGRAMS_RECEIVED
@@ -80,17 +76,6 @@ cpdef enum:
     SHUTDOWN_RECEIVED = 3
     REKEYED = 4
 
-cdef struct Slot:
-    uint64_t frame_id
-    SlotState state
-    uint32_t fragment_count
-    uint32_t fragments_received
-    uint32_t frame_length
-    uint32_t chunk
-    uint8_t* bitmap
-    uint8_t* data
-    int64_t first_seen_ns
-
 cdef struct Event:
     int kind
     uint64_t session_id
@@ -121,9 +106,6 @@ cdef class Frame:
 
 
 cdef class LinkReceiver:
-    cdef readonly uint32_t max_frame_bytes
-    cdef readonly uint32_t max_frames_in_flight
-    cdef readonly uint64_t max_bytes_in_flight
     cdef readonly int64_t frame_timeout_ns
     cdef uint64_t counters_[COUNTER_COUNT]
     # session
@@ -146,16 +128,9 @@ cdef class LinkReceiver:
     # sequence window
     cdef SequenceWindow window
     # frames
-    cdef Slot* slots
-    cdef bint frames_started
-    cdef uint64_t highest_frame_id
-    cdef uint64_t lowest_frame_id
-    cdef readonly uint64_t session_frames_completed
+    cdef FrameTable frames
     cdef uint64_t earlier_sessions_datagrams_lost
     cdef uint64_t earlier_sessions_frames_lost
-    cdef readonly uint32_t frames_in_flight
-    cdef readonly uint64_t bytes_in_flight
-    cdef readonly uint64_t peak_bytes_in_flight
     cdef int64_t last_sweep_ns
     # hand-off to Python
     cdef Ready* ready
@@ -187,16 +162,11 @@ cdef class LinkReceiver:
     cdef BlockStore fec
     cdef Inbox inbox  # socket reception's slots, made by the first receive() (feed() needs none)
     cdef void push_event(self, int kind, uint64_t previous, const uint8_t* payload, uint32_t length) noexcept nogil
-    cdef void release_slot(self, Slot* slot, SlotState new_state) noexcept nogil
-    cdef void discard_partial(self, Slot* slot, int reason) noexcept nogil
-    cdef void discard_all_partials(self, int reason) noexcept nogil
-    cdef bint evict_oldest_partial(self) noexcept nogil
     cdef void start_session(self, uint64_t session_id) noexcept nogil
     cdef uint64_t session_datagrams_lost(self) noexcept nogil
     cdef uint64_t session_frames_lost(self) noexcept nogil
     cdef bint is_retired(self, uint64_t session_id) noexcept nogil
     cdef bint track_sequence(self, uint64_t sequence, bint recovered) noexcept nogil
-    cdef void refuse_late(self, uint64_t frame_id) noexcept nogil
     cdef void accept_fragment(self, const Header* h, const uint8_t* payload, int64_t now) noexcept nogil
     cdef void take_data(self, const Header* h, const uint8_t* datagram, size_t length, int64_t now) noexcept nogil
     cdef void take_parity(self, const Header* h, const uint8_t* payload, int64_t now) noexcept nogil

@@ -54,6 +54,9 @@ from ddc._core.datagram_io cimport Inbox, close_inbox, open_inbox, receive_into,
 from ddc._core.fec_blocks cimport (BLOCK_OPEN, FEC_SYMBOLS, FecBlock, close_block, close_store, empty_store,
                                   expire_blocks, keep_symbol, open_block, open_store)
 from ddc._core.posix cimport MSG_TRUNC, monotonic_ns
+from ddc._core.reassembly cimport (COMPLETED, DUPLICATE, MALFORMED, OVERSIZED, PLACED, FrameTable, Placement,
+                                  abandon_partials, close_table, expire_frames, frames_lost, open_table,
+                                  place_fragment, restart_table, unfilled_fragment)
 from ddc._core.sequence_window cimport (SEEN_BEFORE, SEEN_LATE, SEEN_TOO_OLD, Sighting, datagrams_lost,
                                        reach_sequence, reset_window, see_sequence, was_announced)
 from ddc._core.wire cimport (FLAG_AUTH_TAG, HEADER_BYTES, MAX_DATAGRAM_BYTES, PARSE_BAD_CHECKSUM, PARSE_BAD_MAGIC, PARSE_MALFORMED,
@@ -114,30 +117,18 @@ cdef class LinkReceiver:
                   uint64_t max_bytes_in_flight=256 * 1024 * 1024, double frame_timeout_seconds=5.0,
                   double session_takeover_seconds=10.0, uint64_t max_fec_bytes_in_flight=64 * 1024 * 1024):
         cdef int i
-        if max_frames_in_flight < 1:
-            raise ValueError("max_frames_in_flight must be at least 1")
-        if max_bytes_in_flight < max_frame_bytes:
-            raise ValueError(
-                f"max_bytes_in_flight ({max_bytes_in_flight}) must be at least max_frame_bytes ({max_frame_bytes})")
-        self.max_frame_bytes = max_frame_bytes
-        self.max_frames_in_flight = max_frames_in_flight
-        self.max_bytes_in_flight = max_bytes_in_flight
+        open_table(&self.frames, max_frames_in_flight, max_frame_bytes, max_bytes_in_flight)
         self.frame_timeout_ns = <int64_t>(frame_timeout_seconds * 1e9)
         self.session_takeover_ns = <int64_t>(session_takeover_seconds * 1e9)
-        self.slots = <Slot*>calloc(max_frames_in_flight, sizeof(Slot))
         self.ready = <Ready*>calloc(READY_CAPACITY, sizeof(Ready))
-        if self.slots == NULL or self.ready == NULL:
+        if self.ready == NULL:
             raise MemoryError()
         open_store(&self.fec, max_fec_bytes_in_flight)
         self.last_sweep_ns = monotonic_ns()
 
     def __dealloc__(self):
         cdef uint32_t i
-        if self.slots != NULL:
-            for i in range(self.max_frames_in_flight):
-                free(self.slots[i].data)
-                free(self.slots[i].bitmap)
-            free(self.slots)
+        close_table(&self.frames)
         if self.ready != NULL:
             for i in range(self.ready_count):
                 free(self.ready[i].data)
@@ -166,55 +157,18 @@ cdef class LinkReceiver:
         if length:
             memcpy(event.payload, payload, length)
 
-    cdef void release_slot(self, Slot* slot, SlotState new_state) noexcept nogil:
-        if slot.state == SLOT_PARTIAL:
-            self.frames_in_flight -= 1
-            self.bytes_in_flight -= slot.frame_length
-        free(slot.data)
-        free(slot.bitmap)
-        slot.data = NULL
-        slot.bitmap = NULL
-        slot.state = new_state
-
-    cdef void discard_partial(self, Slot* slot, int reason) noexcept nogil:
-        self.counters_[reason] += 1
-        self.counters_[FRAGMENTS_MISSING] += slot.fragment_count - slot.fragments_received
-        self.release_slot(slot, SLOT_DONE)
-
-    cdef void discard_all_partials(self, int reason) noexcept nogil:
-        cdef uint32_t i
-        for i in range(self.max_frames_in_flight):
-            if self.slots[i].state == SLOT_PARTIAL:
-                self.discard_partial(&self.slots[i], reason)
-
-    cdef bint evict_oldest_partial(self) noexcept nogil:
-        cdef uint32_t i
-        cdef Slot* oldest = NULL
-        for i in range(self.max_frames_in_flight):
-            if self.slots[i].state == SLOT_PARTIAL and (oldest == NULL or self.slots[i].frame_id < oldest.frame_id):
-                oldest = &self.slots[i]
-        if oldest == NULL:
-            return False
-        self.discard_partial(oldest, FRAMES_EVICTED)
-        return True
-
     cdef void start_session(self, uint64_t session_id) noexcept nogil:
         cdef uint64_t previous = self.session_id
         cdef uint32_t i
         empty_store(&self.fec)
         if self.has_session:
-            self.discard_all_partials(FRAMES_ABANDONED)
+            abandon_partials(&self.frames)
             self.earlier_sessions_datagrams_lost += self.session_datagrams_lost()
             self.earlier_sessions_frames_lost += self.session_frames_lost()
             self.retired[self.retired_count % RETIRED_SESSIONS] = previous
             self.retired_count += 1
-        for i in range(self.max_frames_in_flight):
-            self.slots[i].state = SLOT_EMPTY
+        restart_table(&self.frames)
         reset_window(&self.window)
-        self.frames_started = False
-        self.highest_frame_id = 0
-        self.lowest_frame_id = 0
-        self.session_frames_completed = 0
         self.has_session = True
         self.session_id = session_id
         self.first_epoch_id = session_id
@@ -231,9 +185,7 @@ cdef class LinkReceiver:
         return datagrams_lost(&self.window)
 
     cdef uint64_t session_frames_lost(self) noexcept nogil:
-        if not self.frames_started:
-            return 0
-        return self.highest_frame_id - self.lowest_frame_id + 1 - self.session_frames_completed - self.frames_in_flight
+        return frames_lost(&self.frames)
 
     cdef bint is_retired(self, uint64_t session_id) noexcept nogil:
         cdef int i
@@ -263,89 +215,27 @@ cdef class LinkReceiver:
             self.window.lowest = self.floor_sequence + 1  # what was sent while this egress was down is lost
         return True
 
-    cdef void refuse_late(self, uint64_t frame_id) noexcept nogil:
-        # A late fragment proves its frame was sent; if the frame never started it must still count as lost.
-        self.counters_[DROPPED_LATE_FRAGMENT] += 1
-        if frame_id < self.lowest_frame_id:
-            self.lowest_frame_id = frame_id
-
     cdef void accept_fragment(self, const Header* h, const uint8_t* payload, int64_t now) noexcept nogil:
-        cdef uint64_t frame_id = h.frame_id
-        cdef Slot* slot
+        cdef uint8_t* completed = NULL
         cdef Ready* done
-        cdef uint32_t index = h.fragment_index
-        if h.frame_length > self.max_frame_bytes:
+        cdef Placement placed = place_fragment(&self.frames, h, payload, now, &completed)
+        if placed == OVERSIZED:
             self.counters_[DROPPED_OVERSIZED_FRAME] += 1
-            return
-        if self.frames_started and frame_id + self.max_frames_in_flight <= self.highest_frame_id:
-            self.refuse_late(frame_id)
-            return
-        slot = &self.slots[frame_id % self.max_frames_in_flight]
-        if slot.state != SLOT_EMPTY and slot.frame_id != frame_id:
-            if slot.frame_id > frame_id:
-                self.refuse_late(frame_id)
-                return
-            if slot.state == SLOT_PARTIAL:
-                self.discard_partial(slot, FRAMES_EVICTED)
-            slot.state = SLOT_EMPTY
-        if slot.state == SLOT_DONE:
-            self.refuse_late(frame_id)
-            return
-        if slot.state == SLOT_EMPTY:
-            while self.bytes_in_flight + h.frame_length > self.max_bytes_in_flight:
-                if not self.evict_oldest_partial():
-                    break
-            slot.data = <uint8_t*>malloc(h.frame_length if h.frame_length else 1)
-            slot.bitmap = <uint8_t*>calloc((h.fragment_count + 7) // 8, 1)
-            if slot.data == NULL or slot.bitmap == NULL:
-                free(slot.data)
-                free(slot.bitmap)
-                slot.data = NULL
-                slot.bitmap = NULL
-                self.counters_[DROPPED_OVERSIZED_FRAME] += 1
-                return
-            slot.frame_id = frame_id
-            slot.state = SLOT_PARTIAL
-            slot.fragment_count = h.fragment_count
-            slot.fragments_received = 0
-            slot.frame_length = h.frame_length
-            slot.chunk = fragment_chunk(h.frame_length, h.fragment_count)
-            slot.first_seen_ns = now
-            self.frames_in_flight += 1
-            self.bytes_in_flight += h.frame_length
-            if self.bytes_in_flight > self.peak_bytes_in_flight:
-                self.peak_bytes_in_flight = self.bytes_in_flight
-            if not self.frames_started:
-                self.frames_started = True
-                self.highest_frame_id = frame_id
-                self.lowest_frame_id = frame_id
-            elif frame_id > self.highest_frame_id:
-                self.highest_frame_id = frame_id
-            elif frame_id < self.lowest_frame_id:
-                self.lowest_frame_id = frame_id
-        elif slot.frame_length != h.frame_length or slot.fragment_count != h.fragment_count:
+        elif placed == MALFORMED:
             self.counters_[DROPPED_MALFORMED] += 1
-            return
-        if slot.bitmap[index >> 3] & (1 << (index & 7)):
+        elif placed == DUPLICATE:
             self.counters_[DROPPED_DUPLICATE] += 1
-            return
-        slot.bitmap[index >> 3] |= 1 << (index & 7)
-        if payload != slot.data + <uint64_t>index * slot.chunk:  # not decrypted in place
-            memcpy(slot.data + <uint64_t>index * slot.chunk, payload, h.content_length)
-        slot.fragments_received += 1
-        self.counters_[DATAGRAMS_ACCEPTED] += 1
-        if slot.fragments_received == slot.fragment_count:
+        elif placed == PLACED or placed == COMPLETED:
+            self.counters_[DATAGRAMS_ACCEPTED] += 1
+        if placed == COMPLETED:
             done = &self.ready[self.ready_count]
             self.ready_count += 1
-            done.data = slot.data
-            done.length = slot.frame_length
-            done.frame_id = frame_id
+            done.data = completed
+            done.length = h.frame_length
+            done.frame_id = h.frame_id
             done.session_id = self.first_epoch_id
-            self.ready_bytes += slot.frame_length
-            slot.data = NULL
-            self.release_slot(slot, SLOT_DONE)
+            self.ready_bytes += h.frame_length
             self.counters_[FRAMES_COMPLETED] += 1
-            self.session_frames_completed += 1
 
     # ---- forward error correction (nogil) ----
 
@@ -449,15 +339,9 @@ cdef class LinkReceiver:
         filled yet; else NULL. Decrypting straight there saves a copy: a datagram that then fails its tag
         leaves bytes only where nothing was received, and the place counts as filled only once an authentic
         fragment is accepted."""
-        cdef Slot* slot
-        cdef uint32_t index = h.fragment_index
-        if h.type != TYPE_DATA or not self.has_session or h.session_id != self.session_id:
+        if not self.has_session or h.session_id != self.session_id:
             return NULL
-        slot = &self.slots[h.frame_id % self.max_frames_in_flight]
-        if (slot.state != SLOT_PARTIAL or slot.frame_id != h.frame_id or slot.frame_length != h.frame_length
-                or slot.fragment_count != h.fragment_count or slot.bitmap[index >> 3] & (1 << (index & 7))):
-            return NULL
-        return slot.data + <uint64_t>index * slot.chunk
+        return unfilled_fragment(&self.frames, h)
 
     cdef bint unseal(self, const Header* h, const uint8_t* data, uint8_t* plain) noexcept nogil:
         """Authenticates and decrypts a sealed datagram's payload into plain."""
@@ -613,10 +497,7 @@ cdef class LinkReceiver:
         cdef uint32_t i
         self.last_sweep_ns = now
         expire_blocks(&self.fec, now, self.frame_timeout_ns, everything)
-        for i in range(self.max_frames_in_flight):
-            if self.slots[i].state == SLOT_PARTIAL and (
-                    everything or now - self.slots[i].first_seen_ns >= self.frame_timeout_ns):
-                self.discard_partial(&self.slots[i], FRAMES_TIMED_OUT)
+        expire_frames(&self.frames, now, self.frame_timeout_ns, everything)
 
     # ---- hand-off to Python ----
 
@@ -639,15 +520,49 @@ cdef class LinkReceiver:
     cdef void publish(self) noexcept:
         """Copies the counters for counters(); called with the GIL, which counters() also holds."""
         self.counters_[FEC_BLOCKS_UNRECOVERABLE] = self.fec.unrecoverable
+        self.counters_[FRAMES_EVICTED] = self.frames.evicted
+        self.counters_[FRAMES_TIMED_OUT] = self.frames.timed_out
+        self.counters_[FRAMES_ABANDONED] = self.frames.abandoned
+        self.counters_[FRAGMENTS_MISSING] = self.frames.fragments_missing
+        self.counters_[DROPPED_LATE_FRAGMENT] = self.frames.late_fragments
         memcpy(self.published, self.counters_, sizeof(self.counters_))
         self.published_gauges[GAUGE_DATAGRAMS_LOST] = (self.earlier_sessions_datagrams_lost
                                                        + self.session_datagrams_lost())
         self.published_gauges[GAUGE_FRAMES_LOST] = self.earlier_sessions_frames_lost + self.session_frames_lost()
-        self.published_gauges[GAUGE_FRAMES_IN_FLIGHT] = self.frames_in_flight
-        self.published_gauges[GAUGE_BYTES_IN_FLIGHT] = self.bytes_in_flight
-        self.published_gauges[GAUGE_PEAK_BYTES_IN_FLIGHT] = self.peak_bytes_in_flight
+        self.published_gauges[GAUGE_FRAMES_IN_FLIGHT] = self.frames.frames_in_flight
+        self.published_gauges[GAUGE_BYTES_IN_FLIGHT] = self.frames.bytes_in_flight
+        self.published_gauges[GAUGE_PEAK_BYTES_IN_FLIGHT] = self.frames.peak_bytes_in_flight
         self.published_gauges[GAUGE_FEC_BYTES_IN_FLIGHT] = self.fec.bytes_in_flight
         self.published_gauges[GAUGE_HIGHEST_SEQUENCE] = self.window.highest
+
+    @property
+    def max_frame_bytes(self):
+        return self.frames.max_frame_bytes
+
+    @property
+    def max_frames_in_flight(self):
+        return self.frames.capacity
+
+    @property
+    def max_bytes_in_flight(self):
+        return self.frames.max_bytes_in_flight
+
+    @property
+    def frames_in_flight(self):
+        return self.frames.frames_in_flight
+
+    @property
+    def bytes_in_flight(self):
+        return self.frames.bytes_in_flight
+
+    @property
+    def peak_bytes_in_flight(self):
+        return self.frames.peak_bytes_in_flight
+
+    @property
+    def session_frames_completed(self):
+        """Frames this session completed (the egress resumes a session only after one)."""
+        return self.frames.completed
 
     @property
     def max_fec_bytes(self):
@@ -759,7 +674,7 @@ cdef class LinkReceiver:
         cdef int i
         while self.batch_next < self.batch_received:
             if self.ready_count and (self.ready_count > READY_CAPACITY - FRAMES_PER_DATAGRAM
-                                     or self.ready_bytes >= self.max_frame_bytes):
+                                     or self.ready_bytes >= self.frames.max_frame_bytes):
                 return
             i = self.batch_next
             self.batch_next += 1
