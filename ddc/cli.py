@@ -9,11 +9,20 @@ import argparse
 import json
 import platform
 import sys
+from pathlib import Path
 
 import ddc
 from ddc.config import ConfigError, load_settings, resolved_view
 
 EXIT_USAGE = 2
+
+
+def _is_compiled(module: str) -> bool:
+    """Whether a module is one of DDC's compiled ones (the core, or a handler's loops): its .pyx lies beside."""
+    if module.startswith("ddc._core"):
+        return True
+    parts = module.split(".")
+    return parts[0] == "ddc" and Path(ddc.__file__).parent.joinpath(*parts[1:]).with_suffix(".pyx").is_file()
 
 
 def _core_missing(error: ImportError) -> int:
@@ -260,7 +269,7 @@ def main(argv=None) -> int:
         print(f"ddc: {error}".replace("\n", "\nddc: "), file=sys.stderr)
         return EXIT_USAGE
     except ImportError as error:
-        if (error.name or "").startswith("ddc._core"):
+        if _is_compiled(error.name or ""):
             return _core_missing(error)
         raise
     except KeyboardInterrupt:

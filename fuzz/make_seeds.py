@@ -54,14 +54,14 @@ def stream(chooser: random.Random) -> list:
                                            "frames_sent": 4, "records_sent": 40, "bytes_sent": 9000})
     return [encode_batch(records(chooser, 6)),
             FrameCompressor(3).compress(encode_batch(records(chooser, 12))),
-            (wire.HEARTBEAT, heartbeat),
+            (wire.TYPE_HEARTBEAT, heartbeat),
             b"",
             chooser.randbytes(700),
-            (wire.SHUTDOWN, b"")]
+            (wire.TYPE_SHUTDOWN, b"")]
 
 
 def is_parity(datagram: bytes) -> bool:
-    return datagram[3] == wire.PARITY
+    return datagram[3] == wire.TYPE_PARITY
 
 
 def lose_data(datagrams: list[bytes], every: int) -> list[bytes]:
@@ -103,7 +103,7 @@ def seeds() -> dict[str, dict[str, bytes]]:
     corpus["plain"]["large-frame-receive-small-bytes"] = encode_input(RECEIVE | SMALL_BYTES, big)
     corpus["plain"]["two-sessions"] = encode_input(SHORT_TIMEOUTS, plain[:5] + [None] + [
         forge.data_datagram(0, b"other session", frame_id=0, session_id=(2 << 32) | 1)] + plain[5:])
-    corpus["plain"]["control-only"] = encode_input(RECEIVE, [d for d in plain if d[3] != wire.DATA])
+    corpus["plain"]["control-only"] = encode_input(RECEIVE, [d for d in plain if d[3] != wire.TYPE_DATA])
 
     corpus["sealed"]["stream-feed"] = encode_input(0, sealed)
     corpus["sealed"]["stream-receive"] = encode_input(RECEIVE, sealed)

@@ -356,7 +356,7 @@ def forged_block(chooser: random.Random, members: list[bytes], block: int, sessi
         symbols = [symbol.ljust(pad, b"\0") for symbol in symbols]
     first_row = chooser.choice((0, 0, 0, chooser.randrange(127 - parity_count + 1)))
     rows = fec.encode(symbols, first_row + parity_count)[first_row:]
-    parity = [wire.encode_datagram(wire.PARITY, session_id, wire.PARITY_SEQUENCE | (block << 8) | (first_row + row),
+    parity = [wire.encode_datagram(wire.TYPE_PARITY, session_id, wire.PARITY_SEQUENCE | (block << 8) | (first_row + row),
                                    symbol, fec_block=block, fec_index=count + first_row + row, fec_count=count)
               for row, symbol in enumerate(rows)]
     lost = set(chooser.sample(range(count), chooser.randint(1, parity_count)))
@@ -373,7 +373,7 @@ def block_member(chooser: random.Random, datagram: bytes, block: int, index: int
         fields = wire.decode_datagram(datagram)
     except ValueError:
         return datagram
-    if fields["type"] == wire.PARITY and chooser.random() < 0.5:
+    if fields["type"] == wire.TYPE_PARITY and chooser.random() < 0.5:
         return datagram  # nested parity
     fields.update(fec_block=block, fec_index=index, fec_count=count)
     try:
@@ -428,7 +428,7 @@ class Mutator:
         if not positions or action == 0:
             options ^= 1 << chooser.randrange(OPTION_BITS)
             if not positions:
-                items.append(with_checksum(wire.encode_datagram(wire.HEARTBEAT, SESSION, chooser.randrange(64), b"")))
+                items.append(with_checksum(wire.encode_datagram(wire.TYPE_HEARTBEAT, SESSION, chooser.randrange(64), b"")))
             return options, items
         position = chooser.choice(positions)
         datagram = items[position]

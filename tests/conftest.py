@@ -244,13 +244,18 @@ def link_pair(start_ddc):
 
 
 def where_it_went(ingress_summary: dict, egress_summary: dict) -> str:
-    """The non-zero drop, loss and kernel counters of both sides: what a failing test should show."""
+    """The non-zero drop, loss and kernel counters of both sides, and the records at each stage: what a failing
+    test should show (a count that falls between two stages with nothing dropped says where to look)."""
     words = ("drop", "lost", "kernel", "missing", "timed_out", "evicted", "abandoned", "failed", "too_large")
     parts = []
     for side, summary in (("ingress", ingress_summary), ("egress", egress_summary)):
         found = {key: value for key, value in summary.items()
                  if any(word in key for word in words) and isinstance(value, int) and value}
         parts.append(f"{side}: {found or 'nothing dropped'}")
+    flow = ("source_datagrams_received", "records_sent", "datagrams_received", "records_received",
+            "sink_datagrams_sent")
+    parts.append("flow: " + ", ".join(f"{key} {summary[key]}" for summary in (ingress_summary, egress_summary)
+                                     for key in flow if key in summary))
     return "; ".join(parts)
 
 

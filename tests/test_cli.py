@@ -148,3 +148,28 @@ def test_without_the_compiled_core_the_config_loads_and_ddc_says_what_is_missing
         assert result.returncode == 1, (command, result.stderr)
         assert result.stderr.startswith("ddc: the compiled core is missing"), (command, result.stderr)
         assert "Traceback" not in result.stderr
+
+
+def test_a_missing_handler_extension_is_named_like_a_missing_core(tmp_path):
+    """The UDP and Kafka handlers' compiled loops live beside their Python (ddc/handlers/*/): a build without them
+    says so in one line, as for the core."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    block_and_run = (
+        "import sys, importlib.abc\n"
+        "class Block(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path, target=None):\n"
+        "        if name == sys.argv[1]:\n"
+        "            raise ModuleNotFoundError(f'No module named {name!r}', name=name)\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "from ddc.cli import main\n"
+        "sys.exit(main(sys.argv[2:]))\n")
+    config = tmp_path / "egress.toml"
+    config.write_text(f'role = "egress"\n[links.a.sink]\ntype = "udp"\ntarget = "127.0.0.1:9"\n'
+                      f'[links.a.transport]\nlisten = "127.0.0.1:{free_udp_port()}"\n')
+    done = subprocess.run([sys.executable, "-c", block_and_run, "ddc.handlers.udp.datagrams", "run", str(config)],
+                          capture_output=True, text=True, timeout=30, cwd=Path(__file__).resolve().parent.parent)
+    assert done.returncode == 1 and done.stderr.startswith("ddc: the compiled core is missing"), done.stderr[-800:]
+    assert "Traceback" not in done.stderr

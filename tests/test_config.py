@@ -58,6 +58,8 @@ BROKEN = [
     ("bad size", GOOD_INGRESS + 'send_buffer = "8 parsecs"\n', "links.logs.transport.send_buffer"),
     ("bad duration", GOOD_INGRESS + 'linger = "soon"\n', "links.logs.transport.linger"),
     ("datagram too large", GOOD_INGRESS + "datagram_size = 70000\n", "links.logs.transport.datagram_size"),
+    ("datagram no larger than its header", GOOD_INGRESS + "datagram_size = 56\n",
+     "links.logs.transport.datagram_size: datagram_size (56) leaves no room for a payload beside the 56-byte header"),
     ("unknown source type", GOOD_INGRESS.replace('type = "udp"', 'type = "carrier-pigeon"'),
      "links.logs.source.type"),
     ("no source type", GOOD_INGRESS.replace('type = "udp"\n', ""), "links.logs.source.type: required key is missing"),

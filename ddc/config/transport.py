@@ -111,7 +111,7 @@ def fec_shorthand(value):
 
 class IngressTransportConfig(Section):
     destination: Address
-    datagram_size: Annotated[int, Field(ge=1)] = 1472
+    datagram_size: int = 1472
     rate: Rate = "1Gbit/s"
     burst: Burst = "auto"
     send_buffer: Annotated[Size, Field(ge=4096)] = "8MiB"
@@ -143,7 +143,10 @@ class IngressTransportConfig(Section):
     @field_validator("datagram_size")
     @classmethod
     def is_a_udp_datagram(cls, size):
-        from ddc._core.wire import MAX_DATAGRAM_BYTES
+        from ddc._core.wire import HEADER_BYTES, MAX_DATAGRAM_BYTES
+        if size <= HEADER_BYTES:
+            raise ValueError(f"datagram_size ({size}) leaves no room for a payload beside the {HEADER_BYTES}-byte "
+                             f"header; use at least {HEADER_BYTES + 1}")
         if size > MAX_DATAGRAM_BYTES:
             raise ValueError(f"datagram_size ({size}) is more than a UDP datagram over IPv4 carries; use at most "
                              f"{MAX_DATAGRAM_BYTES}")

@@ -15,7 +15,9 @@ cpdef enum:
     VALUE_PRESENT = 2
     TOPIC_ID_PRESENT = 4
     TOPIC_ID_BYTES = 16
-    NULL_LENGTH = 0xFFFFFFFF
+
+cdef enum:
+    NULL_LENGTH = 0xFFFFFFFF  # a header value's length when it is null (not a Python int here: it is u32)
 
 
 cdef class Route:
