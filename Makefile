@@ -20,17 +20,14 @@ apache-kafka:
 	tests/apache_kafka/fetch.sh || echo "make: Apache Kafka's jars were not fetched; its tests will be skipped" >&2
 
 bench: $(VENV)/.built-test
-	$(BIN)/python -m pytest bench $(PYTEST_ARGS)
-	$(BIN)/python bench/transport.py $(BENCH_ARGS)
-	$(BIN)/python bench/small_records.py
-	$(BIN)/python bench/pydiode_compare.py
-	$(BIN)/python bench/memory.py
-	$(BIN)/python bench/idle.py
-	$(BIN)/python bench/udp_streams.py
-	$(BIN)/python bench/kafka_copy.py
-	$(BIN)/python bench/fec.py
-	$(BIN)/python bench/fuzz.py
-	$(BIN)/python bench/hostile_flood.py
+	@started=$$(date +%s); status=0; \
+	for step in "-m pytest bench $(PYTEST_ARGS)" "bench/transport.py $(BENCH_ARGS)" bench/per_side.py \
+	        bench/small_records.py bench/pydiode_compare.py bench/memory.py bench/idle.py bench/udp_streams.py \
+	        bench/kafka_copy.py bench/fec.py bench/fuzz.py bench/hostile_flood.py; do \
+	    $(BIN)/python $$step || status=1; \
+	done; \
+	$(BIN)/python bench/summary.py --since $$started || status=1; \
+	exit $$status
 
 build: $(VENV)/.built
 
