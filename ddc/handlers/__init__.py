@@ -1,10 +1,9 @@
 """Protocol handlers: sources on the ingress (data in), sinks on the egress (data out).
 
-A handler is a package here holding its config models, source, sink and metric entries; its
-`__init__` names them (SOURCE_CONFIG and SINK_CONFIG, None for a side it lacks, and METRICS where it has its
-own). The link config
-composes the registered handlers' models, chosen by the `type` key of a `source` or `sink` table. To add a
-handler, add its package and register it below.
+A handler is a package here holding its config models, source, sink and metric entries; its `__init__`
+names them (SOURCE_CONFIG and SINK_CONFIG, None for a side it lacks, and METRICS where it has its own). The
+link config composes the registered handlers' models, chosen by the `type` key of a `source` or `sink` table.
+To add a handler, add its package and register it below.
 """
 
 import functools
@@ -23,8 +22,8 @@ def _packages() -> tuple:
 
 
 def source_configs() -> tuple[type, ...]:
-    """Every registered handler names SOURCE_CONFIG and SINK_CONFIG, None where it has no such side: a package
-    caught half-imported (an import cycle) fails here rather than losing its type."""
+    """Read as attributes, not with a default: a package caught half-imported (an import cycle) fails here
+    rather than losing its type from the schema."""
     return tuple(package.SOURCE_CONFIG for package in _packages() if package.SOURCE_CONFIG is not None)
 
 
