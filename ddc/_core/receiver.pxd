@@ -172,7 +172,7 @@ cdef class LinkReceiver:
     cdef void take_parity(self, const Header* h, const uint8_t* payload, int64_t now) noexcept nogil
     cdef void try_recover(self, FecBlock* block, int64_t now) noexcept nogil
     cdef void accept_rebuilt(self, int64_t now) noexcept nogil
-    cdef uint8_t* unfilled_fragment(self, const Header* h) noexcept nogil
+    cdef uint8_t* live_unfilled_fragment(self, const Header* h) noexcept nogil
     cdef bint unseal(self, const Header* h, const uint8_t* data, uint8_t* plain) noexcept nogil
     cdef bint replaces_session(self, uint64_t session_id, int64_t now) noexcept nogil
     cdef int damaged_or(self, const uint8_t* data, size_t length, int reason) noexcept nogil

@@ -35,10 +35,11 @@ drop counter. State is bounded by construction:
   previous epoch's datagrams in flight, so a rekey loses nothing.
 
 The units it composes live apart: datagram_io (recvmmsg), wire (parsing), aead
-(unsealing), sequence_window, fec_blocks and fec (the block store and the code).
-What stays here, over 400 lines, is the path every datagram takes in one order
-(parse, authenticate, session, sequence, reassembly, rebuild queue), which shares
-the session's state and the counters every drop must end in.
+(unsealing), sequence_window, reassembly (the frame table), fec_blocks and fec
+(the block store and the code). What stays here, over 400 lines, is the path
+every datagram takes in one order (parse, authenticate, session, sequence,
+reassembly, rebuild queue), which shares the session's state and the counters
+every drop must end in.
 """
 
 from cpython.buffer cimport PyBuffer_FillInfo
@@ -159,7 +160,6 @@ cdef class LinkReceiver:
 
     cdef void start_session(self, uint64_t session_id) noexcept nogil:
         cdef uint64_t previous = self.session_id
-        cdef uint32_t i
         empty_store(&self.fec)
         if self.has_session:
             abandon_partials(&self.frames)
@@ -334,7 +334,7 @@ cdef class LinkReceiver:
                          &self.rebuilt_expected[i])
         free(rebuilt)
 
-    cdef uint8_t* unfilled_fragment(self, const Header* h) noexcept nogil:
+    cdef uint8_t* live_unfilled_fragment(self, const Header* h) noexcept nogil:
         """Where a data datagram of the live session goes in a frame already started, if that place is not
         filled yet; else NULL. Decrypting straight there saves a copy: a datagram that then fails its tag
         leaves bytes only where nothing was received, and the place counts as filled only once an authentic
@@ -438,7 +438,7 @@ cdef class LinkReceiver:
             if not self.authenticated or not self.key_known[h.key_id]:
                 self.counters_[self.damaged_or(data, length, DROPPED_UNKNOWN_KEY)] += 1
                 return
-            plain = self.unfilled_fragment(&h)
+            plain = self.live_unfilled_fragment(&h)
             if plain == NULL:
                 plain = self.plain
             if not self.unseal(&h, data, plain):
@@ -494,7 +494,6 @@ cdef class LinkReceiver:
             self.take_data(&h, data, length, now)
 
     cdef void sweep(self, int64_t now, bint everything) noexcept nogil:
-        cdef uint32_t i
         self.last_sweep_ns = now
         expire_blocks(&self.fec, now, self.frame_timeout_ns, everything)
         expire_frames(&self.frames, now, self.frame_timeout_ns, everything)
