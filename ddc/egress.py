@@ -77,8 +77,8 @@ class EgressLink(Link):
         self._value_views = self.sink.takes_value_views and not self.filters.filters  # filters read values
         self._whole_batches = self.sink.takes_batches and not self.filters.filters
         # With a spool, frames that do not fit in memory go to disk, so memory must refuse, never drop.
-        self.buffer: FrameBuffer = StageBuffer(config.buffer.size, "block" if config.spool else (config.buffer.when_full or "drop"),
-                                  records_in=batch_record_count)
+        when_full = "block" if config.spool else (config.buffer.when_full or "drop")
+        self.buffer: FrameBuffer = StageBuffer(config.buffer.size, when_full, records_in=batch_record_count)
         self.latency = Histogram(LATENCY_BUCKETS)
         self.records_received = 0
         self.frames_undecodable = 0

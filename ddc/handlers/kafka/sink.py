@@ -32,8 +32,8 @@ import time
 
 from confluent_kafka import KafkaException
 
-from ddc.handlers.kafka.codec import FILTERED, POSITION, RECORD, SKIPPED, PendingFrame, RecordWriter, Route
 from ddc.handlers.base import Sink
+from ddc.handlers.kafka.codec import FILTERED, POSITION, RECORD, SKIPPED, PendingFrame, RecordWriter, Route
 from ddc.handlers.kafka.description import KafkaRecords, topic_id_text
 from ddc.handlers.kafka.destination import Destination, DestinationUnavailable
 from ddc.handlers.kafka.topics import TopicMapping

@@ -79,7 +79,7 @@ class UdpSink(Sink):
 
     def write(self, records) -> None:
         self._account(*send_values(self.socket.fileno(), [value for _, value in records], self.address,
-                                 MAX_PAYLOAD))
+                                   MAX_PAYLOAD))
 
     def write_batch(self, batch) -> int:
         count, *outcome = send_batch_values(self.socket.fileno(), batch, self.address, MAX_PAYLOAD)
