@@ -45,7 +45,8 @@ def test_100k_random_datagrams_arrive_exactly(link_pair):
     send_paced(source_port, payloads, bytes_per_second=100e6)
     delivered = collector.wait_for(count, timeout=120)
     ingress_summary, egress_summary = stop_pair(ingress, egress)
-    assert delivered == count, where_it_went(ingress_summary, egress_summary)
+    assert delivered == count, (where_it_went(ingress_summary, egress_summary)
+                                + f"; the collector's socket dropped {collector.kernel_drops.read()}")
     expected = collections.Counter(hashlib.blake2b(p, digest_size=16).digest() for p in payloads)
     assert collector.digests == expected
     assert_no_loss(ingress_summary, egress_summary, count)

@@ -12,12 +12,16 @@ import time
 
 
 class Collector(threading.Thread):
-    """Drains the egress target socket and keeps a multiset of payload digests."""
+    """Drains the egress target socket and keeps a multiset of payload digests; kernel_drops counts what its own
+    socket dropped, so that a short count on a loaded machine is not blamed on DDC."""
 
     def __init__(self, sock):
+        from ddc.transport.sockets import KernelDrops
+
         super().__init__(daemon=True)
         self.socket = sock
         self.socket.settimeout(0.2)
+        self.kernel_drops = KernelDrops(sock)
         self.digests = collections.Counter()
         self.count = 0
         self.stop = threading.Event()
