@@ -1,13 +1,25 @@
 """DDC against pydiode (the Python diode tool on PyPI) on the same random byte stream.
 
-    python bench/pydiode_compare.py [--megabytes 400] [--results bench/results-pydiode.json]
+    python bench/pydiode_compare.py [--megabytes 2048] [--rounds 3] [--results bench/results-pydiode.json]
 
 Both tools run as their own sender and receiver processes over loopback with
 65 507-byte datagrams, stdin in and stdout out (redirected to files), which is
-how pydiode is used. For each tool a few settings
-are tried; the fastest whose output is byte-identical to the input counts. The
-time is from the sender's start to the receiver's exit, both receivers started
-and waiting first. Gate (issue #3): pydiode time / DDC time >= 1.5.
+how pydiode is used. For each tool a few settings are tried; the fastest whose
+output is byte-identical to the input counts. The time is from the sender's
+start to the receiver's exit, both receivers started and waiting first, so each
+tool's start-up counts too (about 0.4 s for DDC, which imports its config models).
+
+What is measured is the tools, not the machine's storage: the stream and the
+output live in /dev/shm when it has room (else the temporary directory), and
+the output file is allocated before each run, so neither receiver is timed on
+the kernel handing out fresh pages for it. On the test machine writing a new
+file ran at 0.4 to 1.7 GB/s, slower than DDC's link, and the benchmark measured
+that instead (issue #24). 2 GiB makes the stream, not the start-up, the bulk of
+DDC's time. pydiode's default (1 Gbit/s, every chunk sent twice) is never its
+fastest and is left out.
+
+Rounds alternate the two tools; the gate (issue #24) is on the median of the
+rounds' ratios: pydiode time / DDC time >= 3.
 """
 
 import argparse
@@ -15,6 +27,7 @@ import hashlib
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -25,13 +38,10 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 from ddc.transport.sockets import free_udp_port  # noqa: E402
 
-GATE = 1.5
-PYDIODE_SETTINGS = (
-    ("defaults (1 Gbit/s, every chunk twice)", []),
-    ("--max-bitrate 4000000000 --redundancy 1", ["--max-bitrate", "4000000000", "--redundancy", "1"]),
-    ("--max-bitrate 8000000000 --redundancy 1", ["--max-bitrate", "8000000000", "--redundancy", "1"]),
-)
-DDC_RATES = ("8Gbit/s", "6Gbit/s", "4Gbit/s")
+GATE = 3.0
+PYDIODE_SETTINGS = tuple((f"--max-bitrate {bits} --redundancy 1", ["--max-bitrate", str(bits), "--redundancy", "1"])
+                         for bits in (16_000_000_000, 8_000_000_000, 4_000_000_000))
+DDC_RATES = ("16Gbit/s", "12Gbit/s", "8Gbit/s")
 
 
 def digest(path: Path) -> str:
@@ -50,9 +60,18 @@ def wait_for_text(path: Path, text: bytes, process, timeout: float = 30.0) -> No
         time.sleep(0.02)
 
 
+def allocated_output(output: Path, size: int):
+    """A new output file with its pages allocated (zeros), open for writing from its start without truncation:
+    an output that comes up short keeps zeros and differs from the random input."""
+    output.unlink(missing_ok=True)
+    received = open(output, "w+b")
+    os.posix_fallocate(received.fileno(), 0, size)
+    return received
+
+
 def run_pydiode(pydiode: str, source: Path, output: Path, options: list[str]) -> float:
     port = str(free_udp_port())
-    with open(output, "wb") as received:
+    with allocated_output(output, source.stat().st_size) as received:
         receiver = subprocess.Popen([pydiode, "receive", "127.0.0.1", "--port", port], stdout=received,
                                     stderr=subprocess.DEVNULL)
         time.sleep(0.5)  # pydiode prints nothing when ready
@@ -93,7 +112,8 @@ path = "-"
 stop_after_sender_shutdown = true
 """)
     log = directory / "egress.log"
-    with open(log, "wb") as egress_log, open(output, "wb") as received, open(source, "rb") as sent:
+    with (open(log, "wb") as egress_log, allocated_output(output, source.stat().st_size) as received,
+          open(source, "rb") as sent):
         receiver = subprocess.Popen([sys.executable, "-m", "ddc", "run", str(egress)], stdout=received,
                                     stderr=egress_log)
         wait_for_text(log, b"listening on", receiver)
@@ -119,36 +139,53 @@ def fastest_identical(label: str, attempts, expected: str, output: Path) -> dict
     return {"tries": results, "best": min(good, key=lambda result: result["seconds"]) if good else None}
 
 
+def work_directory(megabytes: int) -> str | None:
+    """/dev/shm when it holds the stream and its copy with room to spare, else None (the temporary directory)."""
+    shared = Path("/dev/shm")
+    if shared.is_dir() and shutil.disk_usage(shared).free > 3 * (megabytes << 20):
+        return str(shared)
+    return None
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--megabytes", type=int, default=400)
+    parser.add_argument("--megabytes", type=int, default=2048)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--results", default=str(HERE / "results-pydiode.json"))
     arguments = parser.parse_args()
     pydiode = shutil.which("pydiode") or str(Path(sys.executable).with_name("pydiode"))
     if not Path(pydiode).exists():
         print("pydiode is not installed; `pip install -e '.[bench]'` installs it", file=sys.stderr)
         return 2
-    with tempfile.TemporaryDirectory(prefix="ddc-vs-pydiode-") as temporary:
+    rounds = []
+    with tempfile.TemporaryDirectory(prefix="ddc-vs-pydiode-", dir=work_directory(arguments.megabytes)) as temporary:
         directory = Path(temporary)
         source, output = directory / "stream.bin", directory / "received.bin"
         with open(source, "wb") as stream:
             for _ in range(arguments.megabytes):
                 stream.write(os.urandom(1 << 20))
         expected = digest(source)
-        print(f"{arguments.megabytes} MiB random stream, 65 507-byte datagrams, loopback")
-        theirs = fastest_identical("pydiode", [
-            (name, lambda options=options: run_pydiode(pydiode, source, output, options))
-            for name, options in PYDIODE_SETTINGS], expected, output)
-        ours = fastest_identical("ddc", [
-            (f"rate = {rate}", lambda rate=rate: run_ddc(directory, source, output, rate)) for rate in DDC_RATES],
-            expected, output)
-    ratio = (theirs["best"]["seconds"] / ours["best"]["seconds"]) if theirs["best"] and ours["best"] else 0.0
+        print(f"{arguments.megabytes} MiB random stream in {directory.parent}, 65 507-byte datagrams, loopback")
+        for number in range(1, arguments.rounds + 1):
+            print(f"round {number} of {arguments.rounds}")
+            theirs = fastest_identical("pydiode", [
+                (name, lambda options=options: run_pydiode(pydiode, source, output, options))
+                for name, options in PYDIODE_SETTINGS], expected, output)
+            ours = fastest_identical("ddc", [
+                (f"rate = {rate}", lambda rate=rate: run_ddc(directory, source, output, rate)) for rate in DDC_RATES],
+                expected, output)
+            ratio = theirs["best"]["seconds"] / ours["best"]["seconds"] if theirs["best"] and ours["best"] else 0.0
+            print(f"  ddc/pydiode {ratio:.2f}")
+            rounds.append({"pydiode": theirs, "ddc": ours, "ratio": ratio})
+    ratio = statistics.median(result["ratio"] for result in rounds)
     passed = ratio >= GATE
-    print(f"ddc/pydiode throughput: {ratio:.2f} (gate >= {GATE}): {'pass' if passed else 'FAIL'}")
+    each = ", ".join(f"{result['ratio']:.2f}" for result in rounds)
+    print(f"ddc/pydiode throughput, median of {len(rounds)} rounds ({each}): {ratio:.2f} (gate >= {GATE}): "
+          f"{'pass' if passed else 'FAIL'}")
     Path(arguments.results).write_text(json.dumps({
-        "megabytes": arguments.megabytes, "pydiode": theirs, "ddc": ours,
-        "figures": [{"name": "ddc/pydiode throughput", "value": ratio, "gate": f">= {GATE}", "passed": passed}]},
-        indent=2))
+        "megabytes": arguments.megabytes, "rounds": rounds,
+        "figures": [{"name": "ddc/pydiode throughput", "value": ratio, "gate": f">= {GATE}, median of {len(rounds)}",
+                     "passed": passed}]}, indent=2))
     return 0 if passed else 1
 
 

@@ -3,11 +3,11 @@
     python bench/transport.py [--quick] [--results bench/results-transport.json]
 
 1. Kernel baseline: bench/kernel_baseline.c (compiled here with cc) moves datagrams
-   with sendmmsg/recvmmsg and nothing else. Its lossless throughput at 1472 and
-   8972 bytes is the physical limit on this machine, measured in this run.
+   with sendmmsg/recvmmsg and nothing else. Its lossless throughput at 1472, 8972
+   and 65507 bytes is the physical limit on this machine, measured in this run.
 2. DDC transport: DatagramSender → loopback → LinkReceiver (two processes), with
-   1 MiB frames, paced at 90 % of that baseline. Gate: DDC/baseline ≥ 0.80 and
-   zero datagrams lost. Baseline, DDC and (3) run in turn five times (three
+   1 MiB frames, paced at 90 % of that baseline. Gate: DDC/baseline ≥ 0.80 (≥ 0.60
+   at 65507 bytes, pydiode's size, issue #24) and zero datagrams lost. Baseline, DDC and (3) run in turn five times (three
    with --quick); the medians count, since single runs on a shared machine
    scatter by ±20 %.
 3. The same with AES-256-GCM on (a key on both sides), at the same pacing.
@@ -36,6 +36,8 @@ from harness import DrainingReceiver, GateTable, free_udp_port  # noqa: E402
 from ddc.config.transport import IngressTransportConfig  # noqa: E402
 
 FRAME_BYTES = 1 << 20
+# pydiode's datagram size gets the issue's own gate (#24): the kernel's figure scatters most there.
+TRANSPORT_GATES = {1472: 0.80, 8972: 0.80, 65507: 0.60}
 
 
 def user_burst(rate: float) -> int:
@@ -138,6 +140,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smaller volumes and 3 s pacing runs (a smoke test)")
     parser.add_argument("--results", default=str(HERE / "results-transport.json"))
+    parser.add_argument("--sizes", default=",".join(map(str, TRANSPORT_GATES)),
+                        help=f"datagram sizes, comma-separated, of {', '.join(map(str, TRANSPORT_GATES))}")
     arguments = parser.parse_args()
     binary = compile_baseline()
     volume = (256 << 20) if arguments.quick else (1 << 30)
@@ -147,7 +151,10 @@ def main() -> int:
 
     maximum = float("inf")
     rounds = 3 if arguments.quick else 5
-    for size in (1472, 8972):
+    sizes = [int(size) for size in arguments.sizes.split(",")]
+    if not set(sizes) <= set(TRANSPORT_GATES):
+        parser.error(f"--sizes {arguments.sizes!r}: each must be one of {', '.join(map(str, TRANSPORT_GATES))}")
+    for size in sizes:
         kernels, plain, sealed, ratios, sealed_ratios = [], [], [], [], []
         lost = sealed_lost = 0
         for _ in range(rounds):
@@ -167,7 +174,8 @@ def main() -> int:
         each = f"median of {rounds}"
         record(f"kernel baseline {size} B", statistics.median(kernels) / 1e6, f"measured, {each}", True, "MB/s")
         record(f"ddc transport {size} B", statistics.median(plain) / 1e6, "paced at 90% of baseline", True, "MB/s")
-        record(f"ddc/baseline {size} B", ratio, f">= 0.80, {each}", ratio >= 0.80)
+        gate = TRANSPORT_GATES[size]
+        record(f"ddc/baseline {size} B", ratio, f">= {gate:.2f}, {each}", ratio >= gate)
         record(f"datagrams lost {size} B", lost, f"== 0 in all {rounds}", lost == 0)
         record(f"ddc encrypted {size} B", statistics.median(sealed) / 1e6, "AES-256-GCM, same pacing", True, "MB/s")
         record(f"encrypted/plain {size} B", sealed_ratio, f">= 0.70, {each}", sealed_ratio >= 0.70)
