@@ -6,7 +6,7 @@ from setuptools import Extension, setup
 
 EXTENSIONS = ["ddc._core.wire", "ddc._core.aead", "ddc._core.fec", "ddc._core.records", "ddc._core.ring",
               "ddc._core.sender", "ddc._core.receiver", "ddc._core.datagram_io", "ddc._core.pacing",
-              "ddc._core.sequence_window", "ddc._core.fec_blocks",
+              "ddc._core.sequence_window", "ddc._core.sessions", "ddc._core.fec_blocks", "ddc._core.fec_grouping",
               "ddc._core.reassembly",
               "ddc.handlers.udp.datagrams", "ddc.handlers.kafka.codec"]
 # aead opens libcrypto at run time (docs/security.md); older glibc keeps dlopen in libdl.

@@ -189,6 +189,68 @@ def fec_blocks(datagrams) -> dict:
     return blocks
 
 
+@st.composite
+def dealings(draw):
+    data = draw(st.integers(1, 128))
+    return (data, draw(st.integers(1, 127)), draw(st.integers(1, 64)), draw(st.integers(0, 31)),
+            draw(st.lists(st.integers(1, 3 * data * 64 + 5), min_size=1, max_size=3)))
+
+
+@settings(max_examples=300, deadline=None)
+@given(dealings())
+def test_the_dealing_alone_keeps_every_promise_the_sender_makes(dealing):
+    """ddc/_core/fec_grouping.pxd driven without a socket: each data datagram in exactly one block, as few
+    blocks as hold the frame, none over `data`, a group's blocks sized alike; each block at least as strong as
+    a full one and at least its share; every index of a block once; and, with loss_burst L, no L consecutive
+    datagrams of a frame on the wire hold more than half of any block's parity."""
+    from ddc._core.fec_grouping import FecGrouping
+    data, parity, interleave, loss_burst, counts = dealing
+    grouping = FecGrouping(data, parity, interleave, loss_burst)
+    by_size = fec.parity_by_block_size(data, parity)
+    for count in counts:
+        wire_order = grouping.deal(count)
+        blocks = {}
+        for kind, block, index, size, block_parity in wire_order:
+            entry = blocks.setdefault(block, {"size": size, "parity": block_parity, "data": [], "rows": []})
+            assert (entry["size"], entry["parity"]) == (size, block_parity)
+            entry["data" if kind == "data" else "rows"].append(index)
+        assert sum(len(entry["data"]) for entry in blocks.values()) == count
+        assert len(blocks) == -(-count // data)
+        for entry in blocks.values():
+            assert sorted(entry["data"]) == list(range(entry["size"])) and entry["size"] <= data
+            assert sorted(entry["rows"]) == list(range(entry["size"], entry["size"] + entry["parity"]))
+            assert entry["parity"] >= max(by_size[entry["size"]], -(-entry["size"] * parity // data))
+        sizes = [blocks[block]["size"] for block in sorted(blocks)]
+        assert max(sizes) - min(sizes) <= 1, "blocks of a frame sized alike"
+        if loss_burst:
+            owners = [block for _, block, *_ in wire_order]
+            for start in range(len(owners)):
+                window = owners[start:start + loss_burst]
+                for block in set(window):
+                    assert 2 * window.count(block) <= blocks[block]["parity"], (block, start)
+    assert grouping.control_parity == min(max(by_size[1], 3, 2 * loss_burst), 63)
+
+
+@pytest.mark.parametrize("protect", [(64, 16, 4, 10), (16, 4, 1, 0), (128, 32, 2, 31), (5, 3, 7, 2)])
+def test_the_sender_sends_what_the_dealing_decides(protect):
+    """The sender composes the unit: its datagrams carry, frame after frame, the blocks, indexes and parity
+    that FecGrouping gives for frames of the same sizes, with control datagrams (blocks of their own) between."""
+    from ddc._core.fec_grouping import FecGrouping
+    payload = 1472 - wire.datagram_overhead(False, True)
+    sizes = [1, payload * 3, payload * protect[0] * 5 + 17, 1 << 20, 70_000]
+    frames = [item for size in sizes for item in (os.urandom(size), (wire.TYPE_HEARTBEAT, b"h" * 40))]
+    grouping = FecGrouping(*protect)
+    expected = []
+    for size in sizes:
+        expected += [(kind == "parity", block, index, block_size)
+                     for kind, block, index, block_size, _ in grouping.deal(-(-size // payload))]
+        block = grouping.control()
+        expected += [(False, block, 0, 1)] + [(True, block, 1 + row, 1) for row in range(grouping.control_parity)]
+    on_wire = [wire.decode_datagram(datagram) for datagram in sent_datagrams(frames, protect=protect)]
+    assert [(header["type"] == wire.TYPE_PARITY, header["fec_block"], header["fec_index"], header["fec_count"])
+            for header in on_wire] == expected
+
+
 @pytest.mark.parametrize("protect", [(64, 16, 4), (16, 4, 4), (32, 8, 1), (128, 32, 2)])
 def test_no_block_is_weaker_than_a_full_one_whatever_the_frame_sizes(protect):
     """Issue #21: a 1 MiB frame of 772 datagrams made three full groups and a 4 + 1 tail, which failed at 2 %

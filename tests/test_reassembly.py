@@ -227,3 +227,62 @@ def test_a_shutdown_announcing_the_last_sequence_of_the_space_ends_at_once():
     tracker.reach(2**64 - 1)  # once looped forever: last + 1 wraps to 0
     assert (tracker.highest, tracker.lost) == (2**64 - 1, 9) and tracker.was_announced(2**64 - 1)
     assert tracker.see(2**64 - 1) == "late" and tracker.lost == 8
+
+
+class SessionModel:
+    """The session rules as docs/protocol.md states them, written plainly: with keys, only a larger id replaces
+    the live session (before any, the floor an earlier run saved) and a later key epoch of it (same low half)
+    is a rekey that keeps the epoch it replaced acceptable; without keys, the last eight replaced sessions
+    never come back, and a session from an earlier start time takes over only after the live one has been
+    silent for the takeover time."""
+
+    def __init__(self, keyed, takeover_ns, floor):
+        self.keyed, self.takeover_ns, self.floor = keyed, takeover_ns, floor
+        self.live = self.previous_epoch = None
+        self.replaced, self.heard = [], None
+
+    def judge(self, session, now):
+        if session == self.live or (self.keyed and self.live is not None and session == self.previous_epoch):
+            verdict = "live"
+        elif self.keyed and self.live is not None and session > self.live and session % 2**32 == self.live % 2**32:
+            self.previous_epoch, self.live, verdict = self.live, session, "rekeyed"
+        elif self.keyed:
+            verdict = "started" if (session > self.live if self.live is not None
+                                    else self.floor is None or session >= self.floor) else "stale"
+        elif self.live is None:
+            verdict = "started"
+        elif session in self.replaced[-8:]:
+            verdict = "stale"
+        else:
+            silent = now - self.heard >= self.takeover_ns
+            verdict = "stale" if session >> 32 < self.live >> 32 and not silent else "started"
+        if verdict == "started":
+            if self.live is not None:
+                self.replaced.append(self.live)
+            self.live, self.previous_epoch = session, None
+            if self.keyed and self.floor is not None and session != self.floor and session > self.floor \
+                    and session % 2**32 == self.floor % 2**32:
+                self.previous_epoch = self.floor
+        if verdict != "stale":
+            self.heard = now
+        return verdict
+
+
+SESSION_IDS = [(start << 32) | low for start in (100, 101, 150, 200, 2**32 - 1) for low in (5, 7, 2**32 - 1)]
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.booleans(), st.one_of(st.none(), st.sampled_from(SESSION_IDS)),
+       st.lists(st.tuples(st.sampled_from(SESSION_IDS + [0, 1]), st.sampled_from([0, 10**6, 9 * 10**9, 11 * 10**9])),
+                max_size=120))
+def test_the_session_rules_alone_answer_as_the_protocol_states_them(keyed, floor, steps):
+    """ddc/_core/sessions.pxd, driven without datagrams: restarts, replays of older sessions, rekeys, the epoch
+    a rekey replaced, a restored floor, and an older session taking over a silent link (without keys only)."""
+    from ddc._core.sessions import SessionJudge
+
+    judge, model = SessionJudge(keyed, 10.0, floor), SessionModel(keyed, 10 * 10**9, floor)
+    now = 10**12
+    for session, advance in steps:
+        now += advance
+        assert judge.judge(session, now) == model.judge(session, now), (session, model.live)
+        assert (judge.live or (None,))[0] == model.live

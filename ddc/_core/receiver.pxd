@@ -7,6 +7,7 @@ from ddc._core.fec cimport MAX_DATA_SYMBOLS, MAX_PARITY_SYMBOLS
 from ddc._core.fec_blocks cimport BlockStore, FecBlock
 from ddc._core.reassembly cimport FrameTable
 from ddc._core.sequence_window cimport SequenceWindow
+from ddc._core.sessions cimport Sessions
 from ddc._core.wire cimport Header
 
 cdef enum:
@@ -15,7 +16,6 @@ cdef enum:
     # Receive buffers 64 KiB apart would all start in the same cache sets, and a batch of jumbo datagrams would
     # evict itself before it is checked and copied; an odd number of extra cache lines spreads them out.
     RECEIVE_BUFFER_STRIDE = RECEIVE_BUFFER_BYTES + 23 * 64
-    RETIRED_SESSIONS = 8
     MAX_EVENTS = 32
     EVENT_PAYLOAD_BYTES = 256
     SWEEP_INTERVAL_NS = 10000000
@@ -108,23 +108,8 @@ cdef class Frame:
 cdef class LinkReceiver:
     cdef readonly int64_t frame_timeout_ns
     cdef uint64_t counters_[COUNTER_COUNT]
-    # session
-    cdef readonly bint has_session
-    cdef readonly uint64_t session_id
-    cdef uint64_t first_epoch_id  # the session as it started: what its frames are labelled with across rekeys
-    cdef uint64_t previous_epoch_id  # the key epoch the last rekey replaced, whose datagrams may still arrive
-    cdef uint64_t retired[RETIRED_SESSIONS]
-    cdef int retired_count
-    # with keys: the newest session an earlier run of this egress authenticated, and its highest sequence
-    cdef bint has_floor
-    cdef uint64_t floor_session_id
-    cdef bint floor_has_sequence
-    cdef uint64_t floor_sequence
-    cdef bint floor_has_parity
-    cdef uint64_t floor_parity
-    cdef readonly bint resuming_floor
-    cdef bint parity_seen
-    cdef uint64_t highest_parity
+    # the session followed, and what may replace it
+    cdef Sessions sessions
     # sequence window
     cdef SequenceWindow window
     # frames
@@ -149,10 +134,7 @@ cdef class LinkReceiver:
     cdef uint64_t published_gauges[GAUGE_COUNT]
     cdef Event events[MAX_EVENTS]
     cdef int event_count
-    cdef int64_t session_takeover_ns
-    cdef int64_t last_heard_ns
     # authentication: up to 256 master keys by key id; two session ciphers, one always the current session's
-    cdef readonly bint authenticated
     cdef uint8_t master_keys[256 * KEY_BYTES]
     cdef bint key_known[256]
     cdef SessionCipher cipher_a
@@ -165,7 +147,6 @@ cdef class LinkReceiver:
     cdef void start_session(self, uint64_t session_id) noexcept nogil
     cdef uint64_t session_datagrams_lost(self) noexcept nogil
     cdef uint64_t session_frames_lost(self) noexcept nogil
-    cdef bint is_retired(self, uint64_t session_id) noexcept nogil
     cdef bint track_sequence(self, uint64_t sequence, bint recovered) noexcept nogil
     cdef void accept_fragment(self, const Header* h, const uint8_t* payload, int64_t now) noexcept nogil
     cdef void take_data(self, const Header* h, const uint8_t* datagram, size_t length, int64_t now) noexcept nogil
@@ -174,7 +155,6 @@ cdef class LinkReceiver:
     cdef void accept_rebuilt(self, int64_t now) noexcept nogil
     cdef uint8_t* live_unfilled_fragment(self, const Header* h) noexcept nogil
     cdef bint unseal(self, const Header* h, const uint8_t* data, uint8_t* plain) noexcept nogil
-    cdef bint replaces_session(self, uint64_t session_id, int64_t now) noexcept nogil
     cdef int damaged_or(self, const uint8_t* data, size_t length, int reason) noexcept nogil
     cdef void accept(self, const uint8_t* data, size_t length, int64_t now) noexcept nogil
     cdef void process(self, const uint8_t* data, size_t length, int64_t now, const Expected* expected) noexcept nogil

@@ -24,19 +24,12 @@ drop counter. State is bounded by construction:
   (the rest of it waits for the next call) once the list could not take
   another datagram's worst case or holds max_frame_bytes of frames;
 - a new session id (a restarted sender) abandons the old session's partial
-  frames and starts fresh; late datagrams of a recent old session are counted as
-  stale rather than starting it again. With keys, sessions are ordered: only an
-  authenticated session with a larger id may replace the live one, so a
-  recorded datagram of an older session can never come back. restore_session()
-  carries the newest session and its highest sequence across an egress restart.
-  A rekeying sender changes only the high half of its session id (a new key
-  epoch) and goes on with its sequence numbers, frame ids and FEC blocks: the
-  receiver keeps every window and frame across it, and still accepts the
-  previous epoch's datagrams in flight, so a rekey loses nothing.
+  frames and starts fresh; which session may replace the live one, key epochs
+  across a rekey and the floor an earlier run left are the sessions unit's rules.
 
 The units it composes live apart: datagram_io (recvmmsg), wire (parsing), aead
-(unsealing), sequence_window, reassembly (the frame table), fec_blocks and fec
-(the block store and the code). What stays here, over 400 lines, is the path
+(unsealing), sessions, sequence_window, reassembly (the frame table), fec_blocks
+and fec (the block store and the code). What stays here, over 400 lines, is the path
 every datagram takes in one order (parse, authenticate, session, sequence,
 reassembly, rebuild queue), which shares the session's state and the counters
 every drop must end in.
@@ -60,6 +53,8 @@ from ddc._core.reassembly cimport (COMPLETED, DUPLICATE, MALFORMED, OVERSIZED, P
                                   place_fragment, restart_table, unfilled_fragment)
 from ddc._core.sequence_window cimport (SEEN_BEFORE, SEEN_LATE, SEEN_TOO_OLD, Sighting, datagrams_lost,
                                        reach_sequence, reset_window, see_sequence, was_announced)
+from ddc._core.sessions cimport (VERDICT_REKEYED, VERDICT_STALE, VERDICT_STARTED, Sessions, Verdict, begin_session,
+                                 below_floor_parity, below_floor_sequence, judge_session, note_parity)
 from ddc._core.wire cimport (FLAG_AUTH_TAG, HEADER_BYTES, MAX_DATAGRAM_BYTES, PARSE_BAD_CHECKSUM, PARSE_BAD_MAGIC, PARSE_MALFORMED,
                              PARITY_SEQUENCE_BIT, PEER_OFFSET_DATAGRAMS_SENT,
                              PARSE_OK, PARSE_TRUNCATED, PARSE_UNKNOWN_TYPE, PARSE_UNKNOWN_VERSION,
@@ -81,14 +76,6 @@ COUNTER_NAMES = (
     "heartbeats_received", "shutdowns_received", "sessions_started", "events_dropped",
     "parity_received", "datagrams_recovered", "fec_blocks_recovered", "fec_blocks_unrecoverable", "sessions_rekeyed",
 )
-
-
-EPOCH_MASK = 0xFFFFFFFF  # the low half of a session id, which a rekey keeps
-
-
-cdef inline bint same_session(uint64_t epoch, uint64_t other) noexcept nogil:
-    """Whether two session ids are key epochs of one session: a rekey keeps the low half."""
-    return (epoch & <uint64_t>0xFFFFFFFF) == (other & <uint64_t>0xFFFFFFFF)
 
 
 cdef class Frame:
@@ -120,7 +107,7 @@ cdef class LinkReceiver:
         cdef int i
         open_table(&self.frames, max_frames_in_flight, max_frame_bytes, max_bytes_in_flight)
         self.frame_timeout_ns = <int64_t>(frame_timeout_seconds * 1e9)
-        self.session_takeover_ns = <int64_t>(session_takeover_seconds * 1e9)
+        self.sessions.takeover_ns = <int64_t>(session_takeover_seconds * 1e9)
         self.ready = <Ready*>calloc(READY_CAPACITY, sizeof(Ready))
         if self.ready == NULL:
             raise MemoryError()
@@ -150,7 +137,7 @@ cdef class LinkReceiver:
         event = &self.events[self.event_count]
         self.event_count += 1
         event.kind = kind
-        event.session_id = self.session_id
+        event.session_id = self.sessions.session_id
         event.previous_session_id = previous
         if length > EVENT_PAYLOAD_BYTES:
             length = EVENT_PAYLOAD_BYTES
@@ -159,25 +146,15 @@ cdef class LinkReceiver:
             memcpy(event.payload, payload, length)
 
     cdef void start_session(self, uint64_t session_id) noexcept nogil:
-        cdef uint64_t previous = self.session_id
+        cdef uint64_t previous = self.sessions.session_id
         empty_store(&self.fec)
-        if self.has_session:
+        if self.sessions.live:
             abandon_partials(&self.frames)
             self.earlier_sessions_datagrams_lost += self.session_datagrams_lost()
             self.earlier_sessions_frames_lost += self.session_frames_lost()
-            self.retired[self.retired_count % RETIRED_SESSIONS] = previous
-            self.retired_count += 1
         restart_table(&self.frames)
         reset_window(&self.window)
-        self.has_session = True
-        self.session_id = session_id
-        self.first_epoch_id = session_id
-        self.previous_epoch_id = 0
-        self.parity_seen = False
-        self.resuming_floor = self.has_floor and (session_id == self.floor_session_id or (
-            same_session(session_id, self.floor_session_id) and session_id > self.floor_session_id))
-        if self.resuming_floor and session_id != self.floor_session_id:
-            self.previous_epoch_id = self.floor_session_id  # its datagrams still in flight across the rekey
+        begin_session(&self.sessions, session_id)
         self.counters_[SESSIONS_STARTED] += 1
         self.push_event(SESSION_STARTED, previous, NULL, 0)
 
@@ -187,20 +164,12 @@ cdef class LinkReceiver:
     cdef uint64_t session_frames_lost(self) noexcept nogil:
         return frames_lost(&self.frames)
 
-    cdef bint is_retired(self, uint64_t session_id) noexcept nogil:
-        cdef int i
-        cdef int known = self.retired_count if self.retired_count < RETIRED_SESSIONS else RETIRED_SESSIONS
-        for i in range(known):
-            if self.retired[i] == session_id:
-                return True
-        return False
-
     cdef bint track_sequence(self, uint64_t sequence, bint recovered) noexcept nogil:
         """Records a datagram's sequence; False when it is a duplicate or too old to judge."""
         cdef bint first = self.window.distinct == 0
         cdef Sighting sighting
-        if self.resuming_floor and self.floor_has_sequence and sequence <= self.floor_sequence:
-            self.counters_[DROPPED_TOO_OLD] += 1  # delivered before this egress restarted, or a replay of it
+        if below_floor_sequence(&self.sessions, sequence):
+            self.counters_[DROPPED_TOO_OLD] += 1
             return False
         sighting = see_sequence(&self.window, sequence)
         if sighting == SEEN_TOO_OLD:
@@ -211,8 +180,9 @@ cdef class LinkReceiver:
             return False
         if sighting == SEEN_LATE and not recovered and not was_announced(&self.window, sequence):
             self.counters_[DATAGRAMS_REORDERED] += 1
-        if first and self.resuming_floor and self.floor_has_sequence:
-            self.window.lowest = self.floor_sequence + 1  # what was sent while this egress was down is lost
+        if first and self.sessions.resuming_floor and self.sessions.floor_has_sequence:
+            # what was sent while this egress was down is lost
+            self.window.lowest = self.sessions.floor_sequence + 1
         return True
 
     cdef void accept_fragment(self, const Header* h, const uint8_t* payload, int64_t now) noexcept nogil:
@@ -233,7 +203,7 @@ cdef class LinkReceiver:
             done.data = completed
             done.length = h.frame_length
             done.frame_id = h.frame_id
-            done.session_id = self.first_epoch_id
+            done.session_id = self.sessions.first_epoch_id
             self.ready_bytes += h.frame_length
             self.counters_[FRAMES_COMPLETED] += 1
 
@@ -339,7 +309,7 @@ cdef class LinkReceiver:
         filled yet; else NULL. Decrypting straight there saves a copy: a datagram that then fails its tag
         leaves bytes only where nothing was received, and the place counts as filled only once an authentic
         fragment is accepted."""
-        if not self.has_session or h.session_id != self.session_id:
+        if not self.sessions.live or h.session_id != self.sessions.session_id:
             return NULL
         return unfilled_fragment(&self.frames, h)
 
@@ -356,7 +326,7 @@ cdef class LinkReceiver:
             use_a = False
         else:
             # Rekey the cipher that does not hold the current session, so forgeries never evict it.
-            use_a = self.has_session and self.cipher_b.holds(self.session_id, self.cipher_b.key_id)
+            use_a = self.sessions.live and self.cipher_b.holds(self.sessions.session_id, self.cipher_b.key_id)
             master_key = self.master_keys + h.key_id * KEY_BYTES
             if not (self.cipher_a.rekey(master_key, h.key_id, h.session_id) if use_a
                     else self.cipher_b.rekey(master_key, h.key_id, h.session_id)):
@@ -366,30 +336,11 @@ cdef class LinkReceiver:
                                         plain)
         return self.cipher_b.unseal(associated, HEADER_BYTES, data + HEADER_BYTES, h.payload_length, h.sequence, plain)
 
-    cdef bint replaces_session(self, uint64_t session_id, int64_t now) noexcept nogil:
-        """Whether a datagram of another session may start it. Session ids begin with the sender's start time
-        in seconds (an ingress with a state directory makes them grow even if its clock goes back). With keys,
-        the datagram is authentic, and only a larger id replaces the live session, or the newest one an earlier
-        run saw: a recorded datagram of an older session never comes back, however long the live one is
-        silent. Without keys anything can be forged anyway, and an older session may take over after the
-        current one has been silent for session_takeover (a sender whose clock went back)."""
-        if self.authenticated:
-            if self.has_session:
-                return session_id > self.session_id
-            return not self.has_floor or session_id >= self.floor_session_id
-        if not self.has_session:
-            return True
-        if self.is_retired(session_id):
-            return False
-        if (session_id >> 32) < (self.session_id >> 32) and now - self.last_heard_ns < self.session_takeover_ns:
-            return False
-        return True
-
     cdef int damaged_or(self, const uint8_t* data, size_t length, int reason) noexcept nogil:
         """The drop counter for a failed datagram: DROPPED_BAD_CHECKSUM if it is one whose checksum
         parse_header skipped (sealed, on a keyed receiver, with a consistent length) and the checksum fails,
         so link damage is counted as damage rather than as forgery; else reason."""
-        if (self.authenticated and length >= HEADER_BYTES and data[4] & FLAG_AUTH_TAG
+        if (self.sessions.authenticated and length >= HEADER_BYTES and data[4] & FLAG_AUTH_TAG
                 and get16(data + 6) + HEADER_BYTES == length and not checksum_matches(data, length)):
             return DROPPED_BAD_CHECKSUM
         return reason
@@ -408,13 +359,14 @@ cdef class LinkReceiver:
         cdef uint8_t* plain
         cdef uint64_t parity_number
         cdef bint recovered = expected != NULL
+        cdef Verdict verdict
         if recovered:
             self.counters_[DATAGRAMS_RECOVERED] += 1
         else:
             self.counters_[DATAGRAMS_RECEIVED] += 1
             self.counters_[BYTES_RECEIVED] += length
         # With keys, a sealed datagram's tag covers every byte: its checksum is checked only to name a failure.
-        result = parse_header(data, length, &h, self.authenticated)
+        result = parse_header(data, length, &h, self.sessions.authenticated)
         if result != PARSE_OK:
             if result == PARSE_TRUNCATED:
                 self.counters_[DROPPED_TRUNCATED] += 1
@@ -435,7 +387,7 @@ cdef class LinkReceiver:
             self.counters_[DROPPED_INCONSISTENT_REBUILD] += 1
             return
         if h.flags & FLAG_AUTH_TAG:
-            if not self.authenticated or not self.key_known[h.key_id]:
+            if not self.sessions.authenticated or not self.key_known[h.key_id]:
                 self.counters_[self.damaged_or(data, length, DROPPED_UNKNOWN_KEY)] += 1
                 return
             plain = self.live_unfilled_fragment(&h)
@@ -445,38 +397,31 @@ cdef class LinkReceiver:
                 self.counters_[self.damaged_or(data, length, DROPPED_FORGED)] += 1
                 return
             payload = plain
-        elif self.authenticated:
+        elif self.sessions.authenticated:
             self.counters_[DROPPED_UNAUTHENTICATED] += 1
             return
-        if not self.has_session or h.session_id != self.session_id:
-            if self.has_session and self.authenticated and h.session_id == self.previous_epoch_id:
-                pass  # the previous key epoch's datagrams still in flight, in the same windows
-            elif (self.has_session and self.authenticated and h.session_id > self.session_id
-                    and same_session(h.session_id, self.session_id)):
-                self.previous_epoch_id = self.session_id
-                self.session_id = h.session_id
-                self.counters_[SESSIONS_REKEYED] += 1
-                self.push_event(REKEYED, self.previous_epoch_id, NULL, 0)
-            elif not self.replaces_session(h.session_id, now):
-                self.counters_[DROPPED_STALE_SESSION] += 1
-                return
-            else:
-                self.start_session(h.session_id)
+        verdict = judge_session(&self.sessions, h.session_id, now)
+        if verdict == VERDICT_STALE:
+            self.counters_[DROPPED_STALE_SESSION] += 1
+            return
+        if verdict == VERDICT_STARTED:
+            self.start_session(h.session_id)
+        elif verdict == VERDICT_REKEYED:
+            self.counters_[SESSIONS_REKEYED] += 1
+            self.push_event(REKEYED, self.sessions.previous_epoch_id, NULL, 0)
         if h.type == TYPE_PARITY:
             # Parity has no sequence window to recognise a replay by, so it never counts as hearing the sender.
             # After a restart, parity the earlier run saw would only reopen blocks that can never complete.
             parity_number = h.sequence & ~PARITY_SEQUENCE_BIT
-            if self.resuming_floor and self.floor_has_parity and parity_number <= self.floor_parity:
+            if below_floor_parity(&self.sessions, parity_number):
                 self.counters_[DROPPED_TOO_OLD] += 1
                 return
-            if not self.parity_seen or parity_number > self.highest_parity:
-                self.parity_seen = True
-                self.highest_parity = parity_number
+            note_parity(&self.sessions, parity_number)
             self.take_parity(&h, payload, now)
             return
         if not self.track_sequence(h.sequence, recovered):
             return
-        self.last_heard_ns = now
+        self.sessions.last_heard_ns = now
         if h.type == TYPE_DATA:
             self.accept_fragment(&h, payload, now)
         else:
@@ -597,21 +542,22 @@ cdef class LinkReceiver:
                 raise MemoryError()
         memcpy(self.master_keys + key_id * KEY_BYTES, <const char*>master_key, KEY_BYTES)
         self.key_known[key_id] = True
-        self.authenticated = True
+        self.sessions.authenticated = True
 
     def restore_session(self, uint64_t session_id, highest_sequence=None, highest_parity=None):
         """What saved_session() returned in an earlier run of this egress. With keys, no older session is accepted;
         datagrams of this one up to highest_sequence, and parity up to highest_parity, are refused as too old
         (delivered then, or replays of them), and what it sent after them while this egress was down counts as
         lost."""
-        if self.has_session:
+        cdef Sessions* sessions = &self.sessions
+        if sessions.live:
             raise ValueError("restore_session() comes before the first datagram")
-        self.has_floor = True
-        self.floor_session_id = session_id
-        self.floor_has_sequence = highest_sequence is not None
-        self.floor_sequence = highest_sequence or 0
-        self.floor_has_parity = highest_parity is not None
-        self.floor_parity = highest_parity or 0
+        sessions.has_floor = True
+        sessions.floor_session_id = session_id
+        sessions.floor_has_sequence = highest_sequence is not None
+        sessions.floor_sequence = highest_sequence or 0
+        sessions.floor_has_parity = highest_parity is not None
+        sessions.floor_parity = highest_parity or 0
 
     @property
     def batch_pending(self):
@@ -621,18 +567,37 @@ cdef class LinkReceiver:
     def saved_session(self):
         """(newest session id, highest sequence and highest parity number seen of it, each None where there was
         none) for restore_session() after a restart; None before any session."""
-        if not self.has_session:
-            if not self.has_floor:
+        cdef const Sessions* sessions = &self.sessions
+        if not sessions.live:
+            if not sessions.has_floor:
                 return None
-            return (self.floor_session_id, self.floor_sequence if self.floor_has_sequence else None,
-                    self.floor_parity if self.floor_has_parity else None)
-        sequence = self.floor_sequence if self.resuming_floor and self.floor_has_sequence else None
+            return (sessions.floor_session_id, sessions.floor_sequence if sessions.floor_has_sequence else None,
+                    sessions.floor_parity if sessions.floor_has_parity else None)
+        sequence = sessions.floor_sequence if sessions.resuming_floor and sessions.floor_has_sequence else None
         if self.window.distinct:
             sequence = self.window.highest if sequence is None else max(sequence, self.window.highest)
-        parity = self.floor_parity if self.resuming_floor and self.floor_has_parity else None
-        if self.parity_seen:
-            parity = self.highest_parity if parity is None else max(parity, self.highest_parity)
-        return self.session_id, sequence, parity
+        parity = sessions.floor_parity if sessions.resuming_floor and sessions.floor_has_parity else None
+        if sessions.parity_seen:
+            parity = sessions.highest_parity if parity is None else max(parity, sessions.highest_parity)
+        return sessions.session_id, sequence, parity
+
+    @property
+    def has_session(self):
+        return self.sessions.live
+
+    @property
+    def session_id(self):
+        """The live session's id (its key epoch's, with keys)."""
+        return self.sessions.session_id
+
+    @property
+    def resuming_floor(self):
+        """Whether the live session is the one an earlier run of this egress saved (restore_session())."""
+        return self.sessions.resuming_floor
+
+    @property
+    def authenticated(self):
+        return self.sessions.authenticated
 
     def feed(self, datagram, now_ns=None):
         """Processes one datagram given as bytes; returns the frames it completed."""

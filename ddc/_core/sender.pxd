@@ -2,7 +2,7 @@
 from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 
 from ddc._core.aead cimport SessionCipher
-from ddc._core.fec cimport MAX_DATA_SYMBOLS
+from ddc._core.fec_grouping cimport MAX_CONTROL_PARITY, SYMBOL_HEAD_SIZE, Grouping
 from ddc._core.pacing cimport Pacer
 from ddc._core.posix cimport iovec, mmsghdr, msghdr, sockaddr_storage, socklen_t
 from ddc._core.wire cimport HEADER_BYTES, MAX_CONTROL_PAYLOAD, MAX_DATAGRAM_BYTES, SYMBOL_PREFIX_BYTES, TAG_BYTES, Header
@@ -13,14 +13,9 @@ cdef extern from "udp_segmentation.h" nogil:
     void ddc_segmentation_control(msghdr* message, uint64_t* control, uint16_t segment_size)
 
 cdef enum:
-    BATCH_DATAGRAMS = 64
+    BATCH_DATAGRAMS = MAX_CONTROL_PARITY + 1  # a control datagram and its parity leave in one batch
     SEND_WAIT_MS = 1  # a full send buffer is waited for in steps of this
-    MAX_INTERLEAVE = 64
-    MIN_CONTROL_PARITY = 3
-    MAX_CONTROL_PARITY = BATCH_DATAGRAMS - 1  # a control datagram and its parity leave in one batch
-    MAX_LOSS_BURST = MAX_CONTROL_PARITY // 2
     CONTROL_SYMBOL_SIZE = SYMBOL_PREFIX_BYTES + HEADER_BYTES + MAX_CONTROL_PAYLOAD + TAG_BYTES
-    SYMBOL_HEAD_SIZE = SYMBOL_PREFIX_BYTES + HEADER_BYTES
     SEGMENTS_PER_SEND = 64
     SEGMENTED_SEND_BYTES = MAX_DATAGRAM_BYTES
 
@@ -62,26 +57,9 @@ cdef class DatagramSender:
     # the batch being staged
     cdef unsigned int slot
     cdef size_t batch_bytes
-    # forward error correction: configuration, then the group of blocks being built
-    cdef readonly uint32_t fec_data
-    cdef readonly uint32_t fec_parity
-    cdef readonly uint32_t fec_interleave
-    cdef readonly uint32_t fec_loss_burst
-    cdef uint8_t* parity_buffers
-    cdef size_t symbol_capacity
-    cdef uint32_t next_block
+    # forward error correction: how datagrams are dealt into blocks, and the parity being built
+    cdef Grouping fec
     cdef uint64_t next_parity_sequence
-    cdef uint32_t group_size
-    cdef uint32_t group_position
-    cdef uint32_t group_blocks
-    cdef uint32_t group_base
-    cdef uint32_t block_data[MAX_INTERLEAVE]
-    cdef uint32_t block_parity[MAX_INTERLEAVE]
-    cdef uint32_t block_parity_first[MAX_INTERLEAVE]
-    cdef uint32_t block_share[MAX_INTERLEAVE]
-    cdef uint8_t parity_by_size[MAX_DATA_SYMBOLS + 1]
-    cdef uint32_t control_parity_count
-    cdef uint32_t block_symbol_length[MAX_INTERLEAVE]
     # staged data datagrams whose parity is added when the batch leaves, and their symbols' first bytes
     cdef unsigned int pending_count
     cdef unsigned int pending_slots[BATCH_DATAGRAMS]
@@ -104,7 +82,6 @@ cdef class DatagramSender:
     cdef void heartbeat_when_due(self) noexcept nogil
     cdef void flush(self) noexcept nogil
     cdef void push(self, Header* header, const uint8_t* payload, size_t length) noexcept nogil
-    cdef void start_group(self, uint32_t size, uint32_t blocks) noexcept nogil
     cdef void absorb_pending(self) noexcept nogil
     cdef size_t add_symbol(self, uint8_t** targets, const uint8_t* factors, uint32_t rows,
                            unsigned int slot) noexcept nogil

@@ -7,33 +7,20 @@ schedule with nanosecond clock reads, all with the GIL released. Where the kerne
 can segment UDP (udp_segmentation.h), each run of equal-size datagrams in a batch
 is one message, cut apart by the kernel: the datagrams on the wire are the same.
 
-With forward error correction on, a frame's datagrams go in as few Reed-Solomon
-blocks of at most `data` datagrams as hold them, sized alike, and the blocks in
-as few groups of at most `interleave` as hold them; each group is dealt
-round-robin into its blocks (so a burst of consecutive losses is spread over
-them). Each block gets the parity that makes it as strong as a full block at the
-code's rated loss (fec.parity_by_block_size): a small frame's block gets a larger
-share, never a weak single parity datagram. With loss_burst set, a group's blocks
-all get at least the parity with which each survives two bursts of that many
-consecutive losses anywhere in the group: dealt over B blocks, a burst costs a
-block at most ceil(burst / B) + 1 datagrams (B > 1; the last round of data can be
-short, so one gap is shorter than B), and a lone block the whole burst. Parity is accumulated once per
+With forward error correction on, fec_grouping decides which block each datagram
+goes in and what parity each block gets; here the parity is accumulated once per
 batch, when the batch leaves (each parity row is then read and written once for
-all the batch's datagrams of its block, not once per datagram), and the blocks'
-parity datagrams follow the group's data, also interleaved.
-Blocks never span frames, so nothing waits for traffic that may not come.
-A control datagram (heartbeat, shutdown) is a block of its own with the parity
-copies a one-datagram block gets (at least MIN_CONTROL_PARITY, and two bursts'
-worth with loss_burst): it carries no
-bulk, so protecting it costs nothing, and an unprotected one lost on a lossy
-link would read as data lost.
+all the batch's datagrams of its block, not once per datagram), and a group's
+parity datagrams follow its data. A control datagram (heartbeat, shutdown) is a
+block of its own, its parity sent with it in one batch.
 
 Heartbeats are sent from here too, between batches, whenever one is due: a large
 frame at a low rate can take seconds to send, and heartbeats that waited for it
 would make the egress report a busy link as interrupted.
 
 The units it composes live apart: pacing.pxd (the schedule), datagram_io (sendmmsg
-and its retry policy), wire (headers), aead (sealing), fec and gf256.h (the code).
+and its retry policy), wire (headers), aead (sealing), fec_grouping (blocks and
+their parity), fec and gf256.h (the code).
 What stays here, over 400 lines, is the staging of one batch: headers, sealed
 copies, FEC symbols and segmentation runs all index the same batch slots, filled
 and sent together.
@@ -51,9 +38,9 @@ from ddc._core.pacing cimport pace, start_pacer
 from ddc._core.posix cimport iovec, mmsghdr, monotonic_ns, msghdr, sendmmsg, sockaddr_storage, socklen_t
 from ddc._core.aead cimport SessionCipher
 from ddc._core.byteorder cimport put16, put64
-from ddc._core.fec cimport (MAX_DATA_SYMBOLS, MAX_PARITY_SYMBOLS, coefficient, multiply_add_rows,
-                            multiply_add_sources)
-from ddc._core.fec import parity_by_block_size
+from ddc._core.fec cimport coefficient, multiply_add_rows
+from ddc._core.fec_grouping cimport (absorb_block, advance_group, begin_frame, configure_grouping, control_block,
+                                     next_parity, parity_symbol, place_data, release_grouping)
 from ddc._core.wire cimport (FLAG_AUTH_TAG, HEADER_BYTES, MAX_CONTROL_PAYLOAD, MAX_DATAGRAM_BYTES, PARITY_SEQUENCE_BIT,
                              PEER_OFFSET_BYTES_SENT, PEER_OFFSET_DATAGRAMS_SENT, PEER_OFFSET_FRAMES_SENT,
                              SYMBOL_PREFIX_BYTES, TAG_BYTES, TYPE_DATA, TYPE_HEARTBEAT, TYPE_PARITY, TYPE_SHUTDOWN,
@@ -76,7 +63,7 @@ cdef class DatagramSender:
         free(self.headers)
         free(self.first_piece)
         free(self.sealed)
-        free(self.parity_buffers)
+        release_grouping(&self.fec)
 
     def __init__(self, int fd, bytes socket_address, uint64_t session_id, uint32_t datagram_size,
                  double rate_bytes_per_second=0.0, double burst_bytes=0.0, double heartbeat_interval=0.0,
@@ -206,15 +193,14 @@ cdef class DatagramSender:
         header.sequence = self.next_sequence
         header.payload_length = <uint16_t>length
         header.fragment_count = 1
-        if self.fec_data:
-            header.fec_block = self.next_block
+        if self.fec.data:
+            header.fec_block = control_block(&self.fec)
             header.fec_count = 1
-            self.next_block += 1
         self.next_sequence += 1
         wire_bytes = self.stage(0, &header, payload, length)
-        if self.fec_data:
+        if self.fec.data:
             wire_bytes += self.stage_control_parity(&header)
-            count += self.control_parity_count
+            count += self.fec.control_parity_count
         if self.pacer.burst_bytes <= 0 or wire_bytes <= self.pacer.burst_bytes:
             pace(&self.pacer, wire_bytes)
             self.transmit(count)
@@ -248,16 +234,16 @@ cdef class DatagramSender:
         cdef uint32_t row
         cdef size_t symbol_length, wire_bytes = 0
         memset(&header, 0, sizeof(Header))
-        for row in range(self.control_parity_count):
+        for row in range(self.fec.control_parity_count):
             targets[row] = self.control_parity[row]
             factors[row] = coefficient(row, 0)
         memset(self.control_parity, 0, sizeof(self.control_parity))
-        symbol_length = self.add_symbol(targets, factors, self.control_parity_count, 0)
+        symbol_length = self.add_symbol(targets, factors, self.fec.control_parity_count, 0)
         header.type = TYPE_PARITY
         header.session_id = self.session_id
         header.fec_block = control.fec_block
         header.fec_count = 1
-        for row in range(self.control_parity_count):
+        for row in range(self.fec.control_parity_count):
             header.sequence = PARITY_SEQUENCE_BIT | self.next_parity_sequence
             header.fec_index = <uint16_t>(1 + row)
             self.next_parity_sequence += 1
@@ -294,7 +280,7 @@ cdef class DatagramSender:
         self.batch_bytes += self.stage(self.slot, header, payload, length)
         if header.fec_count and header.type == TYPE_DATA:
             self.pending_slots[self.pending_count] = self.slot
-            self.pending_blocks[self.pending_count] = header.fec_block - self.group_base
+            self.pending_blocks[self.pending_count] = header.fec_block - self.fec.base
             self.pending_indexes[self.pending_count] = header.fec_index
             self.pending_count += 1
         self.slot += 1
@@ -302,78 +288,31 @@ cdef class DatagramSender:
                 self.pacer.burst_bytes > 0 and self.batch_bytes + self.datagram_size > self.pacer.burst_bytes):
             self.flush()
 
-    cdef void start_group(self, uint32_t size, uint32_t blocks) noexcept nogil:
-        """Deals the next size data datagrams round-robin into blocks blocks (at most fec_data each), so that a
-        burst of losses is spread over them. Each block gets the parity its size needs (parity_by_size): a
-        small block needs a larger share than a full one to be as strong."""
-        cdef uint32_t b, first = 0, least = 0
-        if self.fec_loss_burst:
-            least = 2 * (self.fec_loss_burst if blocks == 1 else (self.fec_loss_burst + blocks - 1) // blocks + 1)
-            least = max(least, self.parity_by_size[(size + blocks - 1) // blocks])
-        for b in range(blocks):
-            self.block_data[b] = (size - b + blocks - 1) // blocks
-            self.block_parity[b] = max(self.parity_by_size[self.block_data[b]], least)
-            self.block_share[b] = <uint32_t>((<uint64_t>self.block_data[b] * self.fec_parity + self.fec_data - 1)
-                                             // self.fec_data)
-            self.block_parity_first[b] = first
-            self.block_symbol_length[b] = 0
-            first += self.block_parity[b]
-        memset(self.parity_buffers, 0, first * self.symbol_capacity)
-        self.group_size = size
-        self.group_position = 0
-        self.group_blocks = blocks
-        self.group_base = self.next_block
-        self.next_block += blocks
-
     cdef void absorb_pending(self) noexcept nogil:
-        """Adds the staged data datagrams to their blocks' parity, all of a block's at once: each symbol is
-        [u16 length][header][payload], the first two parts copied together into symbol_heads."""
-        cdef uint32_t block, row, count, position, rows
+        """Adds the staged data datagrams to their blocks' parity, a block's all at once; each symbol's first
+        part, [u16 length][header], is copied together into symbol_heads."""
+        cdef uint32_t block, position, count
         cdef unsigned int slot
-        cdef size_t shortest, length
         cdef const uint8_t* heads[BATCH_DATAGRAMS]
         cdef const uint8_t* payloads[BATCH_DATAGRAMS]
         cdef size_t lengths[BATCH_DATAGRAMS]
         cdef uint16_t indexes[BATCH_DATAGRAMS]
-        cdef uint8_t* targets[MAX_PARITY_SYMBOLS]
-        cdef uint8_t factors[MAX_PARITY_SYMBOLS * BATCH_DATAGRAMS]
-        cdef uint8_t column[MAX_PARITY_SYMBOLS]
         if self.pending_count == 0:
             return
-        for block in range(self.group_blocks):
+        for block in range(self.fec.blocks):
             count = 0
-            shortest = MAX_DATAGRAM_BYTES
             for position in range(self.pending_count):
                 if self.pending_blocks[position] != block:
                     continue
                 slot = self.pending_slots[position]
-                length = self.iov[2 * slot + 1].iov_len
-                put16(self.symbol_heads[slot], <uint16_t>(HEADER_BYTES + length))
+                lengths[count] = self.iov[2 * slot + 1].iov_len
+                put16(self.symbol_heads[slot], <uint16_t>(HEADER_BYTES + lengths[count]))
                 memcpy(&self.symbol_heads[slot][SYMBOL_PREFIX_BYTES], self.iov[2 * slot].iov_base, HEADER_BYTES)
                 heads[count] = self.symbol_heads[slot]
                 payloads[count] = <const uint8_t*>self.iov[2 * slot + 1].iov_base
-                lengths[count] = length
                 indexes[count] = self.pending_indexes[position]
-                shortest = min(shortest, length)
                 count += 1
-            if count == 0:
-                continue
-            rows = self.block_parity[block]
-            for row in range(rows):
-                targets[row] = self.parity_buffers + (self.block_parity_first[block] + row) * self.symbol_capacity
-                for position in range(count):
-                    factors[row * count + position] = coefficient(row, indexes[position])
-            multiply_add_sources(targets, 0, factors, rows, heads, count, SYMBOL_HEAD_SIZE)
-            multiply_add_sources(targets, SYMBOL_HEAD_SIZE, factors, rows, payloads, count, shortest)
-            for position in range(count):
-                if lengths[position] > shortest:
-                    for row in range(rows):
-                        column[row] = factors[row * count + position]
-                    payloads[position] += shortest
-                    multiply_add_sources(targets, SYMBOL_HEAD_SIZE + shortest, column, rows, &payloads[position], 1,
-                                         lengths[position] - shortest)
-                if SYMBOL_HEAD_SIZE + lengths[position] > self.block_symbol_length[block]:
-                    self.block_symbol_length[block] = <uint32_t>(SYMBOL_HEAD_SIZE + lengths[position])
+            absorb_block(&self.fec, block, heads, payloads, lengths, indexes, count)
         self.pending_count = 0
 
     cdef size_t add_symbol(self, uint8_t** targets, const uint8_t* factors, uint32_t rows,
@@ -391,33 +330,24 @@ cdef class DatagramSender:
         return SYMBOL_PREFIX_BYTES + wire_length
 
     cdef void send_parity(self) noexcept nogil:
-        """Sends the group's parity, row by row across blocks, then the batch, before the buffers are reused."""
+        """Sends the group's parity, then the batch, before the buffers are reused."""
         cdef Header header
-        cdef uint32_t row = 0, block
-        cdef bint more = True
+        cdef uint32_t step = 0, block, row
         self.absorb_pending()
         memset(&header, 0, sizeof(Header))
         header.type = TYPE_PARITY
         header.session_id = self.session_id
-        while more:
-            more = False
-            for block in range(self.group_blocks):
-                if row >= self.block_parity[block]:
-                    continue
-                more = True
-                header.sequence = PARITY_SEQUENCE_BIT | self.next_parity_sequence
-                header.fec_block = self.group_base + block
-                header.fec_count = <uint16_t>self.block_data[block]
-                header.fec_index = <uint16_t>(self.block_data[block] + row)
-                self.next_parity_sequence += 1
-                self.parity_sent += 1
-                if row >= self.block_share[block]:
-                    self.parity_beyond_share_sent += 1
-                self.push(&header, self.parity_buffers + (self.block_parity_first[block] + row) * self.symbol_capacity,
-                          self.block_symbol_length[block])
-            row += 1
+        while next_parity(&self.fec, &step, &block, &row):
+            header.sequence = PARITY_SEQUENCE_BIT | self.next_parity_sequence
+            header.fec_block = self.fec.base + block
+            header.fec_count = <uint16_t>self.fec.block_data[block]
+            header.fec_index = <uint16_t>(self.fec.block_data[block] + row)
+            self.next_parity_sequence += 1
+            self.parity_sent += 1
+            if row >= self.fec.block_share[block]:
+                self.parity_beyond_share_sent += 1
+            self.push(&header, parity_symbol(&self.fec, block, row), self.fec.block_symbol_length[block])
         self.flush()
-        self.group_size = 0
 
     cdef void send_fragments(self, const uint8_t* prefix, uint32_t prefix_length, const uint8_t* data,
                              uint32_t length) noexcept nogil:
@@ -427,13 +357,10 @@ cdef class DatagramSender:
         cdef Header header
         cdef uint32_t count = fragment_count_for(length, self.payload_capacity)
         cdef uint32_t chunk = fragment_chunk(length, count)
-        cdef uint32_t index = 0, offset, piece, block, blocks_left = 0, groups_left = 0, blocks
+        cdef uint32_t index = 0, offset, piece
         cdef const uint8_t* payload
-        if self.fec_data:
-            # The frame's datagrams go in as few blocks as hold them, sized alike (never a full-size run and
-            # a tail of a few), in as few groups of at most fec_interleave blocks as hold those.
-            blocks_left = (count + self.fec_data - 1) // self.fec_data
-            groups_left = (blocks_left + self.fec_interleave - 1) // self.fec_interleave
+        if self.fec.data:
+            begin_frame(&self.fec, count)
         memset(&header, 0, sizeof(Header))
         header.type = TYPE_DATA
         header.session_id = self.session_id
@@ -442,22 +369,13 @@ cdef class DatagramSender:
         header.frame_length = length
         self.next_frame_id += 1
         while index < count:
-            if self.fec_data and self.group_size == 0:
-                blocks = (blocks_left + groups_left - 1) // groups_left
-                self.start_group(<uint32_t>((<uint64_t>(count - index) * blocks + blocks_left - 1) // blocks_left),
-                                 blocks)
-                blocks_left -= blocks
-                groups_left -= 1
             offset = index * chunk
             piece = chunk if length - offset > chunk else length - offset
             header.fragment_index = index
             header.sequence = self.next_sequence
             header.payload_length = <uint16_t>piece
-            if self.group_size:
-                block = self.group_position % self.group_blocks
-                header.fec_block = self.group_base + block
-                header.fec_index = <uint16_t>(self.group_position // self.group_blocks)
-                header.fec_count = <uint16_t>self.block_data[block]
+            if self.fec.data:
+                place_data(&self.fec, count - index, &header)
             self.next_sequence += 1
             if offset < prefix_length:  # the first datagram only: the caller keeps the prefix within it
                 memcpy(self.first_piece, prefix, prefix_length)
@@ -467,10 +385,8 @@ cdef class DatagramSender:
                 payload = data + (offset - prefix_length)
             self.push(&header, payload, piece)
             index += 1
-            if self.group_size:
-                self.group_position += 1
-                if self.group_position == self.group_size:
-                    self.send_parity()
+            if self.fec.data and advance_group(&self.fec):
+                self.send_parity()
         self.flush()
         self.frames_sent += 1
         self.bytes_sent += length
@@ -482,7 +398,7 @@ cdef class DatagramSender:
         cipher = SessionCipher(True)
         cipher.set_key(master_key, key_id, self.session_id)
         previous, self.cipher = self.cipher, cipher
-        needed = datagram_overhead(self.cipher is not None, self.fec_data != 0) + 1
+        needed = datagram_overhead(self.cipher is not None, self.fec.data != 0) + 1
         if self.datagram_size < needed:
             self.cipher = previous
             raise ValueError(f"datagram size {self.datagram_size} leaves no room for a payload and its "
@@ -492,7 +408,7 @@ cdef class DatagramSender:
             if self.sealed == NULL:
                 self.cipher = previous
                 raise MemoryError()
-        self.payload_capacity = self.datagram_size - datagram_overhead(self.cipher is not None, self.fec_data != 0)
+        self.payload_capacity = self.datagram_size - datagram_overhead(self.cipher is not None, self.fec.data != 0)
 
     def rekey(self, uint64_t session_id, bytes master_key, bint new_session=False):
         """Goes on, between two frames, under a new key epoch: session_id keeps the low half of the current one
@@ -517,30 +433,10 @@ cdef class DatagramSender:
         consecutive losses."""
         if self.next_sequence:
             raise ValueError("forward error correction must be set before the first datagram of a session")
-        if not 1 <= data <= MAX_DATA_SYMBOLS or not 1 <= parity <= MAX_PARITY_SYMBOLS:
-            raise ValueError(f"an FEC block has 1..{MAX_DATA_SYMBOLS} data and 1..{MAX_PARITY_SYMBOLS} parity "
-                             f"datagrams, not {data} and {parity}")
-        if not 1 <= interleave <= MAX_INTERLEAVE:
-            raise ValueError(f"FEC interleave {interleave} is outside 1..{MAX_INTERLEAVE}")
-        if not 0 <= loss_burst <= MAX_LOSS_BURST:
-            raise ValueError(f"FEC loss burst {loss_burst} is outside 0..{MAX_LOSS_BURST}")
         if self.datagram_size <= datagram_overhead(self.cipher is not None, True):
             raise ValueError(f"datagram size {self.datagram_size} leaves no room for a payload with FEC; "
                              f"use at least {datagram_overhead(self.cipher is not None, True) + 1}")
-        self.symbol_capacity = self.datagram_size
-        free(self.parity_buffers)
-        self.parity_buffers = <uint8_t*>malloc(<size_t>interleave * max(parity, 2 * loss_burst + 2)
-                                               * self.symbol_capacity)
-        if self.parity_buffers == NULL:
-            raise MemoryError()
-        sizes = parity_by_block_size(data, parity)
-        for index in range(data + 1):
-            self.parity_by_size[index] = sizes[index]
-        self.control_parity_count = min(max(sizes[1], MIN_CONTROL_PARITY, 2 * loss_burst), MAX_CONTROL_PARITY)
-        self.fec_data = data
-        self.fec_parity = parity
-        self.fec_interleave = interleave
-        self.fec_loss_burst = loss_burst
+        configure_grouping(&self.fec, data, parity, interleave, loss_burst, self.datagram_size)
         self.payload_capacity = self.datagram_size - datagram_overhead(self.cipher is not None, True)
 
     def send_frame(self, frame, bytes prefix=None):
