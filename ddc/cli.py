@@ -51,8 +51,8 @@ def command_run(arguments) -> int:
 
 def command_check(arguments) -> int:
     settings = load_settings(arguments.file)
-    from ddc.crypto import check_one_key_per_link
-    check_one_key_per_link(settings.links)
+    from ddc.crypto import check_keys
+    check_keys(settings)
     print(json.dumps(resolved_view(settings), indent=2))
     print(f"ddc: {arguments.file} is valid ({settings.role}, {len(settings.links)} link(s))", file=sys.stderr)
     return 0

@@ -2,7 +2,9 @@
 
 The datagram sealing itself is in ddc/_core/aead.pyx (libcrypto or libgcrypt, per
 datagram, without the GIL); this module turns configuration into 32-byte master
-keys and picks the sealing library. Password-derived keys use
+keys and loads the sealing library the config names (`sealing_library`, "auto":
+the first of SEALING_ORDER this machine has that seals exactly as specified, so the
+choice is the same at every start; `ddc doctor` times them). Password-derived keys use
 PBKDF2-HMAC-SHA256 from the cryptography package, once, at start-up.
 docs/security.md has the design and the rotation steps.
 """
@@ -21,6 +23,9 @@ log = logging.getLogger("ddc.crypto")
 
 KEY_BYTES = aead.KEY_LENGTH
 LIBRARY_FILES = {"libcrypto": ("libcrypto.so.3", "libcrypto.so.1.1"), "libgcrypt": ("libgcrypt.so.20",)}
+SEALING_ORDER = ("libcrypto", "libgcrypt")  # "auto": OpenSSL first, the library most systems keep patched
+PACKAGES = "Debian/Ubuntu: apt-get install libssl3 (or libgcrypt20); RHEL/Fedora: dnf install openssl-libs; " \
+           "Alpine: apk add libcrypto3"
 LOADERS = {"libcrypto": aead.load_libcrypto, "libgcrypt": aead.load_libgcrypt}
 TIMED_DATAGRAM_BYTES = 8916
 TIMED_DATAGRAMS = 48
@@ -80,39 +85,52 @@ def seals_as_specified(name: str) -> bool:
     return False
 
 
-def load_sealing_library() -> str:
-    """Loads every sealing library this machine has, keeps those that seal exactly as specified, and uses
-    the fastest here (timed in C on jumbo datagrams, best of three alternated rounds). Returns its
-    description, for instance "libgcrypt 1.10.1"."""
+def usable_library(name: str) -> str | None:
+    """None when the library loads and seals exactly as specified; else what is wrong with it."""
+    try:
+        load_library(name)
+    except OSError as error:
+        return f"{name}: {error}"
+    if not seals_as_specified(name):
+        return f"{name}: {aead.versions[name]} does not seal as AES-256-GCM should"
+    return None
+
+
+def load_sealing_library(preference: str = "auto") -> str:
+    """Loads the sealing library for this process: the one named, or with "auto" the first of SEALING_ORDER that
+    loads and seals exactly as specified. Returns its description, for instance "OpenSSL 3.0.19". The choice
+    holds for the process: a later call with another name is refused."""
     current = aead.library_in_use()
     if current is not None:
+        if preference not in ("auto", current):
+            raise KeyProblem(f"sealing_library {preference!r}: this process already seals with {current}")
         return aead.versions[current]
-    usable, problems = [], []
-    for name in LIBRARY_FILES:
-        try:
-            load_library(name)
-        except OSError as error:
-            problems.append(f"{name}: {error}")
-            continue
-        if seals_as_specified(name):
-            usable.append(name)
-        else:
-            problems.append(f"{name}: {aead.versions[name]} does not seal as AES-256-GCM should")
-    if not usable:
-        raise KeyProblem("encryption needs OpenSSL's libcrypto (1.1 or 3.x) or libgcrypt (1.8 or newer), and "
-                         "neither could be used: " + "; ".join(problems)
-                         + ". Install one (Debian/Ubuntu: apt-get install libssl3)")
-    seconds = dict.fromkeys(usable, float("inf"))
-    for _ in range(3 if len(usable) > 1 else 0):
-        for name in usable:
-            seconds[name] = min(seconds[name], aead.sealing_seconds(name, TIMED_DATAGRAM_BYTES, TIMED_DATAGRAMS))
-    chosen = min(usable, key=seconds.__getitem__)
-    aead.use_library(chosen)
-    if len(usable) > 1:
-        rates = ", ".join(f"{aead.versions[name]} {TIMED_DATAGRAM_BYTES * TIMED_DATAGRAMS / seconds[name] / 1e9:.2f} "
-                          "GB/s" for name in usable)
-        log.info("sealing datagrams with %s, the fastest here (%s)", aead.versions[chosen], rates)
-    return aead.versions[chosen]
+    problems = []
+    for name in SEALING_ORDER if preference == "auto" else (preference,):
+        problem = usable_library(name)
+        if problem is None:
+            aead.use_library(name)
+            log.info("sealing datagrams with %s", aead.versions[name])
+            return aead.versions[name]
+        problems.append(problem)
+    wanted = ("OpenSSL's libcrypto (1.1 or 3.x) or libgcrypt (1.8 or newer)" if preference == "auto"
+              else f"sealing_library = {preference!r}")
+    raise KeyProblem(f"encryption needs {wanted}, and it could not be used: " + "; ".join(problems)
+                     + f". Install it ({PACKAGES}), or set sealing_library to another")
+
+
+def sealing_speeds() -> dict[str, float | str]:
+    """For `ddc doctor`: each library's sealing rate here in bytes per second (best of three alternated rounds
+    on jumbo datagrams), or what is wrong with it."""
+    results = {}
+    for name in SEALING_ORDER:
+        results[name] = usable_library(name) or float("inf")
+    timed = [name for name, value in results.items() if value == float("inf")]
+    for _ in range(3):
+        for name in timed:
+            results[name] = min(results[name], aead.sealing_seconds(name, TIMED_DATAGRAM_BYTES, TIMED_DATAGRAMS))
+    return {name: TIMED_DATAGRAM_BYTES * TIMED_DATAGRAMS / value if name in timed else value
+            for name, value in results.items()}
 
 
 def decode_key(text: bytes, origin: str) -> bytes:
@@ -172,11 +190,14 @@ def link_keys(keys) -> list[tuple[int, bytes]]:
     return [(config.id, read_key(config)) for config in keys]
 
 
-def check_one_key_per_link(links: dict) -> None:
-    """Refuses two links with the same key, however it is given (a copied file, one key in two variables): a
-    datagram of one link would be authentic on the other, and could be replayed there (docs/security.md)."""
+def check_keys(settings) -> None:
+    """Before a proxy starts (and in `ddc check`): the configured sealing library, loaded when any link has a
+    key, and every link's key its own. Datagrams of one link would be authentic on another with the same key,
+    and could be replayed there (docs/security.md)."""
+    if any(link.transport.key_configs for link in settings.links.values()):
+        load_sealing_library(settings.sealing_library)
     seen = {}
-    for name, link in links.items():
+    for name, link in settings.links.items():
         for key_id, key in link_keys(link.transport.key_configs):
             other = seen.setdefault(hashlib.sha256(key).digest(), name)
             if other != name:

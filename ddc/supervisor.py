@@ -16,12 +16,14 @@ import threading
 import time
 
 import ddc
-from ddc.crypto import check_one_key_per_link
+from ddc.crypto import check_keys
+from ddc.transport.sockets import AddressError
 
 log = logging.getLogger("ddc.supervisor")
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
+EXIT_CONFIGURATION = 2  # an address taken or unresolvable: the config (or who holds the port) must change
 TICK_SECONDS = 0.2
 SAMPLE_SECONDS = 1.0
 STOP_STACKS_AFTER_SECONDS = 20.0
@@ -30,7 +32,7 @@ LINK_CLASSES = {"ingress": "IngressLink", "egress": "EgressLink"}
 
 
 def build_links(settings) -> list:
-    check_one_key_per_link(settings.links)
+    check_keys(settings)
     # A proxy imports only its own role's link module (the other's is start-up time for nothing).
     link_class = getattr(importlib.import_module(f"ddc.{settings.role}"), LINK_CLASSES[settings.role])
     return [link_class(name, config) for name, config in settings.links.items()]
@@ -96,7 +98,7 @@ class Supervisor:
         except OSError as error:
             log.error(f"cannot start: {error}")
             self.stop()
-            return EXIT_FAILURE
+            return EXIT_CONFIGURATION if isinstance(error, AddressError) else EXIT_FAILURE
         settle_garbage_collector()
         next_sample = next_stats = time.monotonic()
         next_stats += self.stats_interval

@@ -22,7 +22,7 @@ from conftest import run_ddc, udp_receiver
 from protocol_reference import fragment_all, sealed, session_key
 
 crypto.load_sealing_library()
-LIBRARIES = sorted(aead.loaded_from)
+LIBRARIES = [name for name in crypto.SEALING_ORDER if crypto.usable_library(name) is None]
 
 KEY = bytes(range(32))
 OTHER_KEY = bytes(range(100, 132))
@@ -85,7 +85,7 @@ def test_every_library_found_is_checked_and_one_is_used():
 
 
 SELECTION = """
-import sys
+import os, sys
 from ddc import crypto
 from ddc._core import aead
 try:
@@ -94,9 +94,10 @@ except RuntimeError as error:
     print("before:", error)
 passing = set(sys.argv[1:])
 crypto.seals_as_specified = lambda name: name in passing
+aead.sealing_seconds = lambda name, *_: {"libcrypto": 9.0, "libgcrypt": 1.0}[name]  # libgcrypt "faster"
 for attempt in (1, 2):
     try:
-        print(attempt, crypto.load_sealing_library(), aead.library_in_use())
+        print(attempt, crypto.load_sealing_library(os.environ.get("PREFERENCE", "auto")), aead.library_in_use())
     except crypto.KeyProblem as error:
         print(attempt, "refused:", error)
 """
@@ -118,7 +119,30 @@ def test_a_library_that_fails_its_check_is_never_used(passing):
     else:
         for attempt, line in zip((1, 2), lines[1:]):
             assert line.startswith(f"{attempt} refused: encryption needs OpenSSL's libcrypto")
-            assert "does not seal as AES-256-GCM should" in line
+            assert "does not seal as AES-256-GCM should" in line and "apt-get install libssl3" in line
+
+
+@pytest.mark.parametrize("preference, passing, expected", [
+    ("auto", ["libcrypto", "libgcrypt"], "libcrypto"),
+    ("auto", ["libgcrypt"], "libgcrypt"),
+    ("libgcrypt", ["libcrypto", "libgcrypt"], "libgcrypt"),
+    ("libcrypto", ["libgcrypt"], None),
+])
+def test_the_choice_is_the_setting_or_the_documented_order_never_a_race(preference, passing, expected):
+    """sealing_library names the library; "auto" takes libcrypto, then libgcrypt, whichever is faster (timing
+    here says libgcrypt), so a restart never changes the library. A named library that fails is refused,
+    saying which and what to install, not replaced by the other."""
+    if any(library not in LIBRARIES for library in passing):
+        pytest.skip(f"{passing} is not on this machine")
+    result = subprocess.run([sys.executable, "-c", SELECTION, *passing], capture_output=True, text=True,
+                            timeout=60, check=True, env={**os.environ, "PREFERENCE": preference})
+    lines = result.stdout.splitlines()[1:]
+    if expected:
+        assert lines == [f"{attempt} {aead.versions[expected]} {expected}" for attempt in (1, 2)]
+    else:
+        for attempt, line in zip((1, 2), lines):
+            assert line.startswith(f"{attempt} refused: encryption needs sealing_library = 'libcrypto'")
+            assert "libcrypto: " in line and "libgcrypt" not in line.split("Install it")[0]
 
 
 @settings(max_examples=80, deadline=None)
@@ -355,6 +379,51 @@ target = "127.0.0.1:9"
     assert result.returncode == 2
     assert "cannot read key file" in result.stderr and "missing.key" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def hidden_libraries_prefix() -> list[str] | None:
+    """A command prefix that runs a command with libcrypto and libgcrypt hidden (/dev/null mounted over them, in
+    a mount namespace of its own), as on a machine without them; None where namespaces are not allowed."""
+    import glob
+    import shutil
+    paths = sorted({path for pattern in ("/usr/lib/*/libcrypto.so*", "/lib/*/libcrypto.so*", "/usr/lib/*/libgcrypt.so*",
+                                         "/lib/*/libgcrypt.so*", "/usr/lib64/libcrypto.so*", "/usr/lib64/libgcrypt.so*")
+                    for path in glob.glob(pattern) if not os.path.islink(path)})
+    if not paths or shutil.which("unshare") is None or subprocess.run(["unshare", "-m", "true"],
+                                                                       capture_output=True).returncode:
+        return None
+    mounts = " && ".join(f"mount --bind /dev/null {path}" for path in paths)
+    return ["unshare", "-m", "sh", "-c", f'{mounts} && exec "$@"', "hide"]
+
+
+def test_check_and_doctor_refuse_a_keyed_config_without_a_sealing_library(tmp_path):
+    """Issue #22: on a machine with neither library, `ddc check` and `ddc doctor` fail and say what to install,
+    as `ddc run` does, instead of passing a config that cannot start."""
+    prefix = hidden_libraries_prefix()
+    if prefix is None:
+        pytest.skip("hiding the system's libraries needs unshare -m (root or user namespaces)")
+    key = tmp_path / "link.key"
+    key.write_bytes(base64.b64encode(KEY) + b"\n")
+    key.chmod(0o600)
+    config = tmp_path / "egress.toml"
+    config.write_text(f"""
+role = "egress"
+[links.a.transport]
+listen = "127.0.0.1:9"
+keys = [{{ id = 1, file = "{key}" }}]
+[links.a.sink]
+type = "udp"
+target = "127.0.0.1:9"
+""")
+    environment = {key: value for key, value in os.environ.items() if not key.startswith("DDC_")}
+    for command, code in (("check", 2), ("doctor", 1)):
+        result = subprocess.run([*prefix, sys.executable, "-m", "ddc", command, str(config)], capture_output=True,
+                                text=True, stdin=subprocess.DEVNULL, env=environment, timeout=120)
+        output = result.stdout + result.stderr
+        assert result.returncode == code, output
+        assert "apt-get install libssl3" in output and "Traceback" not in output, output
+    visible = run_ddc("check", str(config))
+    assert visible.returncode == 0, visible.stderr
 
 
 # ---- end to end, under attack ----

@@ -94,6 +94,8 @@ class _ProxySettings(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_default=True, defer_build=True)
 
     telemetry: TelemetryConfig = TelemetryConfig()
+    # The library that seals datagrams when a link has a key (ddc/crypto.py): one per process, the same every start.
+    sealing_library: Literal["auto", "libcrypto", "libgcrypt"] = "auto"
 
 
 @functools.cache
