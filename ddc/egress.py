@@ -41,6 +41,7 @@ RECEIVE_POLL_MS = 100
 # After a one-shot sender's shutdown: the quiet that ends the link, and the longest it waits for that quiet.
 SHUTDOWN_QUIET_MS = 50
 SHUTDOWN_LINGER_SECONDS = 1.0
+SENDER_SHUT_DOWN = "sender shut down"
 SINK_BATCH_BYTES = 1 << 20
 DEFAULT_HEARTBEAT_SECONDS = 1.0
 
@@ -88,6 +89,7 @@ class EgressLink(Link):
         self.last_heartbeat: float | None = None
         self.link_state = WAITING
         self._state_lock = threading.Lock()
+        self._interrupted_by: str | None = None
         self._receive_lock = threading.Lock()
         self._socket = None
 
@@ -240,7 +242,7 @@ class EgressLink(Link):
         except ValueError as error:
             log.warning(f"link {self.name}: unreadable peer counters: {error}", extra={"fields": {"link": self.name}})
         if kind == core_receiver.SHUTDOWN_RECEIVED:
-            self._set_state(INTERRUPTED, "sender shut down", session)
+            self._set_state(INTERRUPTED, SENDER_SHUT_DOWN, session)
             # A one-shot link ends with its sender's shutdown, except the shutdown of the session a previous run
             # received (the restored floor) before this run has delivered anything of it: played back to an
             # egress waiting for the next transfer, it must not end it.
@@ -263,14 +265,18 @@ class EgressLink(Link):
             old_state, self.link_state = self.link_state, new_state
             if old_state == new_state:
                 return
+            # A sender that shut down said so: the normal end of a transfer or a planned stop, not an alarm.
+            planned = SENDER_SHUT_DOWN in (reason, self._interrupted_by)
+            self._interrupted_by = reason if new_state == INTERRUPTED else None
+        level = logging.INFO if planned else logging.WARNING
         fields = {"link": self.name, "state": new_state, "reason": reason}
         if session:
             fields["session_id"] = session
         peer = {f"peer_{key}": value for key, value in self.peer.items()}
         if new_state == INTERRUPTED:
-            log.warning(f"link {self.name}: link interrupted: {reason}", extra={"fields": {**fields, **peer}})
+            log.log(level, f"link {self.name}: link interrupted: {reason}", extra={"fields": {**fields, **peer}})
         elif old_state == INTERRUPTED:
-            log.warning(f"link {self.name}: link restored", extra={"fields": fields})
+            log.log(level, f"link {self.name}: link restored", extra={"fields": fields})
         else:
             log.info(f"link {self.name}: link up", extra={"fields": fields})
 

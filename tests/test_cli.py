@@ -59,7 +59,8 @@ def test_demo_options_are_checked_before_anything_starts():
     assert result.returncode == 2 and "'2' is not between 0% and 100%" in result.stderr
 
 
-def test_a_port_in_use_is_a_clear_runtime_error(tmp_path):
+def test_a_port_in_use_is_a_clear_configuration_error(tmp_path):
+    """Exit 2, as for any configuration the operator must change (issue #22); 1 means the proxy failed."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
         taken.bind(("127.0.0.1", 0))
         port = taken.getsockname()[1]
@@ -75,7 +76,7 @@ type = "udp"
 target = "127.0.0.1:{free_udp_port()}"
 """)
         result = ddc("run", str(config), timeout=30)
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in result.stderr
     assert "Traceback" not in result.stderr
 

@@ -235,8 +235,9 @@ def test_syslog_lines_are_rfc5424_over_udp_and_tcp(link_pair):
     link_up = [RFC5424.match(line) for line in udp.lines if "link up" in line]
     assert link_up and 'link="stream"' in link_up[0]["sd"] and link_up[0]["sd"].startswith("[ddc@32473 ")
     assert int(link_up[0]["pri"]) % 8 == 6
+    # A sender's clean shutdown is the normal end, logged as information (6), not as a warning (4).
     interrupted = [RFC5424.match(line) for line in udp.lines if "link interrupted: sender shut down" in line]
-    assert interrupted and int(interrupted[0]["pri"]) % 8 == 4
+    assert interrupted and int(interrupted[0]["pri"]) % 8 == 6
     assert any("summary" in line for line in tcp.lines)
 
 
@@ -298,6 +299,45 @@ target = "127.0.0.1:9"
     assert result.returncode == 1
     assert f"fix: sysctl -w net.core.rmem_max={cap * 2}" in result.stdout
     assert "Traceback" not in result.stderr
+
+
+def test_doctor_sets_each_buffer_once_to_the_largest_need_and_names_a_taken_telemetry_port(tmp_path):
+    """Issue #22: fixes followed in order never lower a value again, one line writes every setting to the sysctl
+    file (each fix used to overwrite it), the telemetry port is checked, and a Kafka ingress (no socket of its
+    own on the source side) is diagnosed rather than crashing doctor."""
+    cap = int(open("/proc/sys/net/core/rmem_max").read())
+    taken = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    config = tmp_path / "egress.toml"
+    config.write_text(f"""
+role = "egress"
+[telemetry.http]
+listen = "127.0.0.1:{port}"
+[links.big.transport]
+listen = "127.0.0.1:{free_tcp_port()}"
+receive_buffer = {cap * 4}
+[links.big.sink]
+type = "udp"
+target = "127.0.0.1:9"
+[links.small.transport]
+listen = "127.0.0.1:{free_tcp_port()}"
+receive_buffer = {cap * 2}
+[links.small.sink]
+type = "udp"
+target = "127.0.0.1:9"
+""")
+    result = run_ddc("doctor", str(config))
+    taken.close()
+    fixes = [line.split("fix: ", 1)[1] for line in result.stdout.splitlines() if "fix: " in line]
+    assert [fix for fix in fixes if fix.startswith("sysctl -w net.core.rmem_max")] == \
+        [f"sysctl -w net.core.rmem_max={cap * 4}"] * 2
+    files = [fix for fix in fixes if "/etc/sysctl.d/90-ddc.conf" in fix]
+    assert len(files) == 1 and f"net.core.rmem_max = {cap * 4}\\n" in files[0]
+    assert f"telemetry: cannot bind the HTTP address 127.0.0.1:{port}" in result.stdout
+    kafka = run_ddc("doctor", str(REPOSITORY / "examples" / "kafka-ingress.toml"))
+    assert kafka.returncode in (0, 1) and "Traceback" not in kafka.stderr and "problem" in kafka.stdout
 
 
 def test_vector_pipeline_is_wired_consistently():
