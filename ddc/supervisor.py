@@ -17,6 +17,7 @@ import time
 
 import ddc
 from ddc.crypto import check_keys
+from ddc.telemetry.systemd import ServiceManager
 from ddc.transport.sockets import AddressError
 
 log = logging.getLogger("ddc.supervisor")
@@ -51,6 +52,7 @@ class Supervisor:
         self.started_at = time.monotonic()
         self.http = None
         self.statsd = None
+        self.service_manager = ServiceManager()
 
     # ---- lifecycle ----
 
@@ -100,6 +102,7 @@ class Supervisor:
             self.stop()
             return EXIT_CONFIGURATION if isinstance(error, AddressError) else EXIT_FAILURE
         settle_garbage_collector()
+        self.service_manager.ready(self.summary())
         next_sample = next_stats = time.monotonic()
         next_stats += self.stats_interval
         while not self.stop_requested.is_set():
@@ -108,6 +111,7 @@ class Supervisor:
             if self.stop_requested.is_set():
                 break
             now = time.monotonic()
+            self.service_manager.alive(now, self.summary)
             if self.failed_links():
                 break
             if self.started_links and all(link.finished.is_set() for link in self.started_links):
@@ -125,6 +129,7 @@ class Supervisor:
         if self.stop_requested.is_set() or failed:
             for link in self.started_links:
                 link.abandon()
+        self.service_manager.stopping()
         # A stop that hangs says where: every thread's stack on stderr after STOP_STACKS_AFTER_SECONDS.
         faulthandler.dump_traceback_later(STOP_STACKS_AFTER_SECONDS, exit=False)
         clean = self.stop()
@@ -141,6 +146,11 @@ class Supervisor:
     def log_stats(self) -> None:
         for link in self.started_links:
             log.info(f"link {link.name}: stats", extra={"fields": {"event": "link stats", **link.log_fields()}})
+
+    def summary(self) -> str:
+        """One line for the service manager's status (systemctl status)."""
+        ready, problems = self.readiness()
+        return f"{len(self.started_links)} link(s), " + ("ready" if ready else "; ".join(problems))
 
     def health(self) -> tuple[bool, list[str]]:
         problems = [f"link {link.name}: {link.failure}" for link in self.links if link.failure]

@@ -68,11 +68,12 @@ def run_ddc(*arguments, environment=None, timeout=120) -> subprocess.CompletedPr
 class DdcProcess:
     """A `python -m ddc run FILE` child process whose JSON log lines can be read back."""
 
-    def __init__(self, config_path: Path, log_path: Path):
+    def __init__(self, config_path: Path, log_path: Path, extra_environment=None):
         self.config_path = config_path
         self.log_path = log_path
         self.log_file = open(log_path, "ab")
         environment = {key: value for key, value in os.environ.items() if not key.startswith("DDC_")}
+        environment.update(extra_environment or {})
         self.process = subprocess.Popen([sys.executable, "-m", "ddc", "run", str(config_path)],
                                         stdin=subprocess.DEVNULL, stdout=self.log_file, stderr=self.log_file,
                                         env=environment)
@@ -128,10 +129,10 @@ class DdcProcess:
 def start_ddc(tmp_path):
     started = []
 
-    def start(name: str, config_text: str) -> DdcProcess:
+    def start(name: str, config_text: str, environment=None) -> DdcProcess:
         config_path = tmp_path / f"{name}.toml"
         config_path.write_text(config_text)
-        proxy = DdcProcess(config_path, tmp_path / f"{name}-{len(started)}.log")
+        proxy = DdcProcess(config_path, tmp_path / f"{name}-{len(started)}.log", environment)
         started.append(proxy)
         return proxy
 
