@@ -231,6 +231,18 @@ def test_the_dealing_alone_keeps_every_promise_the_sender_makes(dealing):
     assert grouping.control_parity == min(max(by_size[1], 3, 2 * loss_burst), 63)
 
 
+def test_a_frame_of_nearly_four_billion_fragments_is_dealt_not_divided_by_zero():
+    """The review of #24: at the FEC minimum datagram size a fragment carries one byte, and a frame of 2^32 - 1
+    bytes made the block count wrap to zero in 32 bits; the sender then divided by it (SIGFPE, before and after
+    the unit was split out). An unconfigured FecGrouping is refused the same way."""
+    from ddc._core.fec_grouping import FecGrouping
+
+    assert FecGrouping(2, 1).frame_shape(2**32 - 1) == (2**31, 2**31)
+    assert FecGrouping(128, 4, 64).frame_shape(2**32 - 1) == (2**25, 2**19)
+    with pytest.raises(ValueError, match="not configured"):
+        FecGrouping.__new__(FecGrouping).deal(1)
+
+
 @pytest.mark.parametrize("protect", [(64, 16, 4, 10), (16, 4, 1, 0), (128, 32, 2, 31), (5, 3, 7, 2)])
 def test_the_sender_sends_what_the_dealing_decides(protect):
     """The sender composes the unit: its datagrams carry, frame after frame, the blocks, indexes and parity

@@ -239,9 +239,9 @@ class SessionModel:
     def __init__(self, keyed, takeover_ns, floor):
         self.keyed, self.takeover_ns, self.floor = keyed, takeover_ns, floor
         self.live = self.previous_epoch = None
-        self.replaced, self.heard = [], None
+        self.replaced, self.heard = [], 0
 
-    def judge(self, session, now):
+    def judge(self, session, now, heard):
         if session == self.live or (self.keyed and self.live is not None and session == self.previous_epoch):
             verdict = "live"
         elif self.keyed and self.live is not None and session > self.live and session % 2**32 == self.live % 2**32:
@@ -263,7 +263,7 @@ class SessionModel:
             if self.keyed and self.floor is not None and session != self.floor and session > self.floor \
                     and session % 2**32 == self.floor % 2**32:
                 self.previous_epoch = self.floor
-        if verdict != "stale":
+        if verdict != "stale" and heard:
             self.heard = now
         return verdict
 
@@ -273,16 +273,17 @@ SESSION_IDS = [(start << 32) | low for start in (100, 101, 150, 200, 2**32 - 1) 
 
 @settings(max_examples=400, deadline=None)
 @given(st.booleans(), st.one_of(st.none(), st.sampled_from(SESSION_IDS)),
-       st.lists(st.tuples(st.sampled_from(SESSION_IDS + [0, 1]), st.sampled_from([0, 10**6, 9 * 10**9, 11 * 10**9])),
-                max_size=120))
+       st.lists(st.tuples(st.sampled_from(SESSION_IDS + [0, 1]), st.sampled_from([0, 10**6, 9 * 10**9, 11 * 10**9]),
+                          st.booleans()), max_size=120))
 def test_the_session_rules_alone_answer_as_the_protocol_states_them(keyed, floor, steps):
     """ddc/_core/sessions.pxd, driven without datagrams: restarts, replays of older sessions, rekeys, the epoch
-    a rekey replaced, a restored floor, and an older session taking over a silent link (without keys only)."""
+    a rekey replaced, a restored floor, and an older session taking over a silent link (without keys only): silent
+    meaning no new data or control datagram, however much parity, duplicates or replays arrive (heard=False)."""
     from ddc._core.sessions import SessionJudge
 
     judge, model = SessionJudge(keyed, 10.0, floor), SessionModel(keyed, 10 * 10**9, floor)
     now = 10**12
-    for session, advance in steps:
+    for session, advance, heard in steps:
         now += advance
-        assert judge.judge(session, now) == model.judge(session, now), (session, model.live)
+        assert judge.judge(session, now, heard) == model.judge(session, now, heard), (session, model.live)
         assert (judge.live or (None,))[0] == model.live

@@ -39,6 +39,7 @@ cdef struct Grouping:
     uint32_t block_share[MAX_INTERLEAVE]
     uint32_t block_symbol_length[MAX_INTERLEAVE]
 
+cdef int check_grouping(int data, int parity, int interleave, int loss_burst) except -1
 cdef int configure_grouping(Grouping* grouping, int data, int parity, int interleave, int loss_burst,
                             size_t symbol_capacity) except -1
 cdef void release_grouping(Grouping* grouping) noexcept nogil

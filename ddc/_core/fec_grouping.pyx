@@ -28,10 +28,7 @@ from ddc._core.fec import parity_by_block_size
 from ddc._core.wire cimport MAX_DATAGRAM_BYTES
 
 
-cdef int configure_grouping(Grouping* grouping, int data, int parity, int interleave, int loss_burst,
-                            size_t symbol_capacity) except -1:
-    """Checks and takes the configuration; symbol_capacity 0 plans without parity buffers (FecGrouping)."""
-    cdef uint8_t* buffers = NULL
+cdef int check_grouping(int data, int parity, int interleave, int loss_burst) except -1:
     if not 1 <= data <= MAX_DATA_SYMBOLS or not 1 <= parity <= MAX_PARITY_SYMBOLS:
         raise ValueError(f"an FEC block has 1..{MAX_DATA_SYMBOLS} data and 1..{MAX_PARITY_SYMBOLS} parity "
                          f"datagrams, not {data} and {parity}")
@@ -39,6 +36,14 @@ cdef int configure_grouping(Grouping* grouping, int data, int parity, int interl
         raise ValueError(f"FEC interleave {interleave} is outside 1..{MAX_INTERLEAVE}")
     if not 0 <= loss_burst <= MAX_LOSS_BURST:
         raise ValueError(f"FEC loss burst {loss_burst} is outside 0..{MAX_LOSS_BURST}")
+    return 0
+
+
+cdef int configure_grouping(Grouping* grouping, int data, int parity, int interleave, int loss_burst,
+                            size_t symbol_capacity) except -1:
+    """Checks and takes the configuration; symbol_capacity 0 plans without parity buffers (FecGrouping)."""
+    cdef uint8_t* buffers = NULL
+    check_grouping(data, parity, interleave, loss_burst)
     sizes = parity_by_block_size(data, parity)
     if symbol_capacity:
         buffers = <uint8_t*>malloc(<size_t>interleave * max(parity, 2 * loss_burst + 2) * symbol_capacity)
@@ -64,9 +69,10 @@ cdef void release_grouping(Grouping* grouping) noexcept nogil:
 
 
 cdef void begin_frame(Grouping* grouping, uint32_t count) noexcept nogil:
-    """A frame of count data datagrams follows: as few blocks as hold them, in as few groups as hold those."""
-    grouping.blocks_left = (count + grouping.data - 1) // grouping.data
-    grouping.groups_left = (grouping.blocks_left + grouping.interleave - 1) // grouping.interleave
+    """A frame of count data datagrams follows: as few blocks as hold them, in as few groups as hold those. (In 64
+    bits: a frame of nearly 2^32 one-byte fragments would wrap the sum to no block at all, and a division by zero.)"""
+    grouping.blocks_left = <uint32_t>((<uint64_t>count + grouping.data - 1) // grouping.data)
+    grouping.groups_left = <uint32_t>((<uint64_t>grouping.blocks_left + grouping.interleave - 1) // grouping.interleave)
 
 
 cdef void start_group(Grouping* grouping, uint32_t size, uint32_t blocks) noexcept nogil:
@@ -187,6 +193,13 @@ cdef class FecGrouping:
     def control_parity(self):
         return self.grouping.control_parity_count
 
+    def frame_shape(self, uint32_t count):
+        """(blocks, groups) a frame of count data datagrams is dealt into, without dealing it."""
+        if self.grouping.data == 0:
+            raise ValueError("FecGrouping was not configured")
+        begin_frame(&self.grouping, count)
+        return self.grouping.blocks_left, self.grouping.groups_left
+
     def control(self):
         """A control datagram between frames: the number of its block, of one datagram and control_parity."""
         return control_block(&self.grouping)
@@ -199,6 +212,8 @@ cdef class FecGrouping:
         wire = []
         if count == 0:
             raise ValueError("a frame has at least one datagram")
+        if self.grouping.data == 0:
+            raise ValueError("FecGrouping was not configured")
         memset(&header, 0, sizeof(Header))
         begin_frame(&self.grouping, count)
         for index in range(count):

@@ -39,8 +39,8 @@ from ddc._core.posix cimport iovec, mmsghdr, monotonic_ns, msghdr, sendmmsg, soc
 from ddc._core.aead cimport SessionCipher
 from ddc._core.byteorder cimport put16, put64
 from ddc._core.fec cimport coefficient, multiply_add_rows
-from ddc._core.fec_grouping cimport (absorb_block, advance_group, begin_frame, configure_grouping, control_block,
-                                     next_parity, parity_symbol, place_data, release_grouping)
+from ddc._core.fec_grouping cimport (absorb_block, advance_group, begin_frame, check_grouping, configure_grouping,
+                                     control_block, next_parity, parity_symbol, place_data, release_grouping)
 from ddc._core.wire cimport (FLAG_AUTH_TAG, HEADER_BYTES, MAX_CONTROL_PAYLOAD, MAX_DATAGRAM_BYTES, PARITY_SEQUENCE_BIT,
                              PEER_OFFSET_BYTES_SENT, PEER_OFFSET_DATAGRAMS_SENT, PEER_OFFSET_FRAMES_SENT,
                              SYMBOL_PREFIX_BYTES, TAG_BYTES, TYPE_DATA, TYPE_HEARTBEAT, TYPE_PARITY, TYPE_SHUTDOWN,
@@ -433,6 +433,7 @@ cdef class DatagramSender:
         consecutive losses."""
         if self.next_sequence:
             raise ValueError("forward error correction must be set before the first datagram of a session")
+        check_grouping(data, parity, interleave, loss_burst)
         if self.datagram_size <= datagram_overhead(self.cipher is not None, True):
             raise ValueError(f"datagram size {self.datagram_size} leaves no room for a payload with FEC; "
                              f"use at least {datagram_overhead(self.cipher is not None, True) + 1}")

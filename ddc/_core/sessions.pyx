@@ -113,13 +113,15 @@ cdef class SessionJudge:
             self.sessions.has_floor = True
             self.sessions.floor_session_id = floor
 
-    def judge(self, uint64_t session_id, int64_t now_ns):
+    def judge(self, uint64_t session_id, int64_t now_ns, bint heard=True):
         """The verdict on an (authentic, with keys) datagram of session_id at now_ns: "live", "rekeyed",
-        "started" or "stale"; any but stale counts as hearing the sender."""
+        "started" or "stale". heard: whether the receiver would count it as hearing the sender, if not stale:
+        it does for data or control datagrams its sequence window takes, not for parity, duplicates or
+        datagrams too old."""
         cdef Verdict verdict = judge_session(&self.sessions, session_id, now_ns)
         if verdict == VERDICT_STARTED:
             begin_session(&self.sessions, session_id)
-        if verdict != VERDICT_STALE:
+        if verdict != VERDICT_STALE and heard:
             self.sessions.last_heard_ns = now_ns
         return VERDICTS[verdict]
 
