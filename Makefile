@@ -34,7 +34,7 @@ build: $(VENV)/.built
 $(VENV)/bin/python:
 	$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "DDC needs Python 3.11 or newer")'
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet --upgrade pip "setuptools>=77" "Cython>=3.0"
 
 $(VENV)/.built: $(VENV)/bin/python $(CORE_SOURCES)
 	$(BIN)/python -m pip install --quiet -e .
