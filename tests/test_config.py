@@ -148,6 +148,27 @@ def test_environment_overrides_the_file(tmp_path):
     assert broken.returncode == 2 and "links.logs.transport.rate: 'quick'" in broken.stderr
 
 
+@pytest.mark.parametrize("variable, value, expected", [
+    ("DDC_TELEMETRY__HTTP__LISTEN", "0.0.0.0:9180", None),  # how the Helm chart opens the probes' port
+    ("DDC_LINKS__LOGS__TRANSPORT__DESTINATION", "[::1]:7009", None),
+    ("DDC_TELEMETRY__HTTP__LISTEN", "nonsense", "telemetry.http.listen: 'nonsense' is not an address"),
+    ("DDC_LINKS__LOGS__FILTERS", "[{not json", "links.logs.filters: Input should be a valid list"),
+])
+def test_an_address_or_a_mistake_in_the_environment_is_read_not_a_traceback(tmp_path, variable, value, expected):
+    """An address is not JSON, and pydantic-settings JSON-decodes a variable for any field of a compound type:
+    DDC_TELEMETRY__HTTP__LISTEN=0.0.0.0:9180 ended in a raw JSONDecodeError traceback (issue #22, and the
+    environment traceback a reviewer of #24 saw). A list or a table is still JSON."""
+    path = tmp_path / "ingress.toml"
+    path.write_text(GOOD_INGRESS)
+    result = ddc("check", str(path), environment={variable: value})
+    assert "Traceback" not in result.stderr, result.stderr
+    if expected is None:
+        assert result.returncode == 0, result.stderr
+        assert value in result.stdout
+    else:
+        assert result.returncode == 2 and expected in result.stderr, result.stderr
+
+
 def test_secrets_are_masked_in_check_output_and_errors(monkeypatch):
     from ddc.config.loading import _describe, mask_secrets
     tree = {"sasl": {"password": "hunter2", "username": "ops"}, "ssl_key_file": "/etc/k", "api_token": "t"}

@@ -103,7 +103,16 @@ def _reading_environment(model: type) -> type:
     """The model with the DDC_ variables of the environment applied over the file, by pydantic-settings.
     Imported only when such a variable is set: pydantic-settings brings asyncio and pydantic's dataclasses,
     about 0.08 s of every start-up, a tenth of a short transfer's time (bench/pydiode_compare.py)."""
-    from pydantic_settings import BaseSettings, SettingsConfigDict
+    from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
+
+    class Environment(EnvSettingsSource):
+        def decode_complex_value(self, field_name, field, value):
+            """JSON for a list or a table (DDC_LINKS__A__SOURCE__TOPICS='["a", "b"]'); anything else as written:
+            an address such as 0.0.0.0:9180 is not JSON, and the field's own check names a wrong value."""
+            try:
+                return super().decode_complex_value(field_name, field, value)
+            except ValueError:
+                return value
 
     class FromEnvironment(model, BaseSettings):
         model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid",
@@ -112,7 +121,7 @@ def _reading_environment(model: type) -> type:
         @classmethod
         def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
                                        file_secret_settings):
-            return (env_settings, init_settings)
+            return (Environment(settings_cls), init_settings)
 
     FromEnvironment.__name__ = FromEnvironment.__qualname__ = model.__name__
     return FromEnvironment

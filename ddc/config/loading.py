@@ -86,6 +86,8 @@ def settings_from_mapping(data: dict, origin: str = "config") -> Settings:
         return model(**data)
     except ValidationError as error:
         raise ConfigError("\n".join(f"{origin}: {_describe(e)}" for e in error.errors())) from None
+    except ValueError as error:  # pydantic-settings' SettingsError: a DDC_ variable it cannot read
+        raise ConfigError(f"{origin}: the {ENV_PREFIX}* environment variables: {error}") from None
 
 
 def load_settings(path: str | os.PathLike) -> Settings:
