@@ -6,18 +6,26 @@ BIN := $(VENV)/bin
 CORE_SOURCES := $(wildcard ddc/_core/*.pyx ddc/_core/*.pxd ddc/_core/*.h ddc/handlers/*/*.pyx ddc/handlers/*/*.pxd) setup.py pyproject.toml
 PYTEST_ARGS ?=
 
-.PHONY: demo test bench build clean apache-kafka
+.PHONY: demo test bench build clean apache-kafka helm
 
 demo: $(VENV)/.built
 	$(BIN)/python -m ddc demo
 
-test: $(VENV)/.built-test apache-kafka
+test: $(VENV)/.built-test apache-kafka helm
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # The jars of an Apache Kafka broker for the tests marked apache_kafka_too (Maven and Java 17 needed; without
 # them those tests are skipped, saying why).
 apache-kafka:
 	tests/apache_kafka/fetch.sh || echo "make: Apache Kafka's jars were not fetched; its tests will be skipped" >&2
+
+# Helm for the chart's tests (deploy/helm), built from the Go module proxy into build/helm; without Go they
+# are skipped, saying why.
+HELM_VERSION := v4.3.2
+helm: build/helm/bin/helm
+build/helm/bin/helm:
+	GOBIN=$(CURDIR)/build/helm/bin go install helm.sh/helm/v4/cmd/helm@$(HELM_VERSION) \
+	    || echo "make: helm was not built (Go and its module proxy needed); the chart's tests will be skipped" >&2
 
 bench: $(VENV)/.built-test
 	@started=$$(date +%s); status=0; \

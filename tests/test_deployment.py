@@ -159,3 +159,143 @@ def test_the_vector_renaming_turns_every_name_ddc_emits_into_its_own_prometheus_
         renamed.add(("ddc_" + parts["metric"] + ("_total" if kind == "c" else ""), frozenset(labels.items())))
     emitter.socket.close()
     assert renamed == exposed, (sorted(renamed - exposed)[:5], sorted(exposed - renamed)[:5])
+
+
+def helm_binary() -> str | None:
+    """helm from PATH, or the one `make helm` built into build/helm (go install helm.sh/helm/v4/cmd/helm)."""
+    local = REPOSITORY / "build" / "helm" / "bin" / "helm"
+    return str(local) if local.exists() else shutil.which("helm")
+
+
+CHART = REPOSITORY / "deploy" / "helm" / "ddc"
+VALUES = sorted((REPOSITORY / "deploy" / "helm" / "examples").glob("*.yaml"))
+
+
+@pytest.fixture(scope="module")
+def helm():
+    binary = helm_binary()
+    if binary is None:
+        pytest.skip("helm is not installed: `make helm` builds it with Go (go install helm.sh/helm/v4/cmd/helm)")
+    return binary
+
+
+def rendered(helm: str, values: Path, *settings: str) -> list[dict]:
+    import yaml
+    output = subprocess.run([helm, "template", "pair", str(CHART), "-f", str(values), *settings],
+                            capture_output=True, text=True, timeout=120)
+    assert output.returncode == 0, output.stderr
+    return [document for document in yaml.safe_load_all(output.stdout) if document]
+
+
+@pytest.mark.parametrize("values", VALUES, ids=[path.stem for path in VALUES])
+def test_the_chart_lints_and_renders_what_the_docs_promise(helm, values, tmp_path):
+    """Every documented values file: helm lint passes; one Deployment of one replica, recreated, never two pods
+    of a pair; probes on /healthz and /readyz at the telemetry port, which the environment opens; the config
+    from a ConfigMap (and valid: `ddc check` on it), keys from a Secret mounted read-only; an egress's link ports
+    as a UDP Service; scrape annotations."""
+    import base64
+    import yaml
+
+    lint = subprocess.run([helm, "lint", str(CHART), "-f", str(values), "--set", "keys.link\\.key=a2V5"],
+                          capture_output=True, text=True, timeout=120)
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+    key = base64.b64encode(bytes(range(32))).decode()
+    objects = rendered(helm, values, "--set", f"keys.link\\.key={key}")
+    by_kind = {}
+    for document in objects:
+        by_kind.setdefault(document["kind"], []).append(document)
+    role = yaml.safe_load(values.read_text())["role"]
+    [deployment] = by_kind["Deployment"]
+    spec = deployment["spec"]
+    assert spec["replicas"] == 1 and spec["strategy"] == {"type": "Recreate"}
+    pod = spec["template"]["spec"]
+    [container] = pod["containers"]
+    assert container["args"] == ["run", "/etc/ddc/ddc.toml"]
+    assert {"name": "DDC_TELEMETRY__HTTP__LISTEN", "value": "0.0.0.0:9180"} in container["env"]
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    annotations = spec["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true" and annotations["prometheus.io/port"] == "9180"
+    mounts = {mount["name"]: mount for mount in container["volumeMounts"]}
+    assert mounts["keys"]["readOnly"] and mounts["config"]["readOnly"]
+    volumes = {volume["name"]: volume for volume in pod["volumes"]}
+    assert volumes["keys"]["secret"]["defaultMode"] == 0o400
+    [secret] = by_kind["Secret"]
+    assert secret["stringData"] == {"link.key": key}
+    config = next(document for document in by_kind["ConfigMap"])["data"]["ddc.toml"]
+    key_file = tmp_path / "link.key"
+    key_file.write_text(key + "\n")
+    key_file.chmod(0o600)
+    local = config.replace("/etc/ddc/keys/link.key", str(key_file)).replace("/var/lib/ddc", str(tmp_path))
+    (tmp_path / "ddc.toml").write_text(local)
+    checked = subprocess.run([sys.executable, "-m", "ddc", "check", str(tmp_path / "ddc.toml")], capture_output=True,
+                             text=True, timeout=60, env={"DDC_TELEMETRY__HTTP__LISTEN": "0.0.0.0:9180",
+                                                         "PATH": "/usr/bin:/bin"})
+    assert checked.returncode == 0, checked.stderr
+    services = {service["metadata"]["name"]: service for service in by_kind["Service"]}
+    link_services = [service for name, service in services.items() if not name.endswith("-metrics")]
+    if role == "egress":
+        [service] = link_services
+        ports = yaml.safe_load(values.read_text())["linkPorts"]
+        assert [(port["port"], port["protocol"]) for port in service["spec"]["ports"]] == \
+            [(port["port"], "UDP") for port in ports]
+        assert f'listen = "0.0.0.0:{ports[0]["port"]}"' in config
+    else:
+        assert not link_services
+
+
+def test_the_scale_out_pairs_share_one_consumer_group_each_on_its_own_port(helm):
+    """docs/deployment.md: N releases, one per pair; every ingress in the same consumer group (Kafka shares the
+    partitions among them), every pair on a port of its own, every egress with its own state."""
+    import tomllib
+    configs = {path.stem: tomllib.loads(next(document for document in rendered(helm, path)
+                                            if document["kind"] == "ConfigMap")["data"]["ddc.toml"])
+               for path in VALUES}
+    groups = {config["links"]["orders"]["source"]["group_id"] for name, config in configs.items()
+              if name.startswith("ingress")}
+    assert groups == {"ddc-orders"}
+    destinations = [configs[name]["links"]["orders"]["transport"]["destination"] for name in ("ingress", "ingress-pair-2")]
+    listens = [configs[name]["links"]["orders"]["transport"]["listen"] for name in ("egress", "egress-pair-2")]
+    assert len(set(destinations)) == 2 and [d.rsplit(":", 1)[1] for d in destinations] == \
+        [listen.rsplit(":", 1)[1] for listen in listens]
+    import yaml
+    claims = {yaml.safe_load(path.read_text())["state"]["existingClaim"] for path in VALUES if "egress" in path.stem}
+    assert len(claims) == 2
+
+
+def test_a_release_whose_role_and_config_disagree_is_refused(helm, tmp_path):
+    values = tmp_path / "wrong.yaml"
+    values.write_text('role: egress\nconfig: |\n  role = "ingress"\n')
+    output = subprocess.run([helm, "template", "pair", str(CHART), "-f", str(values)], capture_output=True, text=True,
+                            timeout=120)
+    assert output.returncode != 0 and 'config does not say role = "egress"' in output.stderr
+
+
+def test_the_image_builds_and_passes_its_smoke_test():
+    """packaging/build_image.sh: the image from Dockerfile.multiarch on a debootstrap base, built with podman
+    (chroot isolation; running containers does not work on these machines), its build running `ddc version`
+    and `ddc check`; then what the image is: non-root, ddc as entrypoint, the healthcheck on /healthz. Takes
+    minutes and installs nothing, so it runs when asked: DDC_TEST_IMAGE=1 (with podman and debootstrap)."""
+    import os
+    if os.environ.get("DDC_TEST_IMAGE") != "1":
+        pytest.skip("the image build takes minutes: DDC_TEST_IMAGE=1 runs it (needs podman and debootstrap, as root)")
+    for tool in ("podman", "debootstrap"):
+        if shutil.which(tool) is None:
+            pytest.skip(f"{tool} is not installed (Debian: apt-get install podman debootstrap)")
+    import os
+    built = subprocess.run(["bash", str(REPOSITORY / "packaging" / "build_image.sh")], capture_output=True, text=True,
+                           timeout=1800, env={**os.environ, "DDC_IMAGE_NO_CACHE": "1"})
+    output = built.stdout + built.stderr
+    assert built.returncode == 0, output[-5000:]
+    assert "ddc 0.1.0 (wire protocol v2" in output and "is valid (egress" in output, output[-5000:]
+    import json
+    architecture = subprocess.run(["dpkg", "--print-architecture"], capture_output=True, text=True).stdout.strip()
+    image = json.loads(subprocess.run(["podman", "image", "inspect", f"localhost/ddc:0.1.0-{architecture or 'amd64'}"],
+                                      capture_output=True, text=True, check=True).stdout)[0]
+    config = image["Config"]
+    assert config["User"] == "10001:10001" and config["Entrypoint"] == ["/opt/ddc/bin/ddc"]
+    assert config["Cmd"] == ["run", "/etc/ddc/ddc.toml"]
+    healthcheck = image.get("Healthcheck") or {}  # docker format: podman keeps it beside Config
+    assert "/healthz" in " ".join(healthcheck.get("Test", [])), image.get("Healthcheck")
