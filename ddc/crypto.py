@@ -157,18 +157,27 @@ def derive_from_password(password: bytes, salt: bytes, iterations: int) -> bytes
     return PBKDF2HMAC(algorithm=hashes.SHA256(), length=KEY_BYTES, salt=salt, iterations=iterations).derive(password)
 
 
+def private_enough(status: os.stat_result) -> bool:
+    """Readable by its owner only; or, owned by root, also by one group this process is in (mode 640 or 440),
+    as PostgreSQL allows for its key: a Kubernetes secret mounted with an fsGroup is root's, mode 440."""
+    if not status.st_mode & 0o077:
+        return True
+    return (status.st_uid == 0 and not status.st_mode & 0o037
+            and status.st_gid in (os.getegid(), *os.getgroups()))
+
+
 def read_key(config) -> bytes:
     """The master key a KeyConfig names (file, environment variable, or password and salt)."""
     if config.file is not None:
         path = Path(config.file)
         try:
-            mode = path.stat().st_mode
+            status = path.stat()
             data = path.read_bytes()
         except OSError as error:
             raise KeyProblem(f"key {config.id}: cannot read key file {str(path)!r}: {error.strerror}") from None
-        if mode & 0o077:
+        if not private_enough(status):
             raise KeyProblem(f"key {config.id}: key file {str(path)!r} can be read by other users "
-                             f"(mode {mode & 0o777:o}); run: chmod 600 {path}")
+                             f"(mode {status.st_mode & 0o777:o}); run: chmod 600 {path}")
         return decode_key(data, f"key {config.id}: key file {str(path)!r}")
     if config.environment is not None:
         value = os.environ.get(config.environment)

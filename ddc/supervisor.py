@@ -6,6 +6,7 @@ half-running diode proxy is worse than a restarted one. The supervisor's loop is
 also the proxy's clock: it samples rates, checks heartbeats, and logs stats.
 """
 
+import errno
 import gc
 import importlib
 import logging
@@ -24,7 +25,11 @@ log = logging.getLogger("ddc.supervisor")
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
-EXIT_CONFIGURATION = 2  # an address taken or unresolvable: the config (or who holds the port) must change
+# A port another process holds, or one below 1024 without the capability: the config, or the machine, must
+# change, and restarting would repeat it. A name that does not resolve yet, or an address not up yet at boot,
+# may pass: that is a failure (1), which a service manager restarts.
+EXIT_CONFIGURATION = 2
+CONFIGURATION_ERRNOS = (errno.EADDRINUSE, errno.EACCES)
 TICK_SECONDS = 0.2
 SAMPLE_SECONDS = 1.0
 STOP_STACKS_AFTER_SECONDS = 20.0
@@ -100,7 +105,8 @@ class Supervisor:
         except OSError as error:
             log.error(f"cannot start: {error}")
             self.stop()
-            return EXIT_CONFIGURATION if isinstance(error, AddressError) else EXIT_FAILURE
+            taken = isinstance(error, AddressError) and error.errno in CONFIGURATION_ERRNOS
+            return EXIT_CONFIGURATION if taken else EXIT_FAILURE
         settle_garbage_collector()
         self.service_manager.ready(self.summary())
         next_sample = next_stats = time.monotonic()

@@ -21,9 +21,13 @@ version=$(cd "$root" && python3 -c 'import re; print(re.search(r"__version__ = \
 work=$root/build/image
 mkdir -p "$work" "$root/dist"
 
-if ! ls "$root"/dist/data_diode_connector-"$version"-*"$machine".whl >/dev/null 2>&1; then
-    [ "$arch" = "$native" ] || { echo "build_image.sh: no $machine wheel in dist/ for $version" >&2; exit 3; }
-    python3 -m pip wheel --no-deps -w "$root/dist" "$root"
+# The image's Python is Debian 12's, 3.11: the wheel must be a cp311 one.
+if ! ls "$root"/dist/data_diode_connector-"$version"-cp311-*"$machine".whl >/dev/null 2>&1; then
+    [ "$arch" = "$native" ] || { echo "build_image.sh: no cp311 $machine wheel in dist/ for $version" >&2; exit 3; }
+    python=$(command -v python3.11 || true)
+    [ -n "$python" ] || { echo "build_image.sh: building the wheel needs python3.11 (the image's Python)" >&2; exit 3; }
+    "$python" -m pip --version >/dev/null || { echo "build_image.sh: $python has no pip" >&2; exit 3; }
+    "$python" -m pip wheel --no-deps -w "$root/dist" "$root"
 fi
 
 # DDC's wheel and its dependencies' for the image's Python (Debian 12: 3.11), so the build itself is offline.

@@ -35,15 +35,20 @@ target = "127.0.0.1:9"
 
 
 def has_debug_information(data: bytes) -> bool:
-    return b".debug_info" in data
+    return b".debug_info" in data or b".zdebug_info" in data  # the second: compressed (gcc -gz=zlib-gnu)
 
 
-def newest_glibc(path: Path) -> tuple[int, ...] | None:
-    """The newest GLIBC_x.y version the module asks the dynamic linker for (objdump -T), or None without objdump."""
+def newest_glibc(path: Path) -> tuple[int, ...]:
+    """The newest GLIBC_x.y version the module asks the dynamic linker for (objdump -T); raises ValueError when
+    that cannot be told, which is a problem too: a check that cannot run must not pass."""
     objdump = shutil.which("objdump")
     if objdump is None:
-        return None
-    table = subprocess.run([objdump, "-T", str(path)], capture_output=True, text=True, check=True).stdout
+        raise ValueError("objdump is not installed (Debian: apt-get install binutils); the GLIBC versions were not "
+                         "checked")
+    listed = subprocess.run([objdump, "-T", str(path)], capture_output=True, text=True)
+    if listed.returncode:
+        raise ValueError(f"objdump cannot read it: {listed.stderr.strip()[-200:]}")
+    table = listed.stdout
     versions = [tuple(map(int, found.group(1).split("."))) for line in table.splitlines() if "*UND*" in line
                 for found in [re.search(r"GLIBC_([0-9.]+)", line)] if found]
     return max(versions, default=(0,))
@@ -57,8 +62,12 @@ def check_objects(directory: Path) -> list[str]:
     for module in modules:
         if has_debug_information(module.read_bytes()):
             problems.append(f"{module}: carries debug information (built without -g0?)")
-        newest = newest_glibc(module)
-        if newest is not None and newest > NEWEST_GLIBC:
+        try:
+            newest = newest_glibc(module)
+        except ValueError as error:
+            problems.append(f"{module}: {error}")
+            continue
+        if newest > NEWEST_GLIBC:
             problems.append(f"{module}: asks for GLIBC_{'.'.join(map(str, newest))}, newer than manylinux_2_28 "
                             "allows (ddc/_core/glibc_compat.h binds the moved symbols to older versions)")
     return problems

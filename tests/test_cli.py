@@ -81,6 +81,23 @@ target = "127.0.0.1:{free_udp_port()}"
     assert "Traceback" not in result.stderr
 
 
+def test_a_name_that_does_not_resolve_is_a_failure_to_retry_not_a_configuration_error(tmp_path):
+    """At boot the resolver may not be up yet: exit 1, which a service manager restarts; exit 2 (a port held by
+    another process) it does not (deploy/systemd/ddc@.service, RestartPreventExitStatus=2)."""
+    config = tmp_path / "ingress.toml"
+    config.write_text(f"""
+role = "ingress"
+[links.logs.source]
+type = "udp"
+listen = "127.0.0.1:{free_udp_port()}"
+[links.logs.transport]
+destination = "egress-host.invalid:7001"
+""")
+    result = ddc("run", str(config), timeout=60)
+    assert result.returncode == 1, result.stderr
+    assert "cannot resolve egress-host.invalid:7001" in result.stderr and "Traceback" not in result.stderr
+
+
 def test_an_unresolvable_syslog_target_is_a_clear_runtime_error(tmp_path):
     config = tmp_path / "ingress.toml"
     config.write_text(f"""

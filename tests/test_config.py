@@ -169,6 +169,18 @@ def test_an_address_or_a_mistake_in_the_environment_is_read_not_a_traceback(tmp_
         assert result.returncode == 2 and expected in result.stderr, result.stderr
 
 
+def test_a_section_refused_whole_shows_its_secrets_masked(tmp_path):
+    """The review of #22: with the role wrong (DDC_ROLE, or a Helm release of the other side), a whole Kafka
+    source is an unknown key, and its error printed the table with sasl.password in clear."""
+    path = tmp_path / "ingress.toml"
+    path.write_text('role = "ingress"\n[links.a.source]\ntype = "kafka"\ntopics = ["t"]\ngroup_id = "g"\n'
+                    '[links.a.source.properties]\n"bootstrap.servers" = "k:9092"\n"sasl.password" = "hunter2"\n'
+                    '[links.a.transport]\ndestination = "127.0.0.1:7001"\n')
+    result = ddc("check", str(path), environment={"DDC_ROLE": "egress"})
+    assert result.returncode == 2 and "unknown key" in result.stderr
+    assert "hunter2" not in result.stderr and "'sasl.password': '***'" in result.stderr
+
+
 def test_secrets_are_masked_in_check_output_and_errors(monkeypatch):
     from ddc.config.loading import _describe, mask_secrets
     tree = {"sasl": {"password": "hunter2", "username": "ops"}, "ssl_key_file": "/etc/k", "api_token": "t"}

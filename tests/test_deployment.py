@@ -117,9 +117,11 @@ def test_each_side_has_its_own_vector_pipeline_wired_once(side):
     assert side in config["sinks"]["ddc_logs"]["path"]
 
 
-def test_the_vector_renaming_turns_every_name_ddc_emits_into_its_own_prometheus_name():
+@pytest.mark.parametrize("prefix", ["ddc", "site.ddc-1"])
+def test_the_vector_renaming_turns_every_name_ddc_emits_into_its_own_prometheus_name(prefix):
     """The remap's regular expression and label table, run (in Python) on the StatsD names a proxy really sends
-    for every catalogue metric and a filter, give exactly the series DDC's own /metrics exposes."""
+    for every catalogue metric and a filter, give exactly the series DDC's own /metrics exposes, whatever the
+    StatsD prefix (dots allowed)."""
     import json
     import re
 
@@ -145,12 +147,12 @@ def test_the_vector_renaming_turns_every_name_ddc_emits_into_its_own_prometheus_
     exposed = {(sample.name, frozenset(sample.labels.items())) for family in LinkCollector(links).collect()
                for sample in family.samples if family.name not in ("ddc_build_info", "ddc_delivery_latency_seconds")}
     renamed = set()
-    emitter = StatsdEmitter(links, StatsdConfig(target="127.0.0.1:9"))
+    emitter = StatsdEmitter(links, StatsdConfig(target="127.0.0.1:9", prefix=prefix))
     for line in emitter.lines():
         name, kind = line.split(":")[0], line.rsplit("|", 1)[1]
         parts = pattern.match(name)
         if parts is None:  # the Rust DDC's summed names: ddc.ingress.packets_sent and the like
-            assert name.count(".") <= 2, name
+            assert name.removeprefix(prefix + ".").count(".") <= 1, name
             continue
         labels = {"role": parts["role"], "link": parts["link"]}
         if parts["value"] is not None:
@@ -221,7 +223,7 @@ def test_the_chart_lints_and_renders_what_the_docs_promise(helm, values, tmp_pat
     mounts = {mount["name"]: mount for mount in container["volumeMounts"]}
     assert mounts["keys"]["readOnly"] and mounts["config"]["readOnly"]
     volumes = {volume["name"]: volume for volume in pod["volumes"]}
-    assert volumes["keys"]["secret"]["defaultMode"] == 0o400
+    assert volumes["keys"]["secret"]["defaultMode"] == 0o440
     [secret] = by_kind["Secret"]
     assert secret["stringData"] == {"link.key": key}
     config = next(document for document in by_kind["ConfigMap"])["data"]["ddc.toml"]
@@ -270,7 +272,33 @@ def test_a_release_whose_role_and_config_disagree_is_refused(helm, tmp_path):
     values.write_text('role: egress\nconfig: |\n  role = "ingress"\n')
     output = subprocess.run([helm, "template", "pair", str(CHART), "-f", str(values)], capture_output=True, text=True,
                             timeout=120)
-    assert output.returncode != 0 and 'config does not say role = "egress"' in output.stderr
+    assert output.returncode != 0 and 'config says role = "ingress", the release\'s role is "egress"' in output.stderr
+    # Read as TOML, not searched as text: a comment does not make an ingress an egress, single quotes are TOML.
+    values.write_text('role: egress\nconfig: |\n  # role = "egress"\n  role = "ingress"\n')
+    output = subprocess.run([helm, "template", "pair", str(CHART), "-f", str(values)], capture_output=True, text=True,
+                            timeout=120)
+    assert output.returncode != 0 and 'config says role = "ingress"' in output.stderr
+    values.write_text("role: egress\nconfig: |\n  role = 'egress'\n")
+    output = subprocess.run([helm, "template", "pair", str(CHART), "-f", str(values)], capture_output=True, text=True,
+                            timeout=120)
+    assert output.returncode == 0, output.stderr
+
+
+def test_link_ports_get_valid_unique_names_whatever_the_links_are_called(helm, tmp_path):
+    """Kubernetes port names are at most 15 characters of lowercase letters, digits and '-', unique in a pod:
+    links named orders_east-1 and orders_east-2 once became the same invalid name."""
+    import re
+    values = tmp_path / "ports.yaml"
+    values.write_text('role: egress\nconfig: |\n  role = "egress"\nhostNetwork: true\nlinkPorts:\n'
+                      '  - {name: orders_east-1, port: 7101}\n  - {name: orders_east-2, port: 7102}\n')
+    objects = rendered(helm, values)
+    deployment = next(document for document in objects if document["kind"] == "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    names = [port["name"] for port in pod["containers"][0]["ports"]]
+    names += [port["name"] for document in objects if document["kind"] == "Service" for port in document["spec"]["ports"]]
+    assert all(re.fullmatch(r"[a-z0-9]([a-z0-9-]{0,13}[a-z0-9])?", name) for name in names), names
+    assert len(set(pod["containers"][0]["ports"][index]["name"] for index in range(3))) == 3
+    assert pod["dnsPolicy"] == "ClusterFirstWithHostNet", "cluster names must resolve on the node's network"
 
 
 def test_the_image_builds_and_passes_its_smoke_test():

@@ -364,6 +364,26 @@ def test_key_sources_and_their_errors(tmp_path, monkeypatch):
         KeyConfig(id=1, password_environment="B")
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="making a file root's needs root")
+def test_a_key_file_of_root_readable_by_our_own_group_is_accepted_any_other_reader_is_not(tmp_path):
+    """A Kubernetes secret mounted with the pod's fsGroup is root:GROUP, mode 440, whatever defaultMode asks
+    (the Helm chart's case): accepted when GROUP is one of this process's groups, as PostgreSQL accepts its key.
+    Readable by anyone else, refused."""
+    from ddc.config.transport import KeyConfig
+    key = tmp_path / "link.key"
+    key.write_bytes(base64.b64encode(KEY) + b"\n")
+    for mode, group, accepted in ((0o600, os.getegid(), True), (0o440, os.getegid(), True),
+                                  (0o640, os.getegid(), True), (0o440, 54321, False), (0o444, os.getegid(), False),
+                                  (0o460, os.getegid(), False)):
+        os.chown(key, 0, group)
+        key.chmod(mode)
+        if accepted:
+            assert crypto.read_key(KeyConfig(id=1, file=str(key))) == KEY, oct(mode)
+        else:
+            with pytest.raises(crypto.KeyProblem, match="can be read by other users"):
+                crypto.read_key(KeyConfig(id=1, file=str(key)))
+
+
 def test_check_names_an_unreadable_key_file(tmp_path):
     config = tmp_path / "egress.toml"
     config.write_text(f"""

@@ -51,7 +51,7 @@ def _describe(error: dict) -> str:
     loc = _user_location(error["loc"]) if kind != "union_tag_invalid" else tuple(error["loc"]) + ("type",)
     location = ".".join(str(part) for part in loc) or "(top level)"
     leaf = str(loc[-1]) if loc else ""
-    shown = "***" if is_secret(leaf) else repr(error.get("input"))
+    shown = "***" if is_secret(leaf) else repr(mask_secrets(error.get("input")))
     if kind == "union_tag_invalid":
         context = error.get("ctx", {})
         return f"{location}: {context.get('tag')!r} is not a known type; use one of {context.get('expected_tags')}"

@@ -126,7 +126,7 @@ class TelemetryServer:
         try:
             self.server = server_class(address[:2], self._handler_class())
         except OSError as error:
-            raise AddressError(f"cannot serve HTTP on {endpoint}: {error.strerror}") from None
+            raise AddressError(f"cannot serve HTTP on {endpoint}: {error.strerror}", error.errno) from None
         self.port = self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever, name="ddc-http", daemon=True)
 

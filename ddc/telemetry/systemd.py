@@ -13,6 +13,7 @@ build (systemd-python) or are unmaintained (sdnotify).
 
 import logging
 import os
+import re
 import socket
 
 log = logging.getLogger("ddc.telemetry")
@@ -26,23 +27,26 @@ class ServiceManager:
         watchdog_pid = environment.get("WATCHDOG_PID", "")
         meant_for_us = not watchdog_pid or watchdog_pid == str(os.getpid())
         # Pinging at half the timeout, as sd_watchdog_enabled(3) advises, leaves a tick's delay to spare.
-        self.watchdog_interval = (int(watchdog_usec) / 2e6 if watchdog_usec.isdigit() and int(watchdog_usec) > 0
-                                  and meant_for_us else None)
+        self.watchdog_interval = (int(watchdog_usec) / 2e6 if re.fullmatch(r"[0-9]+", watchdog_usec)
+                                  and int(watchdog_usec) > 0 and meant_for_us else None)
         self.next_ping = 0.0
+        self.warned = False
         self.socket = None
         if self.address:
             self.socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
 
     def notify(self, *lines: str) -> None:
-        """Sends "KEY=value" lines; a service manager that is gone is logged once, never an error of the proxy."""
+        """Sends "KEY=value" lines. A failure is logged once and never an error of the proxy; later
+        notifications are still tried, since a watchdog that stops hearing would restart a healthy proxy."""
         if self.socket is None:
             return
         try:
             self.socket.sendto("\n".join(lines).encode(), self.address)
         except OSError as error:
-            log.warning(f"cannot notify the service manager at {self.address!r}: {error.strerror}; "
-                        "no more notifications are sent")
-            self.close()
+            if not self.warned:
+                self.warned = True
+                log.warning(f"cannot notify the service manager at {self.address!r}: {error.strerror or error}; "
+                            "notifications go on being tried, without another warning")
 
     def ready(self, status: str) -> None:
         self.notify("READY=1", f"STATUS={status}")

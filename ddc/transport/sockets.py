@@ -23,7 +23,12 @@ _BUFFER_OPTIONS = {
 
 
 class AddressError(OSError):
-    """An endpoint that cannot be resolved or bound; the message says which and why."""
+    """An endpoint that cannot be resolved or bound; the message says which and why, errno the system's reason
+    (None where there is none)."""
+
+    def __init__(self, message: str, reason: int | None = None):
+        super().__init__(message)
+        self.errno = reason
 
 
 def resolve(endpoint, *, passive: bool = False):
@@ -32,7 +37,7 @@ def resolve(endpoint, *, passive: bool = False):
         infos = socket.getaddrinfo(endpoint.host, endpoint.port, type=socket.SOCK_DGRAM,
                                    flags=socket.AI_PASSIVE if passive else 0)
     except socket.gaierror as error:
-        raise AddressError(f"cannot resolve {endpoint}: {error.strerror}") from None
+        raise AddressError(f"cannot resolve {endpoint}: {error.strerror}", error.errno) from None
     family, _, _, _, address = infos[0]
     return family, address
 
@@ -75,7 +80,7 @@ def open_bound(endpoint, *, receive_buffer: int | None = None, send_buffer: int 
         sock.bind(address)
     except OSError as error:
         sock.close()
-        raise AddressError(f"cannot listen on {endpoint}: {error.strerror}") from None
+        raise AddressError(f"cannot listen on {endpoint}: {error.strerror}", error.errno) from None
     return sock
 
 
