@@ -59,8 +59,3 @@ class ServiceManager:
 
     def stopping(self) -> None:
         self.notify("STOPPING=1", "STATUS=stopping")
-
-    def close(self) -> None:
-        if self.socket is not None:
-            self.socket.close()
-            self.socket = None
