@@ -53,7 +53,7 @@ $(VENV)/.built-test: $(VENV)/bin/python $(CORE_SOURCES)
 	touch $@ $(VENV)/.built
 
 clean:
-	rm -rf $(VENV) build ddc/_core/*.c ddc/_core/*.so ddc/handlers/*/*.c ddc/handlers/*/*.so *.egg-info
+	rm -rf --one-file-system $(VENV) build ddc/_core/*.c ddc/_core/*.so ddc/handlers/*/*.c ddc/handlers/*/*.so *.egg-info
 
 # Coverage-guided fuzzing of the egress receiver under ASan/UBSan (docs/fuzzing.md). fuzz/build.sh installs
 # clang and atheris when they are missing; FUZZ_SECONDS is how long each target runs.

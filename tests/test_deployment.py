@@ -267,6 +267,117 @@ def test_the_scale_out_pairs_share_one_consumer_group_each_on_its_own_port(helm)
     assert len(claims) == 2
 
 
+@pytest.mark.timeout(600)
+def test_the_documented_scale_out_moves_partitions_between_pairs_and_writes_each_record_once(
+        helm, start_ddc, kafka_clusters, tmp_path):
+    """The four configs the chart renders for the two pairs of docs/deployment.md, run for real with only their
+    addresses, key file and state made local. While records flow, pair 2 is installed (the group moves partitions
+    to it), uninstalled as helm does it (SIGTERM to each side: they move back to pair 1) and installed again on its
+    old state. Each egress reads the destination before writing a partition another pair wrote, so every
+    source record arrives once and none is reported missing."""
+    import base64
+    import json
+    import threading
+    from kafka_harness import GROUP_PROPERTIES, assert_same_records, link_stats, varied_records, wait_for_stats
+
+    source, destination = kafka_clusters
+    topic = source.new_topic("scaleout", partitions=4)
+    destination.create_topic(topic, partitions=4)
+    key_file = tmp_path / "link.key"
+    key_file.write_text(base64.b64encode(bytes(range(32))).decode() + "\n")
+    key_file.chmod(0o600)
+    ports = {"7101": free_udp_port(), "7102": free_udp_port()}
+    group = f"ddc-scaleout-{topic}"
+    configs = {}
+    for name in ("ingress", "egress", "ingress-pair-2", "egress-pair-2"):
+        values = REPOSITORY / "deploy" / "helm" / "examples" / f"{name}.yaml"
+        text = next(document for document in rendered(helm, values) if document["kind"] == "ConfigMap")["data"]["ddc.toml"]
+        for documented, port in ports.items():
+            text = text.replace(f"192.0.2.20:{documented}", f"127.0.0.1:{port}")
+            text = text.replace(f"0.0.0.0:{documented}", f"127.0.0.1:{port}")
+        state = tmp_path / name
+        state.mkdir()
+        # The harness's group timing, as every other group test has: with librdkafka's defaults (a 45 s session,
+        # 3 s heartbeats) each rebalance of the test broker takes over 20 s.
+        group_timing = "".join(f"\n{json.dumps(key)} = {value}" for key, value in GROUP_PROPERTIES.items())
+        configs[name] = (text.replace('"kafka-high:9092"', f'"{source.bootstrap}"{group_timing}')
+                         .replace("kafka-low:9092", destination.bootstrap)
+                         .replace('["orders"]', json.dumps([topic])).replace('"ddc-orders"', json.dumps(group))
+                         .replace("ddc-missing-records", f"{topic}-missing")
+                         .replace("/etc/ddc/keys/link.key", str(key_file))
+                         .replace("/var/lib/ddc", str(state)))
+    for name, text in configs.items():
+        left = [documented for documented in ("192.0.2.", "0.0.0.0", "kafka-", "/var/lib/ddc", "/etc/ddc", '"orders"',
+                                              "ddc-orders", "ddc-missing") if documented in text]
+        timed = all(key in text for key in GROUP_PROPERTIES) or name.startswith("egress")
+        assert not left and timed, f"{name}: {left} left, or no group timing, in\n{text}"
+    # The environment the chart gives its pods sets the HTTP listener only; these two make the logs readable here.
+    environment = {"DDC_TELEMETRY__LOG_FORMAT": "json", "DDC_TELEMETRY__STATS_INTERVAL": "1s"}
+    every = []
+
+    def install(name):
+        proxy = start_ddc(name, configs[name], environment)
+        proxy.wait_until_ready()
+        every.append(proxy)
+        return proxy
+
+    def delivered(proxy) -> int:
+        return link_stats(proxy).get("kafka_records_delivered", 0)
+
+    def assignments(proxy) -> list[int]:
+        return [line["partitions"] for line in proxy.lines()
+                if line.get("message", "").startswith("link orders: assigned")]
+
+    def uninstall(ingress, egress) -> None:
+        """helm uninstall, high side first: the ingress drains, commits and leaves the group; then the egress,
+        once it has what was sent (the sender's shutdown arrived)."""
+        assert ingress.stop() == 0
+        egress.wait_for(lambda line: "sender shut down" in line.get("message", ""))
+        assert egress.stop() == 0
+
+    records = varied_records(60_000, 4, seed=22)
+    produced, stop_producing = [], threading.Event()
+
+    def produce():  # a live source, 500 records a second, for as long as the steps take
+        while not stop_producing.is_set() and len(produced) < len(records):
+            chunk = records[len(produced):len(produced) + 125]
+            source.produce(topic, chunk)
+            produced.extend(chunk)
+            time.sleep(0.25)
+
+    producer = threading.Thread(target=produce, daemon=True)
+    egress_1, ingress_1 = install("egress"), install("ingress")
+    producer.start()
+    wait_for_stats(egress_1, lambda stats: stats.get("kafka_records_delivered", 0) > 300, 60)
+    egress_2, ingress_2 = install("egress-pair-2"), install("ingress-pair-2")
+    ingress_2.wait_for(lambda line: line.get("message", "").startswith("link orders: assigned"), 60)
+    wait_for_stats(egress_2, lambda stats: stats.get("kafka_records_delivered", 0) > 100, 60)
+    moved_before = len(assignments(ingress_1))
+    uninstall(ingress_2, egress_2)
+    first_run = egress_2.summary("orders")["kafka_records_delivered"]  # the stats lines lag; the summary is final
+    # The group gives pair 2's partitions back to pair 1, whose egress reads what pair 2 wrote before writing.
+    deadline = time.monotonic() + 60
+    while not (len(taken := assignments(ingress_1)) > moved_before and taken[-1] == 4):
+        assert time.monotonic() < deadline, f"pair 1 never took the 4 partitions back: {taken}"
+        time.sleep(0.2)
+    before = delivered(egress_1)
+    wait_for_stats(egress_1, lambda stats: stats["kafka_records_delivered"] > before + 300, 60)
+    egress_2, ingress_2 = install("egress-pair-2"), install("ingress-pair-2")  # installed again, on its old state
+    ingress_2.wait_for(lambda line: line.get("message", "").startswith("link orders: assigned"), 60)
+    wait_for_stats(egress_2, lambda stats: stats.get("kafka_records_delivered", 0) > 100, 60)
+    stop_producing.set()
+    producer.join(30)
+    assert len(produced) < len(records), "the producer ran out before the steps ended: records moved while idle"
+    wait_for_stats(egress_2, lambda stats: stats["kafka_records_delivered"] + first_run + delivered(egress_1)
+                   >= len(produced), 120)
+    uninstall(ingress_1, egress_1)
+    uninstall(ingress_2, egress_2)
+    assert_same_records(source.read_all(topic), destination.read_all(topic), topic)
+    for proxy in every:
+        assert not [line for line in proxy.lines() if line.get("event") == "records missing"], proxy.log_path
+        assert not proxy.unparsed_or_tracebacks(), proxy.log_path
+
+
 def test_a_release_whose_role_and_config_disagree_is_refused(helm, tmp_path):
     values = tmp_path / "wrong.yaml"
     values.write_text('role: egress\nconfig: |\n  role = "ingress"\n')

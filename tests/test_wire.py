@@ -1,3 +1,4 @@
+import errno
 import os
 import socket
 import struct
@@ -223,7 +224,12 @@ def test_a_slow_link_starts_at_its_rate_with_the_default_burst(datagram_path, bu
     from ddc.config.transport import IngressTransportConfig
     transport = IngressTransportConfig(destination="127.0.0.1:9", rate="1Mbit/s", burst=burst)
     receiver, sending, address = datagram_path()
-    receiver.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+    try:
+        receiver.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+    except OSError as error:
+        if error.errno != errno.ENOPROTOOPT or os.environ.get("DDC_TEST_UNDER_QEMU") != "1":
+            raise
+        pytest.skip("qemu-user refuses SO_TIMESTAMPNS: no kernel arrival stamps, the schedule is not measurable")
     sender = DatagramSender(sending.fileno(), address, 1, 1472, transport.rate, transport.burst_bytes,
                             segmentation_offload=False)
     sender.send_frame(bytes(14 * (1472 - wire.HEADER_BYTES)))
