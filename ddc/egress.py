@@ -41,6 +41,9 @@ RECEIVE_POLL_MS = 100
 # After a one-shot sender's shutdown: the quiet that ends the link, and the longest it waits for that quiet.
 SHUTDOWN_QUIET_MS = 50
 SHUTDOWN_LINGER_SECONDS = 1.0
+# A stopping egress: the pause in data that ends its drain, and the longest drain (_receive_loop says why).
+STOP_QUIET_SECONDS = 0.5
+STOP_DRAIN_SECONDS = 5.0
 SENDER_SHUT_DOWN = "sender shut down"
 SINK_BATCH_BYTES = 1 << 20
 DEFAULT_HEARTBEAT_SECONDS = 1.0
@@ -66,6 +69,7 @@ class EgressLink(Link):
                                           "egress")
         self.session_save_error: str | None = None
         self._sender_shut_down_at: float | None = None
+        self._shutdown_heard = False  # since the stop began
         saved = self.session_state.load("session_id", optional=("highest_sequence", "highest_parity"))
         if saved:
             self.receiver.restore_session(saved["session_id"], saved.get("highest_sequence"),
@@ -115,8 +119,12 @@ class EgressLink(Link):
         self._spawn("receive", self._receive_loop)
         self._spawn("sink", self._sink_loop)
 
+    def begin_stop(self) -> None:
+        self.stopping.set()
+
     def stop(self, timeout: float = 30.0) -> bool:
-        """Stops receiving, accounts for partial frames as lost, delivers everything buffered."""
+        """Stops receiving once the link is quiet, accounts for partial frames as lost, delivers everything
+        buffered."""
         self.stopping.set()
         clean = self._join(self._threads[:1], timeout)
         with self._receive_lock:
@@ -173,25 +181,56 @@ class EgressLink(Link):
         self.session_save_error = f"link {self.name}: cannot save the session state: {error.strerror}"
 
     def _receive_loop(self) -> None:
+        """Receives until the link is finished, or stopped and drained.
+
+        Stopped together with its ingress (both releases of a pair removed at once, one systemd stopping both),
+        an egress that stopped reading at once would lose what the ingress sends while it drains its buffer,
+        which the ingress counts as sent and a Kafka source commits. So a stopping egress goes on receiving
+        until the sender's shutdown has arrived and the link is quiet, or no data has come for
+        STOP_QUIET_SECONDS (heartbeats and forgeries do not count: an idle or attacked link still stops), for
+        at most STOP_DRAIN_SECONDS. The supervisor starts every link's drain at once (begin_stop)."""
         fd = self._socket.fileno()
         heard = 0
-        while not self.stopping.is_set() and not self.finished.is_set():
+        drain_until = data_heard = data_at = None
+        while not self.finished.is_set() and self.failure is None:  # a failed link has no sink to drain into
+            if self.stopping.is_set() and drain_until is None:
+                drain_until, self._shutdown_heard = time.monotonic() + STOP_DRAIN_SECONDS, False
+                data_heard, data_at = self._data_datagrams(), time.monotonic()
             lingering = self._sender_shut_down_at is not None
+            waits_for_quiet = lingering or drain_until is not None
             with self._receive_lock:
-                frames = self.receiver.receive(fd, SHUTDOWN_QUIET_MS if lingering else RECEIVE_POLL_MS)
+                frames = self.receiver.receive(fd, SHUTDOWN_QUIET_MS if waits_for_quiet else RECEIVE_POLL_MS)
                 events = self.receiver.take_events()
                 self._note_session()
             if frames:
                 self.buffer.put_many(frames)
             for event in events:
                 self._on_event(*event)
+            if not waits_for_quiet:
+                continue
+            now = time.monotonic()
+            heard, before = self.receiver.counters()["datagrams_received"], heard
+            quiet = heard == before and not self.receiver.batch_pending
+            if drain_until is not None:
+                data_heard, data_before = self._data_datagrams(), data_heard
+                if data_heard != data_before or self.receiver.batch_pending:
+                    data_at = now
+                if self._shutdown_heard and quiet or now - data_at >= STOP_QUIET_SECONDS:
+                    return
+                if now > drain_until:
+                    log.warning(f"link {self.name}: stopped while data still arrived ({STOP_DRAIN_SECONDS:g} s after "
+                                "the stop): what the sender sends from now on is not received",
+                                extra={"fields": {"link": self.name}})
+                    return
             # A one-shot link is finished once its sender has shut down and the link has gone quiet: the
             # shutdown's other copies, still on their way, would otherwise count as lost.
-            if lingering:
-                heard, before = self.receiver.counters()["datagrams_received"], heard
-                if (heard == before and not self.receiver.batch_pending
-                        or time.monotonic() - self._sender_shut_down_at > SHUTDOWN_LINGER_SECONDS):
-                    self._finish()
+            if lingering and (quiet or now - self._sender_shut_down_at > SHUTDOWN_LINGER_SECONDS):
+                self._finish()
+
+    def _data_datagrams(self) -> int:
+        """Accepted datagrams that carry data or parity: what a draining sender still sends."""
+        counters = self.receiver.counters()
+        return counters["datagrams_accepted"] - counters["heartbeats_received"] - counters["shutdowns_received"]
 
     def _deliver(self, frame) -> None:
         """Decodes a frame's batch, filters its records and writes them to the sink. A sink that takes whole
@@ -242,6 +281,7 @@ class EgressLink(Link):
         except ValueError as error:
             log.warning(f"link {self.name}: unreadable peer counters: {error}", extra={"fields": {"link": self.name}})
         if kind == core_receiver.SHUTDOWN_RECEIVED:
+            self._shutdown_heard = True
             self._set_state(INTERRUPTED, SENDER_SHUT_DOWN, session)
             # A one-shot link ends with its sender's shutdown, except the shutdown of the session a previous run
             # received (the restored floor) before this run has delivered anything of it: played back to an

@@ -44,6 +44,10 @@ class Link:
     def tick(self, now: float) -> None:
         """The supervisor's periodic call (a few times a second), for work no data arrival triggers."""
 
+    def begin_stop(self) -> None:
+        """The proxy is about to stop its links one by one: a link that winds down on its own (an egress draining
+        what is still arriving) starts now, so that all of them do it at once."""
+
     def abandon(self) -> None:
         """The coming stop is an operator's (a signal, a failed link): work that cannot finish now is given up
         at once rather than waited for."""

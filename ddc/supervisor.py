@@ -82,6 +82,8 @@ class Supervisor:
 
     def stop(self) -> bool:
         clean = True
+        for link in self.started_links:
+            link.begin_stop()
         for link in reversed(self.started_links):
             if not link.stop():
                 clean = False

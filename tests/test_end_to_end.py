@@ -5,6 +5,7 @@ import hashlib
 import os
 import random
 import re
+import signal
 import socket
 import threading
 import time
@@ -133,6 +134,35 @@ def test_a_killed_ingress_is_recognised_as_a_new_session(link_pair, start_ddc):
     assert egress_summary["records_received"] == len(first) + len(second)
     expected = collections.Counter(hashlib.blake2b(p, digest_size=16).digest() for p in first + second)
     assert collector.digests == expected
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("rate, count", [("2Mbit/s", 500), ("300kbit/s", 40)])
+def test_an_egress_stopped_with_its_ingress_takes_what_the_ingress_drains(link_pair, rate, count):
+    """Both proxies of a pair stopped at once (both releases removed together, one systemd stopping both): the
+    ingress drains its buffer at the link's rate, which takes 0.4 to 1 s here, and counts it sent. The egress
+    goes on receiving until the sender's shutdown, so it loses none of it; on a slow link too, where the
+    sender's batches come 80 ms apart."""
+    from datetime import datetime
+
+    source_port, _, collector, ingress, egress, _ = link_pair(ingress_extra=f'rate = "{rate}"')
+    payloads = random_payloads(count, 1000, seed=12)
+    send_paced(source_port, payloads, bytes_per_second=100e6)
+    time.sleep(0.1)  # the ingress has read them all from its socket, and sent a few
+    for proxy in (ingress, egress):
+        proxy.process.send_signal(signal.SIGTERM)
+    # Each exits on its own; DdcProcess.stop() signals again, which kills a process already in its interpreter's
+    # shutdown (the handlers are gone by then).
+    egress.process.wait(30)
+    assert ingress.stop() == 0 and egress.stop() == 0
+    ingress_summary, egress_summary = ingress.summary("stream"), egress.summary("stream")
+    assert ingress_summary["records_sent"] == count, where_it_went(ingress_summary, egress_summary)
+    assert egress_summary["records_received"] == count, where_it_went(ingress_summary, egress_summary)
+    assert collector.wait_for(count, timeout=10) == count
+    stamps = {line["message"]: datetime.fromisoformat(line["time"]) for line in ingress.lines()
+              if line.get("message") in ("received SIGTERM, shutting down", "link stream: drained and sent shutdown")}
+    drained = stamps["link stream: drained and sent shutdown"] - stamps["received SIGTERM, shutting down"]
+    assert drained.total_seconds() > 0.2, f"the ingress drained in {drained}: the egress had little to wait for"
 
 
 @pytest.mark.timeout(120)
