@@ -69,7 +69,6 @@ class EgressLink(Link):
                                           "egress")
         self.session_save_error: str | None = None
         self._sender_shut_down_at: float | None = None
-        self._shutdown_heard = False  # since the stop began
         saved = self.session_state.load("session_id", optional=("highest_sequence", "highest_parity"))
         if saved:
             self.receiver.restore_session(saved["session_id"], saved.get("highest_sequence"),
@@ -185,16 +184,17 @@ class EgressLink(Link):
 
         Stopped together with its ingress (both releases of a pair removed at once, one systemd stopping both),
         an egress that stopped reading at once would lose what the ingress sends while it drains its buffer,
-        which the ingress counts as sent and a Kafka source commits. So a stopping egress goes on receiving
-        until the sender's shutdown has arrived and the link is quiet, or no data has come for
+        which the ingress counts as sent and a Kafka source commits. So a stopping egress whose link is up goes
+        on receiving until the sender's shutdown has arrived and the link is quiet, or no data has come for
         STOP_QUIET_SECONDS (heartbeats and forgeries do not count: an idle or attacked link still stops), for
-        at most STOP_DRAIN_SECONDS. The supervisor starts every link's drain at once (begin_stop)."""
+        at most STOP_DRAIN_SECONDS; one whose sender has shut down or gone silent stops once the link is quiet.
+        The supervisor starts every link's drain at once (begin_stop)."""
         fd = self._socket.fileno()
         heard = 0
         drain_until = data_heard = data_at = None
         while not self.finished.is_set() and self.failure is None:  # a failed link has no sink to drain into
             if self.stopping.is_set() and drain_until is None:
-                drain_until, self._shutdown_heard = time.monotonic() + STOP_DRAIN_SECONDS, False
+                drain_until = time.monotonic() + STOP_DRAIN_SECONDS
                 data_heard, data_at = self._data_datagrams(), time.monotonic()
             lingering = self._sender_shut_down_at is not None
             waits_for_quiet = lingering or drain_until is not None
@@ -215,7 +215,7 @@ class EgressLink(Link):
                 data_heard, data_before = self._data_datagrams(), data_heard
                 if data_heard != data_before or self.receiver.batch_pending:
                     data_at = now
-                if self._shutdown_heard and quiet or now - data_at >= STOP_QUIET_SECONDS:
+                if quiet and self.link_state != UP or now - data_at >= STOP_QUIET_SECONDS:
                     return
                 if now > drain_until:
                     log.warning(f"link {self.name}: stopped while data still arrived ({STOP_DRAIN_SECONDS:g} s after "
@@ -281,7 +281,6 @@ class EgressLink(Link):
         except ValueError as error:
             log.warning(f"link {self.name}: unreadable peer counters: {error}", extra={"fields": {"link": self.name}})
         if kind == core_receiver.SHUTDOWN_RECEIVED:
-            self._shutdown_heard = True
             self._set_state(INTERRUPTED, SENDER_SHUT_DOWN, session)
             # A one-shot link ends with its sender's shutdown, except the shutdown of the session a previous run
             # received (the restored floor) before this run has delivered anything of it: played back to an
