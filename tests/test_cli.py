@@ -81,35 +81,33 @@ target = "127.0.0.1:{free_udp_port()}"
     assert "Traceback" not in result.stderr
 
 
-def test_a_name_that_does_not_resolve_is_a_failure_to_retry_not_a_configuration_error(tmp_path):
-    """At boot the resolver may not be up yet: exit 1, which a service manager restarts; exit 2 (a port held by
-    another process) it does not (deploy/systemd/ddc@.service, RestartPreventExitStatus=2)."""
+def udp_ingress(tmp_path, destination: str, tables: str = ""):
+    """A UDP ingress's config file, sending to destination; tables go before the link's."""
     config = tmp_path / "ingress.toml"
     config.write_text(f"""
 role = "ingress"
+{tables}
 [links.logs.source]
 type = "udp"
 listen = "127.0.0.1:{free_udp_port()}"
 [links.logs.transport]
-destination = "egress-host.invalid:7001"
+destination = "{destination}"
 """)
+    return config
+
+
+def test_a_name_that_does_not_resolve_is_a_failure_to_retry_not_a_configuration_error(tmp_path):
+    """At boot the resolver may not be up yet: exit 1, which a service manager restarts; exit 2 (a port held by
+    another process) it does not (deploy/systemd/ddc@.service, RestartPreventExitStatus=2)."""
+    config = udp_ingress(tmp_path, "egress-host.invalid:7001")
     result = ddc("run", str(config), timeout=60)
     assert result.returncode == 1, result.stderr
     assert "cannot resolve egress-host.invalid:7001" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_an_unresolvable_syslog_target_is_a_clear_runtime_error(tmp_path):
-    config = tmp_path / "ingress.toml"
-    config.write_text(f"""
-role = "ingress"
-[telemetry.syslog]
-target = "no-such-host.invalid:514"
-[links.logs.source]
-type = "udp"
-listen = "127.0.0.1:{free_udp_port()}"
-[links.logs.transport]
-destination = "127.0.0.1:{free_udp_port()}"
-""")
+    config = udp_ingress(tmp_path, f"127.0.0.1:{free_udp_port()}",
+                         '[telemetry.syslog]\ntarget = "no-such-host.invalid:514"')
     result = ddc("run", str(config), timeout=30)
     assert result.returncode == 1
     assert "cannot start logging: cannot resolve no-such-host.invalid:514" in result.stderr
