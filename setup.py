@@ -11,7 +11,7 @@ EXTENSIONS = ["ddc._core.wire", "ddc._core.aead", "ddc._core.fec", "ddc._core.re
               "ddc._core.sender", "ddc._core.receiver", "ddc._core.datagram_io", "ddc._core.pacing",
               "ddc._core.sequence_window", "ddc._core.sessions", "ddc._core.fec_blocks", "ddc._core.fec_grouping",
               "ddc._core.reassembly",
-              "ddc.handlers.udp.datagrams", "ddc.handlers.kafka.codec"]
+              "ddc.handlers.udp.datagrams", "ddc.handlers.kafka.codec", "ddc.handlers.kafka_listener.batches"]
 # aead opens libcrypto at run time (docs/security.md); older glibc keeps dlopen in libdl.
 LIBRARIES = {"ddc._core.aead": ["dl"]}
 # Every module binds the symbols glibc 2.34 moved to their older versions (the header says why), and carries no

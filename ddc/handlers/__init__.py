@@ -13,6 +13,7 @@ REGISTERED = (
     "ddc.handlers.udp",
     "ddc.handlers.stream",
     "ddc.handlers.kafka",
+    "ddc.handlers.kafka_listener",
 )
 
 

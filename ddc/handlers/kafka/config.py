@@ -40,17 +40,23 @@ class KafkaSourceConfig(SourceSection):
         return _needs_bootstrap(properties)
 
     def check_link(self, link) -> None:
-        if link.buffer.when_full == "drop":
-            raise ValueError('buffer.when_full = "drop" loses records a Kafka source keeps at rest in the broker; '
-                             'use "block" (the default for Kafka)')
-        if self.max_record_size > link.transport.max_frame_size // 2:
-            raise ValueError(f"source.max_record_size ({self.max_record_size}) leaves no room for the "
-                             f"record's metadata in transport.max_frame_size ({link.transport.max_frame_size}); "
-                             "keep it at most half of max_frame_size")
-        if link.buffer.size < self.max_record_size + METADATA_ROOM:
-            raise ValueError(f"buffer.size ({link.buffer.size}) cannot hold a record of source.max_record_size "
-                             f"({self.max_record_size}) and its metadata; make buffer.size at least "
-                             f"{self.max_record_size + METADATA_ROOM} or lower max_record_size")
+        check_record_link(self, link, "loses records a Kafka source keeps at rest in the broker; use \"block\" "
+                                      "(the default for Kafka)")
+
+
+def check_record_link(source, link, why_not_drop: str) -> None:
+    """What a source of Kafka records needs of its link: a buffer that waits rather than drops, and room for its
+    largest record and its metadata in a frame and in the buffer."""
+    if link.buffer.when_full == "drop":
+        raise ValueError(f'buffer.when_full = "drop" {why_not_drop}')
+    if source.max_record_size > link.transport.max_frame_size // 2:
+        raise ValueError(f"source.max_record_size ({source.max_record_size}) leaves no room for the "
+                         f"record's metadata in transport.max_frame_size ({link.transport.max_frame_size}); "
+                         "keep it at most half of max_frame_size")
+    if link.buffer.size < source.max_record_size + METADATA_ROOM:
+        raise ValueError(f"buffer.size ({link.buffer.size}) cannot hold a record of source.max_record_size "
+                         f"({source.max_record_size}) and its metadata; make buffer.size at least "
+                         f"{source.max_record_size + METADATA_ROOM} or lower max_record_size")
 
 
 class TopicRewrite(Section):

@@ -1,0 +1,365 @@
+"""The Kafka listener against hostile and broken input (#23): hand-made requests over raw sockets to a real `ddc run`
+ingress, and the record-batch reader against batches kio writes (an implementation independent of ours)."""
+
+import collections
+import datetime
+import io
+import random
+import socket
+import struct
+import time
+import uuid
+
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+from kio.index import load_payload_module
+from kio.records.schema import NewRecordBatch, Record, RecordHeader
+from kio.records.writers import write_new_batch
+from kio.serial import entity_reader, entity_writer
+from kio.static.constants import EntityType
+
+from conftest import udp_receiver
+from ddc.handlers.kafka import codec
+from ddc.handlers.kafka_listener.batches import BatchError, pack_records, read_batches
+from ddc.transport.sockets import free_tcp_port
+
+EPOCH = datetime.datetime(2024, 1, 1, tzinfo=datetime.timezone.utc)
+
+
+def batch_bytes(records: list, producer_id: int = -1, epoch: int = -1, sequence: int = -1,
+                attributes: int = 0) -> bytes:
+    """records: (key, value, headers) with headers as (str, bytes | None)."""
+    buffer = io.BytesIO()
+    write_new_batch(buffer, NewRecordBatch(
+        producer_id=producer_id, producer_epoch=epoch, base_sequence=sequence, attributes=attributes,
+        records=tuple(Record(attributes=0, timestamp=EPOCH + datetime.timedelta(milliseconds=index), offset=index,
+                             key=key, value=value,
+                             headers=tuple(RecordHeader(key=name.encode(), value=data) for name, data in headers))
+                      for index, (key, value, headers) in enumerate(records))))
+    return buffer.getvalue()
+
+
+def pack(data: bytes, max_record_size: int = 1 << 20) -> list:
+    (start, end, attributes, _, base_timestamp, max_timestamp, _, _, _, count), = read_batches(data)
+    return pack_records(memoryview(data)[start + 61:end], count, b"topic", 4, 100, 99, 0, attributes,
+                        base_timestamp, max_timestamp, 7, bytes(range(16)), max_record_size)
+
+
+records_strategy = st.lists(st.tuples(
+    st.none() | st.binary(max_size=40), st.none() | st.binary(max_size=200),
+    st.lists(st.tuples(st.text(max_size=12), st.none() | st.binary(max_size=20)), max_size=4)), min_size=1, max_size=20)
+
+
+@settings(max_examples=300, deadline=None)
+@given(records_strategy)
+def test_every_field_of_every_record_kio_writes_is_read_back(records):
+    packed = pack(batch_bytes(records))
+    assert len(packed) == len(records)
+    for index, ((metadata, value), (key, expected_value, headers)) in enumerate(zip(packed, records)):
+        fields = codec.unpack(metadata)
+        assert fields[0] == codec.RECORD
+        assert fields[1:5] == ("topic", 4, 100 + index, 99 if index == 0 else 99 + index)
+        assert fields[7] == int(EPOCH.timestamp() * 1000) + index
+        assert fields[8] == key
+        assert [(name, data) for name, data in fields[9]] == headers
+        assert (value if fields[10] else None) == expected_value
+        assert fields[11:] == (7, bytes(range(16)))
+
+
+@settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(records_strategy, st.data())
+def test_a_damaged_batch_is_refused_with_a_kafka_error_code_never_a_crash(records, data):
+    batch = bytearray(batch_bytes(records))
+    for _ in range(data.draw(st.integers(1, 4))):
+        position = data.draw(st.integers(0, len(batch) - 1))
+        batch[position] = data.draw(st.integers(0, 255))
+    cut = data.draw(st.integers(0, len(batch)))
+    batch = bytes(batch[:cut]) if data.draw(st.booleans()) else bytes(batch)
+    try:
+        batches = read_batches(batch)
+        for start, end, attributes, _, base_timestamp, max_timestamp, _, _, _, count in batches:
+            # Past the CRC (a damaged header field it does not cover, or a lucky collision): the records are read.
+            pack_records(memoryview(batch)[start + 61:end], count, b"t", 0, 0, -1, 0, attributes, base_timestamp,
+                         max_timestamp, 1, None, 1 << 20)
+    except BatchError as error:
+        assert error.code in (2, 10, 87)
+
+
+def test_crafted_records_that_pass_the_crc_are_refused_by_their_fields():
+    """The CRC covers what a forger computes it over: each malformation is checked on its own."""
+    good = batch_bytes([(b"k", b"v", [("h", b"x")])])
+    header, body = good[:61], good[61:]
+
+    def forged(records_body: bytes, count: int = 1) -> bytes:
+        import crc32c
+        after_crc = bytearray(header[21:] + records_body)
+        after_crc[57 - 21:61 - 21] = struct.pack(">i", count)
+        length = struct.pack(">i", len(after_crc) + 9)
+        return header[:8] + length + header[12:17] + struct.pack(">I", crc32c.crc32c(bytes(after_crc))) + \
+            bytes(after_crc)
+
+    def varint(number: int) -> bytes:
+        raw, out = (number << 1) ^ (number >> 63), b""
+        while True:
+            byte = raw & 0x7F
+            raw >>= 7
+            if raw:
+                out += bytes([byte | 0x80])
+            else:
+                return out + bytes([byte])
+
+    def record(fields: bytes) -> bytes:
+        return varint(len(fields)) + fields
+
+    cases = {
+        "huge key length": (record(b"\0" + varint(0) + varint(0) + varint(1 << 40)), 2),
+        "negative header count": (record(b"\0" + varint(0) + varint(0) + varint(-1) + varint(-1) + varint(-5)), 2),
+        "wrong offset delta": (record(b"\0" + varint(0) + varint(3) + varint(-1) + varint(-1) + varint(0)), 87),
+        "header name not UTF-8": (record(b"\0" + varint(0) + varint(0) + varint(-1) + varint(-1) + varint(1)
+                                         + varint(2) + b"\xff\xfe" + varint(-1)), 87),
+        "a varint of 11 bytes": (record(b"\0" + b"\xff" * 10 + b"\x01"), 2),
+        "bytes after the records": (body + b"\0", 2),
+        "fewer records than counted": (body, 2, 2),
+    }
+    for name, case in cases.items():
+        records_body, code = case[0], case[1]
+        count = case[2] if len(case) > 2 else 1
+        data = forged(records_body, count)
+        with pytest.raises(BatchError) as refused:
+            pack(data)
+        assert refused.value.code == code, name
+    with pytest.raises(BatchError) as refused:
+        pack(good, max_record_size=2)
+    assert refused.value.code == 10
+
+
+# ---- requests over the wire ----
+
+
+class RawClient:
+    """A Kafka client made of a socket and kio, for requests no well-behaved client sends."""
+
+    def __init__(self, port: int):
+        self.socket = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.correlation = 0
+
+    def send_raw(self, data: bytes) -> None:
+        self.socket.sendall(data)
+
+    def request(self, api_key: int, version: int, body) -> object:
+        request_class = type(body)
+        header_class = request_class.__header_schema__
+        buffer = io.BytesIO()
+        self.correlation += 1
+        entity_writer(header_class)(buffer, header_class(request_api_key=api_key, request_api_version=version,
+                                                         correlation_id=self.correlation, client_id="raw"))
+        entity_writer(request_class)(buffer, body)
+        frame = buffer.getvalue()
+        self.socket.sendall(struct.pack(">i", len(frame)) + frame)
+        return self.response(api_key, version)
+
+    def response(self, api_key: int, version: int):
+        size = struct.unpack(">i", self.read(4))[0]
+        frame = self.read(size)
+        response_class = next(value for value in vars(load_payload_module(api_key, version, EntityType.response))
+                              .values() if getattr(value, "__type__", None) is EntityType.response)
+        header, used = entity_reader(response_class.__header_schema__)(memoryview(frame), 0)
+        assert header.correlation_id == self.correlation
+        return entity_reader(response_class)(memoryview(frame), used)[0]
+
+    def read(self, count: int) -> bytes:
+        data = b""
+        while len(data) < count:
+            chunk = self.socket.recv(count - len(data))
+            if not chunk:
+                raise ConnectionError("closed")
+            data += chunk
+        return data
+
+    def closed(self, within: float = 5.0) -> bool:
+        self.socket.settimeout(within)
+        try:
+            return self.socket.recv(1) == b""
+        except ConnectionResetError:
+            return True
+        except TimeoutError:
+            return False
+
+    def close(self) -> None:
+        self.socket.close()
+
+
+def produce_request(version: int, topic: str, partition: int, records: bytes, acks: int = -1):
+    module = load_payload_module(0, version, EntityType.request)
+    return module.ProduceRequest(transactional_id=None, acks=acks, timeout=datetime.timedelta(seconds=5),
+                                 topic_data=(module.TopicProduceData(name=topic, partition_data=(
+                                     module.PartitionProduceData(index=partition, records=records),)),))
+
+
+def api_versions_request(version: int):
+    module = load_payload_module(18, version, EntityType.request)
+    fields = module.ApiVersionsRequest.__dataclass_fields__
+    return module.ApiVersionsRequest(**({"client_software_name": "raw", "client_software_version": "1"}
+                                        if "client_software_name" in fields else {}))
+
+
+@pytest.fixture
+def lone_ingress(start_ddc, tmp_path):
+    """An ingress with a Kafka listener whose link sends into a socket nobody reads."""
+    receiver = udp_receiver()
+    port = free_tcp_port()
+    ingress = start_ddc("ingress", f"""
+role = "ingress"
+[telemetry]
+log_format = "json"
+stats_interval = "1s"
+[links.front.source]
+type = "kafka_listener"
+listen = "127.0.0.1:{port}"
+state_directory = "{tmp_path / 'state'}"
+max_request_size = "1MiB"
+max_record_size = "1KiB"
+max_connections = 20
+idle_timeout = "2s"
+request_timeout = "1s"
+topics = {{ known = 2 }}
+[links.front.transport]
+destination = "127.0.0.1:{receiver.getsockname()[1]}"
+""")
+    ingress.wait_for(lambda line: "Kafka listener on" in line.get("message", ""))
+    yield ingress, port
+    receiver.close()
+
+
+def test_broken_requests_close_their_connection_and_are_counted_while_other_clients_are_served(lone_ingress):
+    ingress, port = lone_ingress
+    healthy = RawClient(port)
+    assert healthy.request(18, 3, api_versions_request(3)).error_code == 0
+
+    cases = {
+        "garbage": (random.Random(1).randbytes(4000), "malformed"),  # its first four bytes: a negative size
+        "a huge size": (struct.pack(">i", 0x7FFFFFFF) + b"x" * 100, "oversized"),
+        "a negative size": (struct.pack(">i", -5), "malformed"),
+        "a request too short for its header": (struct.pack(">i", 3) + b"abc", "malformed"),
+        "Fetch, which a producer never sends": (struct.pack(">ihhi", 8, 1, 12, 1), "unsupported"),
+        "an API key nobody has": (struct.pack(">ihhih", 10, 999, 0, 1, -1), "unsupported"),
+        "Produce v2 (message format v1)": (struct.pack(">ihhih", 10, 0, 2, 1, -1), "unsupported"),
+        "a header cut inside its client id": (struct.pack(">ihhih", 10, 3, 1, 1, 200), "malformed"),
+    }
+    for name, (data, reason) in cases.items():
+        client = RawClient(port)
+        client.send_raw(data)
+        assert client.closed(), f"{name}: the connection stayed open"
+        client.close()
+        assert healthy.request(18, 3, api_versions_request(3)).error_code == 0, f"{name} harmed another client"
+    # A client that stops inside a request is closed after request_timeout; one that sends nothing after
+    # idle_timeout.
+    slow, idle = RawClient(port), RawClient(port)
+    slow.send_raw(struct.pack(">i", 100) + b"\0\x12")
+    started = time.monotonic()
+    assert slow.closed(within=5.0) and time.monotonic() - started < 3.0
+    assert idle.closed(within=5.0)
+    assert healthy.closed(within=0.1), "idle for longer than idle_timeout"
+    assert RawClient(port).request(3, 12, load_payload_module(3, 12, EntityType.request).MetadataRequest(
+        topics=None, allow_auto_topic_creation=False, include_topic_authorized_operations=False)).topics[0].name \
+        == "known"
+    stats = ingress.wait_for(lambda line: line.get("event") == "link stats"
+                             and line.get("kafka_listener_connections_closed_slow") == 1
+                             and line.get("kafka_listener_connections_closed_idle", 0) >= 1)
+    expected = collections.Counter(reason for _, reason in cases.values())
+    assert {reason: stats[f"kafka_listener_connections_closed_{reason}"] for reason in expected} == expected
+    assert ingress.process.poll() is None
+    assert ingress.unparsed_or_tracebacks() == []
+
+
+def test_an_unknown_api_versions_version_is_answered_in_v0_with_what_the_listener_speaks(lone_ingress):
+    _, port = lone_ingress
+    client = RawClient(port)
+    header = struct.pack(">hhih", 18, 77, 1, 3) + b"raw"
+    client.send_raw(struct.pack(">i", len(header)) + header + b"\0" * 3)
+    client.correlation = 1
+    answer = client.response(18, 0)
+    assert answer.error_code == 35
+    versions = {api.api_key: (api.min_version, api.max_version) for api in answer.api_keys}
+    assert versions[0] == (3, 12) and versions[18] == (0, 4) and versions[22] == (0, 5)
+
+
+def test_bad_batches_get_their_kafka_errors_and_good_ones_in_the_same_connection_go_through(lone_ingress):
+    ingress, port = lone_ingress
+    client = RawClient(port)
+    good = batch_bytes([(b"k", b"v", [])])
+    corrupt = bytearray(good)
+    corrupt[-1] ^= 0xFF
+    too_large = batch_bytes([(None, b"x" * 2000, [])])
+    answers = {}
+    for name, topic, partition, records in (("corrupt", "known", 0, bytes(corrupt)),
+                                            ("unknown topic", "unknown", 0, good),
+                                            ("unknown partition", "known", 2, good),
+                                            ("too large", "known", 0, too_large),
+                                            ("two batches", "known", 0, good + good),
+                                            ("no records", "known", 0, None),
+                                            ("good", "known", 1, good)):
+        response = client.request(0, 9, produce_request(9, topic, partition, records))
+        answers[name] = (response.responses[0].partition_responses[0].error_code,
+                         response.responses[0].partition_responses[0].base_offset)
+    assert answers == {"corrupt": (2, -1), "unknown topic": (3, -1), "unknown partition": (3, -1),
+                       "too large": (10, -1), "two batches": (87, -1), "no records": (87, -1), "good": (0, 0)}
+    stats = ingress.wait_for(lambda line: line.get("event") == "link stats"
+                             and line.get("kafka_listener_records_in") == 1)
+    assert stats["kafka_listener_produce_errors_corrupt_message"] == 1
+    assert stats["kafka_listener_produce_errors_unknown_topic_or_partition"] == 2
+    assert stats["kafka_listener_produce_errors_invalid_record"] == 2
+
+
+def test_sequences_out_of_order_and_old_epochs_are_refused_and_retries_answered_with_their_offsets(lone_ingress):
+    _, port = lone_ingress
+    client = RawClient(port)
+    module = load_payload_module(22, 4, EntityType.request)
+    producer = client.request(22, 4, module.InitProducerIdRequest(
+        transactional_id=None, transaction_timeout=datetime.timedelta(seconds=60)))
+    producer_id, epoch = producer.producer_id, producer.producer_epoch
+    assert producer.error_code == 0 and producer_id >= 0
+
+    def send(sequence: int, count: int = 2, producer_epoch: int = epoch):
+        records = batch_bytes([(None, f"{sequence}-{index}".encode(), []) for index in range(count)],
+                              producer_id, producer_epoch, sequence)
+        answer = client.request(0, 11, produce_request(11, "known", 0, records)).responses[0].partition_responses[0]
+        return answer.error_code, answer.base_offset
+
+    assert send(0) == (0, 0)
+    assert send(2) == (0, 2)
+    assert send(0) == (0, 0), "a retry of the first batch is answered with its offset"
+    assert send(2) == (0, 2)
+    assert send(7)[0] == 45, "a gap in the sequence"
+    assert send(4) == (0, 4)
+    bumped = client.request(22, 4, module.InitProducerIdRequest(
+        transactional_id=None, transaction_timeout=datetime.timedelta(seconds=60), producer_id=producer_id,
+        producer_epoch=epoch))
+    assert (bumped.producer_id, bumped.producer_epoch) == (producer_id, epoch + 1)
+    assert send(0, producer_epoch=epoch + 1) == (0, 6)
+    assert send(6)[0] == 47
+    assert send(3, producer_epoch=epoch + 2)[0] == 45, "a new epoch starts at sequence 0"
+    transactional = client.request(22, 4, module.InitProducerIdRequest(
+        transactional_id=f"tx-{uuid.uuid4().hex}", transaction_timeout=datetime.timedelta(seconds=60)))
+    assert transactional.error_code == 53
+
+
+def test_acks_zero_gets_no_answer_and_connections_beyond_the_limit_are_refused(lone_ingress):
+    ingress, port = lone_ingress
+    client = RawClient(port)
+    module_request = produce_request(9, "known", 0, batch_bytes([(None, b"fire and forget", [])]), acks=0)
+    buffer = io.BytesIO()
+    header_class = type(module_request).__header_schema__
+    entity_writer(header_class)(buffer, header_class(request_api_key=0, request_api_version=9, correlation_id=41,
+                                                     client_id="raw"))
+    entity_writer(type(module_request))(buffer, module_request)
+    client.send_raw(struct.pack(">i", len(buffer.getvalue())) + buffer.getvalue())
+    # The next answer is the ApiVersions one: nothing came for the produce request.
+    assert client.request(18, 3, api_versions_request(3)).error_code == 0
+    others = [RawClient(port) for _ in range(25)]
+    time.sleep(0.5)
+    refused = sum(other.closed(within=0.01) for other in others)  # well within idle_timeout
+    assert refused == 25 - 19  # 20 connections at most, the first client's among them
+    stats = ingress.wait_for(lambda line: line.get("event") == "link stats"
+                             and line.get("kafka_listener_connections_closed_limit") == 6)
+    assert stats["kafka_listener_records_in"] == 1
