@@ -6,12 +6,12 @@ BIN := $(VENV)/bin
 CORE_SOURCES := $(wildcard ddc/_core/*.pyx ddc/_core/*.pxd ddc/_core/*.h ddc/handlers/*/*.pyx ddc/handlers/*/*.pxd) setup.py pyproject.toml
 PYTEST_ARGS ?=
 
-.PHONY: demo test bench build clean apache-kafka helm
+.PHONY: demo test bench build clean apache-kafka helm kcat
 
 demo: $(VENV)/.built
 	$(BIN)/python -m ddc demo
 
-test: $(VENV)/.built-test apache-kafka helm
+test: $(VENV)/.built-test apache-kafka helm kcat
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # The jars of an Apache Kafka broker for the tests marked apache_kafka_too (Maven and Java 17 needed; without
@@ -27,11 +27,19 @@ build/helm/bin/helm:
 	GOBIN=$(CURDIR)/build/helm/bin go install helm.sh/helm/v4/cmd/helm@$(HELM_VERSION) \
 	    || echo "make: helm was not built (Go and its module proxy needed); the chart's tests will be skipped" >&2
 
+# kcat, one of the Kafka listener's test clients (an older librdkafka), from Debian's packages when run as root;
+# without it that test is skipped, saying why.
+kcat:
+	@command -v kcat >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+	    && { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kcat >/dev/null 2>&1 \
+	         || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kcat >/dev/null; }; }; } \
+	    || echo "make: kcat was not installed (apt-get install kcat); its test will be skipped" >&2
+
 bench: $(VENV)/.built-test
 	@started=$$(date +%s); status=0; \
 	for step in "-m pytest bench $(PYTEST_ARGS)" "bench/transport.py $(BENCH_ARGS)" bench/per_side.py \
 	        bench/small_records.py bench/pydiode_compare.py bench/memory.py bench/idle.py bench/udp_streams.py \
-	        bench/kafka_copy.py bench/fec.py bench/fuzz.py bench/hostile_flood.py; do \
+	        bench/kafka_copy.py bench/kafka_listener.py bench/fec.py bench/fuzz.py bench/hostile_flood.py; do \
 	    $(BIN)/python $$step || status=1; \
 	done; \
 	$(BIN)/python bench/summary.py --since $$started || status=1; \

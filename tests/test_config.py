@@ -254,9 +254,12 @@ def test_kafka_configs_check_and_mask_librdkafka_secrets(tmp_path):
 def test_kafka_examples_are_valid():
     ingress = load_settings(REPOSITORY / "examples" / "kafka-ingress.toml")
     egress = load_settings(REPOSITORY / "examples" / "kafka-egress.toml")
-    assert set(ingress.links) == set(egress.links)
-    for name in ingress.links:
-        assert ingress.links[name].transport.destination.port == egress.links[name].transport.listen.port
+    listener = load_settings(REPOSITORY / "examples" / "kafka-listener-ingress.toml")
+    for high_side in (ingress, listener):
+        assert set(high_side.links) == set(egress.links)
+        for name in high_side.links:
+            assert high_side.links[name].transport.destination.port == egress.links[name].transport.listen.port
+    assert listener.links["orders"].source.type == "kafka_listener"
 
 
 @pytest.mark.parametrize("value, expected", [
@@ -301,3 +304,23 @@ def test_every_handler_type_is_known_whatever_is_imported_first(first):
                "'127.0.0.1:9'}}}})\nprint(type(settings.links['k'].source).__name__)")
     result = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and result.stdout.strip() == "KafkaSourceConfig", result.stderr
+
+
+@pytest.mark.parametrize("source, error", [
+    ('type = "kafka_listener"\nlisten = "127.0.0.1:9092"\nstate_directory = "/tmp/x"',
+     "the listener serves no topic"),
+    ('type = "kafka_listener"\nlisten = "0.0.0.0:9092"\nstate_directory = "/tmp/x"\ntopics = { a = 1 }',
+     "set advertised_listener"),
+    ('type = "kafka_listener"\nlisten = "127.0.0.1:9092"\nstate_directory = "/tmp/x"\ntopics = { "a b" = 1 }',
+     "topics"),
+    ('type = "kafka_listener"\nlisten = "127.0.0.1:9092"\nstate_directory = "/tmp/x"\ntopics = { a = 0 }',
+     "greater than or equal to 1"),
+    ('type = "kafka_listener"\nlisten = "127.0.0.1:9092"\nstate_directory = "/tmp/x"\ntopics = { a = 1 }\n'
+     '[links.logs.source.sasl]\nmechanisms = ["GSSAPI"]', "mechanisms"),
+])
+def test_kafka_listener_configs_that_cannot_work_are_refused_with_the_reason(source, error):
+    text = GOOD_INGRESS.replace('type = "udp"\nlisten = "127.0.0.1:5514"', source)
+    assert source in text
+    with pytest.raises(ConfigError) as refused:
+        settings_from_mapping(tomllib.loads(text))
+    assert error in str(refused.value)

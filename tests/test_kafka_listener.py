@@ -3,14 +3,18 @@ egress writes their records into a Tansu destination."""
 
 import collections
 import json
+import shutil
 import socket
+import subprocess
 import threading
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 from confluent_kafka import Producer
 
+from conftest import certificate_authority
 from ddc.transport.sockets import free_tcp_port, free_udp_port
 from kafka_harness import SOURCE_HEADERS
 
@@ -20,9 +24,9 @@ class ListenerPair:
 
     def __init__(self, start_ddc, tmp_path, destination, topics: dict, *, source_extra: str = "",
                  transport_extra: str = "", buffer_size: str = "64MiB", rate: str = "2Gbit/s",
-                 environment: dict | None = None):
+                 environment: dict | None = None, port: int | None = None):
         self.start_ddc, self.destination = start_ddc, destination
-        self.port, self.link_port = free_tcp_port(), free_udp_port()
+        self.port, self.link_port = port or free_tcp_port(), free_udp_port()
         self.bootstrap = f"127.0.0.1:{self.port}"
         self.state = tmp_path / "listener-state"
         self.environment = environment
@@ -254,19 +258,19 @@ def test_idempotent_retries_over_cut_connections_are_answered_with_their_offsets
         start_ddc, tmp_path, kafka_clusters):
     _, destination = kafka_clusters
     topic = f"front-{uuid.uuid4().hex[:8]}"
-    pair = ListenerPair(start_ddc, tmp_path, destination, {topic: 2}, rate="4Mbit/s")
-    relay = CuttingRelay(pair.port)
+    port = free_tcp_port()
+    relay = CuttingRelay(port)
     relay.start()
     # The producer reaches the listener through the relay: bootstrap and the advertised address both.
-    pair.ingress.stop()
-    pair.ingress_config = pair.ingress_config.replace(
-        f'listen = "{pair.bootstrap}"', f'listen = "{pair.bootstrap}"\nadvertised_listener = "127.0.0.1:{relay.port}"')
-    pair.ingress = pair.start_ingress()
+    pair = ListenerPair(start_ddc, tmp_path, destination, {topic: 2}, rate="4Mbit/s", port=port,
+                        source_extra=f'advertised_listener = "127.0.0.1:{relay.port}"')
     values = [f"value-{index}".encode() * 40 for index in range(3000)]
-    producing = produce_in_background(f"127.0.0.1:{relay.port}", topic, values, 2, **{"enable.idempotence": True})
+    producing = produce_in_background(f"127.0.0.1:{relay.port}", topic, values, 2, **{
+        "enable.idempotence": True, "reconnect.backoff.max.ms": 100, "retry.backoff.max.ms": 100})
     while producing.is_alive():
         time.sleep(0.3)
-        relay.cut()
+        if producing.delivered:  # cuts before the producer id is given only delay the start
+            relay.cut()
     relay.stop()
     assert producing.errors == []
     assert sorted(producing.delivered) == sorted(values)
@@ -305,3 +309,160 @@ def test_an_ingress_killed_and_restarted_continues_its_offsets_and_sends_no_retr
     pair.ingress = pair.start_ingress()
     reports = produce(pair, topic, [{"value": b"after", "partition": 0}])
     assert reports == [(0, max(offset for partition, offset in found if partition == 0) + 1)]
+
+
+REPOSITORY = Path(__file__).resolve().parent.parent
+
+
+def java_producer(bootstrap: str, topic: str, count: int) -> list:
+    lib = REPOSITORY / "build" / "apache-kafka" / "lib"
+    if not shutil.which("java") or not list(lib.glob("kafka-clients-*.jar")):
+        pytest.skip("the Java client needs Java 17 and the jars of `make apache-kafka`")
+    done = subprocess.run(["java", "-cp", f"{lib}/*", str(REPOSITORY / "tests" / "clients" / "JavaProducer.java"),
+                           bootstrap, topic, str(count), "zstd"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return [f"java-{index}" for index in range(count)], [tuple(map(int, line.split()))
+                                                          for line in done.stdout.split("\n") if line]
+
+
+def python_producer(bootstrap: str, topic: str, count: int) -> list:
+    from kafka import KafkaProducer
+
+    producer = KafkaProducer(bootstrap_servers=bootstrap, compression_type="gzip", acks="all")
+    futures = [producer.send(topic, key=f"key-{index}".encode(), value=f"python-{index}".encode(),
+                             partition=index % 2, timestamp_ms=1_700_000_000_000 + index,
+                             headers=[("client", b"python"), ("index", str(index).encode())])
+               for index in range(count)]
+    offsets = [(metadata.partition, metadata.offset) for metadata in (future.get(30) for future in futures)]
+    producer.close()
+    return [f"python-{index}" for index in range(count)], offsets
+
+
+def kcat_producer(bootstrap: str, topic: str, count: int) -> list:
+    if not shutil.which("kcat"):
+        pytest.skip("kcat is not installed (apt-get install kcat; `make test` installs it as root)")
+    lines = "".join(f"key-{index}:kcat-{index}\n" for index in range(count))
+    done = subprocess.run(["kcat", "-P", "-b", bootstrap, "-t", topic, "-p", "0", "-K:", "-H", "client=kcat",
+                           "-z", "lz4", "-X", "enable.idempotence=true"], input=lines, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return [f"kcat-{index}" for index in range(count)], None
+
+
+@pytest.mark.parametrize("client", ["java", "kafka-python", "kcat"])
+def test_other_clients_write_through_the_listener(start_ddc, tmp_path, kafka_clusters, client):
+    """The Java client (the reference implementation, idempotent by default), kafka-python (a protocol of its own)
+    and kcat (an older librdkafka)."""
+    _, destination = kafka_clusters
+    topic = f"front-{uuid.uuid4().hex[:8]}"
+    pair = ListenerPair(start_ddc, tmp_path, destination, {topic: 2})
+    produce_with = {"java": java_producer, "kafka-python": python_producer, "kcat": kcat_producer}[client]
+    values, offsets = produce_with(pair.bootstrap, topic, 500)
+    found = arrived(destination, topic, len(values))
+    assert sorted(value.decode() for _, value, _, _ in found.values()) == sorted(values)
+    for (partition, offset), (key, value, headers, timestamp) in found.items():
+        index = int(value.decode().rsplit("-", 1)[1])
+        assert key == f"key-{index}".encode()
+        assert headers[0] == ("client", client.split("-")[-1].encode())
+        if client != "kcat":
+            assert headers[1] == ("index", str(index).encode()) and timestamp == 1_700_000_000_000 + index
+            assert partition == index % 2
+    if offsets is not None:
+        assert sorted(offsets) == sorted(found), "the offsets the producer was told are the offsets that crossed"
+    assert contiguous_offsets(found)
+    pair.stop()
+    assert pair.ingress.unparsed_or_tracebacks() == []
+
+
+def test_tls_with_scram_and_plain_lets_known_users_in_and_keeps_others_out(start_ddc, tmp_path, kafka_clusters):
+    _, destination = kafka_clusters
+    ca, certificate, key = certificate_authority(tmp_path, "listener")
+    users = tmp_path / "users"
+    users.write_text("# user:password\nalice:wonder-land-42\nbob:b:with:colons\n")
+    topic = f"front-{uuid.uuid4().hex[:8]}"
+    pair = ListenerPair(start_ddc, tmp_path, destination, {topic: 1}, source_extra=f"""
+[links.front.source.tls]
+certificate = "{certificate}"
+key = "{key}"
+[links.front.source.sasl]
+mechanisms = ["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"]
+users_file = "{users}"
+""")
+    secure = {"security.protocol": "SASL_SSL", "ssl.ca.location": ca}
+    produce(pair, topic, [{"value": b"scram-512"}], **secure, **{"sasl.mechanism": "SCRAM-SHA-512",
+                                                                "sasl.username": "alice",
+                                                                "sasl.password": "wonder-land-42"})
+    produce(pair, topic, [{"value": b"scram-256"}], **secure, **{"sasl.mechanism": "SCRAM-SHA-256",
+                                                                "sasl.username": "bob",
+                                                                "sasl.password": "b:with:colons"})
+    produce(pair, topic, [{"value": b"plain"}], **secure, **{"sasl.mechanism": "PLAIN", "sasl.username": "alice",
+                                                            "sasl.password": "wonder-land-42"})
+    failures = []
+    for mechanism in ("SCRAM-SHA-512", "PLAIN"):
+        producer = pair.producer(**secure, **{"sasl.mechanism": mechanism, "sasl.username": "alice",
+                                              "sasl.password": "not-her-password", "message.timeout.ms": 1000})
+        producer.produce(topic, value=b"intruder", on_delivery=lambda error, message: failures.append(error))
+        producer.flush(10)
+    assert len(failures) == 2 and all(failure is not None for failure in failures)
+    plaintext = pair.producer(**{"message.timeout.ms": 1000})
+    plaintext.produce(topic, value=b"plaintext", on_delivery=lambda error, message: failures.append(error))
+    plaintext.flush(10)
+    assert len(failures) == 3 and failures[-1] is not None
+    found = arrived(destination, topic, 3)
+    assert sorted(value for _, value, _, _ in found.values()) == [b"plain", b"scram-256", b"scram-512"]
+    ingress, _ = pair.stop()
+    assert ingress["kafka_listener_connections_closed_unauthenticated"] >= 2
+    log_text = pair.ingress.log_path.read_text()
+    assert "not-her-password" not in log_text and "wonder-land-42" not in log_text
+    assert "user 'alice' or its password is wrong" in log_text
+
+
+def test_mutual_tls_takes_producers_with_a_certificate_the_client_ca_signed(start_ddc, tmp_path, kafka_clusters):
+    _, destination = kafka_clusters
+    ca, certificate, key = certificate_authority(tmp_path, "listener")
+    client_ca, client_certificate, client_key = certificate_authority(tmp_path, "producer")
+    stranger_ca, stranger_certificate, stranger_key = certificate_authority(tmp_path, "stranger")
+    topic = f"front-{uuid.uuid4().hex[:8]}"
+    pair = ListenerPair(start_ddc, tmp_path, destination, {topic: 1}, source_extra=f"""
+[links.front.source.tls]
+certificate = "{certificate}"
+key = "{key}"
+client_ca = "{client_ca}"
+""")
+    produce(pair, topic, [{"value": b"with a certificate"}], **{
+        "security.protocol": "SSL", "ssl.ca.location": ca, "ssl.certificate.location": client_certificate,
+        "ssl.key.location": client_key})
+    failures = []
+    for extra in ({}, {"ssl.certificate.location": stranger_certificate, "ssl.key.location": stranger_key}):
+        producer = pair.producer(**{"security.protocol": "SSL", "ssl.ca.location": ca, "message.timeout.ms": 1000},
+                                 **extra)
+        producer.produce(topic, value=b"without", on_delivery=lambda error, message: failures.append(error))
+        producer.flush(10)
+    assert len(failures) == 2 and all(failure is not None for failure in failures)  # not `None in`: KafkaError's ==
+    assert [value for _, value, _, _ in arrived(destination, topic, 1).values()] == [b"with a certificate"]
+    pair.stop()
+    assert pair.ingress.unparsed_or_tracebacks() == []
+
+
+def test_a_full_link_makes_producers_wait_and_loses_nothing(start_ddc, tmp_path, kafka_clusters):
+    """At 8 Mbit/s with a small buffer and max_pending_bytes, producers writing as fast as they can are slowed to
+    the link's pace by late answers and unread requests, never by dropped records."""
+    _, destination = kafka_clusters
+    topic = f"front-{uuid.uuid4().hex[:8]}"
+    pair = ListenerPair(start_ddc, tmp_path, destination, {topic: 2}, rate="8Mbit/s", buffer_size="160KiB",
+                        source_extra='max_record_size = "64KiB"\nmax_pending_bytes = "1MiB"')
+    values = [bytes([index % 251]) * 1000 + str(index).encode() for index in range(3000)]
+    started = time.monotonic()
+    producers = [produce_in_background(pair.bootstrap, topic, values[part::3], 2, **{"linger.ms": 50,
+                                                                                      "batch.size": 200000})
+                 for part in range(3)]
+    for producing in producers:
+        producing.join(120)
+        assert producing.errors == []
+    assert time.monotonic() - started > 2.5, "the producers were answered faster than the link sends"
+    found = arrived(destination, topic, len(values))
+    assert sorted(value for _, value, _, _ in found.values()) == sorted(values)
+    ingress, _ = pair.stop()
+    assert ingress["buffer_records_dropped"] == 0
+    assert ingress["buffer_full_events"] > 0
+    assert ingress["kafka_listener_backpressure_seconds"] > 0, "max_pending_bytes never held a request back"

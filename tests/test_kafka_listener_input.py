@@ -42,7 +42,7 @@ def batch_bytes(records: list, producer_id: int = -1, epoch: int = -1, sequence:
 def pack(data: bytes, max_record_size: int = 1 << 20) -> list:
     (start, end, attributes, _, base_timestamp, max_timestamp, _, _, _, count), = read_batches(data)
     return pack_records(memoryview(data)[start + 61:end], count, b"topic", 4, 100, 99, 0, attributes,
-                        base_timestamp, max_timestamp, 7, bytes(range(16)), max_record_size)
+                        base_timestamp, max_timestamp, 7, bytes(range(16)), max_record_size).records()
 
 
 records_strategy = st.lists(st.tuples(

@@ -29,6 +29,7 @@ cdef class RecordRing:
     # Guarded by lock. Data is [read_at, write_at), or when wrapped [read_at, wrap_at) then [0, write_at).
     cdef size_t read_at, write_at, wrap_at, used
     cdef bint wrapped, closed, consumer_waiting, producer_waiting
+    cdef bint flushing  # the producer has nothing more coming soon: the consumer lingers no longer
     cdef size_t consumer_wants  # bytes lying together that make a waiting consumer worth waking
     cdef size_t taken_bytes, taken_count
     cdef readonly uint64_t items_in, items_out, records_dropped, bytes_dropped, full_events, peak_bytes

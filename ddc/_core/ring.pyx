@@ -284,6 +284,16 @@ cdef class RecordRing:
             pthread_cond_broadcast(&self.writable)
             pthread_mutex_unlock(&self.lock)
 
+    def flush(self):
+        """The producer puts nothing more for now (a Kafka producer waits for its answer): what the ring holds is
+        taken at once, without waiting for linger."""
+        with nogil:
+            pthread_mutex_lock(&self.lock)
+            self.flushing = True
+            if self.consumer_waiting:
+                pthread_cond_signal(&self.readable)
+            pthread_mutex_unlock(&self.lock)
+
     # ---- consumer ----
 
     def take(self, Py_ssize_t max_bytes, timeout, linger=0.0):
@@ -311,7 +321,8 @@ cdef class RecordRing:
                 full_ns = clock_ns(CLOCK_MONOTONIC) + linger_ns
                 self.consumer_wants = max_bytes
                 while (linger_ns and self.data_end() - self.read_at < <size_t>max_bytes and not self.closed
-                       and not self.producer_waiting and not (self.wrapped and self.data_end() == self.wrap_at)):
+                       and not self.producer_waiting and not self.flushing
+                       and not (self.wrapped and self.data_end() == self.wrap_at)):
                     self.consumer_waiting = True
                     waited = self.wait_on(&self.readable, full_ns)
                     self.consumer_waiting = False
@@ -322,6 +333,7 @@ cdef class RecordRing:
                 length, count = self.whole_records(start, end, max_bytes)
                 self.taken_bytes = length
                 self.taken_count = count
+                self.flushing = False
             pthread_mutex_unlock(&self.lock)
         if count == 0:
             return None

@@ -8,7 +8,8 @@ level without a Python object per field: kio leaves `records` as bytes, and
 kafka-python's reader is pure Python. Decompression is not here: a batch's
 records are one compressed block, which the listener inflates with cramjam.
 
-A batch is checked whole before any of its records is packed: its CRC-32C, every
+Records are packed for the link's ring as they are (PackedRecords): their metadata
+in one block, their values where they lie. A batch is checked whole before any of its records is packed: its CRC-32C, every
 record's length and offset delta, header names as UTF-8 (Kafka's are strings), and
 record sizes against max_record_size. A batch that fails is refused whole, with the
 error code Kafka gives (BatchError.code), as a broker would.
@@ -17,9 +18,12 @@ error code Kafka gives (BatchError.code), as a broker would.
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from libc.stdint cimport int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
+from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy
 
 from ddc._core.byteorder cimport get16, get32, get64, put16, put32, put64
+from ddc._core.posix cimport monotonic_ns
+from ddc._core.ring cimport Entry, RecordRing
 from ddc.handlers.kafka.codec cimport (FIXED_BYTES, KEY_PRESENT, NULL_LENGTH, RECORD, TOPIC_ID_BYTES,
                                        TOPIC_ID_PRESENT, VALUE_PRESENT)
 
@@ -114,6 +118,10 @@ def read_batches(data) -> list:
     return batches
 
 
+cdef enum:
+    MIN_RECORD_BYTES = 7  # length, attributes, timestamp and offset deltas, key and value lengths, header count
+
+
 cdef struct Located:
     int64_t timestamp_delta
     Py_ssize_t key            # -1: null
@@ -187,43 +195,98 @@ cdef bint is_utf8(const uint8_t* text, Py_ssize_t length):
     return True
 
 
+cdef class PackedRecords:
+    """One batch's records as the link's ring takes them: every record's metadata in one block, its value left
+    where it lies in the (decompressed) batch, and an entry per record pointing at both; no Python object per
+    record. The pump thread puts them with put_into(), in as many calls as the ring's room allows."""
+
+    cdef bytes metadata
+    cdef Py_buffer payload
+    cdef bint holds_payload
+    cdef Entry* entries
+    cdef readonly Py_ssize_t count
+    cdef readonly Py_ssize_t size
+    cdef Py_ssize_t put
+
+    def __dealloc__(self):
+        free(self.entries)
+        if self.holds_payload:
+            PyBuffer_Release(&self.payload)
+
+    def __len__(self):
+        return self.count
+
+    @property
+    def left(self) -> int:
+        """Records not yet in the ring."""
+        return self.count - self.put
+
+    def put_into(self, RecordRing ring, double timeout):
+        """Puts what the ring has room for within timeout seconds; True once every record is in."""
+        cdef int64_t deadline = monotonic_ns() + <int64_t>(timeout * 1e9)
+        with nogil:
+            self.put += ring.put_entries(self.entries + self.put, self.count - self.put, deadline)
+        return self.put == self.count
+
+    def records(self) -> list:
+        """(metadata, value) pairs, as a Python-made source gives them (tests, and filters when a link has them)."""
+        return [(PyBytes_FromStringAndSize(<const char*>self.entries[index].metadata,
+                                           self.entries[index].metadata_length),
+                 PyBytes_FromStringAndSize(<const char*>self.entries[index].value, self.entries[index].value_length))
+                for index in range(self.count)]
+
+
 def pack_records(payload, int32_t record_count, bytes topic_bytes, int32_t partition, int64_t first_offset,
                  int64_t previous_offset, int64_t stream_start, uint16_t attributes, int64_t base_timestamp,
-                 int64_t max_timestamp, uint8_t assignment, bytes topic_id, Py_ssize_t max_record_size) -> list:
-    """The (metadata, value) records of one batch's (decompressed) records, numbered from first_offset; the first
-    carries previous_offset, each later one the offset before it. Raises BatchError, having made nothing, when
-    the records do not add up to record_count, break the format, or one is over max_record_size."""
-    cdef Py_buffer view
+                 int64_t max_timestamp, uint8_t assignment, bytes topic_id, Py_ssize_t max_record_size):
+    """The records of one batch's (decompressed) records, numbered from first_offset; the first carries
+    previous_offset, each later one the offset before it. Raises BatchError, having made nothing, when the
+    records do not add up to record_count, break the format, or one is over max_record_size."""
+    cdef PackedRecords packed = PackedRecords.__new__(PackedRecords)
+    cdef Located* located = NULL
     cdef const uint8_t* data
-    cdef Py_ssize_t end, position = 0, total, at, header_position
+    cdef Py_ssize_t end, position = 0, total = 0, fixed, at, header_position
     cdef int64_t index, header, timestamp, name_length = 0, value_length = 0
-    cdef Located record
-    cdef list records = []
     cdef str problem
     cdef char* out
+    cdef Located* record
     cdef uint8_t timestamp_type = TIMESTAMP_LOG_APPEND_TIME if attributes & LOG_APPEND_TIME else TIMESTAMP_CREATE_TIME
     cdef Py_ssize_t id_length = 0 if topic_id is None else TOPIC_ID_BYTES
     if topic_id is not None and len(topic_id) != TOPIC_ID_BYTES:
         raise ValueError(f"a topic id has {TOPIC_ID_BYTES} bytes, not {len(topic_id)}")
     if record_count <= 0:
         raise BatchError(BATCH_INVALID, f"a record batch with {record_count} records")
-    PyObject_GetBuffer(payload, &view, PyBUF_SIMPLE)
+    PyObject_GetBuffer(payload, &packed.payload, PyBUF_SIMPLE)
+    packed.holds_payload = True
+    data = <const uint8_t*>packed.payload.buf
+    end = packed.payload.len
+    if record_count > end // MIN_RECORD_BYTES:
+        raise BatchError(BATCH_CORRUPT, f"{record_count} records cannot fit in {end} bytes")
+    fixed = FIXED_BYTES + 2 + len(topic_bytes) + id_length + 4 + 4
+    located = <Located*>malloc(record_count * sizeof(Located))
+    packed.entries = <Entry*>malloc(record_count * sizeof(Entry))
+    if located == NULL or packed.entries == NULL:
+        free(located)
+        raise MemoryError(f"cannot place {record_count} records")
     try:
-        data = <const uint8_t*>view.buf
-        end = view.len
         for index in range(record_count):
-            problem = locate_record(data, end, &position, index, &record)
+            problem = locate_record(data, end, &position, index, &located[index])
             if problem is not None:
-                raise BatchError(BATCH_INVALID if record.invalid else BATCH_CORRUPT, problem)
-            if record.content_bytes > max_record_size:
-                raise BatchError(BATCH_TOO_LARGE, f"a record of {record.content_bytes} bytes is larger than "
-                                                  f"max_record_size ({max_record_size})")
+                raise BatchError(BATCH_INVALID if located[index].invalid else BATCH_CORRUPT, problem)
+            if located[index].content_bytes > max_record_size:
+                raise BatchError(BATCH_TOO_LARGE, f"a record of {located[index].content_bytes} bytes is larger "
+                                                  f"than max_record_size ({max_record_size})")
+            total += fixed + max(located[index].key_length, 0) + located[index].metadata_bytes
+        if position != end:
+            raise BatchError(BATCH_CORRUPT, f"{end - position} bytes follow the batch's {record_count} records")
+        packed.metadata = PyBytes_FromStringAndSize(NULL, total)
+        out = PyBytes_AS_STRING(packed.metadata)
+        packed.size = total + end
+        for index in range(record_count):
+            record = &located[index]
             timestamp = max_timestamp if timestamp_type == TIMESTAMP_LOG_APPEND_TIME \
                 else base_timestamp + record.timestamp_delta
-            total = (FIXED_BYTES + 2 + len(topic_bytes) + id_length + 4 + max(record.key_length, 0) + 4
-                     + record.metadata_bytes)
-            metadata = PyBytes_FromStringAndSize(NULL, total)
-            out = PyBytes_AS_STRING(metadata)
+            packed.entries[index].metadata = <const uint8_t*>out
             out[0] = RECORD
             out[1] = ((KEY_PRESENT if record.key >= 0 else 0) | (VALUE_PRESENT if record.value >= 0 else 0)
                       | (TOPIC_ID_PRESENT if id_length else 0))
@@ -263,11 +326,11 @@ def pack_records(payload, int32_t record_count, bytes topic_bytes, int32_t parti
                     memcpy(out + at + 4, data + header_position, value_length)
                     at += 4 + value_length
                     header_position += value_length
-            value = (PyBytes_FromStringAndSize(<const char*>data + record.value, record.value_length)
-                     if record.value >= 0 else b"")
-            records.append((metadata, value))
-        if position != end:
-            raise BatchError(BATCH_CORRUPT, f"{end - position} bytes follow the batch's {record_count} records")
+            packed.entries[index].metadata_length = at
+            packed.entries[index].value = data + record.value if record.value >= 0 else data
+            packed.entries[index].value_length = max(record.value_length, 0)
+            out += at
+        packed.count = record_count
     finally:
-        PyBuffer_Release(&view)
-    return records
+        free(located)
+    return packed

@@ -40,8 +40,8 @@ from ddc.handlers.kafka.codec import POSITION, UNKNOWN_OFFSET
 from ddc.handlers.kafka.description import KafkaRecords
 from ddc.handlers.kafka_listener import protocol
 from ddc.handlers.kafka_listener.batches import (BATCH_HEADER_BYTES, BATCH_INVALID, BATCH_TOO_LARGE,
-                                                 COMPRESSION_MASK, CONTROL, TRANSACTIONAL, BatchError, pack_records,
-                                                 read_batches)
+                                                 COMPRESSION_MASK, CONTROL, TRANSACTIONAL, BatchError, PackedRecords,
+                                                 pack_records, read_batches)
 from ddc.handlers.kafka_listener.protocol import (API_VERSIONS, INIT_PRODUCER_ID, METADATA, NO_THROTTLE,
                                                   SASL_AUTHENTICATE, SASL_HANDSHAKE, ProtocolError, build,
                                                   encode_response, error_code, response_class)
@@ -141,6 +141,7 @@ class KafkaListener(KafkaRecords, Source):
 
     def open(self) -> None:
         config = self.config
+        protocol.load_every_version()
         self.state = ListenerState(config.state_directory, self.link_name)
         changes = []
         for topic in config.topics:
@@ -215,7 +216,7 @@ class KafkaListener(KafkaRecords, Source):
                 connection.reader_task.cancel()
         self._announce_positions()
         deadline = time.monotonic() + STOP_ANSWER_SECONDS
-        while self._waiting and time.monotonic() < deadline:
+        while self._enqueued > self._acknowledged and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
         unanswered = sum(1 for _, _, future in self._waiting if not future.done())
         if unanswered:
@@ -597,7 +598,7 @@ class KafkaListener(KafkaRecords, Source):
                                        "error_code": error.code}})
             return plan
         plan.records = packed
-        plan.size = len(payload) + record_count * (RECORD_OVERHEAD + len(topic))
+        plan.size = packed.size
         plan.base_offset = self.state.assign(topic, partition, record_count, producer_id,
                                              epoch, first_sequence, changes)
         if producer_id >= 0:
@@ -618,7 +619,7 @@ class KafkaListener(KafkaRecords, Source):
                                     batch.base_offset - 1, state.stream_start, attributes, base_timestamp,
                                     max_timestamp, self._assignment, self.state.topic_ids.get(plan.topic),
                                     self.config.max_record_size)
-        plan.size = len(payload) + record_count * (RECORD_OVERHEAD + len(plan.topic))
+        plan.size = plan.records.size
         plan.resend = True
         plan.producer_id, plan.epoch = producer_id, epoch
         return plan
@@ -660,7 +661,8 @@ class KafkaListener(KafkaRecords, Source):
 
     # ---- into the link ----
 
-    def _enqueue(self, records: list, size: int) -> None:
+    def _enqueue(self, records, size: int) -> None:
+        """records: a batch's PackedRecords, or a list of (metadata, value) made in Python."""
         self._enqueued += len(records)
         self._in_use += size
         self._pending.put((records, size))
@@ -682,12 +684,18 @@ class KafkaListener(KafkaRecords, Source):
             if item is None:
                 return
             records, size = item
-            while records and not self._abandon.is_set():
-                accepted = self._output.put_many(records, timeout=PUT_WAIT_SECONDS)
-                if accepted:
-                    records = records[accepted:]
-            if records:
-                log.warning(f"link {self.link_name}: stopping with {len(records)} records not put in the link's "
+            if isinstance(records, PackedRecords):
+                while not records.put_into(self._output, PUT_WAIT_SECONDS) and not self._abandon.is_set():
+                    pass
+                left = records.left
+            else:
+                while records and not self._abandon.is_set():
+                    records = records[self._output.put_many(records, timeout=PUT_WAIT_SECONDS):]
+                left = len(records)
+            if self._pending.empty():
+                self._output.flush()  # producers wait for their answers: no linger for more records
+            if left:
+                log.warning(f"link {self.link_name}: stopping with {left} records not put in the link's "
                             "buffer; their producers are not answered", extra={"fields": {"link": self.link_name}})
             self._call_in_loop(self._release, size)
 

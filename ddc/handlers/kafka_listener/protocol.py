@@ -83,6 +83,16 @@ def _writer(entity: type):
     return entity_writer(entity)
 
 
+def load_every_version() -> None:
+    """Imports kio's modules for every version answered, so that no client's first request waits for them."""
+    for api_key, (low, high) in VERSIONS.items():
+        for version in range(low, high + 1):
+            request, response = _classes(api_key, version)
+            _reader(request.__header_schema__)
+            _reader(request)
+            _writer(response)
+
+
 def read_request(frame: bytes) -> Request:
     """A request from one frame (its size prefix removed). Raises ProtocolError for what cannot be answered: an
     unknown API or version (but ApiVersions, answered UNSUPPORTED_VERSION as Kafka does), or a malformed one."""
