@@ -38,7 +38,7 @@ from confluent_kafka import Producer  # noqa: E402
 
 from ddc.transport.sockets import free_tcp_port, free_udp_port  # noqa: E402
 from harness import GateTable, cpu_seconds, metric  # noqa: E402
-from kafka_harness import Cluster, TansuBroker, tansu_binary  # noqa: E402
+from kafka_harness import Cluster, TansuBroker, listener_pair_configs, tansu_binary  # noqa: E402
 
 GATE = 1.0
 PARTITIONS = 3
@@ -93,7 +93,9 @@ def alternated(direct_bootstrap: str, topic: str, count: int, value: bytes, roun
     workdir.mkdir(parents=True, exist_ok=True)
     port, unread = free_tcp_port(), socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     unread.bind(("127.0.0.1", 0))
-    (workdir / "ingress.toml").write_text(ingress_config(port, unread.getsockname()[1], topic, workdir))
+    (workdir / "ingress.toml").write_text(listener_pair_configs(port, unread.getsockname()[1], workdir / "state",
+                                                                {topic: PARTITIONS}, direct_bootstrap,
+                                                                rate="4Gbit/s")[0])
     environment = {key: value for key, value in os.environ.items() if not key.startswith("DDC_")}
     with open(workdir / "ingress.log", "wb") as log:
         ingress = subprocess.Popen([sys.executable, "-m", "ddc", "run", str(workdir / "ingress.toml")],
@@ -117,20 +119,6 @@ def alternated(direct_bootstrap: str, topic: str, count: int, value: bytes, roun
                     "listener": [round(seconds, 3) for seconds in listener]}}
 
 
-def ingress_config(port: int, link_port: int, topic: str, workdir: Path, rate: str = "4Gbit/s") -> str:
-    return f"""
-role = "ingress"
-[links.front.source]
-type = "kafka_listener"
-listen = "127.0.0.1:{port}"
-state_directory = "{workdir / 'state'}"
-topics = {{ "{topic}" = {PARTITIONS} }}
-[links.front.transport]
-destination = "127.0.0.1:{link_port}"
-rate = "{rate}"
-"""
-
-
 def wait_for_listener(ingress, workdir: Path) -> None:
     deadline = time.monotonic() + 30
     while b"Kafka listener on" not in (workdir / "ingress.log").read_bytes():
@@ -141,20 +129,11 @@ def wait_for_listener(ingress, workdir: Path) -> None:
 def front_door(destination: Cluster, topic: str, count: int, value: bytes, workdir: Path) -> dict:
     workdir.mkdir(parents=True, exist_ok=True)
     port, link_port, http_port = free_tcp_port(), free_udp_port(), free_tcp_port()
-    egress_config = f"""
-role = "egress"
-[telemetry.http]
-listen = "127.0.0.1:{http_port}"
-[links.front.transport]
-listen = "127.0.0.1:{link_port}"
-receive_buffer = "64MiB"
-[links.front.sink]
-type = "kafka"
-[links.front.sink.properties]
-"bootstrap.servers" = "{destination.bootstrap}"
-"""
     # A rate the egress, sharing the cores with the broker and the ingress, takes without losing datagrams.
-    (workdir / "ingress.toml").write_text(ingress_config(port, link_port, topic, workdir, rate="800Mbit/s"))
+    ingress_config, egress_config = listener_pair_configs(
+        port, link_port, workdir / "state", {topic: PARTITIONS}, destination.bootstrap, rate="800Mbit/s",
+        egress_telemetry=f'[telemetry.http]\nlisten = "127.0.0.1:{http_port}"')
+    (workdir / "ingress.toml").write_text(ingress_config)
     (workdir / "egress.toml").write_text(egress_config)
     environment = {key: value for key, value in os.environ.items() if not key.startswith("DDC_")}
     logs = {name: open(workdir / f"{name}.log", "wb") for name in ("ingress", "egress")}

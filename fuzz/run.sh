@@ -1,19 +1,26 @@
 #!/usr/bin/env bash
-# Fuzzes one receiver target on the sanitized build (fuzz/build.sh sanitized first):
-#     fuzz/run.sh plain|sealed|fec [libFuzzer options, e.g. -runs=10000000 or -max_total_time=1200]
+# Fuzzes one target on the sanitized build (fuzz/build.sh sanitized first): a receiver target, or the Kafka
+# listener's request and record-batch parsers:
+#     fuzz/run.sh plain|sealed|fec|listener [libFuzzer options, e.g. -runs=10000000 or -max_total_time=1200]
 # The corpus grows in build/fuzz/corpus/TARGET (seeded from tests/fuzz_corpus/TARGET, which stays as it is);
 # a crashing input is written to tests/fuzz_regressions/TARGET/ for the normal suite to replay.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-TARGET=${1:?usage: fuzz/run.sh plain|sealed|fec [libFuzzer options]}
+TARGET=${1:?usage: fuzz/run.sh plain|sealed|fec|listener [libFuzzer options]}
 shift
+ENTRY=fuzz/receiver_fuzz.py
+ARGUMENTS=("$TARGET")
+if [ "$TARGET" = listener ]; then
+    ENTRY=fuzz/listener_fuzz.py
+    ARGUMENTS=()
+fi
 . fuzz/env.sh sanitized
 # For -jobs/-workers: libFuzzer runs fuzz/receiver_fuzz.py itself, through its shebang.
 export DDC_FUZZ_TARGET=$TARGET
 PATH="$(cd "$(dirname "${PYTHON:-.venv/bin/python}")" && pwd):$PATH"
 export PATH
 mkdir -p "build/fuzz/corpus/$TARGET" "tests/fuzz_regressions/$TARGET"
-exec nice -n "${NICE:-10}" "${PYTHON:-.venv/bin/python}" fuzz/receiver_fuzz.py "$TARGET" \
+exec nice -n "${NICE:-10}" "${PYTHON:-.venv/bin/python}" "$ENTRY" "${ARGUMENTS[@]}" \
     -max_len=131072 -timeout=20 -rss_limit_mb=4096 -print_final_stats=1 -reload=0 \
     -artifact_prefix="tests/fuzz_regressions/$TARGET/" \
     "$@" "build/fuzz/corpus/$TARGET" "tests/fuzz_corpus/$TARGET"

@@ -402,3 +402,46 @@ def wait_for_stats(process, condition, timeout: float) -> dict:
         assert time.monotonic() < deadline, f"stats never met the condition; last: {stats}"
         time.sleep(0.5)
     return stats
+
+
+def listener_pair_configs(port: int, link_port: int, state_directory, topics: dict, destination_bootstrap: str, *,
+                          source_extra: str = "", transport_extra: str = "", rate: str = "2Gbit/s",
+                          buffer_size: str = "64MiB", egress_telemetry: str = "") -> tuple[str, str]:
+    """Config texts for an ingress whose source is a Kafka listener (docs/kafka-listener.md) and an egress writing
+    its records to the destination cluster; source_extra goes into the source table, before its topics."""
+    topic_table = "\n".join(f'"{name}" = {partitions}' for name, partitions in topics.items())
+    ingress = f"""
+role = "ingress"
+[telemetry]
+log_format = "json"
+stats_interval = "1s"
+[links.front.source]
+type = "kafka_listener"
+listen = "127.0.0.1:{port}"
+state_directory = "{state_directory}"
+{source_extra}
+[links.front.source.topics]
+{topic_table}
+[links.front.transport]
+destination = "127.0.0.1:{link_port}"
+heartbeat_interval = "200ms"
+rate = "{rate}"
+{transport_extra}
+[links.front.buffer]
+size = "{buffer_size}"
+"""
+    egress = f"""
+role = "egress"
+[telemetry]
+log_format = "json"
+stats_interval = "1s"
+{egress_telemetry}
+[links.front.transport]
+listen = "127.0.0.1:{link_port}"
+receive_buffer = "64MiB"
+[links.front.sink]
+type = "kafka"
+[links.front.sink.properties]
+"bootstrap.servers" = "{destination_bootstrap}"
+"""
+    return ingress, egress

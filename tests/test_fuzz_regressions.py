@@ -18,6 +18,7 @@ REPOSITORY = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPOSITORY / "bench"))
 sys.path.insert(0, str(REPOSITORY / "fuzz"))
 import fuzz  # noqa: E402  (bench/fuzz.py)
+import listener_targets  # noqa: E402  (fuzz/listener_targets.py)
 import receiver_targets  # noqa: E402  (fuzz/receiver_targets.py)
 
 fuzz.crypto.load_sealing_library()
@@ -124,3 +125,18 @@ def test_the_coverage_ignorelist_names_functions_that_exist():
         if line.startswith("fun:__pyx"):
             pattern = re.escape(line[4:]).replace(r"\*", r"\w*")
             assert re.search(pattern, sources), f"{line} matches no function"
+
+
+LISTENER_INPUTS = sorted(listener_targets.CORPUS.iterdir()) + sorted(listener_targets.REGRESSIONS.glob("*"))
+
+
+@pytest.mark.parametrize("path", LISTENER_INPUTS, ids=lambda path: f"{path.parent.parent.name}-{path.name[:24]}")
+def test_the_kafka_listener_target_refuses_its_seeds_and_crashers_cleanly(path):
+    """fuzz/listener_targets.py: requests and record batches end in a result, ProtocolError or BatchError."""
+    listener_targets.test_one_input(path.read_bytes())
+
+
+def test_the_kafka_listener_target_has_seeds_of_every_kind():
+    names = {path.name for path in listener_targets.CORPUS.iterdir()}
+    assert {"produce-v3", "produce-v12", "raw-codec1", "raw-codec2", "raw-codec3", "raw-codec4", "metadata-v12",
+            "init-producer-id-v4", "api-versions-v4"} <= names

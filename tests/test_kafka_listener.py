@@ -16,7 +16,7 @@ from confluent_kafka import Producer
 
 from conftest import certificate_authority
 from ddc.transport.sockets import free_tcp_port, free_udp_port
-from kafka_harness import SOURCE_HEADERS
+from kafka_harness import SOURCE_HEADERS, listener_pair_configs
 
 
 class ListenerPair:
@@ -30,40 +30,9 @@ class ListenerPair:
         self.bootstrap = f"127.0.0.1:{self.port}"
         self.state = tmp_path / "listener-state"
         self.environment = environment
-        topic_table = "\n".join(f'"{name}" = {partitions}' for name, partitions in topics.items())
-        self.ingress_config = f"""
-role = "ingress"
-[telemetry]
-log_format = "json"
-stats_interval = "1s"
-[links.front.source]
-type = "kafka_listener"
-listen = "{self.bootstrap}"
-state_directory = "{self.state}"
-{source_extra}
-[links.front.source.topics]
-{topic_table}
-[links.front.transport]
-destination = "127.0.0.1:{self.link_port}"
-heartbeat_interval = "200ms"
-rate = "{rate}"
-{transport_extra}
-[links.front.buffer]
-size = "{buffer_size}"
-"""
-        self.egress_config = f"""
-role = "egress"
-[telemetry]
-log_format = "json"
-stats_interval = "1s"
-[links.front.transport]
-listen = "127.0.0.1:{self.link_port}"
-receive_buffer = "64MiB"
-[links.front.sink]
-type = "kafka"
-[links.front.sink.properties]
-"bootstrap.servers" = "{destination.bootstrap}"
-"""
+        self.ingress_config, self.egress_config = listener_pair_configs(
+            self.port, self.link_port, self.state, topics, destination.bootstrap, source_extra=source_extra,
+            transport_extra=transport_extra, rate=rate, buffer_size=buffer_size)
         self.egress = start_ddc("egress", self.egress_config)
         self.egress.wait_until_ready()
         self.ingress = self.start_ingress()

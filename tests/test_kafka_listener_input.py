@@ -7,6 +7,8 @@ import io
 import random
 import socket
 import struct
+import subprocess
+import sys
 import time
 import uuid
 
@@ -19,7 +21,9 @@ from kio.serial import entity_reader, entity_writer
 from kio.static.constants import EntityType
 
 from conftest import udp_receiver
+from kafka_harness import listener_pair_configs
 from ddc.handlers.kafka import codec
+from ddc.handlers.kafka_listener import protocol
 from ddc.handlers.kafka_listener.batches import BatchError, pack_records, read_batches
 from ddc.transport.sockets import free_tcp_port
 
@@ -208,24 +212,10 @@ def lone_ingress(start_ddc, tmp_path):
     """An ingress with a Kafka listener whose link sends into a socket nobody reads."""
     receiver = udp_receiver()
     port = free_tcp_port()
-    ingress = start_ddc("ingress", f"""
-role = "ingress"
-[telemetry]
-log_format = "json"
-stats_interval = "1s"
-[links.front.source]
-type = "kafka_listener"
-listen = "127.0.0.1:{port}"
-state_directory = "{tmp_path / 'state'}"
-max_request_size = "1MiB"
-max_record_size = "1KiB"
-max_connections = 20
-idle_timeout = "2s"
-request_timeout = "1s"
-topics = {{ known = 2 }}
-[links.front.transport]
-destination = "127.0.0.1:{receiver.getsockname()[1]}"
-""")
+    config, _ = listener_pair_configs(port, receiver.getsockname()[1], tmp_path / "state", {"known": 2}, "unused",
+                                      source_extra='max_request_size = "1MiB"\nmax_record_size = "1KiB"\n'
+                                                   'max_connections = 20\nidle_timeout = "2s"\nrequest_timeout = "1s"')
+    ingress = start_ddc("ingress", config)
     ingress.wait_for(lambda line: "Kafka listener on" in line.get("message", ""))
     yield ingress, port
     receiver.close()
@@ -363,3 +353,63 @@ def test_acks_zero_gets_no_answer_and_connections_beyond_the_limit_are_refused(l
     stats = ingress.wait_for(lambda line: line.get("event") == "link stats"
                              and line.get("kafka_listener_connections_closed_limit") == 6)
     assert stats["kafka_listener_records_in"] == 1
+
+
+def every_request():
+    """A request of every API and version the listener answers, as kio writes it, with every field filled."""
+    for api_key, (low, high) in protocol.VERSIONS.items():
+        for version in range(low, high + 1):
+            request_class, _ = protocol._classes(api_key, version)
+            module = sys.modules[request_class.__module__]
+            if api_key == 0:
+                body = produce_request(version, "orders", 3, batch_bytes([(b"k", b"v", [("h", None)])]))
+            elif api_key == 3:
+                body = protocol.build(request_class, topics=(protocol.build(
+                    module.MetadataRequestTopic, name="orders", topic_id=None),), allow_auto_topic_creation=True,
+                    include_cluster_authorized_operations=False, include_topic_authorized_operations=False)
+            elif api_key == 18:
+                body = api_versions_request(version)
+            elif api_key == 22:
+                body = protocol.build(request_class, transactional_id=None,
+                                      transaction_timeout=datetime.timedelta(seconds=5), producer_id=7,
+                                      producer_epoch=1)
+            elif api_key == 17:
+                body = protocol.build(request_class, mechanism="SCRAM-SHA-256")
+            else:
+                body = protocol.build(request_class, auth_bytes=b"n,,n=user,r=abc")
+            buffer = io.BytesIO()
+            header_class = request_class.__header_schema__
+            entity_writer(header_class)(buffer, header_class(request_api_key=api_key, request_api_version=version,
+                                                             correlation_id=5, client_id="every"))
+            entity_writer(request_class)(buffer, body)
+            yield api_key, version, buffer.getvalue(), body
+
+
+def test_the_length_check_walks_every_request_kio_writes_to_its_end():
+    count = 0
+    for api_key, version, frame, body in every_request():
+        view = memoryview(frame)
+        request_class, _ = protocol._classes(api_key, version)
+        start = protocol._header_end(view, request_class.__header_schema__.__version__ >= 2)
+        assert protocol._check_lengths(request_class, view, start) == len(frame), (api_key, version)
+        assert protocol.read_request(frame).body == body, (api_key, version)
+        count += 1
+    assert count == sum(high - low + 1 for low, high in protocol.VERSIONS.values())
+
+
+def test_a_tiny_request_claiming_billions_of_elements_is_refused_before_anything_is_reserved():
+    """kio's reader would reserve room for 2**31 topics at once (16 GB) and abort the process when it cannot;
+    under a 4 GiB address-space limit a child process shows the refusal comes first."""
+    script = ("import resource, struct, sys\n"
+              "resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))\n"
+              "from ddc.handlers.kafka_listener import protocol\n"
+              "for frame in (struct.pack('>hhih', 3, 0, 1, -1) + struct.pack('>i', 0x7FFFFFFF),\n"
+              "              struct.pack('>hhih', 3, 12, 1, -1) + b'\\0' + b'\\xff\\xff\\xff\\xff\\x07',\n"
+              "              struct.pack('>hhih', 0, 9, 1, -1) + b'\\0\\0\\xff\\xff\\0\\0\\x03\\xe8' + b'\\xff' * 4 + b'\\x07'):\n"
+              "    try:\n"
+              "        protocol.read_request(frame)\n"
+              "    except protocol.ProtocolError as error:\n"
+              "        print(error)\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count("a request claims") == 3, done.stdout

@@ -1,6 +1,9 @@
 # The Kafka handler's compiled codec (codec.pyx): the record metadata layout, and the egress's per-record loop
 # with the typed route and sink context it runs on.
-from libc.stdint cimport int32_t, int64_t, uint8_t
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
+from libc.string cimport memcpy
+
+from ddc._core.byteorder cimport put16, put32, put64
 
 cpdef enum:
     # record kinds
@@ -18,6 +21,32 @@ cpdef enum:
 
 cdef enum:
     NULL_LENGTH = 0xFFFFFFFF  # a header value's length when it is null (not a Python int here: it is u32)
+
+
+cdef inline Py_ssize_t write_head(char* out, uint8_t kind, uint8_t flags, uint8_t timestamp_type, uint8_t assignment,
+                                  int32_t partition, int64_t offset, int64_t previous_offset, int64_t timestamp,
+                                  int64_t stream_start, const char* topic, Py_ssize_t topic_length,
+                                  const char* topic_id) noexcept nogil:
+    """Writes a record's metadata up to its key: the fixed fields, the topic and its id (NULL: none, and flags
+    without TOPIC_ID_PRESENT); returns where the key's length goes. The one writer of this layout (codec.pyx's
+    pack and the Kafka listener's batches.pyx)."""
+    cdef Py_ssize_t position = FIXED_BYTES
+    out[0] = kind
+    out[1] = flags | (TOPIC_ID_PRESENT if topic_id != NULL else 0)
+    out[2] = timestamp_type
+    out[3] = assignment
+    put32(<uint8_t*>out + 4, <uint32_t>partition)
+    put64(<uint8_t*>out + 8, <uint64_t>offset)
+    put64(<uint8_t*>out + 16, <uint64_t>previous_offset)
+    put64(<uint8_t*>out + 24, <uint64_t>timestamp)
+    put64(<uint8_t*>out + 32, <uint64_t>stream_start)
+    put16(<uint8_t*>out + position, <uint16_t>topic_length)
+    memcpy(out + position + 2, topic, topic_length)
+    position += 2 + topic_length
+    if topic_id != NULL:
+        memcpy(out + position, topic_id, TOPIC_ID_BYTES)
+        position += TOPIC_ID_BYTES
+    return position
 
 
 cdef class Route:

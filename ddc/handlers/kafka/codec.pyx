@@ -42,7 +42,7 @@ from cpython.unicode cimport PyUnicode_DecodeUTF8
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memcmp, memcpy
 
-from ddc._core.byteorder cimport get16, get32, get64, put16, put32, put64
+from ddc._core.byteorder cimport get16, get32, get64, put16, put32
 
 cdef extern from "Python.h":
     const char* PyUnicode_AsUTF8AndSize(object text, Py_ssize_t* size) except NULL
@@ -124,23 +124,10 @@ cdef bytes pack_encoded(uint8_t kind, bytes topic_bytes, int32_t partition, int6
         total += 2 + name_length + 4 + (0 if header_value is None else PyBytes_GET_SIZE(header_value))
     result = PyBytes_FromStringAndSize(NULL, total)
     out = PyBytes_AS_STRING(result)
-    out[0] = kind
-    out[1] = ((KEY_PRESENT if key is not None else 0) | (VALUE_PRESENT if value_present else 0)
-              | (TOPIC_ID_PRESENT if id_length else 0))
-    out[2] = timestamp_type
-    out[3] = assignment
-    put32(<uint8_t*>out + 4, <uint32_t>partition)
-    put64(<uint8_t*>out + 8, <uint64_t>offset)
-    put64(<uint8_t*>out + 16, <uint64_t>previous_offset)
-    put64(<uint8_t*>out + 24, <uint64_t>timestamp)
-    put64(<uint8_t*>out + 32, <uint64_t>stream_start)
-    position = FIXED_BYTES
-    put16(<uint8_t*>out + position, <uint16_t>len(topic_bytes))
-    memcpy(out + position + 2, PyBytes_AS_STRING(topic_bytes), len(topic_bytes))
-    position += 2 + len(topic_bytes)
-    if id_length:
-        memcpy(out + position, PyBytes_AS_STRING(topic_id), TOPIC_ID_BYTES)
-        position += TOPIC_ID_BYTES
+    position = write_head(out, kind, (KEY_PRESENT if key is not None else 0) | (VALUE_PRESENT if value_present else 0),
+                          timestamp_type, assignment, partition, offset, previous_offset, timestamp, stream_start,
+                          PyBytes_AS_STRING(topic_bytes), len(topic_bytes),
+                          PyBytes_AS_STRING(topic_id) if id_length else NULL)
     put32(<uint8_t*>out + position, <uint32_t>len(key_bytes))
     memcpy(out + position + 4, PyBytes_AS_STRING(key_bytes), len(key_bytes))
     position += 4 + len(key_bytes)

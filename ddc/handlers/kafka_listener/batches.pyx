@@ -21,11 +21,11 @@ from libc.stdint cimport int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t,
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy
 
-from ddc._core.byteorder cimport get16, get32, get64, put16, put32, put64
+from ddc._core.byteorder cimport get16, get32, get64, put16, put32
 from ddc._core.posix cimport monotonic_ns
 from ddc._core.ring cimport Entry, RecordRing
 from ddc.handlers.kafka.codec cimport (FIXED_BYTES, KEY_PRESENT, NULL_LENGTH, RECORD, TOPIC_ID_BYTES,
-                                       TOPIC_ID_PRESENT, VALUE_PRESENT)
+                                       VALUE_PRESENT, write_head)
 
 cdef extern from "crc32c.h" nogil:
     void ddc_crc32c_init()
@@ -287,23 +287,11 @@ def pack_records(payload, int32_t record_count, bytes topic_bytes, int32_t parti
             timestamp = max_timestamp if timestamp_type == TIMESTAMP_LOG_APPEND_TIME \
                 else base_timestamp + record.timestamp_delta
             packed.entries[index].metadata = <const uint8_t*>out
-            out[0] = RECORD
-            out[1] = ((KEY_PRESENT if record.key >= 0 else 0) | (VALUE_PRESENT if record.value >= 0 else 0)
-                      | (TOPIC_ID_PRESENT if id_length else 0))
-            out[2] = timestamp_type
-            out[3] = assignment
-            put32(<uint8_t*>out + 4, <uint32_t>partition)
-            put64(<uint8_t*>out + 8, <uint64_t>(first_offset + index))
-            put64(<uint8_t*>out + 16, <uint64_t>(previous_offset if index == 0 else first_offset + index - 1))
-            put64(<uint8_t*>out + 24, <uint64_t>timestamp)
-            put64(<uint8_t*>out + 32, <uint64_t>stream_start)
-            at = FIXED_BYTES
-            put16(<uint8_t*>out + at, <uint16_t>len(topic_bytes))
-            memcpy(out + at + 2, PyBytes_AS_STRING(topic_bytes), len(topic_bytes))
-            at += 2 + len(topic_bytes)
-            if id_length:
-                memcpy(out + at, PyBytes_AS_STRING(topic_id), TOPIC_ID_BYTES)
-                at += TOPIC_ID_BYTES
+            at = write_head(out, RECORD, (KEY_PRESENT if record.key >= 0 else 0)
+                            | (VALUE_PRESENT if record.value >= 0 else 0), timestamp_type, assignment, partition,
+                            first_offset + index, previous_offset if index == 0 else first_offset + index - 1,
+                            timestamp, stream_start, PyBytes_AS_STRING(topic_bytes), len(topic_bytes),
+                            PyBytes_AS_STRING(topic_id) if id_length else NULL)
             put32(<uint8_t*>out + at, <uint32_t>max(record.key_length, 0))
             if record.key >= 0:
                 memcpy(out + at + 4, data + record.key, record.key_length)

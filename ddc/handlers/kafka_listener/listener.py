@@ -585,7 +585,7 @@ class KafkaListener(KafkaRecords, Source):
                     plan.code, plan.message = OUT_OF_ORDER_SEQUENCE_NUMBER, (
                         f"a new epoch {epoch} starts at sequence {first_sequence}, not 0")
                     return plan
-            payload = self._payload(records, start, end, attributes)
+            payload = batch_payload(records, start, end, attributes, self._decompressed_limit)
             coordinate = (topic, partition)
             packed = pack_records(payload, record_count, topic.encode(), partition, state.next_offset,
                                   self._previous.get(coordinate, UNKNOWN_OFFSET), state.stream_start, attributes,
@@ -614,7 +614,7 @@ class KafkaListener(KafkaRecords, Source):
         plan.batch, plan.base_offset = batch, batch.base_offset
         if batch.sent_at is not None:
             return plan
-        payload = self._payload(records, start, end, attributes)
+        payload = batch_payload(records, start, end, attributes, self._decompressed_limit)
         plan.records = pack_records(payload, record_count, plan.topic.encode(), plan.partition, batch.base_offset,
                                     batch.base_offset - 1, state.stream_start, attributes, base_timestamp,
                                     max_timestamp, self._assignment, self.state.topic_ids.get(plan.topic),
@@ -623,41 +623,6 @@ class KafkaListener(KafkaRecords, Source):
         plan.resend = True
         plan.producer_id, plan.epoch = producer_id, epoch
         return plan
-
-    def _payload(self, records, start: int, end: int, attributes: int):
-        """A batch's records, inflated; at most max_request_size once inflated."""
-        compressed = memoryview(records)[start + BATCH_HEADER_BYTES:end]
-        compression = attributes & COMPRESSION_MASK
-        if compression == 0:
-            return compressed
-        name = COMPRESSIONS.get(compression)
-        if name is None:
-            raise BatchError(UNSUPPORTED_COMPRESSION_TYPE, f"compression type {compression} is not one Kafka has")
-        try:
-            if name == "snappy":
-                return self._snappy(compressed)
-            return inflate(getattr(cramjam, name).decompress_into, compressed, self._decompressed_limit)
-        except cramjam.DecompressionError as error:
-            raise BatchError(CORRUPT_MESSAGE, f"a {name} batch does not decompress: {error}") from None
-
-    def _snappy(self, compressed):
-        """Snappy as Java writes it (xerial framing: a header, then length-prefixed blocks) or as librdkafka
-        does (one raw block)."""
-        if bytes(compressed[:8]) != XERIAL_MAGIC:
-            return inflate_snappy_block(compressed, self._decompressed_limit)
-        parts, position, total = [], 16, 0
-        while position < len(compressed):
-            if position + 4 > len(compressed):
-                raise BatchError(CORRUPT_MESSAGE, "a snappy block's length is cut short")
-            length = int.from_bytes(compressed[position:position + 4], "big")
-            block = compressed[position + 4:position + 4 + length]
-            if len(block) != length:
-                raise BatchError(CORRUPT_MESSAGE, "a snappy block is cut short")
-            part = inflate_snappy_block(block, self._decompressed_limit - total)
-            total += len(part)
-            parts.append(part)
-            position += 4 + length
-        return b"".join(parts)
 
     # ---- into the link ----
 
@@ -734,6 +699,43 @@ class KafkaListener(KafkaRecords, Source):
         counters.update({f"kafka_listener_produce_errors_{error}": count
                          for error, count in self.produce_errors.items()})
         return counters
+
+
+def batch_payload(records, start: int, end: int, attributes: int, limit: int):
+    """A batch's records, inflated; at most limit bytes once inflated."""
+    compressed = memoryview(records)[start + BATCH_HEADER_BYTES:end]
+    compression = attributes & COMPRESSION_MASK
+    if compression == 0:
+        return compressed
+    name = COMPRESSIONS.get(compression)
+    if name is None:
+        raise BatchError(UNSUPPORTED_COMPRESSION_TYPE, f"compression type {compression} is not one Kafka has")
+    try:
+        if name == "snappy":
+            return snappy(compressed, limit)
+        return inflate(getattr(cramjam, name).decompress_into, compressed, limit)
+    except cramjam.DecompressionError as error:
+        raise BatchError(CORRUPT_MESSAGE, f"a {name} batch does not decompress: {error}") from None
+
+
+def snappy(compressed, limit: int):
+    """Snappy as Java writes it (xerial framing: a header, then length-prefixed blocks) or as librdkafka does (one
+    raw block)."""
+    if bytes(compressed[:8]) != XERIAL_MAGIC:
+        return inflate_snappy_block(compressed, limit)
+    parts, position, total = [], 16, 0
+    while position < len(compressed):
+        if position + 4 > len(compressed):
+            raise BatchError(CORRUPT_MESSAGE, "a snappy block's length is cut short")
+        length = int.from_bytes(compressed[position:position + 4], "big")
+        block = compressed[position + 4:position + 4 + length]
+        if len(block) != length:
+            raise BatchError(CORRUPT_MESSAGE, "a snappy block is cut short")
+        part = inflate_snappy_block(block, limit - total)
+        total += len(part)
+        parts.append(part)
+        position += 4 + length
+    return b"".join(parts)
 
 
 def inflate(decompress_into, compressed, limit: int):

@@ -8,9 +8,11 @@ which versions the listener answers and builds the answers' shapes, which differ
 between versions by the fields they have.
 """
 
+import dataclasses
 import functools
 import io
 import struct
+import typing
 import uuid
 from datetime import timedelta
 from typing import NamedTuple
@@ -88,6 +90,7 @@ def load_every_version() -> None:
     for api_key, (low, high) in VERSIONS.items():
         for version in range(low, high + 1):
             request, response = _classes(api_key, version)
+            _every_layout(request)
             _reader(request.__header_schema__)
             _reader(request)
             _writer(response)
@@ -110,6 +113,7 @@ def read_request(frame: bytes) -> Request:
                             f"v{supported[1]} are)")
     request_class, _ = _classes(api_key, version)
     view = memoryview(frame)
+    _check_lengths(request_class, view, _header_end(view, request_class.__header_schema__.__version__ >= 2))
     try:
         header, used = _reader(request_class.__header_schema__)(view, 0)
         body, _ = _reader(request_class)(view, used)
@@ -118,7 +122,172 @@ def read_request(frame: bytes) -> Request:
     except Exception as error:  # kio's native reader raises its own types for truncated input
         raise ProtocolError("malformed", f"a malformed {API_NAMES[api_key]} v{version} request: "
                             f"{type(error).__name__}: {error}") from None
+    missing = _null_where_required(body)
+    if missing:
+        raise ProtocolError("malformed", f"a malformed {API_NAMES[api_key]} v{version} request: {missing} is null")
     return Request(api_key, version, correlation_id, getattr(header, "client_id", None), body)
+
+
+# ---- lengths checked before kio reads them ----
+#
+# kio's native reader reserves room for an array as soon as it reads the array's length, before it reads what
+# the array holds: a request of 16 bytes claiming 2**31 topics makes it ask for 16 GB, and an allocation that
+# fails aborts the process (Rust). So every length in a request is checked against the bytes that follow it
+# first, walking the request's schema as kio does, and a request that claims more is refused.
+
+FIXED_SIZES = {"bool": 1, "int8": 1, "int16": 2, "uint16": 2, "int32": 4, "uint32": 4, "int64": 8, "uint64": 8,
+               "float64": 8, "uuid": 16, "error_code": 2, "timedelta_i32": 4, "timedelta_i64": 8,
+               "datetime_i64": 8}
+LENGTH_PREFIXED = {"string": 2, "bytes": 4, "records": 4}  # the width of the length outside flexible versions
+
+
+def _too_long(what: str, claimed: int, left: int) -> ProtocolError:
+    return ProtocolError("malformed", f"a request claims {claimed} {what} with {left} bytes left")
+
+
+def _unsigned_varint(view, position: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        if position >= len(view) or shift > 28:
+            raise ProtocolError("malformed", "a request's varint is cut short or too long")
+        byte = view[position]
+        position += 1
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value, position
+        shift += 7
+
+
+def _skip_tagged(view, position: int) -> int:
+    count, position = _unsigned_varint(view, position)
+    if count > len(view) - position:
+        raise _too_long("tagged fields", count, len(view) - position)
+    for _ in range(count):
+        _, position = _unsigned_varint(view, position)
+        size, position = _unsigned_varint(view, position)
+        if size > len(view) - position:
+            raise _too_long("bytes of a tagged field", size, len(view) - position)
+        position += size
+    return position
+
+
+def _header_end(view, flexible: bool) -> int:
+    """Request headers v1 and v2: key, version, correlation id, a client id of int16 length (even in v2), then
+    v2's tagged fields."""
+    if len(view) < 10:
+        raise ProtocolError("malformed", f"a request of {len(view)} bytes is shorter than a request header")
+    length = int.from_bytes(view[8:10], "big", signed=True)
+    position = 10 + max(length, 0)
+    if position > len(view):
+        raise _too_long("bytes of client id", length, len(view) - 10)
+    return _skip_tagged(view, position) if flexible else position
+
+
+@functools.cache
+def _layout(entity: type) -> tuple:
+    """How each field of an entity lies on the wire: (kind, element entity) in order, tagged fields left out."""
+    hints = typing.get_type_hints(entity)
+    layout = []
+    for field in dataclasses.fields(entity):
+        if field.metadata.get("tag") is not None:
+            continue
+        hint = hints[field.name]
+        inner = [argument for argument in typing.get_args(hint) if argument is not type(None)]
+        if type(None) in typing.get_args(hint) and len(inner) == 1:
+            hint = inner[0]
+        if typing.get_origin(hint) is tuple:
+            element = typing.get_args(hint)[0]
+            layout.append(("array", element if dataclasses.is_dataclass(element) else field.metadata["kafka_type"]))
+        elif dataclasses.is_dataclass(hint):
+            layout.append(("entity", hint))
+        else:
+            kind = field.metadata["kafka_type"]
+            if kind not in FIXED_SIZES and kind not in LENGTH_PREFIXED:
+                raise RuntimeError(f"{entity.__name__}.{field.name}: kafka_type {kind!r} is not known here")
+            layout.append((kind, None))
+    return tuple(layout)
+
+
+def _every_layout(entity: type) -> None:
+    for kind, element in _layout(entity):
+        if isinstance(element, type):
+            _every_layout(element)
+
+
+def _check_lengths(entity: type, view, position: int) -> int:
+    """Walks an entity from position, refusing any length or count that claims more than the bytes left;
+    returns where the entity ends."""
+    flexible = entity.__flexible__
+    for kind, element in _layout(entity):
+        if kind == "entity":
+            position = _check_lengths(element, view, position)
+        elif kind == "array":
+            if flexible:
+                count, position = _unsigned_varint(view, position)
+                count -= 1
+            else:
+                if position + 4 > len(view):
+                    raise _too_long("bytes of an array length", 4, len(view) - position)
+                count = int.from_bytes(view[position:position + 4], "big", signed=True)
+                position += 4
+            if count > len(view) - position:
+                raise _too_long("array elements", count, len(view) - position)
+            for _ in range(max(count, 0)):
+                position = (_check_lengths(element, view, position) if not isinstance(element, str)
+                            else _skip_value(element, view, position, flexible))
+        else:
+            position = _skip_value(kind, view, position, flexible)
+    return _skip_tagged(view, position) if flexible else position
+
+
+def _skip_value(kind: str, view, position: int, flexible: bool) -> int:
+    size = FIXED_SIZES.get(kind)
+    if size is None:
+        if flexible:
+            size, position = _unsigned_varint(view, position)
+            size = max(size - 1, 0)
+        else:
+            width = LENGTH_PREFIXED[kind]
+            if position + width > len(view):
+                raise _too_long("bytes of a length", width, len(view) - position)
+            size = max(int.from_bytes(view[position:position + width], "big", signed=True), 0)
+            position += width
+    if size > len(view) - position:
+        raise _too_long(f"bytes of {kind}", size, len(view) - position)
+    return position + size
+
+
+@functools.cache
+def _fields(entity: type) -> tuple:
+    """(name, nullable, the entity class its value holds or None) per field: kio reads a null where the schema
+    allows none (an array of length -1) without a word."""
+    hints = typing.get_type_hints(entity)
+    fields = []
+    for field in dataclasses.fields(entity):
+        hint = hints[field.name]
+        arguments = typing.get_args(hint)
+        nullable = type(None) in arguments
+        inner = [argument for argument in arguments if argument is not type(None)]
+        if nullable and len(inner) == 1:
+            hint, arguments = inner[0], typing.get_args(inner[0])
+        element = arguments[0] if typing.get_origin(hint) is tuple and arguments else hint
+        fields.append((field.name, nullable, element if dataclasses.is_dataclass(element) else None))
+    return tuple(fields)
+
+
+def _null_where_required(entity, path: str = "") -> str | None:
+    """The first field of the request, nested ones included, that is null though the schema says it cannot be."""
+    for name, nullable, element in _fields(type(entity)):
+        value = getattr(entity, name)
+        if value is None:
+            if not nullable:
+                return f"{path}{name}"
+        elif element is not None:
+            for item in value if isinstance(value, tuple) else (value,):
+                missing = _null_where_required(item, f"{path}{name}.")
+                if missing:
+                    return missing
+    return None
 
 
 def response_class(request: Request, name: str) -> type:
