@@ -4,12 +4,16 @@ and crashers (tests/test_fuzz_regressions.py): what a producer's connection can 
 The first byte chooses what the rest is: even, one request frame (its size prefix removed) for
 protocol.read_request, and for a Produce request every partition's records through read_batches and
 pack_records, as the listener reads them (compressed ones inflated); odd, one partition's `records` field
-straight away (the batch reader without the request around it). Anything but ProtocolError and BatchError, a
-crash, or a sanitizer report is a finding; so is a packed batch whose records do not number what its header
-said.
+straight away (the batch reader without the request around it). With bit 1 set too, every batch's CRC-32C is
+made right first, as a forger would: otherwise nearly every mutation inside a batch ends at the checksum.
+Anything but ProtocolError and BatchError, a crash, or a sanitizer report is a finding; so is a packed batch
+whose records do not number what its header said.
 """
 
+import struct
 from pathlib import Path
+
+import crc32c
 
 from ddc.handlers.kafka_listener import protocol
 from ddc.handlers.kafka_listener.batches import BatchError, pack_records, read_batches
@@ -30,12 +34,25 @@ def read_records(records) -> None:
             raise AssertionError(f"{len(packed.records())} records packed of {count}")
 
 
+def with_right_crcs(records: bytes) -> bytes:
+    """Each batch's CRC-32C computed over what follows it, as far as the batch lengths lead."""
+    fixed = bytearray(records)
+    position = 0
+    while position + 61 <= len(fixed):
+        end = position + 12 + struct.unpack_from(">i", fixed, position + 8)[0]
+        if end > len(fixed) or end < position + 61:
+            break
+        struct.pack_into(">I", fixed, position + 17, crc32c.crc32c(bytes(fixed[position + 21:end])))
+        position = end
+    return bytes(fixed)
+
+
 def test_one_input(data: bytes) -> None:
     if not data:
         return
     try:
         if data[0] & 1:
-            read_records(data[1:])
+            read_records(with_right_crcs(data[1:]) if data[0] & 2 else data[1:])
             return
         request = protocol.read_request(data[1:])
         if request.api_key == protocol.PRODUCE:

@@ -70,7 +70,7 @@ def test_every_field_of_every_record_kio_writes_is_read_back(records):
         assert fields[11:] == (7, bytes(range(16)))
 
 
-@settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(records_strategy, st.data())
 def test_a_damaged_batch_is_refused_with_a_kafka_error_code_never_a_crash(records, data):
     batch = bytearray(batch_bytes(records))
@@ -405,7 +405,8 @@ def test_a_tiny_request_claiming_billions_of_elements_is_refused_before_anything
               "from ddc.handlers.kafka_listener import protocol\n"
               "for frame in (struct.pack('>hhih', 3, 0, 1, -1) + struct.pack('>i', 0x7FFFFFFF),\n"
               "              struct.pack('>hhih', 3, 12, 1, -1) + b'\\0' + b'\\xff\\xff\\xff\\xff\\x07',\n"
-              "              struct.pack('>hhih', 0, 9, 1, -1) + b'\\0\\0\\xff\\xff\\0\\0\\x03\\xe8' + b'\\xff' * 4 + b'\\x07'):\n"
+              "              struct.pack('>hhih', 0, 9, 1, -1)\n"
+              "              + b'\\0\\0\\xff\\xff\\0\\0\\x03\\xe8' + b'\\xff' * 4 + b'\\x07'):\n"
               "    try:\n"
               "        protocol.read_request(frame)\n"
               "    except protocol.ProtocolError as error:\n"
@@ -413,3 +414,135 @@ def test_a_tiny_request_claiming_billions_of_elements_is_refused_before_anything
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.count("a request claims") == 3, done.stdout
+
+
+# ---- from the adversarial review of #23 ----
+
+
+def test_headers_count_against_max_record_size_as_the_metadata_holds_them():
+    """A record of empty headers (2 bytes each on the wire, 6 in the metadata) would otherwise pass a size check
+    of names and values and then not fit the link's ring or frame."""
+    with pytest.raises(BatchError) as refused:
+        pack(batch_bytes([(None, b"v", [("", None)] * 200)]), max_record_size=1000)
+    assert refused.value.code == 10
+    assert len(pack(batch_bytes([(None, b"v", [("", None)] * 100)]), max_record_size=1000)) == 1
+
+
+def test_a_request_inflates_to_max_request_size_in_all_and_names_a_partition_once(lone_ingress):
+    import cramjam
+    import crc32c
+
+    ingress, port = lone_ingress
+    client = RawClient(port)
+    plain = batch_bytes([(None, bytes(1000), [])] * 600)  # 600 kB once inflated, a few kB compressed
+    after = bytearray(plain[21:61]) + bytes(cramjam.zstd.compress(plain[61:]))
+    after[0:2] = struct.pack(">h", 4)
+    zstd = plain[:8] + struct.pack(">i", len(after) + 9) + plain[12:17] + \
+        struct.pack(">I", crc32c.crc32c(bytes(after))) + bytes(after)
+    module = load_payload_module(0, 9, EntityType.request)
+
+    def request(*partitions):
+        return module.ProduceRequest(transactional_id=None, acks=-1, timeout=datetime.timedelta(seconds=5),
+                                     topic_data=(module.TopicProduceData(name="known", partition_data=tuple(
+                                         module.PartitionProduceData(index=index, records=records)
+                                         for index, records in partitions)),))
+
+    answer = client.request(0, 9, request((0, zstd), (1, zstd))).responses[0].partition_responses
+    assert [(partition.index, partition.error_code) for partition in answer] == [(0, 0), (1, 10)]
+    good = batch_bytes([(None, b"once", [])])
+    answer = client.request(0, 9, request((0, good), (0, good))).responses[0].partition_responses
+    assert [(partition.error_code, partition.base_offset) for partition in answer] == [(0, 600), (42, -1)]
+
+
+def test_metadata_names_each_topic_once_however_often_it_is_asked(lone_ingress):
+    _, port = lone_ingress
+    module = load_payload_module(3, 12, EntityType.request)
+    answer = RawClient(port).request(3, 12, module.MetadataRequest(
+        topics=tuple(module.MetadataRequestTopic(topic_id=None, name="known") for _ in range(5000)),
+        allow_auto_topic_creation=False, include_topic_authorized_operations=False))
+    assert [topic.name for topic in answer.topics] == ["known"]
+
+
+def test_a_client_that_never_reads_its_answers_is_disconnected_not_buffered(lone_ingress):
+    ingress, port = lone_ingress
+    client = RawClient(port)
+    client.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    module = load_payload_module(3, 12, EntityType.request)
+    buffer = io.BytesIO()
+    header_class = module.MetadataRequest.__header_schema__
+    entity_writer(header_class)(buffer, header_class(request_api_key=3, request_api_version=12, correlation_id=1,
+                                                     client_id="deaf"))
+    entity_writer(module.MetadataRequest)(buffer, module.MetadataRequest(
+        topics=None, allow_auto_topic_creation=False, include_topic_authorized_operations=False))
+    frame = struct.pack(">i", len(buffer.getvalue())) + buffer.getvalue()
+    client.socket.settimeout(0.2)
+    sent, started = 0, time.monotonic()
+    while time.monotonic() - started < 15:
+        try:
+            sent += client.socket.send(frame * 50)
+        except TimeoutError:
+            pass  # the listener has stopped reading: it waits for its answers to be taken
+        except (BrokenPipeError, ConnectionResetError):
+            break
+    else:
+        raise AssertionError("the listener kept the connection of a client that reads nothing")
+    stats = ingress.wait_for(lambda line: line.get("event") == "link stats"
+                             and line.get("kafka_listener_connections_closed_slow", 0) >= 1)
+    assert stats["kafka_listener_requests_metadata"] < sent // len(frame)
+
+
+def test_the_journal_drops_a_line_cut_short_and_keeps_what_follows(tmp_path):
+    from ddc.handlers.kafka_listener.state import ListenerState
+
+    state = ListenerState(tmp_path, "link")
+    changes = []
+    state.topic_id("orders", changes)
+    state.assign("orders", 0, 5, -1, -1, -1, changes)
+    state.write(changes)
+    state.close()
+    with open(tmp_path / "link.kafka_listener.journal", "ab") as journal:
+        journal.write(b'{"batch":["orders",0,5')  # a crash inside a write
+    state = ListenerState(tmp_path, "link")
+    assert state.partitions[("orders", 0)].next_offset == 5
+    changes = []
+    state.assign("orders", 0, 3, -1, -1, -1, changes)
+    state.write(changes)
+    state.close()
+    state = ListenerState(tmp_path, "link")
+    assert state.partitions[("orders", 0)].next_offset == 8
+    state.close()
+
+
+def test_producer_ids_given_out_are_kept_for_the_last_max_producers_only(tmp_path, monkeypatch):
+    from ddc.handlers.kafka_listener import state as state_module
+
+    monkeypatch.setattr(state_module, "MAX_PRODUCERS", 50)
+    state = state_module.ListenerState(tmp_path, "link")
+    changes = []
+    for _ in range(500):
+        state.new_producer(-1, -1, changes)
+    state.write(changes)
+    assert len(state.epochs) == 50
+    state._fold()
+    state.close()
+    assert len(state_module.ListenerState(tmp_path, "link").epochs) == 50
+
+
+def test_plain_refuses_a_user_acting_for_another():
+    from ddc.handlers.kafka_listener.sasl import Authenticator
+
+    class Sasl:
+        mechanisms = ["PLAIN"]
+        users_file = None
+
+    import os
+    os.environ["DDC_KAFKA_LISTENER_USERS"] = "alice:secret\nbob:other"
+    try:
+        make = Authenticator.factory(Sasl, "front")
+    finally:
+        del os.environ["DDC_KAFKA_LISTENER_USERS"]
+    assert make("PLAIN").step(b"\0alice\0secret") == (b"", True)
+    assert make("PLAIN").step(b"alice\0alice\0secret") == (b"", True)
+    for token in (b"bob\0alice\0secret", b"\0alice\0other", b"alice\0secret", b"\0mallory\0secret"):
+        with pytest.raises(PermissionError):
+            make("PLAIN").step(token)

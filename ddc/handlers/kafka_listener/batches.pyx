@@ -9,10 +9,11 @@ kafka-python's reader is pure Python. Decompression is not here: a batch's
 records are one compressed block, which the listener inflates with cramjam.
 
 Records are packed for the link's ring as they are (PackedRecords): their metadata
-in one block, their values where they lie. A batch is checked whole before any of its records is packed: its CRC-32C, every
-record's length and offset delta, header names as UTF-8 (Kafka's are strings), and
-record sizes against max_record_size. A batch that fails is refused whole, with the
-error code Kafka gives (BatchError.code), as a broker would.
+in one block, their values where they lie. A batch is checked whole before any of
+its records is packed: its CRC-32C, every record's length and offset delta, header
+names as UTF-8 (Kafka's are strings), and record sizes against max_record_size. A
+batch that fails is refused whole, with the error code Kafka gives
+(BatchError.code), as a broker would.
 """
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
@@ -132,7 +133,7 @@ cdef struct Located:
     int64_t header_count
     Py_ssize_t end
     Py_ssize_t metadata_bytes  # the headers' share of the metadata
-    Py_ssize_t content_bytes   # key, value, header names and values: what max_record_size limits
+    Py_ssize_t content_bytes   # key, value and headers as the metadata holds them: what max_record_size limits
     bint invalid               # the problem found is a refused value, not broken framing
 
 
@@ -175,8 +176,10 @@ cdef str locate_record(const uint8_t* data, Py_ssize_t end, Py_ssize_t* position
         if not read_length(data, record_end, position, &value_length, True):
             return "a header value runs past the record"
         position[0] += max(value_length, 0)
+        # Counted as the metadata holds them (6 bytes of lengths each): a header of 2 bytes on the wire, an empty
+        # name and a null value, would otherwise let a record of a million of them fill the link's ring unchecked.
         record.metadata_bytes += 2 + header_length + 4 + max(value_length, 0)
-        record.content_bytes += header_length + max(value_length, 0)
+        record.content_bytes += 2 + header_length + 4 + max(value_length, 0)
     if position[0] != record_end:
         return f"a record has {record_end - position[0]} bytes beyond its fields"
     record.end = record_end

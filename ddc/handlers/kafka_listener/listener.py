@@ -58,8 +58,10 @@ PUT_WAIT_SECONDS = 0.1
 STOP_POLL_SECONDS = 0.1
 LEGAL_TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")
 RECORD_OVERHEAD = 64   # bytes of metadata per record beside its topic, key and headers, for the pending bound
+MAX_UNANSWERED = 16    # requests per connection read ahead of their answers (clients pipeline 5)
+BEFORE_LOGIN_BYTES = 512 * 1024  # the largest request before SASL authentication (Kafka's sasl.server.max.receive.size)
 
-NONE, CORRUPT_MESSAGE, UNKNOWN_TOPIC_OR_PARTITION = 0, 2, 3
+NONE, CORRUPT_MESSAGE, UNKNOWN_TOPIC_OR_PARTITION, INVALID_REQUEST = 0, 2, 3, 42
 INVALID_TOPIC, INVALID_REQUIRED_ACKS, UNSUPPORTED_SASL_MECHANISM, ILLEGAL_SASL_STATE = 17, 21, 33, 34
 POLICY_VIOLATION, OUT_OF_ORDER_SEQUENCE_NUMBER, INVALID_PRODUCER_EPOCH = 44, 45, 47
 TRANSACTIONAL_ID_AUTHORIZATION_FAILED, SASL_AUTHENTICATION_FAILED, KAFKA_STORAGE_ERROR = 53, 58, 56
@@ -69,13 +71,18 @@ XERIAL_MAGIC = b"\x82SNAPPY\x00"
 
 
 class Connection:
-    __slots__ = ("peer", "answers", "authenticated", "authenticator", "reader_task")
+    __slots__ = ("peer", "answers", "unanswered", "due", "authenticated", "authenticator", "refused_login",
+                 "reader_task")
 
     def __init__(self, peer: str, authenticated: bool):
         self.peer = peer
         self.answers: asyncio.Queue = asyncio.Queue()
+        # Requests read but not yet answered: a client that does not read its answers stops being read.
+        self.unanswered = asyncio.Semaphore(MAX_UNANSWERED)
+        self.due = 0  # answers queued and not yet written
         self.authenticated = authenticated
         self.authenticator = None
+        self.refused_login = False
         self.reader_task = None
 
 
@@ -123,7 +130,6 @@ class KafkaListener(KafkaRecords, Source):
         self._abandon = threading.Event()
         self._connections: set = set()
         self._positions_announced = 0.0
-        self._decompressed_limit = config.max_request_size
         self._warned_transactions = False
         self.connections_accepted = 0
         self.closed = dict.fromkeys(CLOSE_REASONS, 0)
@@ -169,7 +175,8 @@ class KafkaListener(KafkaRecords, Source):
         self._socket.setblocking(False)
         advertised = config.advertised_listener or config.listen
         log.info(f"link {self.link_name}: Kafka listener on {config.listen} (advertised as {advertised}"
-                 f"{', TLS' if self._ssl else ''}{', SASL ' + '/'.join(config.sasl.mechanisms) if config.sasl else ''})",
+                 f"{', TLS' if self._ssl else ''}"
+                 f"{', SASL ' + '/'.join(config.sasl.mechanisms) if config.sasl else ''})",
                  extra={"fields": {"link": self.link_name, "listen": str(config.listen),
                                    "advertised_listener": str(advertised)}})
 
@@ -267,22 +274,23 @@ class KafkaListener(KafkaRecords, Source):
 
     async def _read_requests(self, connection: Connection, reader) -> None:
         config = self.config
-        while True:
-            try:
-                prefix = await asyncio.wait_for(reader.readexactly(4), config.idle_timeout)
-            except asyncio.IncompleteReadError as error:
-                if error.partial:
-                    raise ProtocolError("malformed", "the connection closed inside a request's size") from None
+        while not connection.refused_login:
+            await connection.unanswered.acquire()
+            prefix = await self._next_request(connection, reader)
+            if prefix is None:
                 return
-            except TimeoutError:
-                raise ProtocolError("idle", f"no request for idle_timeout ({config.idle_timeout:g} s)") from None
             size = int.from_bytes(prefix, "big", signed=True)
-            if size > config.max_request_size:
+            if size > (config.max_request_size if connection.authenticated else BEFORE_LOGIN_BYTES):
                 raise ProtocolError("oversized", f"a request of {size} bytes is over max_request_size "
-                                                 f"({config.max_request_size})")
+                                                 f"({config.max_request_size})" if connection.authenticated else
+                                                 f"a request of {size} bytes before SASL authentication, over "
+                                                 f"{BEFORE_LOGIN_BYTES}")
             if size < 8:
                 raise ProtocolError("malformed", f"a request size of {size} bytes")
-            await self._reserve(size)
+            if connection.authenticated:
+                await self._reserve(size)  # a client not logged in has its own small limit, not the producers' room
+            else:
+                self._in_use += size
             try:
                 try:
                     frame = await asyncio.wait_for(reader.readexactly(size), config.request_timeout)
@@ -297,20 +305,50 @@ class KafkaListener(KafkaRecords, Source):
                 answer = self._handle(connection, request)
             finally:
                 self._release(size)
-            if answer is not None:
+            if answer is None:
+                connection.unanswered.release()
+            else:
+                connection.due += 1
                 connection.answers.put_nowait(answer)
 
+    async def _next_request(self, connection: Connection, reader):
+        """A request's size prefix; None at a clean end. A connection with answers still due is not idle."""
+        while True:
+            try:
+                return await asyncio.wait_for(reader.readexactly(4), self.config.idle_timeout)
+            except asyncio.IncompleteReadError as error:
+                if error.partial:
+                    raise ProtocolError("malformed", "the connection closed inside a request's size") from None
+                return None
+            except TimeoutError:
+                if connection.due:
+                    continue
+                raise ProtocolError("idle", f"no request for idle_timeout ({self.config.idle_timeout:g} s)") from None
+
     async def _answer(self, connection: Connection, writer) -> None:
-        """Writes the answers in the order of the requests; each is bytes or a task that makes them."""
+        """Writes the answers in the order of the requests; each is bytes or a task that makes them. A client that
+        does not take an answer within request_timeout is disconnected."""
         while True:
             answer = await connection.answers.get()
             if answer is None:
                 return
             frame = answer if isinstance(answer, bytes) else await answer
+            connection.unanswered.release()
+            connection.due -= 1
             if frame is None:
                 continue
             writer.write(frame)
-            await asyncio.wait_for(writer.drain(), self.config.request_timeout)
+            try:
+                await asyncio.wait_for(writer.drain(), self.config.request_timeout)
+            except TimeoutError:
+                self.closed["slow"] += 1
+                log.info(f"link {self.link_name}: closed the connection from {connection.peer}: it took no answer "
+                         f"within request_timeout ({self.config.request_timeout:g} s)",
+                         extra={"fields": {"link": self.link_name, "peer": connection.peer, "reason": "slow"}})
+                writer.transport.abort()
+                if connection.reader_task is not None:
+                    connection.reader_task.cancel()
+                return
 
     async def _reserve(self, size: int) -> None:
         """Waits while what connections have read ahead and not yet put in the link's buffer is over
@@ -369,6 +407,7 @@ class KafkaListener(KafkaRecords, Source):
             log.warning(f"link {self.link_name}: SASL authentication from {connection.peer} failed: {error}",
                         extra={"fields": {"link": self.link_name, "peer": connection.peer}})
             connection.authenticator = None
+            connection.refused_login = True  # answered, then closed, as Kafka does: no guessing on one connection
             return build(response, error_code=error_code(SASL_AUTHENTICATION_FAILED),
                          error_message=f"authentication failed: {error}", auth_bytes=b"")
         if done:
@@ -417,7 +456,7 @@ class KafkaListener(KafkaRecords, Source):
             names = sorted(set(self.config.topics) | (set(self.state.topic_ids)
                                                       if self.config.auto_create_partitions else set()))
         else:
-            names = [topic.name for topic in body.topics if topic.name is not None]
+            names = list(dict.fromkeys(topic.name for topic in body.topics if topic.name is not None))
         create = getattr(body, "allow_auto_topic_creation", True)
         topics = []
         for name in names:
@@ -480,12 +519,19 @@ class KafkaListener(KafkaRecords, Source):
             refused = TRANSACTIONAL_ID_AUTHORIZATION_FAILED
         elif body.acks not in (0, 1, -1):
             refused = INVALID_REQUIRED_ACKS
+        seen = set()
+        inflatable = [self.config.max_request_size]  # what the request's batches may inflate to, together
         for topic_data in body.topic_data:
             for data in topic_data.partition_data:
+                coordinate = (topic_data.name, data.index)
                 if refused is not None:
                     planned.append(Planned(topic_data.name, data.index, refused))
+                elif coordinate in seen:
+                    planned.append(Planned(topic_data.name, data.index, INVALID_REQUEST,
+                                           "the partition appears twice in the request"))
                 else:
-                    planned.append(self._plan(topic_data.name, data.index, data.records, changes))
+                    seen.add(coordinate)
+                    planned.append(self._plan(topic_data.name, data.index, data.records, changes, inflatable))
         try:
             self.state.write(changes)
         except OSError as error:
@@ -544,7 +590,7 @@ class KafkaListener(KafkaRecords, Source):
             responses=tuple(build(topic_class, name=name, partition_responses=tuple(partitions))
                             for name, partitions in topics.items())))
 
-    def _plan(self, topic: str, partition: int, records, changes: list) -> Planned:
+    def _plan(self, topic: str, partition: int, records, changes: list, inflatable: list) -> Planned:
         plan = Planned(topic, partition)
         count = self._partition_count(topic, create=False)
         if isinstance(count, str) or not 0 <= partition < count:
@@ -575,7 +621,7 @@ class KafkaListener(KafkaRecords, Source):
                     for batch in sequences.batches:
                         if batch.first_sequence == first_sequence and batch.count == record_count:
                             return self._retry(plan, batch, records, start, end, attributes, record_count,
-                                               base_timestamp, max_timestamp, state, producer_id, epoch)
+                                               base_timestamp, max_timestamp, state, producer_id, epoch, inflatable)
                     last = sequences.batches[-1].last_sequence if sequences.batches else None
                     if last is not None and first_sequence != (last + 1) % (1 << 31):
                         plan.code, plan.message = OUT_OF_ORDER_SEQUENCE_NUMBER, (
@@ -585,7 +631,7 @@ class KafkaListener(KafkaRecords, Source):
                     plan.code, plan.message = OUT_OF_ORDER_SEQUENCE_NUMBER, (
                         f"a new epoch {epoch} starts at sequence {first_sequence}, not 0")
                     return plan
-            payload = batch_payload(records, start, end, attributes, self._decompressed_limit)
+            payload = self._payload(records, start, end, attributes, inflatable)
             coordinate = (topic, partition)
             packed = pack_records(payload, record_count, topic.encode(), partition, state.next_offset,
                                   self._previous.get(coordinate, UNKNOWN_OFFSET), state.stream_start, attributes,
@@ -607,14 +653,14 @@ class KafkaListener(KafkaRecords, Source):
         return plan
 
     def _retry(self, plan: Planned, batch: Batch, records, start, end, attributes, record_count, base_timestamp,
-               max_timestamp, state, producer_id, epoch) -> Planned:
+               max_timestamp, state, producer_id, epoch, inflatable: list) -> Planned:
         """A batch this listener has taken before: answered with its offsets. One from before a restart, which
         may not have gone out, is sent again under them (the egress drops it if it had)."""
         self.retries_answered += 1
         plan.batch, plan.base_offset = batch, batch.base_offset
         if batch.sent_at is not None:
             return plan
-        payload = batch_payload(records, start, end, attributes, self._decompressed_limit)
+        payload = self._payload(records, start, end, attributes, inflatable)
         plan.records = pack_records(payload, record_count, plan.topic.encode(), plan.partition, batch.base_offset,
                                     batch.base_offset - 1, state.stream_start, attributes, base_timestamp,
                                     max_timestamp, self._assignment, self.state.topic_ids.get(plan.topic),
@@ -623,6 +669,14 @@ class KafkaListener(KafkaRecords, Source):
         plan.resend = True
         plan.producer_id, plan.epoch = producer_id, epoch
         return plan
+
+    @staticmethod
+    def _payload(records, start: int, end: int, attributes: int, inflatable: list):
+        """A batch's records, inflated within what is left of the request's max_request_size."""
+        payload = batch_payload(records, start, end, attributes, inflatable[0])
+        if attributes & COMPRESSION_MASK:
+            inflatable[0] -= len(payload)
+        return payload
 
     # ---- into the link ----
 
@@ -749,8 +803,8 @@ def inflate(decompress_into, compressed, limit: int):
         except cramjam.DecompressionError as error:
             if capacity >= limit or "whole buffer" not in str(error) and "smaller than" not in str(error):
                 if capacity >= limit:
-                    raise BatchError(BATCH_TOO_LARGE, f"a batch decompresses to more than max_request_size "
-                                                      f"({limit} bytes)") from None
+                    raise BatchError(BATCH_TOO_LARGE, f"the request's batches decompress to more than "
+                                                      f"max_request_size ({limit} bytes left of it)") from None
                 raise
             capacity = min(limit, capacity * 4)
             continue
@@ -760,7 +814,8 @@ def inflate(decompress_into, compressed, limit: int):
 def inflate_snappy_block(block, limit: int):
     length = cramjam.snappy.decompress_raw_len(block)
     if length > limit:
-        raise BatchError(BATCH_TOO_LARGE, f"a snappy block decompresses to {length} bytes, over max_request_size")
+        raise BatchError(BATCH_TOO_LARGE, f"a snappy block decompresses to {length} bytes, more than is left of "
+                                          f"max_request_size ({limit} bytes) for the request")
     output = bytearray(length)
     written = cramjam.snappy.decompress_raw_into(block, output)
     return memoryview(output)[:written]

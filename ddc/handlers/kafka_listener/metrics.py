@@ -9,9 +9,9 @@ API_NAMES = {0: "produce", 3: "metadata", 18: "api_versions", 22: "init_producer
 CLOSE_REASONS = ("malformed", "unsupported", "oversized", "idle", "slow", "unauthenticated", "limit")
 #: The produce errors counted, by Kafka's error code.
 PRODUCE_ERRORS = {2: "corrupt_message", 3: "unknown_topic_or_partition", 10: "message_too_large",
-                  21: "invalid_required_acks", 45: "out_of_order_sequence_number", 47: "invalid_producer_epoch",
-                  53: "transactional_id_authorization_failed", 56: "kafka_storage_error",
-                  76: "unsupported_compression_type", 87: "invalid_record"}
+                  21: "invalid_required_acks", 42: "invalid_request", 45: "out_of_order_sequence_number",
+                  47: "invalid_producer_epoch", 53: "transactional_id_authorization_failed",
+                  56: "kafka_storage_error", 76: "unsupported_compression_type", 87: "invalid_record"}
 
 
 def _listener(name: str, kind: str, help_text: str, key: str | None = None, labels: dict | None = None) -> Metric:

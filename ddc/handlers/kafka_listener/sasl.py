@@ -93,6 +93,9 @@ class Authenticator:
         if len(parts) != 3:
             raise PermissionError("PLAIN: a malformed token")
         user = parts[1].decode("utf-8", "replace")
+        if parts[0] and parts[0] != parts[1]:
+            other = parts[0].decode("utf-8", "replace")
+            raise PermissionError(f"PLAIN: user {user!r} may not act for another ({other!r})")
         expected = self._users.get(user)
         if expected is None or not hmac.compare_digest(parts[2], expected.encode("utf-8")):
             raise PermissionError(f"PLAIN: user {user!r} or its password is wrong")

@@ -83,7 +83,7 @@ class ListenerState:
         self.topic_ids: dict[str, bytes] = {}
         self.partitions: dict[tuple[str, int], Partition] = {}
         self.producers: collections.OrderedDict = collections.OrderedDict()  # id -> {(topic, partition): Sequences}
-        self.epochs: dict[int, int] = {}
+        self.epochs: collections.OrderedDict = collections.OrderedDict()  # producer id -> epoch, newest last
         self.next_producer_id = FIRST_PRODUCER_ID
         self._journal = None
         self._lines = 0
@@ -122,17 +122,19 @@ class ListenerState:
             raise ConfigError(f"the Kafka listener state in {self.directory} cannot be read ({error}); restore it "
                               "from a backup. Deleting it restarts every partition's offsets under new topic ids "
                               "(the egress then takes them as new topics)") from None
-        for number, line in enumerate(lines):
+        for number, line in enumerate(lines[:-1]):
             if not line:
                 continue
             try:
                 self._apply(json.loads(line))
             except (ValueError, TypeError, KeyError, IndexError) as error:
-                if number == len(lines) - 1:
-                    continue  # the last line, cut short by a crash while it was written
                 raise ConfigError(f"line {number + 1} of {self.journal_path} is damaged ({error}); restore the "
                                   "state from a backup") from None
             self._lines += 1
+        if lines[-1]:
+            # The last line, cut short by a crash (or a full disk) while it was written: never applied, so its
+            # batch was never sent. It goes, or the next line would be appended to it.
+            os.ftruncate(self._journal, sum(len(line) + 1 for line in lines[:-1]))
 
     def _restore(self, snapshot: dict) -> None:
         self.next_producer_id = int(snapshot["next_producer_id"])
@@ -141,7 +143,7 @@ class ListenerState:
             for partition, (next_offset, stream_start) in fields["partitions"].items():
                 self.partitions[(topic, int(partition))] = Partition(int(next_offset), int(stream_start))
         for producer_id, epoch in snapshot["epochs"]:
-            self.epochs[int(producer_id)] = int(epoch)
+            self._note_epoch(int(producer_id), int(epoch))
         for producer_id, topic, partition, epoch, batches in snapshot["producers"]:
             sequences = self._sequences(int(producer_id), topic, int(partition), int(epoch))
             for first_sequence, count, base_offset in batches:
@@ -161,7 +163,7 @@ class ListenerState:
         elif "producer" in change:
             producer_id, epoch = change["producer"]
             self.next_producer_id = max(self.next_producer_id, producer_id + 1)
-            self.epochs[producer_id] = epoch
+            self._note_epoch(producer_id, epoch)
         else:
             raise ValueError(f"unknown change {change!r}")
 
@@ -171,10 +173,15 @@ class ListenerState:
         if not changes:
             return
         data = b"".join(json.dumps(change, separators=(",", ":")).encode() + b"\n" for change in changes)
-        written = os.write(self._journal, data)
+        before = os.fstat(self._journal).st_size
+        try:
+            written = os.write(self._journal, data)
+        except OSError:
+            written = -1
         if written != len(data):
-            raise OSError(f"the Kafka listener journal {self.journal_path} took {written} of {len(data)} bytes "
-                          "(disk full?)")
+            os.ftruncate(self._journal, before)  # no part of the changes stays for the next line to be glued to
+            raise OSError(f"the Kafka listener journal {self.journal_path} took {max(written, 0)} of {len(data)} "
+                          "bytes (is the disk full?)")
         self._lines += len(changes)
         if self._lines >= JOURNAL_LINES_BEFORE_SNAPSHOT:
             self._fold()
@@ -194,7 +201,9 @@ class ListenerState:
                           for (topic, partition), sequences in partitions.items()],
         }
         aside = self.snapshot_path.with_name(self.snapshot_path.name + ".new")
-        aside.write_text(json.dumps(snapshot, separators=(",", ":")))
+        descriptor = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(descriptor, "w") as file:
+            file.write(json.dumps(snapshot, separators=(",", ":")))
         os.replace(aside, self.snapshot_path)
         os.ftruncate(self._journal, 0)
         self._lines = 0
@@ -256,6 +265,13 @@ class ListenerState:
         else:
             producer_id, epoch = self.next_producer_id, 0
             self.next_producer_id += 1
-        self.epochs[producer_id] = epoch
+        self._note_epoch(producer_id, epoch)
         changes.append({"producer": [producer_id, epoch]})
         return producer_id, epoch
+
+    def _note_epoch(self, producer_id: int, epoch: int) -> None:
+        """Producer ids given out are kept for the MAX_PRODUCERS last, whether they have written or not."""
+        self.epochs[producer_id] = epoch
+        self.epochs.move_to_end(producer_id)
+        while len(self.epochs) > MAX_PRODUCERS:
+            self.epochs.popitem(last=False)
