@@ -212,7 +212,8 @@ def lone_ingress(start_ddc, tmp_path):
     """An ingress with a Kafka listener whose link sends into a socket nobody reads."""
     receiver = udp_receiver()
     port = free_tcp_port()
-    config, _ = listener_pair_configs(port, receiver.getsockname()[1], tmp_path / "state", {"known": 2}, "unused",
+    config, _ = listener_pair_configs(port, receiver.getsockname()[1], tmp_path / "state", {"known": 2, "wide": 200},
+                                      "unused",
                                       source_extra='max_request_size = "1MiB"\nmax_record_size = "1KiB"\n'
                                                    'max_connections = 20\nidle_timeout = "2s"\nrequest_timeout = "1s"')
     ingress = start_ddc("ingress", config)
@@ -546,3 +547,39 @@ def test_plain_refuses_a_user_acting_for_another():
     for token in (b"bob\0alice\0secret", b"\0alice\0other", b"alice\0secret", b"\0mallory\0secret"):
         with pytest.raises(PermissionError):
             make("PLAIN").step(token)
+
+
+def test_a_client_that_drops_its_connection_with_answers_due_is_forgotten(start_ddc, tmp_path):
+    """From the second review: a reset while the listener waited to write (before request_timeout) ended its
+    writer, but its reader went on waiting for an answer slot; such connections stayed counted open for good,
+    and max_connections of them locked every client out."""
+    receiver, port = udp_receiver(), free_tcp_port()
+    config, _ = listener_pair_configs(port, receiver.getsockname()[1], tmp_path / "state", {"wide": 200}, "unused",
+                                      source_extra='max_connections = 2\nrequest_timeout = "5s"')
+    ingress = start_ddc("ingress", config)
+    ingress.wait_for(lambda line: "Kafka listener on" in line.get("message", ""))
+    module = load_payload_module(3, 12, EntityType.request)
+    buffer = io.BytesIO()
+    header_class = module.MetadataRequest.__header_schema__
+    entity_writer(header_class)(buffer, header_class(request_api_key=3, request_api_version=12, correlation_id=1,
+                                                     client_id="gone"))
+    entity_writer(module.MetadataRequest)(buffer, module.MetadataRequest(
+        topics=None, allow_auto_topic_creation=False, include_topic_authorized_operations=False))
+    frame = struct.pack(">i", len(buffer.getvalue())) + buffer.getvalue()
+    for _ in range(3):
+        client = RawClient(port)
+        client.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        client.socket.settimeout(0.5)
+        try:
+            while True:
+                client.socket.sendall(frame * 50)
+        except (TimeoutError, BrokenPipeError, ConnectionResetError):
+            pass  # the listener reads no more: its writer waits for this client to read
+        time.sleep(0.5)
+        client.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        client.close()  # a reset, well within request_timeout (5 s)
+    assert RawClient(port).request(18, 3, api_versions_request(3)).error_code == 0, "max_connections (2) filled"
+    ingress.wait_for(lambda line: line.get("event") == "link stats"
+                     and line.get("kafka_listener_connections_accepted") == 4
+                     and line.get("kafka_listener_connections_open") == 0, timeout=10)
+    receiver.close()

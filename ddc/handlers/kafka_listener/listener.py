@@ -71,8 +71,8 @@ XERIAL_MAGIC = b"\x82SNAPPY\x00"
 
 
 class Connection:
-    __slots__ = ("peer", "answers", "unanswered", "due", "authenticated", "authenticator", "refused_login",
-                 "reader_task")
+    __slots__ = ("peer", "answers", "unanswered", "due", "last_answer", "authenticated", "authenticator",
+                 "refused_login", "reader_task")
 
     def __init__(self, peer: str, authenticated: bool):
         self.peer = peer
@@ -80,6 +80,7 @@ class Connection:
         # Requests read but not yet answered: a client that does not read its answers stops being read.
         self.unanswered = asyncio.Semaphore(MAX_UNANSWERED)
         self.due = 0  # answers queued and not yet written
+        self.last_answer = 0.0  # when the last answer was written (time.monotonic)
         self.authenticated = authenticated
         self.authenticator = None
         self.refused_login = False
@@ -287,10 +288,10 @@ class KafkaListener(KafkaRecords, Source):
                                                  f"{BEFORE_LOGIN_BYTES}")
             if size < 8:
                 raise ProtocolError("malformed", f"a request size of {size} bytes")
-            if connection.authenticated:
-                await self._reserve(size)  # a client not logged in has its own small limit, not the producers' room
-            else:
-                self._in_use += size
+            # A client not logged in has its own small limit (max_connections of them at most), and none of the
+            # producers' room: it must not be able to make them wait.
+            reserved = size if connection.authenticated else 0
+            await self._reserve(reserved)
             try:
                 try:
                     frame = await asyncio.wait_for(reader.readexactly(size), config.request_timeout)
@@ -304,7 +305,7 @@ class KafkaListener(KafkaRecords, Source):
                 del frame
                 answer = self._handle(connection, request)
             finally:
-                self._release(size)
+                self._release(reserved)
             if answer is None:
                 connection.unanswered.release()
             else:
@@ -312,47 +313,58 @@ class KafkaListener(KafkaRecords, Source):
                 connection.answers.put_nowait(answer)
 
     async def _next_request(self, connection: Connection, reader):
-        """A request's size prefix; None at a clean end. A connection with answers still due is not idle."""
+        """A request's size prefix; None at a clean end. A connection is idle once idle_timeout has passed with no
+        request and no answer due or written."""
+        wait = self.config.idle_timeout
         while True:
             try:
-                return await asyncio.wait_for(reader.readexactly(4), self.config.idle_timeout)
+                return await asyncio.wait_for(reader.readexactly(4), wait)
             except asyncio.IncompleteReadError as error:
                 if error.partial:
                     raise ProtocolError("malformed", "the connection closed inside a request's size") from None
                 return None
             except TimeoutError:
-                if connection.due:
+                wait = self.config.idle_timeout - (time.monotonic() - connection.last_answer)
+                if connection.due or wait > 0:
+                    wait = max(wait, 0.1) if not connection.due else self.config.idle_timeout
                     continue
                 raise ProtocolError("idle", f"no request for idle_timeout ({self.config.idle_timeout:g} s)") from None
 
     async def _answer(self, connection: Connection, writer) -> None:
         """Writes the answers in the order of the requests; each is bytes or a task that makes them. A client that
-        does not take an answer within request_timeout is disconnected."""
-        while True:
-            answer = await connection.answers.get()
-            if answer is None:
-                return
-            frame = answer if isinstance(answer, bytes) else await answer
-            connection.unanswered.release()
-            connection.due -= 1
-            if frame is None:
-                continue
-            writer.write(frame)
-            try:
-                await asyncio.wait_for(writer.drain(), self.config.request_timeout)
-            except TimeoutError:
-                self.closed["slow"] += 1
-                log.info(f"link {self.link_name}: closed the connection from {connection.peer}: it took no answer "
-                         f"within request_timeout ({self.config.request_timeout:g} s)",
-                         extra={"fields": {"link": self.link_name, "peer": connection.peer, "reason": "slow"}})
-                writer.transport.abort()
-                if connection.reader_task is not None:
-                    connection.reader_task.cancel()
-                return
+        does not take an answer within request_timeout is disconnected; whatever ends the writing but the end of
+        the connection's requests stops its reading too (the reader may be waiting for an answer slot)."""
+        try:
+            while True:
+                answer = await connection.answers.get()
+                if answer is None:
+                    return
+                frame = answer if isinstance(answer, bytes) else await answer
+                connection.unanswered.release()
+                connection.due -= 1
+                if frame is None:
+                    continue
+                writer.write(frame)
+                try:
+                    await asyncio.wait_for(writer.drain(), self.config.request_timeout)
+                except TimeoutError:
+                    self.closed["slow"] += 1
+                    log.info(f"link {self.link_name}: closed the connection from {connection.peer}: it took no "
+                             f"answer within request_timeout ({self.config.request_timeout:g} s)",
+                             extra={"fields": {"link": self.link_name, "peer": connection.peer, "reason": "slow"}})
+                    raise
+                connection.last_answer = time.monotonic()
+        except BaseException:
+            writer.transport.abort()
+            if connection.reader_task is not None:
+                connection.reader_task.cancel()
+            raise
 
     async def _reserve(self, size: int) -> None:
         """Waits while what connections have read ahead and not yet put in the link's buffer is over
         max_pending_bytes; one request always proceeds."""
+        if not size:
+            return
         started = None
         while self._in_use and self._in_use + size > self.config.max_pending_bytes:
             if started is None:
