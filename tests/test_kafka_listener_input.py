@@ -464,10 +464,8 @@ def test_metadata_names_each_topic_once_however_often_it_is_asked(lone_ingress):
     assert [topic.name for topic in answer.topics] == ["known"]
 
 
-def test_a_client_that_never_reads_its_answers_is_disconnected_not_buffered(lone_ingress):
-    ingress, port = lone_ingress
-    client = RawClient(port)
-    client.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+def metadata_of_every_topic() -> bytes:
+    """A size-prefixed Metadata v12 request for every topic, to send many of without reading the answers."""
     module = load_payload_module(3, 12, EntityType.request)
     buffer = io.BytesIO()
     header_class = module.MetadataRequest.__header_schema__
@@ -475,7 +473,14 @@ def test_a_client_that_never_reads_its_answers_is_disconnected_not_buffered(lone
                                                      client_id="deaf"))
     entity_writer(module.MetadataRequest)(buffer, module.MetadataRequest(
         topics=None, allow_auto_topic_creation=False, include_topic_authorized_operations=False))
-    frame = struct.pack(">i", len(buffer.getvalue())) + buffer.getvalue()
+    return struct.pack(">i", len(buffer.getvalue())) + buffer.getvalue()
+
+
+def test_a_client_that_never_reads_its_answers_is_disconnected_not_buffered(lone_ingress):
+    ingress, port = lone_ingress
+    client = RawClient(port)
+    client.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    frame = metadata_of_every_topic()
     client.socket.settimeout(0.2)
     sent, started = 0, time.monotonic()
     while time.monotonic() - started < 15:
@@ -558,14 +563,7 @@ def test_a_client_that_drops_its_connection_with_answers_due_is_forgotten(start_
                                       source_extra='max_connections = 2\nrequest_timeout = "5s"')
     ingress = start_ddc("ingress", config)
     ingress.wait_for(lambda line: "Kafka listener on" in line.get("message", ""))
-    module = load_payload_module(3, 12, EntityType.request)
-    buffer = io.BytesIO()
-    header_class = module.MetadataRequest.__header_schema__
-    entity_writer(header_class)(buffer, header_class(request_api_key=3, request_api_version=12, correlation_id=1,
-                                                     client_id="gone"))
-    entity_writer(module.MetadataRequest)(buffer, module.MetadataRequest(
-        topics=None, allow_auto_topic_creation=False, include_topic_authorized_operations=False))
-    frame = struct.pack(">i", len(buffer.getvalue())) + buffer.getvalue()
+    frame = metadata_of_every_topic()
     for _ in range(3):
         client = RawClient(port)
         client.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
