@@ -185,31 +185,31 @@ def _header_end(view, flexible: bool) -> int:
 
 @functools.cache
 def _layout(entity: type) -> tuple:
-    """How each field of an entity lies on the wire: (kind, element entity) in order, tagged fields left out."""
+    """Each field of an entity, in wire order: (name, nullable, tagged, kind, element). kind is a kafka_type,
+    "array" or "entity"; element is an array's element (an entity class, or a kafka_type) or a nested entity."""
     hints = typing.get_type_hints(entity)
     layout = []
     for field in dataclasses.fields(entity):
-        if field.metadata.get("tag") is not None:
-            continue
         hint = hints[field.name]
+        nullable = type(None) in typing.get_args(hint)
         inner = [argument for argument in typing.get_args(hint) if argument is not type(None)]
-        if type(None) in typing.get_args(hint) and len(inner) == 1:
+        if nullable and len(inner) == 1:
             hint = inner[0]
         if typing.get_origin(hint) is tuple:
             element = typing.get_args(hint)[0]
-            layout.append(("array", element if dataclasses.is_dataclass(element) else field.metadata["kafka_type"]))
+            kind, element = "array", element if dataclasses.is_dataclass(element) else field.metadata["kafka_type"]
         elif dataclasses.is_dataclass(hint):
-            layout.append(("entity", hint))
+            kind, element = "entity", hint
         else:
-            kind = field.metadata["kafka_type"]
+            kind, element = field.metadata["kafka_type"], None
             if kind not in FIXED_SIZES and kind not in LENGTH_PREFIXED:
                 raise RuntimeError(f"{entity.__name__}.{field.name}: kafka_type {kind!r} is not known here")
-            layout.append((kind, None))
+        layout.append((field.name, nullable, field.metadata.get("tag") is not None, kind, element))
     return tuple(layout)
 
 
 def _every_layout(entity: type) -> None:
-    for kind, element in _layout(entity):
+    for _, _, _, _, element in _layout(entity):
         if isinstance(element, type):
             _every_layout(element)
 
@@ -218,7 +218,9 @@ def _check_lengths(entity: type, view, position: int) -> int:
     """Walks an entity from position, refusing any length or count that claims more than the bytes left;
     returns where the entity ends."""
     flexible = entity.__flexible__
-    for kind, element in _layout(entity):
+    for _, _, tagged, kind, element in _layout(entity):
+        if tagged:
+            continue  # in the tagged fields' section at the end
         if kind == "entity":
             position = _check_lengths(element, view, position)
         elif kind == "array":
@@ -257,32 +259,15 @@ def _skip_value(kind: str, view, position: int, flexible: bool) -> int:
     return position + size
 
 
-@functools.cache
-def _fields(entity: type) -> tuple:
-    """(name, nullable, the entity class its value holds or None) per field: kio reads a null where the schema
-    allows none (an array of length -1) without a word."""
-    hints = typing.get_type_hints(entity)
-    fields = []
-    for field in dataclasses.fields(entity):
-        hint = hints[field.name]
-        arguments = typing.get_args(hint)
-        nullable = type(None) in arguments
-        inner = [argument for argument in arguments if argument is not type(None)]
-        if nullable and len(inner) == 1:
-            hint, arguments = inner[0], typing.get_args(inner[0])
-        element = arguments[0] if typing.get_origin(hint) is tuple and arguments else hint
-        fields.append((field.name, nullable, element if dataclasses.is_dataclass(element) else None))
-    return tuple(fields)
-
-
 def _null_where_required(entity, path: str = "") -> str | None:
-    """The first field of the request, nested ones included, that is null though the schema says it cannot be."""
-    for name, nullable, element in _fields(type(entity)):
+    """The first field of the request, nested ones included, that is null though the schema says it cannot be:
+    kio reads a null where the schema allows none (an array of length -1) without a word."""
+    for name, nullable, _, _, element in _layout(type(entity)):
         value = getattr(entity, name)
         if value is None:
             if not nullable:
                 return f"{path}{name}"
-        elif element is not None:
+        elif isinstance(element, type):
             for item in value if isinstance(value, tuple) else (value,):
                 missing = _null_where_required(item, f"{path}{name}.")
                 if missing:
