@@ -1,4 +1,4 @@
-"""The `ddc` command: run, check, keygen, status, doctor, repair, demo, diode-sim, version.
+"""The `ddc` command: run, send, receive, check, keygen, status, doctor, repair, demo, diode-sim, version.
 
 Exit codes: 0 success, 1 a runtime failure (a link failed, a port could not be
 bound), 2 a usage or configuration error. Errors are one line each on stderr,
@@ -132,6 +132,16 @@ def _text_lines(file, longest: int = 1 << 20):
         raise RepairError(f"cannot read report {name}: {error.strerror}", usage=True) from None
 
 
+def command_send(arguments) -> int:
+    from ddc import transfer
+    return transfer.send(arguments)
+
+
+def command_receive(arguments) -> int:
+    from ddc import transfer
+    return transfer.receive(arguments)
+
+
 def command_version(arguments) -> int:
     from ddc._core import wire
     print(f"ddc {ddc.__version__} (wire protocol v{wire.PROTOCOL_VERSION}, Python {platform.python_version()}, "
@@ -187,6 +197,38 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="run every link of a proxy until SIGTERM or SIGINT")
     run.add_argument("file", help="the proxy's TOML config file")
     run.set_defaults(handler=command_run)
+
+    send = commands.add_parser(
+        "send", help="send files and folders across the diode to a `ddc receive` (no config file)",
+        description="Sends each PATH (a file, or a folder with everything in it) under its own name, with its "
+                    "mode and modification time and a SHA-256 the receiver checks, then stops.")
+    send.add_argument("paths", nargs="+", metavar="PATH", help="files and folders to send")
+    send.add_argument("--to", required=True, metavar="HOST:PORT", help="where the receiver listens (the diode)")
+    send.add_argument("--rate", default="1Gbit/s", help="the link's pacing rate (default 1Gbit/s)")
+    send.add_argument("--fec", default="off", help="forward error correction, such as 25%% (default off)")
+    send.add_argument("--key", metavar="FILE", help="a key file from `ddc keygen`, the same on both sides")
+    send.add_argument("--datagram-size", type=int, default=1472,
+                      help="bytes per datagram (default 1472; 8972 for jumbo frames, 65507 on loopback)")
+    send.add_argument("--chunk-size", default="1MiB",
+                      help="bytes of a file per record (default 1MiB); smaller loses less per lost frame without FEC")
+    send.add_argument("--resend", type=int, default=0, metavar="N",
+                      help="send every file N more times, for a receiver that may miss the first (default 0)")
+    send.add_argument("--resend-delay", default="0s", help="the pause before each extra copy (default 0s)")
+    send.set_defaults(handler=command_send)
+
+    receive = commands.add_parser(
+        "receive", help="receive what `ddc send` sends into a folder (no config file)",
+        description="Writes each file whole, checked, and renamed into place; a file that cannot be completed "
+                    "is reported by name and never appears under it. Exits 1 if any file was not delivered.")
+    receive.add_argument("directory", metavar="DIR", help="the folder to write into (made if missing)")
+    receive.add_argument("--listen", required=True, metavar="HOST:PORT", help="where to receive the datagrams")
+    receive.add_argument("--once", action="store_true", help="exit once the sender has finished")
+    receive.add_argument("--key", metavar="FILE", help="the key file the sender uses")
+    receive.add_argument("--existing", choices=("overwrite", "keep_both", "refuse"), default="overwrite",
+                         help="what to do with a file whose name exists (default overwrite)")
+    receive.add_argument("--quarantine", metavar="FOLDER", help="keep files that could not be completed here")
+    receive.add_argument("--receive-buffer", default="64MiB", help="the socket's receive buffer (default 64MiB)")
+    receive.set_defaults(handler=command_receive)
 
     check = commands.add_parser("check", help="validate a config file and print it resolved, secrets masked")
     check.add_argument("file", help="the proxy's TOML config file")

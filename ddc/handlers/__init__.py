@@ -14,6 +14,7 @@ REGISTERED = (
     "ddc.handlers.stream",
     "ddc.handlers.kafka",
     "ddc.handlers.kafka_listener",
+    "ddc.handlers.directory",
 )
 
 
