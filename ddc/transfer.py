@@ -17,6 +17,7 @@ LINK = "transfer"
 PLAIN_EVERY_SECONDS = 2.0
 REFRESH_SECONDS = 0.2
 EXIT_LOSSES = 1
+SEND_BUFFER_BYTES = 8 << 20
 FRAME_ROOM = 8192  # a chunk's description beside its bytes: a frame per chunk, which is what one loss can cost
 
 
@@ -41,8 +42,11 @@ def send_settings(arguments):
     source = {"type": "directory", "path": arguments.paths, "once": True, "stable_after": 0,
               "chunk_size": arguments.chunk_size,
               "resend": arguments.resend, "resend_delay": arguments.resend_delay}
-    return settings_from_mapping({"role": "ingress", "links": {LINK: {"source": source, "transport": transport}}},
-                                 "ddc send")
+    # A small buffer: what the link has not sent yet is read ahead at most this far, so that the progress shown
+    # is what left, and a stop (Ctrl-C) sends what was read within seconds.
+    buffer = {"size": max(4 * (_chunk_bytes(arguments.chunk_size) + FRAME_ROOM), SEND_BUFFER_BYTES)}
+    return settings_from_mapping({"role": "ingress", "links": {LINK: {"source": source, "transport": transport,
+                                                                      "buffer": buffer}}}, "ddc send")
 
 
 def receive_settings(arguments):
@@ -168,9 +172,11 @@ def send(arguments) -> int:
     def summarize(source, _, elapsed):
         counters = source.counters()
         skipped = sum(value for key, value in counters.items() if key.startswith("directory_files_skipped_"))
+        unsent = max(source.files_found - source.files_sent, 0)
         return (f"sent {source.files_sent} files, {format_bytes(source.bytes_sent)} in {elapsed:.1f} s "
                 f"({format_bytes(source.bytes_sent / max(elapsed, 1e-9))}/s)"
-                f"{f', {skipped} skipped (see above)' if skipped else ''}", skipped)
+                f"{f', {skipped} skipped (see above)' if skipped else ''}"
+                f"{f'; {unsent} files NOT sent (stopped before)' if unsent else ''}", skipped + unsent)
 
     return _run(settings, "sent", lambda link: link.source, summarize)
 
@@ -179,8 +185,9 @@ def receive(arguments) -> int:
     settings = receive_settings(arguments)
 
     def summarize(sink, counters, elapsed):
-        lost = sum(value for key, value in counters.items()
-                   if key.startswith(("directory_files_quarantined_", "directory_files_refused_")))
+        lost = sink.files_interrupted + sum(
+            value for key, value in counters.items()
+            if key.startswith(("directory_files_quarantined_", "directory_files_refused_")))
         frames_lost = counters.get("frames_lost", 0)
         duplicates = counters["directory_files_duplicate"]
         outcome = f"{lost} files NOT delivered (see above)" if lost else "nothing lost"

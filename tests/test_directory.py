@@ -301,3 +301,24 @@ def test_ddc_receive_reports_losses_and_exits_1_when_files_are_missing(tmp_path,
     assert sender.returncode == 0, sender.stderr
     assert receiver.returncode == 1, err
     assert "files NOT delivered" in err and "not delivered (incomplete)" in err
+
+
+def test_an_interrupted_ddc_send_exits_1_and_its_receiver_reports_what_it_did_not_get(tmp_path):
+    source, target = tmp_path / "source", tmp_path / "target"
+    make_tree(source, small_files=60)
+    write_file(source / "zz-large.bin", 24 << 20, random.Random(4))
+    port = free_udp_port()
+    receiver = subprocess.Popen([sys.executable, "-m", "ddc", "receive", str(target), "--listen",
+                                 f"127.0.0.1:{port}", "--once"], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+    time.sleep(1.0)
+    sender = subprocess.Popen([sys.executable, "-m", "ddc", "send", str(source), "--to", f"127.0.0.1:{port}",
+                               "--rate", "32Mbit/s"], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    time.sleep(2.5)
+    sender.send_signal(signal.SIGINT)
+    _, sender_err = sender.communicate(timeout=30)
+    _, receiver_err = receiver.communicate(timeout=30)
+    assert sender.returncode == 1 and "files NOT sent" in sender_err, sender_err
+    assert receiver.returncode == 1 and "NOT delivered" in receiver_err, receiver_err
+    assert "its sender stopped before sending it whole" in receiver_err

@@ -24,12 +24,15 @@ from ddc.handlers.directory.source import DirectorySource
 from directory_harness import PARTIAL, directory_configs
 
 
+RUN = 0x5EED
+
+
 def file_records(path: bytes, data: bytes, *, file_id: int, sequence: int = 0, copy: int = 0,
                  digest: bytes | None = None, size: int | None = None, mode: int = 0o644,
                  mtime_ns: int = 1_600_000_000_000_000_000) -> list:
     """One file as a directory source sends it, in one chunk (what a hostile sender forges as easily)."""
     digest = digest if digest is not None else hashlib.sha256(data).digest()
-    metadata = chunks.chunk(sequence, 10, chunks.LAST, copy, file_id, 0, len(data) if size is None else size,
+    metadata = chunks.chunk(RUN, sequence, 10, chunks.LAST, copy, file_id, 0, len(data) if size is None else size,
                             mtime_ns, mode, path, digest)
     return [(metadata, data)]
 
@@ -143,7 +146,7 @@ def test_chunks_out_of_order_and_repeated_make_the_file_and_holes_are_reported_a
     whole = hashlib.sha256(data).digest()
 
     def piece(file_id, path, offset, length, sequence, last=False):
-        metadata = chunks.chunk(sequence, 4, chunks.LAST if last else 0, 0, file_id, offset, len(data), 1, 0o600,
+        metadata = chunks.chunk(RUN, sequence, 4, chunks.LAST if last else 0, 0, file_id, offset, len(data), 1, 0o600,
                                 path, whole if last else None)
         return metadata, data[offset:offset + length]
 
@@ -166,13 +169,13 @@ def test_a_file_overtaken_by_the_link_is_given_up_after_the_reorder_window_not_b
     sink = open_sink(tmp_path, report_file=str(tmp_path / "report.jsonl"))
     sink.config._reorder_seconds = 0.3
     data = os.urandom(10_000)
-    first = chunks.chunk(0, 2, 0, 0, 1, 0, len(data), 1, 0o600, b"stalled.bin")
+    first = chunks.chunk(RUN, 0, 2, 0, 0, 1, 0, len(data), 1, 0o600, b"stalled.bin")
     sink.write([(first, data[:5000])])
-    sink.write([(chunks.position(3, 2), b"")])  # within the spread: its next chunk may still come
+    sink.write([(chunks.position(RUN, 3, 2, 1), b"")])  # within the spread: its next chunk may still come
     time.sleep(0.4)
     sink.idle()
     assert sink.counters()["directory_files_in_progress"] == 1
-    sink.write([(chunks.position(4, 2), b"")])  # beyond it: late or lost
+    sink.write([(chunks.position(RUN, 4, 2, 1), b"")])  # beyond it: late or lost
     sink.idle()
     time.sleep(0.4)
     sink.next_check = 0
@@ -185,7 +188,7 @@ def test_a_file_overtaken_by_the_link_is_given_up_after_the_reorder_window_not_b
 def test_the_sink_holds_a_bounded_number_of_files_and_refuses_beyond_it(tmp_path):
     sink = open_sink(tmp_path, max_files_in_progress=3)
     for file_id in range(1, 6):
-        metadata = chunks.chunk(file_id, 100, 0, 0, file_id, 0, 10, 1, 0o600, f"f{file_id}".encode())
+        metadata = chunks.chunk(RUN, file_id, 100, 0, 0, file_id, 0, 10, 1, 0o600, f"f{file_id}".encode())
         sink.write([(metadata, b"12345")])
     assert sink.counters()["directory_files_in_progress"] == 3
     assert sink.counters()["directory_files_refused_too_many_files"] == 2
@@ -327,3 +330,167 @@ def test_directory_configs_refuse_what_cannot_work(tmp_path):
             settings_from_mapping(data)
     with pytest.raises(ConfigError, match='must be "block"'):
         settings_from_mapping({**base, "links": {"f": {**base["links"]["f"], "buffer": {"when_full": "drop"}}}})
+
+
+# ---- found by review: each reproduced first ----
+
+def test_a_short_write_on_a_filling_disk_gives_the_file_up_never_delivers_it_wrong(tmp_path):
+    """RLIMIT_FSIZE makes the kernel write short at the limit, as a full disk does."""
+    import resource
+    import signal as signals
+    data = os.urandom(300_000)
+    sink = open_sink(tmp_path, quarantine_directory=str(tmp_path / "quarantine"))
+    previous_handler = signals.signal(signals.SIGXFSZ, signals.SIG_IGN)
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, hard))
+    try:
+        sink.write(file_records(b"too-big-for-the-disk", data, file_id=1))
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signals.signal(signals.SIGXFSZ, previous_handler)
+    sink.write(file_records(b"fits", b"small", file_id=2, sequence=1))
+    sink.close()
+    assert sink.counters()["directory_files_quarantined_write_failed"] == 1
+    assert sorted(os.listdir(tmp_path / "target")) == [PARTIAL, "fits"]
+
+
+def test_the_last_file_before_a_pause_is_reported_by_name_when_its_only_chunk_is_lost(tmp_path):
+    sink = open_sink(tmp_path, report_file=str(tmp_path / "report.jsonl"))
+    sink.config._reorder_seconds = 0.2
+    sink.write(file_records(b"first", b"1", file_id=1, sequence=0))
+    # File 2's one chunk is lost; its manifest and the idle source's positions arrive.
+    sink.write([(chunks.manifest(RUN, 2, 10, [(2, b"the-lost-one")]), b""), (chunks.position(RUN, 3, 10, 2), b"")])
+    time.sleep(0.3)
+    sink.next_check = 0
+    sink.idle()
+    assert '"file": "the-lost-one"' in (tmp_path / "report.jsonl").read_text()
+    assert sink.counters()["directory_files_quarantined_incomplete"] == 1
+    sink.close()
+
+
+def test_a_file_abandoned_before_its_first_chunk_is_not_reported_lost(tmp_path):
+    sink = open_sink(tmp_path, report_file=str(tmp_path / "report.jsonl"))
+    sink.config._reorder_seconds = 0.0
+    abandoned = chunks.chunk(RUN, 1, 10, chunks.ABANDONED, 0, 2, 0, 5, 1, 0o600, b"changed-while-read")
+    sink.write(file_records(b"first", b"1", file_id=1) + [(abandoned, b""), (chunks.position(RUN, 2, 10, 2), b"")])
+    sink.close()
+    assert not (tmp_path / "report.jsonl").read_text()
+    assert sink.counters()["directory_files_interrupted"] == 0
+
+
+def test_a_forged_jump_of_file_ids_makes_one_report_line_not_one_per_id(tmp_path):
+    sink = open_sink(tmp_path, report_file=str(tmp_path / "report.jsonl"))
+    sink.write(file_records(b"a", b"1", file_id=1) + file_records(b"b", b"2", file_id=1 << 40, sequence=1))
+    for jump in range(2, 20):
+        sink.write([(chunks.position(RUN, jump, 10, (1 << 40) + jump * 50_000), b"")])
+    sink.close()
+    lines = (tmp_path / "report.jsonl").read_text().splitlines()
+    assert 1 <= len(lines) <= 3, lines[:5]
+    assert len(sink.unseen) == 0
+
+
+def test_a_new_source_run_drops_the_last_runs_partial_files_but_a_rekeyed_session_does_not(tmp_path):
+    sink = open_sink(tmp_path)
+    data = os.urandom(20_000)
+    first_half = chunks.chunk(RUN, 0, 10, 0, 0, 1, 0, len(data), 1, 0o600, b"big")
+    sink.write([(first_half, data[:10_000])])
+    sink.sender_restarted()  # a rekey starts a new link session; the source's run goes on
+    rest = chunks.chunk(RUN, 1, 10, chunks.LAST, 0, 1, 10_000, len(data), 1, 0o600, b"big",
+                        hashlib.sha256(data).digest())
+    sink.write([(rest, data[10_000:])])
+    assert (tmp_path / "target" / "big").read_bytes() == data
+    sink.write([(chunks.chunk(RUN, 2, 10, 0, 0, 2, 0, len(data), 1, 0o600, b"cut"), data[:10_000])])
+    sink.write([(chunks.position(RUN + 1, 0, 10, 0), b"")])  # a restarted source
+    assert sink.counters()["directory_files_interrupted"] == 1
+    assert os.listdir(tmp_path / "target" / PARTIAL) == []
+    sink.close()
+
+
+def test_quarantined_files_of_two_runs_with_the_same_id_and_name_are_both_kept(tmp_path):
+    sink = open_sink(tmp_path, quarantine_directory=str(tmp_path / "quarantine"))
+    sink.config._reorder_seconds = 0.0
+    for run in (1, 2):
+        sink.write([(chunks.chunk(run, 0, 10, 0, 0, 1, 0, 100, 1, 0o600, "名前".encode() * 42), b"x" * 50)])
+        for overtaking in (20, 21):  # the link moves on past it: given up, quarantined
+            sink.write([(chunks.position(run, overtaking, 10, 1), b"")])
+            sink.next_check = 0
+            sink.idle()
+    sink.close()
+    kept = os.listdir(tmp_path / "quarantine")
+    assert len(kept) == 2 and all(len(os.fsencode(name)) <= 255 for name in kept)
+
+
+def test_a_manifest_larger_than_any_source_writes_is_refused(tmp_path):
+    sink = open_sink(tmp_path)
+    names = [(index, b"n" * 4000) for index in range(20)]
+    sink.write([(chunks.manifest(RUN, 0, 10, names), b"")])
+    sink.close()
+    assert sink.counters()["directory_files_refused_malformed"] == 1 and not sink.names
+
+
+def test_a_target_folder_configured_through_a_symbolic_link_is_used(tmp_path):
+    (tmp_path / "real").mkdir()
+    os.symlink(tmp_path / "real", tmp_path / "target")
+    sink = open_sink(tmp_path)
+    sink.write(file_records(b"f", b"data", file_id=1))
+    sink.close()
+    assert (tmp_path / "real" / "f").read_bytes() == b"data"
+
+
+def test_a_file_replaced_before_its_send_is_acknowledged_is_not_deleted_and_is_sent_again(tmp_path):
+    folder = tmp_path / "watched"
+    folder.mkdir()
+    (folder / "data.csv").write_text("version 1")
+    config = DirectorySourceConfig(type="directory", path=str(folder), after_sent="delete", stable_after="0s",
+                                   scan_interval="0.2s")
+    source = DirectorySource("files", config)
+    source.open()
+    ring = RecordRing(1 << 20, "block")
+    stopping = threading.Event()
+    thread = threading.Thread(target=source.run, args=(ring, stopping))
+    thread.start()
+    from ddc._core.records import decode_records
+    seen, unacknowledged, replaced = [], 0, False
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and len([r for r in seen if r.flags & chunks.LAST]) < 2:
+        taken = ring.take(1 << 20, 0.05)
+        if taken is not None:
+            view, count, _ = taken
+            seen += [chunks.read(metadata) for metadata, _ in decode_records(bytes(view), count)]
+            ring.free_taken()
+            unacknowledged += count
+        if not replaced and any(record.flags & chunks.LAST for record in seen):
+            (folder / "new.tmp").write_text("version 2!")
+            os.rename(folder / "new.tmp", folder / "data.csv")  # published over the one being sent
+            replaced = True
+            time.sleep(0.3)
+        source.acknowledge(unacknowledged)
+        unacknowledged = 0
+    stopping.set()
+    thread.join(10)
+    source.close()
+    sizes = [record.size for record in seen if record.flags & chunks.LAST]
+    assert sizes == [len("version 1"), len("version 2!")]
+    assert not (folder / "data.csv").exists()  # version 2 was deleted only after it was sent
+
+
+def test_once_with_resend_sends_every_copy_before_it_finishes(tmp_path):
+    folder = tmp_path / "watched"
+    folder.mkdir()
+    (folder / "a").write_bytes(os.urandom(3 << 20))
+    config = DirectorySourceConfig(type="directory", path=str(folder), once=True, resend=2, resend_delay="0s",
+                                   chunk_size="1MiB")
+    _, records = run_source(config, 20)
+    copies = sorted(record.copy for record, _ in records if record.flags & chunks.LAST)
+    assert copies == [0, 1, 2]
+
+
+def test_two_paths_that_would_arrive_under_one_name_are_refused(tmp_path):
+    for folder in ("a/data", "b/data"):
+        (tmp_path / folder).mkdir(parents=True)
+    config = DirectorySourceConfig(type="directory", path=[str(tmp_path / "a/data"), str(tmp_path / "b/data")],
+                                   once=True)
+    with pytest.raises(OSError, match="would both arrive as 'data'"):
+        DirectorySource("files", config).open()
+    with pytest.raises(OSError, match="under a name of its own"):
+        DirectorySource("files", DirectorySourceConfig(type="directory", path=["/"], once=True)).open()

@@ -5,10 +5,12 @@ modification time), so that whatever part of a file arrives, the egress knows wh
 report it by name. The last chunk carries the file's SHA-256; a copy sent again (`resend`) carries it in every
 chunk, so the egress can tell a copy of a file it already delivered from its first chunk.
 
-Every record also carries the link's record sequence number and the most records the source sends between two
-chunks of one file (`spread`): once the egress has seen a sequence number more than `spread` past a file's
+Every record also carries its source run (a random number each start: a new run drops what the last left
+unfinished, whatever the link's sessions do), the run's record sequence number and the most records the source
+sends between two chunks of one file (`spread`): once the egress has seen a sequence number more than `spread` past a file's
 last chunk, the file's next chunk is late or lost, never still to come. While it has no file to send, the
-source sends a position record each second so that the egress learns this about a link's last file too.
+source sends a position record each second, with the last file id it gave out, so that the egress learns this
+about a link's last file too.
 
 A file of which nothing arrives would leave the egress nothing to name it by; so the source also sends
 manifests of the files it started lately (id and path), every file in MANIFEST_COPIES of them, each manifest
@@ -22,7 +24,8 @@ import struct
 from typing import NamedTuple
 
 VERSION = 1
-HEAD = struct.Struct(">BBBBQH")  # version, kind, flags, copy, sequence, spread
+HEAD = struct.Struct(">BBBBQQH")  # version, kind, flags, copy, run, sequence, spread
+LAST_FILE = struct.Struct(">Q")  # a position's last file id
 FILE = struct.Struct(">QQQqIH")  # file id, offset, size, mtime (ns), mode, path length
 DIGEST_BYTES = 32
 MAX_PATH_BYTES = 4096
@@ -38,13 +41,15 @@ MANIFEST = 3
 # Flags of a chunk.
 LAST = 1  # the file's last chunk
 DIGEST = 2  # carries the file's SHA-256 after its path
-ABANDONED = 4  # the sender gave this file up (it changed while read, or the sender stopped): no data, no report
+ABANDONED = 4  # the sender gave this file up: no data, no report
+STOPPED = 8  # with ABANDONED: because the sender stopped (a one-shot sender will not send it again)
 
 
 class Chunk(NamedTuple):
     kind: int
     flags: int
     copy: int
+    run: int
     sequence: int
     spread: int
     file_id: int = 0
@@ -55,23 +60,24 @@ class Chunk(NamedTuple):
     path: bytes = b""
     digest: bytes | None = None
     names: tuple = ()  # a manifest's (file id, path) pairs
+    last_file_id: int = 0  # a position's
 
 
-def position(sequence: int, spread: int) -> bytes:
-    return HEAD.pack(VERSION, POSITION, 0, 0, sequence, spread)
+def position(run: int, sequence: int, spread: int, last_file_id: int) -> bytes:
+    return HEAD.pack(VERSION, POSITION, 0, 0, run, sequence, spread) + LAST_FILE.pack(last_file_id)
 
 
-def chunk(sequence: int, spread: int, flags: int, copy: int, file_id: int, offset: int, size: int, mtime_ns: int,
-          mode: int, path: bytes, digest: bytes | None = None) -> bytes:
+def chunk(run: int, sequence: int, spread: int, flags: int, copy: int, file_id: int, offset: int, size: int,
+          mtime_ns: int, mode: int, path: bytes, digest: bytes | None = None) -> bytes:
     if digest is not None:
         flags |= DIGEST
-    return b"".join((HEAD.pack(VERSION, CHUNK, flags, copy, sequence, spread),
+    return b"".join((HEAD.pack(VERSION, CHUNK, flags, copy, run, sequence, spread),
                      FILE.pack(file_id, offset, size, mtime_ns, mode, len(path)), path, digest or b""))
 
 
-def manifest(sequence: int, spread: int, entries) -> bytes:
+def manifest(run: int, sequence: int, spread: int, entries) -> bytes:
     """entries: (file id, path) pairs, at most MAX_MANIFEST_BYTES of them in all."""
-    return b"".join([HEAD.pack(VERSION, MANIFEST, 0, 0, sequence, spread)] +
+    return b"".join([HEAD.pack(VERSION, MANIFEST, 0, 0, run, sequence, spread)] +
                     [MANIFEST_ENTRY.pack(file_id, len(path)) + path for file_id, path in entries])
 
 
@@ -80,13 +86,18 @@ def read(metadata) -> Chunk:
     metadata = bytes(metadata)
     if len(metadata) < HEAD.size:
         raise ValueError(f"{len(metadata)} bytes of metadata, fewer than a directory record's {HEAD.size}")
-    version, kind, flags, copy, sequence, spread = HEAD.unpack_from(metadata)
+    version, kind, flags, copy, run, sequence, spread = HEAD.unpack_from(metadata)
     if version != VERSION:
         raise ValueError(f"directory record format {version}; this egress reads {VERSION}")
     if kind == POSITION:
-        return Chunk(kind, flags, copy, sequence, spread)
+        if len(metadata) != HEAD.size + LAST_FILE.size:
+            raise ValueError(f"a position record of {len(metadata)} bytes")
+        return Chunk(kind, flags, copy, run, sequence, spread, last_file_id=LAST_FILE.unpack_from(metadata,
+                                                                                                 HEAD.size)[0])
     if kind == MANIFEST:
-        return Chunk(kind, flags, copy, sequence, spread, names=tuple(_manifest_entries(metadata)))
+        if len(metadata) > MAX_MANIFEST_BYTES:
+            raise ValueError(f"a manifest of {len(metadata)} bytes, more than {MAX_MANIFEST_BYTES}")
+        return Chunk(kind, flags, copy, run, sequence, spread, names=tuple(_manifest_entries(metadata)))
     if kind != CHUNK:
         raise ValueError(f"unknown directory record kind {kind}")
     if len(metadata) < HEAD.size + FILE.size:
@@ -98,7 +109,7 @@ def read(metadata) -> Chunk:
         raise ValueError(f"a chunk's metadata is {len(metadata)} bytes, its fields say {expected}")
     path = metadata[path_at:path_at + path_length]
     digest = metadata[path_at + path_length:] if flags & DIGEST else None
-    return Chunk(kind, flags, copy, sequence, spread, file_id, offset, size, mtime_ns, mode, path, digest)
+    return Chunk(kind, flags, copy, run, sequence, spread, file_id, offset, size, mtime_ns, mode, path, digest)
 
 
 def _manifest_entries(metadata: bytes):

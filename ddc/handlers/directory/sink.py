@@ -5,7 +5,7 @@ Chunks are written where they belong as they come (out of order too), into `.ddc
 folder; a file's ranges are tracked, so that one missing a piece is reported by name with the exact byte ranges
 that never came. A file is given up when the link has moved well past it (see chunks.py: its next chunk is
 late beyond the egress's frame timeout, or lost), when nothing of it came for `incomplete_timeout`, or when its
-sender restarted. It then goes to `quarantine_directory` (or is removed), is logged, counted and written to
+source restarted (a new run: it sends its unfinished files again). It then goes to `quarantine_directory` (or is removed), is logged, counted and written to
 `report_file`; nothing is ever left under its real name.
 
 Every name is checked before it is used: absolute paths, `..`, empty or control-character components and names
@@ -15,11 +15,13 @@ link planted in the target cannot lead a file out of it.
 
 import bisect
 import collections
+import ctypes
 import errno
 import hashlib
 import json
 import logging
 import os
+import re
 import secrets
 import stat
 import time
@@ -33,10 +35,45 @@ log = logging.getLogger("ddc.handlers.directory")
 
 PARTIAL_FOLDER = ".ddc-partial"
 CHECK_EVERY_SECONDS = 0.25
+NAMES_BYTES = 16 << 20  # the most bytes of names from manifests kept
+CONTROL = re.compile(rb"[\x00-\x1f\x7f]")
+RENAME_NOREPLACE = 1
 NAME_WAIT_SECONDS = chunks.MANIFEST_COPIES + 1.0  # how long a lost file's name may take to come in a manifest
 REMEMBERED_FILES = 100_000
 SHOWN_RANGES = 20
 FOLDER_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+CONFIGURED_FOLDER_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC  # the operator's own path may be a link
+
+
+def _renameat2():
+    try:
+        function = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint)
+    return function
+
+
+_RENAMEAT2 = _renameat2()
+
+
+def rename_no_replace(name: str, folder: int, new_name: str, new_folder: int) -> bool:
+    """Renames without ever replacing what is there (False then): renameat2's RENAME_NOREPLACE, or where the
+    C library or the filesystem lacks it, a hard link then an unlink."""
+    if _RENAMEAT2 is not None:
+        if _RENAMEAT2(folder, os.fsencode(name), new_folder, os.fsencode(new_name), RENAME_NOREPLACE) == 0:
+            return True
+        number = ctypes.get_errno()
+        if number == errno.EEXIST:
+            return False
+        if number not in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+            raise OSError(number, os.strerror(number))
+    try:
+        os.link(name, new_name, src_dir_fd=folder, dst_dir_fd=new_folder)
+    except FileExistsError:
+        return False
+    os.unlink(name, dir_fd=folder)
+    return True
 
 
 class Refused(Exception):
@@ -77,7 +114,7 @@ def check_name(encoded: bytes) -> list[str]:
             raise Refused("invalid_name", f"has a {part.decode() or 'empty'!r} component")
         if len(part) > 255:
             raise Refused("invalid_name", "has a component longer than 255 bytes")
-        if any(byte < 0x20 or byte == 0x7F for byte in part):
+        if CONTROL.search(part):
             raise Refused("invalid_name", "has a control character")
     if parts[0] == PARTIAL_FOLDER.encode():
         raise Refused("invalid_name", f"is inside {PARTIAL_FOLDER}, which the egress keeps for itself")
@@ -114,7 +151,7 @@ class DirectorySink(Sink):
         config = self.config
         try:
             os.makedirs(config.path, exist_ok=True)
-            self.root = os.open(config.path, FOLDER_FLAGS)
+            self.root = os.open(config.path, CONFIGURED_FOLDER_FLAGS)
             try:
                 os.mkdir(PARTIAL_FOLDER, 0o700, dir_fd=self.root)
             except FileExistsError:
@@ -126,7 +163,7 @@ class DirectorySink(Sink):
         if config.quarantine_directory:
             try:
                 os.makedirs(config.quarantine_directory, exist_ok=True)
-                self.quarantine = os.open(config.quarantine_directory, FOLDER_FLAGS)
+                self.quarantine = os.open(config.quarantine_directory, CONFIGURED_FOLDER_FLAGS)
             except OSError as error:
                 raise OSError(f"cannot write quarantine_directory {config.quarantine_directory!r}: "
                               f"{error.strerror}") from None
@@ -152,19 +189,30 @@ class DirectorySink(Sink):
         self.delivered_digests: collections.OrderedDict = collections.OrderedDict()
         self.unseen: dict[int, float] = {}
         self.names: collections.OrderedDict = collections.OrderedDict()  # file id → path, from manifests
-        self._new_session()
+        self.names_bytes = 0
+        self.run = None
+        self._new_run(None)
         self.next_check = 0.0
         self.files_delivered = self.bytes_delivered = self.files_duplicate = self.files_interrupted = 0
         self.files_unseen = 0
         self.quarantined = dict.fromkeys(QUARANTINE_REASONS, 0)
         self.refused = dict.fromkeys(REFUSE_REASONS, 0)
 
-    def _new_session(self) -> None:
+    def _new_run(self, run: int | None) -> None:
+        """The records that follow come from a new run of the source: what the last left unfinished is dropped
+        (the source sends its unfinished files again) and what it never sent a piece of is reported."""
+        if self.run is not None:
+            for incoming in list(self.files.values()):
+                self._interrupted(incoming.name, "its source restarted, and sends what it had not finished again")
+                self._discard(incoming)
+            self._report_unseen(time.monotonic(), everything=True)
+        self.run = run
         self.max_sequence = -1
-        self.max_file_id = None
+        self.floor_file_id = self.max_file_id = None
         self.closed_ids.clear()
         self.unseen.clear()
         self.names.clear()
+        self.names_bytes = 0
 
     @property
     def stops_after_sender_shutdown(self) -> bool:
@@ -180,31 +228,48 @@ class DirectorySink(Sink):
             except ValueError as error:
                 self._refuse(None, "malformed", str(error))
                 continue
+            if record.run != self.run:
+                self._new_run(record.run)
             self.max_sequence = max(self.max_sequence, record.sequence)
             if record.kind == chunks.CHUNK:
+                self._expect_through(record.file_id, now)
+                self.unseen.pop(record.file_id, None)
                 self._take(record, value, now)
             elif record.kind == chunks.MANIFEST:
                 for file_id, path in record.names:
-                    self.names[file_id] = path
-                    if len(self.names) > REMEMBERED_FILES:
-                        self.names.popitem(last=False)
+                    self._remember_name(file_id, path)
+                if record.names:
+                    self._expect_through(max(file_id for file_id, _ in record.names), now)
+            else:
+                self._expect_through(record.last_file_id, now)
         self._check(now)
 
     def idle(self) -> None:
         self._check(time.monotonic())
 
-    def _note_file_id(self, file_id: int, now: float) -> None:
+    def _expect_through(self, file_id: int, now: float) -> None:
+        """Files up to file_id were started by the source (ids are given out in order): those not seen yet are
+        expected, and reported if nothing of them comes. Before the first id this run heard of, nothing is
+        expected: the egress may have started after them."""
         if self.max_file_id is None:
-            self.max_file_id = file_id
-        elif file_id > self.max_file_id:
-            for skipped in range(self.max_file_id + 1, min(file_id, self.max_file_id + 10_000)):
-                if len(self.unseen) < REMEMBERED_FILES:
-                    self.unseen[skipped] = now
-            self.max_file_id = file_id
-        self.unseen.pop(file_id, None)
+            self.floor_file_id = self.max_file_id = file_id - 1
+        if file_id <= self.max_file_id:
+            return
+        for expected in range(self.max_file_id + 1, min(file_id, self.max_file_id + REMEMBERED_FILES) + 1):
+            if len(self.unseen) >= REMEMBERED_FILES:
+                break
+            self.unseen[expected] = now
+        self.max_file_id = file_id
+
+    def _remember_name(self, file_id: int, path: bytes) -> None:
+        if file_id in self.names:
+            return
+        self.names[file_id] = path
+        self.names_bytes += len(path)
+        while self.names_bytes > NAMES_BYTES:
+            self.names_bytes -= len(self.names.popitem(last=False)[1])
 
     def _take(self, record, value, now: float) -> None:
-        self._note_file_id(record.file_id, now)
         if record.file_id in self.closed_ids:
             return
         incoming = self.files.get(record.file_id)
@@ -212,9 +277,11 @@ class DirectorySink(Sink):
             if incoming is not None:
                 self._discard(incoming)
             self._close_id(record.file_id)
+            if record.flags & chunks.STOPPED:
+                self._interrupted(os.fsdecode(record.path), "its sender stopped before sending it whole")
             return
         if incoming is None:
-            incoming = self._start(record, now)
+            incoming = self._start(record, value, now)
             if incoming is None:
                 return
         elif (record.path, record.size) != (os.fsencode(incoming.name), incoming.size):
@@ -232,7 +299,7 @@ class DirectorySink(Sink):
         incoming.overtaken_at = None
         if value:
             try:
-                os.pwrite(incoming.descriptor, value, record.offset)
+                self._write_at(incoming.descriptor, value, record.offset)
             except OSError as error:
                 self._give_up(incoming, "write_failed", f"cannot write it: {error.strerror}")
                 return
@@ -243,7 +310,22 @@ class DirectorySink(Sink):
         if incoming.received == incoming.size and incoming.digest is not None:
             self._finish(incoming)
 
-    def _start(self, record, now: float) -> Incoming | None:
+    @staticmethod
+    def _write_at(descriptor: int, value, offset: int) -> None:
+        """All of value at offset; a short write (a disk filling up) goes on until it fails."""
+        view = memoryview(value)
+        while view:
+            written = os.pwrite(descriptor, view, offset)
+            if written <= 0:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            view, offset = view[written:], offset + written
+
+    def _interrupted(self, name: str, why: str) -> None:
+        self.files_interrupted += 1
+        log.warning(f"link {self.link_name}: dropped the partial {name!r}: {why}",
+                    extra={"fields": {"link": self.link_name, "file": name}})
+
+    def _start(self, record, value, now: float) -> Incoming | None:
         try:
             components = check_name(record.path)
         except Refused as refusal:
@@ -276,7 +358,8 @@ class DirectorySink(Sink):
             self._close_id(record.file_id)
             return None
         try:
-            os.ftruncate(descriptor, record.size)  # sparse: a quarantined file keeps every byte at its offset
+            if record.offset or record.size > len(value):
+                os.ftruncate(descriptor, record.size)  # sparse: a quarantined file keeps every byte at its offset
         except OSError as error:
             os.close(descriptor)
             os.unlink(temporary, dir_fd=self.partial)
@@ -398,35 +481,26 @@ class DirectorySink(Sink):
             raise
 
     def _place(self, incoming: Incoming, parent: int) -> str | None:
-        """Renames the finished temporary file into place; the name it got, or None if refused."""
+        """Renames the finished temporary file into place in one step; the name it got, or None if refused (a
+        folder of its name, or a file and existing = "refuse")."""
         base = incoming.components[-1]
-        try:
-            existing = os.stat(base, dir_fd=parent, follow_symlinks=False)
-        except FileNotFoundError:
-            existing = None
-        if existing is not None and (stat.S_ISDIR(existing.st_mode) or self.config.existing == "refuse"):
-            return None
-        if existing is not None and self.config.existing == "overwrite":
-            os.replace(incoming.temporary, base, src_dir_fd=self.partial, dst_dir_fd=parent)
+        if self.config.existing == "overwrite":
+            try:
+                os.replace(incoming.temporary, base, src_dir_fd=self.partial, dst_dir_fd=parent)
+            except (IsADirectoryError, FileExistsError, NotADirectoryError):
+                return None
+            except OSError as error:
+                if error.errno == errno.ENOTEMPTY:
+                    return None
+                raise
             return incoming.name
         stem, dot, extension = base.partition(".") if not base.startswith(".") else (base, "", "")
-        for number in range(0, 10_000):
+        for number in range(0, 1000 if self.config.existing == "keep_both" else 1):
             candidate = base if number == 0 else f"{stem}.{number}{dot}{extension}"
             if len(os.fsencode(candidate)) > 255:
                 return None
-            try:
-                os.link(incoming.temporary, candidate, src_dir_fd=self.partial, dst_dir_fd=parent)
-            except FileExistsError:
-                if self.config.existing == "refuse":
-                    return None
-                continue
-            except OSError as error:
-                if error.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK):
-                    raise
-                os.rename(incoming.temporary, candidate, src_dir_fd=self.partial, dst_dir_fd=parent)
+            if rename_no_replace(incoming.temporary, self.partial, candidate, parent):
                 return "/".join(incoming.components[:-1] + [candidate])
-            os.unlink(incoming.temporary, dir_fd=self.partial)
-            return "/".join(incoming.components[:-1] + [candidate])
         return None
 
     # ---- giving up ----
@@ -448,20 +522,33 @@ class DirectorySink(Sink):
             if now - incoming.last_time >= self.config.incomplete_timeout:
                 self._give_up(incoming, "incomplete", f"nothing more of it came in "
                                                       f"{self.config.incomplete_timeout:g} s")
-        for file_id, noticed in list(self.unseen.items()):
-            if now - noticed >= reorder and (file_id in self.names or now - noticed >= reorder + NAME_WAIT_SECONDS):
-                self._lost_unseen(file_id)
+        self._report_unseen(now)
 
-    def _lost_unseen(self, file_id: int) -> None:
-        del self.unseen[file_id]
-        self.files_unseen += 1
-        path = self.names.get(file_id)
-        if path is None:
-            self._report(f"#{file_id}", "incomplete", "nothing of this file arrived, not even its name; the "
-                                                      "ingress's debug log names the files it sends by id", [])
-        else:
-            self._report(os.fsdecode(path), "incomplete", "nothing of it arrived", [])
-        self.quarantined["incomplete"] += 1
+    def _report_unseen(self, now: float, everything: bool = False) -> None:
+        """Reports the files of which nothing came: by name where a manifest named them, else by id, a run of
+        consecutive ids in one line (a forged jump of ids must not make a line per id)."""
+        reorder = self.config._reorder_seconds
+        nameless = []
+        for file_id, noticed in list(self.unseen.items()):
+            named = file_id in self.names
+            if not everything and (now - noticed < reorder or not named and now - noticed < reorder + NAME_WAIT_SECONDS):
+                continue
+            del self.unseen[file_id]
+            self.files_unseen += 1
+            self.quarantined["incomplete"] += 1
+            if named:
+                self._report(os.fsdecode(self.names[file_id]), "incomplete", "nothing of it arrived", [])
+            else:
+                nameless.append(file_id)
+        nameless.sort()
+        while nameless:
+            first = last = nameless.pop(0)
+            while nameless and nameless[0] == last + 1:
+                last = nameless.pop(0)
+            count = last - first + 1
+            self._report(f"#{first}" if count == 1 else f"#{first}-#{last}", "incomplete",
+                         f"nothing of {'this file' if count == 1 else f'these {count} files'} arrived, not even a "
+                         "name; the ingress's debug log names the files it sends by id", [])
 
     def _give_up(self, incoming: Incoming, reason: str, detail: str) -> None:
         missing = missing_ranges(incoming.ranges, incoming.size) if reason == "incomplete" else []
@@ -473,10 +560,14 @@ class DirectorySink(Sink):
         self._report(incoming.name, reason, detail, missing, kept)
 
     def _to_quarantine(self, incoming: Incoming) -> str | None:
-        base = f"{incoming.file_id}-{incoming.components[-1]}"[:255]
+        """Moves the temporary file into quarantine as ID-NAME (ID-NAME.TOKEN if that is taken: file ids start
+        again with every source run), never replacing an earlier one."""
+        base = os.fsencode(f"{incoming.file_id}-{incoming.components[-1]}")[:200].decode("utf-8", "ignore")
         try:
-            os.rename(incoming.temporary, base, src_dir_fd=self.partial, dst_dir_fd=self.quarantine)
-            return os.path.join(self.config.quarantine_directory, base)
+            for candidate in (base, f"{base}.{secrets.token_hex(4)}", f"{base}.{secrets.token_hex(8)}"):
+                if rename_no_replace(incoming.temporary, self.partial, candidate, self.quarantine):
+                    return os.path.join(self.config.quarantine_directory, candidate)
+            raise OSError(errno.EEXIST, "names taken")
         except OSError as error:
             log.error(f"link {self.link_name}: cannot move {incoming.name!r} to quarantine: {error.strerror}; "
                       "removed instead", extra={"fields": {"link": self.link_name, "file": incoming.name}})
@@ -524,24 +615,10 @@ class DirectorySink(Sink):
             except OSError as error:
                 log.error(f"link {self.link_name}: cannot write report_file: {error.strerror}")
 
-    def sender_restarted(self) -> None:
-        """A new ingress run: what the last left unfinished is dropped (a restarted directory source sends its
-        unfinished files again); what it never sent a piece of is reported."""
-        for incoming in list(self.files.values()):
-            self.files_interrupted += 1
-            log.warning(f"link {self.link_name}: dropped the partial {incoming.name!r}: its sender restarted, and "
-                        "sends what it had not finished again", extra={"fields": {
-                            "link": self.link_name, "file": incoming.name}})
-            self._discard(incoming)
-        for file_id in list(self.unseen):
-            self._lost_unseen(file_id)
-        self._new_session()
-
     def close(self) -> None:
         for incoming in list(self.files.values()):
             self._give_up(incoming, "incomplete", "the link stopped before it was whole")
-        for file_id in list(self.unseen):
-            self._lost_unseen(file_id)
+        self._report_unseen(time.monotonic(), everything=True)
         for descriptor in (self.partial, self.root, self.quarantine):
             if descriptor is not None:
                 os.close(descriptor)

@@ -6,8 +6,9 @@ sent `parallel_files` at a time, one chunk each in turn, so a large file does no
 `priority` patterns choose which go first. Chunks are read straight into the link's ring (one copy, the
 kernel's); a file's last chunk is read first, hashed, and then put, since its metadata carries the digest.
 
-A file is sent when the link has sent its last chunk (acknowledge): then it is recorded in the ledger and left,
-moved or deleted. A file that changes while it is read is abandoned (the egress drops what it got, quietly) and
+A file is sent when the link has sent its last chunk (acknowledge, on the transport's thread, only notes it): then
+the source's thread records it in the ledger and leaves, moves or deletes it, if it is still the file that was
+read. A file that changes while it is read is abandoned (the egress drops what it got, quietly) and
 sent again once stable. inotify comes from inotify_simple, a thin, maintained wrapper of the system calls.
 """
 
@@ -17,6 +18,8 @@ import hashlib
 import heapq
 import logging
 import os
+import re
+import secrets
 import shutil
 import stat
 import threading
@@ -35,6 +38,7 @@ MANIFEST_EVERY_SECONDS = 1.0  # while files are sent; when none are, as soon as 
 MANIFEST_IDLE_SECONDS = 0.01
 MANIFEST_BATCH = 200  # files started that make a manifest due at once
 WAIT_SECONDS = 0.2
+PROMOTE_EVERY_SECONDS = 0.1  # how often files waiting to be stable are looked at again
 
 
 @dataclass
@@ -58,6 +62,7 @@ class Transfer:
     offset: int = 0
     hasher: object = None
     encoded: bytes = b""
+    identity: tuple = ()  # device, inode, size and modification time when it was opened
 
 
 @dataclass(order=True)
@@ -77,6 +82,10 @@ class DirectorySource(Source):
     def open(self) -> None:
         config = self.config
         self.roots = [self._root(path) for path in config.paths]
+        self._check_roots()
+        self.ignore = re.compile("|".join(f"(?:{fnmatch.translate(pattern)})" for pattern in config.ignore)
+                                 or "(?!)")
+        self.run_id = secrets.randbits(64)
         self.sent_directory = os.path.abspath(config.sent_directory) if config.sent_directory else None
         self.ledger = SentLedger(config.state_directory, self.link_name)
         self.ledger.open(self._still_there)
@@ -93,11 +102,13 @@ class DirectorySource(Source):
         self.queue: list = []  # (priority, order, name, full path, first seen)
         self.queued: set[str] = set()
         self.in_flight: dict[str, bool] = {}  # name → changed since it was opened (an event came meanwhile)
-        self.recheck: collections.deque = collections.deque()  # (name, full path) sent, but changed meanwhile
+        self.acknowledged_files: collections.deque = collections.deque()  # transfers sent, for the source thread
+        self.next_promote = 0.0
         self.order = 0
         self.active: collections.deque[Transfer] = collections.deque()
         self.copies: list[Copy] = []
         self.completions: collections.deque = collections.deque()  # (records put at its last chunk, transfer)
+        self.files_interrupted = 0
         self.acknowledged = 0
         self._ack_lock = threading.Lock()
         self.last_put = 0.0
@@ -124,6 +135,18 @@ class DirectorySource(Source):
         if not stat.S_ISDIR(status.st_mode):
             raise OSError(f"source path {path!r} is not a folder; a directory link watches a folder")
         return Root(absolute, "")
+
+    def _check_roots(self) -> None:
+        """Two paths under one name would have one overwrite the other on the egress."""
+        names = {}
+        for root, path in zip(self.roots, self.config.paths):
+            name = root.prefix or root.only or ""
+            if name in ("", "/") and isinstance(self.config.path, list):
+                raise OSError(f"cannot send {path!r} under a name of its own; send what is in it instead")
+            if name in names:
+                raise OSError(f"{names[name]!r} and {path!r} would both arrive as {name.rstrip('/')!r}; send them "
+                              "separately, or rename one")
+            names[name] = path
 
     def _still_there(self, name: str, size: int, mtime_ns: int) -> bool:
         full_path = self._full_path(name)
@@ -188,9 +211,7 @@ class DirectorySource(Source):
                 pass
 
     def _ignored(self, base: str, relative: str) -> bool:
-        path = os.path.join(relative, base)
-        return any(fnmatch.fnmatchcase(base, pattern) or fnmatch.fnmatchcase(path, pattern)
-                   for pattern in self.config.ignore)
+        return bool(self.ignore.match(base) or relative and self.ignore.match(os.path.join(relative, base)))
 
     def _scan(self) -> None:
         """Every file of the roots not sent yet becomes a candidate."""
@@ -232,6 +253,8 @@ class DirectorySource(Source):
             self.waiting[name] = [os.path.join(root.directory, folder, base), closed, time.monotonic()]
         else:
             entry[1] = closed
+        if closed:
+            self.next_promote = 0.0
 
     def _read_events(self, timeout: float) -> None:
         if self.watch is None:
@@ -249,7 +272,7 @@ class DirectorySource(Source):
                     self.watches.pop(event.wd, None)
                 continue
             root, folder = watched
-            if self._ignored(event.name, folder):
+            if root.only is not None and event.name != root.only or self._ignored(event.name, folder):
                 continue
             if event.mask & flags.ISDIR:
                 if event.mask & (flags.CREATE | flags.MOVED_TO):
@@ -269,8 +292,11 @@ class DirectorySource(Source):
                 if not self._ignored(base, relative):
                     self._consider(root, relative, base, closed=False)
 
-    def _promote_ready(self) -> None:
+    def _promote_ready(self, now: float) -> None:
         """Candidates that are complete join the queue; those gone or not regular files are dropped."""
+        if now < self.next_promote or not self.waiting:
+            return
+        self.next_promote = now + PROMOTE_EVERY_SECONDS
         now_wall = time.time()
         for name, (full_path, closed, first_seen) in list(self.waiting.items()):
             try:
@@ -320,27 +346,30 @@ class DirectorySource(Source):
             now = time.monotonic()
             if now >= self.next_scan:
                 self._scan()
-            busy = bool(self.active or self.queue)
-            self._read_events(0 if busy else MANIFEST_IDLE_SECONDS if self.named else WAIT_SECONDS)
-            while self.recheck:
-                name, full_path = self.recheck.popleft()
-                self.waiting.setdefault(name, [full_path, False, time.monotonic()])
-            self._promote_ready()
+            self._settle_acknowledged()
+            self._promote_ready(now)
             self._start_transfers(now)
+            busy = bool(self.active)
             # A manifest waits until the last one has left, so that no two share a frame (and a loss).
             if self.named and self.acknowledged >= self.manifest_put and (
                     not busy or now >= self.next_manifest or len(self.named) >= MANIFEST_BATCH):
                 self._send_manifest(output, stopping)
                 self.next_manifest = now + MANIFEST_EVERY_SECONDS
-            if self.active:
+            if busy:
                 transfer = self.active.popleft()
                 if self._send_chunk(output, transfer, stopping):
                     self.active.append(transfer)
-            elif self.config.once and not self.waiting and not self.queue and not self.copies and not self.named:
+                self._read_events(0)
+                continue
+            if self.config.once and not (self.waiting or self.queue or self.copies or self.named or
+                                         self.completions or self.acknowledged_files):
                 self.finished_once = True
                 return
-            elif now - self.last_put >= POSITION_EVERY_SECONDS:
-                self._put(output, [(chunks.position(self.sequence, self.spread), b"")], stopping)
+            if now - self.last_put >= POSITION_EVERY_SECONDS:
+                self._put(output, [(chunks.position(self.run_id, self.sequence, self.spread,
+                                                    self.next_file_id - 1), b"")], stopping)
+            waiting_on_link = self.named or self.completions or self.queue
+            self._read_events(MANIFEST_IDLE_SECONDS if waiting_on_link or self.waiting else WAIT_SECONDS)
         for transfer in self.active:
             self._abandon(output, transfer, None)
         self.active.clear()
@@ -376,6 +405,7 @@ class DirectorySource(Source):
             return False
         transfer.descriptor = descriptor
         transfer.size, transfer.mtime_ns = status.st_size, status.st_mtime_ns
+        transfer.identity = (status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns)
         transfer.mode = stat.S_IMODE(status.st_mode)
         transfer.file_id = self.next_file_id
         self.next_file_id += 1
@@ -392,7 +422,7 @@ class DirectorySource(Source):
             if size > chunks.MAX_MANIFEST_BYTES:
                 break
             entries.append(entry)
-        if self._put(output, [(chunks.manifest(self.sequence, self.spread, [(file_id, path) for file_id, path, _ in
+        if self._put(output, [(chunks.manifest(self.run_id, self.sequence, self.spread, [(file_id, path) for file_id, path, _ in
                                                                              entries]), b"")], stopping):
             self.manifest_put = self.sequence
             for entry in entries:
@@ -401,7 +431,7 @@ class DirectorySource(Source):
                 self.named.popleft()
 
     def _metadata(self, transfer: Transfer, flags: int, digest: bytes | None = None) -> bytes:
-        return chunks.chunk(self.sequence, self.spread, flags, transfer.copy, transfer.file_id, transfer.offset,
+        return chunks.chunk(self.run_id, self.sequence, self.spread, flags, transfer.copy, transfer.file_id, transfer.offset,
                             transfer.size, transfer.mtime_ns, transfer.mode, transfer.encoded,
                             digest if digest is not None else transfer.digest)
 
@@ -441,8 +471,8 @@ class DirectorySource(Source):
         transfer.offset = transfer.size
         os.close(transfer.descriptor)
         transfer.descriptor = -1
-        self.completions.append((self.sequence, transfer))
-        self._settle_completions()
+        with self._ack_lock:
+            self.completions.append((self.sequence, transfer))
         return False
 
     def _put(self, output, records, stopping) -> bool:
@@ -457,36 +487,37 @@ class DirectorySource(Source):
         self.last_put = time.monotonic()
 
     def _abandon(self, output, transfer: Transfer, reason: str | None) -> None:
-        """Tells the egress to drop what it got of the file; it is found and sent again once stable."""
+        """Tells the egress to drop what it got of the file (reason None: the source is stopping); a file that
+        changed is found and sent again once stable."""
         if transfer.descriptor >= 0:
             os.close(transfer.descriptor)
             transfer.descriptor = -1
-        if transfer.offset or reason is None:
-            if output.put_many([(self._metadata(transfer, chunks.ABANDONED), b"")], WAIT_SECONDS):
-                self._count_put()
+        flags = chunks.ABANDONED | (chunks.STOPPED if reason is None else 0)
+        if output.put_many([(self._metadata(transfer, flags), b"")], WAIT_SECONDS):
+            self._count_put()
         if transfer.copy == 0:
             self.in_flight.pop(transfer.name, None)
-        if reason is not None:
-            self.files_abandoned += 1
-            log.warning(f"link {self.link_name}: sending {transfer.name!r} again later: {reason}",
-                        extra={"fields": {"link": self.link_name, "file": transfer.name}})
-            if transfer.copy == 0:
-                self.waiting.setdefault(transfer.name, [transfer.full_path, False, time.monotonic()])
+        if reason is None:
+            self.files_interrupted += 1
+            return
+        self.files_abandoned += 1
+        log.warning(f"link {self.link_name}: sending {transfer.name!r} again later: {reason}",
+                    extra={"fields": {"link": self.link_name, "file": transfer.name}})
+        if transfer.copy == 0:
+            self.waiting.setdefault(transfer.name, [transfer.full_path, False, time.monotonic()])
 
     # ---- what was sent ----
 
     def acknowledge(self, count: int) -> None:
+        """On the transport's thread: only notes which files are now sent; the source's thread acts on them."""
         with self._ack_lock:
             self.acknowledged += count
-        self._settle_completions()
-
-    def _settle_completions(self) -> None:
-        with self._ack_lock:
-            done = []
             while self.completions and self.completions[0][0] <= self.acknowledged:
-                done.append(self.completions.popleft()[1])
-        for transfer in done:
-            self._sent(transfer)
+                self.acknowledged_files.append(self.completions.popleft()[1])
+
+    def _settle_acknowledged(self) -> None:
+        while self.acknowledged_files:
+            self._sent(self.acknowledged_files.popleft())
 
     def _sent(self, transfer: Transfer) -> None:
         if transfer.copy:
@@ -495,32 +526,46 @@ class DirectorySource(Source):
             self.files_sent += 1
             self.bytes_sent += transfer.size
             self.ledger.record(transfer.name, transfer.size, transfer.mtime_ns)
-            if self.in_flight.pop(transfer.name, False):
-                self.recheck.append((transfer.name, transfer.full_path))
+            if self.in_flight.pop(transfer.name, False):  # it changed since it was opened: look at it again
+                self.waiting.setdefault(transfer.name, [transfer.full_path, False, time.monotonic()])
         log.debug(f"link {self.link_name}: sent {transfer.name!r}", extra={"fields": {
             "link": self.link_name, "file": transfer.name, "file_id": transfer.file_id, "bytes": transfer.size,
             "sha256": transfer.digest.hex(), "copy": transfer.copy}})
         if transfer.copy < self.config.resend:
             full_path = transfer.full_path
             if transfer.copy == 0 and self.config.after_sent == "move":
-                full_path = self._after_sent(transfer.name, full_path)
+                full_path = self._after_sent(transfer.name, full_path, transfer.identity)
             heapq.heappush(self.copies, Copy(time.monotonic() + self.config.resend_delay, transfer.file_id,
                                              transfer.name, full_path, transfer.digest, transfer.copy + 1))
         elif self.config.resend == 0 or self.config.after_sent == "delete":
-            self._after_sent(transfer.name, transfer.full_path)
+            self._after_sent(transfer.name, transfer.full_path, transfer.identity)
 
-    def _after_sent(self, name: str, full_path: str) -> str:
-        """Leaves, moves or deletes a sent file; the path it is at now."""
+    def _after_sent(self, name: str, full_path: str, identity: tuple | None = None) -> str:
+        """Leaves, moves or deletes a sent file, if it is still the one that was read (identity: its device,
+        inode, size and modification time then); the path it is at now."""
+        if self.config.after_sent == "leave":
+            return full_path
         try:
+            status = os.lstat(full_path)
+            if identity and (status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns) != identity:
+                log.info(f"link {self.link_name}: {name!r} changed since it was sent; left in place, to be sent "
+                         "again", extra={"fields": {"link": self.link_name, "file": name}})
+                self.waiting.setdefault(name, [full_path, False, time.monotonic()])
+                return full_path
             if self.config.after_sent == "delete":
                 os.unlink(full_path)
                 self.ledger.forget(name)
-            elif self.config.after_sent == "move":
-                target = os.path.join(self.sent_directory, name)
-                os.makedirs(os.path.dirname(target), exist_ok=True)
+                return full_path
+            target = os.path.join(self.sent_directory, name)
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            try:
+                os.rename(full_path, target)
+            except OSError as error:
+                if error.errno != 18:  # EXDEV: another filesystem, copied then removed
+                    raise
                 shutil.move(full_path, target)
-                self.ledger.forget(name)
-                return target
+            self.ledger.forget(name)
+            return target
         except OSError as error:
             log.error(f"link {self.link_name}: sent {name!r} but cannot {self.config.after_sent} it: "
                       f"{error.strerror}", extra={"fields": {"link": self.link_name, "file": name}})
@@ -531,6 +576,9 @@ class DirectorySource(Source):
         return self.config.once
 
     def close(self) -> None:
+        """After the link's last acknowledgement: what it sent last is recorded, moved or deleted now."""
+        self.acknowledge(0)
+        self._settle_acknowledged()
         for transfer in self.active:
             if transfer.descriptor >= 0:
                 os.close(transfer.descriptor)
