@@ -227,6 +227,12 @@ def build_parser() -> argparse.ArgumentParser:
     receive.add_argument("--existing", choices=("overwrite", "keep_both", "refuse"), default="overwrite",
                          help="what to do with a file whose name exists (default overwrite)")
     receive.add_argument("--quarantine", metavar="FOLDER", help="keep files that could not be completed here")
+    receive.add_argument("--fsync", action="store_true",
+                         help="sync every file to disk before renaming it into place, so that a power cut never "
+                              "leaves a file under its name whose bytes were not written (slower on disks)")
+    receive.add_argument("--buffer", default="512MiB",
+                         help="memory for frames waiting to be written (default 512MiB, used only while the disk "
+                              "lags behind the link)")
     receive.add_argument("--receive-buffer", default="64MiB", help="the socket's receive buffer (default 64MiB)")
     receive.set_defaults(handler=command_receive)
 

@@ -53,9 +53,11 @@ def receive_settings(arguments):
     transport = _transport(arguments, "listen", arguments.listen)
     transport["receive_buffer"] = arguments.receive_buffer
     sink = {"type": "directory", "path": arguments.directory, "stop_after_sender_shutdown": arguments.once,
-            "existing": arguments.existing, "quarantine_directory": arguments.quarantine}
-    return settings_from_mapping({"role": "egress", "links": {LINK: {"transport": transport, "sink": sink}}},
-                                 "ddc receive")
+            "existing": arguments.existing, "quarantine_directory": arguments.quarantine, "fsync": arguments.fsync}
+    # Frames wait here while the sink writes: a tree of small files arrives faster than files are made.
+    buffer = {"size": arguments.buffer}
+    return settings_from_mapping({"role": "egress", "links": {LINK: {"transport": transport, "sink": sink,
+                                                                     "buffer": buffer}}}, "ddc receive")
 
 
 def format_bytes(count: float) -> str:

@@ -15,6 +15,7 @@ link planted in the target cannot lead a file out of it.
 
 import bisect
 import collections
+import concurrent.futures
 import ctypes
 import errno
 import hashlib
@@ -38,6 +39,8 @@ CHECK_EVERY_SECONDS = 0.25
 NAMES_BYTES = 16 << 20  # the most bytes of names from manifests kept
 CONTROL = re.compile(rb"[\x00-\x1f\x7f]")
 RENAME_NOREPLACE = 1
+MAX_FINISHING = 256
+HASH_APART_BYTES = 256 * 1024  # chunks at least this large are hashed on a thread of their own, while written  # files finished in one write() that are synced and renamed together
 NAME_WAIT_SECONDS = chunks.MANIFEST_COPIES + 1.0  # how long a lost file's name may take to come in a manifest
 REMEMBERED_FILES = 100_000
 SHOWN_RANGES = 20
@@ -55,6 +58,18 @@ def _renameat2():
 
 
 _RENAMEAT2 = _renameat2()
+
+
+def _syncfs():
+    try:
+        function = ctypes.CDLL(None, use_errno=True).syncfs
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = (ctypes.c_int,)
+    return function
+
+
+_SYNCFS = _syncfs()
 
 
 def rename_no_replace(name: str, folder: int, new_name: str, new_folder: int) -> bool:
@@ -193,6 +208,11 @@ class DirectorySink(Sink):
         self.run = None
         self._new_run(None)
         self.next_check = 0.0
+        self.folders: dict[tuple, int] = {}  # folders opened during one write(), by their components
+        self.folders_renamed_in: set[int] = set()
+        self.finishing: list[Incoming] = []
+        self.hashing = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"ddc-hash-{self.link_name}")
+        self.hashes_pending: list = []  # whole and checked, to be synced and renamed at the write()'s end
         self.files_delivered = self.bytes_delivered = self.files_duplicate = self.files_interrupted = 0
         self.files_unseen = 0
         self.quarantined = dict.fromkeys(QUARANTINE_REASONS, 0)
@@ -242,7 +262,30 @@ class DirectorySink(Sink):
                     self._expect_through(max(file_id for file_id, _ in record.names), now)
             else:
                 self._expect_through(record.last_file_id, now)
+        self._wait_for_hashes()
+        self._place_finished()
         self._check(now)
+        self._release_folders()
+
+    def _folder(self, components: list, create: bool) -> int:
+        """The folder a file goes in, opened once per write(): a batch of small files shares it."""
+        key = tuple(components[:-1])
+        folder = self.folders.get(key)
+        if folder is None:
+            folder = self.folders[key] = self._open_parent(components, create)
+        return folder
+
+    def _release_folders(self) -> None:
+        """Syncs the folders files were renamed into (once each, for the whole batch), and closes them."""
+        for folder in self.folders.values():
+            if folder in self.folders_renamed_in and self.config.fsync:
+                try:
+                    os.fsync(folder)
+                except OSError as error:
+                    log.error(f"link {self.link_name}: cannot sync a folder of delivered files: {error.strerror}")
+            os.close(folder)
+        self.folders.clear()
+        self.folders_renamed_in.clear()
 
     def idle(self) -> None:
         self._check(time.monotonic())
@@ -298,14 +341,17 @@ class DirectorySink(Sink):
         incoming.last_time = now
         incoming.overtaken_at = None
         if value:
+            if record.offset == incoming.hashed_to:  # in order: hashed now (a large chunk while it is written)
+                if len(value) >= HASH_APART_BYTES:
+                    self.hashes_pending.append(self.hashing.submit(incoming.hasher.update, value))
+                else:
+                    incoming.hasher.update(value)
+                incoming.hashed_to = end
             try:
                 self._write_at(incoming.descriptor, value, record.offset)
             except OSError as error:
                 self._give_up(incoming, "write_failed", f"cannot write it: {error.strerror}")
                 return
-            if record.offset == incoming.hashed_to:
-                incoming.hasher.update(value)
-                incoming.hashed_to = end
             incoming.received += add_range(incoming.ranges, record.offset, end)
         if incoming.received == incoming.size and incoming.digest is not None:
             self._finish(incoming)
@@ -378,21 +424,23 @@ class DirectorySink(Sink):
         if self.delivered_digests.get(record.path) == record.digest:
             return True
         try:
-            parent = self._open_parent(components, create=False)
+            parent = self._folder(components, create=False)
+            status = os.stat(components[-1], dir_fd=parent, follow_symlinks=False)
         except (Refused, OSError):
             return False
-        try:
-            status = os.stat(components[-1], dir_fd=parent, follow_symlinks=False)
-        except OSError:
-            return False
-        finally:
-            os.close(parent)
         return stat.S_ISREG(status.st_mode) and (status.st_size, status.st_mtime_ns) == (record.size,
                                                                                           record.mtime_ns)
 
     # ---- finishing ----
 
+    def _wait_for_hashes(self) -> None:
+        """The values hashed apart are views into the frame being written: done before write() returns."""
+        for pending in self.hashes_pending:
+            pending.result()
+        self.hashes_pending.clear()
+
     def _finish(self, incoming: Incoming) -> None:
+        self._wait_for_hashes()
         try:
             self._hash_rest(incoming)
         except OSError as error:
@@ -407,13 +455,36 @@ class DirectorySink(Sink):
         try:
             os.fchmod(incoming.descriptor, mode)
             os.utime(incoming.descriptor, ns=(incoming.mtime_ns, incoming.mtime_ns))
-            if self.config.fsync:
-                os.fsync(incoming.descriptor)
         except OSError as error:
             self._give_up(incoming, "write_failed", f"cannot finish it: {error.strerror}")
             return
+        del self.files[incoming.file_id]
+        self._close_id(incoming.file_id)
+        self.finishing.append(incoming)
+        if not self.config.fsync or len(self.finishing) >= MAX_FINISHING:
+            self._place_finished()
+
+    def _place_finished(self) -> None:
+        """Renames the files finished in this write() into place: with fsync, after one sync of the target's
+        filesystem for all of them (syncfs; fsync of each where the C library lacks it), so that a power cut
+        never leaves a file under its name whose bytes did not reach the disk."""
+        if self.config.fsync and self.finishing:
+            try:
+                if _SYNCFS is None or _SYNCFS(self.partial) != 0:
+                    for incoming in self.finishing:
+                        os.fsync(incoming.descriptor)
+            except OSError as error:
+                for incoming in self.finishing:
+                    self._give_up(incoming, "write_failed", f"cannot sync it to disk: {error.strerror}")
+                self.finishing.clear()
+                return
+        finished, self.finishing = self.finishing, []
+        for incoming in finished:
+            self._place_one(incoming)
+
+    def _place_one(self, incoming: Incoming) -> None:
         try:
-            parent = self._open_parent(incoming.components, create=True)
+            parent = self._folder(incoming.components, create=True)
         except Refused as refusal:
             self._refuse_open(incoming, refusal)
             return
@@ -422,19 +493,14 @@ class DirectorySink(Sink):
             return
         try:
             placed = self._place(incoming, parent)
-            if placed is not None and self.config.fsync:
-                os.fsync(parent)
         except OSError as error:
             self._give_up(incoming, "write_failed", f"cannot rename it into place: {error.strerror}")
             return
-        finally:
-            os.close(parent)
+        self.folders_renamed_in.add(parent)
         if placed is None:
             self._give_up(incoming, "exists", 'a file of its name exists (existing = "refuse"), or a folder does')
             return
         os.close(incoming.descriptor)
-        del self.files[incoming.file_id]
-        self._close_id(incoming.file_id)
         self.files_delivered += 1
         self.bytes_delivered += incoming.size
         encoded = os.fsencode(incoming.name)
@@ -624,6 +690,7 @@ class DirectorySink(Sink):
                 os.close(descriptor)
         if self.report is not None:
             self.report.close()
+        self.hashing.shutdown()
 
     def progress(self) -> dict:
         return {"files": self.files_delivered, "bytes": self.bytes_delivered,
