@@ -38,7 +38,7 @@ kcat:
 bench: $(VENV)/.built-test
 	@started=$$(date +%s); status=0; \
 	for step in "-m pytest bench $(PYTEST_ARGS)" "bench/transport.py $(BENCH_ARGS)" bench/per_side.py \
-	        bench/small_records.py bench/pydiode_compare.py bench/memory.py bench/idle.py bench/udp_streams.py \
+	        bench/small_records.py bench/pydiode_compare.py bench/files.py bench/memory.py bench/idle.py bench/udp_streams.py \
 	        bench/kafka_copy.py bench/kafka_listener.py bench/fec.py bench/fuzz.py bench/hostile_flood.py; do \
 	    $(BIN)/python $$step || status=1; \
 	done; \

@@ -23,7 +23,6 @@ rounds' ratios: pydiode time / DDC time >= 3.
 """
 
 import argparse
-import hashlib
 import json
 import os
 import shutil
@@ -35,21 +34,14 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
+sys.path[:0] = [str(HERE.parent), str(HERE.parent / "tests")]
 from ddc.transport.sockets import free_udp_port  # noqa: E402
+from directory_harness import digest  # noqa: E402
 
 GATE = 3.0
 PYDIODE_SETTINGS = tuple((f"--max-bitrate {bits} --redundancy 1", ["--max-bitrate", str(bits), "--redundancy", "1"])
                          for bits in (16_000_000_000, 8_000_000_000, 4_000_000_000))
 DDC_RATES = ("16Gbit/s", "12Gbit/s", "8Gbit/s")
-
-
-def digest(path: Path) -> str:
-    hasher = hashlib.sha256()
-    with open(path, "rb") as stream:
-        while block := stream.read(1 << 22):
-            hasher.update(block)
-    return hasher.hexdigest()
 
 
 def wait_for_text(path: Path, text: bytes, process, timeout: float = 30.0) -> None:

@@ -46,7 +46,19 @@ def command_run(arguments) -> int:
     # signals, so the kernel ends the process at once; docs/kafka.md.)
     import faulthandler
     faulthandler.enable(file=sys.stderr, all_threads=True)
+    if sys.stderr.isatty() and _has_standard_stream(settings):
+        from ddc import transfer  # a stream on stdin or stdout, watched from a terminal: a progress bar
+        code, _, _ = transfer.supervise(settings, "read" if settings.role == "ingress" else "written",
+                                        transfer.standard_stream_handler, settings.telemetry.log_level,
+                                        settings.telemetry.log_format)
+        return code
     return supervisor.run(settings)
+
+
+def _has_standard_stream(settings) -> bool:
+    return any(getattr(handler, "type", None) == "file" and handler.path == "-"
+               for link in settings.links.values() for handler in (getattr(link, "source", None),
+                                                                   getattr(link, "sink", None)))
 
 
 def command_check(arguments) -> int:

@@ -110,9 +110,10 @@ class Progress:
         done_files, done_bytes = state["files"], state["bytes"]
         in_progress = sum(received for _, received, _ in state["active"])
         total = state.get("bytes_total")
+        counted = "" if done_files is None else (
+            f" {done_files}{'/' + str(state['files_total']) if state.get('files_total') else ''} files")
         self.live.update(self.overall, completed=done_bytes + in_progress, total=total,
-                         description=f"[bold]{self.verb} {done_files}"
-                                     f"{'/' + str(state['files_total']) if state.get('files_total') else ''} files")
+                         description=f"[bold]{self.verb}{counted}")
         names = set()
         for name, received, size in state["active"]:
             names.add(name)
@@ -139,26 +140,42 @@ class Progress:
             self.live.stop()
 
 
-def _run(settings, verb: str, handler_of, summarize) -> int:
+def supervise(settings, verb: str, handler_of, log_level: str = "warning", log_format: str = "text"):
+    """Runs the settings' links until they finish or a signal stops them, with progress from the handler that
+    handler_of picks from the links: (exit code, links, seconds)."""
     from ddc import supervisor as supervision
     from ddc.telemetry.logs import configure_logging
 
     links = supervision.build_links(settings)
-    handler = handler_of(links[0])
+    handler = handler_of(links)
     progress = Progress(verb, lambda: _state(handler))
-    progress.start()
-    configure_logging("warning", "text", stream=sys.stderr)
-    supervisor = supervision.Supervisor(links)
+    progress.start()  # first: log lines then go through the live display, not across it
+    configure_logging(log_level, log_format, stream=sys.stderr, syslog=settings.telemetry.syslog)
+    supervisor = supervision.Supervisor(links, settings.telemetry)
     supervision.install_signal_handlers(supervisor)
     started = time.monotonic()
     try:
         code = supervisor.run_until_stopped()
     finally:
         progress.stop()
-    elapsed = time.monotonic() - started
-    summary, losses = summarize(handler, links[0].counters(), elapsed)
+    return code, links, time.monotonic() - started
+
+
+def _run(settings, verb: str, handler_of, summarize) -> int:
+    code, links, elapsed = supervise(settings, verb, lambda links: handler_of(links[0]))
+    summary, losses = summarize(handler_of(links[0]), links[0].counters(), elapsed)
     print(f"ddc: {summary}", file=sys.stderr)
     return code or (EXIT_LOSSES if losses else 0)
+
+
+def standard_stream_handler(links):
+    """The handler of a byte-stream link reading stdin or writing stdout, whose progress `ddc run` shows on a
+    terminal; None if there is none."""
+    for link in links:
+        handler = getattr(link, "source", None) or getattr(link, "sink", None)
+        if getattr(handler.config, "type", None) == "file" and handler.config.path == "-":
+            return handler
+    return None
 
 
 def _state(handler) -> dict | None:

@@ -65,6 +65,17 @@ def run_ddc(*arguments, environment=None, timeout=120) -> subprocess.CompletedPr
                           stdin=subprocess.DEVNULL, env=env, timeout=timeout)
 
 
+def wait_until(predicate, timeout: float = 10.0, what: str = "the condition", interval: float = 0.05):
+    """predicate's first true result, polled every interval; an AssertionError naming what after timeout."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = predicate()
+        if result:
+            return result
+        time.sleep(interval)
+    raise AssertionError(f"not within {timeout} s: {what}")
+
+
 class DdcProcess:
     """A `python -m ddc run FILE` child process whose JSON log lines can be read back."""
 

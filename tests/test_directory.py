@@ -12,18 +12,8 @@ import time
 
 import pytest
 
-from conftest import free_udp_port
+from conftest import free_udp_port, wait_until
 from directory_harness import PARTIAL, directory_configs, listing, make_tree, write_file
-
-
-def wait_until(predicate, timeout: float, what: str, interval: float = 0.2):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = predicate()
-        if result:
-            return result
-        time.sleep(interval)
-    raise AssertionError(f"not within {timeout} s: {what}")
 
 
 class PartialWatcher(threading.Thread):

@@ -14,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from ddc.telemetry.catalogue import CATALOGUE, COUNTER, FILTER_METRICS, LATENCY, metrics_for
 from ddc.transport.sockets import free_tcp_port
-from conftest import REPOSITORY, certificate_authority, run_ddc, stop_pair
+from conftest import REPOSITORY, certificate_authority, run_ddc, stop_pair, wait_until
 from traffic import Collector, random_payloads, send_paced
 
 
@@ -44,16 +44,6 @@ def value(samples: dict, name: str, **labels) -> float:
     matching = [v for (n, ls), v in samples.items() if n == name and set(labels.items()) <= ls]
     assert len(matching) == 1, (name, labels, matching)
     return matching[0]
-
-
-def wait_until(predicate, timeout=10.0, interval=0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = predicate()
-        if result:
-            return result
-        time.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout} s")
 
 
 @pytest.mark.timeout(120)

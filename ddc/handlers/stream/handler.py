@@ -86,6 +86,15 @@ class FileSource(Source):
     def coordinates(self, metadata: bytes) -> dict:
         return {"stream_offset": OFFSET.unpack(metadata)[0]} if len(metadata) == OFFSET.size else {}
 
+    def progress(self) -> dict:
+        """For the progress bar of `ddc run` on a terminal (ddc/transfer.py)."""
+        try:
+            status = os.fstat(self.stream.fileno())
+            total = status.st_size if stat.S_ISREG(status.st_mode) else None
+        except (OSError, ValueError):
+            total = None
+        return {"files": None, "bytes": self.offset, "bytes_total": total, "active": []}
+
     def counters(self) -> dict:
         return {"source_bytes_read": self.offset, "source_chunks_read": self.chunks}
 
@@ -152,6 +161,9 @@ class FileSink(Sink):
             if stat.S_ISREG(os.fstat(self.stream.fileno()).st_mode):
                 os.fsync(self.stream.fileno())  # a device or pipe has nothing to sync
             self.stream.close()
+
+    def progress(self) -> dict:
+        return {"files": None, "bytes": self.bytes_written, "active": []}
 
     def counters(self) -> dict:
         return {"sink_bytes_written": self.bytes_written, "sink_bytes_missing": self.bytes_missing,
