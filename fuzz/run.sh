@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Fuzzes one target on the sanitized build (fuzz/build.sh sanitized first): a receiver target, or the Kafka
-# listener's request and record-batch parsers:
-#     fuzz/run.sh plain|sealed|fec|listener [libFuzzer options, e.g. -runs=10000000 or -max_total_time=1200]
+# listener's request and record-batch parsers; or the directory sink (pure Python: on the checkout's build):
+#     fuzz/run.sh plain|sealed|fec|listener|directory [libFuzzer options, e.g. -max_total_time=1200]
 # The corpus grows in build/fuzz/corpus/TARGET (seeded from tests/fuzz_corpus/TARGET, which stays as it is);
 # a crashing input is written to tests/fuzz_regressions/TARGET/ for the normal suite to replay.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-TARGET=${1:?usage: fuzz/run.sh plain|sealed|fec|listener [libFuzzer options]}
+TARGET=${1:?usage: fuzz/run.sh plain|sealed|fec|listener|directory [libFuzzer options]}
 shift
 ENTRY=fuzz/receiver_fuzz.py
 ARGUMENTS=("$TARGET")
@@ -14,7 +14,12 @@ if [ "$TARGET" = listener ]; then
     ENTRY=fuzz/listener_fuzz.py
     ARGUMENTS=()
 fi
-. fuzz/env.sh sanitized
+if [ "$TARGET" = directory ]; then
+    ENTRY=fuzz/directory_fuzz.py
+    ARGUMENTS=()
+else
+    . fuzz/env.sh sanitized
+fi
 # For -jobs/-workers: libFuzzer runs fuzz/receiver_fuzz.py itself, through its shebang.
 export DDC_FUZZ_TARGET=$TARGET
 PATH="$(cd "$(dirname "${PYTHON:-.venv/bin/python}")" && pwd):$PATH"

@@ -19,6 +19,7 @@ sys.path.insert(0, str(REPOSITORY / "bench"))
 sys.path.insert(0, str(REPOSITORY / "fuzz"))
 import fuzz  # noqa: E402  (bench/fuzz.py)
 import listener_targets  # noqa: E402  (fuzz/listener_targets.py)
+import directory_targets  # noqa: E402  (fuzz/directory_targets.py)
 import receiver_targets  # noqa: E402  (fuzz/receiver_targets.py)
 
 fuzz.crypto.load_sealing_library()
@@ -140,3 +141,17 @@ def test_the_kafka_listener_target_has_seeds_of_every_kind():
     names = {path.name for path in listener_targets.CORPUS.iterdir()}
     assert {"produce-v3", "produce-v12", "raw-codec1", "raw-codec2", "raw-codec3", "raw-codec4", "metadata-v12",
             "init-producer-id-v4", "api-versions-v4"} <= names
+
+
+DIRECTORY_INPUTS = sorted(directory_targets.CORPUS.iterdir()) + sorted(directory_targets.REGRESSIONS.glob("*"))
+
+
+@pytest.mark.parametrize("path", DIRECTORY_INPUTS, ids=lambda path: f"{path.parent.parent.name}-{path.name[:24]}")
+def test_the_directory_target_takes_its_seeds_and_crashers_cleanly(path):
+    """fuzz/directory_targets.py: nothing outside the target, no temporary file or descriptor left, no file under
+    its name of a size its records did not declare."""
+    directory_targets.test_one_input(path.read_bytes())
+
+
+def test_the_directory_seeds_are_what_the_target_writes():
+    assert {path.name: path.read_bytes() for path in directory_targets.CORPUS.iterdir()} == directory_targets.seeds()

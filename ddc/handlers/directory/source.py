@@ -88,7 +88,6 @@ class DirectorySource(Source):
         self.run_id = secrets.randbits(64)
         self.sent_directory = os.path.abspath(config.sent_directory) if config.sent_directory else None
         self.ledger = SentLedger(config.state_directory, self.link_name)
-        self.ledger.open(self._still_there)
         if config.state_directory is None and not config.once and config.after_sent == "leave":
             log.warning(f"link {self.link_name}: no state_directory: after a restart every file of the folder is "
                         "sent again", extra={"fields": {"link": self.link_name}})
@@ -120,6 +119,7 @@ class DirectorySource(Source):
         self.files_found = self.bytes_found = 0
         self.skipped = dict.fromkeys(SKIP_REASONS, 0)
         self.skipped_names: dict[str, int] = {}  # links and devices found, by inode
+        self.ledger.open(self._still_there)
         self._watch_folders()
 
     def _root(self, path: str) -> Root:
