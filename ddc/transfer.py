@@ -150,7 +150,12 @@ def supervise(settings, verb: str, handler_of, log_level: str = "warning", log_f
     handler = handler_of(links)
     progress = Progress(verb, lambda: _state(handler))
     progress.start()  # first: log lines then go through the live display, not across it
-    configure_logging(log_level, log_format, stream=sys.stderr, syslog=settings.telemetry.syslog)
+    try:
+        configure_logging(log_level, log_format, stream=sys.stderr, syslog=settings.telemetry.syslog)
+    except OSError as error:
+        progress.stop()
+        print(f"ddc: cannot start logging: {error}", file=sys.stderr)
+        return 1, links, 0.0
     supervisor = supervision.Supervisor(links, settings.telemetry)
     supervision.install_signal_handlers(supervisor)
     started = time.monotonic()

@@ -19,7 +19,7 @@ from ddc._core.ring import RecordRing
 from ddc._core.sender import DatagramSender
 from ddc.handlers.directory import chunks
 from ddc.handlers.directory.config import DirectorySinkConfig, DirectorySourceConfig
-from ddc.handlers.directory.sink import DirectorySink
+from ddc.handlers.directory.sink import ENTRY_BYTES, NAMES_BYTES, DirectorySink
 from ddc.handlers.directory.source import DirectorySource
 from directory_harness import PARTIAL, directory_configs
 
@@ -494,3 +494,76 @@ def test_two_paths_that_would_arrive_under_one_name_are_refused(tmp_path):
         DirectorySource("files", config).open()
     with pytest.raises(OSError, match="under a name of its own"):
         DirectorySource("files", DirectorySourceConfig(type="directory", path=["/"], once=True)).open()
+
+
+# ---- found by the second review ----
+
+def test_a_large_chunk_and_its_small_tail_in_one_write_hash_in_order(tmp_path):
+    sink = open_sink(tmp_path)
+    for file_id in range(1, 41):
+        data = os.urandom(300_000 + 10)
+        digest = hashlib.sha256(data).digest()
+        sink.write([(chunks.chunk(RUN, 2 * file_id, 10, 0, 0, file_id, 0, len(data), 1, 0o600, b"f%d" % file_id),
+                     data[:300_000]),
+                    (chunks.chunk(RUN, 2 * file_id + 1, 10, chunks.LAST, 0, file_id, 300_000, len(data), 1, 0o600,
+                                  b"f%d" % file_id, digest), data[300_000:])])
+    sink.close()
+    assert sink.counters()["directory_files_delivered"] == 40
+    assert sink.counters()["directory_files_quarantined_checksum"] == 0
+
+
+def test_a_file_whose_run_ended_is_reported_not_dropped_when_the_next_run_starts(tmp_path):
+    sink = open_sink(tmp_path, report_file=str(tmp_path / "report.jsonl"))
+    data = os.urandom(20_000)
+    sink.write([(chunks.chunk(RUN, 0, 10, 0, 0, 1, 0, len(data), 1, 0o600, b"a.bin"), data[:10_000]),
+                (chunks.position(RUN, 2, 10, 1, chunks.END), b"")])  # the last chunk was lost; the run ended
+    sink.write([(chunks.position(RUN + 1, 0, 10, 0), b"")])  # the next `ddc send`
+    sink.close()
+    assert '"file": "a.bin"' in (tmp_path / "report.jsonl").read_text()
+    assert sink.counters()["directory_files_interrupted"] == 0
+
+
+def test_a_run_that_ended_gives_up_what_did_not_come_after_the_reorder_window(tmp_path):
+    sink = open_sink(tmp_path, report_file=str(tmp_path / "report.jsonl"))
+    sink.config._reorder_seconds = 0.2
+    sink.write([(chunks.chunk(RUN, 0, 10, 0, 0, 1, 0, 100, 1, 0o600, b"tail-lost"), b"x" * 50),
+                (chunks.position(RUN, 1, 10, 1, chunks.END), b"")])
+    time.sleep(0.3)
+    sink.next_check = 0
+    sink.idle()
+    assert sink.counters()["directory_files_quarantined_incomplete"] == 1
+    sink.close()
+
+
+def test_a_copy_finished_in_the_same_batch_as_its_original_is_a_duplicate_with_fsync(tmp_path):
+    sink = open_sink(tmp_path, existing="keep_both", fsync=True)
+    sink.write(file_records(b"report.csv", b"data", file_id=1) +
+               file_records(b"report.csv", b"data", file_id=2, sequence=1, copy=1))
+    sink.close()
+    assert os.listdir(tmp_path / "target") == [PARTIAL, "report.csv"] or sorted(
+        os.listdir(tmp_path / "target")) == sorted([PARTIAL, "report.csv"])
+    assert sink.counters()["directory_files_duplicate"] == 1
+
+
+def test_a_batch_of_files_in_thousands_of_folders_keeps_few_descriptors_open(tmp_path):
+    import resource
+    sink = open_sink(tmp_path, fsync=True)
+    records = []
+    for index in range(1, 1501):
+        records += file_records(b"day%d/a.txt" % index, b"1", file_id=index, sequence=index)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(512, hard), hard))
+    try:
+        sink.write(records)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    sink.close()
+    assert sink.counters()["directory_files_delivered"] == 1500
+
+
+def test_names_from_manifests_are_bounded_by_their_count_too(tmp_path):
+    sink = open_sink(tmp_path)
+    for start in range(0, 400_000, 2000):
+        sink.write([(chunks.manifest(RUN, start, 10, [(start + index, b"n") for index in range(2000)]), b"")])
+    assert len(sink.names) * ENTRY_BYTES <= NAMES_BYTES
+    sink.close()

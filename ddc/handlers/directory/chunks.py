@@ -43,6 +43,7 @@ LAST = 1  # the file's last chunk
 DIGEST = 2  # carries the file's SHA-256 after its path
 ABANDONED = 4  # the sender gave this file up: no data, no report
 STOPPED = 8  # with ABANDONED: because the sender stopped (a one-shot sender will not send it again)
+END = 16  # a position: the run's last record; whatever of its files did not come whole never will
 
 
 class Chunk(NamedTuple):
@@ -63,8 +64,8 @@ class Chunk(NamedTuple):
     last_file_id: int = 0  # a position's
 
 
-def position(run: int, sequence: int, spread: int, last_file_id: int) -> bytes:
-    return HEAD.pack(VERSION, POSITION, 0, 0, run, sequence, spread) + LAST_FILE.pack(last_file_id)
+def position(run: int, sequence: int, spread: int, last_file_id: int, flags: int = 0) -> bytes:
+    return HEAD.pack(VERSION, POSITION, flags, 0, run, sequence, spread) + LAST_FILE.pack(last_file_id)
 
 
 def chunk(run: int, sequence: int, spread: int, flags: int, copy: int, file_id: int, offset: int, size: int,

@@ -36,7 +36,9 @@ log = logging.getLogger("ddc.handlers.directory")
 
 PARTIAL_FOLDER = ".ddc-partial"
 CHECK_EVERY_SECONDS = 0.25
-NAMES_BYTES = 16 << 20  # the most bytes of names from manifests kept
+NAMES_BYTES = 16 << 20  # the most memory names from manifests take, counted as their bytes and ENTRY_BYTES each
+ENTRY_BYTES = 150
+MAX_FOLDERS = 64  # folders held open at once during a write()
 CONTROL = re.compile(rb"[\x00-\x1f\x7f]")
 RENAME_NOREPLACE = 1
 MAX_FINISHING = 256
@@ -223,10 +225,17 @@ class DirectorySink(Sink):
         (the source sends its unfinished files again) and what it never sent a piece of is reported."""
         if self.run is not None:
             for incoming in list(self.files.values()):
-                self._interrupted(incoming.name, "its source restarted, and sends what it had not finished again")
-                self._discard(incoming)
+                if (self.run_ended_at is not None or incoming.digest is not None or
+                        self.max_sequence > incoming.last_sequence + incoming.spread):
+                    # The last run ended, or had sent all of it (its last chunk came, or the run went past it).
+                    self._give_up(incoming, "incomplete", "the rest of it never arrived")
+                else:
+                    self._interrupted(incoming.name, "its source restarted, and sends what it had not finished "
+                                                     "again")
+                    self._discard(incoming)
             self._report_unseen(time.monotonic(), everything=True)
         self.run = run
+        self.run_ended_at = None  # when the run's last record came
         self.max_sequence = -1
         self.floor_file_id = self.max_file_id = None
         self.closed_ids.clear()
@@ -262,6 +271,8 @@ class DirectorySink(Sink):
                     self._expect_through(max(file_id for file_id, _ in record.names), now)
             else:
                 self._expect_through(record.last_file_id, now)
+                if record.flags & chunks.END and self.run_ended_at is None:
+                    self.run_ended_at = now
         self._wait_for_hashes()
         self._place_finished()
         self._check(now)
@@ -272,6 +283,8 @@ class DirectorySink(Sink):
         key = tuple(components[:-1])
         folder = self.folders.get(key)
         if folder is None:
+            if len(self.folders) >= MAX_FOLDERS:  # a batch of files in many folders: synced and closed so far
+                self._release_folders()
             folder = self.folders[key] = self._open_parent(components, create)
         return folder
 
@@ -305,12 +318,17 @@ class DirectorySink(Sink):
         self.max_file_id = file_id
 
     def _remember_name(self, file_id: int, path: bytes) -> None:
-        if file_id in self.names:
+        if file_id in self.names or file_id in self.closed_ids:
             return
         self.names[file_id] = path
-        self.names_bytes += len(path)
+        self.names_bytes += len(path) + ENTRY_BYTES
         while self.names_bytes > NAMES_BYTES:
-            self.names_bytes -= len(self.names.popitem(last=False)[1])
+            self.names_bytes -= len(self.names.popitem(last=False)[1]) + ENTRY_BYTES
+
+    def _forget_name(self, file_id: int) -> None:
+        path = self.names.pop(file_id, None)
+        if path is not None:
+            self.names_bytes -= len(path) + ENTRY_BYTES
 
     def _take(self, record, value, now: float) -> None:
         if record.file_id in self.closed_ids:
@@ -342,7 +360,7 @@ class DirectorySink(Sink):
         incoming.overtaken_at = None
         if value:
             if record.offset == incoming.hashed_to:  # in order: hashed now (a large chunk while it is written)
-                if len(value) >= HASH_APART_BYTES:
+                if len(value) >= HASH_APART_BYTES or self.hashes_pending:  # one worker: updates stay in order
                     self.hashes_pending.append(self.hashing.submit(incoming.hasher.update, value))
                 else:
                     incoming.hasher.update(value)
@@ -421,7 +439,8 @@ class DirectorySink(Sink):
 
     def _already_delivered(self, record, components: list) -> bool:
         """A copy (`resend`) of a file delivered before: this run saw it, or it lies in place unchanged."""
-        if self.delivered_digests.get(record.path) == record.digest:
+        if self.delivered_digests.get(record.path) == record.digest or any(
+                finished.components == components and finished.digest == record.digest for finished in self.finishing):
             return True
         try:
             parent = self._folder(components, create=False)
@@ -578,7 +597,11 @@ class DirectorySink(Sink):
             return
         self.next_check = now + CHECK_EVERY_SECONDS
         reorder = self.config._reorder_seconds
+        ended = self.run_ended_at is not None and now - self.run_ended_at >= reorder
         for incoming in list(self.files.values()):
+            if ended:
+                self._give_up(incoming, "incomplete", "the rest of it never arrived before its sender finished")
+                continue
             if self.max_sequence > incoming.last_sequence + incoming.spread:
                 if incoming.overtaken_at is None:
                     incoming.overtaken_at = now
@@ -607,10 +630,13 @@ class DirectorySink(Sink):
             else:
                 nameless.append(file_id)
         nameless.sort()
-        while nameless:
-            first = last = nameless.pop(0)
-            while nameless and nameless[0] == last + 1:
-                last = nameless.pop(0)
+        index = 0
+        while index < len(nameless):
+            first = last = nameless[index]
+            index += 1
+            while index < len(nameless) and nameless[index] == last + 1:
+                last = nameless[index]
+                index += 1
             count = last - first + 1
             self._report(f"#{first}" if count == 1 else f"#{first}-#{last}", "incomplete",
                          f"nothing of {'this file' if count == 1 else f'these {count} files'} arrived, not even a "
@@ -655,6 +681,7 @@ class DirectorySink(Sink):
         self._close_id(incoming.file_id)
 
     def _close_id(self, file_id: int) -> None:
+        self._forget_name(file_id)
         self.closed_ids[file_id] = None
         if len(self.closed_ids) > REMEMBERED_FILES:
             self.closed_ids.popitem(last=False)
@@ -672,7 +699,8 @@ class DirectorySink(Sink):
                   "missing_ranges": [list(item) for item in shown],
                   "bytes_missing": sum(last - first + 1 for first, last in missing), "quarantined_as": kept}
         where = f"; kept as {kept!r}" if kept else ""
-        log.error(f"link {self.link_name}: file {name!r} not delivered ({reason}): {detail}"
+        what = f"file {name!r}" if name is not None else "a record (no file named)"
+        log.error(f"link {self.link_name}: {what} not delivered ({reason}): {detail}"
                   f"{f'; bytes missing: {text}' if missing else ''}{where}", extra={"fields": fields})
         if self.report is not None:
             try:

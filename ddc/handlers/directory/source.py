@@ -364,7 +364,7 @@ class DirectorySource(Source):
             if self.config.once and not (self.waiting or self.queue or self.copies or self.named or
                                          self.completions or self.acknowledged_files):
                 self.finished_once = True
-                return
+                break
             if now - self.last_put >= POSITION_EVERY_SECONDS:
                 self._put(output, [(chunks.position(self.run_id, self.sequence, self.spread,
                                                     self.next_file_id - 1), b"")], stopping)
@@ -373,6 +373,9 @@ class DirectorySource(Source):
         for transfer in self.active:
             self._abandon(output, transfer, None)
         self.active.clear()
+        end = chunks.position(self.run_id, self.sequence, self.spread, self.next_file_id - 1, chunks.END)
+        if output.put_many([(end, b"")], WAIT_SECONDS):  # the egress gives up what did not come whole
+            self._count_put()
 
     def _start_transfers(self, now: float) -> None:
         while len(self.active) < self.config.parallel_files:
