@@ -168,6 +168,8 @@ def supervise(settings, verb: str, handler_of, log_level: str = "warning", log_f
 
 def _run(settings, verb: str, handler_of, summarize) -> int:
     code, links, elapsed = supervise(settings, verb, lambda links: handler_of(links[0]))
+    if _state(handler_of(links[0])) is None:  # it never opened: the reason is logged, there is nothing to sum up
+        return code or 1
     summary, losses = summarize(handler_of(links[0]), links[0].counters(), elapsed)
     print(f"ddc: {summary}", file=sys.stderr)
     return code or (EXIT_LOSSES if losses else 0)

@@ -312,3 +312,16 @@ def test_an_interrupted_ddc_send_exits_1_and_its_receiver_reports_what_it_did_no
     assert sender.returncode == 1 and "files NOT sent" in sender_err, sender_err
     assert receiver.returncode == 1 and "NOT delivered" in receiver_err, receiver_err
     assert "its sender stopped before sending it whole" in receiver_err
+
+
+def test_ddc_send_and_receive_that_cannot_start_say_why_in_one_line(tmp_path):
+    from conftest import run_ddc
+    cases = [(("send", str(tmp_path / "missing"), "--to", "127.0.0.1:9"), 1, "cannot read source path"),
+             (("send", str(tmp_path), "--to", "nowhere"), 2, "is not an address"),
+             (("send", str(tmp_path), "--to", "127.0.0.1:9", "--chunk-size", "lots"), 2, "--chunk-size"),
+             (("receive", "/proc/not-a-folder", "--listen", f"127.0.0.1:{free_udp_port()}", "--once"), 1,
+              "cannot write directory sink")]
+    for arguments, code, message in cases:
+        result = run_ddc(*arguments, timeout=60)
+        assert result.returncode == code and message in result.stderr, (arguments, result.stderr)
+        assert "Traceback" not in result.stderr

@@ -567,3 +567,17 @@ def test_names_from_manifests_are_bounded_by_their_count_too(tmp_path):
         sink.write([(chunks.manifest(RUN, start, 10, [(start + index, b"n") for index in range(2000)]), b"")])
     assert len(sink.names) * ENTRY_BYTES <= NAMES_BYTES
     sink.close()
+
+
+def test_an_egress_that_starts_in_the_middle_of_a_run_reports_nothing_it_could_not_have_seen(tmp_path):
+    """Its first records name files a previous egress may have delivered: a manifest, a position."""
+    sink = open_sink(tmp_path, report_file=str(tmp_path / "report.jsonl"))
+    sink.config._reorder_seconds = 0.0
+    sink.write([(chunks.manifest(RUN, 50, 10, [(7, b"before"), (8, b"also-before")]), b""),
+                (chunks.position(RUN, 51, 10, 8), b"")])
+    sink.write(file_records(b"after", b"1", file_id=9, sequence=52))
+    sink.next_check = 0
+    sink.idle()
+    sink.close()
+    assert (tmp_path / "report.jsonl").read_text() == ""
+    assert (tmp_path / "target" / "after").read_bytes() == b"1"

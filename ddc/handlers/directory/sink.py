@@ -237,7 +237,7 @@ class DirectorySink(Sink):
         self.run = run
         self.run_ended_at = None  # when the run's last record came
         self.max_sequence = -1
-        self.floor_file_id = self.max_file_id = None
+        self.max_file_id = None
         self.closed_ids.clear()
         self.unseen.clear()
         self.names.clear()
@@ -261,7 +261,7 @@ class DirectorySink(Sink):
                 self._new_run(record.run)
             self.max_sequence = max(self.max_sequence, record.sequence)
             if record.kind == chunks.CHUNK:
-                self._expect_through(record.file_id, now)
+                self._expect_through(record.file_id, now, seen=True)
                 self.unseen.pop(record.file_id, None)
                 self._take(record, value, now)
             elif record.kind == chunks.MANIFEST:
@@ -303,12 +303,13 @@ class DirectorySink(Sink):
     def idle(self) -> None:
         self._check(time.monotonic())
 
-    def _expect_through(self, file_id: int, now: float) -> None:
+    def _expect_through(self, file_id: int, now: float, seen: bool = False) -> None:
         """Files up to file_id were started by the source (ids are given out in order): those not seen yet are
-        expected, and reported if nothing of them comes. Before the first id this run heard of, nothing is
-        expected: the egress may have started after them."""
+        expected, and reported if nothing of them comes. Up to the first id this egress heard of in a run,
+        nothing is expected (but that file itself, if a chunk of it came): the egress may have started after
+        them, and a previous egress may have delivered them."""
         if self.max_file_id is None:
-            self.floor_file_id = self.max_file_id = file_id - 1
+            self.max_file_id = file_id - 1 if seen else file_id
         if file_id <= self.max_file_id:
             return
         for expected in range(self.max_file_id + 1, min(file_id, self.max_file_id + REMEMBERED_FILES) + 1):

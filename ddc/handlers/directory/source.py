@@ -369,7 +369,8 @@ class DirectorySource(Source):
                 self._put(output, [(chunks.position(self.run_id, self.sequence, self.spread,
                                                     self.next_file_id - 1), b"")], stopping)
             waiting_on_link = self.named or self.completions or self.queue
-            self._read_events(MANIFEST_IDLE_SECONDS if waiting_on_link or self.waiting else WAIT_SECONDS)
+            self._read_events(MANIFEST_IDLE_SECONDS if waiting_on_link else
+                              PROMOTE_EVERY_SECONDS if self.waiting else WAIT_SECONDS)
         for transfer in self.active:
             self._abandon(output, transfer, None)
         self.active.clear()
