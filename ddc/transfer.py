@@ -11,7 +11,7 @@ import threading
 import time
 
 from ddc.config import ConfigError, settings_from_mapping
-from ddc.units import parse_size
+from ddc.units import format_size, parse_size
 
 LINK = "transfer"
 PLAIN_EVERY_SECONDS = 2.0
@@ -36,15 +36,15 @@ def _chunk_bytes(text: str) -> int:
 
 
 def send_settings(arguments):
+    chunk_bytes = _chunk_bytes(arguments.chunk_size)
     transport = _transport(arguments, "destination", arguments.to)
     transport.update(rate=arguments.rate, datagram_size=arguments.datagram_size, fec=arguments.fec,
-                     batch_max_bytes=_chunk_bytes(arguments.chunk_size) + FRAME_ROOM)
+                     batch_max_bytes=chunk_bytes + FRAME_ROOM)
     source = {"type": "directory", "path": arguments.paths, "once": True, "stable_after": 0,
-              "chunk_size": arguments.chunk_size,
-              "resend": arguments.resend, "resend_delay": arguments.resend_delay}
+              "chunk_size": chunk_bytes, "resend": arguments.resend, "resend_delay": arguments.resend_delay}
     # A small buffer: what the link has not sent yet is read ahead at most this far, so that the progress shown
     # is what left, and a stop (Ctrl-C) sends what was read within seconds.
-    buffer = {"size": max(4 * (_chunk_bytes(arguments.chunk_size) + FRAME_ROOM), SEND_BUFFER_BYTES)}
+    buffer = {"size": max(4 * (chunk_bytes + FRAME_ROOM), SEND_BUFFER_BYTES)}
     return settings_from_mapping({"role": "ingress", "links": {LINK: {"source": source, "transport": transport,
                                                                       "buffer": buffer}}}, "ddc send")
 
@@ -58,14 +58,6 @@ def receive_settings(arguments):
     buffer = {"size": arguments.buffer}
     return settings_from_mapping({"role": "egress", "links": {LINK: {"transport": transport, "sink": sink,
                                                                      "buffer": buffer}}}, "ddc receive")
-
-
-def format_bytes(count: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if count < 1024 or unit == "TiB":
-            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
-        count /= 1024
-    return ""
 
 
 class Progress:
@@ -127,8 +119,8 @@ class Progress:
     def _line(self, state: dict) -> str:
         elapsed = max(time.monotonic() - self.started, 1e-9)
         total = f" of {state['files_total']}" if state.get("files_total") else ""
-        return (f"ddc: {self.verb} {state['files']}{total} files, {format_bytes(state['bytes'])} in {elapsed:.0f} s "
-                f"({format_bytes(state['bytes'] / elapsed)}/s), {len(state['active'])} in progress")
+        return (f"ddc: {self.verb} {state['files']}{total} files, {format_size(state['bytes'])} in {elapsed:.0f} s "
+                f"({format_size(state['bytes'] / elapsed)}/s), {len(state['active'])} in progress")
 
     def stop(self) -> None:
         self.stopped.set()
@@ -199,8 +191,8 @@ def send(arguments) -> int:
         counters = source.counters()
         skipped = sum(value for key, value in counters.items() if key.startswith("directory_files_skipped_"))
         unsent = max(source.files_found - source.files_sent, 0)
-        return (f"sent {source.files_sent} files, {format_bytes(source.bytes_sent)} in {elapsed:.1f} s "
-                f"({format_bytes(source.bytes_sent / max(elapsed, 1e-9))}/s)"
+        return (f"sent {source.files_sent} files, {format_size(source.bytes_sent)} in {elapsed:.1f} s "
+                f"({format_size(source.bytes_sent / max(elapsed, 1e-9))}/s)"
                 f"{f', {skipped} skipped (see above)' if skipped else ''}"
                 f"{f'; {unsent} files NOT sent (stopped before)' if unsent else ''}", skipped + unsent)
 
@@ -219,7 +211,7 @@ def receive(arguments) -> int:
         outcome = f"{lost} files NOT delivered (see above)" if lost else "nothing lost"
         if frames_lost and not lost:
             outcome = f"{frames_lost} frames lost in transit, with files this receiver cannot name"
-        return (f"received {sink.files_delivered} files, {format_bytes(sink.bytes_delivered)} in {elapsed:.1f} s"
+        return (f"received {sink.files_delivered} files, {format_size(sink.bytes_delivered)} in {elapsed:.1f} s"
                 f"{f', {duplicates} duplicate copies dropped' if duplicates else ''}; {outcome}",
                 lost or frames_lost)
 

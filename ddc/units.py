@@ -86,6 +86,15 @@ def parse_rate(value) -> float:
     return rate
 
 
+def format_size(count: float) -> str:
+    """Bytes as people read them: "812 B", "1.5 MiB"."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if count < 1024 or unit == "TiB":
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1024
+    return ""
+
+
 def format_rate(bytes_per_second: float) -> str:
     if bytes_per_second == UNLIMITED:
         return "unlimited"

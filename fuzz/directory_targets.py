@@ -48,25 +48,27 @@ def records_of(data: bytes) -> list:
     return records
 
 
+def read_or_none(metadata):
+    try:
+        return chunks.read(metadata)
+    except ValueError:
+        return None
+
+
 def with_right_digests(records: list) -> list:
     contents = {}
     for metadata, value in records:
-        try:
-            record = chunks.read(metadata)
-        except ValueError:
-            continue
-        if record.kind == chunks.CHUNK and record.size <= 1 << 20 and record.offset + len(value) <= record.size:
+        record = read_or_none(metadata)
+        if (record is not None and record.kind == chunks.CHUNK and record.size <= 1 << 20 and
+                record.offset + len(value) <= record.size):
             content = contents.setdefault(record.file_id, bytearray(record.size))
             if len(content) == record.size:
                 content[record.offset:record.offset + len(value)] = value
     fixed = []
     for metadata, value in records:
-        try:
-            record = chunks.read(metadata)
-        except ValueError:
-            fixed.append((metadata, value))
-            continue
-        if record.kind == chunks.CHUNK and record.flags & chunks.LAST and record.file_id in contents:
+        record = read_or_none(metadata)
+        if (record is not None and record.kind == chunks.CHUNK and record.flags & chunks.LAST and
+                record.file_id in contents):
             metadata = chunks.chunk(record.run, record.sequence, record.spread, record.flags & ~chunks.DIGEST,
                                     record.copy, record.file_id, record.offset, record.size, record.mtime_ns,
                                     record.mode, record.path, hashlib.sha256(contents[record.file_id]).digest())
@@ -90,11 +92,8 @@ def test_one_input(data: bytes) -> None:
         records = with_right_digests(records)
     declared = {}
     for metadata, _ in records:
-        try:
-            record = chunks.read(metadata)
-        except ValueError:
-            continue
-        if record.kind == chunks.CHUNK:
+        record = read_or_none(metadata)
+        if record is not None and record.kind == chunks.CHUNK:
             declared.setdefault(os.fsdecode(record.path), set()).add(record.size)
     descriptors = len(os.listdir("/proc/self/fd"))
     config = DirectorySinkConfig(type="directory", path=str(TARGET), quarantine_directory=str(QUARANTINE),

@@ -65,6 +65,27 @@ def run_ddc(*arguments, environment=None, timeout=120) -> subprocess.CompletedPr
                           stdin=subprocess.DEVNULL, env=env, timeout=timeout)
 
 
+def run_on_terminal(arguments: list, stdin=subprocess.DEVNULL, stdout_too: bool = True, timeout: float = 60.0):
+    """Runs `python -m ddc ARGUMENTS` with stderr (and stdout) on a pseudo-terminal: (exit code, what it showed)."""
+    import pty
+    controller, terminal = pty.openpty()
+    process = subprocess.Popen([sys.executable, "-m", "ddc", *arguments], stdin=stdin,
+                               stdout=terminal if stdout_too else subprocess.DEVNULL, stderr=terminal)
+    os.close(terminal)
+    shown = b""
+    while True:
+        try:
+            block = os.read(controller, 65536)
+        except OSError:  # EIO: the terminal's last writer has gone
+            break
+        if not block:
+            break
+        shown += block
+    code = process.wait(timeout)
+    os.close(controller)
+    return code, shown.decode("utf-8", "replace")
+
+
 def wait_until(predicate, timeout: float = 10.0, what: str = "the condition", interval: float = 0.05):
     """predicate's first true result, polled every interval; an AssertionError naming what after timeout."""
     deadline = time.monotonic() + timeout

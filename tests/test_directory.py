@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from conftest import free_udp_port, wait_until
+from conftest import free_udp_port, run_on_terminal, wait_until
 from directory_harness import PARTIAL, directory_configs, listing, make_tree, write_file
 
 
@@ -251,26 +251,11 @@ def test_ddc_send_and_receive_carry_files_and_folders_with_progress_lines_and_a_
 
 
 def test_ddc_send_draws_progress_bars_on_a_terminal(tmp_path):
-    import pty
     source = tmp_path / "source"
     write_file(source / "one.bin", 4 << 20, random.Random(3))
     port = free_udp_port()
-    controller, terminal = pty.openpty()
-    sender = subprocess.Popen([sys.executable, "-m", "ddc", "send", str(source), "--to", f"127.0.0.1:{port}",
-                               "--rate", "16Mbit/s"], stdin=subprocess.DEVNULL, stdout=terminal, stderr=terminal)
-    os.close(terminal)
-    shown = b""
-    while True:
-        try:
-            block = os.read(controller, 65536)
-        except OSError:
-            break
-        if not block:
-            break
-        shown += block
-    assert sender.wait(30) == 0
-    os.close(controller)
-    text = shown.decode("utf-8", "replace")
+    code, text = run_on_terminal(["send", str(source), "--to", f"127.0.0.1:{port}", "--rate", "16Mbit/s"])
+    assert code == 0
     assert "━" in text and "MiB" in text and "\x1b[" in text  # rich's bars, sizes and cursor moves
     assert "ddc: sent 1 files" in text
 

@@ -14,7 +14,7 @@ import pytest
 from ddc._core.records import decode_records
 from ddc._core.ring import RecordRing
 from ddc.handlers.stream.handler import OFFSET, FileSink, FileSource
-from conftest import free_udp_port
+from conftest import free_udp_port, run_on_terminal
 
 
 def stream_configs(link_port: int, source_path: str, sink_path: str) -> tuple[str, str]:
@@ -187,28 +187,13 @@ def test_a_file_source_meeting_a_full_drop_ring_counts_the_chunks_it_loses_and_k
 
 
 def test_a_stream_from_stdin_shows_a_progress_bar_when_stderr_is_a_terminal(tmp_path):
-    import pty
     data = tmp_path / "in.bin"
     data.write_bytes(os.urandom(12 << 20))
     ingress_config, _ = stream_configs(free_udp_port(), "-", tmp_path / "unused")
     config = tmp_path / "ingress.toml"
     config.write_text(ingress_config.replace('rate = "2Gbit/s"', 'rate = "64Mbit/s"').replace(
         'log_format = "json"', 'log_format = "text"'))
-    controller, terminal = pty.openpty()
     with open(data, "rb") as stdin:
-        ingress = subprocess.Popen([sys.executable, "-m", "ddc", "run", str(config)], stdin=stdin,
-                                   stdout=subprocess.DEVNULL, stderr=terminal)
-    os.close(terminal)
-    shown = b""
-    while True:
-        try:
-            block = os.read(controller, 65536)
-        except OSError:
-            break
-        if not block:
-            break
-        shown += block
-    assert ingress.wait(60) == 0
-    os.close(controller)
-    text = shown.decode("utf-8", "replace")
+        code, text = run_on_terminal(["run", str(config)], stdin=stdin, stdout_too=False)
+    assert code == 0
     assert "━" in text and "read" in text and "12.0/12.0 MiB" in text, text[-2000:]

@@ -1,6 +1,6 @@
 import pytest
 
-from ddc.units import format_rate, parse_duration, parse_rate, parse_size
+from ddc.units import format_rate, format_size, parse_duration, parse_rate, parse_size
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -45,3 +45,8 @@ def test_errors_name_the_value_and_the_fix(parser, text, fragment):
 def test_formatting():
     assert format_rate(125e6) == "1.0 Gbit/s"
     assert format_rate(0) == "unlimited"
+
+
+def test_sizes_are_formatted_as_people_read_them():
+    assert [format_size(value) for value in (0, 812, 1024, 1536 * 1024, 3 << 30, 5 << 50)] == [
+        "0 B", "812 B", "1.0 KiB", "1.5 MiB", "3.0 GiB", "5120.0 TiB"]

@@ -7,8 +7,8 @@ chunk, so the egress can tell a copy of a file it already delivered from its fir
 
 Every record also carries its source run (a random number each start: a new run drops what the last left
 unfinished, whatever the link's sessions do), the run's record sequence number and the most records the source
-sends between two chunks of one file (`spread`): once the egress has seen a sequence number more than `spread` past a file's
-last chunk, the file's next chunk is late or lost, never still to come. While it has no file to send, the
+sends between two chunks of one file (`spread`): once the egress has seen a sequence number more than `spread`
+past a file's last chunk, the file's next chunk is late or lost, never still to come. While it has no file to send, the
 source sends a position record each second, with the last file id it gave out, so that the egress learns this
 about a link's last file too.
 

@@ -4,9 +4,10 @@ and its SHA-256 matches.
 Chunks are written where they belong as they come (out of order too), into `.ddc-partial/` in the target
 folder; a file's ranges are tracked, so that one missing a piece is reported by name with the exact byte ranges
 that never came. A file is given up when the link has moved well past it (see chunks.py: its next chunk is
-late beyond the egress's frame timeout, or lost), when nothing of it came for `incomplete_timeout`, or when its
-source restarted (a new run: it sends its unfinished files again). It then goes to `quarantine_directory` (or is removed), is logged, counted and written to
-`report_file`; nothing is ever left under its real name.
+late beyond the egress's frame timeout, or lost), when its run ended without it, when nothing of it came for
+`incomplete_timeout`, or when the egress stops; it then goes to `quarantine_directory` (or is removed), is
+logged, counted and written to `report_file`. A new run of the source drops, unreported, what the last run was
+in the middle of when it died: the restarted source sends it again. Nothing is ever left under its real name.
 
 Every name is checked before it is used: absolute paths, `..`, empty or control-character components and names
 too long for the target are refused; folders are opened one at a time without following symbolic links, so a
@@ -41,8 +42,8 @@ ENTRY_BYTES = 150
 MAX_FOLDERS = 64  # folders held open at once during a write()
 CONTROL = re.compile(rb"[\x00-\x1f\x7f]")
 RENAME_NOREPLACE = 1
-MAX_FINISHING = 256
-HASH_APART_BYTES = 256 * 1024  # chunks at least this large are hashed on a thread of their own, while written  # files finished in one write() that are synced and renamed together
+MAX_FINISHING = 256  # files finished in one write() that are synced and renamed together
+HASH_APART_BYTES = 256 * 1024  # chunks at least this large are hashed on a thread of their own, while written
 NAME_WAIT_SECONDS = chunks.MANIFEST_COPIES + 1.0  # how long a lost file's name may take to come in a manifest
 REMEMBERED_FILES = 100_000
 SHOWN_RANGES = 20
@@ -216,7 +217,6 @@ class DirectorySink(Sink):
         self.hashing = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"ddc-hash-{self.link_name}")
         self.hashes_pending: list = []  # whole and checked, to be synced and renamed at the write()'s end
         self.files_delivered = self.bytes_delivered = self.files_duplicate = self.files_interrupted = 0
-        self.files_unseen = 0
         self.quarantined = dict.fromkeys(QUARANTINE_REASONS, 0)
         self.refused = dict.fromkeys(REFUSE_REASONS, 0)
 
@@ -621,10 +621,10 @@ class DirectorySink(Sink):
         nameless = []
         for file_id, noticed in list(self.unseen.items()):
             named = file_id in self.names
-            if not everything and (now - noticed < reorder or not named and now - noticed < reorder + NAME_WAIT_SECONDS):
+            waited = now - noticed
+            if not everything and (waited < reorder or not named and waited < reorder + NAME_WAIT_SECONDS):
                 continue
             del self.unseen[file_id]
-            self.files_unseen += 1
             self.quarantined["incomplete"] += 1
             if named:
                 self._report(os.fsdecode(self.names[file_id]), "incomplete", "nothing of it arrived", [])

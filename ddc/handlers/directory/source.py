@@ -114,7 +114,6 @@ class DirectorySource(Source):
         self.watch = None
         self.watches: dict[int, tuple[Root, str]] = {}
         self.next_scan = 0.0
-        self.finished_once = False
         self.files_sent = self.bytes_sent = self.copies_sent = self.files_abandoned = 0
         self.files_found = self.bytes_found = 0
         self.skipped = dict.fromkeys(SKIP_REASONS, 0)
@@ -363,7 +362,6 @@ class DirectorySource(Source):
                 continue
             if self.config.once and not (self.waiting or self.queue or self.copies or self.named or
                                          self.completions or self.acknowledged_files):
-                self.finished_once = True
                 break
             if now - self.last_put >= POSITION_EVERY_SECONDS:
                 self._put(output, [(chunks.position(self.run_id, self.sequence, self.spread,
@@ -426,8 +424,8 @@ class DirectorySource(Source):
             if size > chunks.MAX_MANIFEST_BYTES:
                 break
             entries.append(entry)
-        if self._put(output, [(chunks.manifest(self.run_id, self.sequence, self.spread, [(file_id, path) for file_id, path, _ in
-                                                                             entries]), b"")], stopping):
+        manifest = chunks.manifest(self.run_id, self.sequence, self.spread, [entry[:2] for entry in entries])
+        if self._put(output, [(manifest, b"")], stopping):
             self.manifest_put = self.sequence
             for entry in entries:
                 entry[2] -= 1
@@ -435,8 +433,8 @@ class DirectorySource(Source):
                 self.named.popleft()
 
     def _metadata(self, transfer: Transfer, flags: int, digest: bytes | None = None) -> bytes:
-        return chunks.chunk(self.run_id, self.sequence, self.spread, flags, transfer.copy, transfer.file_id, transfer.offset,
-                            transfer.size, transfer.mtime_ns, transfer.mode, transfer.encoded,
+        return chunks.chunk(self.run_id, self.sequence, self.spread, flags, transfer.copy, transfer.file_id,
+                            transfer.offset, transfer.size, transfer.mtime_ns, transfer.mode, transfer.encoded,
                             digest if digest is not None else transfer.digest)
 
     def _send_chunk(self, output, transfer: Transfer, stopping) -> bool:
