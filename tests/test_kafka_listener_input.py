@@ -6,6 +6,7 @@ import datetime
 import io
 import random
 import socket
+import ssl
 import struct
 import subprocess
 import sys
@@ -20,7 +21,7 @@ from kio.records.writers import write_new_batch
 from kio.serial import entity_reader, entity_writer
 from kio.static.constants import EntityType
 
-from conftest import udp_receiver
+from conftest import certificate_authority, udp_receiver
 from kafka_harness import listener_pair_configs
 from ddc.handlers.kafka import codec
 from ddc.handlers.kafka_listener import protocol
@@ -143,8 +144,10 @@ def test_crafted_records_that_pass_the_crc_are_refused_by_their_fields():
 class RawClient:
     """A Kafka client made of a socket and kio, for requests no well-behaved client sends."""
 
-    def __init__(self, port: int):
+    def __init__(self, port: int, tls: ssl.SSLContext | None = None):
         self.socket = socket.create_connection(("127.0.0.1", port), timeout=10)
+        if tls is not None:
+            self.socket = tls.wrap_socket(self.socket, server_hostname="127.0.0.1")
         self.correlation = 0
 
     def send_raw(self, data: bytes) -> None:
@@ -354,6 +357,48 @@ def test_acks_zero_gets_no_answer_and_connections_beyond_the_limit_are_refused(l
     stats = ingress.wait_for(lambda line: line.get("event") == "link stats"
                              and line.get("kafka_listener_connections_closed_limit") == 6)
     assert stats["kafka_listener_records_in"] == 1
+
+
+def test_tls_handshakes_hold_a_place_among_max_connections_for_request_timeout_and_failed_ones_are_counted(
+        start_ddc, tmp_path):
+    """A client that opens a connection and never finishes its TLS handshake takes one of max_connections, for
+    request_timeout at most; a handshake refused for want of a certificate client_ca signed is counted and
+    logged with its peer; a producer with one is then served."""
+    ca, certificate, key = certificate_authority(tmp_path, "listener")
+    client_ca, client_certificate, client_key = certificate_authority(tmp_path, "producer")
+    receiver = udp_receiver()
+    port = free_tcp_port()
+    config, _ = listener_pair_configs(port, receiver.getsockname()[1], tmp_path / "state", {"known": 1}, "unused",
+                                      source_extra=f'max_connections = 4\nrequest_timeout = "3s"\n'
+                                                   f'[links.front.source.tls]\ncertificate = "{certificate}"\n'
+                                                   f'key = "{key}"\nclient_ca = "{client_ca}"')
+    ingress = start_ddc("ingress", config)
+    ingress.wait_for(lambda line: "Kafka listener on" in line.get("message", ""))
+    silent = [socket.create_connection(("127.0.0.1", port)) for _ in range(4)]
+    opened = time.monotonic()
+    beyond = RawClient(port)
+    assert beyond.closed(within=2.0), "a fifth connection was taken while four handshakes were under way"
+    assert time.monotonic() - opened < 2.5
+    for connection in silent:
+        connection.settimeout(10)
+        assert connection.recv(1) == b""
+    assert time.monotonic() - opened >= 2.5, "a handshake was given up before request_timeout"
+    without_certificate = ssl.create_default_context(cafile=ca)
+    with pytest.raises((ssl.SSLError, ConnectionError)):
+        RawClient(port, without_certificate).request(18, 3, api_versions_request(3))
+    with_certificate = ssl.create_default_context(cafile=ca)
+    with_certificate.load_cert_chain(client_certificate, client_key)
+    assert RawClient(port, with_certificate).request(18, 3, api_versions_request(3)).error_code == 0
+    stats = ingress.wait_for(lambda line: line.get("event") == "link stats"
+                             and line.get("kafka_listener_connections_closed_tls") == 5)
+    assert stats["kafka_listener_connections_closed_limit"] == 1
+    failed = [line for line in ingress.lines() if "TLS handshake failed" in line.get("message", "")]
+    assert len(failed) == 5 and all(line["peer"].startswith("127.0.0.1:") for line in failed)
+    assert sum("within request_timeout" in line["message"] for line in failed) == 4
+    assert ingress.stop() == 0 and ingress.unparsed_or_tracebacks() == []
+    for connection in silent:
+        connection.close()
+    receiver.close()
 
 
 def every_request():

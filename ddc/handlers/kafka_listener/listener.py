@@ -205,8 +205,7 @@ class KafkaListener(KafkaRecords, Source):
         self._loop = asyncio.get_running_loop()
         self._room = asyncio.Event()
         self._room.set()
-        tls = {"ssl": self._ssl, "ssl_handshake_timeout": self.config.request_timeout} if self._ssl else {}
-        server = await asyncio.start_server(self._serve_connection, sock=self._socket, limit=1 << 16, **tls)
+        server = await asyncio.start_server(self._serve_connection, sock=self._socket, limit=1 << 16)
         self._socket = None  # the server closes it
         try:
             while not stopping.is_set():
@@ -250,8 +249,12 @@ class KafkaListener(KafkaRecords, Source):
         connection = Connection(peer, authenticated=self._authenticator_for is None)
         self._connections.add(connection)
         self.connections_accepted += 1
-        answering = asyncio.create_task(self._answer(connection, writer))
         connection.reader_task = asyncio.current_task()
+        if self._ssl is not None and not await self._start_tls(connection, writer):
+            connection.reader_task = None
+            self._connections.discard(connection)
+            return
+        answering = asyncio.create_task(self._answer(connection, writer))
         try:
             await self._read_requests(connection, reader)
         except ProtocolError as error:
@@ -272,6 +275,25 @@ class KafkaListener(KafkaRecords, Source):
                 pass
             writer.close()
             self._connections.discard(connection)
+
+    async def _start_tls(self, connection: Connection, writer) -> bool:
+        """The TLS handshake, inside the connection's place among max_connections (asyncio's own handshake comes
+        before it, where clients that never finish theirs would be neither bounded nor counted)."""
+        try:
+            await writer.start_tls(self._ssl, ssl_handshake_timeout=self.config.request_timeout)
+            return True
+        except asyncio.CancelledError:
+            writer.transport.abort()
+            return False
+        except (ssl.SSLError, ConnectionError, TimeoutError, OSError) as error:
+            self.closed["tls"] += 1
+            reason = "no handshake within request_timeout" if isinstance(error, (TimeoutError, ConnectionAbortedError)) \
+                else getattr(error, "reason", None) or error.__class__.__name__
+            log.info(f"link {self.link_name}: closed the connection from {connection.peer}: TLS handshake failed "
+                     f"({reason})", extra={"fields": {"link": self.link_name, "peer": connection.peer,
+                                                     "reason": "tls"}})
+            writer.transport.abort()
+            return False
 
     async def _read_requests(self, connection: Connection, reader) -> None:
         config = self.config

@@ -6,7 +6,7 @@ from ddc.telemetry.metric import COUNTER, GAUGE, INGRESS, Metric
 API_NAMES = {0: "produce", 3: "metadata", 18: "api_versions", 22: "init_producer_id", 17: "sasl_handshake",
              36: "sasl_authenticate"}
 #: Why the listener closed connections.
-CLOSE_REASONS = ("malformed", "unsupported", "oversized", "idle", "slow", "unauthenticated", "limit")
+CLOSE_REASONS = ("malformed", "unsupported", "oversized", "idle", "slow", "unauthenticated", "limit", "tls")
 #: The produce errors counted, by Kafka's error code.
 PRODUCE_ERRORS = {2: "corrupt_message", 3: "unknown_topic_or_partition", 10: "message_too_large",
                   21: "invalid_required_acks", 42: "invalid_request", 45: "out_of_order_sequence_number",
