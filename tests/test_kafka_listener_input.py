@@ -363,7 +363,7 @@ def test_tls_handshakes_hold_a_place_among_max_connections_for_request_timeout_a
         start_ddc, tmp_path):
     """A client that opens a connection and never finishes its TLS handshake takes one of max_connections, for
     request_timeout at most; a handshake refused for want of a certificate client_ca signed is counted and
-    logged with its peer; a producer with one is then served."""
+    logged with its peer, a health check's connect and close is not; a producer with a certificate is served."""
     ca, certificate, key = certificate_authority(tmp_path, "listener")
     client_ca, client_certificate, client_key = certificate_authority(tmp_path, "producer")
     receiver = udp_receiver()
@@ -383,6 +383,8 @@ def test_tls_handshakes_hold_a_place_among_max_connections_for_request_timeout_a
         connection.settimeout(10)
         assert connection.recv(1) == b""
     assert time.monotonic() - opened >= 2.5, "a handshake was given up before request_timeout"
+    probe = socket.create_connection(("127.0.0.1", port))  # a TCP health check: no TLS failure of anyone's
+    probe.close()
     without_certificate = ssl.create_default_context(cafile=ca)
     with pytest.raises((ssl.SSLError, ConnectionError)):
         RawClient(port, without_certificate).request(18, 3, api_versions_request(3))
@@ -390,8 +392,9 @@ def test_tls_handshakes_hold_a_place_among_max_connections_for_request_timeout_a
     with_certificate.load_cert_chain(client_certificate, client_key)
     assert RawClient(port, with_certificate).request(18, 3, api_versions_request(3)).error_code == 0
     stats = ingress.wait_for(lambda line: line.get("event") == "link stats"
-                             and line.get("kafka_listener_connections_closed_tls") == 5)
-    assert stats["kafka_listener_connections_closed_limit"] == 1
+                             and line.get("kafka_listener_connections_accepted") == 7
+                             and line.get("kafka_listener_connections_open") == 0)
+    assert stats["kafka_listener_connections_closed_tls"] == 5 and stats["kafka_listener_connections_closed_limit"] == 1
     failed = [line for line in ingress.lines() if "TLS handshake failed" in line.get("message", "")]
     assert len(failed) == 5 and all(line["peer"].startswith("127.0.0.1:") for line in failed)
     assert sum("within request_timeout" in line["message"] for line in failed) == 4

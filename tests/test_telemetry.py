@@ -363,6 +363,40 @@ def test_a_failing_request_is_logged_as_json_not_as_a_raw_traceback(capfd):
     assert "Traceback" not in capfd.readouterr().err
 
 
+def test_asyncio_warnings_and_unseen_task_errors_are_json_lines_too(capfd):
+    """The Kafka listener runs on asyncio, whose own logger would otherwise print past the JSON log."""
+    import asyncio
+    import gc
+    import io
+    import logging
+
+    from ddc.telemetry.logs import configure_logging
+
+    loggers = [logging.getLogger(name) for name in ("ddc", "asyncio")]
+    saved = [(logger.handlers[:], logger.level, logger.propagate) for logger in loggers]
+    captured = io.StringIO()
+    try:
+        configure_logging("info", "json", stream=captured)
+
+        async def failing():
+            raise ValueError("never awaited")
+
+        async def main():
+            asyncio.get_running_loop().create_task(failing())
+            await asyncio.sleep(0.01)
+
+        asyncio.run(main())
+        gc.collect()
+        logging.getLogger("asyncio").info("below warning: not shown")
+    finally:
+        for logger, (handlers, level, propagate) in zip(loggers, saved):
+            logger.handlers[:], logger.level, logger.propagate = handlers, level, propagate
+    lines = [json.loads(line) for line in captured.getvalue().splitlines()]
+    assert [(line["logger"], line["level"]) for line in lines] == [("asyncio", "error")], lines
+    assert "never retrieved" in lines[0]["message"] and "ValueError: never awaited" in lines[0]["exception"]
+    assert capfd.readouterr().err == ""
+
+
 @pytest.mark.timeout(120)
 def test_a_busy_slow_link_never_raises_a_false_alarm(link_pair):
     # 1 Mbit/s and 240 KB frames: each frame takes about 2 s to send, ten heartbeat intervals.

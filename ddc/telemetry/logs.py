@@ -165,7 +165,7 @@ class SyslogHandler(logging.Handler):
 
 
 def configure_logging(level: str = "info", log_format: str = "auto", stream=None, syslog=None) -> None:
-    """Routes the "ddc" loggers to stderr (and to syslog when a SyslogConfig is given)."""
+    """Routes the "ddc" and "asyncio" loggers to stderr (and to syslog when a SyslogConfig is given)."""
     stream = stream or sys.stderr
     if log_format == "auto":
         log_format = "text" if stream.isatty() else "json"
@@ -179,6 +179,11 @@ def configure_logging(level: str = "info", log_format: str = "auto", stream=None
         root.handlers.append(SyslogHandler(syslog.target, syslog.protocol, syslog.facility, syslog.app_name))
     root.setLevel(_LEVELS[level])
     root.propagate = False
+    # asyncio's own warnings (a task that failed unseen, a protocol misused) in the same format, not past it.
+    loop_logger = logging.getLogger("asyncio")
+    loop_logger.handlers[:] = root.handlers
+    loop_logger.setLevel(max(logging.WARNING, root.level))
+    loop_logger.propagate = False
 
 
 def syslog_handler() -> SyslogHandler | None:

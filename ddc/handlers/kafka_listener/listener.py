@@ -278,7 +278,12 @@ class KafkaListener(KafkaRecords, Source):
 
     async def _start_tls(self, connection: Connection, writer) -> bool:
         """The TLS handshake, inside the connection's place among max_connections (asyncio's own handshake comes
-        before it, where clients that never finish theirs would be neither bounded nor counted)."""
+        before it, where clients that never finish theirs would be neither bounded nor counted). A refused or
+        unfinished handshake is counted; a client gone before finishing, as a TCP health check, is not."""
+        # Marked before the handshake, not after as start_tls does: a request and the client's close_notify read
+        # in its last packet would otherwise make asyncio print a warning past the JSON log.
+        if hasattr(writer._protocol, "_over_ssl"):
+            writer._protocol._over_ssl = True
         try:
             await writer.start_tls(self._ssl, ssl_handshake_timeout=self.config.request_timeout)
             return True
@@ -286,13 +291,18 @@ class KafkaListener(KafkaRecords, Source):
             writer.transport.abort()
             return False
         except (ssl.SSLError, ConnectionError, TimeoutError, OSError) as error:
+            writer.transport.abort()
+            unfinished = "taking longer" in str(error)
+            if not unfinished and isinstance(error, ConnectionError):
+                log.debug(f"link {self.link_name}: the connection from {connection.peer} ended in its TLS "
+                          f"handshake ({error})", extra={"fields": {"link": self.link_name, "peer": connection.peer}})
+                return False
             self.closed["tls"] += 1
-            reason = "no handshake within request_timeout" if isinstance(error, (TimeoutError, ConnectionAbortedError)) \
+            reason = "no handshake within request_timeout" if unfinished \
                 else getattr(error, "reason", None) or error.__class__.__name__
             log.info(f"link {self.link_name}: closed the connection from {connection.peer}: TLS handshake failed "
                      f"({reason})", extra={"fields": {"link": self.link_name, "peer": connection.peer,
                                                      "reason": "tls"}})
-            writer.transport.abort()
             return False
 
     async def _read_requests(self, connection: Connection, reader) -> None:
