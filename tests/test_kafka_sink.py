@@ -179,3 +179,32 @@ def test_a_record_spread_by_key_that_its_own_partition_lacks_is_written_after_a_
     assert all(message.partition() == codec.key_partition(message.key(), 0, 3) for message in arrived)
     lacking = sum(codec.key_partition(b"key-%d" % offset, 0, 3) == 1 for offset in range(100, 200))
     assert counters["kafka_records_duplicate"] == 100 - lacking and counters["kafka_missing_offsets_reported"] == 0
+
+
+def test_a_link_stopped_before_its_shared_destination_still_reports_what_it_repaired(kafka_clusters):
+    """Links with the same producer properties share one producer; the link stopped first releases it without a
+    flush, so its records' delivery callbacks run in the poll of a link still running. Their reports (here a
+    repair, written once the repairing records are in) go to the missing-records topic all the same."""
+    import json
+
+    _, destination = kafka_clusters
+    topic, reports = destination.new_topic("shared"), destination.new_topic("missing")
+
+    def sink(name: str) -> KafkaSink:
+        made = KafkaSink(name, KafkaSinkConfig(type="kafka", missing_records_topic=reports,
+                                               properties={"bootstrap.servers": destination.bootstrap}))
+        made.open()
+        return made
+
+    stopped_first, still_running = sink("first"), sink("second")
+    assert stopped_first.destination is still_running.destination
+    stopped_first.write(records(topic, range(0, 5), assignment=1) + records(topic, range(10, 15), assignment=1))
+    stopped_first.write(records(topic, range(5, 10), assignment=1))  # the range reported missing, repaired
+    stopped_first.close()
+    still_running.idle()
+    still_running.close()  # the last user: flushes the shared producer
+    events = [(report["event"], report["first_offset"], report["last_offset"])
+              for report in (json.loads(message.value()) for message in destination.read_all(reports))]
+    assert events[0] == ("missing", 5, 9) and sorted(events[1:]) == [("repaired", offset, offset)
+                                                                      for offset in range(5, 10)]
+    assert sorted(source_of(message)[2] for message in destination.read_all(topic)) == list(range(15))

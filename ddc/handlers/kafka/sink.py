@@ -79,6 +79,7 @@ class KafkaSink(KafkaRecords, Sink):
         self._frames: collections.deque = collections.deque()  # PendingFrame, oldest first
         self._frame: PendingFrame | None = None
         self._writer: RecordWriter | None = None
+        self._reporting_to: Destination | None = None  # once closed: the destination late callbacks report to
 
     def track_deliveries(self) -> None:
         self._tracking = True
@@ -109,6 +110,9 @@ class KafkaSink(KafkaRecords, Sink):
     def close(self) -> None:
         if self.destination is not None:
             self.destination.release()
+            # A destination other links still use is not flushed: this link's delivery callbacks run in their
+            # polls, and the reports they write need its producer.
+            self._reporting_to = self.destination
             self.destination = self._writer = None
 
     # ---- writing ----
@@ -312,6 +316,7 @@ class KafkaSink(KafkaRecords, Sink):
         while the records after it were delivered would be lost, and a later repair dropped as duplicates.
         Reports are rare (a loss beyond what FEC repairs), so waiting for everything queued costs little."""
         failed = []
+        producer = (self.destination or self._reporting_to).producer
 
         def reported(error, message) -> None:
             if error is not None:
@@ -320,7 +325,7 @@ class KafkaSink(KafkaRecords, Sink):
 
         while True:
             try:
-                self.destination.producer.produce(
+                producer.produce(
                     self.config.missing_records_topic, key=f"{report['topic']}:{report['partition']}",
                     value=json.dumps(report).encode(), on_delivery=reported)
                 break
@@ -332,7 +337,7 @@ class KafkaSink(KafkaRecords, Sink):
             except KafkaException as error:
                 self._report_failed(event, error.args[0], fields)
                 return
-        while wait and not failed and self.destination.producer.flush(REPORT_WAIT_SECONDS):
+        while wait and not failed and producer.flush(REPORT_WAIT_SECONDS):
             log.error(f"link {self.link_name}: waiting for the destination to take a report for "
                       f"{self.config.missing_records_topic}; records after it wait too", extra={"fields": fields})
 
