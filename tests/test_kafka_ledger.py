@@ -331,12 +331,37 @@ def test_a_missing_range_report_is_in_its_topic_before_the_record_that_revealed_
     assert [call[:3] for call in calls] == [("produce", "t", b"2"), ("produce", "t", b"3")], \
         "a repair's report must not close its range before its record is delivered: a kill between would lose it"
     callbacks[1](None, None)
+    sink.idle()  # the poll that ran the callback is over
     assert [call[:3] for call in calls[2:]] == [("produce", "missing", None)], "offset 3 is in: its report goes"
     callbacks[0](KafkaError(KafkaError._MSG_TIMED_OUT), None)
     assert [call[:3] for call in calls[3:]] == [("produce", "missing", None)], \
         "offset 2 failed: it is reported missing again"
     assert sink.destination.ledger[("t", 0)].missing == [[1, 1], [2, 2], [4, 4]]
     assert sink.counters()["kafka_records_repaired"] == 1
+
+
+def test_a_repair_record_by_record_is_reported_in_runs_and_a_failure_inside_one_splits_it():
+    """A rewind resends a range in order: one report per run of repaired records a poll delivered, not one per
+    record (a log line and a topic record each), and a record of the run whose delivery fails is reported
+    missing after the run before it, never inside a range reported repaired."""
+    import json
+
+    sink, calls, reports, callbacks = recording_sink()
+    sink.write([(codec.pack(codec.RECORD, "t", 0, offset, previous, 0, 1, 0, b"k", [], True, 0), b"v")
+                for offset, previous in ((0, -1), (20, 19))])
+    sink.write([(codec.pack(codec.RECORD, "t", 0, offset, offset - 1, 0, 1, 0, b"k", [], True, 0), b"v")
+                for offset in range(1, 20)])
+    delivery = dict(zip(range(1, 20), callbacks[-19:]))
+    for offset in range(1, 8):
+        delivery[offset](None, None)
+    delivery[8](KafkaError(KafkaError._MSG_TIMED_OUT), None)
+    for offset in range(9, 20):
+        delivery[offset](None, None)
+    sink.idle()
+    events = [(report["event"], report["first_offset"], report["last_offset"]) for report in map(json.loads, reports)]
+    assert events == [("missing", 1, 19), ("repaired", 1, 7), ("missing", 8, 8), ("repaired", 9, 19)]
+    assert sink.destination.ledger[("t", 0)].missing == [[8, 8]]
+    assert sink.counters()["kafka_records_repaired"] == 18
 
 
 def test_a_source_partition_spread_over_destination_partitions_is_judged_per_destination_partition():

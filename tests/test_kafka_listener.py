@@ -275,6 +275,9 @@ def test_an_ingress_killed_and_restarted_continues_its_offsets_and_sends_no_retr
     assert contiguous_offsets(found), "offsets went back or skipped after the restart"
     ingress, egress = pair.stop()
     assert egress["kafka_missing_ranges_open"] == 0
+    repaired = [line for line in pair.egress.lines() if line.get("event") == "records repaired"]
+    assert sum(line["last_offset"] - line["first_offset"] + 1 for line in repaired) == egress["kafka_records_repaired"]
+    assert len(repaired) <= 1 + egress["kafka_records_repaired"] // 10, "repairs are reported in runs, not by record"
     # A clean restart continues too: the next records follow the last offsets.
     pair.ingress = pair.start_ingress()
     reports = produce(pair, topic, [{"value": b"after", "partition": 0}])

@@ -80,6 +80,7 @@ class KafkaSink(KafkaRecords, Sink):
         self._frame: PendingFrame | None = None
         self._writer: RecordWriter | None = None
         self._reporting_to: Destination | None = None  # once closed: the destination late callbacks report to
+        self._repairs: dict = {}  # Route -> [first, last]: a run of repaired offsets not reported yet
 
     def track_deliveries(self) -> None:
         self._tracking = True
@@ -106,13 +107,16 @@ class KafkaSink(KafkaRecords, Sink):
             raise OSError(f"link {self.link_name}: Kafka producer settings rejected: {error.args[0].str()}") from None
         except (TypeError, ValueError) as error:
             raise OSError(f"link {self.link_name}: Kafka producer settings rejected: {error}") from None
+        self._reporting_to = None
 
     def close(self) -> None:
         if self.destination is not None:
+            with self.destination.lock:  # delivery callbacks run in whichever link's poll holds it
+                self._report_repairs()
+                self._reporting_to = self.destination  # from now on each repair is reported as it comes
             self.destination.release()
             # A destination other links still use is not flushed: this link's delivery callbacks run in their
             # polls, and the reports they write need its producer.
-            self._reporting_to = self.destination
             self.destination = self._writer = None
 
     # ---- writing ----
@@ -129,6 +133,7 @@ class KafkaSink(KafkaRecords, Sink):
             written, malformed = self._writer.write(records, self._current_routes(), self._frame)
             self.records_written += written
             destination.producer.poll(0)
+            self._report_repairs()
         if malformed:
             self.undecodable += malformed
             log.error(f"link {self.link_name}: {malformed} records had malformed Kafka metadata and were dropped",
@@ -137,6 +142,7 @@ class KafkaSink(KafkaRecords, Sink):
     def idle(self) -> None:
         with self.destination.lock:
             self.destination.producer.poll(0)
+            self._report_repairs()
             # librdkafka says when all brokers are down, not when they are back: an empty queue after an
             # outage means everything queued was delivered, so they are.
             if not self.destination.health.healthy and not self._in_flight():
@@ -145,6 +151,7 @@ class KafkaSink(KafkaRecords, Sink):
     def _wait_for_room(self) -> None:
         self.queue_full_waits += 1
         self.destination.producer.poll(QUEUE_FULL_WAIT_SECONDS)
+        self._report_repairs()
 
     def sender_restarted(self) -> None:
         self._assignments.clear()
@@ -179,9 +186,9 @@ class KafkaSink(KafkaRecords, Sink):
             self.records_duplicate += 1
         delivers = kind == RECORD and admission.deliver
         if admission.repaired and delivers and self.config.missing_records_topic:
-            return functools.partial(self._report, "repaired", route, *admission.repaired, wait=False)
+            return functools.partial(self._repaired, route, *admission.repaired)
         if admission.repaired:  # a position or a placeholder settles the range itself; a log line can go now
-            self._report("repaired", route, *admission.repaired)
+            self._repaired(route, *admission.repaired)
         return delivers
 
     def _check_destination(self, route, reason: str) -> None:
@@ -285,6 +292,30 @@ class KafkaSink(KafkaRecords, Sink):
 
     # ---- reports ----
 
+    def _repaired(self, route: Route, first: int, last: int) -> None:
+        """A repair comes record by record (a rewind resends a range in order): runs of them are reported as one
+        range once the producer's poll that delivered them is over, or when a run breaks."""
+        run = self._repairs.get(route)
+        if run is not None and run[0] <= first <= run[1] + 1:
+            run[1] = max(run[1], last)
+            return
+        if run is not None:
+            del self._repairs[route]
+            self._report("repaired", route, *run, wait=False)
+        if self.destination is None or self._reporting_to is not None:  # closed, or closing
+            self._report("repaired", route, first, last, wait=False)
+        else:
+            self._repairs[route] = [first, last]
+
+    def _report_repairs(self, route: Route | None = None) -> None:
+        """The runs of repairs not reported yet (of one route, or all), as a poll's delivery reports leave them."""
+        if route is not None:
+            runs = [(route, self._repairs.pop(route))] if route in self._repairs else []
+        else:
+            runs, self._repairs = list(self._repairs.items()), {}
+        for run_route, (first, last) in runs:
+            self._report("repaired", run_route, first, last, wait=False)
+
     def _report(self, event: str, route: Route, first: int, last: int,
                 reason: str = "offsets never arrived over the link", wait: bool = True) -> None:
         topic, partition = route.source_topic, route.source_partition
@@ -293,6 +324,7 @@ class KafkaSink(KafkaRecords, Sink):
         if route.topic_id is not None:
             fields["topic_id"] = topic_id_text(route.topic_id)
         if event == "missing":
+            self._report_repairs(route)  # a repaired record whose delivery failed: its report comes after
             self.missing_ranges_reported += 1
             self.missing_offsets_reported += last - first + 1
             log.warning(f"link {self.link_name}: records missing: {topic}[{partition}] offsets {first}..{last} "
