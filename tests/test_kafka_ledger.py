@@ -1,5 +1,7 @@
 """The egress ledger and the record metadata codec, checked against every loss pattern Hypothesis finds."""
 
+import time
+
 import pytest
 from confluent_kafka import KafkaError
 from hypothesis import given
@@ -364,6 +366,44 @@ def test_a_repair_record_by_record_is_reported_in_runs_and_a_failure_inside_one_
     assert sink.counters()["kafka_records_repaired"] == 18
 
 
+def test_a_link_stuck_on_its_destination_does_not_hold_up_another_that_stops(caplog):
+    """A link whose destination is down waits in a report's flush holding the shared destination's lock; another
+    link stopping meanwhile reports its repairs (log lines at least) and releases the destination in about
+    CLOSE_LOCK_SECONDS, instead of waiting for the destination to come back."""
+    import json
+    import threading
+
+    sink, calls, reports, callbacks = recording_sink()
+    sink.write([(codec.pack(codec.RECORD, "t", 0, offset, previous, 0, 1, 0, b"k", [], True, 0), b"v")
+                for offset, previous in ((0, -1), (5, 4))])
+    sink.write([(codec.pack(codec.RECORD, "t", 0, offset, offset - 1, 0, 1, 0, b"k", [], True, 0), b"v")
+                for offset in (1, 2, 3, 4)])
+    for callback in callbacks[-4:]:
+        callback(None, None)  # in another link's poll: the run waits for this link's next one
+    stuck, release = threading.Event(), threading.Event()
+
+    def stuck_writer():
+        with sink.destination.lock:
+            stuck.set()
+            release.wait(30)
+
+    writer = threading.Thread(target=stuck_writer)
+    writer.start()
+    stuck.wait(5)
+    started = time.monotonic()
+    with caplog.at_level("INFO", logger="ddc.handlers.kafka"):
+        sink.close()
+    took = time.monotonic() - started
+    release.set()
+    writer.join()
+    assert 0.9 <= took < 5, f"close() took {took:.1f} s"
+    assert calls[-1] == ("release",)
+    assert [record.message.split(": ", 1)[1] for record in caplog.records if "repaired" in record.message] == [
+        "records repaired: t[0] offsets 1..4"]
+    assert [(report["event"], report["first_offset"], report["last_offset"])
+            for report in map(json.loads, reports)] == [("missing", 1, 4), ("repaired", 1, 4)]
+
+
 def test_a_source_partition_spread_over_destination_partitions_is_judged_per_destination_partition():
     ledger = PartitionLedger()
     for offset, partition in ((10, 0), (11, 1), (12, 0), (13, 2)):
@@ -531,6 +571,9 @@ def recording_sink():
 
         def partition_count(self, topic):
             return 1
+
+        def release(self):
+            calls.append(("release",))
 
     sink = KafkaSink("test", KafkaSinkConfig(type="kafka", properties={"bootstrap.servers": "localhost:1"},
                                              missing_records_topic="missing"))

@@ -43,6 +43,7 @@ log = logging.getLogger("ddc.handlers.kafka")
 QUEUE_FULL_WAIT_SECONDS = 0.05
 RETRY_SECONDS = 2.0
 REPORT_WAIT_SECONDS = 10.0
+CLOSE_LOCK_SECONDS = 1.0
 ROUTE_REFRESH_SECONDS = 30.0
 TIMESTAMP_CREATE = 1
 UNASSIGNED_PARTITION = -1
@@ -80,7 +81,8 @@ class KafkaSink(KafkaRecords, Sink):
         self._frame: PendingFrame | None = None
         self._writer: RecordWriter | None = None
         self._reporting_to: Destination | None = None  # once closed: the destination late callbacks report to
-        self._repairs: dict = {}  # Route -> [first, last]: a run of repaired offsets not reported yet
+        self._repairs: dict = {}  # (topic, partition, topic id) -> runs [route, first, last] not reported yet
+        self._reporting_repairs = False
 
     def track_deliveries(self) -> None:
         self._tracking = True
@@ -111,9 +113,15 @@ class KafkaSink(KafkaRecords, Sink):
 
     def close(self) -> None:
         if self.destination is not None:
-            with self.destination.lock:  # delivery callbacks run in whichever link's poll holds it
-                self._report_repairs()
-                self._reporting_to = self.destination  # from now on each repair is reported as it comes
+            self._reporting_to = self.destination  # from now on each repair is reported as it comes
+            # Delivery callbacks run in whichever link's poll holds the lock; a link stuck on a destination that is
+            # down holds it for good, and must not hold up the stop too.
+            locked = self.destination.lock.acquire(timeout=CLOSE_LOCK_SECONDS)
+            try:
+                self._report_repairs(may_poll=locked)
+            finally:
+                if locked:
+                    self.destination.lock.release()
             self.destination.release()
             # A destination other links still use is not flushed: this link's delivery callbacks run in their
             # polls, and the reports they write need its producer.
@@ -294,37 +302,47 @@ class KafkaSink(KafkaRecords, Sink):
 
     def _repaired(self, route: Route, first: int, last: int) -> None:
         """A repair comes record by record (a rewind resends a range in order): runs of them are reported as one
-        range once the producer's poll that delivered them is over, or when a run breaks."""
-        run = self._repairs.get(route)
-        if run is not None and run[0] <= first <= run[1] + 1:
-            run[1] = max(run[1], last)
-            return
-        if run is not None:
-            del self._repairs[route]
-            self._report("repaired", route, *run, wait=False)
+        range once the producer's poll that delivered them is over, where a full queue can be waited out."""
         if self.destination is None or self._reporting_to is not None:  # closed, or closing
+            self._report_repairs((route.source_topic, route.source_partition, route.topic_id), may_poll=False)
             self._report("repaired", route, first, last, wait=False)
+            return
+        runs = self._repairs.setdefault((route.source_topic, route.source_partition, route.topic_id), [])
+        if runs and runs[-1][1] <= first <= runs[-1][2] + 1:
+            runs[-1][2] = max(runs[-1][2], last)
         else:
-            self._repairs[route] = [first, last]
+            runs.append([route, first, last])
 
-    def _report_repairs(self, route: Route | None = None) -> None:
-        """The runs of repairs not reported yet (of one route, or all), as a poll's delivery reports leave them."""
-        if route is not None:
-            runs = [(route, self._repairs.pop(route))] if route in self._repairs else []
+    def _report_repairs(self, key: tuple | None = None, may_poll: bool = True) -> None:
+        """The runs of repairs not reported yet (of one partition, or all), in the order they came. may_poll:
+        outside librdkafka's callbacks, a full queue is waited out rather than a report lost."""
+        if self._reporting_repairs:  # waiting for room inside a report: the runs that poll made go next time
+            return
+        if key is not None:
+            runs = self._repairs.pop(key, [])
         else:
-            runs, self._repairs = list(self._repairs.items()), {}
-        for run_route, (first, last) in runs:
-            self._report("repaired", run_route, first, last, wait=False)
+            runs = []
+            while self._repairs:
+                runs += self._repairs.popitem()[1]
+        self._reporting_repairs = True
+        try:
+            for route, first, last in runs:
+                self._report("repaired", route, first, last, wait=False, may_poll=may_poll)
+        finally:
+            self._reporting_repairs = False
 
     def _report(self, event: str, route: Route, first: int, last: int,
-                reason: str = "offsets never arrived over the link", wait: bool = True) -> None:
+                reason: str = "offsets never arrived over the link", wait: bool = True,
+                may_poll: bool | None = None) -> None:
+        """wait: until the report is in the topic; may_poll (as wait when None): for room in the producer's queue."""
         topic, partition = route.source_topic, route.source_partition
         fields = {"link": self.link_name, "event": f"records {event}", "topic": topic, "partition": partition,
                   "first_offset": first, "last_offset": last}
         if route.topic_id is not None:
             fields["topic_id"] = topic_id_text(route.topic_id)
         if event == "missing":
-            self._report_repairs(route)  # a repaired record whose delivery failed: its report comes after
+            # a repaired record whose delivery failed: its report comes after the run before it
+            self._report_repairs((topic, partition, route.topic_id), may_poll=wait)
             self.missing_ranges_reported += 1
             self.missing_offsets_reported += last - first + 1
             log.warning(f"link {self.link_name}: records missing: {topic}[{partition}] offsets {first}..{last} "
@@ -341,7 +359,8 @@ class KafkaSink(KafkaRecords, Sink):
                                                                      if "topic_id" in fields else {})}
             # A missing range is in the topic before the record that revealed it is produced (wait). A repair is
             # not waited for: its record is not delivered yet, and the report must not close the range before.
-            self._write_report(event, report, fields, wait and event == "missing", may_poll=wait)
+            self._write_report(event, report, fields, wait and event == "missing",
+                               may_poll=wait if may_poll is None else may_poll)
 
     def _write_report(self, event: str, report: dict, fields: dict, wait: bool, may_poll: bool) -> None:
         """A restart rebuilds the ledger from the destination, so a range whose report died in the producer's queue
