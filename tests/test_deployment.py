@@ -25,19 +25,25 @@ target = "127.0.0.1:9"
 """
 
 
-def notifications(sock: socket.socket, until, timeout: float = 20.0) -> list[dict]:
-    """Each datagram the proxy sent, as {key: value}, until one satisfies until()."""
+def notifications(sock: socket.socket, until, proxy, timeout: float = 20.0) -> list[dict]:
+    """Each datagram the proxy sent, as {key: value}, until one satisfies until(); a proxy that exits meanwhile
+    fails at once, with its log."""
     received, deadline = [], time.monotonic() + timeout
     while time.monotonic() < deadline:
-        sock.settimeout(max(deadline - time.monotonic(), 0.01))
+        exited = proxy.process.poll() is not None  # what it sent before it exited is still read
+        sock.settimeout(0.01 if exited else min(max(deadline - time.monotonic(), 0.01), 0.5))
         try:
             data = sock.recv(4096)
         except socket.timeout:
-            break
+            if exited:
+                break
+            continue
         received.append(dict(line.split("=", 1) for line in data.decode().splitlines()))
         if until(received[-1]):
             return received
-    raise AssertionError(f"no such notification among {received}")
+    raise AssertionError(f"no such notification among {received}; the proxy "
+                         f"{'exited ' + str(proxy.process.returncode) if proxy.process.poll() is not None else 'runs'}"
+                         f", its log: {proxy.lines()[-5:]}")
 
 
 @pytest.mark.parametrize("abstract", [False, True])
@@ -50,16 +56,16 @@ def test_ddc_run_tells_the_service_manager_it_is_ready_alive_and_stopping(start_
     sock.bind("\0" + address[1:] if abstract else address)
     egress = start_ddc("egress", EGRESS.format(port=free_udp_port()),
                        {"NOTIFY_SOCKET": address, "WATCHDOG_USEC": "600000"})
-    ready = notifications(sock, lambda message: "READY" in message)[-1]
+    ready = notifications(sock, lambda message: "READY" in message, egress)[-1]
     # Started is not ready in /readyz's sense: an egress is ready once its sender's heartbeats arrive.
     assert ready == {"READY": "1", "STATUS": "1 link(s), link logs: no heartbeat received yet"}
     assert any("listening on" in line.get("message", "") for line in egress.lines()), "ready only once listening"
     started = time.monotonic()
-    pings = notifications(sock, lambda message: "WATCHDOG" in message and time.monotonic() - started > 1.0)
+    pings = notifications(sock, lambda message: "WATCHDOG" in message and time.monotonic() - started > 1.0, egress)
     times = [message for message in pings if message.get("WATCHDOG") == "1"]
     assert len(times) >= 3, pings  # every 0.3 s, so 3 or more within a second
     egress.process.send_signal(signal.SIGTERM)
-    stopping = notifications(sock, lambda message: "STOPPING" in message)[-1]
+    stopping = notifications(sock, lambda message: "STOPPING" in message, egress)[-1]
     assert stopping == {"STOPPING": "1", "STATUS": "stopping"}
     assert egress.process.wait(30) == 0
     sock.close()
@@ -70,7 +76,7 @@ def test_without_a_service_manager_nothing_is_sent_and_a_vanished_one_is_no_erro
     sock.bind(str(tmp_path / "notify"))
     egress = start_ddc("egress", EGRESS.format(port=free_udp_port()),
                        {"NOTIFY_SOCKET": str(tmp_path / "notify"), "WATCHDOG_USEC": "400000"})
-    notifications(sock, lambda message: "READY" in message)
+    notifications(sock, lambda message: "READY" in message, egress)
     sock.close()
     (tmp_path / "notify").unlink()
     time.sleep(1.0)
