@@ -113,7 +113,9 @@ class KafkaSink(KafkaRecords, Sink):
 
     def close(self) -> None:
         if self.destination is not None:
-            self._reporting_to = self.destination  # from now on each repair is reported as it comes
+            # From now on each repair is reported as it comes. release() flushes a destination only for its last
+            # user: with other links still on it, this link's delivery callbacks run in their polls, later.
+            self._reporting_to = self.destination
             # Delivery callbacks run in whichever link's poll holds the lock; a link stuck on a destination that is
             # down holds it for good, and must not hold up the stop too.
             locked = self.destination.lock.acquire(timeout=CLOSE_LOCK_SECONDS)
@@ -123,8 +125,6 @@ class KafkaSink(KafkaRecords, Sink):
                 if locked:
                     self.destination.lock.release()
             self.destination.release()
-            # A destination other links still use is not flushed: this link's delivery callbacks run in their
-            # polls, and the reports they write need its producer.
             self.destination = self._writer = None
 
     # ---- writing ----
@@ -303,11 +303,12 @@ class KafkaSink(KafkaRecords, Sink):
     def _repaired(self, route: Route, first: int, last: int) -> None:
         """A repair comes record by record (a rewind resends a range in order): runs of them are reported as one
         range once the producer's poll that delivered them is over, where a full queue can be waited out."""
+        key = (route.source_topic, route.source_partition, route.topic_id)
         if self.destination is None or self._reporting_to is not None:  # closed, or closing
-            self._report_repairs((route.source_topic, route.source_partition, route.topic_id), may_poll=False)
+            self._report_repairs(key, may_poll=False)
             self._report("repaired", route, first, last, wait=False)
             return
-        runs = self._repairs.setdefault((route.source_topic, route.source_partition, route.topic_id), [])
+        runs = self._repairs.setdefault(key, [])
         if runs and runs[-1][1] <= first <= runs[-1][2] + 1:
             runs[-1][2] = max(runs[-1][2], last)
         else:
