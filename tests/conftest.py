@@ -30,10 +30,21 @@ def udp_receiver(buffer_bytes: int = 64 << 20, host: str = "127.0.0.1") -> socke
     return sock
 
 
-def drain(receiving: socket.socket, quiet_seconds: float = 0.2, size: int = 65535) -> list[bytes]:
-    """Every datagram waiting on the socket and arriving until it has been quiet for quiet_seconds."""
-    receiving.settimeout(quiet_seconds)
+def drain(receiving: socket.socket, quiet_seconds: float = 0.2, size: int = 65535,
+          expected: int = 0) -> list[bytes]:
+    """Every datagram waiting on the socket and arriving until it has been quiet for quiet_seconds. Given the
+    number expected, up to 10 s for each of those, then 20 ms for any more: loopback keeps order, so a datagram
+    sent before the last expected one is already there."""
     arrived = []
+    if expected:
+        receiving.settimeout(10)
+        try:
+            while len(arrived) < expected:
+                arrived.append(receiving.recv(size))
+        except socket.timeout:
+            return arrived
+        quiet_seconds = min(quiet_seconds, 0.02)
+    receiving.settimeout(quiet_seconds)
     try:
         while True:
             arrived.append(receiving.recv(size))
